@@ -1,0 +1,28 @@
+# One virtual environment in .venv; every target installs what it needs first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/soxai: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the local CPU build (an unpinned resolve would pull a CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/soxai
+
+setup: $(BIN)/soxai
+
+demo: setup
+	$(BIN)/soxai run
+
+test: setup
+	SOXAI_PROGRESS=0 $(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check soxai flows tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

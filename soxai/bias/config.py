@@ -1,0 +1,35 @@
+"""Configuration of the bias stage."""
+
+from pydantic import Field, field_validator
+
+from soxai._base import Section
+
+
+class TransplantConfig(Section):
+    """Paste a concept's salient region into other classes' images; count flips to its class."""
+
+    region_frac: float = Field(0.25, gt=0.0, le=1.0, description="side of the pasted box / image side")
+    n_pairs: int = Field(64, ge=4, description="(donor, recipient) pairs per concept")
+    threshold: float = Field(
+        0.4, ge=0.0, le=1.0, description="flag when flip rate minus control flip rate reaches this"
+    )
+
+
+class BiasConfig(Section):
+    """Which detectors score the concepts, and a person's overrides."""
+
+    detectors: tuple[str, ...] = Field(("transplant",), min_length=1)
+    transplant: TransplantConfig = Field(default_factory=TransplantConfig)
+    overrides: str | None = Field(
+        None, description="YAML file: {drop: [concept ids], keep: [concept ids]}; wins over detectors"
+    )
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from soxai.bias.detectors import BIAS_DETECTORS
+
+        unknown = [d for d in value if d not in BIAS_DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(BIAS_DETECTORS)}")
+        return value

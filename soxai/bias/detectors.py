@@ -1,0 +1,137 @@
+"""The detector registry. Every detector returns rows of the same contract:
+
+``concept_id, detector, score, is_bias, reason`` — higher score = more suspicious.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.bias.config import BiasConfig
+
+
+@dataclass
+class DetectorContext:
+    """What detectors may read. Never the ``group`` or ``mask_path`` columns (evaluation only).
+
+    images : array of shape (n_total, C, H, W); rows index it
+    train : DataFrame of training samples with columns sample_id, row, label, pred, concept_id
+    concepts : the concepts table (non-noise rows are scored)
+    maps : float32 array of shape (n_concepts, H, W), the mean |map| of each concept, in the
+        order of ``concepts``' non-noise rows (``map_index`` column)
+    predict : function images (n, C, H, W) float32 -> predicted class (n,)
+    seed : seeds every random draw, so the same run gives the same flags
+    """
+
+    images: np.ndarray
+    train: pd.DataFrame
+    concepts: pd.DataFrame
+    maps: np.ndarray
+    predict: Callable[[np.ndarray], np.ndarray]
+    seed: int
+
+
+def salient_box(mean_map: np.ndarray, side: int) -> tuple[int, int, int, int]:
+    """The side x side box holding the most mass of ``mean_map`` (shape (H, W)).
+
+    Returns (y0, x0, y1, x1), half-open. Uses a summed-area table: every box position is scored.
+    """
+    h, w = mean_map.shape
+    side_h, side_w = min(side, h), min(side, w)
+    sat = np.pad(np.cumsum(np.cumsum(mean_map.astype(np.float64), 0), 1), ((1, 0), (1, 0)))
+    sums = sat[side_h:, side_w:] - sat[:-side_h, side_w:] - sat[side_h:, :-side_w] + sat[:-side_h, :-side_w]
+    y0, x0 = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y0), int(x0), int(y0 + side_h), int(x0 + side_w)
+
+
+def paste_region(recipients: np.ndarray, donors: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Copy ``box`` of each donor into the paired recipient (both of shape (n, C, H, W))."""
+    y0, x0, y1, x1 = box
+    out = np.array(recipients, dtype=np.float32, copy=True)
+    out[:, :, y0:y1, x0:x1] = donors[:, :, y0:y1, x0:x1]
+    return out
+
+
+def transplant_flip_rate(
+    predict: Callable[[np.ndarray], np.ndarray],
+    donors: np.ndarray,
+    recipients: np.ndarray,
+    box: tuple[int, int, int, int],
+    target_class: int,
+) -> float:
+    """Share of recipients predicted as ``target_class`` after the donors' ``box`` is pasted in."""
+    if len(donors) == 0 or len(recipients) == 0:
+        return 0.0
+    n = len(recipients)
+    paired = donors[np.arange(n) % len(donors)]
+    return float(np.mean(predict(paste_region(recipients, paired, box)) == target_class))
+
+
+def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
+    """The transplant test.
+
+    A concept's salient region (the box of ``region_frac`` x image side holding most of its mean
+    relevance) is pasted from its members into images of other classes that the model gets right.
+    A shortcut (a watermark, a tag) carries the class on its own and moves predictions to the
+    concept's class; a real feature of the class rarely survives as a small pasted region. The
+    score is the flip rate minus a control: the same box pasted from images of the same class
+    outside the concept, so what counts is what is special about the concept, not the paste.
+    """
+    tcfg = cfg.transplant
+    h, w = ctx.images.shape[2:]
+    side = max(1, int(round(tcfg.region_frac * min(h, w))))
+    rows = []
+    correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
+    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+        cid, k = int(concept["concept_id"]), int(concept["label"])
+        rng = np.random.default_rng([ctx.seed, cid + 1])
+        box = salient_box(ctx.maps[int(concept["map_index"])], side)
+        members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
+        outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == k)]
+        pool = correct[correct["label"] != k]
+        n = min(tcfg.n_pairs, len(pool))
+        if n == 0 or len(members) == 0:
+            rows.append(_row(cid, 0.0, False, "no recipients of other classes to paste into"))
+            continue
+        recipients = _take(ctx.images, pool, n, rng)
+        flip = transplant_flip_rate(ctx.predict, _take(ctx.images, members, n, rng), recipients, box, k)
+        control = (
+            transplant_flip_rate(ctx.predict, _take(ctx.images, outsiders, n, rng), recipients, box, k)
+            if len(outsiders)
+            else 0.0
+        )
+        score = flip - control
+        is_bias = score >= tcfg.threshold
+        y0, x0, y1, x1 = box
+        control_text = (
+            f"same region from other class-{k} images: {control:.0%}" if len(outsiders)
+            else f"no class-{k} images outside the concept to serve as a control"
+        )
+        reason = (
+            f"pasting its salient {y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} "
+            f"into {n} images of other classes moved {flip:.0%} of predictions to class {k} "
+            f"({control_text}); {'at or above' if is_bias else 'below'} threshold {tcfg.threshold:.2f}"
+        )
+        rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, box=list(box)))
+    return rows
+
+
+def _take(images: np.ndarray, frame: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
+    rows = frame["row"].to_numpy()
+    pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
+    return np.asarray(images[np.sort(rows[pick])], dtype=np.float32)
+
+
+def _row(cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"concept_id": cid, "detector": "transplant", "score": float(score), "is_bias": bool(is_bias),
+            "reason": reason, **extra}
+
+
+BIAS_DETECTORS: dict[str, Callable[[DetectorContext, BiasConfig], list[dict[str, Any]]]] = {
+    "transplant": detect_transplant,
+}

@@ -1,0 +1,69 @@
+"""Runner of the bias stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from soxai.config import Config
+from soxai.data.runner import read_images, read_samples
+from soxai.run_dir import RunDir, read_npy, read_parquet, write_parquet
+from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
+
+
+def run_bias(cfg: Config, run: RunDir) -> StageRecord:
+    """Score every concept with every configured detector; apply a person's overrides.
+
+    Writes ``bias/scores.parquet``: concept_id, detector, score (higher = more suspicious), is_bias,
+    reason (+ detector-specific columns).
+    """
+    from soxai.bias.decide import flagged_concepts, read_overrides
+    from soxai.bias.detectors import BIAS_DETECTORS, DetectorContext
+    from soxai.saliency.methods import resolve_device
+    from soxai.train.loop import predict_logits
+    from soxai.train.runner import load_baseline
+
+    bcfg = cfg.bias
+    parts = [cfg.section_hash("seed", "bias")]
+    if bcfg.overrides:
+        parts.append(file_hash(bcfg.overrides) if _exists(bcfg.overrides) else "missing")
+    fp = fingerprint("bias", *parts, *upstream(run, "concepts", "model"))
+
+    def body():
+        concepts = read_parquet(run.concepts)
+        overrides = (
+            read_overrides(bcfg.overrides, set(concepts.loc[~concepts["is_noise"], "concept_id"].astype(int)))
+            if bcfg.overrides else {}
+        )
+        samples = read_samples(run)[["sample_id", "row"]]
+        train = read_parquet(run.assignments).merge(samples, on="sample_id", how="left", validate="one_to_one")
+        images = read_images(run)
+        device = resolve_device(cfg.train.device)
+        model = load_baseline(cfg, run)
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return predict_logits(model, x, np.arange(len(x)), device).argmax(axis=1)
+
+        ctx = DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed)
+        rows = [row for name in bcfg.detectors for row in BIAS_DETECTORS[name](ctx, bcfg)]
+        for cid, is_bias in sorted(overrides.items()):
+            rows.append({"concept_id": cid, "detector": "override", "score": float(is_bias), "is_bias": is_bias,
+                         "reason": f"{'dropped' if is_bias else 'kept'} by a person in {bcfg.overrides}"})
+        scores = pd.DataFrame(rows, columns=_columns(rows))
+        flagged = flagged_concepts(scores) if len(scores) else {}
+        return [write_parquet(run.bias_scores, scores)], {"flagged": sorted(flagged), "n_scored": len(scores)}
+
+    return run_stage(run, "bias", fp, body)
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_file()
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    cols = ["concept_id", "detector", "score", "is_bias", "reason"]
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    return cols

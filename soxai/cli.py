@@ -1,0 +1,179 @@
+"""The ``soxai`` command line. Heavy imports happen inside commands, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from soxai.errors import SoxaiError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0] if __doc__ else None)
+concepts_app = typer.Typer(no_args_is_help=True, help="Inspect the concepts of a run.")
+manifest_app = typer.Typer(no_args_is_help=True, help="Export the pruned training-set manifest.")
+app.add_typer(concepts_app, name="concepts")
+app.add_typer(manifest_app, name="manifest")
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; none = the built-in demo")]
+RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="run directory; re-using one resumes it")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: a.b=value")]
+RunDirArg = Annotated[Path, typer.Argument(help="a run directory (printed by `soxai run`)")]
+
+
+def _prefect_env() -> None:
+    # The library logs to "soxai"; Prefect shows those records in the flow run's logs.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "soxai")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | None):
+    from soxai.config import load_config
+    from soxai.run_dir import RunDir
+    from soxai.runs import default_run_dir, init_run, resolve_paths
+
+    if config is None and run_dir is not None and RunDir(run_dir).exists():
+        # resuming: the run's own resolved config (plus any --set), not the demo defaults
+        cfg = resolve_paths(load_config(RunDir(run_dir).config, overrides or []))
+    else:
+        cfg = resolve_paths(load_config(config, overrides or []))
+    run = init_run(cfg, run_dir or default_run_dir(cfg))
+    return cfg, run
+
+
+def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[str] | None) -> None:
+    try:
+        cfg, run = _start(config, run_dir, overrides)
+    except SoxaiError as exc:
+        _fail(exc)
+    typer.echo(f"run directory: {run.root}")
+    _prefect_env()
+    import flows.pipeline as flows
+
+    try:
+        getattr(flows, name)(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
+    except SoxaiError as exc:
+        _fail(exc)
+    typer.echo(f"done: {run.root}")
+
+
+@app.command()
+def run(config: ConfigArg = None, run_dir: RunDirOpt = None, set_: SetOpt = None) -> None:
+    """Run the whole pipeline as a Prefect flow (embedded server unless PREFECT_API_URL is set)."""
+    _flow("pipeline", config, run_dir, set_)
+
+
+@app.command()
+def explain(config: Annotated[Path, typer.Argument(help="YAML config")], run_dir: RunDirOpt = None,
+            set_: SetOpt = None) -> None:
+    """Run up to the pruned manifest (no retraining)."""
+    _flow("explain", config, run_dir, set_)
+
+
+@app.command()
+def retrain(
+    run_dir: RunDirArg,
+    manifest: Annotated[Path | None, typer.Option(help="a manifest (sample_id, keep) to use instead")] = None,
+) -> None:
+    """Retrain baseline, pruned and random-control variants, compare and report."""
+    from soxai.run_dir import RunDir
+    from soxai.runs import init_run, load_run_config
+
+    try:
+        run = RunDir(run_dir)
+        cfg = load_run_config(run)
+        if manifest is not None:
+            from soxai.manifest.runner import use_user_manifest
+
+            use_user_manifest(cfg, run, manifest)
+        init_run(cfg, run.root)
+    except SoxaiError as exc:
+        _fail(exc)
+    _prefect_env()
+    import flows.pipeline as flows
+
+    try:
+        flows.retrain(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
+    except SoxaiError as exc:
+        _fail(exc)
+    typer.echo(f"done: {run.root}")
+
+
+@concepts_app.command("list")
+def concepts_list(run_dir: RunDirArg) -> None:
+    """A table of the concepts: size, class, accuracy, flag and why."""
+    from soxai.report.terminal import concepts_table
+
+    try:
+        concepts_table(run_dir)
+    except (SoxaiError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@concepts_app.command("show")
+def concepts_show(run_dir: RunDirArg, concept_id: Annotated[int, typer.Argument(help="concept id")]) -> None:
+    """One concept's numbers, detector reasons and exemplars; writes a gallery image."""
+    from soxai.report.terminal import concept_detail
+
+    try:
+        concept_detail(run_dir, concept_id)
+    except (SoxaiError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@manifest_app.command("export")
+def manifest_export(
+    run_dir: RunDirArg,
+    format: Annotated[str, typer.Option("--format", help="csv | parquet | json")] = "csv",
+    out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("pruned.csv"),
+) -> None:
+    """Write the pruned manifest (every sample with keep, reason, concept_id) in another format."""
+    from soxai.manifest.export import export_manifest
+
+    try:
+        path = export_manifest(run_dir, format, out)
+    except SoxaiError as exc:
+        _fail(exc)
+    typer.echo(str(path))
+
+
+@app.command()
+def compare(run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")]) -> None:
+    """Accuracy and worst-group accuracy per variant and test split, with 95% intervals."""
+    from soxai.report.terminal import comparison_table
+
+    try:
+        comparison_table(run_dirs)
+    except (SoxaiError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def report(run_dir: RunDirArg) -> None:
+    """(Re)write the HTML report of a run and print its path."""
+    from soxai.report.runner import write_report
+    from soxai.run_dir import RunDir
+    from soxai.runs import load_run_config
+
+    try:
+        run = RunDir(run_dir)
+        path = write_report(load_run_config(run), run)
+    except (SoxaiError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(str(path))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

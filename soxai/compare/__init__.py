@@ -1,0 +1,1 @@
+"""Compare retrained variants: means, 95% intervals, gains over the baseline, detection quality."""

@@ -1,0 +1,1 @@
+"""Concepts: HDBSCAN clusters of the explanation embedding (noise is concept -1)."""

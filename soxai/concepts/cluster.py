@@ -1,0 +1,120 @@
+"""Kernels: cluster the explanation embedding into concepts and describe each concept."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+NOISE = -1
+
+
+def cluster_embeddings(
+    x: np.ndarray, min_cluster_size: int, min_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HDBSCAN on points ``x``.
+
+    Parameters
+    ----------
+    x : array of shape (n_samples, n_dims)
+
+    Returns
+    -------
+    labels : int array of shape (n_samples,), -1 for noise, clusters numbered from 0
+    probabilities : float array of shape (n_samples,), strength of each membership
+    persistence : float array of shape (n_clusters,), stability of each cluster
+    """
+    import hdbscan
+
+    n = len(x)
+    if n < 2:
+        return np.full(n, NOISE), np.zeros(n), np.zeros(0)
+    mcs = max(2, min(min_cluster_size, n))
+    ms = max(1, min(min_samples if min_samples is not None else mcs, n - 1))
+    model = hdbscan.HDBSCAN(min_cluster_size=mcs, min_samples=ms, core_dist_n_jobs=1).fit(
+        np.asarray(x, dtype=np.float64)
+    )
+    return model.labels_.astype(np.int64), model.probabilities_.astype(np.float32), np.asarray(
+        model.cluster_persistence_, dtype=np.float32
+    )
+
+
+def cluster_per_group(
+    x: np.ndarray, groups: np.ndarray, min_cluster_size: int, min_samples: int | None
+) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+    """Cluster each group (class) separately; concept ids run on across groups in sorted group order.
+
+    Returns labels (n,), probabilities (n,) and {concept_id: persistence}.
+    """
+    labels = np.full(len(x), NOISE, dtype=np.int64)
+    probs = np.zeros(len(x), dtype=np.float32)
+    persistence: dict[int, float] = {}
+    next_id = 0
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        lab, prob, pers = cluster_embeddings(x[idx], min_cluster_size, min_samples)
+        found = lab >= 0
+        labels[idx[found]] = lab[found] + next_id
+        probs[idx] = prob
+        for j, p in enumerate(pers):
+            persistence[next_id + j] = float(p)
+        next_id += len(pers)
+    return labels, probs, persistence
+
+
+def describe_concepts(
+    concept_ids: np.ndarray,
+    labels: np.ndarray,
+    correct: np.ndarray,
+    probabilities: np.ndarray,
+    sample_ids: np.ndarray,
+    embedding: np.ndarray,
+    persistence: dict[int, float],
+    n_exemplars: int,
+) -> pd.DataFrame:
+    """One row per concept (noise included as -1): size, label mix, accuracy, exemplars, persistence.
+
+    Exemplars are the members closest to the concept's embedding centroid, strongest membership
+    breaking ties, so they show what is typical of the concept.
+    """
+    rows: list[dict[str, Any]] = []
+    for cid in np.unique(concept_ids):
+        m = concept_ids == cid
+        labs, counts = np.unique(labels[m], return_counts=True)
+        major = int(labs[np.argmax(counts)])
+        centre = embedding[m].mean(axis=0)
+        dist = np.linalg.norm(embedding[m] - centre, axis=1) - 1e-6 * probabilities[m]
+        order = np.argsort(dist, kind="stable")[:n_exemplars]
+        rows.append(
+            {
+                "concept_id": int(cid),
+                "is_noise": bool(cid == NOISE),
+                "size": int(m.sum()),
+                "label": major,
+                "label_purity": float(counts.max() / m.sum()),
+                "label_mix": json.dumps({str(int(k)): int(v) for k, v in zip(labs, counts, strict=True)}),
+                "accuracy": float(correct[m].mean()),
+                "persistence": float(persistence.get(int(cid), 0.0)),
+                "exemplars": [str(s) for s in sample_ids[m][order]],
+                "x": float(centre[0]),
+                "y": float(centre[1]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def mean_maps(maps: np.ndarray, concept_ids: np.ndarray, ids: list[int]) -> np.ndarray:
+    """Mean of each concept's |map| scaled to max 1 per sample.
+
+    Returns float32 array of shape (len(ids), height, width), in the order of ``ids``.
+    """
+    out = np.zeros((len(ids), *maps.shape[1:]), dtype=np.float32)
+    for i, cid in enumerate(ids):
+        members = np.abs(np.asarray(maps[concept_ids == cid], dtype=np.float32))
+        if len(members):
+            peak = members.reshape(len(members), -1).max(axis=1)
+            members /= np.where(peak > 0, peak, 1.0)[:, None, None]
+            out[i] = members.mean(axis=0)
+    return out

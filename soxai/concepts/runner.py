@@ -1,0 +1,46 @@
+"""Runner of the concepts stage."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from soxai.config import Config
+from soxai.run_dir import RunDir, read_parquet, write_npy, write_parquet
+from soxai.stage import StageRecord, fingerprint, run_stage, upstream
+
+
+def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
+    """Cluster the embedding; write assignments, the concepts table and each concept's mean map."""
+    from soxai.concepts.cluster import NOISE, cluster_embeddings, cluster_per_group, describe_concepts, mean_maps
+    from soxai.saliency.runner import read_index, read_maps
+
+    ccfg = cfg.concepts
+    fp = fingerprint("concepts", cfg.section_hash("concepts"), *upstream(run, "embed"))
+
+    def body():
+        emb = read_parquet(run.embedding)
+        coords = emb[[c for c in emb.columns if c.startswith("u")]].to_numpy()
+        labels = emb["label"].to_numpy()
+        if ccfg.per_class:
+            cids, probs, persistence = cluster_per_group(coords, labels, ccfg.min_cluster_size, ccfg.min_samples)
+        else:
+            cids, probs, pers = cluster_embeddings(coords, ccfg.min_cluster_size, ccfg.min_samples)
+            persistence = {i: float(p) for i, p in enumerate(pers)}
+        correct = emb["pred"].to_numpy() == labels
+        table = describe_concepts(
+            cids, labels, correct, probs, emb["sample_id"].to_numpy(), coords, persistence, ccfg.n_exemplars
+        )
+        real = table.loc[~table["is_noise"], "concept_id"].astype(int).tolist()
+        table["map_index"] = table["concept_id"].map({c: i for i, c in enumerate(real)}).fillna(-1).astype(int)
+        index = read_index(run).set_index("sample_id").loc[emb["sample_id"]].reset_index()
+        maps = mean_maps(read_maps(run, index), cids, real)
+        assignments = emb[["sample_id", "label", "pred"]].assign(concept_id=cids, probability=probs)
+        out = [
+            write_parquet(run.assignments, assignments),
+            write_npy(run.concept_maps, maps),
+            write_parquet(run.concepts, table),
+        ]
+        n_noise = int((cids == NOISE).sum())
+        return out, {"n_concepts": len(real), "noise_share": round(n_noise / max(len(cids), 1), 4)}
+
+    return run_stage(run, "concepts", fp, body)

@@ -1,0 +1,153 @@
+"""The root configuration: one section per stage, loaded from YAML with ``--set`` overrides.
+
+The defaults of :class:`Config` *are* the built-in demo (``configs/demo.yaml`` spells them out).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from soxai._base import Section
+from soxai.bias.config import BiasConfig
+from soxai.concepts.config import ConceptsConfig
+from soxai.data.config import DataConfig
+from soxai.embed.config import EmbedConfig
+from soxai.errors import ConfigError
+from soxai.manifest.config import ManifestConfig
+from soxai.models.config import ModelConfig
+from soxai.saliency.config import SaliencyConfig
+from soxai.train.config import RetrainConfig, TrainConfig
+
+
+class Config(Section):
+    """Everything a run needs. Unknown keys are errors; the resolved config goes into the run dir."""
+
+    name: str = Field("demo", description="a label for the run; run ids start with it")
+    seed: int = Field(0, ge=0, description="seed of data generation, baseline training and UMAP")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    saliency: SaliencyConfig = Field(default_factory=SaliencyConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    concepts: ConceptsConfig = Field(default_factory=ConceptsConfig)
+    bias: BiasConfig = Field(default_factory=BiasConfig)
+    manifest: ManifestConfig = Field(default_factory=ManifestConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+    def section_hash(self, *names: str) -> str:
+        """A stable hash of the named top-level sections (what a stage's output depends on)."""
+        dumped = self.model_dump(mode="json")
+        payload = json.dumps({n: dumped[n] for n in names}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
+    """Parse ``a.b=value`` strings; values are YAML (``3``, ``0.5``, ``null``, ``[0, 1]``)."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (for example concepts.min_cluster_size=30), got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        parsed.append((key, value))
+    return parsed
+
+
+def _allowed_keys(model: type[Section], path: tuple[Any, ...]) -> list[str]:
+    """The field names valid at a dotted path inside ``model`` (for 'did you mean')."""
+    current: Any = model
+    for part in path:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        # unwrap Optional[Section]
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if hasattr(a, "model_fields")]
+        if not candidates:
+            return []
+        current = candidates[0]
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Config, loc[:-1])
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            msg = f"  {dotted}: unknown key"
+            if hint:
+                msg += f"; did you mean {'.'.join(str(p) for p in loc[:-1] + (hint[0],))}?"
+            msg += f" (allowed here: {', '.join(allowed)})"
+        else:
+            msg = f"  {dotted}: {err['msg']} (got {err.get('input')!r})"
+        lines.append(msg)
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load a config from YAML (or the demo defaults when ``path`` is None) and apply overrides.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or not YAML, a key is unknown, or a value is out of range;
+        the message names the dotted path and what is allowed.
+    """
+    tree: dict[str, Any] = {}
+    source = "built-in demo defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass a YAML file or no CONFIG for the demo")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+    parsed = parse_overrides(overrides)
+    for key, value in parsed:
+        _set_dotted(tree, key, value)
+    if parsed:
+        source += " with --set " + " ".join(f"{k}={v}" for k, v in parsed)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None

@@ -1,0 +1,54 @@
+"""Configuration of the data stage."""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from soxai._base import Section
+
+ARTIFACT_SHAPES = ("square", "cross", "ring", "stripe")
+ARTIFACT_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "random")
+
+
+class ArtifactConfig(Section):
+    """A planted artifact: a small mark correlated with one class in the training data."""
+
+    shape: Literal["square", "cross", "ring", "stripe"] = Field(
+        "square", description="what the mark looks like"
+    )
+    size: int = Field(5, ge=1, le=64, description="side of the mark in pixels")
+    intensity: float = Field(1.0, ge=0.0, le=1.0, description="grey value of the mark (images are in [0, 1])")
+    position: Literal["top_left", "top_right", "bottom_left", "bottom_right", "random"] = Field(
+        "top_left", description="where the mark goes; 'random' picks a corner per image"
+    )
+    target_class: int = Field(0, ge=0, description="the class whose training images carry the mark")
+    rate: float = Field(
+        0.3, gt=0.0, le=1.0, description="share of the target class's train/val images that carry the mark"
+    )
+
+
+class DataConfig(Section):
+    """Where the images come from and how the splits are made."""
+
+    source: Literal["cells", "digits", "manifest"] = Field(
+        "cells", description="built-in generator ('cells', 'digits') or a user manifest file"
+    )
+    manifest: str | None = Field(
+        None, description="CSV/Parquet with columns path, label, split[, sample_id, group, mask_path]"
+    )
+    image_size: int = Field(32, ge=8, le=512, description="side of the square images (built-in sources)")
+    n_classes: int = Field(3, ge=2, le=3, description="number of classes of the cells generator")
+    n_train_per_class: int = Field(700, ge=4, description="cells: training images per class")
+    n_val_per_class: int = Field(100, ge=2, description="cells: validation images per class")
+    n_test_per_class: int = Field(200, ge=2, description="cells: clean test images per class")
+    noise: float = Field(0.12, ge=0.0, le=1.0, description="cells: std of the pixel noise")
+    artifact: ArtifactConfig | None = Field(
+        default_factory=ArtifactConfig, description="the planted artifact; null plants none"
+    )
+
+    @model_validator(mode="after")
+    def _manifest_needs_path(self) -> "DataConfig":
+        if self.source == "manifest" and not self.manifest:
+            raise ValueError("data.source is 'manifest' but data.manifest is not set; "
+                             "set data.manifest=path/to/samples.csv")
+        return self

@@ -1,0 +1,76 @@
+"""Runner of the data stage, and the readers every later stage uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.config import Config
+from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
+from soxai.stage import StageRecord, file_hash, fingerprint, run_stage
+
+
+def run_data(cfg: Config, run: RunDir) -> StageRecord:
+    """Build the dataset (generator or user manifest) and store it in the run directory.
+
+    Writes ``data/samples.parquet`` (one row per sample, ``row`` indexes ``data/images.npy``),
+    ``data/images.npy`` of shape (N, C, H, W) float32, ``data/masks.npy`` (N, H, W) when the source
+    has ground-truth masks, and ``data/info.json`` (class names, image shape, counts).
+    """
+    from soxai.data.dataset import build_dataset, validate_dataset
+
+    parts = [cfg.section_hash("seed", "data")]
+    if cfg.data.source == "manifest" and cfg.data.manifest:
+        parts.append(file_hash(cfg.data.manifest))
+    fp = fingerprint("data", *parts)
+
+    def body():
+        ds = build_dataset(cfg.data, cfg.seed)
+        validate_dataset(ds)
+        outputs = [write_npy(run.images, ds.images)]
+        if ds.masks is not None:
+            outputs.append(write_npy(run.masks, ds.masks))
+        else:
+            run.masks.unlink(missing_ok=True)
+        counts = ds.samples.groupby("split").size().to_dict()
+        info = {
+            "source": cfg.data.source,
+            "class_names": list(ds.class_names),
+            "n_classes": len(ds.class_names),
+            "image_shape": list(ds.images.shape[1:]),
+            "has_masks": ds.masks is not None,
+            "split_counts": {str(k): int(v) for k, v in counts.items()},
+        }
+        outputs.append(write_json(run.data_info, info))
+        outputs.append(write_parquet(run.samples, ds.samples))
+        return outputs, {"n_samples": int(len(ds.samples)), "split_counts": info["split_counts"]}
+
+    return run_stage(run, "data", fp, body)
+
+
+def read_samples(run: RunDir) -> pd.DataFrame:
+    return read_parquet(run.samples)
+
+
+def read_images(run: RunDir) -> np.ndarray:
+    """Images of shape (N, C, H, W), memory-mapped."""
+    return read_npy(run.images)
+
+
+def read_info(run: RunDir) -> dict[str, Any]:
+    return read_json(run.data_info)
+
+
+def eval_splits(samples: pd.DataFrame) -> list[str]:
+    """Every split other than train is an evaluation split (val first, then sorted)."""
+    splits = [s for s in samples["split"].unique() if s != "train"]
+    return sorted(splits, key=lambda s: (s != "val", s))
+
+
+def groups_of(frame: pd.DataFrame) -> np.ndarray | None:
+    """The evaluation-only group column, or None when the data has none."""
+    if "group" not in frame or frame["group"].isna().all():
+        return None
+    return frame["group"].fillna("unknown").astype(str).to_numpy()

@@ -1,0 +1,1 @@
+"""Saliency maps -> explanation vectors -> PCA -> UMAP."""

@@ -1,0 +1,20 @@
+"""Configuration of the embed stage."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from soxai._base import Section
+
+
+class EmbedConfig(Section):
+    """Maps -> explanation vectors -> PCA -> UMAP."""
+
+    pool_size: int = Field(8, ge=1, description="maps are average-pooled to pool_size x pool_size")
+    normalize: Literal["l2", "l1", "max", "none"] = Field(
+        "l2", description="per-sample scaling so that clusters reflect where, not how strongly"
+    )
+    pca_components: int = Field(32, ge=1, description="PCA before UMAP (capped by the feature size)")
+    umap_neighbors: int = Field(15, ge=2)
+    umap_min_dist: float = Field(0.0, ge=0.0, description="0 packs clusters tightly, good for HDBSCAN")
+    n_components: int = Field(2, ge=2, le=16, description="UMAP dimensions that are clustered and plotted")

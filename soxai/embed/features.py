@@ -1,0 +1,91 @@
+"""Kernels: explanation vectors from maps, and their low-dimensional embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from soxai.errors import StageError
+
+
+def pooled_features(maps: np.ndarray, pool_size: int, normalize: str, chunk: int = 4096) -> np.ndarray:
+    """Average-pool |map| to a pool_size x pool_size grid and scale each sample.
+
+    Parameters
+    ----------
+    maps : array of shape (n_samples, height, width); float16 or float32, may be a memmap
+    pool_size : side of the pooled grid (capped by the map size)
+    normalize : 'l2' | 'l1' | 'max' | 'none' — per-sample scaling, so that two samples that look at
+        the same place cluster together whatever the strength of their gradients
+
+    Returns
+    -------
+    features : float32 array of shape (n_samples, pool_size * pool_size)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, h, w = maps.shape
+    side = min(pool_size, h, w)
+    out = np.empty((n, side * side), dtype=np.float32)
+    for start in range(0, n, chunk):
+        block = torch.from_numpy(np.abs(np.asarray(maps[start : start + chunk], dtype=np.float32)))
+        pooled = F.adaptive_avg_pool2d(block[:, None], side).reshape(len(block), -1).numpy()
+        out[start : start + len(block)] = pooled
+    return scale_rows(out, normalize)
+
+
+def scale_rows(x: np.ndarray, normalize: str) -> np.ndarray:
+    """Scale each row by its l2 / l1 / max norm (rows that are all zero stay zero)."""
+    if normalize == "none":
+        return x
+    if normalize == "l2":
+        norm = np.sqrt((x**2).sum(axis=1, keepdims=True))
+    elif normalize == "l1":
+        norm = np.abs(x).sum(axis=1, keepdims=True)
+    elif normalize == "max":
+        norm = np.abs(x).max(axis=1, keepdims=True)
+    else:
+        raise ValueError(f"unknown normalisation {normalize!r}; use l2, l1, max or none")
+    return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def embed_features(
+    features: np.ndarray,
+    pca_components: int,
+    n_neighbors: int,
+    min_dist: float,
+    n_components: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """PCA then UMAP.
+
+    Parameters
+    ----------
+    features : array of shape (n_samples, n_features)
+
+    Returns
+    -------
+    pca : float32 array of shape (n_samples, k), k = min(pca_components, n_features, n_samples)
+    embedding : float32 array of shape (n_samples, n_components)
+    """
+    from sklearn.decomposition import PCA
+
+    n = len(features)
+    if n < n_components + 2:
+        raise StageError(
+            f"{n} explanation vectors are too few to embed into {n_components} dimensions; "
+            "compute saliency for more samples (saliency.splits) or use a larger dataset"
+        )
+    k = max(1, min(pca_components, features.shape[1], n))
+    pca = PCA(n_components=k, random_state=seed).fit_transform(features).astype(np.float32)
+    import umap  # slow import (numba); only here
+
+    reducer = umap.UMAP(
+        n_neighbors=min(n_neighbors, n - 1),
+        min_dist=min_dist,
+        n_components=n_components,
+        random_state=seed,  # also makes UMAP single-threaded, hence reproducible on CPU
+        init="spectral" if n > n_components + 1 else "random",
+    )
+    embedding = reducer.fit_transform(pca).astype(np.float32)
+    return pca, embedding

@@ -1,0 +1,1 @@
+"""The pruned training-set manifest."""

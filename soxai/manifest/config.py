@@ -1,0 +1,23 @@
+"""Configuration of the manifest stage."""
+
+from pydantic import Field, field_validator
+
+from soxai._base import Section
+
+
+class ManifestConfig(Section):
+    """How flagged concepts turn into dropped samples."""
+
+    policy: str = Field("drop_flagged", description="a name from soxai.manifest.policies.PRUNE_POLICIES")
+    allow_empty_class: bool = Field(
+        False, description="allow a prune that removes every training sample of a class"
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from soxai.manifest.policies import PRUNE_POLICIES
+
+        if value not in PRUNE_POLICIES:
+            raise ValueError(f"unknown prune policy {value!r}; choose one of {sorted(PRUNE_POLICIES)}")
+        return value

@@ -1,0 +1,26 @@
+"""Export the pruned manifest in the format a user's training code reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from soxai.errors import ConfigError, StageError
+from soxai.run_dir import RunDir, read_parquet, write_csv, write_parquet, write_text
+
+FORMATS = ("csv", "parquet", "json")
+
+
+def export_manifest(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
+    """Write ``manifest/pruned.parquet`` of a run as csv, parquet or json (records) to ``out``."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    run = RunDir(run_dir)
+    if not run.pruned_parquet.is_file():
+        raise StageError(f"{run.root} has no pruned manifest yet; run `soxai explain` or `soxai run` on it first")
+    frame = read_parquet(run.pruned_parquet)
+    out = Path(out)
+    if fmt == "csv":
+        return write_csv(out, frame)
+    if fmt == "parquet":
+        return write_parquet(out, frame)
+    return write_text(out, frame.to_json(orient="records", indent=1))

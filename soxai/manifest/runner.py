@@ -1,0 +1,119 @@
+"""Runner of the manifest stage: the pruned training set, with a reason per dropped sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from soxai.config import Config
+from soxai.data.runner import read_samples
+from soxai.errors import StageError
+from soxai.run_dir import RunDir, read_json, read_parquet, write_csv, write_json, write_parquet
+from soxai.stage import StageRecord, fingerprint, run_stage, upstream
+
+
+def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
+    """Apply the prune policy; write ``manifest/pruned.parquet`` + ``.csv`` and ``manifest/manifest.json``.
+
+    The manifest lists every sample (all splits); only training samples can be dropped.
+    """
+    from soxai.bias.decide import flagged_concepts
+    from soxai.manifest.policies import PRUNE_POLICIES
+
+    mcfg = cfg.manifest
+    fp = fingerprint("manifest", cfg.section_hash("manifest"), *upstream(run, "bias"))
+
+    def body():
+        samples = read_samples(run)
+        assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
+        scores = read_parquet(run.bias_scores)
+        flagged = flagged_concepts(scores) if len(scores) else {}
+        frame = samples.merge(assign, on="sample_id", how="left", validate="one_to_one")
+        is_train = (frame["split"] == "train").to_numpy()
+        train = frame[is_train]
+        keep_train, reasons_train = PRUNE_POLICIES[mcfg.policy](train, flagged)
+        keep = np.ones(len(frame), dtype=bool)
+        keep[is_train] = keep_train
+        reasons = np.array([""] * len(frame), dtype=object)
+        reasons[is_train] = reasons_train
+        for cid, why in flagged.items():
+            member = reasons == f"member of flagged concept {cid}"
+            reasons[member] = f"member of flagged concept {cid} ({why})"
+        counts = {}
+        for label in sorted(train["label"].unique()):
+            in_class = train["label"].to_numpy() == label
+            kept = int(keep_train[in_class].sum())
+            counts[str(int(label))] = {"kept": kept, "dropped": int(in_class.sum()) - kept}
+            if kept == 0 and not mcfg.allow_empty_class:
+                raise StageError(
+                    f"pruning would drop every training sample of class {label} (concepts {sorted(flagged)}); "
+                    "check the flags with `soxai concepts list RUN_DIR`, keep a concept with bias.overrides, "
+                    "or set manifest.allow_empty_class=true"
+                )
+        columns = ["sample_id", "split", "label"] + [c for c in ("path", "row") if c in frame]
+        out = frame[columns].copy()
+        out["keep"] = keep
+        out["reason"] = reasons.astype(str)
+        out["concept_id"] = frame["concept_id"].astype("Int64")
+        run_info = read_json(run.run_json) if run.run_json.is_file() else {}
+        info = {
+            "run_id": run_info.get("run_id", run.root.name),
+            "config_hash": cfg.section_hash(*Config.model_fields),
+            "policy": mcfg.policy,
+            "flagged_concepts": {str(k): v for k, v in flagged.items()},
+            "n_train": int(is_train.sum()),
+            "n_dropped": int((~keep_train).sum()),
+            "share_dropped": float((~keep_train).mean()) if len(keep_train) else 0.0,
+            "per_class": counts,
+            "nothing_flagged": not flagged,
+        }
+        outputs = [
+            write_parquet(run.pruned_parquet, out),
+            write_csv(run.pruned_csv, out),
+            write_json(run.manifest_json, info),
+        ]
+        return outputs, {"n_dropped": info["n_dropped"], "flagged": sorted(flagged)}
+
+    return run_stage(run, "manifest", fp, body)
+
+
+def use_user_manifest(cfg: Config, run: RunDir, path) -> StageRecord:
+    """Replace the run's pruned manifest with a user's file of ``sample_id, keep`` (csv/parquet).
+
+    The manifest stage is re-fingerprinted on the file's content, so retraining follows it.
+    """
+    import pandas as pd
+
+    from soxai.errors import DataError
+    from soxai.stage import file_hash
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist")
+    user = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = {"sample_id", "keep"} - set(user.columns)
+    if missing:
+        raise DataError(f"manifest {path} lacks column(s) {sorted(missing)}; it needs sample_id and keep")
+    current = read_parquet(run.pruned_parquet)
+    unknown = set(user["sample_id"].astype(str)) - set(current["sample_id"])
+    if unknown:
+        raise DataError(f"manifest {path} has {len(unknown)} sample_id(s) this run does not know, "
+                        f"e.g. {sorted(unknown)[:5]}")
+    keep = dict(zip(user["sample_id"].astype(str), user["keep"].astype(bool), strict=True))
+    merged = current.copy()
+    merged["keep"] = [keep.get(s, k) for s, k in zip(merged["sample_id"], merged["keep"], strict=True)]
+    merged.loc[~merged["keep"], "reason"] = merged.loc[~merged["keep"], "reason"].where(
+        merged.loc[~merged["keep"], "reason"] != "", f"dropped by {path.name}")
+    fp = fingerprint("manifest", "user", file_hash(path), *upstream(run, "bias"))
+
+    def body():
+        info = read_json(run.manifest_json)
+        train = merged[merged["split"] == "train"]
+        info.update(policy=f"user manifest {path}", n_dropped=int((~train["keep"]).sum()),
+                    share_dropped=float((~train["keep"]).mean()))
+        outs = [write_parquet(run.pruned_parquet, merged), write_csv(run.pruned_csv, merged),
+                write_json(run.manifest_json, info)]
+        return outs, {"n_dropped": info["n_dropped"], "user_manifest": str(path)}
+
+    return run_stage(run, "manifest", fp, body)

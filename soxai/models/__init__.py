@@ -1,0 +1,1 @@
+"""Model architectures (a registry by name) and checkpoint I/O."""

@@ -1,0 +1,226 @@
+"""The run directory: the only code that knows where artifacts live, and how they are written.
+
+Every write goes to a temporary file in the same folder and is moved into place with
+``os.replace``, so a reader never sees a half-written file and a crash leaves only debris
+named ``.*.tmp`` that the next write overwrites.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+STAGES = ("data", "model", "saliency", "embed", "concepts", "bias", "manifest", "train", "compare", "report")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_npy(path: Path, array: np.ndarray) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+def read_npy(path: Path, mmap: bool = True) -> np.ndarray:
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def write_parquet(path: Path, df: Any) -> Path:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return write_bytes(path, buf.getvalue())
+
+
+def write_csv(path: Path, df: Any) -> Path:
+    return write_text(path, df.to_csv(index=False))
+
+
+def read_parquet(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+class RunDir:
+    """Paths of every artifact of one run. Create with ``RunDir(path)``; nothing is written yet."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    # run level
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def env_json(self) -> Path:
+        return self.root / "env.json"
+
+    def stage_json(self, stage: str) -> Path:
+        return self.root / stage / "stage.json"
+
+    # data
+    @property
+    def samples(self) -> Path:
+        return self.root / "data" / "samples.parquet"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "data" / "images.npy"
+
+    @property
+    def masks(self) -> Path:
+        return self.root / "data" / "masks.npy"
+
+    @property
+    def data_info(self) -> Path:
+        return self.root / "data" / "info.json"
+
+    # model
+    @property
+    def baseline_model(self) -> Path:
+        return self.root / "model" / "baseline.pt"
+
+    @property
+    def baseline_metrics(self) -> Path:
+        return self.root / "model" / "baseline.json"
+
+    # saliency
+    @property
+    def saliency_index(self) -> Path:
+        return self.root / "saliency" / "index.parquet"
+
+    def saliency_shard(self, i: int) -> Path:
+        return self.root / "saliency" / f"shard-{i:05d}.npy"
+
+    # embed
+    @property
+    def features(self) -> Path:
+        return self.root / "embed" / "features.npy"
+
+    @property
+    def embedding(self) -> Path:
+        return self.root / "embed" / "embedding.parquet"
+
+    # concepts
+    @property
+    def assignments(self) -> Path:
+        return self.root / "concepts" / "assignments.parquet"
+
+    @property
+    def concepts(self) -> Path:
+        return self.root / "concepts" / "concepts.parquet"
+
+    @property
+    def concept_maps(self) -> Path:
+        return self.root / "concepts" / "mean_maps.npy"
+
+    # bias
+    @property
+    def bias_scores(self) -> Path:
+        return self.root / "bias" / "scores.parquet"
+
+    # manifest
+    @property
+    def pruned_parquet(self) -> Path:
+        return self.root / "manifest" / "pruned.parquet"
+
+    @property
+    def pruned_csv(self) -> Path:
+        return self.root / "manifest" / "pruned.csv"
+
+    @property
+    def manifest_json(self) -> Path:
+        return self.root / "manifest" / "manifest.json"
+
+    # train / compare / report
+    def variant_dir(self, variant: str, seed: int) -> Path:
+        return self.root / "train" / variant / f"seed{seed}"
+
+    def variant_model(self, variant: str, seed: int) -> Path:
+        return self.variant_dir(variant, seed) / "model.pt"
+
+    def variant_metrics(self, variant: str, seed: int) -> Path:
+        return self.variant_dir(variant, seed) / "metrics.json"
+
+    def variant_manifest(self, variant: str, seed: int) -> Path:
+        return self.variant_dir(variant, seed) / "train_ids.parquet"
+
+    @property
+    def comparison(self) -> Path:
+        return self.root / "compare" / "comparison.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report" / "report.html"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.root))
+
+    def exists(self) -> bool:
+        return self.config.is_file()

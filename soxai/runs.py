@@ -1,0 +1,79 @@
+"""Starting and finishing a run: config.yaml, run.json, env.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from soxai.config import Config
+from soxai.errors import ConfigError
+from soxai.run_dir import RunDir, read_json, write_json, write_text
+
+PACKAGES = ("soxai", "torch", "captum", "numpy", "scikit-learn", "umap-learn", "hdbscan", "pandas", "pyarrow",
+            "prefect", "pydantic")
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """Make user file paths absolute (against the working directory) so the run dir is self-contained."""
+    updates = {}
+    if cfg.data.manifest:
+        updates["data"] = cfg.data.model_copy(update={"manifest": str(Path(cfg.data.manifest).resolve())})
+    if cfg.bias.overrides:
+        updates["bias"] = cfg.bias.model_copy(update={"overrides": str(Path(cfg.bias.overrides).resolve())})
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def default_run_dir(cfg: Config, base: str | Path = "runs") -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(base) / f"{cfg.name}-{stamp}"
+
+
+def init_run(cfg: Config, root: str | Path) -> RunDir:
+    """Create (or reopen) a run directory and write the resolved config and the environment."""
+    run = RunDir(root)
+    if run.root.exists() and not run.root.is_dir():
+        raise ConfigError(f"run directory {run.root} exists and is not a directory; choose another --run-dir")
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text(run.config, cfg.to_yaml())
+    state = read_json(run.run_json) if run.run_json.is_file() else {}
+    state.setdefault("run_id", run.root.name)
+    state.setdefault("created_at", _now())
+    state.update(status="running", started_at=_now())
+    state.pop("error", None)
+    write_json(run.run_json, state)
+    write_json(run.env_json, environment())
+    return run
+
+
+def finish_run(run: RunDir, status: str, error: str | None = None) -> None:
+    state = read_json(run.run_json) if run.run_json.is_file() else {}
+    state.update(status=status, finished_at=_now())
+    if error:
+        state["error"] = error
+    write_json(run.run_json, state)
+
+
+def load_run_config(run: RunDir) -> Config:
+    from soxai.config import load_config
+
+    if not run.config.is_file():
+        raise ConfigError(f"{run.root} is not a soxai run directory (no config.yaml); pass the folder `soxai run` printed")
+    return load_config(run.config)
+
+
+def environment() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+            "packages": versions}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

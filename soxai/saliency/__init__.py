@@ -1,0 +1,1 @@
+"""Per-sample saliency maps (captum), batched, streamed to float16 shards."""

@@ -1,0 +1,1 @@
+"""Planted problems with known answers: toy models and data generators for tests and users."""

@@ -1,0 +1,1 @@
+"""Training and evaluation of the baseline and the retrained variants."""

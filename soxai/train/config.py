@@ -1,0 +1,26 @@
+"""Configuration of training (baseline and retraining) and of the retrain variants."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from soxai._base import Section
+
+
+class TrainConfig(Section):
+    """The training recipe, shared by the baseline and every retrained variant."""
+
+    epochs: int = Field(8, ge=1, description="passes over the training split")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0.0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0.0)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present")
+
+
+class RetrainConfig(Section):
+    """Which variants are retrained, and over how many seeds."""
+
+    variants: tuple[Literal["baseline", "pruned", "random_control"], ...] = Field(
+        ("baseline", "pruned", "random_control"), min_length=1
+    )
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=2, description="one model per variant and seed")

@@ -1,0 +1,139 @@
+"""Runners of the ``model`` stage (the baseline) and the ``train`` stage (retrained variants)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.config import Config
+from soxai.data.runner import eval_splits, groups_of, read_images, read_info, read_samples
+from soxai.errors import StageError
+from soxai.manifest.policies import random_control
+from soxai.progress import progress
+from soxai.run_dir import RunDir, read_json, read_parquet, write_json, write_parquet
+from soxai.stage import StageRecord, fingerprint, run_stage, upstream
+
+log = logging.getLogger("soxai")
+
+
+def make_model(cfg: Config, info: dict[str, Any], seed: int):
+    from soxai.models.registry import build_model
+
+    c, h, _ = info["image_shape"]
+    return build_model(cfg.model, c, info["n_classes"], h, seed)
+
+
+def load_baseline(cfg: Config, run: RunDir):
+    from soxai.models.registry import load_checkpoint
+
+    model = make_model(cfg, read_info(run), cfg.seed)
+    load_checkpoint(run.baseline_model, model)
+    return model.eval()
+
+
+def evaluate_splits(model, images: np.ndarray, samples: pd.DataFrame, device, splits: list[str]) -> dict:
+    """Metrics of ``model`` on each split: accuracy, per-class and worst-group accuracy."""
+    from soxai.train.loop import accuracy_metrics, predict_logits
+
+    out = {}
+    for split in splits:
+        frame = samples[samples["split"] == split]
+        pred = predict_logits(model, images, frame["row"].to_numpy(), device).argmax(axis=1)
+        out[split] = accuracy_metrics(pred, frame["label"].to_numpy(), groups_of(frame))
+    return out
+
+
+def _fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int, what: str):
+    from soxai.saliency.methods import resolve_device
+    from soxai.train.loop import train_model
+
+    device = resolve_device(cfg.train.device)
+    model = make_model(cfg, read_info(run), seed)
+    with progress(f"train {what}", cfg.train.epochs, unit="epochs") as advance:
+        train_model(model, read_images(run), rows, labels, cfg.train, seed, device,
+                    on_epoch=lambda e, loss: advance(1))
+    return model, device
+
+
+def run_model(cfg: Config, run: RunDir) -> StageRecord:
+    """Train the baseline model on the whole training split and evaluate it on every split."""
+    from soxai.models.registry import save_checkpoint
+
+    fp = fingerprint("model", cfg.section_hash("seed", "model", "train"), *upstream(run, "data"))
+
+    def body():
+        samples = read_samples(run)
+        train = samples[samples["split"] == "train"]
+        model, device = _fit(cfg, run, train["row"].to_numpy(), train["label"].to_numpy(), cfg.seed, "baseline")
+        metrics = evaluate_splits(model, read_images(run), samples, device, ["train", *eval_splits(samples)])
+        out = [save_checkpoint(run.baseline_model, model, {"seed": cfg.seed, "arch": cfg.model.name})]
+        out.append(write_json(run.baseline_metrics, metrics))
+        return out, {split: round(m["accuracy"], 4) for split, m in metrics.items()}
+
+    return run_stage(run, "model", fp, body)
+
+
+def variant_train_set(variant: str, train: pd.DataFrame, keep: np.ndarray, seed: int) -> np.ndarray:
+    """Boolean mask over ``train`` rows: the training set of ``variant`` for ``seed``."""
+    if variant == "baseline":
+        return np.ones(len(train), dtype=bool)
+    if variant == "pruned":
+        return keep
+    if variant == "random_control":
+        return random_control(train["label"].to_numpy(), keep, seed=10_000 + seed)
+    raise StageError(f"unknown variant {variant!r}; choose baseline, pruned or random_control")
+
+
+def run_train(cfg: Config, run: RunDir) -> StageRecord:
+    """Retrain every variant over every seed; evaluate each on every evaluation split.
+
+    Each model is its own resumable unit: ``train/<variant>/seed<k>/metrics.json`` records a
+    fingerprint of what the model depends on (recipe, seed, and the exact training sample ids),
+    so a model whose training set did not change is not retrained — the baseline survives any
+    change of clustering, and a crash loses at most the model in progress.
+    """
+    from soxai.models.registry import save_checkpoint
+
+    fp = fingerprint("train", cfg.section_hash("retrain", "model", "train"), *upstream(run, "data", "manifest"))
+
+    def body():
+        samples = read_samples(run)
+        manifest = read_parquet(run.pruned_parquet)
+        train = samples[samples["split"] == "train"].merge(
+            manifest[["sample_id", "keep"]], on="sample_id", how="left", validate="one_to_one"
+        )
+        keep = train["keep"].fillna(True).to_numpy(dtype=bool)
+        splits = eval_splits(samples)
+        images = read_images(run)
+        recipe = cfg.section_hash("model", "train")
+        data_fp = upstream(run, "data")[0]
+        outputs, trained, reused = [], 0, 0
+        for variant in cfg.retrain.variants:
+            for seed in cfg.retrain.seeds:
+                mask = variant_train_set(variant, train, keep, seed)
+                ids = train["sample_id"].to_numpy()[mask]
+                ids_hash = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+                model_fp = fingerprint("train-model", recipe, str(seed), ids_hash, data_fp)
+                metrics_path = run.variant_metrics(variant, seed)
+                outputs += [metrics_path, run.variant_model(variant, seed), run.variant_manifest(variant, seed)]
+                if metrics_path.is_file() and run.variant_model(variant, seed).is_file():
+                    old = read_json(metrics_path)
+                    if old.get("fingerprint") == model_fp and run.variant_manifest(variant, seed).is_file():
+                        reused += 1
+                        continue
+                rows, labels = train["row"].to_numpy()[mask], train["label"].to_numpy()[mask]
+                model, device = _fit(cfg, run, rows, labels, seed, f"{variant} seed {seed}")
+                write_parquet(run.variant_manifest(variant, seed), pd.DataFrame({"sample_id": ids}))
+                save_checkpoint(run.variant_model(variant, seed), model, {"seed": seed, "variant": variant})
+                write_json(metrics_path, {
+                    "variant": variant, "seed": seed, "fingerprint": model_fp, "n_train": int(mask.sum()),
+                    "splits": evaluate_splits(model, images, samples, device, splits),
+                })
+                trained += 1
+        return outputs, {"models_trained": trained, "models_reused": reused}
+
+    return run_stage(run, "train", fp, body)

@@ -1,0 +1,89 @@
+import numpy as np
+import pandas as pd
+
+from soxai.bias.config import BiasConfig
+from soxai.bias.decide import flagged_concepts, read_overrides
+from soxai.bias.detectors import DetectorContext, detect_transplant, paste_region, salient_box
+
+
+def test_salient_box__finds_the_hot_corner():
+    m = np.zeros((16, 16))
+    m[1:4, 12:15] = 1.0
+    y0, x0, y1, x1 = salient_box(m, 4)
+    assert y0 <= 1 and y1 >= 4 and x0 <= 12 and x1 >= 15 and (y1 - y0, x1 - x0) == (4, 4)
+
+
+def test_paste_region__copies_only_the_box():
+    rec, don = np.zeros((2, 1, 4, 4)), np.ones((2, 1, 4, 4))
+    out = paste_region(rec, don, (0, 0, 2, 2))
+    assert out[:, :, :2, :2].sum() == 8 and out.sum() == 8 and rec.sum() == 0
+
+
+def _shortcut_world(n=60, size=12, seed=0):
+    """Class 1 is bright-centred; half of class 0 carries a corner mark the 'model' treats as class 0."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
+    labels = np.repeat([0, 1], n)
+    images[labels == 1, :, 4:8, 4:8] += 0.7
+    marked = np.zeros(2 * n, dtype=bool)
+    marked[: n // 2] = True
+    images[marked, :, :3, :3] = 1.0
+
+    def predict(x):
+        corner = x[:, 0, :3, :3].mean(axis=(1, 2)) > 0.9
+        centre = x[:, 0, 4:8, 4:8].mean(axis=(1, 2)) > 0.5
+        return np.where(corner, 0, np.where(centre, 1, 0))
+
+    # class 1 splits into two look-alike concepts, so every concept has a same-class control
+    concept = np.where(marked, 0, np.where(labels == 0, 1, np.where(np.arange(2 * n) % 2 == 0, 2, 3)))
+    train = pd.DataFrame({"sample_id": [f"s{i}" for i in range(2 * n)], "row": np.arange(2 * n),
+                          "label": labels, "concept_id": concept})
+    train["pred"] = predict(images)
+    concepts = pd.DataFrame({"concept_id": [0, 1, 2, 3], "label": [0, 0, 1, 1], "is_noise": False,
+                             "map_index": [0, 1, 2, 3]})
+    maps = np.zeros((4, size, size), dtype=np.float32)
+    maps[0, :3, :3] = 1.0  # the marked concept looks at the corner
+    maps[1:, 4:8, 4:8] = 1.0
+    return DetectorContext(images, train, concepts, maps, predict, seed=0)
+
+
+def test_detect_transplant__flags_planted_shortcut_only():
+    rows = {r["concept_id"]: r for r in detect_transplant(_shortcut_world(), BiasConfig())}
+    assert rows[0]["is_bias"] and rows[0]["score"] > 0.9
+    assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
+    assert "class 0" in rows[0]["reason"]
+
+
+def test_detect_transplant__clean_world_flags_nothing():
+    ctx = _shortcut_world()
+    ctx.images[:, :, :3, :3] = 0.1  # remove every mark
+    ctx.train["pred"] = ctx.predict(ctx.images)
+    rows = detect_transplant(ctx, BiasConfig())
+    assert not any(r["is_bias"] for r in rows)
+
+
+def test_flagged_concepts__override_wins():
+    scores = pd.DataFrame([
+        {"concept_id": 0, "detector": "transplant", "score": 0.9, "is_bias": True, "reason": "r"},
+        {"concept_id": 0, "detector": "override", "score": 0.0, "is_bias": False, "reason": "kept"},
+        {"concept_id": 1, "detector": "transplant", "score": 0.1, "is_bias": False, "reason": "r"},
+        {"concept_id": 1, "detector": "override", "score": 1.0, "is_bias": True, "reason": "dropped"},
+        {"concept_id": 2, "detector": "transplant", "score": 0.8, "is_bias": True, "reason": "why"},
+    ])
+    assert sorted(flagged_concepts(scores)) == [1, 2]
+
+
+def test_read_overrides__validates_ids(tmp_path):
+    import pytest
+
+    from soxai.errors import ConfigError
+
+    path = tmp_path / "o.yaml"
+    path.write_text("drop: [1]\nkeep: [2]\n")
+    assert read_overrides(path, {1, 2}) == {1: True, 2: False}
+    path.write_text("drop: [7]\n")
+    with pytest.raises(ConfigError, match="concept 7 does not exist"):
+        read_overrides(path, {1, 2})
+    path.write_text("drop: [1]\nkeep: [1]\n")
+    with pytest.raises(ConfigError, match="both"):
+        read_overrides(path, {1})

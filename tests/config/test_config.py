@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from soxai.config import Config, load_config, parse_overrides
+from soxai.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_load_config__demo_yaml_equals_defaults():
+    assert load_config(REPO / "configs" / "demo.yaml") == Config()
+
+
+def test_load_config__smoke_yaml_is_valid():
+    cfg = load_config(REPO / "configs" / "smoke.yaml")
+    assert cfg.name == "smoke"
+
+
+def test_load_config__override_sets_nested_value():
+    cfg = load_config(None, ["concepts.min_cluster_size=33", "retrain.seeds=[1, 2]", "data.artifact=null"])
+    assert cfg.concepts.min_cluster_size == 33
+    assert cfg.retrain.seeds == (1, 2)
+    assert cfg.data.artifact is None
+
+
+def test_load_config__typo_names_dotted_path_and_suggestion():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["concepts.min_cluster_sise=3"])
+    msg = str(err.value)
+    assert "concepts.min_cluster_sise" in msg and "did you mean concepts.min_cluster_size" in msg
+
+
+def test_load_config__bad_choice_lists_allowed_values():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["saliency.method=gradcamm"])
+    assert "saliency.method" in str(err.value) and "gradcam" in str(err.value)
+
+
+def test_load_config__out_of_range_value_is_error():
+    with pytest.raises(ConfigError, match="data.artifact.rate"):
+        load_config(None, ["data.artifact.rate=1.5"])
+
+
+def test_load_config__manifest_source_needs_path():
+    with pytest.raises(ConfigError, match="data.manifest"):
+        load_config(None, ["data.source=manifest"])
+
+
+def test_load_config__yaml_file_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_parse_overrides__rejects_missing_equals():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["concepts.min_cluster_size"])
+
+
+def test_config__is_frozen():
+    cfg = Config()
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+def test_section_hash__changes_only_with_its_sections():
+    a, b = Config(), load_config(None, ["concepts.min_cluster_size=99"])
+    assert a.section_hash("saliency", "embed") == b.section_hash("saliency", "embed")
+    assert a.section_hash("concepts") != b.section_hash("concepts")

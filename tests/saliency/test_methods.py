@@ -1,0 +1,312 @@
+"""Saliency methods against closed forms on toy models, and the batching/device contracts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import soxai
+from soxai.errors import ConfigError, DataError
+from soxai.saliency.methods import (
+    SALIENCY_METHODS,
+    compute_maps,
+    iter_maps,
+    last_conv_layer,
+    reduce_channels,
+    resolve_device,
+)
+from soxai.testing.toy import ConvToy, LinearToy
+
+IN_SHAPE = (2, 4, 4)
+N_CLASSES = 3
+CPU = torch.device("cpu")
+OPTIONS = {"batch_size": 3, "ig_steps": 8, "reduce": "sum", "device": CPU}
+
+
+def _inputs(n: int = 5, shape: tuple[int, ...] = IN_SHAPE, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=generator)
+    target = torch.randint(0, N_CLASSES, (n,), generator=generator)
+    return x, target
+
+
+def _maps(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray, **options: object) -> np.ndarray:
+    return compute_maps(model, images, targets, **({"method": "gradient"} | OPTIONS | options))
+
+
+def _attribute(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    attr = SALIENCY_METHODS[name](model.eval(), x, target, ig_steps=16, internal_batch_size=10, layer=None)
+    return attr.detach()
+
+
+def _class_weights(model: LinearToy, target: torch.Tensor) -> torch.Tensor:
+    return torch.stack([model.class_weight(int(k)) for k in target])
+
+
+@pytest.mark.parametrize("name", ["gradient", "guided_backprop"])
+def test_gradient_methods__linear_toy_equal_class_weight(name: str) -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs()
+
+    attr = _attribute(name, model, x, target)
+
+    torch.testing.assert_close(attr, _class_weights(model, target), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["input_x_gradient", "integrated_gradients"])
+def test_input_times_gradient_methods__linear_toy_equal_x_times_weight(name: str) -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs()
+
+    attr = _attribute(name, model, x, target)
+
+    torch.testing.assert_close(attr, x * _class_weights(model, target), atol=1e-5, rtol=1e-4)
+
+
+def test_integrated_gradients__linear_toy_complete() -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs()
+
+    attr = _attribute("integrated_gradients", model, x, target)
+
+    with torch.no_grad():
+        gap = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(attr.sum(dim=(1, 2, 3)), gap, atol=1e-4, rtol=1e-4)
+
+
+def test_integrated_gradients__conv_toy_nearly_complete() -> None:
+    # ConvToy is only piecewise linear, so completeness holds up to the quadrature error.
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs()
+
+    attr = _attribute("integrated_gradients", model, x, target)
+
+    with torch.no_grad():
+        gap = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(attr.sum(dim=(1, 2, 3)), gap, atol=2e-3, rtol=5e-2)
+
+
+def test_smoothgrad__linear_toy_mean_equals_gradient() -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs()
+
+    attr = _attribute("smoothgrad", model, x, target)
+
+    torch.testing.assert_close(attr, _class_weights(model, target), atol=1e-5, rtol=1e-4)
+
+
+def test_smoothgrad__deterministic_and_leaves_global_rng_alone() -> None:
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs()
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+
+    first = _attribute("smoothgrad", model, x, target)
+    second = _attribute("smoothgrad", model, x, target)
+
+    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_smoothgrad__differs_from_plain_gradient_on_conv_toy() -> None:
+    # Guards against noise that is silently zero: on a ReLU net the noise must change the map.
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs()
+
+    smooth = _attribute("smoothgrad", model, x, target)
+    plain = _attribute("gradient", model, x, target)
+
+    assert not torch.allclose(smooth, plain, atol=1e-4)
+
+
+def test_gradcam__conv_toy_nonnegative_at_input_size() -> None:
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs(shape=(2, 6, 5))
+
+    attr = _attribute("gradcam", model, x, target)
+
+    assert attr.shape == (5, 1, 6, 5)
+    assert (attr >= 0).all()
+    assert attr.sum() > 0
+
+
+def test_gradcam__downsampling_layer_upsampled_to_input_size() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3, N_CLASSES),
+    )
+    x, target = _inputs(shape=(2, 8, 8))
+
+    attr = _attribute("gradcam", model, x, target)
+
+    assert attr.shape == (5, 1, 8, 8)
+    assert (attr >= 0).all()
+
+
+def test_last_conv_layer__model_without_conv_raises() -> None:
+    with pytest.raises(ConfigError, match="has none"):
+        last_conv_layer(LinearToy(IN_SHAPE, N_CLASSES))
+
+
+def test_last_conv_layer__conv_toy_gives_its_conv() -> None:
+    model = ConvToy()
+
+    assert last_conv_layer(model) is model.conv
+
+
+@pytest.mark.parametrize("method", sorted(SALIENCY_METHODS))
+def test_compute_maps__batched_equals_unbatched(method: str) -> None:
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs(n=7)
+
+    batched = _maps(model, x.numpy(), target.numpy(), method=method, batch_size=3)
+    whole = _maps(model, x.numpy(), target.numpy(), method=method, batch_size=7)
+
+    assert batched.shape == (7, 4, 4)
+    assert batched.dtype == np.float32
+    np.testing.assert_allclose(batched, whole, atol=1e-5, rtol=0)
+
+
+def test_iter_maps__yields_batch_starts_and_shapes() -> None:
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs(n=7)
+
+    batches = list(iter_maps(model, x.numpy(), target.numpy(), method="gradient", **OPTIONS))
+
+    assert [start for start, _ in batches] == [0, 3, 6]
+    assert [maps.shape for _, maps in batches] == [(3, 4, 4), (3, 4, 4), (1, 4, 4)]
+
+
+def test_iter_maps__reads_a_read_only_memmap(tmp_path: Path) -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs(n=4)
+    path = tmp_path / "images.f32"
+    np.memmap(path, dtype=np.float32, mode="w+", shape=tuple(x.shape))[:] = x.numpy()
+    images = np.memmap(path, dtype=np.float32, mode="r", shape=tuple(x.shape))
+
+    maps = _maps(model, images, target.numpy(), method="gradient")
+
+    expected = _class_weights(model, target).sum(dim=1).numpy()
+    np.testing.assert_allclose(maps, expected, atol=1e-6)
+
+
+def test_iter_maps__works_inside_inference_mode() -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs(n=2)
+
+    with torch.inference_mode():
+        maps = _maps(model, x.numpy(), target.numpy(), method="integrated_gradients")
+
+    expected = (x * _class_weights(model, target)).sum(dim=1).numpy()
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+
+
+def test_iter_maps__unknown_method_raises_at_call() -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs(n=2)
+
+    with pytest.raises(ConfigError, match="choose one of"):
+        iter_maps(model, x.numpy(), target.numpy(), method="gradcm", **OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("targets", "match"),
+    [(np.array([0, 1, 2]), "shape"), (np.array([0.0, 1.0]), "integer"), (np.array([0, 3]), "3 outputs")],
+)
+def test_compute_maps__bad_targets_raise(targets: np.ndarray, match: str) -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, _ = _inputs(n=2)
+
+    with pytest.raises(DataError, match=match):
+        _maps(model, x.numpy(), targets)
+
+
+def test_compute_maps__no_images_gives_empty_maps() -> None:
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    images = np.zeros((0, *IN_SHAPE), dtype=np.float32)
+
+    maps = _maps(model, images, np.zeros(0, dtype=np.int64))
+
+    assert maps.shape == (0, 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("abs_sum", [[3.0, 7.0], [0.5, 0.0]]),
+        ("sum", [[-1.0, 1.0], [0.5, 0.0]]),
+        ("max_abs", [[2.0, 4.0], [0.5, 0.0]]),
+    ],
+)
+def test_reduce_channels__hand_made_tensor(how: str, expected: list[list[float]]) -> None:
+    # One image, two channels, a 2x2 map: channel 0 = [[1, -3], [0.5, 0]], channel 1 = [[-2, 4], [0, 0]].
+    attr = torch.tensor([[[[1.0, -3.0], [0.5, 0.0]], [[-2.0, 4.0], [0.0, 0.0]]]])
+
+    reduced = reduce_channels(attr, how)
+
+    torch.testing.assert_close(reduced, torch.tensor([expected]))
+
+
+def test_reduce_channels__unknown_reduction_raises() -> None:
+    with pytest.raises(ConfigError, match="abs_sum"):
+        reduce_channels(torch.zeros(1, 2, 2, 2), "mean")
+
+
+def test_resolve_device__cuda_without_gpu_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    with pytest.raises(ConfigError, match="device=auto"):
+        resolve_device("cuda")
+
+
+def test_resolve_device__auto_without_gpu_is_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    assert resolve_device("auto") == CPU
+
+
+def test_resolve_device__unknown_name_raises() -> None:
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("tpu")
+
+
+# smoothgrad draws its noise from the device's own generator: CPU and CUDA noise differ by design.
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", sorted(set(SALIENCY_METHODS) - {"smoothgrad"}))
+def test_compute_maps__cpu_and_cuda_agree(method: str) -> None:
+    x, target = _inputs(n=7)
+
+    on_cpu = _maps(ConvToy(in_channels=2, n_classes=N_CLASSES), x.numpy(), target.numpy(), method=method)
+    on_cuda = _maps(
+        ConvToy(in_channels=2, n_classes=N_CLASSES),
+        x.numpy(),
+        target.numpy(),
+        method=method,
+        device=torch.device("cuda"),
+    )
+
+    # cuDNN may run convolutions in TF32, hence a tolerance well above float32 rounding.
+    np.testing.assert_allclose(on_cuda, on_cpu, atol=1e-3, rtol=1e-2)
+
+
+def test_import__methods_module_does_not_import_torch() -> None:
+    code = (
+        "import sys, soxai.saliency.methods as m; "
+        "assert m.SALIENCY_METHODS; "
+        "heavy = [name for name in ('torch', 'captum') if name in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+
+    # Run from the directory that holds the package, so it imports whether or not it is installed.
+    repo_root = Path(soxai.__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root)
+
+    assert result.returncode == 0, result.stderr
