@@ -84,7 +84,8 @@ def embed_features(
         n_neighbors=min(n_neighbors, n - 1),
         min_dist=min_dist,
         n_components=n_components,
-        random_state=seed,  # also makes UMAP single-threaded, hence reproducible on CPU
+        random_state=seed,  # reproducible on CPU; UMAP is then single-threaded anyway
+        n_jobs=1,
         init="spectral" if n > n_components + 1 else "random",
     )
     embedding = reducer.fit_transform(pca).astype(np.float32)

@@ -39,7 +39,7 @@ def train_model(
 
     rng = np.random.default_rng(seed)
     x_all = torch.from_numpy(np.asarray(images[np.asarray(rows)], dtype=np.float32))
-    y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    y_all = torch.tensor(np.asarray(labels), dtype=torch.int64)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()

@@ -97,6 +97,7 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
     change of clustering, and a crash loses at most the model in progress.
     """
     from soxai.models.registry import save_checkpoint
+    from soxai.saliency.methods import resolve_device
 
     fp = fingerprint("train", cfg.section_hash("retrain", "model", "train"), *upstream(run, "data", "manifest"))
 
@@ -126,7 +127,11 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                         reused += 1
                         continue
                 rows, labels = train["row"].to_numpy()[mask], train["label"].to_numpy()[mask]
-                model, device = _fit(cfg, run, rows, labels, seed, f"{variant} seed {seed}")
+                if variant == "baseline" and seed == cfg.seed:
+                    # same recipe, seed and samples as model/baseline.pt: training is deterministic
+                    model, device = load_baseline(cfg, run), resolve_device(cfg.train.device)
+                else:
+                    model, device = _fit(cfg, run, rows, labels, seed, f"{variant} seed {seed}")
                 write_parquet(run.variant_manifest(variant, seed), pd.DataFrame({"sample_id": ids}))
                 save_checkpoint(run.variant_model(variant, seed), model, {"seed": seed, "variant": variant})
                 write_json(metrics_path, {
