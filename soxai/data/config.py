@@ -41,7 +41,7 @@ class DataConfig(Section):
     n_train_per_class: int = Field(700, ge=4, description="cells: training images per class")
     n_val_per_class: int = Field(100, ge=2, description="cells: validation images per class")
     n_test_per_class: int = Field(200, ge=2, description="cells: clean test images per class")
-    noise: float = Field(0.12, ge=0.0, le=1.0, description="cells: std of the pixel noise")
+    noise: float = Field(0.12, ge=0.0, le=1.0, description="std of the pixel noise (cells and digits)")
     artifact: ArtifactConfig | None = Field(
         default_factory=ArtifactConfig, description="the planted artifact; null plants none"
     )

@@ -1,0 +1,326 @@
+"""The in-memory dataset every source produces, the source registry, and the checks common to all.
+
+A source is a function ``(cfg, seed, base_dir) -> Dataset`` registered in :data:`DATA_SOURCES`;
+:func:`build_dataset` dispatches on ``cfg.source`` and runs :func:`validate_dataset` on the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from soxai.data.artifacts import paste_artifact
+from soxai.data.config import ArtifactConfig, DataConfig
+from soxai.errors import DataError
+
+TRAIN_SPLIT = "train"
+VAL_SPLIT = "val"
+SAMPLE_COLUMNS = ("sample_id", "split", "label", "source", "row", "group")
+
+
+@dataclass
+class Dataset:
+    """Images, labels and splits of one run, joined on ``sample_id``.
+
+    Attributes
+    ----------
+    samples : pandas.DataFrame
+        One row per sample, columns ``sample_id`` (str, unique), ``split`` (str; every split other
+        than 'train' and 'val' is an evaluation set), ``label`` (int64 in ``0..n_classes-1``),
+        ``source`` (str, the data source name), ``row`` (int64, index into ``images``), ``group``
+        (str: 'artifact' / 'clean' for built-in sources, the user's group or missing for manifests);
+        manifests add ``path`` and, when given, ``mask_path``. ``group`` and masks are for
+        evaluation only.
+    images : ndarray of shape (n_samples, channels, height, width), float32
+        Pixel values in [0, 1].
+    masks : ndarray of shape (n_samples, height, width), bool, or None
+        Ground-truth relevance: True where the pixels decide the class. None when unknown.
+    class_names : list of str
+        Name of each label value, ``class_names[label]``.
+    """
+
+    samples: pd.DataFrame
+    images: np.ndarray
+    masks: np.ndarray | None
+    class_names: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names in order of first appearance."""
+        return list(pd.unique(self.samples["split"]))
+
+    def split_rows(self, split: str) -> np.ndarray:
+        """Rows into ``images`` (int64 array of shape (n,)) of the samples in ``split``."""
+        return self.samples.loc[self.samples["split"] == split, "row"].to_numpy(dtype=np.int64)
+
+    def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(sample_ids, images, labels)`` of one split.
+
+        Returns
+        -------
+        sample_ids : ndarray of shape (n,), object (str)
+        images : ndarray of shape (n, channels, height, width), float32
+        labels : ndarray of shape (n,), int64
+        """
+        sel = self.samples[self.samples["split"] == split]
+        rows = sel["row"].to_numpy(dtype=np.int64)
+        # Copies: pandas hands out read-only views, which torch.from_numpy warns about.
+        return (
+            np.array(sel["sample_id"].astype(str), dtype=object),
+            self.images[rows],
+            np.array(sel["label"], dtype=np.int64),
+        )
+
+
+def _build_cells(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
+    from soxai.data.cells import build_cells
+
+    return build_cells(cfg, seed)
+
+
+def _build_digits(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
+    from soxai.data.digits import build_digits
+
+    return build_digits(cfg, seed)
+
+
+def _build_manifest(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
+    from soxai.data.manifest_source import build_manifest
+
+    return build_manifest(cfg, base_dir)
+
+
+#: name -> builder ``(cfg, seed, base_dir) -> Dataset``; builders import their heavy modules lazily.
+DATA_SOURCES: dict[str, Callable[[DataConfig, int, Path | None], Dataset]] = {
+    "cells": _build_cells,
+    "digits": _build_digits,
+    "manifest": _build_manifest,
+}
+
+
+def build_dataset(cfg: DataConfig, seed: int, base_dir: Path | None = None) -> Dataset:
+    """Build the dataset that ``cfg`` describes and check it.
+
+    Parameters
+    ----------
+    cfg : DataConfig
+        The data section of the config; ``cfg.source`` picks the builder in :data:`DATA_SOURCES`.
+    seed : int
+        Seed of the built-in generators and splits (manifests ignore it).
+    base_dir : Path, optional
+        Folder a relative ``cfg.manifest`` is resolved against (the config file's folder);
+        the current directory when None.
+
+    Returns
+    -------
+    Dataset
+        A dataset that passed :func:`validate_dataset`.
+
+    Raises
+    ------
+    DataError
+        When the source is unknown or the data is unusable.
+    """
+    builder = DATA_SOURCES.get(cfg.source)
+    if builder is None:
+        raise DataError(
+            f"unknown data source {cfg.source!r}; set data.source to one of {', '.join(sorted(DATA_SOURCES))}"
+        )
+    dataset = builder(cfg, seed, base_dir)
+    validate_dataset(dataset)
+    return dataset
+
+
+def _preview(values: list, limit: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else f" ({len(values)} in all)")
+
+
+def validate_dataset(ds: Dataset) -> None:
+    """Checks every source must pass, whatever it reads.
+
+    Parameters
+    ----------
+    ds : Dataset
+        The dataset to check.
+
+    Raises
+    ------
+    DataError
+        Naming what is wrong and how to fix it: missing columns, rows out of range, array
+        shapes, no train samples, fewer than two classes in train, evaluation labels that never
+        occur in train, labels outside ``class_names``, NaN/inf pixels, duplicate sample_ids.
+    """
+    samples = ds.samples
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    if missing:
+        raise DataError(
+            f"the samples table lacks columns {missing} (found {list(samples.columns)}); "
+            "a data source must provide " + ", ".join(SAMPLE_COLUMNS)
+        )
+    if ds.images.ndim != 4:
+        raise DataError(f"images must have shape (N, C, H, W), got shape {ds.images.shape}")
+    n_images = ds.images.shape[0]
+    rows = samples["row"].to_numpy()
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_images):
+        raise DataError(
+            f"samples.row must index into {n_images} images, got values {rows.min()}..{rows.max()}"
+        )
+    if ds.masks is not None and ds.masks.shape != (n_images, *ds.images.shape[2:]):
+        raise DataError(
+            f"masks must have shape (N, H, W) = {(n_images, *ds.images.shape[2:])}, got {ds.masks.shape}"
+        )
+
+    dup = samples["sample_id"][samples["sample_id"].duplicated(keep=False)]
+    if len(dup):
+        raise DataError(
+            f"sample_id must be unique; duplicated: {_preview(sorted(set(dup.astype(str))))}; "
+            "give every sample its own sample_id (or leave the column out to use the path)"
+        )
+
+    labels = samples["label"].to_numpy()
+    bad = (labels < 0) | (labels >= ds.n_classes)
+    if bad.any():
+        raise DataError(
+            f"labels must lie in 0..{ds.n_classes - 1} ({ds.n_classes} class names), got "
+            f"{_preview(sorted(set(labels[bad].tolist())))}; fix the labels or the class names"
+        )
+
+    train = samples[samples["split"] == TRAIN_SPLIT]
+    if train.empty:
+        found = sorted(set(samples["split"].astype(str)))
+        raise DataError(
+            f"there are no samples in the 'train' split (found splits: {found}); "
+            "mark the training samples with split=train"
+        )
+    train_labels = set(train["label"].tolist())
+    if len(train_labels) < 2:
+        only = ds.class_names[next(iter(train_labels))]
+        raise DataError(
+            f"the 'train' split holds only one class ({only!r}); a classifier needs at least two, "
+            "add training samples of another class"
+        )
+    evaluation = samples[samples["split"] != TRAIN_SPLIT]
+    unseen = evaluation[~evaluation["label"].isin(train_labels)]
+    if len(unseen):
+        parts = []
+        for split, grp in unseen.groupby("split", sort=True):
+            counts = grp["label"].value_counts().sort_index()
+            classes = ", ".join(f"{n} of class {ds.class_names[label]!r}" for label, n in counts.items())
+            parts.append(f"split {split!r}: {classes}")
+        raise DataError(
+            f"{len(unseen)} sample(s) outside 'train' have labels that never occur in 'train' "
+            f"({'; '.join(parts)}); "
+            "add training samples of those classes or drop them from the evaluation splits"
+        )
+
+    # Reduce per image so that a large dataset never needs a second full-size boolean array.
+    finite = np.array([np.isfinite(img).all() for img in ds.images], dtype=bool).reshape(n_images)
+    if not finite.all():
+        raise DataError(
+            f"images contain NaN or inf pixels: {_preview(_ids_of_rows(samples, ~finite))}; "
+            "fix or drop those images"
+        )
+    in_range = np.array([0 <= im.min() and im.max() <= 1 for im in ds.images], dtype=bool).reshape(n_images)
+    if not in_range.all():
+        raise DataError(
+            f"pixel values must lie in [0, 1]; outside in {_preview(_ids_of_rows(samples, ~in_range))}; "
+            "scale the images to [0, 1] (8-bit images: divide by 255)"
+        )
+
+
+def _ids_of_rows(samples: pd.DataFrame, flagged: np.ndarray) -> list[str]:
+    """sample_ids of the rows whose image is flagged (``flagged`` of shape (n_images,), bool)."""
+    return samples.loc[samples["row"].isin(np.flatnonzero(flagged)), "sample_id"].astype(str).tolist()
+
+
+def dataset_from_clean_splits(
+    source: str,
+    splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    class_names: list[str],
+    artifact: ArtifactConfig | None,
+    rng: np.random.Generator,
+) -> Dataset:
+    """Plant the artifact into clean train/val/test splits the way every built-in source does.
+
+    In 'train' and 'val', ``round(artifact.rate * n)`` (at least one) of the ``n`` images of
+    ``artifact.target_class`` get the mark (group 'artifact'), chosen at random; every other image
+    is 'clean'. 'test' stays clean. 'test_attacked' holds the test images of every other class with
+    the mark pasted (all 'artifact'). With no artifact nothing is planted and there is no
+    'test_attacked'. Masks are never changed by the mark.
+
+    Parameters
+    ----------
+    source : str
+        The source name ('cells', 'digits'); also the prefix of ``sample_id``
+        (``f"{source}-{split}-{i:06d}"``).
+    splits : dict of str to (images, labels, masks)
+        Clean 'train', 'val' and 'test': images of shape (n, channels, height, width) float32,
+        labels of shape (n,) int64, masks of shape (n, height, width) bool or None.
+    class_names : list of str
+        One name per class.
+    artifact : ArtifactConfig or None
+        The mark to plant.
+    rng : numpy.random.Generator
+        Picks which images get the mark and, for position 'random', where.
+
+    Returns
+    -------
+    Dataset
+    """
+    if artifact is not None and artifact.target_class >= len(class_names):
+        raise DataError(
+            f"data.artifact.target_class={artifact.target_class} but the {source!r} source has "
+            f"{len(class_names)} classes; set data.artifact.target_class to 0..{len(class_names) - 1}"
+        )
+    has_masks = all(m is not None for _, _, m in splits.values())
+    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]] = []
+    for split in (TRAIN_SPLIT, VAL_SPLIT, "test"):
+        images, labels, masks = splits[split]
+        group = np.full(len(labels), "clean", dtype=object)
+        if artifact is not None and split != "test":
+            target = np.flatnonzero(labels == artifact.target_class)
+            n_marked = min(len(target), max(1, round(artifact.rate * len(target)))) if len(target) else 0
+            chosen = np.sort(rng.choice(target, size=n_marked, replace=False))
+            images = images.copy()
+            images[chosen] = paste_artifact(images[chosen], artifact, rng)
+            group[chosen] = "artifact"
+        parts.append((split, images, labels, masks, group))
+    if artifact is not None:
+        _, images, labels, masks, _ = parts[-1]
+        other = np.flatnonzero(labels != artifact.target_class)
+        parts.append((
+            "test_attacked",
+            paste_artifact(images[other], artifact, rng),
+            labels[other],
+            None if masks is None else masks[other],
+            np.full(len(other), "artifact", dtype=object),
+        ))
+
+    frames = []
+    offset = 0
+    for split, _, labels, _, group in parts:
+        n = len(labels)
+        frames.append(pd.DataFrame({
+            "sample_id": [f"{source}-{split}-{i:06d}" for i in range(n)],
+            "split": split,
+            "label": labels.astype(np.int64),
+            "source": source,
+            "row": np.arange(offset, offset + n, dtype=np.int64),
+            "group": group.astype(str),
+        }))
+        offset += n
+    return Dataset(
+        samples=pd.concat(frames, ignore_index=True),
+        images=np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False),
+        masks=np.concatenate([p[3] for p in parts]).astype(bool, copy=False) if has_masks else None,
+        class_names=list(class_names),
+    )

@@ -1,0 +1,292 @@
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from soxai.data.config import DataConfig
+from soxai.data.dataset import build_dataset
+from soxai.data.manifest_source import build_manifest
+from soxai.errors import DataError
+
+
+def _png(path: Path, value: int = 100, size: tuple[int, int] = (6, 4), mode: str = "L") -> str:
+    """Write a flat image of ``size`` (width, height); return its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color = value if mode in ("L", "P", "I;16") else (value,) * len(mode)
+    Image.new(mode, size, color).save(path)
+    return path.name
+
+
+def _manifest(root: Path, rows: list[dict], name: str = "samples.csv") -> Path:
+    path = root / name
+    frame = pd.DataFrame(rows)
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+def _cfg(manifest: Path) -> DataConfig:
+    return DataConfig(source="manifest", manifest=str(manifest))
+
+
+def _basic(root: Path, n: int = 4, **extra) -> list[dict]:
+    """n grey images alternating labels 0/1, the last one in 'test'."""
+    rows = []
+    for i in range(n):
+        _png(root / "img" / f"{i}.png", value=10 * i)
+        split = "test" if i == n - 1 else "train"
+        rows.append({"path": f"img/{i}.png", "label": i % 2, "split": split, **extra})
+    return rows
+
+
+def test_build_manifest__reads_grey_images_and_defaults(tmp_path):
+    manifest = _manifest(tmp_path, _basic(tmp_path))
+    ds = build_manifest(_cfg(manifest))
+    assert ds.images.shape == (4, 1, 4, 6) and ds.images.dtype == np.float32
+    np.testing.assert_allclose(ds.images[2], 20 / 255, rtol=1e-6)
+    s = ds.samples
+    assert s["sample_id"].tolist() == [f"img/{i}.png" for i in range(4)]
+    assert s["path"].tolist() == s["sample_id"].tolist()
+    assert s["split"].tolist() == ["train", "train", "train", "test"]
+    assert s["label"].dtype == np.int64 and s["label"].tolist() == [0, 1, 0, 1]
+    assert s["row"].tolist() == [0, 1, 2, 3] and (s["source"] == "manifest").all()
+    assert s["group"].isna().all()
+    assert ds.masks is None and ds.class_names == ["0", "1"]
+
+
+def test_build_manifest__string_labels_map_to_sorted_class_names(tmp_path):
+    rows = _basic(tmp_path, n=4)
+    for row, name in zip(rows, ["dog", "cat", "bird", "cat"], strict=True):
+        row["label"] = name
+    ds = build_manifest(_cfg(_manifest(tmp_path, rows)))
+    assert ds.class_names == ["bird", "cat", "dog"]
+    assert ds.samples["label"].tolist() == [2, 1, 0, 1]
+
+
+def test_build_manifest__parquet_with_group_and_sample_id(tmp_path):
+    rows = _basic(tmp_path, n=4)
+    for i, row in enumerate(rows):
+        row.update(sample_id=f"s{i}", group="artifact" if i == 0 else None)
+    ds = build_manifest(_cfg(_manifest(tmp_path, rows, "samples.parquet")))
+    assert ds.samples["sample_id"].tolist() == ["s0", "s1", "s2", "s3"]
+    assert ds.samples["group"].iloc[0] == "artifact" and ds.samples["group"].iloc[1:].isna().all()
+
+
+def test_build_manifest__colour_modes_become_rgb(tmp_path):
+    _png(tmp_path / "a.png", mode="RGB", value=30)
+    Image.new("RGBA", (6, 4), (10, 20, 30, 0)).save(tmp_path / "b.png")
+    pal = Image.new("P", (6, 4), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.save(tmp_path / "c.png")
+    names = {"a.png": 0, "b.png": 1, "c.png": 1}
+    rows = [{"path": p, "label": lab, "split": "train"} for p, lab in names.items()]
+    ds = build_manifest(_cfg(_manifest(tmp_path, rows)))
+    assert ds.images.shape == (3, 3, 4, 6)
+    np.testing.assert_allclose(ds.images[1, :, 0, 0], np.array([10, 20, 30]) / 255, rtol=1e-6)
+    np.testing.assert_allclose(ds.images[2, :, 0, 0], [1.0, 0.0, 0.0])
+
+
+def test_build_manifest__masks_nonzero_is_relevant(tmp_path):
+    rows = _basic(tmp_path, n=3)
+    mask = np.zeros((4, 6), dtype=np.uint8)
+    mask[1:3, 2:5] = 7
+    Image.fromarray(mask).save(tmp_path / "m0.png")
+    rows[0]["mask_path"] = "m0.png"
+    rows[1]["mask_path"] = None
+    rows[2]["mask_path"] = None
+    ds = build_manifest(_cfg(_manifest(tmp_path, rows)))
+    assert ds.masks.shape == (3, 4, 6) and ds.masks.dtype == bool
+    np.testing.assert_array_equal(ds.masks[0], mask > 0)
+    assert not ds.masks[1:].any()
+    assert ds.samples["mask_path"].iloc[0] == "m0.png" and ds.samples["mask_path"].iloc[1:].isna().all()
+
+
+def test_build_manifest__unknown_splits_are_evaluation_sets(tmp_path):
+    rows = _basic(tmp_path, n=4)
+    rows[3]["split"] = "hospital_b"
+    ds = build_manifest(_cfg(_manifest(tmp_path, rows)))
+    assert ds.splits == ["train", "hospital_b"]
+
+
+def test_build_dataset__relative_manifest_resolves_against_base_dir(tmp_path):
+    (tmp_path / "data").mkdir()
+    _manifest(tmp_path / "data", _basic(tmp_path / "data"))
+    ds = build_dataset(DataConfig(source="manifest", manifest="data/samples.csv"), seed=0, base_dir=tmp_path)
+    assert len(ds.samples) == 4
+
+
+# --- every problem is a DataError naming the rows, what was expected and the fix ---
+
+
+def test_build_manifest__missing_file__raises(tmp_path):
+    with pytest.raises(DataError, match="does not exist; set data.manifest"):
+        build_manifest(_cfg(tmp_path / "nope.csv"))
+
+
+def test_build_manifest__unknown_suffix__raises(tmp_path):
+    (tmp_path / "samples.txt").write_text("path,label,split\n")
+    with pytest.raises(DataError, match=r"expected \.csv or \.parquet"):
+        build_manifest(_cfg(tmp_path / "samples.txt"))
+
+
+def test_build_manifest__missing_columns__lists_found_columns(tmp_path):
+    manifest = _manifest(tmp_path, [{"file": "a.png", "label": 0}])
+    with pytest.raises(DataError, match=r"lacks the columns \['path', 'split'\]; found \['file', 'label'\]"):
+        build_manifest(_cfg(manifest))
+
+
+def test_build_manifest__dotdot_path_escaping__raises(tmp_path):
+    root = tmp_path / "data"
+    rows = _basic(root)
+    _png(tmp_path / "outside.png")
+    rows[1]["path"] = "../outside.png"
+    with pytest.raises(DataError, match=r"lead outside the manifest's folder: line 3 \('\.\./outside\.png'"):
+        build_manifest(_cfg(_manifest(root, rows)))
+
+
+def test_build_manifest__absolute_path__raises(tmp_path):
+    rows = _basic(tmp_path)
+    rows[0]["path"] = str(tmp_path / "img" / "0.png")
+    with pytest.raises(DataError, match=r"absolute paths: line 2 .*relative to the manifest's folder"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__symlink_pointing_outside__raises(tmp_path):
+    root = tmp_path / "data"
+    rows = _basic(root)
+    _png(tmp_path / "secret.png")
+    try:
+        os.symlink(tmp_path / "secret.png", root / "link.png")
+    except OSError:
+        pytest.skip("symlinks not supported here")
+    rows[0]["path"] = "link.png"
+    with pytest.raises(DataError, match=r"lead outside.*line 2 \('link\.png' -> .*secret\.png\)"):
+        build_manifest(_cfg(_manifest(root, rows)))
+
+
+def test_build_manifest__missing_images__names_up_to_five_and_count(tmp_path):
+    rows = _basic(tmp_path, n=4) + [{"path": f"gone{i}.png", "label": 0, "split": "train"} for i in range(7)]
+    with pytest.raises(DataError) as info:
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+    msg = str(info.value)
+    assert "do not exist" in msg and "line 6 ('gone0.png')" in msg and "line 10 ('gone4.png')" in msg
+    assert "gone5" not in msg and "(7 rows in all)" in msg and "fix the paths or drop those rows" in msg
+
+
+def test_build_manifest__not_an_image__raises(tmp_path):
+    rows = _basic(tmp_path)
+    (tmp_path / "img" / "1.png").write_bytes(b"definitely not a png")
+    with pytest.raises(DataError, match=r"cannot be opened as images: line 3 \('img/1\.png'"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__truncated_image__raises(tmp_path):
+    rows = _basic(tmp_path)
+    noisy = np.random.default_rng(0).integers(0, 255, size=(4, 6), dtype=np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "img" / "2.png")
+    data = (tmp_path / "img" / "2.png").read_bytes()
+    (tmp_path / "img" / "2.png").write_bytes(data[: len(data) - 30])
+    with pytest.raises(DataError, match=r"line 4 \('img/2\.png'"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__mixed_sizes__names_both_sizes_and_suggests_resizing(tmp_path):
+    rows = _basic(tmp_path)
+    _png(tmp_path / "img" / "3.png", size=(8, 8))
+    with pytest.raises(DataError, match=r"most are 6x4 .* line 5 \('img/3\.png'\) is 8x8.*resize all images"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__mixed_grey_and_colour__raises(tmp_path):
+    rows = _basic(tmp_path)
+    _png(tmp_path / "img" / "2.png", mode="RGB")
+    expected = r"mix grey and colour: line 2 .* is L like most, but line 4 .* is RGB.*convert\('L'\)"
+    with pytest.raises(DataError, match=expected):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__sixteen_bit_image__refused(tmp_path):
+    rows = _basic(tmp_path)
+    Image.fromarray(np.full((4, 6), 1000, dtype=np.uint16)).save(tmp_path / "img" / "0.png")
+    with pytest.raises(DataError, match=r"unsupported mode: line 2 .*convert them to 8-bit"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+@pytest.mark.parametrize("fmt", ["samples.csv", "samples.parquet"])
+def test_build_manifest__empty_labels__names_rows(tmp_path, fmt):
+    rows = _basic(tmp_path)
+    rows[0]["label"] = None
+    rows[2]["label"] = None
+    where = "line 2 (empty), line 4 (empty)" if fmt.endswith("csv") else "row 0 (empty), row 2 (empty)"
+    with pytest.raises(DataError, match=rf"label is empty: {re.escape(where)}.*fill in label"):
+        build_manifest(_cfg(_manifest(tmp_path, rows, fmt)))
+
+
+def test_build_manifest__fractional_or_negative_labels__raise(tmp_path):
+    rows = _basic(tmp_path)
+    rows[1]["label"] = 1.5
+    with pytest.raises(DataError, match=r"not whole numbers: row 1 \(1\.5\)"):
+        build_manifest(_cfg(_manifest(tmp_path, rows, "samples.parquet")))
+    rows[1]["label"] = -1
+    with pytest.raises(DataError, match=r"negative: line 3 \(-1\).*renumber"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__duplicate_sample_ids__raise(tmp_path):
+    rows = _basic(tmp_path)
+    for row, sid in zip(rows, ["a", "b", "a", "c"], strict=True):
+        row["sample_id"] = sid
+    with pytest.raises(DataError, match=r"repeat an earlier row: line 4 \('a', first on line 2\)"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__duplicate_paths_without_ids__raise(tmp_path):
+    rows = _basic(tmp_path)
+    rows[3]["path"] = rows[0]["path"]
+    with pytest.raises(DataError, match=r"repeat an earlier row: line 5 \('img/0\.png'"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__no_train_split__raises(tmp_path):
+    rows = _basic(tmp_path)
+    for row in rows:
+        row["split"] = "val"
+    with pytest.raises(DataError, match=r"no rows with split 'train' \(found splits \['val'\]\)"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__empty_split__names_rows(tmp_path):
+    rows = _basic(tmp_path)
+    rows[1]["split"] = " "
+    with pytest.raises(DataError, match=r"split is empty: line 3"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__mask_of_wrong_size__raises(tmp_path):
+    rows = _basic(tmp_path)
+    _png(tmp_path / "m.png", size=(3, 3))
+    rows[1]["mask_path"] = "m.png"
+    with pytest.raises(DataError, match=r"masks differ in size .*line 3 \('m\.png' is 3x3\).*resize"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_build_manifest__mask_path_escaping__raises(tmp_path):
+    root = tmp_path / "data"
+    rows = _basic(root)
+    _png(tmp_path / "m.png")
+    rows[2]["mask_path"] = "../m.png"
+    with pytest.raises(DataError, match=r"mask_path values lead outside.*line 4"):
+        build_manifest(_cfg(_manifest(root, rows)))
+
+
+def test_build_manifest__eval_class_missing_from_train__raises(tmp_path):
+    rows = _basic(tmp_path)
+    rows[3]["label"] = 2
+    with pytest.raises(DataError, match=r"never occur in 'train' \(split 'test': 1 of class '2'\)"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
