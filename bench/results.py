@@ -33,8 +33,8 @@ def section(title: str, run: Path) -> list[str]:
     times = json.loads((run / "run.json").read_text())["stages"]
     total = sum(v["seconds"] for v in times.values())
     det = comp["detection"] or {}
-    lines = [f"### {title}", "", f"Run directory `{run.name}`; stage time {total:.0f} s "
-             f"({', '.join(f'{k} {v['seconds']:.0f}s' for k, v in times.items())}).", ""]
+    per_stage = ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in times.items())
+    lines = [f"### {title}", "", f"Run directory `{run.name}`; stage time {total:.0f} s ({per_stage}).", ""]
     if det:
         lines.append(f"Detection vs the planted artifact group: precision **{det['precision']:.3f}**, recall "
                      f"**{det['recall']:.3f}** ({det['true_positives']} of {det['n_planted']} planted samples "

@@ -60,7 +60,9 @@ def load_run_config(run: RunDir) -> Config:
     from soxai.config import load_config
 
     if not run.config.is_file():
-        raise ConfigError(f"{run.root} is not a soxai run directory (no config.yaml); pass the folder `soxai run` printed")
+        raise ConfigError(
+            f"{run.root} is not a soxai run directory (no config.yaml); pass the folder `soxai run` printed"
+        )
     return load_config(run.config)
 
 

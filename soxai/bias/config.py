@@ -9,9 +9,17 @@ class TransplantConfig(Section):
     """Paste a concept's salient region into other classes' images; count flips to its class."""
 
     region_frac: float = Field(0.25, gt=0.0, le=1.0, description="side of the pasted box / image side")
-    n_pairs: int = Field(64, ge=4, description="(donor, recipient) pairs per concept")
+    n_pairs: int = Field(
+        200, ge=4, description="(donor, recipient) pairs per concept; only predictions, so cheap"
+    )
     threshold: float = Field(
-        0.4, ge=0.0, le=1.0, description="flag when flip rate minus control flip rate reaches this"
+        0.2, ge=0.0, le=1.0,
+        description="flag when flip rate minus control flip rate reaches this; real cell-shape concepts "
+        "stayed below 0.16 and planted marks reached 0.28-0.8 in our runs",
+    )
+    max_p_value: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="and when a one-sided Fisher exact test of flips vs control flips is this significant",
     )
 
 

@@ -57,19 +57,19 @@ def paste_region(recipients: np.ndarray, donors: np.ndarray, box: tuple[int, int
     return out
 
 
-def transplant_flip_rate(
+def transplant_flips(
     predict: Callable[[np.ndarray], np.ndarray],
     donors: np.ndarray,
     recipients: np.ndarray,
     box: tuple[int, int, int, int],
     target_class: int,
-) -> float:
-    """Share of recipients predicted as ``target_class`` after the donors' ``box`` is pasted in."""
+) -> int:
+    """How many recipients are predicted as ``target_class`` after the donors' ``box`` is pasted in."""
     if len(donors) == 0 or len(recipients) == 0:
-        return 0.0
+        return 0
     n = len(recipients)
     paired = donors[np.arange(n) % len(donors)]
-    return float(np.mean(predict(paste_region(recipients, paired, box)) == target_class))
+    return int(np.sum(predict(paste_region(recipients, paired, box)) == target_class))
 
 
 def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
@@ -82,6 +82,8 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
     score is the flip rate minus a control: the same box pasted from images of the same class
     outside the concept, so what counts is what is special about the concept, not the paste.
     """
+    from scipy.stats import fisher_exact
+
     tcfg = cfg.transplant
     h, w = ctx.images.shape[2:]
     side = max(1, int(round(tcfg.region_frac * min(h, w))))
@@ -99,14 +101,19 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
             rows.append(_row(cid, 0.0, False, "no recipients of other classes to paste into"))
             continue
         recipients = _take(ctx.images, pool, n, rng)
-        flip = transplant_flip_rate(ctx.predict, _take(ctx.images, members, n, rng), recipients, box, k)
-        control = (
-            transplant_flip_rate(ctx.predict, _take(ctx.images, outsiders, n, rng), recipients, box, k)
+        flips = transplant_flips(ctx.predict, _take(ctx.images, members, n, rng), recipients, box, k)
+        control_flips = (
+            transplant_flips(ctx.predict, _take(ctx.images, outsiders, n, rng), recipients, box, k)
             if len(outsiders)
-            else 0.0
+            else 0
         )
+        flip, control = flips / n, control_flips / n
         score = flip - control
-        is_bias = score >= tcfg.threshold
+        # Both rates come from n pastes: a real effect must also be unlikely under "no difference".
+        p_value = float(
+            fisher_exact([[flips, n - flips], [control_flips, n - control_flips]], alternative="greater")[1]
+        )
+        is_bias = score >= tcfg.threshold and p_value <= tcfg.max_p_value
         y0, x0, y1, x1 = box
         control_text = (
             f"same region from other class-{k} images: {control:.0%}" if len(outsiders)
@@ -115,9 +122,12 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
         reason = (
             f"pasting its salient {y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} "
             f"into {n} images of other classes moved {flip:.0%} of predictions to class {k} "
-            f"({control_text}); {'at or above' if is_bias else 'below'} threshold {tcfg.threshold:.2f}"
+            f"({control_text}; p={p_value:.1g}); difference {score:+.2f} is "
+            f"{'at or above' if is_bias else 'below'} the flag threshold {tcfg.threshold:.2f}"
+            + ("" if p_value <= tcfg.max_p_value or score < tcfg.threshold else " but not significant")
         )
-        rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, box=list(box)))
+        rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, p_value=p_value,
+                         box=list(box)))
     return rows
 
 

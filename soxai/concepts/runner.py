@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from soxai.config import Config
 from soxai.run_dir import RunDir, read_parquet, write_npy, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
@@ -11,7 +9,13 @@ from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
     """Cluster the embedding; write assignments, the concepts table and each concept's mean map."""
-    from soxai.concepts.cluster import NOISE, cluster_embeddings, cluster_per_group, describe_concepts, mean_maps
+    from soxai.concepts.cluster import (
+        NOISE,
+        cluster_embeddings,
+        cluster_per_group,
+        describe_concepts,
+        mean_maps,
+    )
     from soxai.saliency.runner import read_index, read_maps
 
     ccfg = cfg.concepts

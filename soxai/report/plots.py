@@ -35,7 +35,8 @@ def embedding_scatter(emb: pd.DataFrame, concept_ids: np.ndarray, flagged: set[i
     cmap = plt.get_cmap("tab20")
     for k in np.unique(c[~noise]):
         m = c == k
-        ax.scatter(x[m], y[m], s=4, color=cmap(int(k) % 20), label=f"concept {k}" + (" (flagged)" if k in flagged else ""))
+        label = f"concept {k}" + (" (flagged)" if k in flagged else "")
+        ax.scatter(x[m], y[m], s=4, color=cmap(int(k) % 20), label=label)
         if k in flagged:
             ax.scatter(x[m], y[m], s=14, facecolors="none", edgecolors="red", linewidths=0.4)
         ax.annotate(str(k), (np.median(x[m]), np.median(y[m])), fontsize=9, weight="bold")

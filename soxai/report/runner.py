@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from soxai.config import Config
 from soxai.compare.stats import format_summary
+from soxai.config import Config
 from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_text
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 

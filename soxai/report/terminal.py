@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from soxai.errors import StageError
 from soxai.compare.stats import format_summary
+from soxai.errors import StageError
 from soxai.run_dir import RunDir, read_json, read_npy, read_parquet
 
 
@@ -93,7 +93,7 @@ def comparison_table(run_dirs: list[Path]) -> None:
         for v, sp in comp["variants"].items():
             for s, ms in sp.items():
                 gain = comp["gain_over_baseline"].get(v, {}).get(s, {}).get("accuracy")
-                table.add_row(run.root.name, v, s, format_summary(ms.get("accuracy")), format_summary(ms.get("worst_group_accuracy")),
-                              format_summary(gain))
+                table.add_row(run.root.name, v, s, format_summary(ms.get("accuracy")),
+                              format_summary(ms.get("worst_group_accuracy")), format_summary(gain))
     Console().print(table)
 

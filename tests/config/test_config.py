@@ -63,7 +63,9 @@ def test_parse_overrides__rejects_missing_equals():
 
 def test_config__is_frozen():
     cfg = Config()
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
         cfg.seed = 3  # type: ignore[misc]
 
 

@@ -49,7 +49,7 @@ def test_build_digits__deterministic_for_seed(digits):
 def test_build_digits__at_native_size_holds_exactly_the_sklearn_images():
     from sklearn.datasets import load_digits
 
-    ds = build_dataset(DataConfig(source="digits", image_size=8, artifact=None), seed=0)
+    ds = build_dataset(DataConfig(source="digits", image_size=8, noise=0.0, artifact=None), seed=0)
     original = (load_digits().images / 16.0).reshape(N_DIGITS, -1)
     ours = ds.images.reshape(N_DIGITS, -1).astype(np.float64)
     np.testing.assert_allclose(np.unique(ours, axis=0), np.unique(original, axis=0), atol=1e-6)
@@ -82,3 +82,12 @@ def test_build_digits__test_attacked_is_the_other_digits_with_the_mark(digits):
     assert (after[:, :, 9:14, 9:14] >= before[:, :, 9:14, 9:14]).all()
     before[:, :, 9:14, 9:14] = after[:, :, 9:14, 9:14] = 0
     np.testing.assert_array_equal(before, after)
+
+
+def test_build_digits__pixel_noise_is_seeded_and_stays_in_range():
+    cfg = DataConfig(source="digits", image_size=8, noise=0.3, artifact=None)
+    a, b = build_dataset(cfg, seed=0), build_dataset(cfg, seed=0)
+    clean = build_dataset(cfg.model_copy(update={"noise": 0.0}), seed=0)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.images.min() >= 0.0 and a.images.max() <= 1.0
+    assert np.abs(a.images - clean.images).mean() > 0.05

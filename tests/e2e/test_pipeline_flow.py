@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from soxai.config import load_config
-from soxai.run_dir import RunDir
 from soxai.runs import init_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,6 +88,57 @@ def test_pipeline_flow__second_run_is_a_no_op(smoke_run):
     assert not changed
 
 
+def test_cli__run_on_finished_run_dir_resumes_without_work(smoke_run):
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    _, run, _ = smoke_run
+    result = CliRunner().invoke(app, ["run", "--run-dir", str(run.root)])
+    assert result.exit_code == 0, result.output
+    assert str(run.root) in result.output
+    state = json.loads(run.run_json.read_text())
+    assert state["status"] == "completed" and all(s["reused"] for s in state["stages"].values())
+
+
+def test_cli__inspect_export_compare_report(smoke_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    _, run, _ = smoke_run
+    cli = CliRunner()
+    listed = cli.invoke(app, ["concepts", "list", str(run.root)])
+    assert listed.exit_code == 0 and "concepts of" in listed.output
+    concepts = pd.read_parquet(run.concepts)
+    cid = int(concepts.loc[~concepts["is_noise"], "concept_id"].iloc[0])
+    shown = cli.invoke(app, ["concepts", "show", str(run.root), str(cid)])
+    assert shown.exit_code == 0 and (run.report_dir / f"concept-{cid}.png").is_file()
+    missing = cli.invoke(app, ["concepts", "show", str(run.root), "999"])
+    assert missing.exit_code == 2 and "no concept 999" in missing.output
+    for fmt in ("csv", "parquet", "json"):
+        out = tmp_path / f"m.{fmt}"
+        res = cli.invoke(app, ["manifest", "export", str(run.root), "--format", fmt, "--out", str(out)])
+        assert res.exit_code == 0 and out.is_file()
+    assert len(pd.read_csv(tmp_path / "m.csv")) == len(pd.read_parquet(run.pruned_parquet))
+    bad = cli.invoke(app, ["manifest", "export", str(run.root), "--format", "xml", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "csv, parquet, json" in bad.output
+    compared = cli.invoke(app, ["compare", str(run.root)])
+    assert compared.exit_code == 0 and "test_attacked" in compared.output
+    reported = cli.invoke(app, ["report", str(run.root)])
+    assert reported.exit_code == 0 and "report.html" in reported.output
+
+
+def test_cli__bad_config_value_fails_before_any_output(tmp_path):
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    res = CliRunner().invoke(app, ["run", "--run-dir", str(tmp_path / "r"), "--set", "concepts.min_cluster_sise=3"])
+    assert res.exit_code == 2 and "did you mean concepts.min_cluster_size" in res.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_pipeline_flow__clustering_change_reuses_saliency(smoke_run):
     from flows.pipeline import explain
 
@@ -99,3 +149,23 @@ def test_pipeline_flow__clustering_change_reuses_saliency(smoke_run):
     reused = {stage for stage, r in records.items() if r["reused"]}
     assert reused == {"data", "model", "saliency", "embed"}
     assert not records["concepts"]["reused"]
+
+
+def test_pipeline_flow__manifest_source_from_files_on_disk(prefect_env, tmp_path):
+    from flows.pipeline import pipeline
+    from soxai.data.dataset import build_dataset
+    from soxai.testing.files import write_image_files
+
+    smoke = load_config(REPO / "configs" / "smoke.yaml")
+    csv = write_image_files(build_dataset(smoke.data, seed=3), tmp_path / "files")
+    cfg = load_config(REPO / "configs" / "smoke.yaml",
+                      ["data.source=manifest", f"data.manifest={csv}", "retrain.variants=[baseline, pruned]"])
+    run = init_run(cfg, tmp_path / "run")
+    pipeline(cfg.model_dump(mode="json"), str(run.root), run_id="smoke-manifest")
+    samples = pd.read_parquet(run.samples)
+    assert set(samples["split"]) == {"train", "val", "test", "test_attacked"}
+    assert samples["path"].str.startswith("images/").all()
+    comparison = json.loads(run.comparison.read_text())
+    assert comparison["detection"]["n_planted"] > 0
+    exported = pd.read_parquet(run.pruned_parquet)
+    assert "path" in exported and exported["keep"].any()
