@@ -60,7 +60,7 @@ def main() -> None:
     base = REPO / args.runs
     base.mkdir(parents=True, exist_ok=True)
     soxai("run", "--run-dir", str(base / "demo"))
-    soxai("run", "--run-dir", str(base / "digits"), "--set", "name=digits", "--set", "data.source=digits")
+    soxai("run", "configs/digits.yaml", "--run-dir", str(base / "digits"))
     from soxai.config import Config
     from soxai.data.dataset import build_dataset
     from soxai.testing.files import write_image_files
@@ -78,7 +78,7 @@ def main() -> None:
         "2 cores, no GPU, by `python bench/results.py` (default configs; 3 seeds per variant).",
         "",
         *section("Demo: cells with a planted corner mark (`soxai run`)", base / "demo"),
-        *section("Digits with a planted corner mark (`--set data.source=digits`)", base / "digits"),
+        *section("Digits with a planted corner mark (`soxai run configs/digits.yaml`)", base / "digits"),
         *section("Manifest source: the cells images written to PNG files + samples.csv", base / "manifest"),
     ]
     out = REPO / "docs" / "RESULTS.md"

@@ -124,7 +124,7 @@ def test_cli__inspect_export_compare_report(smoke_run, tmp_path):
     bad = cli.invoke(app, ["manifest", "export", str(run.root), "--format", "xml", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "csv, parquet, json" in bad.output
     compared = cli.invoke(app, ["compare", str(run.root)])
-    assert compared.exit_code == 0 and "test_attacked" in compared.output
+    assert compared.exit_code == 0 and "baseline" in compared.output and "pruned" in compared.output
     reported = cli.invoke(app, ["report", str(run.root)])
     assert reported.exit_code == 0 and "report.html" in reported.output
 
