@@ -10,7 +10,11 @@ import typer
 
 from soxai.errors import SoxaiError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0] if __doc__ else None)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Audit an image training set through the explanations of a model trained on it.",
+)
 concepts_app = typer.Typer(no_args_is_help=True, help="Inspect the concepts of a run.")
 manifest_app = typer.Typer(no_args_is_help=True, help="Export the pruned training-set manifest.")
 app.add_typer(concepts_app, name="concepts")

@@ -26,6 +26,7 @@ class DetectorContext:
         order of ``concepts``' non-noise rows (``map_index`` column)
     predict : function images (n, C, H, W) float32 -> predicted class (n,)
     seed : seeds every random draw, so the same run gives the same flags
+    sample_maps : function row numbers (n,) -> the samples' own |saliency| maps (n, H, W)
     """
 
     images: np.ndarray
@@ -34,6 +35,7 @@ class DetectorContext:
     maps: np.ndarray
     predict: Callable[[np.ndarray], np.ndarray]
     seed: int
+    sample_maps: Callable[[np.ndarray], np.ndarray]
 
 
 def salient_box(mean_map: np.ndarray, side: int) -> tuple[int, int, int, int]:
@@ -49,11 +51,17 @@ def salient_box(mean_map: np.ndarray, side: int) -> tuple[int, int, int, int]:
     return int(y0), int(x0), int(y0 + side_h), int(x0 + side_w)
 
 
-def paste_region(recipients: np.ndarray, donors: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Copy ``box`` of each donor into the paired recipient (both of shape (n, C, H, W))."""
-    y0, x0, y1, x1 = box
+def paste_region(
+    recipients: np.ndarray, donors: np.ndarray, box: tuple[int, int, int, int] | list[tuple[int, int, int, int]]
+) -> np.ndarray:
+    """Copy ``box`` of each donor into the paired recipient (both of shape (n, C, H, W)).
+
+    ``box`` is one (y0, x0, y1, x1) for all pairs, or a list with one box per pair.
+    """
     out = np.array(recipients, dtype=np.float32, copy=True)
-    out[:, :, y0:y1, x0:x1] = donors[:, :, y0:y1, x0:x1]
+    boxes = box if isinstance(box, list) else [box] * len(out)
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        out[i, :, y0:y1, x0:x1] = donors[i, :, y0:y1, x0:x1]
     return out
 
 
@@ -61,15 +69,19 @@ def transplant_flips(
     predict: Callable[[np.ndarray], np.ndarray],
     donors: np.ndarray,
     recipients: np.ndarray,
-    box: tuple[int, int, int, int],
+    box: tuple[int, int, int, int] | list[tuple[int, int, int, int]],
     target_class: int,
 ) -> int:
-    """How many recipients are predicted as ``target_class`` after the donors' ``box`` is pasted in."""
+    """How many recipients are predicted as ``target_class`` after the donors' ``box`` is pasted in.
+
+    Donors are paired with recipients cyclically; ``box`` is shared or one per donor.
+    """
     if len(donors) == 0 or len(recipients) == 0:
         return 0
     n = len(recipients)
-    paired = donors[np.arange(n) % len(donors)]
-    return int(np.sum(predict(paste_region(recipients, paired, box)) == target_class))
+    pair = np.arange(n) % len(donors)
+    boxes = [box[i] for i in pair] if isinstance(box, list) else box
+    return int(np.sum(predict(paste_region(recipients, donors[pair], boxes)) == target_class))
 
 
 def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
@@ -80,7 +92,10 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
     A shortcut (a watermark, a tag) carries the class on its own and moves predictions to the
     concept's class; a real feature of the class rarely survives as a small pasted region. The
     score is the flip rate minus a control: the same box pasted from images of the same class
-    outside the concept, so what counts is what is special about the concept, not the paste.
+    outside the concept, each pasted from *its own* most salient box: how far the class's
+    ordinary evidence carries in a box of that size. A real class feature that happens to
+    transfer (a piece of an elongated outline) scores near its control; a shortcut scores far
+    above it.
     """
     from scipy.stats import fisher_exact
 
@@ -101,12 +116,12 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
             rows.append(_row(cid, 0.0, False, "no recipients of other classes to paste into"))
             continue
         recipients = _take(ctx.images, pool, n, rng)
-        flips = transplant_flips(ctx.predict, _take(ctx.images, members, n, rng), recipients, box, k)
-        control_flips = (
-            transplant_flips(ctx.predict, _take(ctx.images, outsiders, n, rng), recipients, box, k)
-            if len(outsiders)
-            else 0
-        )
+        flips = transplant_flips(ctx.predict, ctx.images[_pick(members, n, rng)], recipients, box, k)
+        control_flips = 0
+        if len(outsiders):
+            rows_out = _pick(outsiders, n, rng)
+            own = [salient_box(m, side) for m in ctx.sample_maps(rows_out)]
+            control_flips = transplant_flips(ctx.predict, ctx.images[rows_out], recipients, own, k)
         flip, control = flips / n, control_flips / n
         score = flip - control
         # Both rates come from n pastes: a real effect must also be unlikely under "no difference".
@@ -116,7 +131,7 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
         is_bias = score >= tcfg.threshold and p_value <= tcfg.max_p_value
         y0, x0, y1, x1 = box
         control_text = (
-            f"same region from other class-{k} images: {control:.0%}" if len(outsiders)
+            f"other class-{k} images, each pasting its own most salient box: {control:.0%}" if len(outsiders)
             else f"no class-{k} images outside the concept to serve as a control"
         )
         reason = (
@@ -131,10 +146,14 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
     return rows
 
 
-def _take(images: np.ndarray, frame: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
+def _pick(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to n image rows of ``frame``, drawn without replacement, sorted (memmap-friendly)."""
     rows = frame["row"].to_numpy()
-    pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
-    return np.asarray(images[np.sort(rows[pick])], dtype=np.float32)
+    return np.sort(rows[rng.choice(len(rows), size=min(n, len(rows)), replace=False)])
+
+
+def _take(images: np.ndarray, frame: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.asarray(images[_pick(frame, n, rng)], dtype=np.float32)
 
 
 def _row(cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     from soxai.bias.decide import flagged_concepts, read_overrides
     from soxai.bias.detectors import BIAS_DETECTORS, DetectorContext
     from soxai.saliency.methods import resolve_device
+    from soxai.saliency.runner import read_index, read_maps
     from soxai.train.loop import predict_logits
     from soxai.train.runner import load_baseline
 
@@ -44,7 +45,16 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         def predict(x: np.ndarray) -> np.ndarray:
             return predict_logits(model, x, np.arange(len(x)), device).argmax(axis=1)
 
-        ctx = DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed)
+        index = read_index(run)
+        index = index[index["split"] == "train"].merge(samples, on="sample_id", validate="one_to_one")
+        position = pd.Series(np.arange(len(index)), index=index["row"].to_numpy())
+        own_maps = np.abs(read_maps(run, index))
+
+        def sample_maps(rows: np.ndarray) -> np.ndarray:
+            return own_maps[position.loc[rows].to_numpy()]
+
+        ctx = DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed,
+                              sample_maps)
         rows = [row for name in bcfg.detectors for row in BIAS_DETECTORS[name](ctx, bcfg)]
         for cid, is_bias in sorted(overrides.items()):
             rows.append({"concept_id": cid, "detector": "override", "score": float(is_bias), "is_bias": is_bias,

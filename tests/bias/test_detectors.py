@@ -1,7 +1,9 @@
 import numpy as np
 import pandas as pd
 
-from soxai.bias.config import BiasConfig
+from soxai.bias.config import BiasConfig, TransplantConfig
+
+CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25))  # a 3 px box on the 12 px toy images
 from soxai.bias.decide import flagged_concepts, read_overrides
 from soxai.bias.detectors import DetectorContext, detect_transplant, paste_region, salient_box
 
@@ -44,11 +46,12 @@ def _shortcut_world(n=60, size=12, seed=0):
     maps = np.zeros((4, size, size), dtype=np.float32)
     maps[0, :3, :3] = 1.0  # the marked concept looks at the corner
     maps[1:, 4:8, 4:8] = 1.0
-    return DetectorContext(images, train, concepts, maps, predict, seed=0)
+    own = np.abs(images[:, 0] - 0.1)  # each image's own relevance: where it departs from the background
+    return DetectorContext(images, train, concepts, maps, predict, seed=0, sample_maps=lambda rows: own[rows])
 
 
 def test_detect_transplant__flags_planted_shortcut_only():
-    rows = {r["concept_id"]: r for r in detect_transplant(_shortcut_world(), BiasConfig())}
+    rows = {r["concept_id"]: r for r in detect_transplant(_shortcut_world(), CFG)}
     assert rows[0]["is_bias"] and rows[0]["score"] > 0.9
     assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
     assert "class 0" in rows[0]["reason"]
@@ -58,7 +61,7 @@ def test_detect_transplant__clean_world_flags_nothing():
     ctx = _shortcut_world()
     ctx.images[:, :, :3, :3] = 0.1  # remove every mark
     ctx.train["pred"] = ctx.predict(ctx.images)
-    rows = detect_transplant(ctx, BiasConfig())
+    rows = detect_transplant(ctx, CFG)
     assert not any(r["is_bias"] for r in rows)
 
 
