@@ -49,6 +49,8 @@ def section(title: str, run: Path) -> list[str]:
             lines.append(f"| {v} | {s} | {fmt(m['accuracy'])} | "
                          f"{fmt(m['worst_group_accuracy']) if 'worst_group_accuracy' in m else '–'} | "
                          f"{fmt(gain) if gain else '–'} |")
+    for s, m in comp.get("pruned_over_random_control", {}).items():
+        lines.append(f"| pruned − random_control | {s} | | | {fmt(m['accuracy'])} |")
     lines += ["", "Claims: " + ", ".join(f"`{k}`: {v}" for k, v in comp["claims"].items()), ""]
     return lines
 
@@ -75,7 +77,8 @@ def main() -> None:
         "# Results: the pipeline on built-in biased data",
         "",
         f"Measured {dt.date.today().isoformat()} on {platform.machine()} with {platform.processor() or 'CPU'}, "
-        "2 cores, no GPU, by `python bench/results.py` (default configs; 3 seeds per variant).",
+        "2 cores, no GPU, by `python bench/results.py` (default configs; 5 seeds per variant). "
+        "Intervals are Student-t 95% intervals over seeds; gains are paired by seed.",
         "",
         *section("Demo: cells with a planted corner mark (`soxai run`)", base / "demo"),
         *section("Digits with a planted corner mark (`soxai run configs/digits.yaml`)", base / "digits"),

@@ -46,21 +46,21 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         v: {s: {k: summarize([vals[seed] for seed in sorted(vals)]) for k, vals in ms.items()} for s, ms in sp.items()}
         for v, sp in per_seed.items()
     }
-    gains: dict[str, Any] = {}
-    if "baseline" in per_seed:
-        base = per_seed["baseline"]
-        for v, sp in per_seed.items():
-            if v == "baseline":
-                continue
-            gains[v] = {
-                s: {k: summarize([vals[seed] - base[s][k][seed] for seed in sorted(vals) if seed in base[s][k]])
-                    for k, vals in ms.items()}
-                for s, ms in sp.items()
-            }
+    gains = {v: _paired(per_seed[v], per_seed["baseline"]) for v in per_seed if v != "baseline"} \
+        if "baseline" in per_seed else {}
     claims = {
         f"{v}_beats_baseline_on_{s}": bool(g["accuracy"]["mean"] > 0 and excludes_zero(g["accuracy"]))
         for v, sp in gains.items() for s, g in sp.items() if s != "val"
     }
+    # the control answers "is it the choice of samples, or just dropping that many?"
+    over_control = (
+        _paired(per_seed["pruned"], per_seed["random_control"])
+        if {"pruned", "random_control"} <= set(per_seed) else {}
+    )
+    claims.update({
+        f"pruned_beats_random_control_on_{s}": bool(g["accuracy"]["mean"] > 0 and excludes_zero(g["accuracy"]))
+        for s, g in over_control.items() if s != "val"
+    })
     manifest = read_parquet(run.pruned_parquet)
     samples = read_samples(run)
     train = samples[samples["split"] == "train"].merge(manifest[["sample_id", "keep"]], on="sample_id")
@@ -87,7 +87,19 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         "n_train": n_train,
         "variants": variants,
         "gain_over_baseline": gains,
+        "pruned_over_random_control": over_control,
         "claims": claims,
         "detection": detection,
         "cost": cost,
+    }
+
+
+def _paired(a: dict, b: dict) -> dict[str, Any]:
+    """Per split and metric: summary of a - b, paired by seed (seeds present in both)."""
+    from soxai.compare.stats import summarize
+
+    return {
+        s: {k: summarize([vals[seed] - b[s][k][seed] for seed in sorted(vals) if seed in b[s][k]])
+            for k, vals in ms.items()}
+        for s, ms in a.items()
     }

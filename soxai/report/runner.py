@@ -64,6 +64,9 @@ def write_report(cfg: Config, run: RunDir) -> Path:
                 gain = comparison["gain_over_baseline"].get(v, {}).get(s, {}).get("accuracy")
                 rows.append({"variant": v, "split": s, "acc": format_summary(ms.get("accuracy")),
                              "wga": format_summary(ms.get("worst_group_accuracy")), "gain": format_summary(gain)})
+        for s, g in comparison.get("pruned_over_random_control", {}).items():
+            rows.append({"variant": "pruned − random_control", "split": s, "acc": "", "wga": "",
+                         "gain": format_summary(g.get("accuracy"))})
     detection = (comparison or {}).get("detection")
     env = Path(run.env_json).read_text() if run.env_json.is_file() else ""
     template = jinja2.Environment(
