@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 
 from soxai.bias.config import BiasConfig, TransplantConfig
-
-CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25))  # a 3 px box on the 12 px toy images
 from soxai.bias.decide import flagged_concepts, read_overrides
 from soxai.bias.detectors import DetectorContext, detect_transplant, paste_region, salient_box
+
+CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25))  # a 3 px box on the 12 px toy images
 
 
 def test_salient_box__finds_the_hot_corner():

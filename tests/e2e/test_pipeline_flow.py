@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from soxai.config import load_config
+from soxai.run_dir import RunDir
 from soxai.runs import init_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,6 +138,48 @@ def test_cli__bad_config_value_fails_before_any_output(tmp_path):
     res = CliRunner().invoke(app, ["run", "--run-dir", str(tmp_path / "r"), "--set", "concepts.min_cluster_sise=3"])
     assert res.exit_code == 2 and "did you mean concepts.min_cluster_size" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_pipeline_flow__same_config_and_seed_give_identical_concepts_and_manifest(smoke_run, tmp_path):
+    import hashlib
+
+    from flows.pipeline import explain
+
+    cfg, run, _ = smoke_run
+    fresh = init_run(cfg, tmp_path / "again")
+    explain(cfg.model_dump(mode="json"), str(fresh.root), run_id="smoke-determinism")
+
+    def digest(r, path, cols):
+        frame = pd.read_parquet(path(r)).sort_values("sample_id")[cols]
+        return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+
+    first = RunDir(run.root)
+    assert digest(first, lambda r: r.assignments, ["sample_id", "concept_id"]) == digest(
+        fresh, lambda r: r.assignments, ["sample_id", "concept_id"])
+    assert digest(first, lambda r: r.pruned_parquet, ["sample_id", "keep", "concept_id"]) == digest(
+        fresh, lambda r: r.pruned_parquet, ["sample_id", "keep", "concept_id"])
+
+
+def test_cli__retrain_with_a_user_manifest_follows_it(smoke_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    _, run, _ = smoke_run
+    manifest = pd.read_parquet(run.pruned_parquet)
+    train_ids = manifest.loc[manifest["split"] == "train", "sample_id"]
+    user = pd.DataFrame({"sample_id": train_ids, "keep": True})
+    user.loc[user.index[:5], "keep"] = False
+    user.to_csv(tmp_path / "mine.csv", index=False)
+    res = CliRunner().invoke(app, ["retrain", str(run.root), "--manifest", str(tmp_path / "mine.csv")])
+    assert res.exit_code == 0, res.output
+    pruned = json.loads(run.variant_metrics("pruned", 0).read_text())
+    assert pruned["n_train"] == len(train_ids) - 5
+    assert json.loads(run.comparison.read_text())["cost"]["n_dropped"] == 5
+    bad = pd.DataFrame({"sample_id": ["nope"], "keep": [False]})
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    res = CliRunner().invoke(app, ["retrain", str(run.root), "--manifest", str(tmp_path / "bad.csv")])
+    assert res.exit_code == 2 and "does not know" in res.output
 
 
 def test_pipeline_flow__clustering_change_reuses_saliency(smoke_run):
