@@ -9,6 +9,7 @@ is soxai's own (fingerprints in each ``stage.json``), so Prefect's is off.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -53,6 +54,9 @@ def stage_task(stage: str, config: dict[str, Any], run_dir: str) -> dict[str, An
 
 
 def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    # Prefect forwards the "soxai" logger (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves its level at
+    # the root's WARNING; the library's stage messages are INFO.
+    logging.getLogger("soxai").setLevel(logging.INFO)
     records: dict[str, Any] = {}
     try:
         for stage in stages:  # each stage reads the files the one before it wrote
