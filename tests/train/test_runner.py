@@ -1,0 +1,70 @@
+"""The train stage: a kill between models loses at most the model in progress."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from soxai.config import load_config
+from soxai.run_dir import RunDir
+from soxai.runs import init_run
+
+REPO = Path(__file__).resolve().parents[2]
+OVERRIDES = ["data.n_train_per_class=40", "data.n_val_per_class=5", "data.n_test_per_class=10", "train.epochs=2",
+             "concepts.min_cluster_size=8", "retrain.seeds=[0, 1, 2]"]
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    from flows.pipeline import EXPLAIN_STAGES, RUNNERS
+
+    cfg = load_config(REPO / "configs" / "smoke.yaml", OVERRIDES)
+    run = init_run(cfg, tmp_path_factory.mktemp("train") / "base")
+    for stage in EXPLAIN_STAGES:
+        RUNNERS[stage](cfg, run)
+    return cfg, run
+
+
+@pytest.mark.slow
+def test_run_train__resume_after_kill_equals_uninterrupted(explained, tmp_path):
+    from soxai.train.runner import run_train
+
+    cfg, base = explained
+    whole = RunDir(shutil.copytree(base.root, tmp_path / "whole"))
+    run_train(cfg, whole)
+
+    killed = RunDir(shutil.copytree(base.root, tmp_path / "killed"))
+    code = (
+        "from soxai.config import load_config; from soxai.run_dir import RunDir; "
+        "from soxai.train.runner import run_train; "
+        f"run = RunDir({str(killed.root)!r}); run_train(load_config(run.config), run)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SOXAI_PROGRESS": "0"})
+    first = killed.variant_metrics("baseline", 1)
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not killed.stage_json("train").exists(), "the stage finished before it could be killed"
+    survivors = {p: p.stat().st_mtime_ns for p in (killed.root / "train").rglob("metrics.json")}
+    assert survivors
+
+    record = run_train(cfg, killed)
+    assert record.metrics["models_reused"] >= len(survivors)
+    assert all(p.stat().st_mtime_ns == t for p, t in survivors.items())
+    for variant in cfg.retrain.variants:
+        for seed in cfg.retrain.seeds:
+            a = json.loads(whole.variant_metrics(variant, seed).read_text())
+            b = json.loads(killed.variant_metrics(variant, seed).read_text())
+            assert a == b
+            wa = torch.load(whole.variant_model(variant, seed), weights_only=True)["state_dict"]
+            wb = torch.load(killed.variant_model(variant, seed), weights_only=True)["state_dict"]
+            assert all(torch.equal(wa[k], wb[k]) for k in wa)
