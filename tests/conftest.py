@@ -5,3 +5,28 @@ import tempfile
 
 os.environ.setdefault("SOXAI_PROGRESS", "0")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "soxai-numba-cache"))
+
+
+import pytest  # noqa: E402
+
+TINY = ["data.n_train_per_class=40", "data.n_val_per_class=5", "data.n_test_per_class=10", "train.epochs=2",
+        "concepts.min_cluster_size=8", "retrain.seeds=[0, 1, 2]"]
+
+
+@pytest.fixture(scope="session")
+def tiny_explained(tmp_path_factory):
+    """(config, RunDir) of a tiny cells run through the pruned manifest, run without Prefect.
+
+    Tests that change it must work on a copy (shutil.copytree(run.root, ...)).
+    """
+    from pathlib import Path
+
+    from flows.pipeline import EXPLAIN_STAGES, RUNNERS
+    from soxai.config import load_config
+    from soxai.runs import init_run
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml", TINY)
+    run = init_run(cfg, tmp_path_factory.mktemp("tiny") / "run")
+    for stage in EXPLAIN_STAGES:
+        RUNNERS[stage](cfg, run)
+    return cfg, run

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,15 @@ import torch
 
 import soxai
 from soxai.errors import ConfigError, DataError
+from soxai.saliency import methods
 from soxai.saliency.methods import (
     SALIENCY_METHODS,
     compute_maps,
+    gauss_legendre,
+    gradient_shap_baselines,
     iter_maps,
     last_conv_layer,
+    occlusion_window,
     reduce_channels,
     resolve_device,
 )
@@ -37,9 +42,11 @@ def _maps(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray, **opt
     return compute_maps(model, images, targets, **({"method": "gradient"} | OPTIONS | options))
 
 
-def _attribute(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _attribute(
+    name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, ig_steps: int = 16, internal: int = 10
+) -> torch.Tensor:
     x = x.clone().requires_grad_(True)
-    attr = SALIENCY_METHODS[name](model.eval(), x, target, ig_steps=16, internal_batch_size=10, layer=None)
+    attr = SALIENCY_METHODS[name](model.eval(), x, target, ig_steps=ig_steps, internal_batch_size=internal, layer=None)
     return attr.detach()
 
 
@@ -47,7 +54,7 @@ def _class_weights(model: LinearToy, target: torch.Tensor) -> torch.Tensor:
     return torch.stack([model.class_weight(int(k)) for k in target])
 
 
-@pytest.mark.parametrize("name", ["gradient", "guided_backprop"])
+@pytest.mark.parametrize("name", ["gradient", "guided_backprop", "deconvolution"])
 def test_gradient_methods__linear_toy_equal_class_weight(name: str) -> None:
     model = LinearToy(IN_SHAPE, N_CLASSES)
     x, target = _inputs()
@@ -57,7 +64,9 @@ def test_gradient_methods__linear_toy_equal_class_weight(name: str) -> None:
     torch.testing.assert_close(attr, _class_weights(model, target), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["input_x_gradient", "integrated_gradients"])
+@pytest.mark.parametrize(
+    "name", ["input_x_gradient", "integrated_gradients", "integrated_gradients_captum", "deeplift", "lrp"]
+)
 def test_input_times_gradient_methods__linear_toy_equal_x_times_weight(name: str) -> None:
     model = LinearToy(IN_SHAPE, N_CLASSES)
     x, target = _inputs()
@@ -88,6 +97,214 @@ def test_integrated_gradients__conv_toy_nearly_complete() -> None:
     with torch.no_grad():
         gap = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None])[:, 0]
     torch.testing.assert_close(attr.sum(dim=(1, 2, 3)), gap, atol=2e-3, rtol=5e-2)
+
+
+@pytest.mark.parametrize(("n", "internal"), [(5, 10), (5, 7), (5, 3), (1, 4)])
+def test_integrated_gradients__equals_captum_on_conv_toy(n: int, internal: int) -> None:
+    # internal 7 and 3 cut chunks across steps and inside one step: the index bookkeeping must hold.
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs(n=n)
+
+    ours = _attribute("integrated_gradients", model, x, target, internal=internal)
+    reference = _attribute("integrated_gradients_captum", model, x, target, internal=max(internal, n))
+
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+
+
+def test_integrated_gradients__conv_toy_complete_within_one_percent() -> None:
+    # ReLU kinks limit the quadrature: 16 steps are 5% off on ConvToy, 128 steps well under 1%.
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs()
+
+    attr = _attribute("integrated_gradients", model, x, target, ig_steps=128, internal=64)
+
+    with torch.no_grad():
+        gap = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(attr.sum(dim=(1, 2, 3)), gap, rtol=1e-2, atol=0)
+
+
+def test_integrated_gradients__forward_rows_bounded_by_internal_batch_size() -> None:
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    rows: list[int] = []
+    model.conv.register_forward_pre_hook(lambda _, inputs: rows.append(inputs[0].shape[0]))
+    x, target = _inputs(n=5)
+
+    _attribute("integrated_gradients", model, x, target, ig_steps=16, internal=12)
+
+    assert max(rows) <= 12
+    assert sum(rows) == 5 * 16
+
+
+def test_gauss_legendre__weights_sum_to_one_and_integrate_cubics_exactly() -> None:
+    alphas, weights = gauss_legendre(3)
+
+    assert weights.sum() == pytest.approx(1.0)
+    assert ((alphas > 0) & (alphas < 1)).all()
+    assert (weights * alphas**5).sum() == pytest.approx(1 / 6)
+
+
+def test_gradient_shap__linear_toy_expectation_is_x_minus_mean_baseline_times_weight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only the baseline drawn matters on a linear model; many draws bring its mean close to the mean baseline.
+    monkeypatch.setattr(methods, "GRADIENT_SHAP_SAMPLES", 4000)
+    model = LinearToy(IN_SHAPE, N_CLASSES)
+    x, target = _inputs(n=3)
+
+    attr = _attribute("gradient_shap", model, x, target)
+
+    mean_baseline = torch.stack([gradient_shap_baselines(x[i : i + 1]).mean(dim=0) for i in range(3)])
+    expected = (x - mean_baseline) * _class_weights(model, target)
+    torch.testing.assert_close(attr, expected, atol=0.05, rtol=0.05)
+
+
+def test_gradient_shap__baselines_are_zero_then_scaled_noise() -> None:
+    x, _ = _inputs(n=1)
+
+    baselines = gradient_shap_baselines(x)
+
+    assert baselines.shape == (1 + methods.GRADIENT_SHAP_NOISE_BASELINES, *IN_SHAPE)
+    assert torch.equal(baselines[0], torch.zeros(IN_SHAPE))
+    assert baselines[1:].std() > 0
+
+
+@pytest.mark.parametrize("name", ["gradient_shap", "vargrad"])
+def test_seeded_methods__deterministic_and_leave_torch_and_numpy_rng_alone(name: str) -> None:
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs()
+    torch.manual_seed(123)
+    np.random.seed(123)
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
+
+    first = _attribute(name, model, x, target)
+    second = _attribute(name, model, x, target)
+
+    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1])
+
+
+def test_vargrad__linear_toy_is_zero_conv_toy_is_not() -> None:
+    x, target = _inputs()
+
+    linear = _attribute("vargrad", LinearToy(IN_SHAPE, N_CLASSES), x, target)
+    conv = _attribute("vargrad", ConvToy(in_channels=2, n_classes=N_CLASSES), x, target)
+
+    # E[g^2] - E[g]^2 of a constant gradient: zero up to float32 cancellation.
+    torch.testing.assert_close(linear, torch.zeros_like(linear), atol=1e-5, rtol=0)
+    assert (conv >= 0).all() and conv.sum() > 0
+
+
+def test_guided_gradcam__equals_guided_backprop_times_gradcam() -> None:
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs(shape=(2, 6, 5))
+
+    attr = _attribute("guided_gradcam", model, x, target)
+
+    expected = _attribute("guided_backprop", model, x, target) * _attribute("gradcam", model, x, target)
+    assert attr.shape == x.shape
+    torch.testing.assert_close(attr, expected, atol=1e-7, rtol=1e-5)
+
+
+def test_occlusion__model_reading_one_block_attributes_only_near_it() -> None:
+    # A linear model that reads only pixels [6:8, 10:12] of a 16x16 image: 2x2 windows, stride 1.
+    shape = (1, 16, 16)
+    weight = torch.zeros(N_CLASSES, *shape)
+    weight[:, :, 6:8, 10:12] = 1.0
+    model = LinearToy(shape, N_CLASSES, weight=weight)
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)) + 0.5
+    (window, _), (stride, _) = occlusion_window(16, 16)
+
+    attr = _attribute("occlusion", model, x, torch.tensor([0, 2]))
+
+    assert (window, stride) == (2, 1)
+    near = torch.zeros(shape, dtype=torch.bool)
+    reach = window - 1  # pixels that share a window with the block
+    near[:, 6 - reach : 8 + reach, 10 - reach : 12 + reach] = True
+    assert (attr[:, near] > 0).all()
+    assert (attr[:, ~near] == 0).all()
+
+
+def test_occlusion_window__sized_from_the_image() -> None:
+    assert occlusion_window(32, 32) == ((4, 4), (2, 2))
+    assert occlusion_window(224, 112) == ((28, 14), (14, 7))
+    assert occlusion_window(4, 4) == ((1, 1), (1, 1))
+
+
+def _named(*layers: tuple[str, torch.nn.Module]) -> torch.nn.Sequential:
+    return torch.nn.Sequential(OrderedDict(layers))
+
+
+def test_lrp__unsupported_layer_raises_config_error_naming_it() -> None:
+    model = _named(
+        ("conv", torch.nn.Conv2d(2, 3, 3, padding=1)),
+        ("act", torch.nn.GELU()),
+        ("flat", torch.nn.Flatten()),
+        ("head", torch.nn.Linear(3 * 16, N_CLASSES)),
+    )
+    x, target = _inputs()
+
+    with pytest.raises(ConfigError, match=r"'act' of type GELU.*choose another"):
+        _attribute("lrp", model, x, target)
+
+
+def test_lrp__keeps_a_user_rule_and_leaves_no_state_on_the_model() -> None:
+    from captum.attr._utils.lrp_rules import EpsilonRule
+
+    model = _named(("act", torch.nn.Softplus()), ("flat", torch.nn.Flatten()), ("head", torch.nn.Linear(32, 3)))
+    rule = EpsilonRule()
+    model.act.rule = rule
+    x, target = _inputs(n=7)
+
+    maps = _maps(model, x.numpy(), target.numpy(), method="lrp", batch_size=3)  # three calls
+
+    assert np.isfinite(maps).all()
+    assert model.act.rule is rule
+    assert not any(hasattr(m, "activations") or (hasattr(m, "rule") and m is not model.act) for m in model.modules())
+
+
+class _Reuse(torch.nn.Module):
+    """conv -> relu -> conv -> the same relu: one module called twice per forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(2, 2, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(2, 2, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32, N_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.relu(self.conv2(self.relu(self.conv1(x)))))
+
+
+class _ReuseConv(_Reuse):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv1(self.relu(self.conv1(x))))
+
+
+@pytest.mark.parametrize(("name", "model", "culprit"), [("deeplift", _Reuse, "'relu'"), ("lrp", _ReuseConv, "'conv1'")])
+def test_reused_module__raises_config_error_naming_it(name: str, model: type, culprit: str) -> None:
+    x, target = _inputs()
+
+    with pytest.raises(ConfigError, match=f"{culprit} .*2 calls.*own module instance"):
+        _attribute(name, model(), x, target)
+
+
+@pytest.mark.parametrize("name", ["deeplift", "lrp", "guided_backprop", "deconvolution"])
+def test_hooking_methods__inplace_relu_gives_the_same_maps(name: str) -> None:
+    # captum 0.9 hooks tensors, not modules, so in-place ReLUs are safe; this pins that down.
+    def build(inplace: bool) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.ReLU(inplace=inplace), torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(inplace=inplace), torch.nn.Linear(8, N_CLASSES),
+        )
+
+    x, target = _inputs()
+
+    torch.testing.assert_close(
+        _attribute(name, build(True), x, target), _attribute(name, build(False), x, target), atol=0, rtol=0
+    )
 
 
 def test_smoothgrad__linear_toy_mean_equals_gradient() -> None:
@@ -277,10 +494,10 @@ def test_resolve_device__unknown_name_raises() -> None:
         resolve_device("tpu")
 
 
-# smoothgrad draws its noise from the device's own generator: CPU and CUDA noise differ by design.
+# smoothgrad and vargrad draw their noise from the device's own generator: CPU and CUDA noise differ by design.
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("method", sorted(set(SALIENCY_METHODS) - {"smoothgrad"}))
+@pytest.mark.parametrize("method", sorted(set(SALIENCY_METHODS) - {"smoothgrad", "vargrad"}))
 def test_compute_maps__cpu_and_cuda_agree(method: str) -> None:
     x, target = _inputs(n=7)
 

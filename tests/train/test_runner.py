@@ -7,36 +7,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from soxai.config import load_config
 from soxai.run_dir import RunDir
-from soxai.runs import init_run
-
-REPO = Path(__file__).resolve().parents[2]
-OVERRIDES = ["data.n_train_per_class=40", "data.n_val_per_class=5", "data.n_test_per_class=10", "train.epochs=2",
-             "concepts.min_cluster_size=8", "retrain.seeds=[0, 1, 2]"]
-
-
-@pytest.fixture(scope="module")
-def explained(tmp_path_factory):
-    from flows.pipeline import EXPLAIN_STAGES, RUNNERS
-
-    cfg = load_config(REPO / "configs" / "smoke.yaml", OVERRIDES)
-    run = init_run(cfg, tmp_path_factory.mktemp("train") / "base")
-    for stage in EXPLAIN_STAGES:
-        RUNNERS[stage](cfg, run)
-    return cfg, run
 
 
 @pytest.mark.slow
-def test_run_train__resume_after_kill_equals_uninterrupted(explained, tmp_path):
+def test_run_train__resume_after_kill_equals_uninterrupted(tiny_explained, tmp_path):
     from soxai.train.runner import run_train
 
-    cfg, base = explained
+    cfg, base = tiny_explained
     whole = RunDir(shutil.copytree(base.root, tmp_path / "whole"))
     run_train(cfg, whole)
 
