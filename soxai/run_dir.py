@@ -20,6 +20,9 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 STAGES = ("data", "model", "saliency", "embed", "concepts", "bias", "manifest", "train", "compare", "report")
 
 
@@ -30,6 +33,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are shared like any file
     try:
         yield tmp_path
         with open(tmp_path, "rb") as fh:

@@ -135,9 +135,9 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
             else f"no class-{k} images outside the concept to serve as a control"
         )
         reason = (
-            f"pasting its salient {y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} "
-            f"into {n} images of other classes moved {flip:.0%} of predictions to class {k} "
-            f"({control_text}; p={p_value:.1g}); difference {score:+.2f} is "
+            f"moved {flip:.0%} of predictions to class {k} ({control_text}; p={p_value:.1g}) when its salient "
+            f"{y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} was pasted into {n} images "
+            f"of other classes; difference {score:+.2f} is "
             f"{'at or above' if is_bias else 'below'} the flag threshold {tcfg.threshold:.2f}"
             + ("" if p_value <= tcfg.max_p_value or score < tcfg.threshold else " but not significant")
         )

@@ -1,18 +1,31 @@
-"""Runner of the report stage: one self-contained HTML file."""
+"""Runner of the report stage (one self-contained HTML file), and the views of a run it is built from.
+
+``read_run`` loads what a person inspects — concepts, detector scores, manifest, comparison — once;
+``concept_overview``, ``concept_gallery``, ``comparison_frame`` and ``summary_sentence`` turn it into
+the rows, images and sentence that the HTML report, ``soxai concepts|compare`` and the notebook show,
+so the three always agree.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from soxai.compare.stats import format_summary
 from soxai.config import Config
+from soxai.errors import StageError
 from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_text
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
-MAX_CARDS = 60  # galleries stay readable (and the file small) on large runs
+MAX_CARDS = 40  # concepts with a full card (flagged first); the rest get a table row — keeps the file small
+N_GALLERY = 8  # exemplars per card
+MAX_SCATTER = 20000  # points drawn in the embedding plot; larger runs are subsampled per concept
+MEAN_IMAGE_SAMPLES = 256  # members averaged for a concept's mean image
 
 
 def run_report(cfg: Config, run: RunDir) -> StageRecord:
@@ -20,75 +33,404 @@ def run_report(cfg: Config, run: RunDir) -> StageRecord:
     return run_stage(run, "report", fp, lambda: ([write_report(cfg, run)], {}))
 
 
+# ---------------------------------------------------------------- reading a run
+
+
+@dataclass
+class RunView:
+    """What there is to inspect in one run directory, read once. Missing later stages are None/empty."""
+
+    run: RunDir
+    info: dict[str, Any]
+    samples: pd.DataFrame  # indexed by sample_id
+    concepts: pd.DataFrame
+    assignments: pd.DataFrame
+    scores: pd.DataFrame
+    flagged: dict[int, str]
+    manifest: pd.DataFrame | None
+    manifest_info: dict[str, Any] | None
+    comparison: dict[str, Any] | None
+    _saliency_index: pd.DataFrame | None = field(default=None, repr=False)
+
+    def class_name(self, label: int) -> str:
+        names = self.info.get("class_names") or []
+        return str(names[label]) if 0 <= label < len(names) else str(label)
+
+    @property
+    def saliency_index(self) -> pd.DataFrame:
+        if self._saliency_index is None:
+            from soxai.saliency.runner import read_index
+
+            index = read_index(self.run) if self.run.saliency_index.is_file() else pd.DataFrame(
+                columns=["sample_id", "shard", "offset"])
+            self._saliency_index = index.set_index("sample_id")
+        return self._saliency_index
+
+
+def _need(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise StageError(
+            f"{what} is missing ({path}); pass a run directory printed by `soxai run`, or run "
+            "`soxai run` / `soxai explain` on this one until it has concepts"
+        )
+
+
+def read_run(run_dir: str | Path | RunDir) -> RunView:
+    """Read a run directory that has got at least as far as the concepts stage.
+
+    Raises
+    ------
+    StageError
+        When the directory is not a run, or its concepts stage has not run.
+    """
+    from soxai.bias.decide import flagged_concepts
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not run.root.is_dir():
+        raise StageError(f"run directory {run.root} does not exist; pass the folder `soxai run` printed")
+    for path, what in ((run.data_info, "the data stage's info"), (run.samples, "the samples table"),
+                       (run.concepts, "the concepts table"), (run.assignments, "the concept assignments")):
+        _need(path, what)
+    scores = read_parquet(run.bias_scores) if run.bias_scores.is_file() else pd.DataFrame(
+        columns=["concept_id", "detector", "score", "is_bias", "reason"])
+    return RunView(
+        run=run,
+        info=read_json(run.data_info),
+        samples=read_parquet(run.samples).set_index("sample_id"),
+        concepts=read_parquet(run.concepts),
+        assignments=read_parquet(run.assignments),
+        scores=scores,
+        flagged=flagged_concepts(scores) if len(scores) else {},
+        manifest=read_parquet(run.pruned_parquet) if run.pruned_parquet.is_file() else None,
+        manifest_info=read_json(run.manifest_json) if run.manifest_json.is_file() else None,
+        comparison=read_json(run.comparison) if run.comparison.is_file() else None,
+    )
+
+
+# ---------------------------------------------------------------- concepts
+
+
+def _label_mix(view: RunView, mix: str) -> str:
+    counts = json.loads(mix) if isinstance(mix, str) else dict(mix)
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{view.class_name(int(k))} {v}" for k, v in ordered)
+
+
+def concept_overview(view: RunView) -> pd.DataFrame:
+    """One row per concept, flagged concepts first, then by id; noise (-1) last.
+
+    Columns: concept_id, flagged, is_noise, class_name, size, purity, label_mix, accuracy (of the
+    baseline on the members), persistence (HDBSCAN stability), score (the highest detector score,
+    higher = more suspicious), detector (whose score it is), reason (why it is flagged; else the
+    top detector's reason), dropped (members the pruned manifest drops).
+    """
+    dropped = {}
+    if view.manifest is not None and "concept_id" in view.manifest:
+        gone = view.manifest[~view.manifest["keep"].astype(bool)]
+        dropped = gone.groupby("concept_id").size().to_dict()
+    rows = []
+    for c in view.concepts.itertuples():
+        cid = int(c.concept_id)
+        s = view.scores[view.scores["concept_id"] == cid]
+        top = s.loc[s["score"].astype(float).idxmax()] if len(s) else None
+        reason = view.flagged.get(cid) or (f"{top['detector']}: {top['reason']}" if top is not None else "")
+        rows.append({
+            "concept_id": cid,
+            "flagged": cid in view.flagged,
+            "is_noise": bool(c.is_noise),
+            "class_name": view.class_name(int(c.label)),
+            "size": int(c.size),
+            "purity": float(c.label_purity),
+            "label_mix": _label_mix(view, c.label_mix),
+            "accuracy": float(c.accuracy),
+            "persistence": float(c.persistence),
+            "score": float(top["score"]) if top is not None else np.nan,
+            "detector": str(top["detector"]) if top is not None else "",
+            "reason": reason,
+            "dropped": int(dropped.get(cid, 0)),
+        })
+    columns = ["concept_id", "flagged", "is_noise", "class_name", "size", "purity", "label_mix", "accuracy",
+               "persistence", "score", "detector", "reason", "dropped"]
+    frame = pd.DataFrame(rows, columns=columns)
+    order = np.lexsort((frame["concept_id"].to_numpy(), ~frame["flagged"].to_numpy(), frame["is_noise"].to_numpy()))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def concept_scores(view: RunView, concept_id: int) -> pd.DataFrame:
+    """Every detector's row for one concept: detector, score, is_bias, reason."""
+    rows = view.scores[view.scores["concept_id"] == concept_id]
+    return rows[["detector", "score", "is_bias", "reason"]].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ConceptGallery:
+    """What a concept looks like: its mean image and mean saliency, and exemplars with their maps.
+
+    mean_image : (C, H, W); mean_map : (H, W); images : (n, C, H, W); maps : (n, H, W)
+    box : (row0, col0, row1, col1) of the region a detector tested (end exclusive), or None
+    """
+
+    concept_id: int
+    mean_image: np.ndarray
+    mean_map: np.ndarray
+    images: np.ndarray
+    maps: np.ndarray
+    sample_ids: list[str]
+    captions: list[str]
+    box: tuple[int, int, int, int] | None
+
+
+def concept_gallery(view: RunView, concept_id: int, n: int = N_GALLERY) -> ConceptGallery:
+    """The gallery of one concept: up to ``n`` exemplars (closest to the concept's centre).
+
+    Raises
+    ------
+    StageError
+        When the run has no such concept.
+    """
+    from soxai.data.runner import read_images
+    from soxai.saliency.runner import read_maps
+
+    match = view.concepts[view.concepts["concept_id"] == concept_id]
+    if match.empty:
+        known = sorted(int(i) for i in view.concepts["concept_id"])
+        raise StageError(f"no concept {concept_id} in {view.run.root.name}; known concepts: {known} "
+                         "(see `soxai concepts list RUN_DIR`)")
+    c = match.iloc[0]
+    images = read_images(view.run)
+    members = view.assignments.loc[view.assignments["concept_id"] == concept_id, "sample_id"]
+    rows = np.sort(view.samples.loc[members, "row"].to_numpy()[:MEAN_IMAGE_SAMPLES])
+    mean_image = np.asarray(images[rows], dtype=np.float32).mean(axis=0) if len(rows) else np.zeros(images.shape[1:])
+    ids = [str(s) for s in list(c["exemplars"])[:n]]
+    ex_images = np.stack([np.asarray(images[r], dtype=np.float32) for r in view.samples.loc[ids, "row"]]) \
+        if ids else np.zeros((0, *images.shape[1:]), dtype=np.float32)
+    hw = images.shape[2:]
+    index = view.saliency_index
+    have = [s for s in ids if s in index.index]
+    maps = np.zeros((len(ids), *hw), dtype=np.float32)
+    if have:
+        got = read_maps(view.run, index.loc[have].reset_index())
+        for s, m in zip(have, got, strict=True):
+            maps[ids.index(s)] = m
+    if int(c["map_index"]) >= 0 and view.run.concept_maps.is_file():
+        mean_map = np.asarray(read_npy(view.run.concept_maps)[int(c["map_index"])], dtype=np.float32)
+    else:  # noise has no stored mean map: average the exemplars' maps, each scaled to max 1
+        peak = np.abs(maps).reshape(len(maps), -1).max(axis=1, initial=0) if len(maps) else np.zeros(0)
+        mean_map = (np.abs(maps) / np.where(peak > 0, peak, 1)[:, None, None]).mean(axis=0) if len(maps) \
+            else np.zeros(hw, dtype=np.float32)
+    preds = view.assignments.set_index("sample_id")["pred"] if "pred" in view.assignments else None
+    captions = []
+    for s in ids:
+        label = view.class_name(int(view.samples.loc[s, "label"]))
+        pred = f" → {view.class_name(int(preds.loc[s]))}" if preds is not None and s in preds.index else ""
+        captions.append(f"{s.rsplit('-', 1)[-1]}\n{label}{pred}")
+    return ConceptGallery(int(concept_id), mean_image, mean_map, ex_images, maps, ids, captions,
+                          _detector_box(view, concept_id))
+
+
+def concept_figure(view: RunView, concept_id: int, n: int = N_GALLERY):
+    """``concept_gallery`` drawn with captions (sample id, label → baseline prediction) and a title."""
+    from soxai.report.plots import concept_gallery_figure
+
+    g = concept_gallery(view, concept_id, n)
+    c = view.concepts[view.concepts["concept_id"] == concept_id].iloc[0]
+    name = "noise (concept -1)" if bool(c["is_noise"]) else f"concept {concept_id}"
+    flag = " · FLAGGED" if concept_id in view.flagged else ""
+    title = f"{name} · class {view.class_name(int(c['label']))} · {int(c['size']):,} samples{flag}"
+    return concept_gallery_figure(g.mean_image, g.mean_map, g.images, g.maps, g.captions, title=title, box=g.box)
+
+
+def embedding_points(view: RunView) -> tuple[np.ndarray, np.ndarray]:
+    """The embedding's 2-D coordinates (n, 2) and each point's concept id (n,), -1 for noise.
+
+    Empty arrays when the run has no embedding.
+    """
+    if not view.run.embedding.is_file():
+        return np.zeros((0, 2)), np.zeros(0, dtype=int)
+    emb = read_parquet(view.run.embedding)
+    cids = view.assignments.set_index("sample_id")["concept_id"].reindex(emb["sample_id"]).fillna(-1)
+    return emb[["u0", "u1"]].to_numpy(), cids.to_numpy(dtype=int)
+
+
+def _detector_box(view: RunView, concept_id: int) -> tuple[int, int, int, int] | None:
+    if "box" not in view.scores:
+        return None
+    s = view.scores[(view.scores["concept_id"] == concept_id) & view.scores["box"].notna()]
+    if s.empty:
+        return None
+    box = s.sort_values("score", ascending=False).iloc[0]["box"]
+    return tuple(int(v) for v in box) if box is not None and len(box) == 4 else None
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def _signed(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return "–"
+    lo, hi = summary["ci95"]
+    return f"{summary['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def reported_splits(comparison: dict[str, Any]) -> list[str]:
+    """The evaluation splits of a comparison other than val, in the order the comparison lists them."""
+    return [s for s in next(iter(comparison["variants"].values()), {}) if s != "val"]
+
+
+def comparison_frame(comparison: dict[str, Any], fmt=format_summary, signed=_signed) -> pd.DataFrame:
+    """One row per test split and variant: accuracy and worst-group accuracy, and the paired gains.
+
+    Columns: split, variant, accuracy, worst_group_accuracy, gain_accuracy, gain_worst_group
+    (over the baseline, paired by seed), over_control_accuracy, over_control_worst_group (pruned
+    minus the random control; pruned rows only). Cells are formatted by ``fmt`` (levels) and
+    ``signed`` (differences), 'mean [lo, hi]' with the 95% interval by default.
+    """
+    rows = []
+    gains = comparison.get("gain_over_baseline", {})
+    control = comparison.get("pruned_over_random_control", {})
+    for split in reported_splits(comparison):
+        for variant, per_split in comparison["variants"].items():
+            ms = per_split.get(split, {})
+            g = gains.get(variant, {}).get(split, {})
+            oc = control.get(split, {}) if variant == "pruned" else {}
+            rows.append({
+                "split": split, "variant": variant,
+                "accuracy": fmt(ms.get("accuracy")), "worst_group_accuracy": fmt(ms.get("worst_group_accuracy")),
+                "gain_accuracy": signed(g.get("accuracy")) if g else "",
+                "gain_worst_group": signed(g.get("worst_group_accuracy")) if g else "",
+                "over_control_accuracy": signed(oc.get("accuracy")) if oc else "",
+                "over_control_worst_group": signed(oc.get("worst_group_accuracy")) if oc else "",
+            })
+    return pd.DataFrame(rows)
+
+
+def summary_sentence(view: RunView) -> str:
+    """One sentence: what was found, what the manifest drops, and what pruning bought (95% intervals)."""
+    real = view.concepts[~view.concepts["is_noise"].astype(bool)]
+    n_train = int((view.samples["split"] == "train").sum())
+    found = f"{len(real)} concept{'s' if len(real) != 1 else ''} in {n_train:,} training samples"
+    if not view.flagged:
+        return f"Nothing flagged: soxai found {found} and no detector flagged any, so the pruned manifest keeps " \
+               "every sample and there is nothing for pruning to buy."
+    ids = sorted(view.flagged)
+    names = []
+    for cid in ids[:5]:
+        c = real[real["concept_id"] == cid]
+        names.append(f"{cid}: {view.class_name(int(c['label'].iloc[0]))}, {int(c['size'].iloc[0]):,} samples"
+                     if len(c) else str(cid))
+    listed = "; ".join(names) + (f"; and {len(ids) - 5} more" if len(ids) > 5 else "")
+    head = f"soxai flagged {len(ids)} of {found} (concept{'s' if len(ids) > 1 else ''} {listed})"
+    info = view.manifest_info or {}
+    comp = view.comparison
+    retrained = bool(comp) and "pruned" in comp.get("gain_over_baseline", {})
+    if info:
+        verb = "dropped" if retrained else "drops"
+        head += f"; pruning {verb} {info['n_dropped']:,} of {info['n_train']:,} training samples " \
+                f"({info['share_dropped']:.1%})"
+    if not comp:
+        return f"{head}; not retrained yet: run `soxai retrain RUN_DIR` to measure what pruning buys."
+    if not retrained:
+        return f"{head}; the comparison has no pruned variant (see retrain.variants), so it cannot say what " \
+               "pruning bought."
+    splits = reported_splits(comp)
+    gains = comp["gain_over_baseline"]["pruned"]
+    control = comp.get("pruned_over_random_control", {})
+    text = f"{head} and changed accuracy by " + " and ".join(
+        f"{_signed(gains.get(s, {}).get('accuracy'))} on {s}" for s in splits) + " versus the baseline"
+    if control:
+        text += ", and by " + " and ".join(
+            f"{_signed(control.get(s, {}).get('accuracy'))} on {s}" for s in splits
+        ) + " versus a random prune of the same size"
+    return f"{text} (mean [95% CI] over {len(comp.get('seeds', []))} seeds)."
+
+
+# ---------------------------------------------------------------- the HTML report
+
 
 def write_report(cfg: Config, run: RunDir) -> Path:
     """Render ``report/report.html`` from the run's artifacts (works on a run stopped after manifest)."""
     import jinja2
 
-    from soxai.bias.decide import flagged_concepts
-    from soxai.data.runner import read_images, read_info, read_samples
-    from soxai.report.plots import comparison_chart, concept_strip, embedding_scatter
+    from soxai.report.plots import comparison_chart, embedding_scatter, gallery_tiles, png_data_uri
 
-    info = read_info(run)
-    samples = read_samples(run).set_index("sample_id")
-    images = read_images(run)
-    emb = read_parquet(run.embedding)
-    assign = read_parquet(run.assignments).set_index("sample_id").loc[emb["sample_id"]]
-    concepts = read_parquet(run.concepts)
-    scores = read_parquet(run.bias_scores)
-    flagged = flagged_concepts(scores) if len(scores) else {}
-    maps = read_npy(run.concept_maps)
-    manifest = read_json(run.manifest_json)
-    comparison = read_json(run.comparison) if run.comparison.is_file() else None
+    view = read_run(run)
+    overview = concept_overview(view)
+    real = overview[~overview["is_noise"]]
+    coords, cids = embedding_points(view)
+    scatter = embedding_scatter(coords, cids, set(view.flagged), MAX_SCATTER) if len(coords) else ""
     cards = []
-    real = concepts[~concepts["is_noise"]].sort_values(["is_noise", "concept_id"])
-    for _, c in real.head(MAX_CARDS).iterrows():
-        cid = int(c["concept_id"])
-        member_rows = samples.loc[assign.index[assign["concept_id"] == cid], "row"].to_numpy()
-        mean_image = np.asarray(images[np.sort(member_rows[:256])], dtype=np.float32).mean(axis=0)
-        ex_rows = samples.loc[list(c["exemplars"])[:8], "row"].to_numpy()
+    carded = pd.concat([real.head(MAX_CARDS), overview[overview["is_noise"]]])
+    for c in carded.itertuples():
+        gallery = concept_gallery(view, int(c.concept_id))
+        # tiles at one pixel per pixel, enlarged by the browser (CSS pixelated): a quarter of the bytes
+        tiles = gallery_tiles(gallery.mean_image, gallery.mean_map, gallery.images, gallery.maps, scale=1, gap=1,
+                              box=gallery.box)
+        zoom = max(1, min(4, round(64 / max(gallery.mean_map.shape[0], 1))))
         cards.append({
-            "concept_id": cid, "flagged": cid in flagged, "label": info["class_names"][int(c["label"])],
-            "size": int(c["size"]), "label_mix": c["label_mix"], "accuracy": f"{c['accuracy']:.3f}",
-            "persistence": f"{c['persistence']:.3f}",
-            "strip": concept_strip(mean_image, maps[int(c["map_index"])], [images[r] for r in ex_rows]),
+            "concept_id": int(c.concept_id), "flagged": bool(c.flagged), "is_noise": bool(c.is_noise),
+            "label": c.class_name, "size": f"{c.size:,}", "label_mix": c.label_mix, "purity": f"{c.purity:.0%}",
+            "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}", "dropped": f"{c.dropped:,}",
+            "reason": view.flagged.get(int(c.concept_id), ""),
+            "gallery": png_data_uri(tiles), "gallery_width": tiles.shape[1] * zoom,
+            "gallery_height": tiles.shape[0] * zoom,
+            "n_exemplars": len(gallery.sample_ids), "has_box": gallery.box is not None,
             "scores": [
-                {"detector": s.detector, "score": f"{s.score:.3f}", "is_bias": bool(s.is_bias), "reason": s.reason}
-                for s in scores[scores["concept_id"] == cid].itertuples()
+                {"detector": s.detector, "score": f"{s.score:+.3f}", "is_bias": bool(s.is_bias), "reason": s.reason}
+                for s in concept_scores(view, int(c.concept_id)).itertuples()
             ],
         })
-    rows = []
-    if comparison:
-        for v, sp in comparison["variants"].items():
-            for s, ms in sp.items():
-                gain = comparison["gain_over_baseline"].get(v, {}).get(s, {}).get("accuracy")
-                rows.append({"variant": v, "split": s, "acc": format_summary(ms.get("accuracy")),
-                             "wga": format_summary(ms.get("worst_group_accuracy")), "gain": format_summary(gain)})
-        for s, g in comparison.get("pruned_over_random_control", {}).items():
-            rows.append({"variant": "pruned − random_control", "split": s, "acc": "", "wga": "",
-                         "gain": format_summary(g.get("accuracy"))})
-    detection = (comparison or {}).get("detection")
-    env = Path(run.env_json).read_text() if run.env_json.is_file() else ""
+    rest = [{"concept_id": int(c.concept_id), "label": c.class_name, "size": f"{c.size:,}",
+             "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}",
+             "score": "" if np.isnan(c.score) else f"{c.score:+.3f}"}
+            for c in real.iloc[MAX_CARDS:].itertuples()]
+    comp = view.comparison
+    info = view.manifest_info or {}
+    detection = (comp or {}).get("detection")
+    run_info = read_json(run.run_json) if run.run_json.is_file() else {}
+    env = read_json(run.env_json) if run.env_json.is_file() else {}
     template = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
     ).get_template("report.html")
     html = template.render(
-        run_id=run.root.name,
-        status=(read_json(run.run_json) if run.run_json.is_file() else {}).get("status", "?"),
-        source=info["source"],
-        n_train=manifest["n_train"],
+        run_id=run_info.get("run_id", run.root.name),
+        run_info=run_info,
+        stages={k: v.get("seconds") for k, v in run_info.get("stages", {}).items()},
+        source=view.info.get("source", "?"),
+        n_train=f"{int((view.samples['split'] == 'train').sum()):,}",
         n_concepts=len(real),
-        noise_share=f"{float((assign['concept_id'] < 0).mean()):.1%}",
-        flagged=sorted(flagged),
-        n_dropped=manifest["n_dropped"],
-        share_dropped=f"{manifest['share_dropped']:.1%}",
-        detection={k: f"{detection[k]:.3f}" for k in ("precision", "recall")} if detection else None,
-        scatter=embedding_scatter(emb, assign["concept_id"].to_numpy(), set(flagged)),
-        comparison=comparison,
-        chart=comparison_chart(comparison) if comparison else "",
-        comparison_rows=rows,
+        noise_share=f"{float((view.assignments['concept_id'] < 0).mean()):.1%}" if len(view.assignments) else "–",
+        flagged=sorted(view.flagged),
+        summary=summary_sentence(view),
+        n_dropped=f"{info.get('n_dropped', 0):,}",
+        share_dropped=f"{info['share_dropped']:.1%}" if info else "–",
+        policy=info.get("policy", ""),
+        detection=_detection(detection),
+        clean_change=_signed((comp or {}).get("cost", {}).get("clean_test_accuracy_change")),
+        scatter=scatter,
+        comparison=comp,
+        chart=comparison_chart(comp) if comp else "",
+        comparison_rows=comparison_frame(comp).to_dict("records") if comp else [],
+        claims=sorted((comp or {}).get("claims", {}).items()),
+        seeds=(comp or {}).get("seeds", []),
+        n_train_variants=(comp or {}).get("n_train", {}),
         cards=cards,
+        rest=rest,
+        max_cards=MAX_CARDS,
         env=env,
-        config=json.dumps(cfg.model_dump(mode="json"), indent=1),
+        config=run.config.read_text() if run.config.is_file() else cfg.to_yaml(),
     )
     return write_text(run.report_html, html)
+
+
+def _detection(detection: dict[str, Any] | None) -> dict[str, str] | None:
+    if not detection:
+        return None
+
+    def num(x: Any) -> str:
+        return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+    out = {"precision": num(detection.get("precision")), "recall": num(detection.get("recall")),
+           "n_dropped": f"{detection.get('n_dropped', 0):,}", "n_planted": f"{detection.get('n_planted', 0):,}"}
+    share = detection.get("artifact_concepts_flagged_share")
+    out["concepts_flagged"] = "–" if share is None or np.isnan(share) else f"{share:.0%}"
+    return out

@@ -1,99 +1,212 @@
-"""Terminal views: ``soxai concepts list|show`` and ``soxai compare``."""
+"""Terminal views: ``soxai concepts list|show`` and ``soxai compare``.
+
+Tables fit an 80-column terminal: long reasons are cut with an ellipsis, runs are numbered, the
+intervals are written as mean±half-width (Student-t intervals are symmetric). The full text is
+one command away (``soxai concepts show``) and in the HTML report.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from soxai.compare.stats import format_summary
 from soxai.errors import StageError
-from soxai.run_dir import RunDir, read_json, read_npy, read_parquet
+from soxai.run_dir import RunDir, read_json, write_bytes
+
+FLAG = "⚑"
 
 
-def _need(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise StageError(f"{what} is missing ({path}); run `soxai run` or `soxai explain` on this run directory")
-
-
-def concepts_table(run_dir: str | Path) -> None:
+def _console(console):
+    if console is not None:
+        return console
     from rich.console import Console
+
+    return Console()
+
+
+def _pm(summary: dict[str, Any] | None, signed: bool = False) -> str:
+    """'0.806±0.080' (mean ± half the 95% interval), '–' when missing."""
+    if not summary:
+        return "–"
+    lo, hi = summary["ci95"]
+    mean = f"{summary['mean']:+.3f}" if signed else f"{summary['mean']:.3f}"
+    return f"{mean}±{(hi - lo) / 2:.3f}"
+
+
+def _table(title: str, caption: str = "", gap: int = 2):
+    """A borderless table whose columns are ``gap`` spaces apart (1 or 2)."""
+    from rich import box
     from rich.table import Table
 
-    from soxai.bias.decide import flagged_concepts
-
-    run = RunDir(run_dir)
-    _need(run.concepts, "the concepts table")
-    concepts = read_parquet(run.concepts)
-    scores = read_parquet(run.bias_scores) if run.bias_scores.is_file() else None
-    flagged = flagged_concepts(scores) if scores is not None and len(scores) else {}
-    table = Table(title=f"concepts of {run.root.name}")
-    for col in ("id", "class", "size", "purity", "accuracy", "persistence", "best score", "flagged"):
-        table.add_column(col, justify="right" if col not in ("flagged",) else "left")
-    for c in concepts.sort_values("concept_id").itertuples():
-        best = ""
-        if scores is not None and not c.is_noise:
-            s = scores[scores["concept_id"] == c.concept_id]
-            best = f"{s['score'].max():.2f}" if len(s) else ""
-        table.add_row(str(c.concept_id) + (" (noise)" if c.is_noise else ""), str(c.label), str(c.size),
-                      f"{c.label_purity:.2f}", f"{c.accuracy:.3f}", f"{c.persistence:.3f}", best,
-                      "[red]yes[/red]" if c.concept_id in flagged else "")
-    Console().print(table)
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                 padding=(0, gap - 1), title_justify="left", caption_justify="left", show_edge=False)
 
 
-def concept_detail(run_dir: str | Path, concept_id: int) -> Path:
-    """Print one concept's numbers and reasons; write its gallery to report/concept-<id>.png."""
-    from rich.console import Console
+def concepts_table(run_dir: str | Path, console=None) -> pd.DataFrame:
+    """Print the concepts of a run as a table, flagged first; return the rows (``concept_overview``).
 
-    from soxai.data.runner import read_images, read_samples
-    from soxai.report.plots import concept_strip
+    Parameters
+    ----------
+    run_dir : a run directory that got as far as the concepts stage
+    console : a ``rich.console.Console`` to print to (default: the terminal)
+    """
+    from rich.cells import cell_len
+    from rich.text import Text
 
-    run = RunDir(run_dir)
-    _need(run.concepts, "the concepts table")
-    concepts = read_parquet(run.concepts)
-    match = concepts[concepts["concept_id"] == concept_id]
+    from soxai.report.runner import concept_overview, read_run
+
+    view = read_run(run_dir)
+    rows = concept_overview(view)
+    n_flagged = int(rows["flagged"].sum())
+    table = _table(
+        f"concepts of {view.run.root.name}: {int((~rows['is_noise']).sum())} concepts, {n_flagged} flagged",
+        f"{FLAG} flagged (its samples are dropped from the manifest) · acc: the baseline's accuracy on the members "
+        "· stab: HDBSCAN persistence · score: highest detector score, higher = more suspicious · "
+        "`soxai concepts show RUN_DIR ID` prints the full reason and writes a gallery",
+    )
+    cells = [
+        [
+            FLAG if r.flagged else "",
+            "noise" if r.is_noise else str(r.concept_id),
+            r.class_name if len(r.class_name) <= 12 else r.class_name[:11] + "…",
+            f"{r.size:,}",
+            f"{r.accuracy:.3f}",
+            "–" if r.is_noise else f"{r.persistence:.2f}",
+            "" if np.isnan(r.score) else f"{r.score:+.2f}",
+            f"{r.dropped:,}" if r.dropped else "",
+        ]
+        for r in rows.itertuples()
+    ]
+    headers = ["", "id", "class", "size", "acc", "stab", "score", "drop"]
+    console = _console(console)
+    # the reason gets what is left of the terminal's width, cut with an ellipsis: one line per concept
+    used = sum(max([cell_len(h)] + [cell_len(row[i]) for row in cells]) for i, h in enumerate(headers))
+    room = console.width - used - 2 * len(headers)
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i in (0, 2) else "right", no_wrap=True,
+                         style="bold red" if i == 0 else None)
+    if room >= 12:
+        table.add_column("reason", no_wrap=True, width=room)
+    for row, r in zip(cells, rows.itertuples(), strict=True):
+        reason = Text(r.reason, style="red" if r.flagged else "dim")
+        reason.truncate(room, overflow="ellipsis")
+        table.add_row(*row, *([reason] if room >= 12 else []))
+    console.print(table)
+    return rows
+
+
+def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str | Path | None = None) -> Path:
+    """Print one concept's numbers, every detector's score and reason; write its gallery PNG.
+
+    Parameters
+    ----------
+    run_dir : a run directory that got as far as the concepts stage
+    concept_id : the concept (-1 = noise)
+    out : where to write the gallery; default ``report/concept-<id>.png`` in the run directory
+
+    Returns
+    -------
+    The path of the gallery PNG: the mean image and mean saliency, then exemplars with their saliency.
+    """
+    from rich.table import Table
+
+    from soxai.report.plots import figure_png
+    from soxai.report.runner import N_GALLERY, concept_figure, concept_overview, concept_scores, read_run
+
+    console = _console(console)
+    view = read_run(run_dir)
+    overview = concept_overview(view)
+    match = overview[overview["concept_id"] == concept_id]
     if match.empty:
-        raise StageError(f"no concept {concept_id} in {run.root.name}; known: {sorted(concepts['concept_id'])}")
+        raise StageError(f"no concept {concept_id} in {view.run.root.name}; known concepts: "
+                         f"{sorted(int(i) for i in overview['concept_id'])} (see `soxai concepts list RUN_DIR`)")
     c = match.iloc[0]
-    console = Console()
-    console.print(f"[bold]concept {concept_id}[/bold]: class {c['label']}, {c['size']} samples, "
-                  f"label mix {c['label_mix']}, accuracy {c['accuracy']:.3f}, persistence {c['persistence']:.3f}")
-    if run.bias_scores.is_file():
-        scores = read_parquet(run.bias_scores)
-        for s in scores[scores["concept_id"] == concept_id].itertuples():
-            console.print(f"  {s.detector}: score {s.score:.3f}, flagged {bool(s.is_bias)} — {s.reason}")
-    console.print("  exemplars: " + ", ".join(list(c["exemplars"])[:8]))
-    samples = read_samples(run).set_index("sample_id")
-    images = read_images(run)
-    rows = samples.loc[list(c["exemplars"])[:8], "row"].to_numpy()
-    exemplars = [np.asarray(images[r]) for r in rows]
-    mean_map = read_npy(run.concept_maps)[int(c["map_index"])] if c["map_index"] >= 0 else np.zeros(images.shape[2:])
-    png = run.report_dir / f"concept-{concept_id}.png"
-    png.parent.mkdir(parents=True, exist_ok=True)
-    import base64
-
-    from soxai.run_dir import write_bytes
-
-    write_bytes(png, base64.b64decode(concept_strip(np.mean(exemplars, axis=0), mean_map, exemplars)))
-    console.print(f"  gallery: {png}")
+    name = "noise (concept -1)" if c["is_noise"] else f"concept {concept_id}"
+    flag = f" · [bold red]{FLAG} flagged: {c['dropped']:,} samples dropped[/]" if c["flagged"] else " · not flagged"
+    console.print(f"[bold]{name}[/bold] · class {c['class_name']} · {c['size']:,} samples{flag}")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("label mix", f"{c['label_mix']} (purity {c['purity']:.0%})")
+    facts.add_row("accuracy", f"{c['accuracy']:.3f} (the baseline's, on the members)")
+    facts.add_row("persistence", f"{c['persistence']:.3f} (HDBSCAN stability; higher = more distinct)")
+    if c["flagged"]:
+        facts.add_row("why flagged", view.flagged[int(concept_id)])
+    console.print(facts)
+    scores = concept_scores(view, int(concept_id))
+    if len(scores):
+        table = _table("detectors (score: higher = more suspicious)")
+        table.add_column("detector", no_wrap=True)
+        table.add_column("score", justify="right", no_wrap=True)
+        table.add_column("flag", no_wrap=True)
+        table.add_column("reason", ratio=1)
+        for s in scores.itertuples():
+            table.add_row(s.detector, f"{s.score:+.3f}", "[bold red]yes[/]" if s.is_bias else "no", s.reason)
+        console.print(table)
+    exemplars = [str(s) for s in view.concepts.set_index("concept_id").loc[concept_id, "exemplars"]][:N_GALLERY]
+    console.print("exemplars (nearest the concept's centre): " + ", ".join(exemplars))
+    fig = concept_figure(view, int(concept_id))
+    suffix = "noise" if concept_id < 0 else str(concept_id)
+    png = Path(out) if out is not None else view.run.report_dir / f"concept-{suffix}.png"
+    write_bytes(png, figure_png(fig, dpi=130))
+    console.print(f"gallery: {png}", soft_wrap=True)
     return png
 
 
-def comparison_table(run_dirs: list[Path]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
+    """Print one table across runs: accuracy and worst-group accuracy per test split and variant.
 
-    table = Table(title="comparison (accuracy, mean [95% CI] over seeds)")
-    for col in ("run", "variant", "split", "accuracy", "worst-group", "gain vs baseline"):
-        table.add_column(col)
-    for d in run_dirs:
-        run = RunDir(d)
-        _need(run.comparison, "the comparison")
-        comp = read_json(run.comparison)
-        for v, sp in comp["variants"].items():
-            for s, ms in sp.items():
-                gain = comp["gain_over_baseline"].get(v, {}).get(s, {}).get("accuracy")
-                table.add_row(run.root.name, v, s, format_summary(ms.get("accuracy")),
-                              format_summary(ms.get("worst_group_accuracy")), format_summary(gain))
-    Console().print(table)
+    Several runs are numbered (#1, #2, ...) and named in the caption, which keeps the table within
+    80 columns. Returns the rows: run, split, variant and the formatted cells.
+    """
+    from soxai.report.runner import reported_splits
 
+    runs = [RunDir(d) for d in run_dirs]
+    comps = []
+    for run in runs:
+        if not run.comparison.is_file():
+            raise StageError(f"{run.root} has no comparison ({run.comparison}); run `soxai run` on it, or "
+                             f"`soxai retrain {run.root}` if it stopped after the manifest")
+        comps.append(read_json(run.comparison))
+    several = len(runs) > 1
+    names = []
+    for k, (run, comp) in enumerate(zip(runs, comps, strict=True), start=1):
+        share = comp.get("cost", {}).get("share_dropped")
+        dropped = f", pruned drops {share:.1%} of the training data" if share is not None else ""
+        names.append((f"#{k} = " if several else "") + f"{run.root.name} ({len(comp.get('seeds', []))} seeds{dropped})")
+    table = _table(
+        "comparison: mean±half-width of the 95% CI over seeds" + ("" if several else f" — {names[0]}"),
+        "Δ base / Δ ctrl: accuracy gain of the variant over the baseline / of pruned over the random control, "
+        "paired by seed" + (" · runs: " + "; ".join(names) if several else ""),
+        gap=1,
+    )
+    if several:
+        table.add_column("#", no_wrap=True)
+    for name in ("split", "variant"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    for name in ("accuracy", "worst-grp", "Δ base", "Δ ctrl"):
+        table.add_column(name, justify="right", no_wrap=True)
+    out = []
+    for k, (run, comp) in enumerate(zip(runs, comps, strict=True), start=1):
+        variants = list(comp["variants"].items())
+        for i, split in enumerate(reported_splits(comp)):
+            for j, (variant, per_split) in enumerate(variants):
+                ms = per_split.get(split, {})
+                gain = comp.get("gain_over_baseline", {}).get(variant, {}).get(split, {}).get("accuracy")
+                ctrl = comp.get("pruned_over_random_control", {}).get(split, {}).get("accuracy") \
+                    if variant == "pruned" else None
+                row = {"run": run.root.name, "split": split, "variant": variant,
+                       "accuracy": _pm(ms.get("accuracy")), "worst_group_accuracy": _pm(ms.get("worst_group_accuracy")),
+                       "gain_over_baseline": _pm(gain, signed=True) if gain else "",
+                       "gain_over_control": _pm(ctrl, signed=True) if ctrl else ""}
+                out.append(row)
+                cells = [split if j == 0 else "", variant.replace("random_control", "random ctl"), row["accuracy"],
+                         row["worst_group_accuracy"], row["gain_over_baseline"], row["gain_over_control"]]
+                if several:
+                    cells.insert(0, f"#{k}" if i == 0 and j == 0 else "")
+                table.add_row(*cells, end_section=j == len(variants) - 1)
+    _console(console).print(table)
+    return pd.DataFrame(out)

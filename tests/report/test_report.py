@@ -1,0 +1,124 @@
+"""The report stage's views of a run and the HTML file (soxai/report/runner.py)."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from soxai.errors import StageError
+from soxai.report.runner import (
+    RunView,
+    comparison_frame,
+    concept_gallery,
+    concept_overview,
+    read_run,
+    summary_sentence,
+)
+from soxai.run_dir import RunDir
+
+
+def _view(flagged: dict, comparison=None, manifest_info=None) -> RunView:
+    concepts = pd.DataFrame({
+        "concept_id": [-1, 0, 1], "is_noise": [True, False, False], "size": [5, 40, 60], "label": [0, 0, 1],
+        "label_purity": [0.8, 1.0, 1.0], "label_mix": ['{"0": 4, "1": 1}', '{"0": 40}', '{"1": 60}'],
+        "accuracy": [0.5, 1.0, 0.9], "persistence": [0.0, 0.7, 0.3], "exemplars": [[], [], []],
+        "map_index": [-1, 0, 1],
+    })
+    scores = pd.DataFrame({"concept_id": [0, 1], "detector": ["transplant"] * 2, "score": [0.8, -0.1],
+                           "is_bias": [0 in flagged, False], "reason": ["moved 100%", "moved 1%"]})
+    samples = pd.DataFrame({"sample_id": [f"s{i}" for i in range(105)], "split": ["train"] * 105,
+                            "label": [0] * 45 + [1] * 60, "row": range(105)}).set_index("sample_id")
+    return RunView(run=RunDir("/nonexistent"), info={"class_names": ["cat", "dog"]}, samples=samples,
+                   concepts=concepts, assignments=pd.DataFrame(columns=["sample_id", "concept_id"]), scores=scores,
+                   flagged=flagged, manifest=None, manifest_info=manifest_info, comparison=comparison)
+
+
+def _comparison():
+    def cell(m, h=0.05):
+        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m + h], "n": 2}
+
+    splits = ("val", "test", "test_attacked")
+    variants = {v: {s: {"accuracy": cell(a), "worst_group_accuracy": cell(a - 0.2)} for s in splits}
+                for v, a in (("baseline", 0.5), ("pruned", 0.8), ("random_control", 0.52))}
+    gains = {v: {s: {"accuracy": cell(a), "worst_group_accuracy": cell(a)} for s in splits}
+             for v, a in (("pruned", 0.3), ("random_control", 0.02))}
+    return {"seeds": [0, 1], "variants": variants, "gain_over_baseline": gains,
+            "pruned_over_random_control": {s: {"accuracy": cell(0.28), "worst_group_accuracy": cell(0.2)}
+                                           for s in splits},
+            "claims": {}, "detection": None, "cost": {}}
+
+
+def test_summary_sentence__flagged_and_retrained_gives_gains_with_intervals():
+    info = {"n_dropped": 40, "n_train": 105, "share_dropped": 40 / 105}
+    text = summary_sentence(_view({0: "transplant: moved 100%"}, _comparison(), info))
+    assert text.startswith("soxai flagged 1 of 2 concepts in 105 training samples (concept 0: cat, 40 samples)")
+    assert "dropped 40 of 105 training samples (38.1%)" in text
+    assert "+0.300 [+0.250, +0.350] on test" in text and "versus the baseline" in text
+    assert "+0.280 [+0.230, +0.330] on test_attacked versus a random prune" in text
+    assert "val" not in text.split("(concept")[1]
+    assert text.endswith(".") and ". " not in text  # one sentence
+
+
+def test_summary_sentence__nothing_flagged_says_so():
+    text = summary_sentence(_view({}))
+    assert text.startswith("Nothing flagged") and "keeps every sample" in text
+
+
+def test_summary_sentence__not_retrained_says_how_to():
+    info = {"n_dropped": 40, "n_train": 105, "share_dropped": 0.38}
+    assert "soxai retrain" in summary_sentence(_view({0: "x"}, None, info))
+
+
+def test_concept_overview__flagged_first_noise_last():
+    rows = concept_overview(_view({1: "transplant: moved 1%"}))
+    assert rows["concept_id"].tolist() == [1, 0, -1]
+    assert rows.loc[0, "reason"] == "transplant: moved 1%" and rows.loc[0, "class_name"] == "dog"
+    assert rows.loc[1, "reason"] == "transplant: moved 100%"  # unflagged: the top detector's reason
+    assert rows.loc[2, "label_mix"] == "cat 4, dog 1"
+
+
+def test_comparison_frame__test_splits_only_and_control_gain_on_pruned_rows():
+    frame = comparison_frame(_comparison())
+    assert frame["split"].unique().tolist() == ["test", "test_attacked"]
+    pruned = frame[frame["variant"] == "pruned"].iloc[0]
+    assert pruned["accuracy"] == "0.800 [0.750, 0.850]"
+    assert pruned["gain_accuracy"] == "+0.300 [+0.250, +0.350]"
+    assert pruned["over_control_accuracy"] == "+0.280 [+0.230, +0.330]"
+    assert (frame.loc[frame["variant"] != "pruned", "over_control_accuracy"] == "").all()
+    assert (frame.loc[frame["variant"] == "baseline", "gain_accuracy"] == "").all()
+
+
+def test_read_run__not_a_run_names_the_fix(tmp_path):
+    with pytest.raises(StageError, match="does not exist"):
+        read_run(tmp_path / "nope")
+    with pytest.raises(StageError, match="missing.*soxai run"):
+        read_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_write_report__self_contained_flagged_cards_first_and_small(smoke_run_dir):
+    html = RunDir(smoke_run_dir).report_html.read_text()
+    view = read_run(smoke_run_dir)
+    assert view.flagged, "the smoke run plants an artifact that should be flagged"
+    # one file that opens offline: no external resources, no scripts
+    assert not re.search(r"""(src|href)=["'](https?:)?//""", html) and "<script" not in html
+    assert len(html.encode()) < 3_000_000
+    cards = re.findall(r'class="concept-card( flagged)?" id="concept-(-?\d+)"', html)
+    assert [int(cid) for _, cid in cards[: len(view.flagged)]] == sorted(view.flagged)
+    assert all(flag for flag, _ in cards[: len(view.flagged)]) and not any(f for f, _ in cards[len(view.flagged):])
+    assert 'id="comparison-chart"' in html and 'id="embedding-plot"' in html
+    assert summary_sentence(view).split(" (")[0] in html
+    assert re.search(r"\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", html)  # gains with intervals
+    assert "precision / recall" in html and "torch" in html and "config.yaml" in html
+
+
+@pytest.mark.slow
+def test_concept_gallery__exemplars_with_their_saliency(smoke_run_dir):
+    view = read_run(smoke_run_dir)
+    cid = sorted(view.flagged)[0]
+    g = concept_gallery(view, cid, n=5)
+    assert g.images.shape[0] == g.maps.shape[0] == len(g.sample_ids) == len(g.captions) == 5
+    assert g.images.shape[2:] == g.maps.shape[1:] == g.mean_map.shape
+    assert (abs(g.maps).reshape(5, -1).max(axis=1) > 0).all()
+    with pytest.raises(StageError, match="no concept 999.*known concepts"):
+        concept_gallery(view, 999)

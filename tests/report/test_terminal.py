@@ -1,0 +1,114 @@
+"""``soxai concepts list|show`` and ``soxai compare`` on a finished smoke run."""
+
+import re
+
+import pytest
+from rich.console import Console
+
+from soxai.errors import StageError
+
+
+def _console(width: int = 80) -> Console:
+    return Console(width=width, record=True, color_system=None, force_terminal=False)
+
+
+def _lines(console: Console) -> list[str]:
+    return console.export_text().splitlines()
+
+
+@pytest.mark.slow
+def test_concepts_table__fits_80_columns_one_line_per_concept_flagged_first(smoke_run_dir):
+    from soxai.report.terminal import FLAG, concepts_table
+
+    console = _console()
+    rows = concepts_table(smoke_run_dir, console)
+    lines = _lines(console)
+    assert max(len(line) for line in lines) <= 80
+    body = [line for line in lines if re.match(rf"^[{FLAG} ] +(\d+|noise) ", line)]
+    assert len(body) == len(rows)  # reasons are cut, not wrapped
+    n_flagged = int(rows["flagged"].sum())
+    assert n_flagged and all(line.startswith(FLAG) for line in body[:n_flagged])
+    assert not any(line.startswith(FLAG) for line in body[n_flagged:])
+    assert "…" in "\n".join(body)  # the long transplant reasons are truncated at 80 columns
+
+
+@pytest.mark.slow
+def test_concepts_table__wide_terminal_shows_more_of_the_reason(smoke_run_dir):
+    from soxai.report.terminal import concepts_table
+
+    narrow, wide = _console(80), _console(160)
+    concepts_table(smoke_run_dir, narrow)
+    concepts_table(smoke_run_dir, wide)
+    narrow_text, wide_text = narrow.export_text(), wide.export_text()
+    assert max(len(x) for x in wide_text.splitlines()) > 100
+    reasons = [line.split("transplant:")[1] for line in wide_text.splitlines() if "transplant:" in line]
+    narrow_reasons = [line.split("transplant:")[1] for line in narrow_text.splitlines() if "transplant:" in line]
+    assert all(len(w) > len(n) + 50 for w, n in zip(reasons, narrow_reasons, strict=True))
+
+
+@pytest.mark.slow
+def test_concept_detail__prints_numbers_reasons_and_writes_gallery(smoke_run_dir, tmp_path):
+    from PIL import Image
+
+    from soxai.report.runner import read_run
+    from soxai.report.terminal import concept_detail
+
+    cid = sorted(read_run(smoke_run_dir).flagged)[0]
+    console = _console()
+    png = concept_detail(smoke_run_dir, cid, console, out=tmp_path / "gallery.png")
+    text = console.export_text()
+    assert f"concept {cid}" in text and "flagged" in text and "why flagged" in text
+    assert "accuracy" in text and "persistence" in text and "transplant" in text
+    assert f"gallery: {png}" in text.replace("\n", "")
+    with Image.open(png) as im:
+        assert im.width > 3 * im.height > 600
+
+
+@pytest.mark.slow
+def test_concept_detail__noise_and_unknown_ids(smoke_run_dir, tmp_path):
+    from soxai.report.terminal import concept_detail
+
+    assert concept_detail(smoke_run_dir, -1, _console(), out=tmp_path / "noise.png").is_file()
+    with pytest.raises(StageError, match="no concept 999.*known concepts"):
+        concept_detail(smoke_run_dir, 999, _console())
+
+
+@pytest.mark.slow
+def test_comparison_table__two_runs_in_one_table_within_80_columns(smoke_run_dir):
+    from soxai.report.terminal import comparison_table
+
+    console = _console()
+    rows = comparison_table([smoke_run_dir, smoke_run_dir], console)
+    lines = _lines(console)
+    assert max(len(line) for line in lines) <= 80
+    table = "\n".join(lines)
+    assert "#1" in table and "#2" in table and "±" in table
+    assert "…" not in table.split("Δ base / Δ ctrl:")[0]  # no number is cut
+    assert set(rows["variant"]) == {"baseline", "pruned", "random_control"}
+    assert (rows.loc[rows["variant"] == "pruned", "gain_over_control"] != "").all()
+
+
+def test_comparison_table__run_without_comparison_says_how_to_fix(tmp_path):
+    from soxai.report.terminal import comparison_table
+
+    with pytest.raises(StageError, match="no comparison.*soxai retrain"):
+        comparison_table([tmp_path], _console())
+
+
+@pytest.mark.slow
+def test_cli__concepts_list_show_and_compare(smoke_run_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["concepts", "list", str(smoke_run_dir)])
+    assert listed.exit_code == 0, listed.output
+    assert "concepts of" in listed.output
+    shown = runner.invoke(app, ["concepts", "show", str(smoke_run_dir), "0"])
+    assert shown.exit_code == 0, shown.output
+    assert "gallery:" in shown.output
+    missing = runner.invoke(app, ["concepts", "list", str(tmp_path)])
+    assert missing.exit_code == 2
+    compared = runner.invoke(app, ["compare", str(smoke_run_dir)])
+    assert compared.exit_code == 0 and "accuracy" in compared.output
