@@ -160,6 +160,34 @@ def compare(run_dirs: Annotated[list[Path], typer.Argument(help="one or more run
         _fail(exc)
 
 
+@app.command("evaluate-saliency")
+def evaluate_saliency(
+    run_dir: RunDirArg,
+    method: Annotated[
+        list[str] | None, typer.Option("--method", help="a method to score (repeatable); default all")
+    ] = None,
+    n_samples: Annotated[int, typer.Option(help="images scored per method")] = 300,
+    split: Annotated[list[str] | None, typer.Option("--split", help="split(s) to score; default test")] = None,
+) -> None:
+    """Score saliency methods on a run: mask-based localisation (when masks exist) and faithfulness."""
+    from soxai.run_dir import RunDir
+    from soxai.runs import load_run_config
+    from soxai.saliency.evaluation import eval_paths, evaluate_saliency, format_table
+    from soxai.saliency.methods import SALIENCY_METHODS
+
+    unknown = sorted(set(method or []) - set(SALIENCY_METHODS))
+    if unknown:
+        _fail(SoxaiError(f"unknown method(s) {unknown}; choose from {sorted(SALIENCY_METHODS)}"))
+    try:
+        run = RunDir(run_dir)
+        table = evaluate_saliency(load_run_config(run), run, list(method) if method else None, n_samples,
+                                  tuple(split) if split else ("test",))
+    except (SoxaiError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(format_table(table))
+    typer.echo(f"written to {eval_paths(run).dir}")
+
+
 @app.command()
 def report(run_dir: RunDirArg) -> None:
     """(Re)write the HTML report of a run and print its path."""

@@ -261,6 +261,28 @@ def test_evaluate_saliency__without_masks_omits_localisation(tiny_run, tmp_path)
     assert not summary["has_masks"] and "pointing_game" in summary["metrics_unavailable"]
 
 
+def test_evaluate_saliency__empty_masks_excluded_and_counted(tiny_run, tmp_path) -> None:
+    import shutil
+
+    from soxai.data.runner import read_samples
+    from soxai.run_dir import RunDir, read_npy, write_npy
+    from soxai.saliency.evaluation import eval_paths, evaluate_saliency
+
+    cfg, run = tiny_run
+    copy = RunDir(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    masks = np.array(read_npy(copy.masks))
+    test_rows = read_samples(copy).query("split == 'test'")["row"].to_numpy()
+    masks[test_rows[:3]] = False
+    write_npy(copy.masks, masks)
+
+    table = evaluate_saliency(cfg, copy, methods=["gradient"], n_samples=100)
+
+    summary = json.loads(eval_paths(copy).summary.read_text())
+    assert (summary["n_candidates"], summary["n_excluded_empty_mask"]) == (len(test_rows), 3)
+    assert table["n"].item() == len(test_rows) - 3 and table["mass_accuracy"].notna().all()
+
+
 def test_evaluate_saliency__unknown_method_or_split_raises(tiny_run) -> None:
     from soxai.errors import StageError
     from soxai.saliency.evaluation import evaluate_saliency
@@ -273,9 +295,10 @@ def test_evaluate_saliency__unknown_method_or_split_raises(tiny_run) -> None:
         evaluate_saliency(cfg, run, methods=["gradient"], splits=("holdout",))
 
 
-def test_format_table__nan_shown_as_dash() -> None:
+def test_format_table__nan_shown_as_dash_and_pipes_escaped() -> None:
     from soxai.saliency.evaluation import format_table
 
-    text = format_table(pd.DataFrame({"method": ["a"], "n": [3], "deletion_auc": [float("nan")]}))
+    text = format_table(pd.DataFrame({"method": ["a|b"], "n": [3], "deletion_auc": [float("nan")]}))
 
-    assert text.splitlines()[-1] == "| a | 3 | – |"
+    assert text.splitlines()[0] == "| method | n | deletion_auc ↓ |"
+    assert text.splitlines()[-1] == "| a\\|b | 3 | – |"
