@@ -391,7 +391,9 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     template = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
     ).get_template("report.html")
+    saliency_eval = _saliency_eval(run)
     html = template.render(
+        saliency_eval=saliency_eval,
         run_id=run_info.get("run_id", run.root.name),
         run_info=run_info,
         stages={k: v.get("seconds") for k, v in run_info.get("stages", {}).items()},
@@ -434,3 +436,20 @@ def _detection(detection: dict[str, Any] | None) -> dict[str, str] | None:
     share = detection.get("artifact_concepts_flagged_share")
     out["concepts_flagged"] = "–" if share is None or np.isnan(share) else f"{share:.0%}"
     return out
+
+
+def _saliency_eval(run: RunDir) -> dict | None:
+    """The table `soxai evaluate-saliency` wrote, as rows of strings, or None when it has not run."""
+    from soxai.saliency.evaluation import METRIC_DIRECTIONS, eval_paths
+
+    paths = eval_paths(run)
+    if not paths.table_parquet.is_file():
+        return None
+    table = read_parquet(paths.table_parquet)
+    columns = [c for c in table.columns if c != "method"]
+    arrows = {c: {"higher": " ↑", "lower": " ↓"}.get(str(METRIC_DIRECTIONS.get(c, "")), "") for c in columns}
+    rows = [
+        [str(r["method"])] + [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns]
+        for _, r in table.iterrows()
+    ]
+    return {"columns": ["method"] + [c + arrows[c] for c in columns], "rows": rows}

@@ -14,6 +14,10 @@ def test_cli_evaluate_saliency__scores_methods_and_writes_table(tiny_explained, 
     assert res.exit_code == 0, res.output
     assert "input_x_gradient" in res.output
     assert (run.root / "saliency_eval" / "methods.csv").is_file()
+    reported = CliRunner().invoke(app, ["report", str(run.root)])
+    assert reported.exit_code == 0, reported.output
+    html = run.report_html.read_text()
+    assert "Saliency methods against ground truth" in html and "input_x_gradient" in html
 
 
 def test_cli_evaluate_saliency__unknown_method_lists_choices(tiny_explained):
