@@ -43,7 +43,9 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
         device = resolve_device(scfg.device)
         model = load_baseline(cfg, run)
         rows = chosen["row"].to_numpy()
-        pred = predict_logits(model, images, rows, device).argmax(axis=1)
+        # Predictions in batches of saliency.batch_size, the stage's one memory knob (predict_logits'
+        # default of 512 rows made the largest buffers of the stage, whatever the user set).
+        pred = predict_logits(model, images, rows, device, batch_size=scfg.batch_size).argmax(axis=1)
         target = chosen["label"].to_numpy() if scfg.target == "label" else pred
         progress_path = run.root / "saliency" / "progress.json"
         state = read_json(progress_path) if progress_path.is_file() else {}

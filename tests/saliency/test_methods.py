@@ -235,6 +235,17 @@ def _named(*layers: tuple[str, torch.nn.Module]) -> torch.nn.Sequential:
     return torch.nn.Sequential(OrderedDict(layers))
 
 
+def test_lrp__relu_network_equals_input_x_gradient() -> None:
+    # captum's epsilon rule on conv, pooling and linear layers with ReLUs passing relevance is gradient x input.
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs()
+
+    lrp = _attribute("lrp", model, x, target)
+
+    expected = _attribute("input_x_gradient", model, x, target)
+    torch.testing.assert_close(lrp, expected, atol=1e-6, rtol=1e-4)
+
+
 def test_lrp__unsupported_layer_raises_config_error_naming_it() -> None:
     model = _named(
         ("conv", torch.nn.Conv2d(2, 3, 3, padding=1)),
