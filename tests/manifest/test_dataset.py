@@ -73,7 +73,9 @@ def test_dataset__works_in_worker_processes(smoke_run_dir):
 
     ds = PrunedManifestDataset(smoke_run_dir)
     ds[0]  # opens the memory map in this process; workers must open their own
-    batches = list(DataLoader(ds, batch_size=64, num_workers=2))
+    # spawn, not fork: the dataset must pickle and reopen its memory map in a fresh worker, and a
+    # forked worker would inherit the threads earlier tests left in this process (Prefect's harness)
+    batches = list(DataLoader(ds, batch_size=64, num_workers=2, multiprocessing_context="spawn"))
     assert sum(len(y) for _, y in batches) == len(ds)
 
 
