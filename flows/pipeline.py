@@ -15,31 +15,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from soxai.bias.runner import run_bias
-from soxai.compare.runner import run_compare
-from soxai.concepts.runner import run_concepts
 from soxai.config import Config
-from soxai.data.runner import run_data
-from soxai.embed.runner import run_embed
-from soxai.manifest.runner import run_manifest
-from soxai.report.runner import run_report
 from soxai.run_dir import RunDir
-from soxai.runs import finish_run
-from soxai.saliency.runner import run_saliency
-from soxai.train.runner import run_model, run_train
+from soxai.runs import finish_run, stage_runners
 
-RUNNERS = {
-    "data": run_data,
-    "model": run_model,
-    "saliency": run_saliency,
-    "embed": run_embed,
-    "concepts": run_concepts,
-    "bias": run_bias,
-    "manifest": run_manifest,
-    "train": run_train,
-    "compare": run_compare,
-    "report": run_report,
-}
+RUNNERS = stage_runners()  # data, model, saliency, embed, concepts, bias, manifest, train, compare, report
 EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "bias", "manifest")
 RETRAIN_STAGES = ("train", "compare", "report")
 

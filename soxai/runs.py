@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from soxai.config import Config
 from soxai.errors import ConfigError
@@ -14,6 +16,28 @@ from soxai.run_dir import RunDir, read_json, write_json, write_text
 
 PACKAGES = ("soxai", "torch", "captum", "numpy", "scikit-learn", "umap-learn", "hdbscan", "pandas", "pyarrow",
             "prefect", "pydantic")
+
+
+def stage_runners() -> dict[str, Callable[[Config, RunDir], Any]]:
+    """Every stage's runner, in run order: each stage reads what the ones before it wrote.
+
+    The flows and the Prefect-free test helper both take the order from here.
+    """
+    from soxai.bias.runner import run_bias
+    from soxai.compare.runner import run_compare
+    from soxai.concepts.runner import run_concepts
+    from soxai.data.runner import run_data
+    from soxai.embed.runner import run_embed
+    from soxai.manifest.runner import run_manifest
+    from soxai.report.runner import run_report
+    from soxai.saliency.runner import run_saliency
+    from soxai.train.runner import run_model, run_train
+
+    return {
+        "data": run_data, "model": run_model, "saliency": run_saliency, "embed": run_embed,
+        "concepts": run_concepts, "bias": run_bias, "manifest": run_manifest, "train": run_train,
+        "compare": run_compare, "report": run_report,
+    }
 
 
 def resolve_paths(cfg: Config) -> Config:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -27,7 +29,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     bcfg = cfg.bias
     parts = [cfg.section_hash("seed", "bias")]
     if bcfg.overrides:
-        parts.append(file_hash(bcfg.overrides) if _exists(bcfg.overrides) else "missing")
+        parts.append(file_hash(bcfg.overrides) if Path(bcfg.overrides).is_file() else "missing")
     fp = fingerprint("bias", *parts, *upstream(run, "concepts", "model"))
 
     def body():
@@ -64,12 +66,6 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         return [write_parquet(run.bias_scores, scores)], {"flagged": sorted(flagged), "n_scored": len(scores)}
 
     return run_stage(run, "bias", fp, body)
-
-
-def _exists(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).is_file()
 
 
 def _columns(rows: list[dict]) -> list[str]:

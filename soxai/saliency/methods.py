@@ -17,6 +17,7 @@ for `SALIENCY_METHODS`, and ``soxai --help`` must not pay for torch.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
@@ -91,6 +92,14 @@ SALIENCY_METHODS: dict[str, SaliencyMethod] = {}
 ``x`` has shape (n, channels, height, width) and requires grad, ``target`` is an int64 tensor of
 shape (n,); the result has the shape of ``x``, except Grad-CAM's, which is (n, 1, height, width).
 """
+
+
+@contextlib.contextmanager
+def _quiet_relu_hooks() -> Iterator[None]:
+    """Silence captum's per-call notice that it sets (and removes) ReLU hooks, inside the call only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
+        yield
 
 
 def _register(name: str) -> Callable[[SaliencyMethod], SaliencyMethod]:
@@ -301,9 +310,7 @@ def guided_backprop(
     """
     from captum.attr import GuidedBackprop
 
-    with warnings.catch_warnings():
-        # captum warns on every call that it sets (and removes) ReLU hooks: once per batch is noise.
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
+    with _quiet_relu_hooks():
         return GuidedBackprop(model).attribute(x, target=target)
 
 
@@ -499,8 +506,7 @@ def deconvolution(
     """
     from captum.attr import Deconvolution
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
+    with _quiet_relu_hooks():
         return Deconvolution(model).attribute(x, target=target)
 
 
@@ -526,8 +532,7 @@ def guided_gradcam(
     from captum.attr import GuidedGradCam
 
     layer = last_conv_layer(model) if layer is None else layer
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
+    with _quiet_relu_hooks():
         # captum turns a failed upsampling into a warning and an empty result; the shape check below
         # turns that into an error that says what to do.
         warnings.filterwarnings("ignore", message="Couldn't appropriately interpolate", category=UserWarning)

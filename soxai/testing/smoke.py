@@ -1,8 +1,8 @@
 """A finished smoke run for tests and demos: every stage of ``configs/smoke.yaml``, run in-process.
 
 The stages run directly, without Prefect (the library never imports it), in the order of
-``RUNNERS`` in ``flows/pipeline.py``. A module-level cache makes repeated calls with the same root
-cheap, so test modules that share a root share one run; a run left complete on disk by an earlier
+``soxai.runs.stage_runners`` (which the flows use too). A module-level cache makes repeated calls
+with the same root cheap, so test modules that share a root share one run; a run left complete on disk by an earlier
 process is reused too (every stage's fingerprint matches, so nothing is recomputed).
 """
 
@@ -44,18 +44,9 @@ def make_smoke_run(root: str | Path, overrides: Iterable[str] = (), config: str 
     -------
     The run directory, with ``run.json`` status ``completed`` and every artifact of README's list.
     """
-    from soxai.bias.runner import run_bias
-    from soxai.compare.runner import run_compare
-    from soxai.concepts.runner import run_concepts
     from soxai.config import load_config
-    from soxai.data.runner import run_data
-    from soxai.embed.runner import run_embed
-    from soxai.manifest.runner import run_manifest
-    from soxai.report.runner import run_report
     from soxai.run_dir import RunDir
-    from soxai.runs import finish_run, init_run, resolve_paths
-    from soxai.saliency.runner import run_saliency
-    from soxai.train.runner import run_model, run_train
+    from soxai.runs import finish_run, init_run, resolve_paths, stage_runners
 
     overrides = tuple(overrides)
     key = (Path(root).resolve(), overrides)
@@ -63,11 +54,8 @@ def make_smoke_run(root: str | Path, overrides: Iterable[str] = (), config: str 
         return _CACHE[key]
     cfg = resolve_paths(load_config(config or smoke_config_path(), overrides))
     run = init_run(cfg, key[0] / cfg.name)
-    # the order of flows/pipeline.py RUNNERS: each stage reads what the one before it wrote
-    runners = (run_data, run_model, run_saliency, run_embed, run_concepts, run_bias, run_manifest, run_train,
-               run_compare, run_report)
     try:
-        for runner in runners:
+        for runner in stage_runners().values():
             runner(cfg, run)
     except BaseException as exc:
         finish_run(run, "failed", f"{type(exc).__name__}: {exc}")

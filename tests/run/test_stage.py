@@ -61,3 +61,11 @@ def test_atomic_writes__leave_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["j.json", "n.npy"]
     assert json.loads((tmp_path / "j.json").read_text()) == {"a": 1}
     assert read_npy(tmp_path / "n.npy").dtype == np.float16
+
+
+def test_stage_runners__flow_stage_lists_cover_every_stage_in_order():
+    from flows.pipeline import EXPLAIN_STAGES, RETRAIN_STAGES
+    from soxai.run_dir import STAGES
+    from soxai.runs import stage_runners
+
+    assert tuple(stage_runners()) == EXPLAIN_STAGES + RETRAIN_STAGES == STAGES
