@@ -45,11 +45,19 @@ class Config(Section):
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named top-level sections (what a stage's output depends on)."""
         dumped = self.model_dump(mode="json")
+        for section, fields in _NOT_HASHED.items():
+            for field in fields:
+                dumped[section].pop(field, None)
         payload = json.dumps({n: dumped[n] for n in names}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# Fields that do not change what the stages reading their section produce: model.layer only picks the
+# layer that explanations read, so changing it must not retrain; the stages that use it hash it themselves.
+_NOT_HASHED = {"model": ("layer",)}
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

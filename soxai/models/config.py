@@ -16,3 +16,8 @@ class ModelConfig(Section):
     num_classes: int | None = Field(
         None, ge=2, description="number of outputs; null = number of classes in the data"
     )
+    layer: str | None = Field(
+        None,
+        description="layer (a name from model.named_modules()) used by Grad-CAM and layer-based "
+        "explanation features; null = the last Conv2d",
+    )

@@ -23,12 +23,13 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
     Writes ``saliency/shard-NNNNN.npy`` (float16, shape (n, H, W)) and ``saliency/index.parquet``
     (sample_id, split, label, pred, target, shard, offset).
     """
+    from soxai.models.layers import resolve_layer
     from soxai.saliency.methods import iter_maps, resolve_device
     from soxai.train.loop import predict_logits
     from soxai.train.runner import load_baseline
 
     scfg = cfg.saliency
-    fp = fingerprint("saliency", cfg.section_hash("saliency"), *upstream(run, "model"))
+    fp = fingerprint("saliency", cfg.section_hash("saliency"), str(cfg.model.layer), *upstream(run, "model"))
 
     def body():
         samples = read_samples(run)
@@ -42,6 +43,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
         images = read_images(run)
         device = resolve_device(scfg.device)
         model = load_baseline(cfg, run)
+        layer = resolve_layer(model, cfg.model.layer) if cfg.model.layer is not None else None
         rows = chosen["row"].to_numpy()
         # Predictions in batches of saliency.batch_size, the stage's one memory knob (predict_logits'
         # default of 512 rows made the largest buffers of the stage, whatever the user set).
@@ -72,6 +74,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
                 for start, maps in iter_maps(
                     model, _RowView(images, rows[lo:hi]), target[lo:hi], method=scfg.method,
                     batch_size=scfg.batch_size, ig_steps=scfg.ig_steps, reduce=scfg.reduce, device=device,
+                    layer=layer,
                 ):
                     shard[start : start + len(maps)] = _to_half(maps)
                     advance(len(maps))
