@@ -248,11 +248,12 @@ def memory_child(run_dir: str) -> None:
     }))
 
 
-ALLOCATORS = {"glibc default": {}, "fixed mmap threshold": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+ALLOCATORS = {"soxai (stage fixes the mmap threshold)": {}, "glibc defaults": {"SOXAI_GLIBC_DEFAULTS": "1"}}
 """Environments of the memory children. glibc raises its mmap threshold each time a large block is
 freed (up to 32 MiB), after which torch's per-batch buffers come from the heap, which grows by
-fragmentation for the first batches and then levels off. Fixing the threshold at glibc's initial
-128 KiB returns freed buffers to the system, so RssAnon follows the live data."""
+fragmentation for the first batches and then levels off. The saliency stage fixes the threshold at
+glibc's initial 128 KiB (soxai/saliency/allocator.py), which returns freed buffers to the system, so
+RssAnon follows the live data; SOXAI_GLIBC_DEFAULTS=1 turns that off for comparison."""
 
 
 def memory(workdir: Path) -> dict[str, dict[str, dict]]:
@@ -327,7 +328,37 @@ def memory_lines(mem: dict[str, dict[str, dict]]) -> list[str]:
             f"{'met' if ratio <= 1.2 else 'NOT met'}); growth during the stage {growth[0] / mib:.1f} MiB (small) vs "
             f"{growth[1] / mib:.1f} MiB (large)."
         )
+    (fixed, fixed_runs), (default, default_runs) = list(mem.items())[:2]
+    lines.append(
+        f"- Time cost of the fixed threshold: the large run took {fixed_runs['large']['seconds']:.1f} s with it and "
+        f"{default_runs['large']['seconds']:.1f} s with glibc's defaults "
+        f"(ratio {fixed_runs['large']['seconds'] / default_runs['large']['seconds']:.3f})."
+    )
     return lines
+
+
+def memory_section(mem: dict[str, dict[str, dict]], stamp: str = "") -> list[str]:
+    return [
+        "### Saliency stage memory",
+        "",
+        "`run_saliency` on cells runs of 600 and 6,000 training images (10x), integrated gradients with 8 "
+        "steps, batch 128, shard size 512 (below both, so both hold one full shard buffer), each in a fresh "
+        "process, once as the stage runs by default (it fixes glibc's mmap threshold at 128 KiB, "
+        "soxai/saliency/allocator.py) and once with glibc's defaults (`SOXAI_GLIBC_DEFAULTS=1`): glibc "
+        "otherwise raises its mmap threshold as torch frees large buffers, and the heap then grows by "
+        "fragmentation over the first batches before it levels off; with the threshold fixed, RssAnon "
+        "follows the live data. RssAnon (anonymous pages) is sampled every millisecond by a thread; "
+        "*growth* is its peak minus its value right before the stage (torch and captum already imported); "
+        "*peak in 2nd half* is the peak over the second half of the stage's time. The images are a "
+        "memory-mapped file: pages read from it are file-backed (RssFile, and part of VmHWM), the kernel "
+        "can drop them, so they are not counted. (The stage predicts in batches of `saliency.batch_size`; "
+        "with predict_logits' former 512 rows, those buffers were the stage's largest and the 10x run's "
+        "peak under glibc's defaults was 1.27-1.32x the small run's.)",
+        "",
+        *memory_lines(mem),
+        "",
+        *([stamp, ""] if stamp else []),
+    ]
 
 
 def section(rows: list[dict], info: dict[str, str], mem: dict[str, dict] | None, env: dict[str, str]) -> str:
@@ -358,25 +389,7 @@ def section(rows: list[dict], info: dict[str, str], mem: dict[str, dict] | None,
         "",
     ]
     if mem is not None:
-        lines += [
-            "### Saliency stage memory",
-            "",
-            "`run_saliency` on cells runs of 600 and 6,000 training images (10x), integrated gradients with 8 "
-            "steps, batch 128, shard size 512 (below both, so both hold one full shard buffer), each in a fresh "
-            "process, once with glibc's default allocator settings and once with `MALLOC_MMAP_THRESHOLD_=131072` "
-            "(glibc otherwise raises its mmap threshold as torch frees large buffers, and the heap then grows by "
-            "fragmentation over the first batches before it levels off; with the threshold fixed, RssAnon "
-            "follows the live data). RssAnon (anonymous pages) is sampled every millisecond by a thread; "
-            "*growth* is its peak minus its value right before the stage (torch and captum already imported); "
-            "*peak in 2nd half* is the peak over the second half of the stage's time. The images are a "
-            "memory-mapped file: pages read from it are file-backed (RssFile, and part of VmHWM), the kernel "
-            "can drop them, so they are not counted. (The stage predicts in batches of `saliency.batch_size`; "
-            "with predict_logits' former 512 rows, those buffers were the stage's largest and the 10x run's "
-            "peak under glibc's defaults was 1.27-1.32x the small run's.)",
-            "",
-            *memory_lines(mem),
-            "",
-        ]
+        lines += memory_section(mem)
     return "\n".join(lines)
 
 
@@ -398,6 +411,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per method (2 fewer for slow ones)")
     parser.add_argument("--no-memory", action="store_true", help="skip the saliency-stage memory runs")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="run only the memory runs and replace only that subsection of the document")
     parser.add_argument("--no-write", action="store_true", help=f"print only, do not update {DOC.name}")
     parser.add_argument("--memory-child", metavar="RUN_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -407,6 +422,22 @@ def main() -> None:
     os.environ.setdefault("SOXAI_PROGRESS", "0")
     env = machine() | {"load_before": loadavg()}
     start = time.perf_counter()
+    if args.memory_only:
+        with tempfile.TemporaryDirectory(prefix="soxai-bench-") as tmp:
+            mem = memory(Path(tmp))
+        stamp = (f"(Memory runs re-measured {dt.date.today().isoformat()} on {env['nproc']} cores ({env['cpu']}); "
+                 f"load average before / after {env['load_before']} / {loadavg()}.)")
+        text = "\n".join(memory_section(mem, stamp))
+        print(text)
+        if not args.no_write:
+            doc = DOC.read_text()
+            head, sep, rest = doc.partition("### Saliency stage memory")
+            if not sep:
+                raise SystemExit(f"{DOC.name} has no memory subsection yet; run the whole bench once")
+            cut = min(i for i in (rest.find("\n## "), rest.find("\n### "), len(rest)) if i >= 0)
+            DOC.write_text(head + text.rstrip() + "\n" + rest[cut:])
+            print(f"wrote {DOC.relative_to(REPO)}")
+        return
     rows, info = throughput(args.rounds)
     mem = None
     if not args.no_memory:

@@ -24,6 +24,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
     (sample_id, split, label, pred, target, shard, offset).
     """
     from soxai.models.layers import resolve_layer
+    from soxai.saliency.allocator import fix_mmap_threshold
     from soxai.saliency.methods import iter_maps, resolve_device
     from soxai.train.loop import predict_logits
     from soxai.train.runner import load_baseline
@@ -32,6 +33,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
     fp = fingerprint("saliency", cfg.section_hash("saliency"), str(cfg.model.layer), *upstream(run, "model"))
 
     def body():
+        fix_mmap_threshold()  # else glibc's heap grows ~1.2x on 10x the data (soxai/saliency/allocator.py)
         samples = read_samples(run)
         unknown = sorted(set(scfg.splits) - set(samples["split"]))
         if unknown:
