@@ -353,7 +353,8 @@ def memory_section(mem: dict[str, dict[str, dict]], stamp: str = "") -> list[str
         "memory-mapped file: pages read from it are file-backed (RssFile, and part of VmHWM), the kernel "
         "can drop them, so they are not counted. (The stage predicts in batches of `saliency.batch_size`; "
         "with predict_logits' former 512 rows, those buffers were the stage's largest and the 10x run's "
-        "peak under glibc's defaults was 1.27-1.32x the small run's.)",
+        "peak under glibc's defaults was 1.27-1.32x the small run's; with them, glibc's defaults gave "
+        "1.15-1.22x over repeated runs, the fixed threshold 1.08-1.11x.)",
         "",
         *memory_lines(mem),
         "",
