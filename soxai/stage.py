@@ -101,6 +101,7 @@ def run_stage(
         _note_run(run, record)
         return record
     run.stage_json(stage).unlink(missing_ok=True)
+    _remove_stale_temporaries(run)
     log.info("stage %s: running (fingerprint %s)", stage, fp)
     t0 = time.perf_counter()
     outputs, metrics = body()
@@ -122,6 +123,19 @@ def run_stage(
     record = StageRecord(stage, fp, False, seconds, rel, metrics)
     _note_run(run, record)
     return record
+
+
+def _remove_stale_temporaries(run: RunDir) -> None:
+    """Delete temporary files a killed process left behind (atomic writes name them ``.<name>.*.tmp``).
+
+    They were never moved into place, so no reader saw them; removing them keeps a resumed run
+    directory identical to an uninterrupted one. One process works on a run directory at a time.
+    """
+    stale = [p for p in run.root.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
 
 
 def _note_run(run: RunDir, record: StageRecord) -> None:

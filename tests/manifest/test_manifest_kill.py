@@ -1,0 +1,88 @@
+"""SIGKILL while the manifest is written: no half-written file is ever visible, and a rerun completes
+with artifacts byte-identical to an uninterrupted run."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from soxai.manifest.runner import run_manifest
+from soxai.run_dir import RunDir
+
+# The child kills itself at the k-th file write of the manifest stage: parquet (0), csv (1),
+# manifest.json (2), stage.json (3); "mid-write" after half of the bytes reached the temporary file,
+# "before-rename" with the temporary file complete but not yet moved into place.
+CHILD = """
+import os, pathlib, signal, sys
+mode, k, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+count = [0]
+if mode == "mid-write":
+    original = pathlib.Path.write_bytes
+    def write_bytes(self, data):
+        if count[0] == k:
+            with open(self, "wb") as fh:
+                fh.write(data[: len(data) // 2]); fh.flush(); os.fsync(fh.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        count[0] += 1
+        return original(self, data)
+    pathlib.Path.write_bytes = write_bytes
+else:
+    original = os.replace
+    def replace(src, dst):
+        if count[0] == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+        count[0] += 1
+        return original(src, dst)
+    os.replace = replace
+from soxai.config import load_config
+from soxai.manifest.runner import run_manifest
+from soxai.run_dir import RunDir
+run = RunDir(root)
+run_manifest(load_config(run.config), run)
+"""
+
+
+def _fresh_copy(run: RunDir, dest) -> RunDir:
+    shutil.copytree(run.root, dest)
+    copy = RunDir(dest)
+    shutil.rmtree(copy.root / "manifest")
+    copy.stage_json("manifest").unlink(missing_ok=True)
+    return copy
+
+
+def _artifacts(run: RunDir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (run.pruned_parquet, run.pruned_csv, run.manifest_json)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_explained, tmp_path_factory):
+    cfg, base = tiny_explained
+    run = _fresh_copy(base, tmp_path_factory.mktemp("manifest-kill") / "whole")
+    run_manifest(cfg, run)
+    return base, _artifacts(run)
+
+
+@pytest.mark.parametrize("mode,k", [("mid-write", 0), ("mid-write", 1), ("before-rename", 2), ("before-rename", 3)])
+def test_kill_while_manifest_is_written(uninterrupted, tiny_explained, tmp_path, mode, k):
+    cfg, _ = tiny_explained
+    base, expected = uninterrupted
+    run = _fresh_copy(base, tmp_path / "killed")
+    done = subprocess.run([sys.executable, "-c", CHILD, mode, str(k), str(run.root)],
+                          env={**os.environ, "SOXAI_PROGRESS": "0"}, capture_output=True, text=True)
+    assert done.returncode == -9, f"the child was not killed: {done.returncode}\n{done.stderr}"
+
+    # What a reader can see: the stage is not marked complete, and every artifact under its final
+    # name is whole (the ones written before the kill) or absent; the partial file is a temporary.
+    assert not run.stage_json("manifest").exists()
+    visible = {p.name: p.read_bytes() for p in (run.pruned_parquet, run.pruned_csv, run.manifest_json)
+               if p.exists()}
+    assert len(visible) == min(k, 3)
+    assert all(data == expected[name] for name, data in visible.items())
+    assert list((run.root / "manifest").glob(".*.tmp")), "the interrupted write should have left its temporary"
+
+    record = run_manifest(cfg, run)
+    assert not record.reused
+    assert _artifacts(run) == expected
+    assert not list(run.root.rglob(".*.tmp")), "the rerun removes the interrupted run's temporaries"
