@@ -86,3 +86,37 @@ def test_kill_while_manifest_is_written(uninterrupted, tiny_explained, tmp_path,
     assert not record.reused
     assert _artifacts(run) == expected
     assert not list(run.root.rglob(".*.tmp")), "the rerun removes the interrupted run's temporaries"
+
+
+def _one_concept_is_all_of_class_0(run: RunDir) -> None:
+    """Rewrite the run's concepts so that one flagged concept holds every training sample of class 0."""
+    import pandas as pd
+
+    from soxai.run_dir import read_parquet, write_parquet
+
+    samples = read_parquet(run.root / "data" / "samples.parquet")
+    assign = read_parquet(run.assignments)
+    class0 = set(samples.loc[(samples["split"] == "train") & (samples["label"] == 0), "sample_id"])
+    assign.loc[assign["sample_id"].isin(class0), "concept_id"] = 999
+    write_parquet(run.assignments, assign)
+    scores = pd.DataFrame({"concept_id": [999], "detector": ["override"], "score": [1.0], "is_bias": [True],
+                           "reason": ["dropped by a person"]})
+    write_parquet(run.bias_scores, scores)
+
+
+def test_prune_that_empties_a_class_is_refused_unless_allowed(tiny_explained, tmp_path):
+    from soxai.config import load_config
+    from soxai.errors import StageError
+    from soxai.run_dir import read_json
+
+    _, base = tiny_explained
+    run = _fresh_copy(base, tmp_path / "empty")
+    _one_concept_is_all_of_class_0(run)
+    cfg = load_config(run.config)
+    with pytest.raises(StageError, match=r"drop every training sample of class 0.*allow_empty_class=true"):
+        run_manifest(cfg, run)
+    assert not run.pruned_parquet.exists() and not run.stage_json("manifest").exists()
+
+    allowed = load_config(run.config, ["manifest.allow_empty_class=true"])
+    run_manifest(allowed, run)
+    assert read_json(run.manifest_json)["per_class"]["0"]["kept"] == 0
