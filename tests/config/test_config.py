@@ -56,6 +56,15 @@ def test_load_config__yaml_file_errors_are_clear(tmp_path):
         load_config(bad)
 
 
+def test_load_config__yaml_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError):
+        load_config(evil)
+    assert not marker.exists()
+
+
 def test_parse_overrides__rejects_missing_equals():
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["concepts.min_cluster_size"])

@@ -221,6 +221,12 @@ def test_validate_dataset__nan_pixels__names_samples(valid):
         validate_dataset(valid)
 
 
+def test_validate_dataset__inf_pixels__names_samples(valid):
+    valid.images[4, 0, 2, 2] = np.inf
+    with pytest.raises(DataError, match=r"NaN or inf.*cells-train-000004"):
+        validate_dataset(valid)
+
+
 def test_validate_dataset__pixels_outside_unit_range__raises(valid):
     valid.images[5] *= 255
     with pytest.raises(DataError, match=r"\[0, 1\]; outside in cells-train-000005.*divide by 255"):
