@@ -38,15 +38,26 @@ _BODY = (0.7, 0.9)
 _MEMBRANE = (0.15, 0.3)
 
 
-def _smooth_background(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Low-frequency texture in about [-1, 1], shape (n, size, size): a sum of random plane waves."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+def _wave_parameters(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frequencies, angles and phases of the background's plane waves, each of shape (n, 3, 1, 1)."""
     n_waves = 3
     freq = rng.uniform(0.5, 2.0, size=(n, n_waves, 1, 1)).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi, size=(n, n_waves, 1, 1)).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, size=(n, n_waves, 1, 1)).astype(np.float32)
+    return freq, angle, phase
+
+
+def _smooth_background(freq: np.ndarray, angle: np.ndarray, phase: np.ndarray, size: int) -> np.ndarray:
+    """Low-frequency texture in about [-1, 1], shape (n, size, size): a sum of random plane waves."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     waves = np.cos(2 * np.pi * freq * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
     return waves.mean(axis=1)
+
+
+# Images are rendered this many at a time: the per-pixel temporaries of a whole 100k-image split took
+# several GiB; every random number is still drawn up front in the same order, so the images do not
+# depend on the chunk size.
+_RENDER_CHUNK = 2048
 
 
 def make_cells(
@@ -121,9 +132,30 @@ def make_cells(
     # The nucleus sits off-centre by up to a quarter of the radius, same rule in every class.
     nuc_off = rng.uniform(0, 0.25, size=n) * radius
     nuc_dir = rng.uniform(0, 2 * np.pi, size=n)
-    texture = _smooth_background(n, s, rng)
+    waves = _wave_parameters(n, rng)
     texture_amp = rng.uniform(0.03, 0.08, size=n)
     pixel_noise = rng.normal(0.0, noise, size=(n, s, s)).astype(np.float32)
+
+    per_sample = dict(cy=cy, cx=cx, theta=theta, radius=radius, aspect=aspect, lobes=lobes,
+                      lobe_phase=lobe_phase, bg_level=bg_level, body_level=body_level,
+                      membrane_gain=membrane_gain, nucleus_level=nucleus_level, nucleus_r=nucleus_r,
+                      nuc_off=nuc_off, nuc_dir=nuc_dir, texture_amp=texture_amp)
+    images = np.empty((n, 1, s, s), dtype=np.float32)
+    masks = np.empty((n, s, s), dtype=bool)
+    for lo in range(0, n, _RENDER_CHUNK):
+        part = slice(lo, min(lo + _RENDER_CHUNK, n))
+        texture = _smooth_background(*(w[part] for w in waves), s)
+        images[part, 0], masks[part] = _render(
+            s, texture, pixel_noise[part], **{k: v[part] for k, v in per_sample.items()}
+        )
+    return images, labels, masks
+
+
+def _render(
+    s: int, texture: np.ndarray, pixel_noise: np.ndarray, *, cy, cx, theta, radius, aspect, lobes, lobe_phase,
+    bg_level, body_level, membrane_gain, nucleus_level, nucleus_r, nuc_off, nuc_dir, texture_amp,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, s, s) in [0, 1] and membrane masks (n, s, s) of cells with the given parameters."""
 
     def col(v: np.ndarray) -> np.ndarray:
         return v.astype(np.float32)[:, None, None]
@@ -162,9 +194,7 @@ def make_cells(
 
     # A slight optical blur before the sensor noise, as in a real micrograph.
     img = gaussian_filter(img, sigma=(0, 0.6, 0.6), mode="nearest") + pixel_noise
-    images = np.clip(img, 0.0, 1.0).astype(np.float32)[:, None]
-    masks = np.abs(dist) <= max(1.0, s / 16)
-    return images, labels, masks
+    return np.clip(img, 0.0, 1.0), np.abs(dist) <= max(1.0, s / 16)
 
 
 def build_cells(cfg: DataConfig, seed: int) -> Dataset:

@@ -262,3 +262,13 @@ def test_validate_dataset__label_out_of_range__raises(valid):
     valid.samples.loc[0, "label"] = 7
     with pytest.raises(DataError, match=r"labels must lie in 0..2"):
         validate_dataset(valid)
+
+
+def test_make_cells__images_do_not_depend_on_the_render_chunk(monkeypatch):
+    from soxai.data import cells
+
+    whole = cells.make_cells(20, 3, 24, 0.05, np.random.default_rng(3))
+    monkeypatch.setattr(cells, "_RENDER_CHUNK", 7)
+    chunked = cells.make_cells(20, 3, 24, 0.05, np.random.default_rng(3))
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_array_equal(a, b)
