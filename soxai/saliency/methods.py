@@ -858,6 +858,7 @@ def iter_maps(
     reduce: str,
     device: torch.device,
     layer: nn.Module | None = None,
+    mixed_precision: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Saliency maps of ``images``, one batch at a time.
 
@@ -883,6 +884,9 @@ def iter_maps(
         Where the model runs, e.g. from `resolve_device`.
     layer : nn.Module, optional
         Grad-CAM's layer (ignored by the other methods); default the last Conv2d.
+    mixed_precision : bool, default False
+        Run the model under ``torch.autocast`` (float16 on CUDA, bfloat16 on the CPU). Opt-in: maps
+        agree with float32 in ranking, not in value (tests/saliency/test_mixed_precision.py).
 
     Yields
     ------
@@ -911,7 +915,8 @@ def iter_maps(
 
     model.eval().to(device)
     # Checks above run at the call, not at the first next(): the batches come from a separate generator.
-    return _iter_batches(model, images, targets, attribute, batch_size, ig_steps, reduce, device, layer)
+    return _iter_batches(model, images, targets, attribute, batch_size, ig_steps, reduce, device, layer,
+                         mixed_precision)
 
 
 def _iter_batches(
@@ -924,9 +929,12 @@ def _iter_batches(
     reduce: str,
     device: torch.device,
     layer: nn.Module | None,
+    mixed_precision: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     import numpy as np
     import torch
+
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     n_samples = images.shape[0]
     for start in range(0, n_samples, batch_size):
@@ -940,8 +948,9 @@ def _iter_batches(
             x = torch.from_numpy(batch).to(device).requires_grad_(True)
             if start == 0:
                 _check_targets(model, x, targets)
-            attr = attribute(model, x, target, ig_steps=ig_steps, internal_batch_size=batch_size, layer=layer)
-            maps = reduce_channels(attr.detach(), reduce).to("cpu", torch.float32).numpy()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=mixed_precision):
+                attr = attribute(model, x, target, ig_steps=ig_steps, internal_batch_size=batch_size, layer=layer)
+            maps = reduce_channels(attr.detach().float(), reduce).to("cpu", torch.float32).numpy()
         yield start, maps
 
 
@@ -956,6 +965,7 @@ def compute_maps(
     reduce: str,
     device: torch.device,
     layer: nn.Module | None = None,
+    mixed_precision: bool = False,
 ) -> np.ndarray:
     """All saliency maps of ``images`` in memory; see `iter_maps` for the parameters.
 
@@ -977,6 +987,7 @@ def compute_maps(
             reduce=reduce,
             device=device,
             layer=layer,
+            mixed_precision=mixed_precision,
         )
     ]
     if not parts:

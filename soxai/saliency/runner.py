@@ -76,7 +76,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
                 for start, maps in iter_maps(
                     model, _RowView(images, rows[lo:hi]), target[lo:hi], method=scfg.method,
                     batch_size=scfg.batch_size, ig_steps=scfg.ig_steps, reduce=scfg.reduce, device=device,
-                    layer=layer,
+                    layer=layer, mixed_precision=scfg.mixed_precision,
                 ):
                     shard[start : start + len(maps)] = _to_half(maps)
                     advance(len(maps))
