@@ -32,7 +32,8 @@ class TrainConfig(Section):
         "keep the best epoch's weights; null trains every epoch (needs a 'val' split)"
     )
     num_workers: int = Field(
-        0, ge=0, description="DataLoader worker processes reading images (spawned, not forked); 0 reads in-process"
+        0, ge=0, description="DataLoader worker processes reading images for training, evaluation and saliency "
+        "(spawned, not forked); 0 reads in-process"
     )
     amp: bool = Field(False, description="mixed precision (float16 autocast) when training on CUDA; no effect on CPU")
 
