@@ -133,3 +133,12 @@ def test_config__resize_needs_image_folder_and_mean_needs_std():
         DataConfig(mean=(0.5,))
     with pytest.raises(ValueError, match="data.root is not set"):
         DataConfig(source="image_folder")
+
+
+def test_resolve_paths__root_and_checkpoint_become_absolute(tmp_path, monkeypatch):
+    from soxai.config import load_config
+    from soxai.runs import resolve_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_paths(load_config(None, ["data.source=image_folder", "data.root=imgs", "model.checkpoint=m.pt"]))
+    assert cfg.data.root == str(tmp_path / "imgs") and cfg.model.checkpoint == str(tmp_path / "m.pt")

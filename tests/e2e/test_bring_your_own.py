@@ -102,3 +102,9 @@ def test_image_folder_rgb_resnet__pipeline_end_to_end(tmp_path):
     assert set(comparison["variants"]) == {"baseline", "pruned", "random_control"}
     assert "test_attacked" in comparison["variants"]["baseline"]
     assert run.report_html.is_file()
+
+    from soxai.manifest.dataset import PrunedManifestDataset
+
+    kept = PrunedManifestDataset(run_dir, split="train")
+    image, label = kept[0]
+    assert image.shape == (3, 24, 24) and 0 <= label < 3

@@ -73,3 +73,17 @@ def test_factory__bad_factory_names_the_fix(usermod, spec, kwargs, match):
 def test_factory__malformed_spec_is_a_config_error():
     with pytest.raises(ConfigError, match=r"model.factory must look like 'package.module:function'"):
         load_config(None, ["model.factory=mymodels.build"])
+
+
+def test_readme__bring_your_own_config_is_valid(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Your own model and image folder", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    assert len(block.strip().splitlines()) == 3
+    (tmp_path / "audit.yaml").write_text(block)
+    cfg = load_config(tmp_path / "audit.yaml")
+    assert cfg.data.source == "image_folder" and cfg.data.crop == 224 and cfg.model.factory == "mymodels:build"
+    assert cfg.model.checkpoint == "my_model.pt" and cfg.train.patience == 5
