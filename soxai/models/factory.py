@@ -2,7 +2,7 @@
 
 The contract, checked here with errors that name the fix:
 
-- the module imports from ``PYTHONPATH`` (or the working directory) and holds the callable;
+- the module imports from ``PYTHONPATH`` or the working directory and holds the callable;
 - the callable is called with ``model.kwargs`` plus ``num_classes`` (the number of classes in the
   data) and ``in_channels`` (1 for grey, 3 for colour images), each passed only when its signature
   accepts it (a named parameter or ``**kwargs``); it builds fresh weights every call — soxai seeds
@@ -35,7 +35,7 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
             f"model.factory={spec!r} must look like 'package.module:function' (module, a colon, a callable in it)"
         )
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name)
     except ImportError as exc:
         raise ConfigError(
             f"model.factory={spec!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc}); "
@@ -56,6 +56,29 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
         raise ConfigError(f"model.factory={spec!r} names a {type(target).__name__}, not a function or class; "
                           "point it at a callable that returns an nn.Module")
     return target
+
+
+def _import(module_name: str) -> Any:
+    """Import ``module_name``; failing that, once more with the working directory at the end of the path.
+
+    The ``soxai`` console script puts its own folder, not the working directory, first on ``sys.path``,
+    so a ``mymodels.py`` beside the config would not import; appended last it shadows nothing.
+    """
+    import os
+    import sys
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = module_name.split(".")[0]
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            sys.path.remove(cwd)
 
 
 def call_factory(spec: str, kwargs: dict[str, Any], *, in_channels: int, num_classes: int) -> nn.Module:

@@ -87,3 +87,14 @@ def test_readme__bring_your_own_config_is_valid(tmp_path):
     cfg = load_config(tmp_path / "audit.yaml")
     assert cfg.data.source == "image_folder" and cfg.data.crop == 224 and cfg.model.factory == "mymodels:build"
     assert cfg.model.checkpoint == "my_model.pt" and cfg.train.patience == 5
+
+
+def test_factory__module_in_the_working_directory_imports(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "soxai_test_cwdmod.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    model = build_model(ModelConfig(factory="soxai_test_cwdmod:build"), 1, 2, 8, seed=0)
+    assert model(torch.rand(1, 1, 8, 8)).shape == (1, 2)
+    assert str(tmp_path) not in sys.path

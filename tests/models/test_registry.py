@@ -93,3 +93,20 @@ def test_input_normalization__hook_normalises_and_leaves_state_dict_alone():
     torch.testing.assert_close(model(x), torch.tensor([[1.0, 2.0]]))
     assert list(model.state_dict()) == keys
     assert add_input_normalization(nn.Identity(), None, None)(x) is x
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resnet_saliency__cuda_matches_cpu():
+    import numpy as np
+
+    from soxai.saliency.methods import compute_maps
+
+    model = add_input_normalization(build_model(ModelConfig(name="resnet", channels=(8, 16), depth=1), 3, 3, 32, 0),
+                                    [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    images = np.random.default_rng(0).random((6, 3, 32, 32)).astype(np.float32)
+    targets = np.array([0, 1, 2, 0, 1, 2])
+    kw = {"method": "input_x_gradient", "batch_size": 4, "ig_steps": 4, "reduce": "abs_sum"}
+    on_cpu = compute_maps(model, images, targets, device=torch.device("cpu"), **kw)
+    on_gpu = compute_maps(model, images, targets, device=torch.device("cuda"), **kw)
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-3, atol=1e-5)
