@@ -135,3 +135,11 @@ def test_train_model__amp_on_cuda_trains():
     assert all(torch.isfinite(p).all() for p in model.parameters())
     logits = predict_logits(model, images, np.arange(64), cuda)
     assert logits.shape == (64, 2) and np.isfinite(logits).all()
+
+
+def test_section_hash__num_workers_does_not_retrain_but_the_recipe_does():
+    from soxai.config import load_config
+
+    base = load_config(None).section_hash("model", "train")
+    assert load_config(None, ["train.num_workers=4"]).section_hash("model", "train") == base
+    assert load_config(None, ["train.schedule=cosine"]).section_hash("model", "train") != base
