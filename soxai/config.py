@@ -57,7 +57,8 @@ class Config(Section):
 
 # Fields that do not change what the stages reading their section produce: model.layer only picks the
 # layer that explanations read, so changing it must not retrain; the stages that use it hash it themselves.
-_NOT_HASHED = {"model": ("layer",)}
+# train.num_workers only says how many processes read the images: the batches and results are the same.
+_NOT_HASHED = {"model": ("layer",), "train": ("num_workers",)}
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

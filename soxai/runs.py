@@ -45,6 +45,12 @@ def resolve_paths(cfg: Config) -> Config:
     updates = {}
     if cfg.data.manifest:
         updates["data"] = cfg.data.model_copy(update={"manifest": str(Path(cfg.data.manifest).resolve())})
+    if cfg.data.root:
+        data = updates.get("data", cfg.data)
+        updates["data"] = data.model_copy(update={"root": str(Path(cfg.data.root).expanduser().resolve())})
+    if cfg.model.checkpoint:
+        updates["model"] = cfg.model.model_copy(
+            update={"checkpoint": str(Path(cfg.model.checkpoint).expanduser().resolve())})
     if cfg.bias.overrides:
         updates["bias"] = cfg.bias.model_copy(update={"overrides": str(Path(cfg.bias.overrides).resolve())})
     return cfg.model_copy(update=updates) if updates else cfg

@@ -30,8 +30,8 @@ class ArtifactConfig(Section):
 class DataConfig(Section):
     """Where the images come from and how the splits are made."""
 
-    source: Literal["cells", "digits", "manifest"] = Field(
-        "cells", description="built-in generator ('cells', 'digits') or a user manifest file"
+    source: Literal["cells", "digits", "manifest", "image_folder"] = Field(
+        "cells", description="built-in generator ('cells', 'digits'), a user manifest file, or a user image folder"
     )
     manifest: str | None = Field(
         None, description="CSV/Parquet with columns path, label, split[, sample_id, group, mask_path]"
@@ -46,9 +46,42 @@ class DataConfig(Section):
         default_factory=ArtifactConfig, description="the planted artifact; null plants none"
     )
 
+    root: str | None = Field(
+        None, description="image_folder: the folder holding <split>/<class>/*.png|jpg (splits train, val, test, "
+        "test_*); class names sorted give the labels; images are read from the files when needed"
+    )
+    color: Literal["auto", "grayscale", "rgb"] = Field(
+        "auto", description="image_folder: read images as grey (1 channel) or RGB (3); auto = RGB if any is colour"
+    )
+    resize: int | None = Field(
+        None, ge=8, le=4096, description="image_folder: resize so the shorter side has this many pixels; null keeps"
+    )
+    crop: int | None = Field(
+        None, ge=8, le=4096, description="image_folder: centre crop to crop x crop pixels after resizing; null keeps"
+    )
+    mean: tuple[float, ...] | None = Field(
+        None, min_length=1, description="per-channel mean the model's input is normalised with, (x - mean) / std, "
+        "inside the model: images stay in [0, 1] for saliency and the report; null = no normalisation"
+    )
+    std: tuple[float, ...] | None = Field(None, min_length=1, description="per-channel std, with data.mean")
+
     @model_validator(mode="after")
     def _manifest_needs_path(self) -> "DataConfig":
         if self.source == "manifest" and not self.manifest:
             raise ValueError("data.source is 'manifest' but data.manifest is not set; "
                              "set data.manifest=path/to/samples.csv")
+        if self.source == "image_folder" and not self.root:
+            raise ValueError("data.source is 'image_folder' but data.root is not set; "
+                             "set data.root=path/to/folder (holding train/<class>/*.png)")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set data.mean and data.std together (one value per channel), or neither")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std):
+                raise ValueError(f"data.mean has {len(self.mean)} values but data.std {len(self.std)}; "
+                                 "give one value per channel in both")
+            if min(self.std) <= 0:
+                raise ValueError(f"data.std must be positive, got {list(self.std)}")
+        if self.source != "image_folder" and (self.resize is not None or self.crop is not None):
+            raise ValueError("data.resize and data.crop apply to data.source=image_folder; built-in sources use "
+                             "data.image_size, manifests list images of one size")
         return self

@@ -36,7 +36,8 @@ class Dataset:
         manifests add ``path`` and, when given, ``mask_path``. ``group`` and masks are for
         evaluation only.
     images : ndarray of shape (n_samples, channels, height, width), float32
-        Pixel values in [0, 1].
+        Pixel values in [0, 1]. The image_folder source gives an array-like instead
+        (:class:`soxai.data.image_folder.ImageFiles`) that decodes the rows it is indexed with.
     masks : ndarray of shape (n_samples, height, width), bool, or None
         Ground-truth relevance: True where the pixels decide the class. None when unknown.
     class_names : list of str
@@ -98,11 +99,18 @@ def _build_manifest(cfg: DataConfig, seed: int, base_dir: Path | None) -> Datase
     return build_manifest(cfg, base_dir)
 
 
+def _build_image_folder(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
+    from soxai.data.image_folder import build_image_folder
+
+    return build_image_folder(cfg, base_dir)
+
+
 #: name -> builder ``(cfg, seed, base_dir) -> Dataset``; builders import their heavy modules lazily.
 DATA_SOURCES: dict[str, Callable[[DataConfig, int, Path | None], Dataset]] = {
     "cells": _build_cells,
     "digits": _build_digits,
     "manifest": _build_manifest,
+    "image_folder": _build_image_folder,
 }
 
 
@@ -222,6 +230,10 @@ def validate_dataset(ds: Dataset) -> None:
             "add training samples of those classes or drop them from the evaluation splits"
         )
 
+    if not isinstance(ds.images, np.ndarray):
+        # Images read lazily from 8-bit files (soxai.data.image_folder) are finite and in [0, 1] by
+        # construction; checking here would decode the whole dataset.
+        return
     # Reduce per image so that a large dataset never needs a second full-size boolean array.
     finite = np.array([np.isfinite(img).all() for img in ds.images], dtype=bool).reshape(n_images)
     if not finite.all():

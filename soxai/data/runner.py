@@ -24,12 +24,21 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
     parts = [cfg.section_hash("seed", "data")]
     if cfg.data.source == "manifest" and cfg.data.manifest:
         parts.append(file_hash(cfg.data.manifest))
+    if cfg.data.source == "image_folder" and cfg.data.root:
+        from soxai.data.image_folder import folder_hash
+
+        parts.append(folder_hash(cfg.data.root))
     fp = fingerprint("data", *parts)
 
     def body():
         ds = build_dataset(cfg.data, cfg.seed)
         validate_dataset(ds)
-        outputs = [write_npy(run.images, ds.images)]
+        normalize = _normalization(cfg, ds.images.shape[1])
+        if isinstance(ds.images, np.ndarray):
+            outputs = [write_npy(run.images, ds.images)]
+        else:  # image_folder: the files stay where they are and are read from there (read_images)
+            run.images.unlink(missing_ok=True)
+            outputs = []
         if ds.masks is not None:
             outputs.append(write_npy(run.masks, ds.masks))
         else:
@@ -43,6 +52,10 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
             "has_masks": ds.masks is not None,
             "split_counts": {str(k): int(v) for k, v in counts.items()},
         }
+        if normalize is not None:
+            info["normalize"] = normalize
+        if not isinstance(ds.images, np.ndarray):
+            info["storage"] = ds.images.describe()
         outputs.append(write_json(run.data_info, info))
         outputs.append(write_parquet(run.samples, ds.samples))
         return outputs, {"n_samples": int(len(ds.samples)), "split_counts": info["split_counts"]}
@@ -55,8 +68,26 @@ def read_samples(run: RunDir) -> pd.DataFrame:
 
 
 def read_images(run: RunDir) -> np.ndarray:
-    """Images of shape (N, C, H, W), memory-mapped."""
+    """Images of shape (N, C, H, W): ``data/images.npy`` memory-mapped, or for an image folder an
+    :class:`soxai.data.image_folder.ImageFiles` that decodes the files it is indexed with."""
+    info = read_info(run) if run.data_info.is_file() else {}
+    if info.get("storage", {}).get("kind") == "files":
+        from soxai.data.image_folder import image_files_of
+
+        return image_files_of(info, read_samples(run))
     return read_npy(run.images)
+
+
+def _normalization(cfg: Config, channels: int) -> dict[str, list[float]] | None:
+    """``data.mean`` / ``data.std`` checked against the images' channels (one value, or one per channel)."""
+    from soxai.errors import DataError
+
+    if cfg.data.mean is None or cfg.data.std is None:
+        return None
+    if len(cfg.data.mean) not in (1, channels):
+        raise DataError(f"data.mean has {len(cfg.data.mean)} values but the images have {channels} channel(s); "
+                        f"give 1 or {channels} values in data.mean and data.std")
+    return {"mean": [float(v) for v in cfg.data.mean], "std": [float(v) for v in cfg.data.std]}
 
 
 def read_info(run: RunDir) -> dict[str, Any]:

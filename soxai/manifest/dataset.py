@@ -5,8 +5,9 @@
     loader = DataLoader(PrunedManifestDataset("runs/demo-..."), batch_size=64, shuffle=True)
 
 Images come from the run's ``data/images.npy`` (the images every stage saw, already decoded and
-resized, for built-in and manifest sources alike), memory-mapped and read one row per item, so
-the dataset costs next to no memory at any size and works in DataLoader worker processes.
+resized, for built-in and manifest sources alike), memory-mapped and read one row per item, or for
+an image folder from its files (decoded, resized and cropped as the run did), so the dataset costs
+next to no memory at any size and works in DataLoader worker processes.
 This module imports torch; ``import soxai.manifest`` does not.
 """
 
@@ -21,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from soxai.errors import DataError, StageError
-from soxai.run_dir import RunDir, read_npy, read_parquet
+from soxai.run_dir import RunDir, read_parquet
 
 
 class PrunedManifestDataset(Dataset):
@@ -65,7 +66,7 @@ class PrunedManifestDataset(Dataset):
             frame = frame[frame["split"] == split]
         if keep_only:
             frame = frame[frame["keep"].astype(bool)]
-        if "row" not in frame or not run.images.is_file():
+        if "row" not in frame or not (run.images.is_file() or _reads_files(run)):
             raise StageError(
                 f"{run.root} lacks the stored images (data/images.npy and the manifest's row column); "
                 "re-run its data stage with `soxai run --run-dir RUN_DIR`"
@@ -85,7 +86,9 @@ class PrunedManifestDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         if self._images is None:
-            self._images = read_npy(self.run.images)
+            from soxai.data.runner import read_images
+
+            self._images = read_images(self.run)
         image = torch.from_numpy(np.array(self._images[self._rows[index]], dtype=np.float32))
         if self.transform is not None:
             image = self.transform(image)
@@ -100,6 +103,13 @@ class PrunedManifestDataset(Dataset):
     def __repr__(self) -> str:
         which = "kept" if self.keep_only else "all"
         return f"PrunedManifestDataset({str(self.run.root)!r}, split={self.split!r}: {len(self)} {which} samples)"
+
+
+def _reads_files(run: RunDir) -> bool:
+    """True when the run's images stay in a user's image folder (data.source=image_folder)."""
+    import json
+
+    return run.data_info.is_file() and json.loads(run.data_info.read_text()).get("storage", {}).get("kind") == "files"
 
 
 def _class_names(run: RunDir) -> list[str]:

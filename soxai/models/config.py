@@ -1,17 +1,22 @@
 """Configuration of the model architecture."""
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from soxai._base import Section
 
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
 
 class ModelConfig(Section):
-    """A small CNN sized by config; the number of classes comes from the data."""
+    """A built-in architecture sized by config, or the user's own; the number of classes comes from the data."""
 
-    name: Literal["small_cnn"] = Field("small_cnn", description="architecture from the model registry")
-    channels: tuple[int, ...] = Field((16, 32), min_length=1, description="conv channels per block")
+    name: Literal["small_cnn", "resnet", "mobilenet"] = Field(
+        "small_cnn", description="built-in architecture from the model registry (ignored when model.factory is set)"
+    )
+    channels: tuple[int, ...] = Field((16, 32), min_length=1, description="conv channels per block / stage")
     hidden: int = Field(64, ge=1, description="width of the hidden dense layer")
     num_classes: int | None = Field(
         None, ge=2, description="number of outputs; null = number of classes in the data"
@@ -21,3 +26,26 @@ class ModelConfig(Section):
         description="layer (a name from model.named_modules()) used by Grad-CAM and layer-based "
         "explanation features; null = the last Conv2d",
     )
+    depth: int = Field(2, ge=1, le=8, description="resnet / mobilenet: blocks per stage")
+    factory: str | None = Field(
+        None,
+        description="'package.module:function' building the user's own nn.Module; called with model.kwargs "
+        "plus num_classes and in_channels (when its signature takes them); used for the baseline and retraining",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of model.factory")
+    checkpoint: str | None = Field(
+        None,
+        description="a state dict (torch.save(model.state_dict(), path)) loaded with weights_only=True as the "
+        "baseline: the audited model is this one and the baseline is not trained; retrained variants start "
+        "from fresh weights",
+    )
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, value: str | None) -> str | None:
+        if value is not None and not _FACTORY.match(value.strip()):
+            raise ValueError(
+                f"model.factory must look like 'package.module:function' (a module importable from PYTHONPATH, a "
+                f"colon, a callable in it), got {value!r}"
+            )
+        return value.strip() if value is not None else None

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from soxai.errors import DataError, SoxaiError
+from soxai.errors import ConfigError, DataError, SoxaiError
 from soxai.models.config import ModelConfig
 from soxai.run_dir import atomic_path
 
@@ -35,12 +35,33 @@ def small_cnn(cfg: ModelConfig, in_channels: int, n_classes: int, image_size: in
     )
 
 
-MODELS: dict[str, Callable[..., Any]] = {"small_cnn": small_cnn}
+def resnet(cfg: ModelConfig, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
+    """ResNet-style network (:mod:`soxai.models.nets`): ``model.channels`` per stage, ``model.depth`` blocks."""
+    from soxai.models.nets import resnet as build
+
+    return build(cfg, in_channels, n_classes, image_size)
+
+
+def mobilenet(cfg: ModelConfig, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
+    """MobileNetV2-style network (:mod:`soxai.models.nets`): ``model.channels`` per stage, ``model.depth`` blocks."""
+    from soxai.models.nets import mobilenet as build
+
+    return build(cfg, in_channels, n_classes, image_size)
+
+
+MODELS: dict[str, Callable[..., Any]] = {"small_cnn": small_cnn, "resnet": resnet, "mobilenet": mobilenet}
 
 
 def build_model(cfg: ModelConfig, in_channels: int, n_classes: int, image_size: int, seed: int) -> nn.Module:
-    """Build the configured architecture with weights initialised from ``seed``."""
+    """Build the configured architecture with weights initialised from ``seed``.
+
+    With ``cfg.factory`` set the user's function builds it (see :func:`soxai.models.factory.call_factory`),
+    else the built-in ``cfg.name``. Either way the model is checked on a probe batch of shape
+    (2, in_channels, image_size, image_size): it must return logits of shape (2, n_classes).
+    """
     import torch
+
+    from soxai.models.factory import call_factory, check_model
 
     if cfg.num_classes is not None and cfg.num_classes != n_classes:
         raise DataError(
@@ -48,7 +69,14 @@ def build_model(cfg: ModelConfig, in_channels: int, n_classes: int, image_size: 
             f"set model.num_classes={n_classes} (or null to follow the data) or fix the labels"
         )
     torch.manual_seed(seed)
-    return MODELS[cfg.name](cfg, in_channels, n_classes, image_size)
+    if cfg.factory is not None:
+        model = call_factory(cfg.factory, dict(cfg.kwargs), in_channels=in_channels, num_classes=n_classes)
+        what = f"model.factory={cfg.factory!r}"
+    else:
+        model = MODELS[cfg.name](cfg, in_channels, n_classes, image_size)
+        what = f"model.name={cfg.name!r}"
+    check_model(model, what, in_channels, n_classes, image_size)
+    return model
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
@@ -74,9 +102,89 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
             f"{path} is not a plain weights file (it would need to run code to load, which soxai refuses): "
             f"{str(exc).splitlines()[0]}; save a state_dict with torch.save(model.state_dict(), path)"
         ) from None
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise SoxaiError(f"checkpoint {path} does not match the model architecture: {exc}") from None
-    return payload.get("meta", {}) if isinstance(payload, dict) else {}
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ConfigError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "point model.checkpoint at a file written with torch.save(model.state_dict(), path)"
+        ) from None
+    state = _state_dict_of(payload, path)
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch:
+        raise ConfigError(
+            f"checkpoint {path} does not match the model architecture {type(model).__name__}: {mismatch}. "
+            "Build the architecture the checkpoint was saved from (model.factory / model.kwargs / model.name, "
+            "model.channels) or point model.checkpoint at that model's state dict"
+        )
+    model.load_state_dict(state)
+    return payload.get("meta", {}) if isinstance(payload, dict) and isinstance(payload.get("meta"), dict) else {}
+
+
+def _state_dict_of(payload: Any, path: Path) -> dict[str, Any]:
+    """The state dict inside a checkpoint: the payload itself, or under 'state_dict' / 'model_state_dict' / 'model'.
+
+    A ``module.`` prefix on every key (a model saved from ``nn.DataParallel``) is removed.
+    """
+    import torch
+
+    state = payload
+    if isinstance(payload, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(payload.get(key), dict):
+                state = payload[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(
+            f"checkpoint {path} holds no state dict (a mapping of parameter names to tensors); save one with "
+            "torch.save(model.state_dict(), path)"
+        )
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def state_dict_mismatch(model: nn.Module, state: dict[str, Any], limit: int = 8) -> str:
+    """'' when ``state`` fits ``model``, else what differs: missing keys, unexpected keys, shape mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} in the model"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+
+    def show(items: list[str]) -> str:
+        return ", ".join(items[:limit]) + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys (in the model, not in the file): {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys (in the file, not in the model): {show(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches (file vs model): {show(shapes)}")
+    return "; ".join(parts)
+
+
+class InputNormalization:
+    """A forward pre-hook that maps the model's [0, 1] input to ``(x - mean) / std`` per channel.
+
+    soxai keeps images in [0, 1] everywhere (saliency, transplants, the report show them as they
+    are) and puts ``data.mean`` / ``data.std`` in front of the model instead, so attributions are
+    taken with respect to the pixels. The hook holds no weights: state dicts stay the user's.
+    """
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        import torch
+
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
+        return ((x - mean) / std, *args[1:])
+
+
+def add_input_normalization(model: nn.Module, mean: list[float] | None, std: list[float] | None) -> nn.Module:
+    """Register :class:`InputNormalization` on ``model`` (in place) unless ``mean`` and ``std`` are None."""
+    if mean is not None and std is not None:
+        model.register_forward_pre_hook(InputNormalization(list(mean), list(std)))
+    return model

@@ -49,7 +49,9 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
         rows = chosen["row"].to_numpy()
         # Predictions in batches of saliency.batch_size, the stage's one memory knob (predict_logits'
         # default of 512 rows made the largest buffers of the stage, whatever the user set).
-        pred = predict_logits(model, images, rows, device, batch_size=scfg.batch_size).argmax(axis=1)
+        workers = cfg.train.num_workers
+        pred = predict_logits(model, images, rows, device, batch_size=scfg.batch_size, num_workers=workers)
+        pred = pred.argmax(axis=1)
         target = chosen["label"].to_numpy() if scfg.target == "label" else pred
         progress_path = run.root / "saliency" / "progress.json"
         state = read_json(progress_path) if progress_path.is_file() else {}
@@ -74,7 +76,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
                         continue
                 shard = np.empty((hi - lo, *images.shape[2:]), dtype=np.float16)
                 for start, maps in iter_maps(
-                    model, _RowView(images, rows[lo:hi]), target[lo:hi], method=scfg.method,
+                    model, _RowView(images, rows[lo:hi], scfg.batch_size, workers), target[lo:hi], method=scfg.method,
                     batch_size=scfg.batch_size, ig_steps=scfg.ig_steps, reduce=scfg.reduce, device=device,
                     layer=layer, mixed_precision=scfg.mixed_precision,
                 ):
@@ -108,16 +110,36 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
 
 
 class _RowView:
-    """A lazy view ``images[rows]`` that reads only the slices asked for (keeps memory flat)."""
+    """A lazy view ``images[rows]`` that reads only the slices asked for (keeps memory flat).
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray) -> None:
+    With ``num_workers`` > 0, consecutive slices of ``batch_size`` (as ``iter_maps`` asks for them) are
+    read ahead by that many DataLoader workers, so decoding image files keeps up with a GPU.
+    """
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, batch_size: int = 1, num_workers: int = 0) -> None:
         self.images, self.rows = images, rows
         self.shape = (len(rows), *images.shape[1:])
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self._batches = None
+        self._next = 0
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, item):
+        if self.num_workers and isinstance(item, slice) and item.start == self._next:
+            if self._batches is None:
+                from soxai.train.loop import EpochBatches, batch_loader
+
+                order = EpochBatches(self.batch_size)
+                order.shuffle(np.arange(len(self.rows)))
+                labels = np.zeros(len(self.rows), dtype=np.int64)
+                self._batches = iter(batch_loader(self.images, self.rows, labels, order, self.num_workers))
+            x, _ = next(self._batches)
+            if len(x) == len(range(*item.indices(len(self.rows)))):
+                self._next = item.stop
+                return x.numpy()
+            self.num_workers = 0  # not the expected sequence: read directly from here on
         return np.asarray(self.images[self.rows[item]], dtype=np.float32)
 
 

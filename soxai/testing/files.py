@@ -38,3 +38,26 @@ def write_image_files(ds: Dataset, root: str | Path, with_masks: bool = True) ->
     csv = root / "samples.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return csv
+
+
+def write_image_folder(ds: Dataset, root: str | Path, rgb: bool = False) -> Path:
+    """Save every image of ``ds`` as ``root/<split>/<class name>/<sample_id>.png`` — the image_folder layout.
+
+    With ``rgb`` a grey dataset is written as colour PNGs: red and green carry the grey values and
+    blue half of them plus 0.25, so the three channels differ and the images are truly RGB.
+
+    Returns ``root``.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    for r in ds.samples.itertuples():
+        img = np.asarray(ds.images[r.row], dtype=np.float32)
+        if rgb and img.shape[0] == 1:
+            img = np.concatenate([img, img, 0.5 * img + 0.25])
+        arr = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+        pil = Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(np.moveaxis(arr, 0, -1))
+        folder = root / str(r.split) / ds.class_names[int(r.label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        pil.save(folder / f"{r.sample_id}.png")
+    return root

@@ -12,9 +12,30 @@ class TrainConfig(Section):
 
     epochs: int = Field(8, ge=1, description="passes over the training split")
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0.0, description="Adam learning rate")
+    lr: float = Field(2e-3, gt=0.0, description="learning rate (the start of the schedule)")
     weight_decay: float = Field(0.0, ge=0.0)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam, adamw, or sgd with momentum")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd: momentum (Nesterov off)")
+    schedule: Literal["none", "cosine", "step"] = Field(
+        "none", description="learning rate per epoch: constant, cosine to 0 over the epochs, or step decay"
+    )
+    step_epochs: int = Field(10, ge=1, description="step schedule: multiply the rate by step_gamma every N epochs")
+    step_gamma: float = Field(0.1, gt=0.0, le=1.0, description="step schedule: the factor")
+    augment: tuple[Literal["hflip", "vflip", "crop"], ...] = Field(
+        (), description="training-time augmentations: random horizontal / vertical flips, random crops after "
+        "zero-padding by crop_padding; none by default (a flip moves a corner artifact)"
+    )
+    crop_padding: int = Field(4, ge=1, description="crop augmentation: pixels of zero padding on each side")
+    patience: int | None = Field(
+        None, ge=1, description="early stopping: stop after this many epochs without a better val accuracy and "
+        "keep the best epoch's weights; null trains every epoch (needs a 'val' split)"
+    )
+    num_workers: int = Field(
+        0, ge=0, description="DataLoader worker processes reading images for training, evaluation and saliency "
+        "(spawned, not forked); 0 reads in-process"
+    )
+    amp: bool = Field(False, description="mixed precision (float16 autocast) when training on CUDA; no effect on CPU")
 
 
 class RetrainConfig(Section):

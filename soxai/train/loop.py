@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from soxai.errors import ConfigError
 from soxai.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -23,56 +24,239 @@ def train_model(
     seed: int,
     device: torch.device,
     on_epoch: Callable[[int, float], None] | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place on ``images[rows]`` with ``labels``.
+    """Train ``model`` in place on ``images[rows]`` with ``labels``, by the recipe ``cfg``.
+
+    The recipe: ``cfg.optimizer`` at ``cfg.lr`` with ``cfg.weight_decay``, the per-epoch schedule
+    ``cfg.schedule``, the augmentations ``cfg.augment`` (drawn from a generator seeded by ``seed``, in
+    the main process, so the result does not depend on ``cfg.num_workers``), mixed precision when
+    ``cfg.amp`` and ``device`` is CUDA, and early stopping on ``val`` when ``cfg.patience`` is set
+    (the weights of the best val epoch are kept). Batches are read by a DataLoader with
+    ``cfg.num_workers`` spawned workers, one batch of images in memory per worker.
 
     Parameters
     ----------
-    images : array of shape (n_total, C, H, W), float32 (may be a memmap)
+    images : array of shape (n_total, C, H, W), float32 (a memmap, or lazily decoded image files)
     rows : int array of shape (n,) — which images are in the training set
     labels : int array of shape (n,) — their labels
-    seed : seeds the shuffling (weights are seeded when the model is built)
+    seed : seeds the shuffling and augmentations (weights are seeded when the model is built)
     on_epoch : called with (epoch, mean loss) after each epoch, e.g. to advance a progress bar
+    val : (rows, labels) of the validation samples, for early stopping; ignored when ``cfg.patience`` is None
+
+    Raises
+    ------
+    ConfigError
+        If ``cfg.patience`` is set and ``val`` is empty.
     """
+    import copy
+
     import torch
     from torch import nn
 
+    if cfg.patience is not None and (val is None or len(val[0]) == 0):
+        raise ConfigError(
+            f"train.patience={cfg.patience} stops early on the 'val' split, but the data has no val samples; "
+            "add a val split or set train.patience=null"
+        )
     rng = np.random.default_rng(seed)
-    x_all = torch.from_numpy(np.asarray(images[np.asarray(rows)], dtype=np.float32))
-    y_all = torch.tensor(np.asarray(labels), dtype=torch.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    y_all = np.asarray(labels, dtype=np.int64)
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
+    scheduler = make_scheduler(opt, cfg)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
     loss_fn = nn.CrossEntropyLoss()
     torch.manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed)
+    order = EpochBatches(cfg.batch_size)
+    loader = batch_loader(images, rows, y_all, order, cfg.num_workers, pin=device.type == "cuda")
+    best_acc, best_state, stale = -1.0, None, 0
     for epoch in range(cfg.epochs):
-        order = torch.from_numpy(rng.permutation(len(y_all)))
+        order.shuffle(rng.permutation(len(y_all)))
         total, count = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            xb, yb = x_all[idx].to(device), y_all[idx].to(device)
+        model.train()
+        for xb, yb in loader:
+            if cfg.augment:
+                xb = augment_batch(xb, cfg.augment, cfg.crop_padding, aug_gen)
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+            if scaler is not None:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    loss = loss_fn(model(xb), yb)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+                opt.step()
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+        if scheduler is not None:
+            scheduler.step()
         if on_epoch is not None:
             on_epoch(epoch, total / max(count, 1))
+        if cfg.patience is not None and val is not None:
+            pred = predict_logits(model, images, np.asarray(val[0]), device, num_workers=0).argmax(axis=1)
+            acc = float((pred == np.asarray(val[1])).mean())
+            if acc > best_acc:
+                best_acc, stale = acc, 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return model
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` over every parameter of ``model``."""
+    import torch
+
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown train.optimizer {cfg.optimizer!r}; choose adam, adamw or sgd")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+    """The per-epoch learning-rate schedule ``cfg.schedule``; None for a constant rate."""
+    import torch
+
+    if cfg.schedule == "none":
+        return None
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs, gamma=cfg.step_gamma)
+    raise ConfigError(f"unknown train.schedule {cfg.schedule!r}; choose none, cosine or step")
+
+
+def augment_batch(x: torch.Tensor, kinds: tuple[str, ...], padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Random flips / crops of a batch, each sample drawn on its own from ``gen``.
+
+    Parameters
+    ----------
+    x : tensor of shape (n, C, H, W)
+    kinds : any of "hflip", "vflip" (each sample flipped with probability 1/2), "crop" (zero-pad by
+        ``padding`` on each side, then cut an H x W window at a random offset)
+
+    Returns
+    -------
+    tensor of shape (n, C, H, W), a new tensor (``x`` is left alone)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    x = x.clone()
+    if "hflip" in kinds:
+        flip = torch.rand(n, generator=gen) < 0.5
+        x[flip] = x[flip].flip(-1)
+    if "vflip" in kinds:
+        flip = torch.rand(n, generator=gen) < 0.5
+        x[flip] = x[flip].flip(-2)
+    if "crop" in kinds:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=gen).tolist()
+        x = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+    return x
+
+
+class EpochBatches:
+    """The DataLoader's sampler: yields lists of positions, one list per batch, of the current epoch's order."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.batches: list[list[int]] = []
+
+    def shuffle(self, order: np.ndarray) -> None:
+        order = np.asarray(order, dtype=np.int64)
+        self.batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class BatchReader:
+    """A map-style dataset whose items are whole batches: ``reader[positions] = (x, y)``.
+
+    ``x`` is ``images[rows[positions]]`` as a float32 tensor of shape (len(positions), C, H, W) and
+    ``y`` the int64 labels. A memory-mapped ``images`` is not pickled into worker processes (that
+    would copy the whole array): each worker reopens the file.
+    """
+
+    def __init__(self, images: Any, rows: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.rows, self.labels = images, rows, labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        pos = np.asarray(positions, dtype=np.int64)
+        x = np.array(self.images[self.rows[pos]], dtype=np.float32)
+        return torch.from_numpy(x), torch.from_numpy(self.labels[pos].copy())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        images = state["images"]
+        if isinstance(images, np.memmap) and getattr(images, "filename", None):
+            state["images"] = ("npy", str(images.filename))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        images = state["images"]
+        if isinstance(images, tuple) and images[0] == "npy":
+            state["images"] = np.load(images[1], mmap_mode="r", allow_pickle=False)
+        self.__dict__.update(state)
+
+
+def batch_loader(images: Any, rows: np.ndarray, labels: np.ndarray, sampler: Any, num_workers: int,
+                 pin: bool = False) -> Any:
+    """A DataLoader over ``BatchReader(images, rows, labels)`` driven by ``sampler`` (lists of positions).
+
+    Workers are spawned, never forked: a forked worker inherits the threads of its parent (Prefect's
+    among them) and can hang or die; spawned ones start clean and reopen memory maps themselves.
+    """
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        BatchReader(images, rows, labels), sampler=sampler, batch_size=None, num_workers=num_workers,
+        multiprocessing_context="spawn" if num_workers else None, persistent_workers=num_workers > 0,
+        pin_memory=pin,
+    )
+
+
 def predict_logits(
-    model: nn.Module, images: np.ndarray, rows: np.ndarray, device: torch.device, batch_size: int = 512
+    model: nn.Module, images: np.ndarray, rows: np.ndarray, device: torch.device, batch_size: int = 512,
+    num_workers: int = 0,
 ) -> np.ndarray:
-    """Logits of shape (len(rows), n_classes) for ``images[rows]``."""
+    """Logits of shape (len(rows), n_classes) for ``images[rows]``, read by ``num_workers`` workers."""
     import torch
 
     model.to(device).eval()
+    rows = np.asarray(rows, dtype=np.int64)
+    sampler = EpochBatches(batch_size)
+    sampler.shuffle(np.arange(len(rows)))
+    loader = batch_loader(images, rows, np.zeros(len(rows), dtype=np.int64), sampler, num_workers,
+                          pin=device.type == "cuda")
     out = []
     with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            xb = torch.from_numpy(np.asarray(images[rows[start : start + batch_size]], dtype=np.float32))
+        for xb, _ in loader:
             out.append(model(xb.to(device)).float().cpu().numpy())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,16 +16,19 @@ from soxai.errors import StageError
 from soxai.manifest.policies import random_control
 from soxai.progress import progress
 from soxai.run_dir import RunDir, read_json, read_parquet, write_json, write_parquet
-from soxai.stage import StageRecord, fingerprint, run_stage, upstream
+from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
 
 log = logging.getLogger("soxai")
 
 
 def make_model(cfg: Config, info: dict[str, Any], seed: int):
-    from soxai.models.registry import build_model
+    """The configured architecture for this data, with the data's input normalisation (if any) in front."""
+    from soxai.models.registry import add_input_normalization, build_model
 
     c, h, _ = info["image_shape"]
-    return build_model(cfg.model, c, info["n_classes"], h, seed)
+    model = build_model(cfg.model, c, info["n_classes"], h, seed)
+    norm = info.get("normalize") or {}
+    return add_input_normalization(model, norm.get("mean"), norm.get("std"))
 
 
 def load_baseline(cfg: Config, run: RunDir):
@@ -35,14 +39,16 @@ def load_baseline(cfg: Config, run: RunDir):
     return model.eval()
 
 
-def evaluate_splits(model, images: np.ndarray, samples: pd.DataFrame, device, splits: list[str]) -> dict:
+def evaluate_splits(
+    model, images: np.ndarray, samples: pd.DataFrame, device, splits: list[str], num_workers: int = 0
+) -> dict:
     """Metrics of ``model`` on each split: accuracy, per-class and worst-group accuracy."""
     from soxai.train.loop import accuracy_metrics, predict_logits
 
     out = {}
     for split in splits:
         frame = samples[samples["split"] == split]
-        pred = predict_logits(model, images, frame["row"].to_numpy(), device).argmax(axis=1)
+        pred = predict_logits(model, images, frame["row"].to_numpy(), device, num_workers=num_workers).argmax(axis=1)
         out[split] = accuracy_metrics(pred, frame["label"].to_numpy(), groups_of(frame))
     return out
 
@@ -53,24 +59,45 @@ def _fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: i
 
     device = resolve_device(cfg.train.device)
     model = make_model(cfg, read_info(run), seed)
+    val = None
+    if cfg.train.patience is not None:
+        samples = read_samples(run)
+        frame = samples[samples["split"] == "val"]
+        val = (frame["row"].to_numpy(), frame["label"].to_numpy())
     with progress(f"train {what}", cfg.train.epochs, unit="epochs") as advance:
         train_model(model, read_images(run), rows, labels, cfg.train, seed, device,
-                    on_epoch=lambda e, loss: advance(1))
+                    on_epoch=lambda e, loss: advance(1), val=val)
     return model, device
 
 
 def run_model(cfg: Config, run: RunDir) -> StageRecord:
-    """Train the baseline model on the whole training split and evaluate it on every split."""
-    from soxai.models.registry import save_checkpoint
+    """Train the baseline model on the whole training split and evaluate it on every split.
 
-    fp = fingerprint("model", cfg.section_hash("seed", "model", "train"), *upstream(run, "data"))
+    With ``model.checkpoint`` set the baseline is the user's model: the checkpoint is loaded into the
+    configured architecture (``weights_only=True``) and evaluated, not trained; its hash is part of
+    the fingerprint, so a new file re-runs everything downstream.
+    """
+    from soxai.models.registry import load_checkpoint, save_checkpoint
+    from soxai.saliency.methods import resolve_device
+
+    parts = [cfg.section_hash("seed", "model", "train")]
+    if cfg.model.checkpoint:
+        parts.append(file_hash(cfg.model.checkpoint) if Path(cfg.model.checkpoint).is_file() else "missing")
+    fp = fingerprint("model", *parts, *upstream(run, "data"))
 
     def body():
         samples = read_samples(run)
         train = samples[samples["split"] == "train"]
-        model, device = _fit(cfg, run, train["row"].to_numpy(), train["label"].to_numpy(), cfg.seed, "baseline")
-        metrics = evaluate_splits(model, read_images(run), samples, device, ["train", *eval_splits(samples)])
-        out = [save_checkpoint(run.baseline_model, model, {"seed": cfg.seed, "arch": cfg.model.name})]
+        meta: dict[str, Any] = {"seed": cfg.seed, "arch": cfg.model.factory or cfg.model.name}
+        if cfg.model.checkpoint:
+            model, device = make_model(cfg, read_info(run), cfg.seed), resolve_device(cfg.train.device)
+            load_checkpoint(Path(cfg.model.checkpoint), model)
+            meta["checkpoint"] = str(cfg.model.checkpoint)
+        else:
+            model, device = _fit(cfg, run, train["row"].to_numpy(), train["label"].to_numpy(), cfg.seed, "baseline")
+        metrics = evaluate_splits(model, read_images(run), samples, device, ["train", *eval_splits(samples)],
+                                  cfg.train.num_workers)
+        out = [save_checkpoint(run.baseline_model, model, meta)]
         out.append(write_json(run.baseline_metrics, metrics))
         return out, {split: round(m["accuracy"], 4) for split, m in metrics.items()}
 
@@ -127,7 +154,7 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                         reused += 1
                         continue
                 rows, labels = train["row"].to_numpy()[mask], train["label"].to_numpy()[mask]
-                if variant == "baseline" and seed == cfg.seed:
+                if variant == "baseline" and seed == cfg.seed and not cfg.model.checkpoint:
                     # same recipe, seed and samples as model/baseline.pt: training is deterministic
                     model, device = load_baseline(cfg, run), resolve_device(cfg.train.device)
                 else:
@@ -136,7 +163,7 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                 save_checkpoint(run.variant_model(variant, seed), model, {"seed": seed, "variant": variant})
                 write_json(metrics_path, {
                     "variant": variant, "seed": seed, "fingerprint": model_fp, "n_train": int(mask.sum()),
-                    "splits": evaluate_splits(model, images, samples, device, splits),
+                    "splits": evaluate_splits(model, images, samples, device, splits, cfg.train.num_workers),
                 })
                 trained += 1
         return outputs, {"models_trained": trained, "models_reused": reused}

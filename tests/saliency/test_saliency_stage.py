@@ -93,3 +93,17 @@ def test_run_saliency__mostly_zero_maps_fail_with_a_hint(trained, tmp_path, monk
     with pytest.raises(StageError, match="all zero or not finite"):
         run_saliency(load_config(run.config, ["saliency.method=gradient"]), run)
     assert not run.stage_json("saliency").exists()
+
+
+@pytest.mark.slow
+def test_row_view__worker_prefetch_reads_the_same_batches(tmp_path):
+    from soxai.saliency.runner import _RowView
+
+    images = np.random.default_rng(0).random((10, 1, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "im.npy", images)
+    mm = np.load(tmp_path / "im.npy", mmap_mode="r")
+    rows = np.array([9, 3, 5, 0, 1, 7, 2])
+    view = _RowView(mm, rows, batch_size=3, num_workers=1)
+    got = [view[start : min(start + 3, len(rows))] for start in range(0, len(rows), 3)]
+    np.testing.assert_array_equal(np.concatenate(got), images[rows])
+    np.testing.assert_array_equal(view[1:2], images[rows[1:2]])  # out of sequence: read directly
