@@ -144,7 +144,7 @@ class RunDir:
     # model
     @property
     def baseline_model(self) -> Path:
-        return self.root / "model" / "baseline.pt"
+        return self.root / "model" / "baseline.safetensors"
 
     @property
     def baseline_metrics(self) -> Path:
@@ -203,7 +203,7 @@ class RunDir:
         return self.root / "train" / variant / f"seed{seed}"
 
     def variant_model(self, variant: str, seed: int) -> Path:
-        return self.variant_dir(variant, seed) / "model.pt"
+        return self.variant_dir(variant, seed) / "model.safetensors"
 
     def variant_metrics(self, variant: str, seed: int) -> Path:
         return self.variant_dir(variant, seed) / "metrics.json"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from soxai.errors import ConfigError, DataError, SoxaiError
 from soxai.models.config import ModelConfig
-from soxai.run_dir import atomic_path
 
 if TYPE_CHECKING:
     from torch import nn
@@ -80,21 +80,26 @@ def build_model(cfg: ModelConfig, in_channels: int, n_classes: int, image_size: 
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write a state dict plus plain metadata; no pickled objects, so it loads with weights_only."""
-    import torch
+    """Write the model's state dict and plain metadata as a safetensors file (no pickle; see weights.py)."""
+    from soxai.models.weights import safetensors_bytes
+    from soxai.run_dir import write_bytes
 
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "meta": meta}, tmp)
-    return path
+    return write_bytes(path, safetensors_bytes(model.state_dict(), {"soxai": json.dumps(meta, sort_keys=True)}))
 
 
 def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
-    """Load a checkpoint into ``model`` (weights only: a file that would run code is refused)."""
+    """Load a checkpoint into ``model``: a safetensors file (what soxai writes), or a torch file read
+    with ``weights_only=True`` (a file that would run code is refused)."""
     import pickle
 
     import torch
 
+    from soxai.models.weights import is_safetensors, read_safetensors
+
+    if is_safetensors(path):
+        state, metadata = read_safetensors(path)
+        _load_matching(model, state, path)
+        return json.loads(metadata.get("soxai", "{}"))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -107,7 +112,11 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "point model.checkpoint at a file written with torch.save(model.state_dict(), path)"
         ) from None
-    state = _state_dict_of(payload, path)
+    _load_matching(model, _state_dict_of(payload, path), path)
+    return payload.get("meta", {}) if isinstance(payload, dict) and isinstance(payload.get("meta"), dict) else {}
+
+
+def _load_matching(model: nn.Module, state: dict[str, Any], path: Path) -> None:
     mismatch = state_dict_mismatch(model, state)
     if mismatch:
         raise ConfigError(
@@ -116,7 +125,6 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
             "model.channels) or point model.checkpoint at that model's state dict"
         )
     model.load_state_dict(state)
-    return payload.get("meta", {}) if isinstance(payload, dict) and isinstance(payload.get("meta"), dict) else {}
 
 
 def _state_dict_of(payload: Any, path: Path) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                         continue
                 rows, labels = train["row"].to_numpy()[mask], train["label"].to_numpy()[mask]
                 if variant == "baseline" and seed == cfg.seed and not cfg.model.checkpoint:
-                    # same recipe, seed and samples as model/baseline.pt: training is deterministic
+                    # same recipe, seed and samples as model/baseline.safetensors: training is deterministic
                     model, device = load_baseline(cfg, run), resolve_device(cfg.train.device)
                 else:
                     model, device = _fit(cfg, run, rows, labels, seed, f"{variant} seed {seed}")

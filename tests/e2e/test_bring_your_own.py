@@ -10,6 +10,7 @@ import torch
 
 from soxai.config import load_config
 from soxai.errors import ConfigError
+from soxai.models.weights import read_checkpoint
 from soxai.run_dir import RunDir
 from soxai.runs import init_run, resolve_paths, stage_runners
 from soxai.testing.smoke import make_smoke_run, smoke_config_path
@@ -48,11 +49,11 @@ def test_user_factory_and_checkpoint__drive_the_pipeline(tmp_path, monkeypatch):
     run_dir = make_smoke_run(tmp_path / "a", [*SMALL, *factory])
     run = RunDir(run_dir)
     assert _completed(run_dir)
-    state = torch.load(run.baseline_model, weights_only=True)
+    state = read_checkpoint(run.baseline_model)
     assert state["meta"]["arch"] == "soxai_e2e_usernet:build"
     assert state["state_dict"]["features.0.weight"].shape == (6, 1, 3, 3)  # kwargs reached the factory
     for variant in ("baseline", "pruned", "random_control"):
-        weights = torch.load(run.variant_model(variant, 1), weights_only=True)["state_dict"]
+        weights = read_checkpoint(run.variant_model(variant, 1))["state_dict"]
         assert list(weights) == list(state["state_dict"])  # one architecture for baseline and retraining
     assert run.report_html.is_file()
 
@@ -65,7 +66,7 @@ def test_user_factory_and_checkpoint__drive_the_pipeline(tmp_path, monkeypatch):
     runners = stage_runners()
     runners["data"](cfg, second)
     record = runners["model"](cfg, second)
-    loaded = torch.load(second.baseline_model, weights_only=True)
+    loaded = read_checkpoint(second.baseline_model)
     assert loaded["meta"]["checkpoint"] == str(tmp_path / "user.pt")
     assert all(torch.equal(loaded["state_dict"][k], user_state[k]) for k in user_state)
     assert set(record.metrics) >= {"train", "val", "test"}

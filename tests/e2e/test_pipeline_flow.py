@@ -15,11 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ARTIFACTS = [
-    "config.yaml", "run.json", "env.json", "data/samples.parquet", "model/baseline.pt", "model/baseline.json",
+    "config.yaml", "run.json", "env.json", "data/samples.parquet", "model/baseline.safetensors", "model/baseline.json",
     "saliency/index.parquet", "saliency/shard-00000.npy", "embed/features.npy", "embed/embedding.parquet",
     "concepts/assignments.parquet", "concepts/concepts.parquet", "bias/scores.parquet",
     "manifest/pruned.parquet", "manifest/pruned.csv", "manifest/manifest.json",
-    "train/baseline/seed0/model.pt", "train/pruned/seed1/metrics.json", "train/random_control/seed0/metrics.json",
+    "train/baseline/seed0/model.safetensors", "train/pruned/seed1/metrics.json",
+    "train/random_control/seed0/metrics.json",
     "compare/comparison.json", "report/report.html",
 ]
 

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from soxai.models.weights import read_checkpoint
 from soxai.run_dir import RunDir
 
 
@@ -47,6 +48,6 @@ def test_run_train__resume_after_kill_equals_uninterrupted(tiny_explained, tmp_p
             a = json.loads(whole.variant_metrics(variant, seed).read_text())
             b = json.loads(killed.variant_metrics(variant, seed).read_text())
             assert a == b
-            wa = torch.load(whole.variant_model(variant, seed), weights_only=True)["state_dict"]
-            wb = torch.load(killed.variant_model(variant, seed), weights_only=True)["state_dict"]
+            wa = read_checkpoint(whole.variant_model(variant, seed))["state_dict"]
+            wb = read_checkpoint(killed.variant_model(variant, seed))["state_dict"]
             assert all(torch.equal(wa[k], wb[k]) for k in wa)
