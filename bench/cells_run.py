@@ -25,6 +25,18 @@ def rss_mib() -> float:
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far (all its threads).
+
+    On a shared machine wall time stretches with the other work; CPU time much less so (for
+    single-threaded code it is close to the wall time on an idle machine), so the benches report both.
+    """
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def explained_run(n: int, work: Path, epochs: int = 1):
     """(cfg, RunDir) of a cells run of ``n`` training samples (3 classes, the demo's mark on 30% of
     class 0) through data, model and saliency; completed stages are reused."""
