@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from soxai.config import Config
 from soxai.run_dir import RunDir, read_parquet, write_npy, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
@@ -15,6 +17,7 @@ def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
         cluster_per_group,
         describe_concepts,
         mean_maps,
+        resolve_hdbscan_params,
     )
     from soxai.saliency.runner import read_index, read_maps
 
@@ -45,6 +48,16 @@ def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
             write_parquet(run.concepts, table),
         ]
         n_noise = int((cids == NOISE).sum())
-        return out, {"n_concepts": len(real), "noise_share": round(n_noise / max(len(cids), 1), 4)}
+        sizes = {str(g): int((labels == g).sum()) for g in np.unique(labels)}
+        groups = sizes if ccfg.per_class else {"all": len(labels)}
+        # the (min_cluster_size, min_samples) HDBSCAN got, per class: "auto" resolved from each class's size
+        params = {
+            g: list(resolve_hdbscan_params(n, ccfg.min_cluster_size, ccfg.min_samples)) for g, n in groups.items()
+        }
+        return out, {
+            "n_concepts": len(real),
+            "noise_share": round(n_noise / max(len(cids), 1), 4),
+            "hdbscan_params": params,
+        }
 
     return run_stage(run, "concepts", fp, body)

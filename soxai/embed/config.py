@@ -18,3 +18,7 @@ class EmbedConfig(Section):
     umap_neighbors: int = Field(15, ge=2)
     umap_min_dist: float = Field(0.0, ge=0.0, description="0 packs clusters tightly, good for HDBSCAN")
     n_components: int = Field(2, ge=2, le=16, description="UMAP dimensions that are clustered and plotted")
+    method: Literal["umap", "spectral"] = Field(
+        "umap", description="umap, or spectral: SpRAy's eigenvectors of a k-NN graph of the PCA vectors"
+    )
+    spectral_neighbors: int = Field(10, ge=2, description="k of the spectral k-NN graph (CoRelAy's default)")

@@ -56,12 +56,16 @@ def embed_features(
     min_dist: float,
     n_components: int,
     seed: int,
+    method: str = "umap",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PCA then UMAP.
+    """PCA then UMAP (or, with ``method="spectral"``, SpRAy's spectral embedding of a k-NN graph).
 
     Parameters
     ----------
     features : array of shape (n_samples, n_features)
+    n_neighbors : UMAP's n_neighbors, or the k of the spectral k-NN graph
+    min_dist : UMAP only
+    method : 'umap' | 'spectral' (soxai.embed.spectral)
 
     Returns
     -------
@@ -78,6 +82,12 @@ def embed_features(
         )
     k = max(1, min(pca_components, features.shape[1], n))
     pca = PCA(n_components=k, random_state=seed).fit_transform(features).astype(np.float32)
+    if method == "spectral":
+        from soxai.embed.spectral import spectral_embedding
+
+        return pca, spectral_embedding(pca, n_neighbors, n_components, seed)
+    if method != "umap":
+        raise ValueError(f"unknown embedding method {method!r}; use umap or spectral")
     import umap  # slow import (numba); only here
 
     reducer = umap.UMAP(

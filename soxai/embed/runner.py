@@ -21,8 +21,9 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
         index = read_index(run)
         index = index[index["split"] == "train"].reset_index(drop=True)
         features = pooled_features(read_maps(run, index), ecfg.pool_size, ecfg.normalize)
+        neighbors = ecfg.spectral_neighbors if ecfg.method == "spectral" else ecfg.umap_neighbors
         _, emb = embed_features(
-            features, ecfg.pca_components, ecfg.umap_neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed
+            features, ecfg.pca_components, neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed, ecfg.method
         )
         frame = pd.DataFrame({"sample_id": index["sample_id"], "label": index["label"], "pred": index["pred"]})
         for d in range(emb.shape[1]):
