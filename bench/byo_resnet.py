@@ -146,7 +146,8 @@ def write_doc(r: dict) -> None:
     else:
         head, _, tail = text.partition(SECTION)
         lines = tail.split("\n")
-        last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+        end = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+        last = max(i for i, line in enumerate(lines[:end]) if line.startswith("|"))
         lines.insert(last + 1, row)
         text = head + SECTION + "\n".join(lines)
     DOC.write_text(text)

@@ -30,7 +30,7 @@ class ModelConfig(Section):
     factory: str | None = Field(
         None,
         description="'package.module:function' building the user's own nn.Module; called with model.kwargs "
-        "plus num_classes and in_channels (when its signature takes them); used for the baseline and retraining",
+        "plus num_classes (and in_channels where its signature names it); used for the baseline and retraining",
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of model.factory")
     checkpoint: str | None = Field(

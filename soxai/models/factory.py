@@ -4,9 +4,12 @@ The contract, checked here with errors that name the fix:
 
 - the module imports from ``PYTHONPATH`` or the working directory and holds the callable;
 - the callable is called with ``model.kwargs`` plus ``num_classes`` (the number of classes in the
-  data) and ``in_channels`` (1 for grey, 3 for colour images), each passed only when its signature
-  accepts it (a named parameter or ``**kwargs``); it builds fresh weights every call — soxai seeds
-  torch before the call, and calls it again for every retrained model;
+  data; passed when its signature names it or takes ``**kwargs``) and ``in_channels`` (1 for grey,
+  3 for colour images; passed only when its signature names it). So
+  ``torchvision.models:resnet18`` works as it is, where torchvision is installed, on RGB images
+  (``weights`` / ``pretrained`` are refused: nothing is downloaded, ever; give ``model.checkpoint``).
+  It builds fresh weights every call — soxai seeds torch before the call, and calls it again for
+  every retrained model;
 - it returns an ``nn.Module`` that maps a float batch of shape (n, in_channels, H, W) to logits of
   shape (n, num_classes), checked on a probe batch of zeros.
 """
@@ -100,13 +103,23 @@ def call_factory(spec: str, kwargs: dict[str, Any], *, in_channels: int, num_cla
             "in_channels = 1 for grey / 3 for colour); remove them from model.kwargs (use model.num_classes to "
             "pin the class count)"
         )
-    passed = {"num_classes": num_classes, "in_channels": in_channels}
+    downloads = sorted(k for k in ("weights", "pretrained") if kwargs.get(k) not in (None, False))
+    if downloads:
+        raise ConfigError(
+            f"model.kwargs sets {downloads}, which would make the factory download weights; soxai never downloads "
+            "weights: leave them out and point model.checkpoint at your own state dict file"
+        )
+    passed: dict[str, int] = {"num_classes": num_classes}
     try:
         params = inspect.signature(fn).parameters
-        open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        passed = {k: v for k, v in passed.items() if open_kwargs or k in params}
-    except (TypeError, ValueError):  # builtins without a signature: pass both, as documented
-        pass
+    except (TypeError, ValueError):  # a callable without a signature: pass num_classes only
+        params = {}
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if params and "num_classes" not in params and not open_kwargs:
+        passed = {}
+    if "in_channels" in params:
+        # only where named: **kwargs often forwards to a class that does not take it (torchvision's models)
+        passed["in_channels"] = in_channels
     try:
         model = fn(**kwargs, **passed)
     except TypeError as exc:

@@ -132,7 +132,7 @@ class _RowView:
                 from soxai.train.loop import EpochBatches, batch_loader
 
                 order = EpochBatches(self.batch_size)
-                order.shuffle(np.arange(len(self.rows)))
+                order.set_order(np.arange(len(self.rows)))
                 labels = np.zeros(len(self.rows), dtype=np.int64)
                 self._batches = iter(batch_loader(self.images, self.rows, labels, order, self.num_workers))
             x, _ = next(self._batches)

@@ -74,7 +74,7 @@ def train_model(
     loader = batch_loader(images, rows, y_all, order, cfg.num_workers, pin=device.type == "cuda")
     best_acc, best_state, stale = -1.0, None, 0
     for epoch in range(cfg.epochs):
-        order.shuffle(rng.permutation(len(y_all)))
+        order.set_order(rng.permutation(len(y_all)))
         total, count = 0.0, 0
         model.train()
         for xb, yb in loader:
@@ -179,7 +179,8 @@ class EpochBatches:
         self.batch_size = batch_size
         self.batches: list[list[int]] = []
 
-    def shuffle(self, order: np.ndarray) -> None:
+    def set_order(self, order: np.ndarray) -> None:
+        """Batch ``order`` (positions, shape (n,)) into consecutive lists of ``batch_size``."""
         order = np.asarray(order, dtype=np.int64)
         self.batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
 
@@ -251,7 +252,7 @@ def predict_logits(
     model.to(device).eval()
     rows = np.asarray(rows, dtype=np.int64)
     sampler = EpochBatches(batch_size)
-    sampler.shuffle(np.arange(len(rows)))
+    sampler.set_order(np.arange(len(rows)))
     loader = batch_loader(images, rows, np.zeros(len(rows), dtype=np.int64), sampler, num_workers,
                           pin=device.type == "cuda")
     out = []

@@ -142,3 +142,20 @@ def test_resolve_paths__root_and_checkpoint_become_absolute(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     cfg = resolve_paths(load_config(None, ["data.source=image_folder", "data.root=imgs", "model.checkpoint=m.pt"]))
     assert cfg.data.root == str(tmp_path / "imgs") and cfg.model.checkpoint == str(tmp_path / "m.pt")
+
+
+def test_build__round_trips_a_dataset_written_as_a_folder(tmp_path):
+    from pathlib import PurePosixPath
+
+    from soxai.testing.files import write_image_folder
+
+    cells = build_dataset(DataConfig(image_size=16, n_train_per_class=4, n_val_per_class=2, n_test_per_class=2), 0)
+    ds = build_dataset(_cfg(write_image_folder(cells, tmp_path / "f")), seed=0)
+    assert len(ds.samples) == len(cells.samples) and ds.images.shape[1:] == cells.images.shape[1:]
+    original = cells.samples.set_index("sample_id")
+    for r in ds.samples.itertuples():
+        path = PurePosixPath(r.path)
+        src = original.loc[path.stem]
+        assert r.split == src["split"] and path.parts[1] == cells.class_names[src["label"]]
+        assert ds.class_names[r.label] == cells.class_names[src["label"]]
+        np.testing.assert_array_equal(ds.images[r.row], np.round(cells.images[src["row"]] * 255) / np.float32(255))

@@ -29,6 +29,13 @@ USER_MODULE = textwrap.dedent("""
     def crashes(num_classes, in_channels):
         return nn.Linear(3, num_classes)
 
+    def forwards(*, weights=None, **kwargs):  # like torchvision's resnet18(*, weights=None, progress=True, **kwargs)
+        return Plain(**kwargs)
+
+    class Plain(nn.Sequential):
+        def __init__(self, num_classes):
+            super().__init__(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
     NOT_CALLABLE = 3
 """)
 
@@ -52,6 +59,9 @@ def test_factory__builds_with_kwargs_and_data_shapes(usermod):
 def test_factory__only_accepted_arguments_are_passed(usermod):
     model = build_model(ModelConfig(factory=f"{usermod}:classes_only"), 1, 3, 8, seed=0)
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
+    # **kwargs gets num_classes but not in_channels (it may forward to a class that does not take it)
+    model = build_model(ModelConfig(factory=f"{usermod}:forwards", kwargs={"weights": None}), 3, 5, 8, seed=0)
+    assert model(torch.rand(2, 3, 8, 8)).shape == (2, 5)
 
 
 @pytest.mark.parametrize(("spec", "kwargs", "match"), [
@@ -63,6 +73,7 @@ def test_factory__only_accepted_arguments_are_passed(usermod):
     ("{m}:returns_dict", {}, "returned a OrderedDict, not a torch.nn.Module"),
     ("{m}:wrong_outputs", {}, r"logits of shape \(n, 3\).*returned \(2, 4\)"),
     ("{m}:crashes", {}, r"fails on a batch of shape \(2, 1, 8, 8\)"),
+    ("{m}:forwards", {"weights": "DEFAULT"}, "never downloads weights.*model.checkpoint"),
 ])
 def test_factory__bad_factory_names_the_fix(usermod, spec, kwargs, match):
     cfg = ModelConfig(factory=spec.format(m=usermod), kwargs=kwargs)
