@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -94,18 +93,6 @@ def test_make_cells__two_classes_are_round_and_elongated():
 def test_make_cells__bad_class_count__raises():
     with pytest.raises(DataError, match="2 or 3"):
         make_cells(2, 4, 16, 0.1, np.random.default_rng(0))
-
-
-def test_make_cells__3000_images_under_two_seconds():
-    make_cells(10, 3, 32, 0.12, np.random.default_rng(0))  # warm-up: scipy import
-    best = min(_timed(lambda: make_cells(1000, 3, 32, 0.12, np.random.default_rng(0))) for _ in range(2))
-    assert best < 2.0
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 @pytest.fixture(scope="module")
