@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CRON = "0 3 * * *"
 # The smoke config made tiny: the test is about scheduling and serving, not about the findings.
 SMALL = ("data.n_train_per_class=40", "data.n_val_per_class=5", "data.n_test_per_class=10", "train.epochs=2",
-         "concepts.min_cluster_size=8")
+         "concepts.min_cluster_size=8", "retrain.variants=[baseline, pruned]")
 
 
 def _free_port() -> int:
@@ -155,3 +155,21 @@ def test_schedule__bad_cron_fails_before_serving(prefect_server):
     _, env = prefect_server
     res = _soxai(env, "schedule", "configs/smoke.yaml", "--cron", "every night")
     assert res.returncode == 2 and "not a valid cron expression" in res.stderr
+
+
+def test_prefect_yaml__deploys_a_deployment_per_flow(prefect_server):
+    url, env = prefect_server
+    pool = subprocess.run([str(BIN / "prefect"), "work-pool", "create", "soxai-local", "--type", "process"],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    res = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    import httpx
+
+    deps = {d["name"]: d for d in _post(url, "/deployments/filter")}
+    flows = {d["name"]: httpx.get(f"{url}/flows/{d['flow_id']}", timeout=10).json()["name"] for d in deps.values()}
+    assert flows == {"pipeline-nightly": "soxai-scheduled-pipeline", "explain": "soxai-scheduled-explain",
+                     "retrain": "soxai-scheduled-retrain", "monitor": "soxai-scheduled-monitor"}
+    assert [s["schedule"]["cron"] for s in deps["pipeline-nightly"]["schedules"]] == [CRON]
+    assert all(d["work_pool_name"] == "soxai-local" for d in deps.values())
