@@ -64,7 +64,7 @@ def deployment_spec(kind: str, config: Path, cron: str, name: str | None, runs_d
 
 def serve(spec: DeploymentSpec) -> None:
     """Create (or update) the deployment and run its scheduled runs until interrupted; blocks."""
-    spec.flow.serve(name=spec.name, cron=spec.cron, parameters=spec.parameters,
+    spec.flow.serve(name=spec.name, cron=spec.cron, parameters=spec.parameters, paused=False,
                     description=f"soxai {spec.flow_name} of {spec.parameters.get('config_path')}")
 
 

@@ -4,6 +4,7 @@ run's artifacts byte for byte; and the monitor command on the result (same Prefe
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,17 +20,18 @@ def prefect_harness(tmp_path_factory):
     env = {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home-dask")),
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai"}
-    old = {k: os.environ.get(k) for k in env}
+    # Dask's nanny sets OMP_NUM_THREADS=1 (and more) in this process's environment before it spawns a
+    # worker; restore all of it, or later tests' subprocesses run torch on other thread counts.
+    saved = dict(os.environ)
     os.environ.update(env)
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    try:
+        with prefect_test_harness(server_startup_timeout=90):
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +104,21 @@ def test_cli__monitor_reports_drift_into_the_flagged_concept(two_runs, tmp_path)
     assert "drift into flagged concepts" in res.output and "exclude.csv" in res.output
     excluded = pd.read_csv(out / "monitor" / "exclude.csv")
     assert len(excluded) > 0 and json.loads((out / "run.json").read_text())["status"] == "completed"
+
+
+def test_scheduled_monitor__flow_run_named_after_its_new_run_dir(two_runs, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows.deploy import scheduled_monitor
+
+    single, _, _ = two_runs
+    out = scheduled_monitor(str(single.root), runs_dir=str(tmp_path), overrides=["seed=5"])
+    name = Path(out).name
+    assert name.startswith("monitor-") and Path(out).parent == tmp_path
+    assert json.loads((Path(out) / "monitor" / "monitor.json").read_text())["n_new"] == 120
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        assert len(runs) == 1 and runs[0].state.is_completed()
+        keys = {a.key for a in client.read_artifacts() if a.flow_run_id == runs[0].id}
+    assert keys == {"soxai-monitor", "soxai-monitor-mix"}
