@@ -13,7 +13,10 @@ import logging
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.futures import wait
 
 from soxai.config import Config
 from soxai.run_dir import RunDir
@@ -24,7 +27,19 @@ EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "bias", "man
 RETRAIN_STAGES = ("train", "compare", "report")
 
 
-@task(cache_policy=NO_CACHE, task_run_name="{stage}")
+def _retry_on_io_error(task, task_run, state) -> bool:
+    # Retry what can fail for reasons outside soxai (a file system, a lost Dask worker), not a bad config.
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(cache_policy=NO_CACHE, task_run_name="{stage}", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_retry_on_io_error)
 def stage_task(stage: str, config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     record = RUNNERS[stage](Config.model_validate(config), RunDir(run_dir))
     get_run_logger().info(
@@ -40,12 +55,73 @@ def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -
     records: dict[str, Any] = {}
     try:
         for stage in stages:  # each stage reads the files the one before it wrote
+            if stage == "saliency" and _on_dask():
+                _saliency_fan_out(config, run_dir)
             records[stage] = stage_task(stage, config, run_dir)
     except BaseException as exc:
         finish_run(RunDir(run_dir), "failed", f"{type(exc).__name__}: {exc}")
         raise
     finish_run(RunDir(run_dir), "completed")
+    publish_run(run_dir)
     return records
+
+
+# ---------------------------------------------------------------- scale-out: saliency shards on Dask
+
+
+def _on_dask() -> bool:
+    ctx = FlowRunContext.get()
+    return ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
+
+
+@task(cache_policy=NO_CACHE, task_run_name="saliency-shard-{shard}", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_retry_on_io_error)
+def saliency_shard_task(shard: int, config: dict[str, Any], run_dir: str) -> str:
+    from soxai.saliency.runner import run_saliency_shard
+
+    return run_saliency_shard(Config.model_validate(config), RunDir(run_dir), shard)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="saliency-plan")
+def saliency_plan_task(config: dict[str, Any], run_dir: str) -> int:
+    from soxai.saliency.runner import prepare_saliency
+
+    return prepare_saliency(Config.model_validate(config), RunDir(run_dir))
+
+
+def _saliency_fan_out(config: dict[str, Any], run_dir: str) -> None:
+    """One task per saliency shard on the Dask cluster; the saliency stage then finds them all made."""
+    n_shards = saliency_plan_task(config, run_dir)
+    futures = [saliency_shard_task.submit(s, config, run_dir) for s in range(n_shards)]
+    wait(futures)
+    for future in futures:
+        future.result()  # raises the first failure
+
+
+def dask_task_runner(address: str | None = None, n_workers: int = 2, threads_per_worker: int = 1):
+    """A DaskTaskRunner on the scheduler at ``address``, or on a local cluster of ``n_workers`` processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": threads_per_worker,
+                                          "processes": True, "dashboard_address": None})
+
+
+# ---------------------------------------------------------------- what Prefect's UI shows per run
+
+
+def publish_run(run_dir: str) -> None:
+    """A markdown artifact with the headline numbers and a table artifact of the concepts."""
+    from soxai.report.summary import concept_table_rows, run_summary_markdown
+
+    run = RunDir(run_dir)
+    if not run.concepts.is_file():
+        return  # a retrain of a run without concepts has nothing to show here
+    create_markdown_artifact(markdown=run_summary_markdown(run), key="soxai-summary",
+                             description=f"soxai run {run.root.name}: {run.root}")
+    create_table_artifact(table=concept_table_rows(run), key="soxai-concepts",
+                          description=f"concepts of soxai run {run.root.name}")
 
 
 @flow(name="soxai-pipeline", flow_run_name="{run_id}", log_prints=True)

@@ -24,6 +24,9 @@ ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; none = the 
 RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="run directory; re-using one resumes it")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: a.b=value")]
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (printed by `soxai run`)")]
+DaskOpt = Annotated[bool, typer.Option("--dask", help="fan saliency shards out over a local Dask cluster")]
+DaskAddressOpt = Annotated[str | None, typer.Option(
+    "--dask-address", help="fan saliency shards out over the Dask scheduler at this address (tcp://host:8786)")]
 
 
 def _prefect_env() -> None:
@@ -53,7 +56,8 @@ def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
     return cfg, run
 
 
-def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[str] | None) -> None:
+def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[str] | None,
+          dask: bool = False, dask_address: str | None = None) -> None:
     try:
         cfg, run = _start(config, run_dir, overrides)
     except SoxaiError as exc:
@@ -62,24 +66,28 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
     _prefect_env()
     import flows.pipeline as flows
 
+    chosen = getattr(flows, name)
+    if dask or dask_address:
+        chosen = chosen.with_options(task_runner=flows.dask_task_runner(dask_address))
     try:
-        getattr(flows, name)(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
+        chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     except SoxaiError as exc:
         _fail(exc)
     typer.echo(f"done: {run.root}")
 
 
 @app.command()
-def run(config: ConfigArg = None, run_dir: RunDirOpt = None, set_: SetOpt = None) -> None:
+def run(config: ConfigArg = None, run_dir: RunDirOpt = None, set_: SetOpt = None, dask: DaskOpt = False,
+        dask_address: DaskAddressOpt = None) -> None:
     """Run the whole pipeline as a Prefect flow (embedded server unless PREFECT_API_URL is set)."""
-    _flow("pipeline", config, run_dir, set_)
+    _flow("pipeline", config, run_dir, set_, dask, dask_address)
 
 
 @app.command()
 def explain(config: Annotated[Path, typer.Argument(help="YAML config")], run_dir: RunDirOpt = None,
-            set_: SetOpt = None) -> None:
+            set_: SetOpt = None, dask: DaskOpt = False, dask_address: DaskAddressOpt = None) -> None:
     """Run up to the pruned manifest (no retraining)."""
-    _flow("explain", config, run_dir, set_)
+    _flow("explain", config, run_dir, set_, dask, dask_address)
 
 
 @app.command()
@@ -201,6 +209,80 @@ def report(run_dir: RunDirArg) -> None:
     except (SoxaiError, FileNotFoundError) as exc:
         _fail(exc)
     typer.echo(str(path))
+
+
+@app.command()
+def monitor(
+    reference: Annotated[Path, typer.Argument(help="the reference run directory (its model and concepts)")],
+    config: Annotated[Path | None, typer.Argument(help="YAML config of the new data; default the reference's")] = None,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    split: Annotated[list[str] | None, typer.Option("--split", help="split(s) of the new data; default train")] = None,
+    alpha: Annotated[float, typer.Option(help="significance level of the drift tests")] = 0.01,
+) -> None:
+    """Score new data with a reference run's model, assign it to the reference concepts, report drift and
+    list the new samples in flagged concepts (monitor/exclude.csv)."""
+    from soxai.monitor.runner import monitor_config, summary_lines
+    from soxai.run_dir import RunDir
+    from soxai.runs import default_run_dir, init_run
+
+    try:
+        reference_run = RunDir(reference)
+        cfg = monitor_config(reference_run, config, set_ or [])
+        default = default_run_dir(cfg)
+        run = init_run(cfg, run_dir or default.with_name("monitor-" + default.name))
+    except SoxaiError as exc:
+        _fail(exc)
+    typer.echo(f"run directory: {run.root}")
+    _prefect_env()
+    from flows.monitor import monitor as monitor_flow
+
+    try:
+        monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root), run_id=run.root.name,
+                     splits=list(split or ["train"]), alpha=alpha)
+    except SoxaiError as exc:
+        _fail(exc)
+    for line in summary_lines(run):
+        typer.echo(line)
+
+
+@app.command()
+def schedule(
+    config: Annotated[Path | None, typer.Argument(help="YAML config each scheduled run reads when it starts")] = None,
+    cron: Annotated[str | None, typer.Option(help='cron schedule, e.g. "0 3 * * *" (03:00 every night)')] = None,
+    name: Annotated[str | None, typer.Option(help="deployment name; default the config's file name")] = None,
+    flow: Annotated[str, typer.Option(help="pipeline | explain | monitor")] = "pipeline",
+    runs_dir: Annotated[Path, typer.Option(help="folder that gets one run directory per scheduled run")] = Path("runs"),
+    reference: Annotated[Path | None, typer.Option(help="monitor only: the reference run directory")] = None,
+    set_: SetOpt = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the deployments and their schedules")] = False,
+    delete: Annotated[str | None, typer.Option(help="delete a deployment (name or flow/name)")] = None,
+) -> None:
+    """Register a deployment on a cron schedule and serve it until stopped (Ctrl-C); --list, --delete.
+
+    Works against Prefect's embedded server, or a server of `prefect server start` when PREFECT_API_URL
+    is set (runs, schedules and artifacts then show in its UI). Keep it running as a service (systemd,
+    see README) so that scheduled runs happen.
+    """
+    from flows import schedule as sched
+
+    _prefect_env()
+    try:
+        if list_:
+            for line in sched.list_deployments():
+                typer.echo(line)
+            return
+        if delete:
+            typer.echo(f"deleted {sched.delete_deployment(delete)}")
+            return
+        if config is None or cron is None:
+            raise SoxaiError("soxai schedule needs a CONFIG and --cron (or --list / --delete NAME)")
+        spec = sched.deployment_spec(flow, config, cron, name, runs_dir, reference, set_ or [])
+    except SoxaiError as exc:
+        _fail(exc)
+    typer.echo(f"serving deployment {spec.flow_name}/{spec.name} on cron {cron!r} ({spec.api}); Ctrl-C stops it.")
+    typer.echo("To keep it running, run this command as a service (see README: 'Scheduled runs').")
+    sched.serve(spec)
 
 
 def main() -> None:

@@ -180,6 +180,11 @@ class RunDir:
     def concept_maps(self) -> Path:
         return self.root / "concepts" / "mean_maps.npy"
 
+    @property
+    def concept_model(self) -> Path:
+        """Folder of the concept model that assigns new samples (soxai.concepts.assign)."""
+        return self.root / "concepts" / "model"
+
     # bias
     @property
     def bias_scores(self) -> Path:
@@ -222,6 +227,27 @@ class RunDir:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    # monitor (a run of new data checked against a reference run's concepts)
+    @property
+    def monitor_assignments(self) -> Path:
+        return self.root / "monitor" / "assignments.parquet"
+
+    @property
+    def monitor_drift(self) -> Path:
+        return self.root / "monitor" / "drift.parquet"
+
+    @property
+    def monitor_exclude_parquet(self) -> Path:
+        return self.root / "monitor" / "exclude.parquet"
+
+    @property
+    def monitor_exclude_csv(self) -> Path:
+        return self.root / "monitor" / "exclude.csv"
+
+    @property
+    def monitor_json(self) -> Path:
+        return self.root / "monitor" / "monitor.json"
 
     def relative(self, path: Path) -> str:
         return str(Path(path).resolve().relative_to(self.root))

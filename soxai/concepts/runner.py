@@ -11,6 +11,7 @@ from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
     """Cluster the embedding; write assignments, the concepts table and each concept's mean map."""
+    from soxai.concepts.assign import fit_run_concept_model
     from soxai.concepts.cluster import (
         NOISE,
         cluster_embeddings,
@@ -46,6 +47,7 @@ def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
             write_parquet(run.assignments, assignments),
             write_npy(run.concept_maps, maps),
             write_parquet(run.concepts, table),
+            *fit_run_concept_model(cfg, run).save(run.concept_model),  # assigns new samples later
         ]
         n_noise = int((cids == NOISE).sum())
         sizes = {str(g): int((labels == g).sum()) for g in np.unique(labels)}

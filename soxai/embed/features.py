@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from soxai.errors import StageError
+
+if TYPE_CHECKING:
+    from soxai.config import Config
+
+
+def explanation_features(cfg: Config, maps: np.ndarray) -> np.ndarray:
+    """The explanation vector of each map, as the run's config asks: the embed stage's one feature function.
+
+    Concept assignment of new samples (soxai.concepts.assign, the monitor) calls this too, with the
+    reference run's config, so that new and reference vectors are made the same way.
+
+    Parameters
+    ----------
+    cfg : the run's config (its ``embed`` section chooses the features)
+    maps : array of shape (n_samples, height, width)
+
+    Returns
+    -------
+    features : float32 array of shape (n_samples, n_features)
+    """
+    return pooled_features(maps, cfg.embed.pool_size, cfg.embed.normalize)
 
 
 def pooled_features(maps: np.ndarray, pool_size: int, normalize: str, chunk: int = 4096) -> np.ndarray:

@@ -11,7 +11,7 @@ from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 def run_embed(cfg: Config, run: RunDir) -> StageRecord:
     """Pooled explanation vectors (``embed/features.npy``) and their UMAP (``embed/embedding.parquet``)."""
-    from soxai.embed.features import embed_features, pooled_features
+    from soxai.embed.features import embed_features, explanation_features
     from soxai.saliency.runner import read_index, read_maps
 
     ecfg = cfg.embed
@@ -20,7 +20,7 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
     def body():
         index = read_index(run)
         index = index[index["split"] == "train"].reset_index(drop=True)
-        features = pooled_features(read_maps(run, index), ecfg.pool_size, ecfg.normalize)
+        features = explanation_features(cfg, read_maps(run, index))
         neighbors = ecfg.spectral_neighbors if ecfg.method == "spectral" else ecfg.umap_neighbors
         _, emb = embed_features(
             features, ecfg.pca_components, neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed, ecfg.method

@@ -17,93 +17,169 @@ from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_json,
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 
+def saliency_fingerprint(cfg: Config, run: RunDir) -> str:
+    return fingerprint("saliency", cfg.section_hash("saliency"), str(cfg.model.layer), *upstream(run, "model"))
+
+
+def _chosen_samples(cfg: Config, run: RunDir) -> pd.DataFrame:
+    """The samples that get maps, in map order (split, sample_id)."""
+    samples = read_samples(run)
+    unknown = sorted(set(cfg.saliency.splits) - set(samples["split"]))
+    if unknown:
+        raise StageError(
+            f"saliency.splits names {unknown}, which the data does not have; "
+            f"available splits: {sorted(samples['split'].unique())}"
+        )
+    return samples[samples["split"].isin(cfg.saliency.splits)].sort_values(["split", "sample_id"])
+
+
+def prepare_saliency(cfg: Config, run: RunDir) -> int:
+    """Ready the saliency folder for the current fingerprint; return the number of shards.
+
+    Shards made under another fingerprint are deleted, so they are never mixed in. The flow calls
+    this before it fans the shards out (``run_saliency_shard``) and then runs the stage, which finds
+    every shard made and writes the index.
+    """
+    fp = saliency_fingerprint(cfg, run)
+    progress_path = run.root / "saliency" / "progress.json"
+    state = read_json(progress_path) if progress_path.is_file() else {}
+    if state.get("fingerprint") != fp:  # shards of another config must not be mixed in
+        for old in (run.root / "saliency").glob("shard-*.npy"):
+            old.unlink()
+        write_json(progress_path, {"fingerprint": fp})
+    return (len(_chosen_samples(cfg, run)) + cfg.saliency.shard_size - 1) // cfg.saliency.shard_size
+
+
+def explain_rows(cfg: Config, model, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, device,
+                 layer=None, advance=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions, explained classes and float16 maps of ``images[rows]`` under ``cfg.saliency``.
+
+    Returns
+    -------
+    pred : int64 array of shape (n,)
+    target : int64 array of shape (n,), the label or the prediction (``saliency.target``)
+    maps : float16 array of shape (n, height, width)
+    """
+    from soxai.saliency.methods import iter_maps
+    from soxai.train.loop import predict_logits
+
+    scfg = cfg.saliency
+    workers = cfg.train.num_workers
+    # Predictions in batches of saliency.batch_size, the stage's one memory knob (predict_logits'
+    # default of 512 rows made the largest buffers of the stage, whatever the user set).
+    pred = predict_logits(model, images, rows, device, batch_size=scfg.batch_size, num_workers=workers)
+    pred = pred.argmax(axis=1).astype(np.int64)
+    target = np.asarray(labels if scfg.target == "label" else pred, dtype=np.int64)
+    maps = np.empty((len(rows), *images.shape[2:]), dtype=np.float16)
+    for start, batch in iter_maps(
+        model, _RowView(images, rows, scfg.batch_size, workers), target, method=scfg.method,
+        batch_size=scfg.batch_size, ig_steps=scfg.ig_steps, reduce=scfg.reduce, device=device, layer=layer,
+        mixed_precision=scfg.mixed_precision,
+    ):
+        maps[start : start + len(batch)] = _to_half(batch)
+        if advance is not None:
+            advance(len(batch))
+    return pred, target, maps
+
+
+def _shard_rows(cfg: Config, chosen: pd.DataFrame, shard: int) -> tuple[np.ndarray, np.ndarray]:
+    size = cfg.saliency.shard_size
+    part = chosen.iloc[shard * size : (shard + 1) * size]
+    return part["row"].to_numpy(), part["label"].to_numpy()
+
+
+def explainer_model(cfg: Config, run: RunDir):
+    """The run's baseline model, the layer ``model.layer`` names (or None) and the saliency device."""
+    from soxai.models.layers import resolve_layer
+    from soxai.saliency.methods import resolve_device
+    from soxai.train.runner import load_baseline
+
+    model = load_baseline(cfg, run)
+    layer = resolve_layer(model, cfg.model.layer) if cfg.model.layer is not None else None
+    return model, layer, resolve_device(cfg.saliency.device)
+
+
+def run_saliency_shard(cfg: Config, run: RunDir, shard: int) -> str:
+    """Compute one shard's maps (unless the file exists) and return its path; safe to run in parallel.
+
+    Call ``prepare_saliency`` first. The shard is the same file ``run_saliency`` would write.
+    """
+    from soxai.saliency.allocator import fix_mmap_threshold
+
+    fix_mmap_threshold()  # else glibc's heap grows ~1.2x on 10x the data (soxai/saliency/allocator.py)
+    path = run.saliency_shard(shard)
+    rows, labels = _shard_rows(cfg, _chosen_samples(cfg, run), shard)
+    if path.is_file() and len(read_npy(path)) == len(rows):
+        return str(path)
+    model, layer, device = explainer_model(cfg, run)
+    _, _, maps = explain_rows(cfg, model, read_images(run), rows, labels, device, layer)
+    write_npy(path, maps)
+    return str(path)
+
+
 def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
     """Compute a saliency map for every sample of ``saliency.splits`` with the baseline model.
 
     Writes ``saliency/shard-NNNNN.npy`` (float16, shape (n, H, W)) and ``saliency/index.parquet``
-    (sample_id, split, label, pred, target, shard, offset).
+    (sample_id, split, label, pred, target, shard, offset). Shards already made under the same
+    fingerprint (an interrupted run, or shards fanned out by the flow) are kept.
     """
-    from soxai.models.layers import resolve_layer
     from soxai.saliency.allocator import fix_mmap_threshold
-    from soxai.saliency.methods import iter_maps, resolve_device
     from soxai.train.loop import predict_logits
-    from soxai.train.runner import load_baseline
 
     scfg = cfg.saliency
-    fp = fingerprint("saliency", cfg.section_hash("saliency"), str(cfg.model.layer), *upstream(run, "model"))
+    fp = saliency_fingerprint(cfg, run)
 
     def body():
         fix_mmap_threshold()  # else glibc's heap grows ~1.2x on 10x the data (soxai/saliency/allocator.py)
-        samples = read_samples(run)
-        unknown = sorted(set(scfg.splits) - set(samples["split"]))
-        if unknown:
-            raise StageError(
-                f"saliency.splits names {unknown}, which the data does not have; "
-                f"available splits: {sorted(samples['split'].unique())}"
-            )
-        chosen = samples[samples["split"].isin(scfg.splits)].sort_values(["split", "sample_id"])
+        chosen = _chosen_samples(cfg, run)
         images = read_images(run)
-        device = resolve_device(scfg.device)
-        model = load_baseline(cfg, run)
-        layer = resolve_layer(model, cfg.model.layer) if cfg.model.layer is not None else None
-        rows = chosen["row"].to_numpy()
-        # Predictions in batches of saliency.batch_size, the stage's one memory knob (predict_logits'
-        # default of 512 rows made the largest buffers of the stage, whatever the user set).
-        workers = cfg.train.num_workers
-        pred = predict_logits(model, images, rows, device, batch_size=scfg.batch_size, num_workers=workers)
-        pred = pred.argmax(axis=1)
-        target = chosen["label"].to_numpy() if scfg.target == "label" else pred
-        progress_path = run.root / "saliency" / "progress.json"
-        state = read_json(progress_path) if progress_path.is_file() else {}
-        if state.get("fingerprint") != fp:  # shards of another config must not be mixed in
-            for old in (run.root / "saliency").glob("shard-*.npy"):
-                old.unlink()
-            write_json(progress_path, {"fingerprint": fp})
-        n_shards = (len(rows) + scfg.shard_size - 1) // scfg.shard_size
-        outputs = [progress_path]
+        model, layer, device = explainer_model(cfg, run)
+        n_shards = prepare_saliency(cfg, run)
+        outputs = [run.root / "saliency" / "progress.json"]
         zero = nonfinite = 0
-        with progress(f"saliency ({scfg.method})", len(rows)) as advance:
+        preds, targets = [], []
+        with progress(f"saliency ({scfg.method})", len(chosen)) as advance:
             for s in range(n_shards):
-                lo, hi = s * scfg.shard_size, min((s + 1) * scfg.shard_size, len(rows))
+                rows, labels = _shard_rows(cfg, chosen, s)
                 path = run.saliency_shard(s)
                 outputs.append(path)
-                if path.is_file():
+                if path.is_file() and len(read_npy(path)) == len(rows):
                     maps = read_npy(path)
-                    if len(maps) == hi - lo:
-                        advance(hi - lo)
-                        z, nf = _degenerate(maps)
-                        zero, nonfinite = zero + z, nonfinite + nf
-                        continue
-                shard = np.empty((hi - lo, *images.shape[2:]), dtype=np.float16)
-                for start, maps in iter_maps(
-                    model, _RowView(images, rows[lo:hi], scfg.batch_size, workers), target[lo:hi], method=scfg.method,
-                    batch_size=scfg.batch_size, ig_steps=scfg.ig_steps, reduce=scfg.reduce, device=device,
-                    layer=layer, mixed_precision=scfg.mixed_precision,
-                ):
-                    shard[start : start + len(maps)] = _to_half(maps)
-                    advance(len(maps))
-                z, nf = _degenerate(shard)
+                    # Predictions per shard, batched as explain_rows batches them, so that a shard made
+                    # elsewhere (a Dask worker) and this index agree on every explained class.
+                    pred = predict_logits(model, images, rows, device, batch_size=scfg.batch_size,
+                                          num_workers=cfg.train.num_workers).argmax(axis=1)
+                    target = labels if scfg.target == "label" else pred
+                    advance(len(rows))
+                else:
+                    pred, target, maps = explain_rows(cfg, model, images, rows, labels, device, layer, advance)
+                    write_npy(path, maps)
+                preds.append(np.asarray(pred, dtype=np.int64))
+                targets.append(np.asarray(target, dtype=np.int64))
+                z, nf = _degenerate(maps)
                 zero, nonfinite = zero + z, nonfinite + nf
-                write_npy(path, shard)
+        n = len(chosen)
         degenerate = zero + nonfinite
-        if len(rows) and degenerate / len(rows) > 0.5:
+        if n and degenerate / n > 0.5:
             raise StageError(
-                f"{degenerate} of {len(rows)} saliency maps are all zero or not finite "
+                f"{degenerate} of {n} saliency maps are all zero or not finite "
                 f"(method {scfg.method!r}, target {scfg.target!r}); the method or the target is likely wrong "
                 "for this model — try saliency.method=gradient or saliency.target=predicted"
             )
-        offsets = np.arange(len(rows))
+        offsets = np.arange(n)
+        empty = np.zeros(0, dtype=np.int64)
         index = pd.DataFrame({
             "sample_id": chosen["sample_id"].to_numpy(),
             "split": chosen["split"].to_numpy(),
             "label": chosen["label"].to_numpy(),
-            "pred": pred.astype(np.int64),
-            "target": np.asarray(target, dtype=np.int64),
+            "pred": np.concatenate(preds) if preds else empty,
+            "target": np.concatenate(targets) if targets else empty,
             "shard": (offsets // scfg.shard_size).astype(np.int64),
             "offset": (offsets % scfg.shard_size).astype(np.int64),
         })
         outputs.append(write_parquet(run.saliency_index, index))
-        return outputs, {"n_maps": int(len(rows)), "all_zero": int(zero), "non_finite": int(nonfinite),
+        return outputs, {"n_maps": int(n), "all_zero": int(zero), "non_finite": int(nonfinite),
                          "method": scfg.method}
 
     return run_stage(run, "saliency", fp, body)

@@ -1,0 +1,278 @@
+"""Assign new samples to the concepts of a fitted run, or to noise when they are far from all of them.
+
+HDBSCAN has no ``predict`` for points it did not cluster, and UMAP's fitted state is only kept by
+pickling it. The concept model therefore lives in the space before UMAP: a PCA of the run's
+explanation vectors (``embed/features.npy``), the projected reference samples with their concept
+labels, and a radius per concept. A new sample gets the concept most of its nearest reference
+samples (of its class, when concepts were found per class) belong to, and noise when that vote goes
+to noise or when the sample lies farther from the concept's nearest member than the concept's own
+members lie from each other (times a margin).
+
+Every fitted array ends in ``_``; the model is saved as ``.npy``/``.parquet``/``.json`` files in
+``concepts/model/`` and loaded without pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from soxai.concepts.cluster import NOISE
+from soxai.errors import StageError
+
+log = logging.getLogger("soxai")
+
+MODEL_VERSION = 1
+
+
+def fit_pca(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Principal axes of ``x`` by SVD, signs fixed so that the largest loading of each axis is positive.
+
+    Parameters
+    ----------
+    x : array of shape (n_samples, n_features)
+    n_components : wanted axes (capped by n_samples and n_features)
+
+    Returns
+    -------
+    mean : float64 array of shape (n_features,)
+    components : float64 array of shape (k, n_features)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    k = max(1, min(n_components, *x.shape))
+    comps = vt[:k]
+    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
+    return mean, comps * np.where(signs == 0, 1.0, signs)[:, None]
+
+
+def _nearest(points: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = False,
+             chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and distances of the k nearest ``points`` of each query, nearest first (ties by index)."""
+    k = min(k, len(points) - int(exclude_self))
+    idx = np.empty((len(queries), k), dtype=np.int64)
+    dist = np.empty((len(queries), k), dtype=np.float64)
+    sq = (points**2).sum(axis=1)
+    for lo in range(0, len(queries), chunk):
+        q = queries[lo : lo + chunk]
+        d2 = np.maximum((q**2).sum(axis=1)[:, None] - 2 * q @ points.T + sq[None, :], 0.0)
+        if exclude_self:
+            d2[np.arange(len(q)), np.arange(lo, lo + len(q))] = np.inf
+        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        idx[lo : lo + len(q)] = order
+        dist[lo : lo + len(q)] = np.sqrt(np.take_along_axis(d2, order, axis=1))
+    return idx, dist
+
+
+@dataclass
+class ConceptModel:
+    """Nearest-neighbour assignment of explanation vectors to fitted concepts.
+
+    Parameters
+    ----------
+    n_components : PCA axes the vectors are compared in
+    n_neighbors : reference samples that vote on a new sample's concept
+    radius_quantile, radius_margin : a concept's radius is ``radius_margin`` times the
+        ``radius_quantile`` quantile of its members' distances to their nearest fellow member; a new
+        sample farther than that from every member is noise
+    per_class : compare a sample only with reference samples of its own class (as concepts were found)
+    """
+
+    n_components: int = 32
+    n_neighbors: int = 10
+    radius_quantile: float = 0.95
+    radius_margin: float = 1.5
+    per_class: bool = True
+    mean_: np.ndarray = field(default=None, repr=False)
+    components_: np.ndarray = field(default=None, repr=False)
+    points_: np.ndarray = field(default=None, repr=False)
+    labels_: np.ndarray = field(default=None, repr=False)
+    concepts_: np.ndarray = field(default=None, repr=False)
+    sample_ids_: np.ndarray = field(default=None, repr=False)
+    radius_: dict[int, float] = field(default=None, repr=False)
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, concept_ids: np.ndarray,
+            sample_ids: np.ndarray | None = None) -> ConceptModel:
+        """Fit on the reference run's explanation vectors and their concept labels.
+
+        Parameters
+        ----------
+        features : array of shape (n_samples, n_features), the embed stage's vectors
+        labels : int array of shape (n_samples,), the class of each sample
+        concept_ids : int array of shape (n_samples,), -1 for noise
+        sample_ids : array of shape (n_samples,), kept to say which reference sample is nearest
+        """
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or len(features) < 2:
+            raise StageError(f"a concept model needs at least 2 explanation vectors, got shape {features.shape}")
+        if not len(features) == len(labels) == len(concept_ids):
+            raise StageError(f"features ({len(features)}), labels ({len(labels)}) and concept ids "
+                             f"({len(concept_ids)}) must describe the same samples")
+        self.mean_, self.components_ = fit_pca(features, self.n_components)
+        self.points_ = self.transform(features)
+        self.labels_ = np.asarray(labels, dtype=np.int64)
+        self.concepts_ = np.asarray(concept_ids, dtype=np.int64)
+        n = len(features)
+        self.sample_ids_ = np.asarray(sample_ids if sample_ids is not None else np.arange(n)).astype(str)
+        self.radius_ = {}
+        for cid in np.unique(self.concepts_[self.concepts_ != NOISE]):
+            members = self.points_[self.concepts_ == cid]
+            if len(members) < 2:
+                self.radius_[int(cid)] = 0.0
+                continue
+            _, d = _nearest(members, members, 1, exclude_self=True)
+            self.radius_[int(cid)] = float(self.radius_margin * np.quantile(d[:, 0], self.radius_quantile))
+        return self
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Project vectors onto the fitted axes: array of shape (n_samples, k)."""
+        self._check_fitted()
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != len(self.mean_):
+            raise StageError(
+                f"explanation vectors of shape {features.shape} do not match the concept model, which was "
+                f"fitted on {len(self.mean_)} features; compute them with the reference run's embed config"
+            )
+        return (features - self.mean_) @ self.components_.T
+
+    def assign(self, features: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+        """Concept of each new sample.
+
+        Parameters
+        ----------
+        features : array of shape (n_samples, n_features)
+        labels : int array of shape (n_samples,), the class of each sample (used when ``per_class``)
+
+        Returns
+        -------
+        DataFrame with one row per sample, in input order: concept_id (-1 = noise), votes (share of
+        the nearest reference samples in that concept), distance (to the concept's nearest member;
+        to the nearest reference sample for noise), radius (of the concept; NaN for noise),
+        nearest_sample_id (the nearest reference sample).
+        """
+        x = self.transform(features)
+        labels = np.asarray(labels, dtype=np.int64)
+        n = len(x)
+        out = {"concept_id": np.full(n, NOISE, dtype=np.int64), "votes": np.zeros(n),
+               "distance": np.full(n, np.inf), "radius": np.full(n, np.nan),
+               "nearest_sample_id": np.full(n, "", dtype=object)}
+        groups = np.unique(labels) if self.per_class else [None]
+        for g in groups:
+            q_rows = np.flatnonzero(labels == g) if g is not None else np.arange(n)
+            ref = np.flatnonzero(self.labels_ == g) if g is not None else np.arange(len(self.points_))
+            if len(ref) == 0 or len(q_rows) == 0:
+                continue  # a class the reference never saw: its samples stay noise
+            idx, dist = _nearest(self.points_[ref], x[q_rows], self.n_neighbors)
+            votes = self.concepts_[ref][idx]
+            out["nearest_sample_id"][q_rows] = self.sample_ids_[ref][idx[:, 0]]
+            for j, row in enumerate(q_rows):
+                ids, counts = np.unique(votes[j], return_counts=True)
+                best = ids[counts == counts.max()]
+                # ties go to the concept of the nearest voter among the tied ones
+                winner = next(v for v in votes[j] if v in best)
+                share = counts.max() / len(votes[j])
+                if winner == NOISE:
+                    out["distance"][row], out["votes"][row] = dist[j, 0], share
+                    continue
+                d = float(dist[j][votes[j] == winner].min())
+                out["distance"][row], out["votes"][row] = d, share
+                radius = self.radius_.get(int(winner), 0.0)
+                out["radius"][row] = radius
+                if d <= radius:
+                    out["concept_id"][row] = winner
+        return pd.DataFrame(out)
+
+    # ------------------------------------------------------------ persistence (no pickle)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write the model as ``model.json``, ``pca_mean.npy``, ``pca_components.npy``,
+        ``points.npy`` and ``reference.parquet`` (sample_id, label, concept_id); returns the paths."""
+        from soxai.run_dir import write_json, write_npy, write_parquet
+
+        self._check_fitted()
+        folder = Path(folder)
+        ref = pd.DataFrame({"sample_id": self.sample_ids_, "label": self.labels_, "concept_id": self.concepts_})
+        meta = {
+            "version": MODEL_VERSION, "n_components": self.n_components, "n_neighbors": self.n_neighbors,
+            "radius_quantile": self.radius_quantile, "radius_margin": self.radius_margin,
+            "per_class": self.per_class, "n_reference": len(ref),
+            "radius": {str(k): v for k, v in sorted(self.radius_.items())},
+        }
+        return [
+            write_npy(folder / "pca_mean.npy", self.mean_),
+            write_npy(folder / "pca_components.npy", self.components_),
+            write_npy(folder / "points.npy", self.points_),
+            write_parquet(folder / "reference.parquet", ref),
+            write_json(folder / "model.json", meta),  # last: its presence means the model is complete
+        ]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ConceptModel:
+        from soxai.run_dir import read_json, read_npy, read_parquet
+
+        folder = Path(folder)
+        if not (folder / "model.json").is_file():
+            raise StageError(f"no concept model in {folder}; run the concepts stage of that run again")
+        meta = read_json(folder / "model.json")
+        if meta.get("version") != MODEL_VERSION:
+            raise StageError(f"the concept model in {folder} has version {meta.get('version')}, this soxai reads "
+                             f"version {MODEL_VERSION}; run the concepts stage of that run again")
+        model = cls(n_components=meta["n_components"], n_neighbors=meta["n_neighbors"],
+                    radius_quantile=meta["radius_quantile"], radius_margin=meta["radius_margin"],
+                    per_class=meta["per_class"])
+        ref = read_parquet(folder / "reference.parquet")
+        model.mean_ = read_npy(folder / "pca_mean.npy", mmap=False)
+        model.components_ = read_npy(folder / "pca_components.npy", mmap=False)
+        model.points_ = read_npy(folder / "points.npy", mmap=False)
+        model.sample_ids_ = ref["sample_id"].astype(str).to_numpy()
+        model.labels_ = ref["label"].to_numpy(dtype=np.int64)
+        model.concepts_ = ref["concept_id"].to_numpy(dtype=np.int64)
+        model.radius_ = {int(k): float(v) for k, v in meta["radius"].items()}
+        return model
+
+    def _check_fitted(self) -> None:
+        if self.mean_ is None:
+            raise StageError("the concept model is not fitted; call fit() or ConceptModel.load(folder)")
+
+
+def fit_run_concept_model(cfg, run) -> ConceptModel:
+    """The concept model of a run whose embed and concepts stages are complete (not saved)."""
+    from soxai.run_dir import read_npy, read_parquet
+
+    assignments = read_parquet(run.assignments)
+    features = read_npy(run.features, mmap=False)
+    if len(features) != len(assignments):
+        raise StageError(f"{run.features} has {len(features)} rows but {run.assignments} has {len(assignments)}; "
+                         "run the embed and concepts stages of that run again")
+    model = ConceptModel(n_components=cfg.embed.pca_components, per_class=cfg.concepts.per_class)
+    return model.fit(features, assignments["label"].to_numpy(), assignments["concept_id"].to_numpy(),
+                     assignments["sample_id"].to_numpy())
+
+
+def load_run_concept_model(run) -> ConceptModel:
+    """The saved concept model of a run; for a run made before models were saved, fitted from its files."""
+    from soxai.runs import load_run_config
+
+    if (run.concept_model / "model.json").is_file():
+        return ConceptModel.load(run.concept_model)
+    log.info("no saved concept model in %s; fitting it from embed/features.npy and the assignments", run.root)
+    return fit_run_concept_model(load_run_config(run), run)
+
+
+def new_sample_features(ref_cfg, maps: np.ndarray) -> np.ndarray:
+    """Explanation vectors of new maps exactly as the reference run's embed stage made its own.
+
+    Parameters
+    ----------
+    ref_cfg : the reference run's config
+    maps : float16 array of shape (n_samples, height, width), as ``soxai.saliency.runner.explain_rows``
+        returns them (the precision the saliency stage stores, so new and reference vectors match)
+    """
+    from soxai.embed.features import explanation_features
+
+    return explanation_features(ref_cfg, np.asarray(maps, dtype=np.float32))

@@ -1,0 +1,1 @@
+"""Monitoring new data against the concepts of a reference run."""
