@@ -71,11 +71,51 @@ def measure(run_dir: Path, overrides: list[str], numba_cache: Path) -> dict:
     return result
 
 
+def compare_params(run_dir: Path, settings: list[tuple[object, object]]) -> str:
+    """HDBSCAN per class on the embedding the last measurement wrote, once per (min_cluster_size,
+    min_samples): time, concepts, noise and recovery of the artifact group in the marked class."""
+    import numpy as np
+
+    from soxai.concepts.cluster import cluster_per_group, resolve_hdbscan_params
+    from soxai.config import load_config
+    from soxai.run_dir import RunDir, read_parquet
+
+    run = RunDir(run_dir)
+    cfg = load_config(run.config)
+    emb = read_parquet(run.embedding)
+    coords = emb[[c for c in emb.columns if c.startswith("u")]].to_numpy()
+    labels = emb["label"].to_numpy()
+    groups = read_parquet(run.samples).set_index("sample_id").loc[emb["sample_id"], "group"].to_numpy()
+    marked = labels == cfg.data.artifact.target_class
+    lines = [
+        f"HDBSCAN per class on the {len(coords):,}-point UMAP embedding of the run above, fixed sizes against "
+        "`auto` (same embedding, one process, machine shared as above).",
+        "",
+        "| min_cluster_size, min_samples | resolved per class | seconds | CPU s | concepts | noise share "
+        "| marked class: ARI | best cluster P / R |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mcs, ms in settings:
+        c0, t0 = cpu_s(), time.perf_counter()
+        cids, _, pers = cluster_per_group(coords, labels, mcs, ms)
+        secs, cpu = time.perf_counter() - t0, cpu_s() - c0
+        rec = recovery(cids[marked], groups[marked] == "artifact")
+        resolved = sorted({resolve_hdbscan_params(int((labels == g).sum()), mcs, ms) for g in np.unique(labels)})
+        lines.append(
+            f"| {mcs}, {ms} | {', '.join(map(str, resolved))} | {secs:.1f} | {cpu:.1f} | {len(pers)} | "
+            f"{(cids < 0).mean():.3f} | {rec['ari']:.3f} | {rec['precision']:.3f} / {rec['recall']:.3f} |"
+        )
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100_000, help="training samples (3 classes)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the run (kept; reused if present)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser.add_argument("--params-only", action="store_true",
+                        help="only compare HDBSCAN settings on the embedding already in the run (after a full run)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -86,6 +126,10 @@ def main() -> None:
     t0 = time.perf_counter()
     _, run = explained_run(args.n, work)
     print(f"explained run {run.root} ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.params_only:
+        body = compare_params(run.root, [(20, None), (20, "auto"), ("auto", None), ("auto", "auto")])
+        print(write_section("HDBSCAN sizes at 100k: fixed against auto (bench/embed_scale.py --params-only)", body))
+        return
     numba_cache = Path(tempfile.mkdtemp(prefix="soxai-numba-"))  # empty: the first measurement compiles
     rows = []
     for label in ("cold numba cache", "warm numba cache"):

@@ -18,8 +18,10 @@ def auto_min_cluster_size(n: int) -> int:
     """HDBSCAN's smallest cluster for ``n`` points: 0.5% of them, at least 20.
 
     20 is the size that works on the demo (700 samples per class, an artifact on 210 of them); above
-    4,000 points a fixed size lets density ripples of a large class split into many small concepts,
-    so it grows with n (166 at 33k per class, the size bench/load.py used at 100k samples).
+    4,000 points it grows with n, so that a concept stays a share of its class rather than a fixed
+    count (167 at 33k per class, the size bench/load.py chose by hand at 100k samples). On the 100k
+    cells bench a fixed 20 gave 50 concepts and 2.7% noise, auto 19 and 1.1%, the planted group found
+    by both (docs/BENCHMARKS.md).
     """
     return max(20, round(n / 200))
 

@@ -1,6 +1,6 @@
 """Configuration of the embed stage."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -18,6 +18,12 @@ class EmbedConfig(Section):
     umap_neighbors: int = Field(15, ge=2)
     umap_min_dist: float = Field(0.0, ge=0.0, description="0 packs clusters tightly, good for HDBSCAN")
     n_components: int = Field(2, ge=2, le=16, description="UMAP dimensions that are clustered and plotted")
+    umap_epochs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="UMAP's layout epochs; auto = UMAP's own default (500 below 10,000 samples, 200 above) up to "
+        "50,000 samples and 100 above, where the epochs are most of the stage's time "
+        "(soxai.embed.features.auto_umap_epochs)",
+    )
     method: Literal["umap", "spectral"] = Field(
         "umap", description="umap, or spectral: SpRAy's eigenvectors of a k-NN graph of the PCA vectors"
     )

@@ -72,6 +72,20 @@ def scale_rows(x: np.ndarray, normalize: str) -> np.ndarray:
     return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
+LARGE = 50_000
+
+
+def auto_umap_epochs(n: int) -> int | None:
+    """UMAP's layout epochs for ``n`` samples: None (UMAP's default: 500 up to 10,000, 200 above) up to
+    50,000 samples, 100 above.
+
+    The layout optimisation costs ~0.5 CPU-s per epoch at 100k samples on this project's 2-core machine,
+    ~100 of the stage's ~125 CPU-s with UMAP's 200; with 100 epochs the planted group of the 100k cells
+    bench was recovered just as well (bench/embed_scale.py, docs/BENCHMARKS.md).
+    """
+    return None if n <= LARGE else 100
+
+
 def embed_features(
     features: np.ndarray,
     pca_components: int,
@@ -80,6 +94,7 @@ def embed_features(
     n_components: int,
     seed: int,
     method: str = "umap",
+    n_epochs: int | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """PCA then UMAP (or, with ``method="spectral"``, SpRAy's spectral embedding of a k-NN graph).
 
@@ -89,6 +104,7 @@ def embed_features(
     n_neighbors : UMAP's n_neighbors, or the k of the spectral k-NN graph
     min_dist : UMAP only
     method : 'umap' | 'spectral' (soxai.embed.spectral)
+    n_epochs : UMAP's layout epochs; None = UMAP's default, 'auto' = :func:`auto_umap_epochs`
 
     Returns
     -------
@@ -120,6 +136,7 @@ def embed_features(
         random_state=seed,  # reproducible on CPU; UMAP is then single-threaded anyway
         n_jobs=1,
         init="spectral" if n > n_components + 1 else "random",
+        n_epochs=auto_umap_epochs(n) if n_epochs == "auto" else n_epochs,
     )
     embedding = reducer.fit_transform(pca).astype(np.float32)
     return pca, embedding

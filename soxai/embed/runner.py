@@ -23,7 +23,8 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
         features = explanation_features(cfg, read_maps(run, index))
         neighbors = ecfg.spectral_neighbors if ecfg.method == "spectral" else ecfg.umap_neighbors
         _, emb = embed_features(
-            features, ecfg.pca_components, neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed, ecfg.method
+            features, ecfg.pca_components, neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed, ecfg.method,
+            ecfg.umap_epochs,
         )
         frame = pd.DataFrame({"sample_id": index["sample_id"], "label": index["label"], "pred": index["pred"]})
         for d in range(emb.shape[1]):
