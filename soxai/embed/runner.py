@@ -11,16 +11,25 @@ from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 def run_embed(cfg: Config, run: RunDir) -> StageRecord:
     """Pooled explanation vectors (``embed/features.npy``) and their UMAP (``embed/embedding.parquet``)."""
-    from soxai.embed.features import embed_features, pooled_features
+    from soxai.embed.features import combine_blocks, embed_features, pooled_features
     from soxai.saliency.runner import read_index, read_maps
 
     ecfg = cfg.embed
-    fp = fingerprint("embed", cfg.section_hash("seed", "embed"), *upstream(run, "saliency"))
+    parts = [cfg.section_hash("seed", "embed")]
+    if ecfg.features != "pooled":
+        # model.layer is left out of the section hashes (it does not change training); here it
+        # picks the activations, so it is part of what this stage produces
+        parts.append(f"layer={cfg.model.layer}")
+    fp = fingerprint("embed", *parts, *upstream(run, "saliency"))
 
     def body():
         index = read_index(run)
         index = index[index["split"] == "train"].reset_index(drop=True)
-        features = pooled_features(read_maps(run, index), ecfg.pool_size, ecfg.normalize)
+        maps = read_maps(run, index)
+        features = pooled_features(maps, ecfg.pool_size, ecfg.normalize)
+        if ecfg.features != "pooled":
+            acts = _activation_features(cfg, run, index, maps)
+            features = acts if ecfg.features == "activations" else combine_blocks([features, acts])
         _, emb = embed_features(
             features, ecfg.pca_components, ecfg.umap_neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed
         )
@@ -31,3 +40,16 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
         return out, {"n": int(len(frame)), "feature_dim": int(features.shape[1])}
 
     return run_stage(run, "embed", fp, body)
+
+
+def _activation_features(cfg: Config, run: RunDir, index: pd.DataFrame, maps):
+    """Saliency-weighted activations of ``cfg.model.layer`` of the baseline, rows in ``index`` order."""
+    from soxai.data.runner import read_images, read_samples
+    from soxai.embed.features import activation_features
+    from soxai.saliency.methods import resolve_device
+    from soxai.train.runner import load_baseline
+
+    rows = index[["sample_id"]].merge(read_samples(run)[["sample_id", "row"]], on="sample_id", how="left",
+                                      validate="one_to_one")["row"].to_numpy()
+    return activation_features(load_baseline(cfg, run), cfg.model.layer, read_images(run), rows, maps,
+                               cfg.embed.normalize, resolve_device(cfg.train.device))

@@ -48,18 +48,6 @@ def drop_flagged(
     return keep, reasons
 
 
-def region_mass(maps: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Share of each map's |relevance| inside ``box``.
-
-    maps : array of shape (n, H, W). Returns float array of shape (n,) in [0, 1] (0 for an all-zero map).
-    """
-    a = np.abs(np.asarray(maps, dtype=np.float64))
-    y0, x0, y1, x1 = box
-    total = a.sum(axis=(1, 2))
-    inside = a[:, y0:y1, x0:x1].sum(axis=(1, 2))
-    return np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
-
-
 def drop_flagged_region(
     train: pd.DataFrame, flagged: dict[int, str], ctx: PolicyContext | None = None
 ) -> tuple[np.ndarray, list[str]]:
@@ -73,6 +61,8 @@ def drop_flagged_region(
     flagged : {concept_id: reason}
     ctx : the flagged concepts' boxes and the samples' maps (required)
     """
+    from soxai.bias.location import box_mass
+
     if ctx is None:
         raise ValueError("drop_flagged_region needs a PolicyContext with the flagged regions and saliency maps")
     cids = train["concept_id"].to_numpy()
@@ -83,7 +73,7 @@ def drop_flagged_region(
         if len(pos) == 0 or cid not in ctx.boxes:
             continue
         box = ctx.boxes[cid]
-        mass = region_mass(ctx.sample_maps(pos), box)
+        mass = box_mass(ctx.sample_maps(pos), box)
         y0, x0, y1, x1 = box
         for p, m in zip(pos, mass, strict=True):
             if m >= ctx.region_threshold:

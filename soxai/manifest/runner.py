@@ -28,7 +28,7 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         samples = read_samples(run)
         assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
         scores = read_parquet(run.bias_scores)
-        flagged = flagged_concepts(scores) if len(scores) else {}
+        flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         frame = samples.merge(assign, on="sample_id", how="left", validate="one_to_one")
         is_train = (frame["split"] == "train").to_numpy()
         train = frame[is_train].reset_index(drop=True)
