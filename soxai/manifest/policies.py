@@ -17,7 +17,8 @@ import pandas as pd
 class PolicyContext:
     """What a policy may read beyond the concepts.
 
-    boxes : {concept_id: (y0, x0, y1, x1)} — each flagged concept's salient region (half-open)
+    boxes : {concept_id: (y0, x0, y1, x1)} — each flagged concept's salient region (half-open); a
+        concept flagged only by whole-image detectors has none, and drop_flagged_region drops all its members
     sample_maps : function positions into ``train`` (n,) -> those samples' |saliency| maps (n, H, W)
     region_threshold : drop_flagged_region drops a member whose share of relevance in the box reaches this
     """
@@ -70,7 +71,12 @@ def drop_flagged_region(
     reasons = [""] * len(train)
     for cid in flagged:
         pos = np.flatnonzero(cids == cid)
-        if len(pos) == 0 or cid not in ctx.boxes:
+        if len(pos) == 0:
+            continue
+        if cid not in ctx.boxes:  # flagged for the whole image (a tint): no region to measure, drop all
+            keep[pos] = False
+            for p in pos:
+                reasons[p] = f"member of flagged concept {int(cid)} (flagged for the whole image, no region)"
             continue
         box = ctx.boxes[cid]
         mass = box_mass(ctx.sample_maps(pos), box)

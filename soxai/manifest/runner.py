@@ -145,7 +145,7 @@ def _with_why(reason: str, flagged: dict[int, str]) -> str:
 
 def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
     """Each flagged concept's salient box (the transplant test's box) and a lazy reader of members' maps."""
-    from soxai.bias.detectors import salient_box
+    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS, salient_box
     from soxai.manifest.policies import PolicyContext
     from soxai.run_dir import read_npy
     from soxai.saliency.runner import read_index, read_maps
@@ -154,8 +154,13 @@ def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
     mean = read_npy(run.concept_maps, mmap=False)
     h, w = mean.shape[1:] if mean.ndim == 3 else (0, 0)
     side = max(1, int(round(cfg.bias.transplant.region_frac * min(h, w)))) if h else 1
+    scores = read_parquet(run.bias_scores)
+    flags = scores[scores["is_bias"].astype(bool)]
+    # a concept that only whole-image detectors flagged has no region to measure members against
+    regional = set(flags.loc[~flags["detector"].isin(WHOLE_IMAGE_DETECTORS), "concept_id"].astype(int))
     boxes = {cid: salient_box(mean[int(concepts.loc[cid, "map_index"])], side)
-             for cid in flagged if cid in concepts.index and int(concepts.loc[cid, "map_index"]) >= 0}
+             for cid in flagged if cid in regional and cid in concepts.index
+             and int(concepts.loc[cid, "map_index"]) >= 0}
 
     def sample_maps(positions: np.ndarray) -> np.ndarray:
         index = read_index(run).set_index("sample_id")

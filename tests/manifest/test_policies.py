@@ -36,3 +36,12 @@ def test_drop_flagged_region__drops_only_members_with_mass_on_the_region():
     assert reasons[0].startswith("member of flagged concept 1 with") and "rows 0-1, cols 0-1" in reasons[0]
     looser = PolicyContext(boxes=ctx.boxes, sample_maps=ctx.sample_maps, region_threshold=0.0)
     assert drop_flagged_region(train, {1: "why"}, looser)[0].tolist() == [False, False, False, True, True]
+
+
+def test_drop_flagged_region__concept_without_region__drops_all_members():
+    from soxai.manifest.policies import PolicyContext, drop_flagged_region
+
+    train = pd.DataFrame({"concept_id": [2, 2, 0]})
+    ctx = PolicyContext(boxes={}, sample_maps=lambda pos: np.ones((len(pos), 4, 4)), region_threshold=0.5)
+    keep, reasons = drop_flagged_region(train, {2: "tint"}, ctx)
+    assert keep.tolist() == [False, False, True] and "whole image" in reasons[0]
