@@ -33,13 +33,14 @@ SEEDS = (0, 1, 2)
 # flagged a real concept on clean cells (score 0.26 with the then threshold 0.2)
 DETECTORS = "[transplant,concentration,statistics_transplant]"
 
-# Every dataset at 16x16; sizes and recipes chosen so that one case fits in a few minutes.
+# Small on purpose: one case trains 14 models (+3 brief JTT ones), and the machine is shared. Cells and
+# MNIST at 16x16, sklearn's digits at their native 8x8 (all 1,078 training digits).
 DATASETS = {
-    "cells": ["data.source=cells", "data.image_size=16", "data.n_train_per_class=200", "data.n_val_per_class=30",
+    "cells": ["data.source=cells", "data.image_size=16", "data.n_train_per_class=120", "data.n_val_per_class=30",
               "data.n_test_per_class=60", "train.batch_size=32", "train.lr=0.004"],
     # digits and MNIST are easy; pixel noise makes the planted mark an attractive shortcut (configs/digits.yaml)
-    "digits": ["data.source=digits", "data.image_size=16", "data.noise=0.5"],
-    "mnist": ["data.source=mnist", "data.image_size=16", "data.noise=0.5", "data.n_train_per_class=80",
+    "digits": ["data.source=digits", "data.image_size=8", "data.noise=0.5"],
+    "mnist": ["data.source=mnist", "data.image_size=16", "data.noise=0.5", "data.n_train_per_class=60",
               "data.n_val_per_class=10", "data.n_test_per_class=40", "train.batch_size=32"],
 }
 
@@ -192,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
               f"started {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.")
     done = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
     seen = {(r["dataset"], r["artifact"], r["rate"]) for r in done}
-    # rates outermost: every dataset x artifact at the first rate finishes before the next rate starts
+    # rates outermost, then artifacts: every dataset sees an artifact before the next artifact starts
     for rate in args.rates:
-        for dataset in args.only:
-            for artifact in args.artifacts:
+        for artifact in args.artifacts:
+            for dataset in args.only:
                 if (dataset, artifact, rate) in seen:
                     continue
                 print(f"[efficacy] {dataset} {artifact} rate={rate}", flush=True)

@@ -154,13 +154,14 @@ def concept_overview(view: RunView) -> pd.DataFrame:
             "label_mix": _label_mix(view, c.label_mix),
             "accuracy": float(c.accuracy),
             "persistence": float(c.persistence),
+            "stability": float(getattr(c, "stability", np.nan)),
             "score": float(top["score"]) if top is not None else np.nan,
             "detector": str(top["detector"]) if top is not None else "",
             "reason": reason,
             "dropped": int(dropped.get(cid, 0)),
         })
     columns = ["concept_id", "flagged", "is_noise", "class_name", "size", "purity", "label_mix", "accuracy",
-               "persistence", "score", "detector", "reason", "dropped"]
+               "persistence", "stability", "score", "detector", "reason", "dropped"]
     frame = pd.DataFrame(rows, columns=columns)
     order = np.lexsort((frame["concept_id"].to_numpy(), ~frame["flagged"].to_numpy(), frame["is_noise"].to_numpy()))
     return frame.iloc[order].reset_index(drop=True)
