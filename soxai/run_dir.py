@@ -138,6 +138,15 @@ class RunDir:
         return self.root / "data" / "masks.npy"
 
     @property
+    def unmarked(self) -> Path:
+        """Built-in sources: the marked training images before marking (the oracle's data)."""
+        return self.root / "data" / "unmarked.npy"
+
+    @property
+    def unmarked_rows(self) -> Path:
+        return self.root / "data" / "unmarked_rows.npy"
+
+    @property
     def data_info(self) -> Path:
         return self.root / "data" / "info.json"
 
@@ -202,6 +211,10 @@ class RunDir:
     @property
     def manifest_json(self) -> Path:
         return self.root / "manifest" / "manifest.json"
+
+    def policy_manifest(self, policy: str) -> Path:
+        """One prune policy's decisions (train samples only); pruned.parquet is the configured policy's."""
+        return self.root / "manifest" / "policies" / f"{policy}.parquet"
 
     # train / compare / report
     def variant_dir(self, variant: str, seed: int) -> Path:

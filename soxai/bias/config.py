@@ -1,6 +1,6 @@
 """Configuration of the bias stage."""
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from soxai._base import Section
 
@@ -27,11 +27,55 @@ class TransplantConfig(Section):
     )
 
 
+class ConcentrationConfig(Section):
+    """Members put their relevance in one small box, all in the same place (vs the class's other samples)."""
+
+    region_frac: float = Field(0.1875, gt=0.0, le=1.0, description="side of the box / image side")
+    n_samples: int = Field(200, ge=4, description="members and class-mates whose maps are read per concept")
+    threshold: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="flag when the members' share of relevance in the box minus the class-mates' share reaches "
+        "this; on the demo a planted 5x5 mark scored 0.36 and real concepts up to 0.19 (the tips of elongated "
+        "cells also gather relevance)",
+    )
+    min_consistency: float = Field(
+        0.5, ge=0.0, le=1.0, description="and when this share of members has its own most salient box there"
+    )
+
+
+class TransplantAccuracyConfig(Section):
+    """Accuracy of other classes' images after pasting the concept's region, vs pasting class-mates' boxes."""
+
+    n_pairs: int = Field(200, ge=4, description="recipient images per concept")
+    threshold: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="flag when the accuracy drop beyond control reaches this; on the demo the planted mark scored "
+        "0.92, and on clean cells (no mark) a small real concept reached 0.26",
+    )
+    max_p_value: float = Field(0.01, gt=0.0, le=1.0, description="and a one-sided Fisher test is this significant")
+
+
+class StatisticsTransplantConfig(Section):
+    """Other classes' images take the members' brightness and contrast (tint, colour cast, exposure)."""
+
+    n_pairs: int = Field(200, ge=4, description="recipient images per concept")
+    threshold: float = Field(0.2, ge=0.0, le=1.0, description="flag when flip rate minus control reaches this")
+    max_p_value: float = Field(0.01, gt=0.0, le=1.0, description="and a one-sided Fisher test is this significant")
+
+
 class BiasConfig(Section):
     """Which detectors score the concepts, and a person's overrides."""
 
     detectors: tuple[str, ...] = Field(("transplant",), min_length=1)
     transplant: TransplantConfig = Field(default_factory=TransplantConfig)
+    concentration: ConcentrationConfig = Field(default_factory=ConcentrationConfig)
+    transplant_accuracy: TransplantAccuracyConfig = Field(default_factory=TransplantAccuracyConfig)
+    statistics_transplant: StatisticsTransplantConfig = Field(default_factory=StatisticsTransplantConfig)
+    min_flags: int = Field(
+        1, ge=1,
+        description="a concept is flagged when at least this many of `detectors` flag it (1 = any of them, "
+        "len(detectors) = all); a person's override decides alone",
+    )
     overrides: str | None = Field(
         None, description="YAML file: {drop: [concept ids], keep: [concept ids]}; wins over detectors"
     )
@@ -45,3 +89,10 @@ class BiasConfig(Section):
         if unknown:
             raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(BIAS_DETECTORS)}")
         return value
+
+    @model_validator(mode="after")
+    def _min_flags_reachable(self) -> "BiasConfig":
+        if self.min_flags > len(self.detectors):
+            raise ValueError(f"bias.min_flags={self.min_flags} but only {len(self.detectors)} detector(s) run; "
+                             f"set bias.min_flags to 1..{len(self.detectors)} or add detectors")
+        return self

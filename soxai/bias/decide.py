@@ -41,17 +41,17 @@ def read_overrides(path: str | Path, known: set[int]) -> dict[int, bool]:
     return out
 
 
-def flagged_concepts(scores: pd.DataFrame) -> dict[int, str]:
+def flagged_concepts(scores: pd.DataFrame, min_flags: int = 1) -> dict[int, str]:
     """{concept_id: reason} of the concepts whose samples are pruned.
 
     A person's override (detector 'override') decides alone for its concept; otherwise a concept
-    is flagged when any detector flags it.
+    is flagged when at least ``min_flags`` detectors flag it (``bias.min_flags``; 1 = any).
     """
     out: dict[int, str] = {}
     for cid, rows in scores.groupby("concept_id", sort=True):
         override = rows[rows["detector"] == "override"]
         decisive = override if len(override) else rows[rows["is_bias"]]
         decisive = decisive[decisive["is_bias"]]
-        if len(decisive):
+        if len(decisive) and (len(override) or len(decisive) >= min_flags):
             out[int(cid)] = "; ".join(f"{r.detector}: {r.reason}" for r in decisive.itertuples())
     return out

@@ -62,7 +62,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
             rows.append({"concept_id": cid, "detector": "override", "score": float(is_bias), "is_bias": is_bias,
                          "reason": f"{'dropped' if is_bias else 'kept'} by a person in {bcfg.overrides}"})
         scores = pd.DataFrame(rows, columns=_columns(rows))
-        flagged = flagged_concepts(scores) if len(scores) else {}
+        flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         return [write_parquet(run.bias_scores, scores)], {"flagged": sorted(flagged), "n_scored": len(scores)}
 
     return run_stage(run, "bias", fp, body)

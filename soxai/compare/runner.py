@@ -61,6 +61,17 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         f"pruned_beats_random_control_on_{s}": bool(g["accuracy"]["mean"] > 0 and excludes_zero(g["accuracy"]))
         for s, g in over_control.items() if s != "val"
     })
+    # the reference variants: the share of the baseline-to-oracle gap each variant recovers, and JTT
+    gap = _gap_recovered(per_seed) if {"baseline", "oracle"} <= set(per_seed) else {}
+    over_jtt = _paired(per_seed["pruned"], per_seed["jtt"]) if {"pruned", "jtt"} <= set(per_seed) else {}
+    claims.update({
+        f"pruned_beats_jtt_on_{s}_{k}": bool(g[k]["mean"] > 0 and excludes_zero(g[k]))
+        for s, g in over_jtt.items() if s != "val" for k in g
+    })
+    claims.update({
+        f"pruned_recovers_80pct_of_oracle_gap_on_{s}": bool(g["accuracy"]["mean"] >= 0.8)
+        for s, g in gap.get("pruned", {}).items() if s != "val" and "accuracy" in g
+    })
     manifest = read_parquet(run.pruned_parquet)
     samples = read_samples(run)
     train = samples[samples["split"] == "train"].merge(manifest[["sample_id", "keep"]], on="sample_id")
@@ -88,6 +99,8 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         "variants": variants,
         "gain_over_baseline": gains,
         "pruned_over_random_control": over_control,
+        "pruned_over_jtt": over_jtt,
+        "gap_recovered": gap,
         "claims": claims,
         "detection": detection,
         "cost": cost,
@@ -103,3 +116,43 @@ def _paired(a: dict, b: dict) -> dict[str, Any]:
             for k, vals in ms.items()}
         for s, ms in a.items()
     }
+
+
+def _gap_recovered(per_seed: dict) -> dict[str, Any]:
+    """Per variant, split and metric: (variant - baseline) / (oracle - baseline), one ratio per seed.
+
+    1 = the variant closes the whole gap to the oracle, 0 = no better than the baseline. The summary's
+    interval is over the per-seed ratios; ``ratio_of_means`` is the same share from the seed means
+    (steadier when a seed's gap is small). A split where the oracle is not better than the baseline
+    (gap of the means below 0.005) has no gap to recover: ``nan``.
+    """
+    from soxai.compare.stats import summarize
+
+    base, oracle = per_seed["baseline"], per_seed["oracle"]
+    out: dict[str, Any] = {}
+    for variant, splits in per_seed.items():
+        if variant in ("baseline", "oracle"):
+            continue
+        out[variant] = {}
+        for split, metrics in splits.items():
+            out[variant][split] = {}
+            for k, vals in metrics.items():
+                seeds = [sd for sd in sorted(vals) if sd in base[split][k] and sd in oracle[split][k]]
+                if not seeds:
+                    continue
+                v = np.array([vals[sd] for sd in seeds])
+                b = np.array([base[split][k][sd] for sd in seeds])
+                o = np.array([oracle[split][k][sd] for sd in seeds])
+                gap_mean = float(o.mean() - b.mean())
+                if gap_mean < 0.005:
+                    nan = float("nan")
+                    out[variant][split][k] = {"mean": nan, "ci95": [nan, nan], "values": [], "n": 0,
+                                              "ratio_of_means": nan, "oracle_gap": gap_mean}
+                    continue
+                per = [float((vi - bi) / (oi - bi)) if abs(oi - bi) > 1e-9 else float("nan")
+                       for vi, bi, oi in zip(v, b, o, strict=True)]
+                summary = summarize([p for p in per if np.isfinite(p)])
+                summary["ratio_of_means"] = float((v.mean() - b.mean()) / gap_mean)
+                summary["oracle_gap"] = gap_mean
+                out[variant][split][k] = summary
+    return out

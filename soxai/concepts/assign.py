@@ -264,7 +264,7 @@ def load_run_concept_model(run) -> ConceptModel:
     return fit_run_concept_model(load_run_config(run), run)
 
 
-def new_sample_features(ref_cfg, maps: np.ndarray) -> np.ndarray:
+def new_sample_features(ref_cfg, maps: np.ndarray, **activation_inputs) -> np.ndarray:
     """Explanation vectors of new maps exactly as the reference run's embed stage made its own.
 
     Parameters
@@ -272,7 +272,9 @@ def new_sample_features(ref_cfg, maps: np.ndarray) -> np.ndarray:
     ref_cfg : the reference run's config
     maps : float16 array of shape (n_samples, height, width), as ``soxai.saliency.runner.explain_rows``
         returns them (the precision the saliency stage stores, so new and reference vectors match)
+    activation_inputs : model, images, rows, device — passed on to `explanation_features`, which needs
+        them when the reference run's ``embed.features`` uses activations
     """
     from soxai.embed.features import explanation_features
 
-    return explanation_features(ref_cfg, np.asarray(maps, dtype=np.float32))
+    return explanation_features(ref_cfg, np.asarray(maps, dtype=np.float32), **activation_inputs)

@@ -162,3 +162,56 @@ def mean_maps(maps: np.ndarray, concept_ids: np.ndarray, ids: list[int]) -> np.n
             members /= np.where(peak > 0, peak, 1.0)[:, None, None]
             out[i] = members.mean(axis=0)
     return out
+
+
+def resampling_stability(
+    x: np.ndarray,
+    labels: np.ndarray,
+    min_cluster_size: int,
+    min_samples: int | None,
+    n_resamples: int,
+    fraction: float,
+    seed: int,
+) -> dict[int, float]:
+    """How reliably each concept comes back when HDBSCAN is re-fitted on random subsamples.
+
+    For each of ``n_resamples`` subsamples (``fraction`` of the points, without replacement) the
+    points are clustered again; a concept's score for that draw is the best Jaccard index between its
+    members in the subsample and any new cluster. The stability is the mean over draws: 1 = the
+    concept reappears exactly every time, near 0 = it was an accident of this one fit.
+
+    Parameters
+    ----------
+    x : array of shape (n_samples, n_dims), the points that were clustered (one group of them)
+    labels : int array of shape (n_samples,), their concept ids (-1 = noise)
+
+    Returns
+    -------
+    {concept_id: stability in [0, 1]} for every concept in ``labels``
+    """
+    ids = [int(c) for c in np.unique(labels) if c != NOISE]
+    if not ids or n_resamples == 0:
+        return {c: float("nan") for c in ids}
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    size = max(2, int(round(fraction * n)))
+    scores: dict[int, list[float]] = {c: [] for c in ids}
+    # the subsample holds fewer points, so the smallest concept shrinks with it
+    mcs = max(2, int(round(min_cluster_size * fraction)))
+    ms = None if min_samples is None else max(1, int(round(min_samples * fraction)))
+    for _ in range(n_resamples):
+        pick = np.sort(rng.choice(n, size=size, replace=False))
+        new, _, _ = cluster_embeddings(x[pick], mcs, ms)
+        old = labels[pick]
+        for c in ids:
+            mine = old == c
+            if not mine.any():
+                continue
+            best = 0.0
+            for k in np.unique(new[mine]):
+                if k == NOISE:
+                    continue
+                theirs = new == k
+                best = max(best, float((mine & theirs).sum() / (mine | theirs).sum()))
+            scores[c].append(best)
+    return {c: float(np.mean(v)) if v else float("nan") for c, v in scores.items()}

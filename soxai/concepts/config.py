@@ -21,4 +21,8 @@ class ConceptsConfig(Section):
         "so that core distances stay cheap at large n (soxai.concepts.cluster.auto_min_samples)",
     )
     per_class: bool = Field(True, description="cluster each class separately (as SpRAy does)")
+    stability_resamples: int = Field(
+        5, ge=0, description="HDBSCAN re-fits on random subsamples for each concept's stability (0 = off)"
+    )
+    stability_fraction: float = Field(0.8, gt=0.0, lt=1.0, description="share of the points in each re-fit")
     n_exemplars: int = Field(16, ge=1, description="member sample_ids kept per concept, most central first")

@@ -18,12 +18,13 @@ def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
         cluster_per_group,
         describe_concepts,
         mean_maps,
+        resampling_stability,
         resolve_hdbscan_params,
     )
     from soxai.saliency.runner import read_index, read_maps
 
     ccfg = cfg.concepts
-    fp = fingerprint("concepts", cfg.section_hash("concepts"), *upstream(run, "embed"))
+    fp = fingerprint("concepts", cfg.section_hash("seed", "concepts"), *upstream(run, "embed"))
 
     def body():
         emb = read_parquet(run.embedding)
@@ -38,6 +39,15 @@ def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
         table = describe_concepts(
             cids, labels, correct, probs, emb["sample_id"].to_numpy(), coords, persistence, ccfg.n_exemplars
         )
+        # resampling stability: Jaccard of each concept's members with its best match across subsample re-fits
+        groups = labels if ccfg.per_class else np.zeros(len(labels), dtype=np.int64)
+        stability: dict[int, float] = {}
+        for g in np.unique(groups):
+            idx = np.flatnonzero(groups == g)
+            stability.update(resampling_stability(
+                coords[idx], cids[idx], ccfg.min_cluster_size, ccfg.min_samples, ccfg.stability_resamples,
+                ccfg.stability_fraction, cfg.seed + int(g)))
+        table["stability"] = table["concept_id"].map(stability).astype(float)
         real = table.loc[~table["is_noise"], "concept_id"].astype(int).tolist()
         table["map_index"] = table["concept_id"].map({c: i for i, c in enumerate(real)}).fillna(-1).astype(int)
         index = read_index(run).set_index("sample_id").loc[emb["sample_id"]].reset_index()

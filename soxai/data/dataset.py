@@ -42,12 +42,19 @@ class Dataset:
         Ground-truth relevance: True where the pixels decide the class. None when unknown.
     class_names : list of str
         Name of each label value, ``class_names[label]``.
+    unmarked_rows : int64 ndarray of shape (k,), or None
+        Built-in sources: the rows of the training images that carry the planted artifact.
+    unmarked : ndarray of shape (k, channels, height, width), float32, or None
+        The same images before the artifact was planted (what the oracle trains on). Evaluation
+        only, like ``group``: no method may read them.
     """
 
     samples: pd.DataFrame
     images: np.ndarray
     masks: np.ndarray | None
     class_names: list[str]
+    unmarked_rows: np.ndarray | None = None
+    unmarked: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -93,6 +100,12 @@ def _build_digits(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
     return build_digits(cfg, seed)
 
 
+def _build_mnist(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
+    from soxai.data.mnist import build_mnist
+
+    return build_mnist(cfg, seed)
+
+
 def _build_manifest(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
     from soxai.data.manifest_source import build_manifest
 
@@ -111,6 +124,7 @@ DATA_SOURCES: dict[str, Callable[[DataConfig, int, Path | None], Dataset]] = {
     "digits": _build_digits,
     "manifest": _build_manifest,
     "image_folder": _build_image_folder,
+    "mnist": _build_mnist,
 }
 
 
@@ -294,6 +308,7 @@ def dataset_from_clean_splits(
             f"{len(class_names)} classes; set data.artifact.target_class to 0..{len(class_names) - 1}"
         )
     has_masks = all(m is not None for _, _, m in splits.values())
+    unmarked_rows, unmarked = np.zeros(0, dtype=np.int64), None
     parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]] = []
     for split in (TRAIN_SPLIT, VAL_SPLIT, "test"):
         images, labels, masks = splits[split]
@@ -302,6 +317,8 @@ def dataset_from_clean_splits(
             target = np.flatnonzero(labels == artifact.target_class)
             n_marked = min(len(target), max(1, round(artifact.rate * len(target)))) if len(target) else 0
             chosen = np.sort(rng.choice(target, size=n_marked, replace=False))
+            if split == TRAIN_SPLIT:  # train comes first, so its positions are its rows
+                unmarked_rows, unmarked = chosen.astype(np.int64), images[chosen].astype(np.float32)
             images = images.copy()
             images[chosen] = paste_artifact(images[chosen], artifact, rng)
             group[chosen] = "artifact"
@@ -335,4 +352,6 @@ def dataset_from_clean_splits(
         images=np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False),
         masks=np.concatenate([p[3] for p in parts]).astype(bool, copy=False) if has_masks else None,
         class_names=list(class_names),
+        unmarked_rows=unmarked_rows if unmarked is not None else None,
+        unmarked=unmarked,
     )

@@ -43,6 +43,12 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
             outputs.append(write_npy(run.masks, ds.masks))
         else:
             run.masks.unlink(missing_ok=True)
+        if ds.unmarked is not None:
+            # the artifact-free twins of the marked training images: the oracle's training data
+            outputs += [write_npy(run.unmarked, ds.unmarked), write_npy(run.unmarked_rows, ds.unmarked_rows)]
+        else:
+            run.unmarked.unlink(missing_ok=True)
+            run.unmarked_rows.unlink(missing_ok=True)
         counts = ds.samples.groupby("split").size().to_dict()
         info = {
             "source": cfg.data.source,

@@ -10,6 +10,11 @@ from soxai._base import Section
 class EmbedConfig(Section):
     """Maps -> explanation vectors -> PCA -> UMAP."""
 
+    features: Literal["pooled", "activations", "both"] = Field(
+        "pooled",
+        description="explanation vector: the pooled |map| (where the model looked), the activations of "
+        "model.layer weighted by the map (what it looked at), or both (each block l2-scaled to equal weight)",
+    )
     pool_size: int = Field(8, ge=1, description="maps are average-pooled to pool_size x pool_size")
     normalize: Literal["l2", "l1", "max", "none"] = Field(
         "l2", description="per-sample scaling so that clusters reflect where, not how strongly"

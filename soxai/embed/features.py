@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from soxai.config import Config
 
 
-def explanation_features(cfg: Config, maps: np.ndarray) -> np.ndarray:
+def explanation_features(
+    cfg: Config, maps: np.ndarray, *, model=None, images=None, rows=None, device=None
+) -> np.ndarray:
     """The explanation vector of each map, as the run's config asks: the embed stage's one feature function.
 
     Concept assignment of new samples (soxai.concepts.assign, the monitor) calls this too, with the
@@ -20,14 +22,24 @@ def explanation_features(cfg: Config, maps: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    cfg : the run's config (its ``embed`` section chooses the features)
+    cfg : the run's config (``embed.features`` chooses pooled maps, saliency-weighted activations of
+        ``model.layer``, or both; ``embed.pool_size`` and ``embed.normalize`` size and scale them)
     maps : array of shape (n_samples, height, width)
+    model, images, rows, device : needed only when ``embed.features`` uses activations: the explained
+        model, the image array (or reader) and the rows of ``images`` the maps belong to
 
     Returns
     -------
     features : float32 array of shape (n_samples, n_features)
     """
-    return pooled_features(maps, cfg.embed.pool_size, cfg.embed.normalize)
+    ecfg = cfg.embed
+    pooled = pooled_features(maps, ecfg.pool_size, ecfg.normalize)
+    if ecfg.features == "pooled":
+        return pooled
+    if model is None or images is None or rows is None:
+        raise ValueError(f"embed.features={ecfg.features!r} needs the model, the images and their rows")
+    acts = activation_features(model, cfg.model.layer, images, rows, maps, ecfg.normalize, device)
+    return acts if ecfg.features == "activations" else combine_blocks([pooled, acts])
 
 
 def pooled_features(maps: np.ndarray, pool_size: int, normalize: str, chunk: int = 4096) -> np.ndarray:
@@ -140,3 +152,96 @@ def embed_features(
     )
     embedding = reducer.fit_transform(pca).astype(np.float32)
     return pca, embedding
+
+
+def weighted_activations(activations: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Sum each channel's feature map weighted by the sample's |saliency| resized to its resolution.
+
+    The vector says *what* the model looked at (which channels fire where the relevance lies), not
+    only *where*: two samples that look at the same place but see different things part ways.
+
+    Parameters
+    ----------
+    activations : array of shape (n_samples, channels, h, w), a layer's feature maps
+    maps : array of shape (n_samples, H, W), the saliency maps (area-resized to (h, w))
+
+    Returns
+    -------
+    features : float32 array of shape (n_samples, channels), not normalised
+    """
+    import torch
+    import torch.nn.functional as F
+
+    acts = torch.as_tensor(np.asarray(activations, dtype=np.float32))
+    weight = torch.from_numpy(np.abs(np.asarray(maps, dtype=np.float32)))[:, None]
+    h, w = acts.shape[2:]
+    # area resize keeps the saliency's mass where it was; then each map sums to 1 (how strong the
+    # gradients are is left to the normalisation of the vector)
+    weight = F.adaptive_avg_pool2d(weight, (h, w))
+    total = weight.sum(dim=(2, 3), keepdim=True)
+    weight = weight / torch.where(total > 0, total, torch.ones_like(total))
+    return (acts * weight).sum(dim=(2, 3)).numpy().astype(np.float32)
+
+
+def activation_features(
+    model,
+    layer: str | None,
+    images: np.ndarray,
+    rows: np.ndarray,
+    maps: np.ndarray,
+    normalize: str,
+    device=None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Saliency-weighted activations of ``layer`` (``model.layer``; None = the last Conv2d).
+
+    Parameters
+    ----------
+    model : a torch module producing feature maps at ``layer``
+    images : array of shape (n_total, C, H, W); ``rows`` (n,) index it
+    maps : array of shape (n, H, W), the saliency of each of those samples, in the same order
+    normalize : per-sample scaling, as for :func:`pooled_features`
+
+    Returns
+    -------
+    features : float32 array of shape (n, channels of the layer)
+    """
+    import torch
+
+    from soxai.errors import ConfigError
+    from soxai.models.layers import resolve_layer
+
+    module = resolve_layer(model, layer)
+    device = device or torch.device("cpu")
+    captured: list = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    parts = []
+    try:
+        model.to(device).eval()
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                captured.clear()
+                xb = torch.from_numpy(np.asarray(images[rows[start : start + batch_size]], dtype=np.float32))
+                model(xb.to(device))
+                out = captured[0]
+                if not isinstance(out, torch.Tensor) or out.ndim != 4:
+                    raise ConfigError(
+                        f"model.layer={layer!r} outputs {getattr(out, 'shape', type(out).__name__)}, not feature "
+                        "maps (n, channels, height, width); pick a convolutional layer or block"
+                    )
+                parts.append(weighted_activations(out.float().cpu().numpy(), maps[start : start + batch_size]))
+    finally:
+        handle.remove()
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return scale_rows(np.concatenate(parts), normalize)
+
+
+def combine_blocks(blocks: list[np.ndarray]) -> np.ndarray:
+    """Concatenate feature blocks so that neither dominates: each row of each block scaled to l2 norm
+    ``1 / sqrt(len(blocks))`` (rows end with norm 1 whatever the blocks' widths).
+
+    blocks : arrays of shape (n, d_i). Returns float32 (n, sum d_i).
+    """
+    weight = 1.0 / np.sqrt(len(blocks))
+    return np.concatenate([scale_rows(np.asarray(b, dtype=np.float32), "l2") * weight for b in blocks], axis=1)

@@ -15,12 +15,18 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
     from soxai.saliency.runner import read_index, read_maps
 
     ecfg = cfg.embed
-    fp = fingerprint("embed", cfg.section_hash("seed", "embed"), *upstream(run, "saliency"))
+    parts = [cfg.section_hash("seed", "embed")]
+    if ecfg.features != "pooled":
+        # model.layer is left out of the section hashes (it does not change training); here it
+        # picks the activations, so it is part of what this stage produces
+        parts.append(f"layer={cfg.model.layer}")
+    fp = fingerprint("embed", *parts, *upstream(run, "saliency"))
 
     def body():
         index = read_index(run)
         index = index[index["split"] == "train"].reset_index(drop=True)
-        features = explanation_features(cfg, read_maps(run, index))
+        maps = read_maps(run, index)
+        features = explanation_features(cfg, maps, **_activation_inputs(cfg, run, index))
         neighbors = ecfg.spectral_neighbors if ecfg.method == "spectral" else ecfg.umap_neighbors
         _, emb = embed_features(
             features, ecfg.pca_components, neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed, ecfg.method,
@@ -33,3 +39,18 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
         return out, {"n": int(len(frame)), "feature_dim": int(features.shape[1])}
 
     return run_stage(run, "embed", fp, body)
+
+
+def _activation_inputs(cfg: Config, run: RunDir, index: pd.DataFrame) -> dict:
+    """What `explanation_features` needs besides the maps when ``embed.features`` uses activations:
+    the baseline, the images and their rows in ``index`` order, the device."""
+    if cfg.embed.features == "pooled":
+        return {}
+    from soxai.data.runner import read_images, read_samples
+    from soxai.saliency.methods import resolve_device
+    from soxai.train.runner import load_baseline
+
+    rows = index[["sample_id"]].merge(read_samples(run)[["sample_id", "row"]], on="sample_id", how="left",
+                                      validate="one_to_one")["row"].to_numpy()
+    return {"model": load_baseline(cfg, run), "images": read_images(run), "rows": rows,
+            "device": resolve_device(cfg.train.device)}

@@ -9,6 +9,11 @@ class ManifestConfig(Section):
     """How flagged concepts turn into dropped samples."""
 
     policy: str = Field("drop_flagged", description="a name from soxai.manifest.policies.PRUNE_POLICIES")
+    region_threshold: float = Field(
+        0.15, ge=0.0, le=1.0,
+        description="drop_flagged_region: drop a flagged concept's member when this share of its relevance "
+        "lies in the concept's salient region (the transplant box; a uniform map puts ~3.5% in a 6x6 box of 32x32)",
+    )
     allow_empty_class: bool = Field(
         False, description="allow a prune that removes every training sample of a class"
     )

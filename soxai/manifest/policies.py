@@ -7,12 +7,30 @@ decisions with a reason per dropped sample.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 
-def drop_flagged(train: pd.DataFrame, flagged: dict[int, str]) -> tuple[np.ndarray, list[str]]:
+@dataclass
+class PolicyContext:
+    """What a policy may read beyond the concepts.
+
+    boxes : {concept_id: (y0, x0, y1, x1)} — each flagged concept's salient region (half-open); a
+        concept flagged only by whole-image detectors has none, and drop_flagged_region drops all its members
+    sample_maps : function positions into ``train`` (n,) -> those samples' |saliency| maps (n, H, W)
+    region_threshold : drop_flagged_region drops a member whose share of relevance in the box reaches this
+    """
+
+    boxes: dict[int, tuple[int, int, int, int]]
+    sample_maps: Callable[[np.ndarray], np.ndarray]
+    region_threshold: float
+
+
+def drop_flagged(
+    train: pd.DataFrame, flagged: dict[int, str], ctx: PolicyContext | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Drop every member of a flagged concept.
 
     Parameters
@@ -31,8 +49,51 @@ def drop_flagged(train: pd.DataFrame, flagged: dict[int, str]) -> tuple[np.ndarr
     return keep, reasons
 
 
-PRUNE_POLICIES: dict[str, Callable[[pd.DataFrame, dict[int, str]], tuple[np.ndarray, list[str]]]] = {
+def drop_flagged_region(
+    train: pd.DataFrame, flagged: dict[int, str], ctx: PolicyContext | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Drop only those members of a flagged concept that put at least ``region_threshold`` of their
+    relevance on the concept's flagged region: the samples that actually carry the shortcut, not
+    every sample the clustering happened to put beside them.
+
+    Parameters
+    ----------
+    train : DataFrame with a ``concept_id`` column, one row per training sample
+    flagged : {concept_id: reason}
+    ctx : the flagged concepts' boxes and the samples' maps (required)
+    """
+    from soxai.bias.location import box_mass
+
+    if ctx is None:
+        raise ValueError("drop_flagged_region needs a PolicyContext with the flagged regions and saliency maps")
+    cids = train["concept_id"].to_numpy()
+    keep = np.ones(len(train), dtype=bool)
+    reasons = [""] * len(train)
+    for cid in flagged:
+        pos = np.flatnonzero(cids == cid)
+        if len(pos) == 0:
+            continue
+        if cid not in ctx.boxes:  # flagged for the whole image (a tint): no region to measure, drop all
+            keep[pos] = False
+            for p in pos:
+                reasons[p] = f"member of flagged concept {int(cid)} (flagged for the whole image, no region)"
+            continue
+        box = ctx.boxes[cid]
+        mass = box_mass(ctx.sample_maps(pos), box)
+        y0, x0, y1, x1 = box
+        for p, m in zip(pos, mass, strict=True):
+            if m >= ctx.region_threshold:
+                keep[p] = False
+                reasons[p] = (f"member of flagged concept {int(cid)} with {m:.0%} of its relevance in the flagged "
+                              f"region rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1}")
+    return keep, reasons
+
+
+PolicyFn = Callable[[pd.DataFrame, dict[int, str], "PolicyContext | None"], tuple[np.ndarray, list[str]]]
+
+PRUNE_POLICIES: dict[str, PolicyFn] = {
     "drop_flagged": drop_flagged,
+    "drop_flagged_region": drop_flagged_region,
 }
 
 

@@ -28,18 +28,21 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         samples = read_samples(run)
         assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
         scores = read_parquet(run.bias_scores)
-        flagged = flagged_concepts(scores) if len(scores) else {}
+        flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         frame = samples.merge(assign, on="sample_id", how="left", validate="one_to_one")
         is_train = (frame["split"] == "train").to_numpy()
-        train = frame[is_train]
-        keep_train, reasons_train = PRUNE_POLICIES[mcfg.policy](train, flagged)
+        train = frame[is_train].reset_index(drop=True)
+        ctx = _policy_context(cfg, run, train, flagged)
+        decisions = {}
+        for name, policy in PRUNE_POLICIES.items():
+            keep_p, reasons_p = policy(train, flagged, ctx)
+            reasons_p = [_with_why(r, flagged) for r in reasons_p]
+            decisions[name] = (keep_p, reasons_p)
+        keep_train, reasons_train = decisions[mcfg.policy]
         keep = np.ones(len(frame), dtype=bool)
         keep[is_train] = keep_train
         reasons = np.array([""] * len(frame), dtype=object)
         reasons[is_train] = reasons_train
-        for cid, why in flagged.items():
-            member = reasons == f"member of flagged concept {cid}"
-            reasons[member] = f"member of flagged concept {cid} ({why})"
         counts = {}
         for label in sorted(train["label"].unique()):
             in_class = train["label"].to_numpy() == label
@@ -68,7 +71,19 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
             "per_class": counts,
             "nothing_flagged": not flagged,
         }
+        # every policy's own manifest, for comparison and `soxai retrain --manifest`
+        policy_outputs = []
+        for name, (keep_p, reasons_p) in decisions.items():
+            one = train[["sample_id", "label"]].copy()
+            one["keep"], one["reason"] = keep_p, [str(r) for r in reasons_p]
+            one["concept_id"] = train["concept_id"].astype("Int64")
+            policy_outputs.append(write_parquet(run.policy_manifest(name), one))
+        info["policies"] = {
+            name: {"n_dropped": int((~k).sum()), "share_dropped": float((~k).mean()) if len(k) else 0.0}
+            for name, (k, _) in decisions.items()
+        }
         outputs = [
+            *policy_outputs,
             write_parquet(run.pruned_parquet, out),
             write_csv(run.pruned_csv, out),
             write_json(run.manifest_json, info),
@@ -117,3 +132,39 @@ def use_user_manifest(cfg: Config, run: RunDir, path) -> StageRecord:
         return outs, {"n_dropped": info["n_dropped"], "user_manifest": str(path)}
 
     return run_stage(run, "manifest", fp, body)
+
+
+def _with_why(reason: str, flagged: dict[int, str]) -> str:
+    """Append the detectors' reason to a 'member of flagged concept N...' reason."""
+    prefix = "member of flagged concept "
+    if not reason.startswith(prefix):
+        return reason
+    cid = int(reason[len(prefix):].split(" ", 1)[0])
+    return f"{reason} ({flagged[cid]})" if cid in flagged else reason
+
+
+def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
+    """Each flagged concept's salient box (the transplant test's box) and a lazy reader of members' maps."""
+    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS, salient_box
+    from soxai.manifest.policies import PolicyContext
+    from soxai.run_dir import read_npy
+    from soxai.saliency.runner import read_index, read_maps
+
+    concepts = read_parquet(run.concepts).set_index("concept_id")
+    mean = read_npy(run.concept_maps, mmap=False)
+    h, w = mean.shape[1:] if mean.ndim == 3 else (0, 0)
+    side = max(1, int(round(cfg.bias.transplant.region_frac * min(h, w)))) if h else 1
+    scores = read_parquet(run.bias_scores)
+    flags = scores[scores["is_bias"].astype(bool)]
+    # a concept that only whole-image detectors flagged has no region to measure members against
+    regional = set(flags.loc[~flags["detector"].isin(WHOLE_IMAGE_DETECTORS), "concept_id"].astype(int))
+    boxes = {cid: salient_box(mean[int(concepts.loc[cid, "map_index"])], side)
+             for cid in flagged if cid in regional and cid in concepts.index
+             and int(concepts.loc[cid, "map_index"]) >= 0}
+
+    def sample_maps(positions: np.ndarray) -> np.ndarray:
+        index = read_index(run).set_index("sample_id")
+        ids = train["sample_id"].to_numpy()[positions]
+        return np.abs(read_maps(run, index.loc[ids].reset_index()))
+
+    return PolicyContext(boxes=boxes, sample_maps=sample_maps, region_threshold=cfg.manifest.region_threshold)

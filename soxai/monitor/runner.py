@@ -61,10 +61,11 @@ def run_monitor(cfg: Config, run: RunDir, reference: RunDir, splits: tuple[str, 
         chosen = samples[samples["split"].isin(splits)].sort_values(["split", "sample_id"])
         model, layer, device = explainer_model(ref_cfg, reference)
         labels = chosen["label"].to_numpy()
-        pred, _, maps = explain_rows(ref_cfg, model, read_images(run), chosen["row"].to_numpy(), labels, device,
-                                     layer)
+        images, rows = read_images(run), chosen["row"].to_numpy()
+        pred, _, maps = explain_rows(ref_cfg, model, images, rows, labels, device, layer)
         concept_model = load_run_concept_model(reference)
-        assigned = concept_model.assign(new_sample_features(ref_cfg, maps), labels)
+        features = new_sample_features(ref_cfg, maps, model=model, images=images, rows=rows, device=device)
+        assigned = concept_model.assign(features, labels)
         scores = read_parquet(reference.bias_scores)
         flagged = flagged_concepts(scores) if len(scores) else {}
         keep_cols = ["sample_id", "split", "label"] + [c for c in ("path",) if c in chosen]

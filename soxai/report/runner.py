@@ -100,11 +100,21 @@ def read_run(run_dir: str | Path | RunDir) -> RunView:
         concepts=read_parquet(run.concepts),
         assignments=read_parquet(run.assignments),
         scores=scores,
-        flagged=flagged_concepts(scores) if len(scores) else {},
+        flagged=flagged_concepts(scores, _min_flags(run)) if len(scores) else {},
         manifest=read_parquet(run.pruned_parquet) if run.pruned_parquet.is_file() else None,
         manifest_info=read_json(run.manifest_json) if run.manifest_json.is_file() else None,
         comparison=read_json(run.comparison) if run.comparison.is_file() else None,
     )
+
+
+def _min_flags(run: RunDir) -> int:
+    """The run's bias.min_flags (1 when the config cannot be read: any detector's flag counts)."""
+    import yaml
+
+    try:
+        return int(((yaml.safe_load(run.config.read_text()) or {}).get("bias") or {}).get("min_flags", 1))
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return 1
 
 
 # ---------------------------------------------------------------- concepts
@@ -144,13 +154,14 @@ def concept_overview(view: RunView) -> pd.DataFrame:
             "label_mix": _label_mix(view, c.label_mix),
             "accuracy": float(c.accuracy),
             "persistence": float(c.persistence),
+            "stability": float(getattr(c, "stability", np.nan)),
             "score": float(top["score"]) if top is not None else np.nan,
             "detector": str(top["detector"]) if top is not None else "",
             "reason": reason,
             "dropped": int(dropped.get(cid, 0)),
         })
     columns = ["concept_id", "flagged", "is_noise", "class_name", "size", "purity", "label_mix", "accuracy",
-               "persistence", "score", "detector", "reason", "dropped"]
+               "persistence", "stability", "score", "detector", "reason", "dropped"]
     frame = pd.DataFrame(rows, columns=columns)
     order = np.lexsort((frame["concept_id"].to_numpy(), ~frame["flagged"].to_numpy(), frame["is_noise"].to_numpy()))
     return frame.iloc[order].reset_index(drop=True)

@@ -133,6 +133,10 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     facts.add_row("label mix", f"{c['label_mix']} (purity {c['purity']:.0%})")
     facts.add_row("accuracy", f"{c['accuracy']:.3f} (the baseline's, on the members)")
     facts.add_row("persistence", f"{c['persistence']:.3f} (HDBSCAN stability; higher = more distinct)")
+    stability = c.get("stability")
+    if stability is not None and stability == stability:  # NaN when resampling was off
+        facts.add_row("resampling", f"{c['stability']:.2f} (mean Jaccard with its best match when HDBSCAN is re-fitted "
+                                    "on subsamples; 1 = always comes back)")
     if c["flagged"]:
         facts.add_row("why flagged", view.flagged[int(concept_id)])
     console.print(facts)

@@ -17,6 +17,7 @@ from soxai.manifest.policies import random_control
 from soxai.progress import progress
 from soxai.run_dir import RunDir, read_json, read_parquet, write_json, write_parquet
 from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
+from soxai.train.baselines import jtt_upsample, oracle_images
 
 log = logging.getLogger("soxai")
 
@@ -53,20 +54,28 @@ def evaluate_splits(
     return out
 
 
-def _fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int, what: str):
+def _fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int, what: str,
+         images: np.ndarray | None = None, epochs: int | None = None):
     from soxai.saliency.methods import resolve_device
     from soxai.train.loop import train_model
 
     device = resolve_device(cfg.train.device)
     model = make_model(cfg, read_info(run), seed)
+    tcfg = cfg.train if epochs is None else cfg.train.model_copy(update={"epochs": epochs})
+    source = read_images(run)
     val = None
-    if cfg.train.patience is not None:
+    if tcfg.patience is not None:
         samples = read_samples(run)
         frame = samples[samples["split"] == "val"]
         val = (frame["row"].to_numpy(), frame["label"].to_numpy())
-    with progress(f"train {what}", cfg.train.epochs, unit="epochs") as advance:
-        train_model(model, read_images(run), rows, labels, cfg.train, seed, device,
-                    on_epoch=lambda e, loss: advance(1), val=val)
+    if images is not None:  # the oracle's own training images: its val images go after them
+        if val is not None:
+            val_rows = np.arange(len(images), len(images) + len(val[0]))
+            images = np.concatenate([images, np.asarray(source[val[0]], dtype=np.float32)])
+            val = (val_rows, val[1])
+        source = images
+    with progress(f"train {what}", tcfg.epochs, unit="epochs") as advance:
+        train_model(model, source, rows, labels, tcfg, seed, device, on_epoch=lambda e, loss: advance(1), val=val)
     return model, device
 
 
@@ -106,13 +115,13 @@ def run_model(cfg: Config, run: RunDir) -> StageRecord:
 
 def variant_train_set(variant: str, train: pd.DataFrame, keep: np.ndarray, seed: int) -> np.ndarray:
     """Boolean mask over ``train`` rows: the training set of ``variant`` for ``seed``."""
-    if variant == "baseline":
+    if variant in ("baseline", "jtt", "oracle"):  # jtt reweights and the oracle unmarks the whole set
         return np.ones(len(train), dtype=bool)
     if variant == "pruned":
         return keep
     if variant == "random_control":
         return random_control(train["label"].to_numpy(), keep, seed=10_000 + seed)
-    raise StageError(f"unknown variant {variant!r}; choose baseline, pruned or random_control")
+    raise StageError(f"unknown variant {variant!r}; choose baseline, pruned, random_control, jtt or oracle")
 
 
 def run_train(cfg: Config, run: RunDir) -> StageRecord:
@@ -133,7 +142,7 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
         manifest = read_parquet(run.pruned_parquet)
         train = samples[samples["split"] == "train"].merge(
             manifest[["sample_id", "keep"]], on="sample_id", how="left", validate="one_to_one"
-        )
+        ).reset_index(drop=True)
         keep = train["keep"].fillna(True).to_numpy(dtype=bool)
         splits = eval_splits(samples)
         images = read_images(run)
@@ -145,7 +154,8 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                 mask = variant_train_set(variant, train, keep, seed)
                 ids = train["sample_id"].to_numpy()[mask]
                 ids_hash = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-                model_fp = fingerprint("train-model", recipe, str(seed), ids_hash, data_fp)
+                model_fp = fingerprint("train-model", recipe, str(seed), ids_hash, data_fp,
+                                       *_variant_parts(cfg, variant))
                 metrics_path = run.variant_metrics(variant, seed)
                 outputs += [metrics_path, run.variant_model(variant, seed), run.variant_manifest(variant, seed)]
                 if metrics_path.is_file() and run.variant_model(variant, seed).is_file():
@@ -154,18 +164,61 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                         reused += 1
                         continue
                 rows, labels = train["row"].to_numpy()[mask], train["label"].to_numpy()[mask]
+                extra: dict[str, Any] = {}
+                weights = np.ones(len(ids), dtype=np.int64)
                 if variant == "baseline" and seed == cfg.seed and not cfg.model.checkpoint:
                     # same recipe, seed and samples as model/baseline.safetensors: training is deterministic
                     model, device = load_baseline(cfg, run), resolve_device(cfg.train.device)
+                elif variant == "jtt":
+                    model, device, weights, extra = _fit_jtt(cfg, run, rows, labels, seed)
+                elif variant == "oracle":
+                    unmarked_rows, unmarked = _unmarked(run)
+                    x, x_rows, x_labels = oracle_images(images, train, unmarked_rows, unmarked)
+                    model, device = _fit(cfg, run, x_rows, x_labels, seed, f"oracle seed {seed}", images=x)
+                    extra = {"oracle_n_unmarked": 0 if unmarked_rows is None else int(len(unmarked_rows)),
+                             "oracle_n_train": int(len(x_rows))}
                 else:
                     model, device = _fit(cfg, run, rows, labels, seed, f"{variant} seed {seed}")
-                write_parquet(run.variant_manifest(variant, seed), pd.DataFrame({"sample_id": ids}))
+                write_parquet(run.variant_manifest(variant, seed), pd.DataFrame({"sample_id": ids, "weight": weights}))
                 save_checkpoint(run.variant_model(variant, seed), model, {"seed": seed, "variant": variant})
                 write_json(metrics_path, {
-                    "variant": variant, "seed": seed, "fingerprint": model_fp, "n_train": int(mask.sum()),
+                    "variant": variant, "seed": seed, "fingerprint": model_fp, "n_train": int(mask.sum()), **extra,
                     "splits": evaluate_splits(model, images, samples, device, splits, cfg.train.num_workers),
                 })
                 trained += 1
         return outputs, {"models_trained": trained, "models_reused": reused}
 
     return run_stage(run, "train", fp, body)
+
+
+def _variant_parts(cfg: Config, variant: str) -> list[str]:
+    """What a variant's model depends on beyond recipe, seed and sample ids."""
+    if variant == "jtt":
+        return ["jtt", str(cfg.retrain.jtt_epochs), str(cfg.retrain.jtt_upweight)]
+    if variant == "oracle":
+        return ["oracle"]  # same ids as the baseline, other pixels
+    return []
+
+
+def _unmarked(run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:
+    from soxai.run_dir import read_npy
+
+    if not run.unmarked.is_file():
+        return None, None
+    return read_npy(run.unmarked_rows, mmap=False), read_npy(run.unmarked, mmap=False)
+
+
+def _fit_jtt(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int):
+    """JTT: a brief first model; its training errors repeated ``jtt_upweight`` times; a full second model.
+
+    Returns (model, device, weight per training sample, metrics of the first step).
+    """
+    from soxai.train.loop import predict_logits
+
+    first, device = _fit(cfg, run, rows, labels, seed, f"jtt (first model) seed {seed}", epochs=cfg.retrain.jtt_epochs)
+    pred = predict_logits(first, read_images(run), rows, device).argmax(axis=1)
+    up_rows, up_labels = jtt_upsample(rows, labels, pred, cfg.retrain.jtt_upweight)
+    model, device = _fit(cfg, run, up_rows, up_labels, seed, f"jtt seed {seed}")
+    wrong = pred != labels
+    weights = np.where(wrong, cfg.retrain.jtt_upweight, 1).astype(np.int64)
+    return model, device, weights, {"jtt_n_errors": int(wrong.sum()), "jtt_upweight": cfg.retrain.jtt_upweight}

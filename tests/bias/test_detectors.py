@@ -1,11 +1,12 @@
 import numpy as np
 import pandas as pd
 
-from soxai.bias.config import BiasConfig, TransplantConfig
+from soxai.bias.config import BiasConfig, ConcentrationConfig, TransplantConfig
 from soxai.bias.decide import flagged_concepts, read_overrides
 from soxai.bias.detectors import DetectorContext, detect_transplant, paste_region, salient_box
 
-CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25))  # a 3 px box on the 12 px toy images
+# a 3 px box on the 12 px toy images
+CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25), concentration=ConcentrationConfig(region_frac=0.25))
 
 
 def test_salient_box__finds_the_hot_corner():
@@ -96,3 +97,89 @@ def test_read_overrides__validates_ids(tmp_path):
     path.write_text("drop: [1]\nkeep: [1]\n")
     with pytest.raises(ConfigError, match="both"):
         read_overrides(path, {1})
+
+
+def test_detect_concentration__flags_planted_shortcut_only():
+    from soxai.bias.location import detect_concentration
+
+    rows = {r["concept_id"]: r for r in detect_concentration(_shortcut_world(), CFG)}
+    assert rows[0]["is_bias"] and rows[0]["consistency"] >= 0.9
+    assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
+    assert "rows 0-2, cols 8-10" in rows[0]["reason"]
+
+
+def test_detect_concentration__clean_world_flags_nothing():
+    from soxai.bias.location import detect_concentration
+
+    ctx = _shortcut_world()
+    ctx.images[:, :, :3, 8:11] = 0.1
+    ctx.maps[0] = ctx.maps[1]  # without the mark the concept looks where its class-mates look
+    assert not any(r["is_bias"] for r in detect_concentration(ctx, CFG))
+
+
+def test_detect_transplant_accuracy__flags_planted_shortcut_only():
+    from soxai.bias.disparity import detect_transplant_accuracy
+
+    rows = {r["concept_id"]: r for r in detect_transplant_accuracy(_shortcut_world(), CFG)}
+    assert rows[0]["is_bias"] and rows[0]["accuracy_pasted"] < rows[0]["accuracy_control"] - 0.3
+    assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
+
+
+def test_detect_transplant_accuracy__clean_world_flags_nothing():
+    from soxai.bias.disparity import detect_transplant_accuracy
+
+    ctx = _shortcut_world()
+    ctx.images[:, :, :3, 8:11] = 0.1
+    ctx.train["pred"] = ctx.predict(ctx.images)
+    assert not any(r["is_bias"] for r in detect_transplant_accuracy(ctx, CFG))
+
+
+def _tint_world(tinted: bool):
+    """The shortcut world without the corner mark; half of class 0 is tinted (brighter, flatter) and the
+    'model' takes a bright image as class 0 on its own."""
+    ctx = _shortcut_world()
+    ctx.images[:, :, :3, 8:11] = ctx.images[-1:, :, :3, 8:11]
+    marked = (ctx.train["concept_id"] == 0).to_numpy()
+    if tinted:
+        ctx.images[marked] = 0.6 * ctx.images[marked] + 0.4
+
+    def predict(x):
+        left, right = x[:, 0, 5:8, 1:4].mean(axis=(1, 2)), x[:, 0, 5:8, 7:10].mean(axis=(1, 2))
+        return np.where((x.mean(axis=(1, 2, 3)) > 0.4) | (left > right), 0, 1)
+
+    ctx.predict = predict
+    ctx.train["pred"] = predict(ctx.images)
+    return ctx
+
+
+def test_detect_statistics_transplant__flags_a_tint_only_when_planted():
+    from soxai.bias.disparity import detect_statistics_transplant, match_statistics
+
+    rows = {r["concept_id"]: r for r in detect_statistics_transplant(_tint_world(True), CFG)}
+    assert rows[0]["is_bias"] and rows[0]["flip_rate"] >= 0.9
+    assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
+    assert not any(r["is_bias"] for r in detect_statistics_transplant(_tint_world(False), CFG))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 1, 5, 5)).astype(np.float32)
+    out = match_statistics(x[:1], x[1:])
+    np.testing.assert_allclose([out.mean(), out.std()], [x[1].mean(), x[1].std()], atol=1e-5)
+
+
+def test_flagged_concepts__min_flags_counts_detectors():
+    scores = pd.DataFrame([
+        {"concept_id": 0, "detector": "transplant", "score": 0.9, "is_bias": True, "reason": "a"},
+        {"concept_id": 0, "detector": "concentration", "score": 0.3, "is_bias": True, "reason": "b"},
+        {"concept_id": 1, "detector": "transplant", "score": 0.9, "is_bias": True, "reason": "c"},
+        {"concept_id": 1, "detector": "concentration", "score": 0.0, "is_bias": False, "reason": "d"},
+        {"concept_id": 2, "detector": "override", "score": 1.0, "is_bias": True, "reason": "person"},
+    ])
+    assert sorted(flagged_concepts(scores, 1)) == [0, 1, 2]
+    assert sorted(flagged_concepts(scores, 2)) == [0, 2]
+    assert flagged_concepts(scores, 2)[0] == "transplant: a; concentration: b"
+
+
+def test_bias_config__min_flags_above_detector_count__raises():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="min_flags"):
+        BiasConfig(detectors=("transplant",), min_flags=2)

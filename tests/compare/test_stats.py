@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -21,3 +23,17 @@ def test_detection_scores__precision_and_recall():
     planted = np.array([1, 1, 1, 0, 0], dtype=bool)
     d = detection_scores(dropped, planted)
     assert d["precision"] == pytest.approx(2 / 3) and d["recall"] == pytest.approx(2 / 3)
+
+
+def test_gap_recovered__share_of_the_oracle_gap_per_seed():
+    from soxai.compare.runner import _gap_recovered
+
+    def m(*vals):
+        return {"test_attacked": {"accuracy": dict(enumerate(vals))}, "test": {"accuracy": {0: 0.9, 1: 0.9}}}
+
+    per_seed = {"baseline": m(0.2, 0.4), "oracle": m(1.0, 0.8), "pruned": m(0.6, 0.8), "jtt": m(0.2, 0.4)}
+    gap = _gap_recovered(per_seed)
+    assert gap["pruned"]["test_attacked"]["accuracy"]["values"] == pytest.approx([0.5, 1.0])
+    assert gap["pruned"]["test_attacked"]["accuracy"]["ratio_of_means"] == pytest.approx(0.8 / 1.2 * 1.0)
+    assert gap["jtt"]["test_attacked"]["accuracy"]["mean"] == pytest.approx(0.0)
+    assert math.isnan(gap["pruned"]["test"]["accuracy"]["mean"])  # no gap to recover on clean data

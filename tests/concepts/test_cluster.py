@@ -46,3 +46,16 @@ def test_mean_maps__peak_normalised_mean_per_concept():
     out = mean_maps(maps, np.array([0, 0, 1]), [0, 1])
     assert out.shape == (2, 2, 2)
     assert out[0, 0, 0] == 1.0 and out[1, 1, 1] == 1.0
+
+
+def test_resampling_stability__real_blobs_come_back_an_arbitrary_split_does_not():
+    from soxai.concepts.cluster import resampling_stability
+
+    x, y = make_blobs(n_samples=300, centers=3, cluster_std=0.4, random_state=2)
+    stab = resampling_stability(x, y, 20, None, 4, 0.8, seed=0)
+    assert set(stab) == {0, 1, 2} and min(stab.values()) >= 0.9
+    # one blob cut in two halves by a line: HDBSCAN never finds the halves again
+    arbitrary = np.where(y == 0, np.where(x[:, 0] > np.median(x[y == 0, 0]), 5, 0), y)
+    stab_cut = resampling_stability(x, arbitrary, 20, None, 4, 0.8, seed=0)
+    assert stab_cut[0] <= 0.6 and stab_cut[5] <= 0.6 and stab_cut[1] >= 0.9
+    assert resampling_stability(x, y, 20, None, 4, 0.8, seed=0) == stab  # seeded

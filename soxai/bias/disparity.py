@@ -1,0 +1,142 @@
+"""Detectors that transplant a concept into other classes' images and measure the damage.
+
+``transplant_accuracy``: the accuracy of other-class images after the concept's salient region is
+pasted in, against the same paste from the class's other samples (any error counts, not only a move
+to the concept's class). ``statistics_transplant``: the members' global intensity statistics (per
+channel mean and spread) are given to other classes' images — a tint, a colour cast or an exposure
+shift is a shortcut no box holds, and a real shape feature does not travel this way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from soxai.bias.config import BiasConfig
+
+if TYPE_CHECKING:  # detectors.py imports this module for its registry
+    from soxai.bias.detectors import DetectorContext
+
+
+def _fisher_greater(a: int, b: int, n: int) -> float:
+    """One-sided Fisher exact p-value that a/n exceeds b/n."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[a, n - a], [b, n - b]], alternative="greater")[1])
+
+
+def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
+    """Accuracy disparity under transplant.
+
+    Recipients: up to ``n_pairs`` images of other classes (right or wrong). Pasting the concept's
+    salient box from its members lowers their accuracy by ``drop``; pasting each class-mate's own
+    most salient box lowers it by ``control_drop``. Score: drop - control_drop; flag when it reaches
+    ``threshold`` and a one-sided Fisher test of errors vs control errors gives p <= ``max_p_value``.
+    """
+    from soxai.bias.detectors import _pick, paste_region, salient_box
+
+    dcfg = cfg.transplant_accuracy
+    h, w = ctx.images.shape[2:]
+    side = max(1, int(round(cfg.transplant.region_frac * min(h, w))))
+    rows = []
+    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+        cid, k = int(concept["concept_id"]), int(concept["label"])
+        rng = np.random.default_rng([ctx.seed, cid + 1, 11])
+        box = salient_box(ctx.maps[int(concept["map_index"])], side)
+        members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
+        outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == k)]
+        pool = ctx.train[ctx.train["label"] != k]
+        n = min(dcfg.n_pairs, len(pool))
+        if n == 0 or len(members) == 0 or len(outsiders) == 0:
+            rows.append(_row("transplant_accuracy", cid, 0.0, False,
+                             "no other-class images or no class-mates outside the concept to compare with"))
+            continue
+        rec_rows = _pick(pool, n, rng)
+        truth = ctx.train.set_index("row").loc[rec_rows, "label"].to_numpy()
+        recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
+        before = float(np.mean(ctx.predict(recipients) == truth))
+        donors = ctx.images[_pick(members, n, rng)]
+        pair = np.arange(n) % len(donors)
+        wrong = int(np.sum(ctx.predict(paste_region(recipients, donors[pair], box)) != truth))
+        out_rows = _pick(outsiders, n, rng)
+        own = [salient_box(m, side) for m in ctx.sample_maps(out_rows)]
+        pair_c = np.arange(n) % len(out_rows)
+        wrong_c = int(np.sum(ctx.predict(
+            paste_region(recipients, ctx.images[out_rows][pair_c], [own[i] for i in pair_c])) != truth))
+        acc, acc_c = 1 - wrong / n, 1 - wrong_c / n
+        score = acc_c - acc
+        p_value = _fisher_greater(wrong, wrong_c, n)
+        is_bias = score >= dcfg.threshold and p_value <= dcfg.max_p_value
+        y0, x0, y1, x1 = box
+        reason = (
+            f"accuracy of {n} other-class images fell from {before:.0%} to {acc:.0%} when its salient "
+            f"{y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} was pasted in (other class-{k} "
+            f"images, each pasting its own most salient box: {acc_c:.0%}; p={p_value:.1g}); disparity "
+            f"{score:+.2f} is {'at or above' if score >= dcfg.threshold else 'below'} the threshold "
+            f"{dcfg.threshold:.2f}" + ("" if p_value <= dcfg.max_p_value or score < dcfg.threshold
+                                       else " but not significant")
+        )
+        rows.append(_row("transplant_accuracy", cid, score, is_bias, reason, accuracy_before=before,
+                         accuracy_pasted=acc, accuracy_control=acc_c, p_value=p_value, box=list(box)))
+    return rows
+
+
+def match_statistics(recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """Give each recipient its donor's per-channel mean and standard deviation, clipped to [0, 1].
+
+    recipients, donors : arrays of shape (n, C, H, W). Returns float32 (n, C, H, W).
+    """
+    r = np.asarray(recipients, dtype=np.float32)
+    d = np.asarray(donors, dtype=np.float32)
+    mr, sr = r.mean(axis=(2, 3), keepdims=True), r.std(axis=(2, 3), keepdims=True)
+    md, sd = d.mean(axis=(2, 3), keepdims=True), d.std(axis=(2, 3), keepdims=True)
+    return np.clip((r - mr) / np.where(sr > 0, sr, 1.0) * sd + md, 0.0, 1.0).astype(np.float32)
+
+
+def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
+    """Give other classes' correctly predicted images the members' global statistics; count flips.
+
+    Flip rate to the concept's class with the members' statistics minus the rate with the statistics
+    of the class's other samples. Flag when it reaches ``threshold`` with a one-sided Fisher test
+    p <= ``max_p_value``.
+    """
+    from soxai.bias.detectors import _pick
+
+    scfg = cfg.statistics_transplant
+    rows = []
+    correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
+    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+        cid, k = int(concept["concept_id"]), int(concept["label"])
+        rng = np.random.default_rng([ctx.seed, cid + 1, 13])
+        members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
+        outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == k)]
+        pool = correct[correct["label"] != k]
+        n = min(scfg.n_pairs, len(pool))
+        if n == 0 or len(members) == 0 or len(outsiders) == 0:
+            rows.append(_row("statistics_transplant", cid, 0.0, False,
+                             "no other-class images or no class-mates outside the concept to compare with"))
+            continue
+        recipients = np.asarray(ctx.images[_pick(pool, n, rng)], dtype=np.float32)
+        donors = ctx.images[_pick(members, n, rng)]
+        controls = ctx.images[_pick(outsiders, n, rng)]
+        flips = int(np.sum(ctx.predict(match_statistics(recipients, donors[np.arange(n) % len(donors)])) == k))
+        flips_c = int(np.sum(ctx.predict(match_statistics(recipients, controls[np.arange(n) % len(controls)])) == k))
+        score = (flips - flips_c) / n
+        p_value = _fisher_greater(flips, flips_c, n)
+        is_bias = score >= scfg.threshold and p_value <= scfg.max_p_value
+        reason = (
+            f"moved {flips / n:.0%} of {n} other-class predictions to class {k} when they took its members' "
+            f"brightness and contrast (other class-{k} images': {flips_c / n:.0%}; p={p_value:.1g}); difference "
+            f"{score:+.2f} is {'at or above' if score >= scfg.threshold else 'below'} the threshold "
+            f"{scfg.threshold:.2f}" + ("" if p_value <= scfg.max_p_value or score < scfg.threshold
+                                       else " but not significant")
+        )
+        rows.append(_row("statistics_transplant", cid, score, is_bias, reason, flip_rate=flips / n,
+                         control_rate=flips_c / n, p_value=p_value))
+    return rows
+
+
+def _row(detector: str, cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"concept_id": cid, "detector": detector, "score": float(score), "is_bias": bool(is_bias),
+            "reason": reason, **extra}
