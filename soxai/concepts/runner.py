@@ -44,9 +44,10 @@ def run_concepts(cfg: Config, run: RunDir) -> StageRecord:
         stability: dict[int, float] = {}
         for g in np.unique(groups):
             idx = np.flatnonzero(groups == g)
+            mcs, ms = resolve_hdbscan_params(len(idx), ccfg.min_cluster_size, ccfg.min_samples)  # "auto" -> ints
             stability.update(resampling_stability(
-                coords[idx], cids[idx], ccfg.min_cluster_size, ccfg.min_samples, ccfg.stability_resamples,
-                ccfg.stability_fraction, cfg.seed + int(g)))
+                coords[idx], cids[idx], mcs, ms, ccfg.stability_resamples, ccfg.stability_fraction,
+                cfg.seed + int(g)))
         table["stability"] = table["concept_id"].map(stability).astype(float)
         real = table.loc[~table["is_noise"], "concept_id"].astype(int).tolist()
         table["map_index"] = table["concept_id"].map({c: i for i, c in enumerate(real)}).fillna(-1).astype(int)

@@ -11,29 +11,27 @@ import pytest
 from soxai.manifest.runner import run_manifest
 from soxai.run_dir import RunDir
 
-# The child kills itself at the k-th file write of the manifest stage: parquet (0), csv (1),
-# manifest.json (2), stage.json (3); "mid-write" after half of the bytes reached the temporary file,
+# The child kills itself while one file of the manifest stage is written (the policy manifests come
+# first, then these in this order): "mid-write" after half of the bytes reached the temporary file,
 # "before-rename" with the temporary file complete but not yet moved into place.
+ORDER = ["pruned.parquet", "pruned.csv", "manifest.json", "stage.json"]
 CHILD = """
 import os, pathlib, signal, sys
-mode, k, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-count = [0]
+mode, target, root = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "mid-write":
     original = pathlib.Path.write_bytes
     def write_bytes(self, data):
-        if count[0] == k:
+        if self.name.startswith("." + target + "."):
             with open(self, "wb") as fh:
                 fh.write(data[: len(data) // 2]); fh.flush(); os.fsync(fh.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
-        count[0] += 1
         return original(self, data)
     pathlib.Path.write_bytes = write_bytes
 else:
     original = os.replace
     def replace(src, dst):
-        if count[0] == k:
+        if os.path.basename(dst) == target:
             os.kill(os.getpid(), signal.SIGKILL)
-        count[0] += 1
         return original(src, dst)
     os.replace = replace
 from soxai.config import load_config
@@ -53,7 +51,11 @@ def _fresh_copy(run: RunDir, dest) -> RunDir:
 
 
 def _artifacts(run: RunDir) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (run.pruned_parquet, run.pruned_csv, run.manifest_json)}
+    """Every finished artifact of the manifest stage (policy manifests included), by path in the stage
+    folder; stage.json (the stage's own record, with its finishing time) is checked apart."""
+    folder = run.root / "manifest"
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith(".") and p.name != "stage.json"}
 
 
 @pytest.fixture(scope="module")
@@ -64,26 +66,27 @@ def uninterrupted(tiny_explained, tmp_path_factory):
     return base, _artifacts(run)
 
 
-@pytest.mark.parametrize("mode,k", [("mid-write", 0), ("mid-write", 1), ("before-rename", 2), ("before-rename", 3)])
-def test_kill_while_manifest_is_written(uninterrupted, tiny_explained, tmp_path, mode, k):
+@pytest.mark.parametrize("mode,target", [("mid-write", "pruned.parquet"), ("mid-write", "pruned.csv"),
+                                         ("before-rename", "manifest.json"), ("before-rename", "stage.json")])
+def test_kill_while_manifest_is_written(uninterrupted, tiny_explained, tmp_path, mode, target):
     cfg, _ = tiny_explained
     base, expected = uninterrupted
     run = _fresh_copy(base, tmp_path / "killed")
-    done = subprocess.run([sys.executable, "-c", CHILD, mode, str(k), str(run.root)],
+    done = subprocess.run([sys.executable, "-c", CHILD, mode, target, str(run.root)],
                           env={**os.environ, "SOXAI_PROGRESS": "0"}, capture_output=True, text=True)
     assert done.returncode == -9, f"the child was not killed: {done.returncode}\n{done.stderr}"
 
-    # What a reader can see: the stage is not marked complete, and every artifact under its final
-    # name is whole (the ones written before the kill) or absent; the partial file is a temporary.
+    # What a reader can see: the stage is not marked complete, and every file under its final name is
+    # whole (those written before the kill) or absent; the partial file is a temporary.
     assert not run.stage_json("manifest").exists()
-    visible = {p.name: p.read_bytes() for p in (run.pruned_parquet, run.pruned_csv, run.manifest_json)
-               if p.exists()}
-    assert len(visible) == min(k, 3)
+    visible = _artifacts(run)
+    assert target not in visible
+    assert all(name in visible for name in ORDER[: ORDER.index(target)] if name != "stage.json")
     assert all(data == expected[name] for name, data in visible.items())
-    assert list((run.root / "manifest").glob(".*.tmp")), "the interrupted write should have left its temporary"
+    assert list((run.root / "manifest").glob(f".{target}.*.tmp")), "the interrupted write left its temporary"
 
     record = run_manifest(cfg, run)
-    assert not record.reused
+    assert not record.reused and run.stage_json("manifest").is_file()
     assert _artifacts(run) == expected
     assert not list(run.root.rglob(".*.tmp")), "the rerun removes the interrupted run's temporaries"
 
