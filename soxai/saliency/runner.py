@@ -104,15 +104,15 @@ def run_saliency_shard(cfg: Config, run: RunDir, shard: int) -> str:
 
     Call ``prepare_saliency`` first. The shard is the same file ``run_saliency`` would write.
     """
-    from soxai.saliency.allocator import fix_mmap_threshold
+    from soxai.saliency.allocator import bounded_heap
 
-    fix_mmap_threshold()  # else glibc's heap grows ~1.2x on 10x the data (soxai/saliency/allocator.py)
     path = run.saliency_shard(shard)
     rows, labels = _shard_rows(cfg, _chosen_samples(cfg, run), shard)
     if path.is_file() and len(read_npy(path)) == len(rows):
         return str(path)
     model, layer, device = explainer_model(cfg, run)
-    _, _, maps = explain_rows(cfg, model, read_images(run), rows, labels, device, layer)
+    with bounded_heap():  # else glibc's heap grows ~1.2x on 10x the data (soxai/saliency/allocator.py)
+        _, _, maps = explain_rows(cfg, model, read_images(run), rows, labels, device, layer)
     write_npy(path, maps)
     return str(path)
 
@@ -124,14 +124,17 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
     (sample_id, split, label, pred, target, shard, offset). Shards already made under the same
     fingerprint (an interrupted run, or shards fanned out by the flow) are kept.
     """
-    from soxai.saliency.allocator import fix_mmap_threshold
+    from soxai.saliency.allocator import bounded_heap
     from soxai.train.loop import predict_logits
 
     scfg = cfg.saliency
     fp = saliency_fingerprint(cfg, run)
 
     def body():
-        fix_mmap_threshold()  # else glibc's heap grows ~1.2x on 10x the data (soxai/saliency/allocator.py)
+        with bounded_heap():  # else glibc's heap grows ~1.2x on 10x the data (soxai/saliency/allocator.py)
+            return _body()
+
+    def _body():
         chosen = _chosen_samples(cfg, run)
         images = read_images(run)
         model, layer, device = explainer_model(cfg, run)

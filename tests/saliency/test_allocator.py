@@ -8,7 +8,9 @@ import pytest
 CHILD = """
 import json, sys
 from soxai.saliency import allocator
-print(json.dumps(allocator.fix_mmap_threshold()))
+with allocator.bounded_heap() as fixed:
+    held = allocator._applied
+print(json.dumps([fixed, held, allocator._applied]))
 """
 
 
@@ -27,9 +29,9 @@ def test_threshold_is_fixed_by_default_on_glibc():
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
-    assert _run({}) == "true"
+    assert _run({}) == "[true, true, false]"  # fixed inside the block, relaxed after it
 
 
 def test_opt_out_and_user_setting_are_respected():
-    assert _run({"SOXAI_GLIBC_DEFAULTS": "1"}) == "false"
-    assert _run({"MALLOC_MMAP_THRESHOLD_": "65536"}) == "false"
+    assert _run({"SOXAI_GLIBC_DEFAULTS": "1"}) == "[false, false, false]"
+    assert _run({"MALLOC_MMAP_THRESHOLD_": "65536"}) == "[false, false, false]"
