@@ -69,6 +69,23 @@ def _nearest(points: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool
     return idx, dist
 
 
+def _member_nn_distances(members: np.ndarray, max_queries: int = 2000, seed: int = 0,
+                         chunk: int = 2048) -> np.ndarray:
+    """Distance from members to their nearest other member: every member up to ``max_queries``, else a
+    seeded sample of that many (each still against all members), so large concepts cost O(n) not O(n^2)."""
+    n = len(members)
+    queries = np.arange(n) if n <= max_queries else np.sort(
+        np.random.default_rng(seed).choice(n, size=max_queries, replace=False))
+    sq = (members**2).sum(axis=1)
+    out = np.empty(len(queries), dtype=np.float64)
+    for lo in range(0, len(queries), chunk):
+        qi = queries[lo : lo + chunk]
+        d2 = np.maximum(sq[qi][:, None] - 2 * members[qi] @ members.T + sq[None, :], 0.0)
+        d2[np.arange(len(qi)), qi] = np.inf
+        out[lo : lo + len(qi)] = np.sqrt(d2.min(axis=1))
+    return out
+
+
 @dataclass
 class ConceptModel:
     """Nearest-neighbour assignment of explanation vectors to fitted concepts.
@@ -125,8 +142,8 @@ class ConceptModel:
             if len(members) < 2:
                 self.radius_[int(cid)] = 0.0
                 continue
-            _, d = _nearest(members, members, 1, exclude_self=True)
-            self.radius_[int(cid)] = float(self.radius_margin * np.quantile(d[:, 0], self.radius_quantile))
+            d = _member_nn_distances(members, seed=int(cid))
+            self.radius_[int(cid)] = float(self.radius_margin * np.quantile(d, self.radius_quantile))
         return self
 
     def transform(self, features: np.ndarray) -> np.ndarray:

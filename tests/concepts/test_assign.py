@@ -109,3 +109,17 @@ def test_run_concept_model__held_out_planted_samples_land_in_the_flagged_concept
     assert planted.sum() >= 5
     assert in_flagged[planted].mean() >= 0.8  # recall of the planted samples
     assert planted[in_flagged].mean() >= 0.9  # and little else lands there
+
+
+def test_member_nn_distances__exact_when_small_and_close_when_sampled():
+    import numpy as np
+
+    from soxai.concepts.assign import _member_nn_distances, _nearest
+
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(300, 8))
+    np.testing.assert_allclose(_member_nn_distances(small), _nearest(small, small, 1, exclude_self=True)[1][:, 0])
+    large = rng.normal(size=(5000, 8))
+    exact = np.quantile(_nearest(large, large, 1, exclude_self=True)[1][:, 0], 0.95)
+    sampled = np.quantile(_member_nn_distances(large, max_queries=1000), 0.95)
+    assert abs(sampled - exact) / exact < 0.05
