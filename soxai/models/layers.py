@@ -39,8 +39,9 @@ def resolve_layer(model: nn.Module, name: str | None, *, purpose: str = "model.l
         convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
         if not convs:
             raise ConfigError(
-                f"{purpose}: the model {type(model).__name__} has no Conv2d to use by default; set "
-                f"{purpose} to the name of a layer that outputs feature maps (n, channels, height, width)"
+                f"{purpose}: no layer is named and the model {type(model).__name__} has no Conv2d to use by "
+                f"default (it has none); set {purpose} to the name of a layer that outputs feature maps "
+                "(n, channels, height, width), or choose a saliency.method that needs no layer, e.g. gradient"
             )
         return convs[-1]
     modules = dict(model.named_modules())

@@ -829,22 +829,16 @@ def last_conv_layer(model: nn.Module) -> nn.Module:
     """The last ``nn.Conv2d`` of ``model`` in registration order (``model.modules()``).
 
     Registration order is the order of forward execution in ordinary CNNs (torchvision's ResNets,
-    VGGs, ...); for others, pass the layer explicitly.
+    VGGs, ...); for others, name the layer (``model.layer``).
 
     Raises
     ------
     ConfigError
         If the model has no Conv2d.
     """
-    from torch import nn
+    from soxai.models.layers import resolve_layer
 
-    convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
-    if not convs:
-        raise ConfigError(
-            f"gradcam needs a Conv2d layer, but the model {type(model).__name__} has none; "
-            f"choose another saliency.method, e.g. gradient or integrated_gradients"
-        )
-    return convs[-1]
+    return resolve_layer(model, None, purpose="model.layer (Grad-CAM's layer)")
 
 
 def iter_maps(
