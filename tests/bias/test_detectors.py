@@ -183,3 +183,57 @@ def test_bias_config__min_flags_above_detector_count__raises():
 
     with pytest.raises(ValidationError, match="min_flags"):
         BiasConfig(detectors=("transplant",), min_flags=2)
+
+
+def _stripe_world(n=60, size=12, seed=0):
+    """As the shortcut world, but the mark is a stripe along the whole top edge (12 px), which the
+    'model' takes as class 0 when most of the top row is bright: no 3x3 box carries it."""
+    ctx = _shortcut_world(n, size, seed)
+    ctx.images[:, :, :3, 8:11] = np.random.default_rng(seed + 1).uniform(0, 0.2, (2 * n, 1, 3, 3))  # no corner
+    marked = ctx.train["concept_id"].to_numpy() == 0
+    ctx.images[marked, :, 0, :] = 1.0
+
+    def predict(x):
+        stripe = x[:, 0, 0, :].mean(axis=1) > 0.6
+        return np.where(stripe | (x[:, 0, 5:8, 1:4].mean(axis=(1, 2)) > x[:, 0, 5:8, 7:10].mean(axis=(1, 2))), 0, 1)
+
+    ctx.predict = predict
+    ctx.train["pred"] = predict(ctx.images)
+    ctx.maps[0] = 0.0
+    ctx.maps[0, 0, :] = 1.0  # the marked concept looks along the top edge
+    return ctx
+
+
+def test_detect_pixel_transplant__flags_a_stripe_that_no_box_carries():
+    from soxai.bias.pixels import detect_pixel_transplant
+
+    ctx = _stripe_world()
+    boxed = {r["concept_id"]: r for r in detect_transplant(ctx, CFG)}
+    assert not boxed[0]["is_bias"]  # a 3x3 box holds a quarter of the stripe: no flips
+    rows = {r["concept_id"]: r for r in detect_pixel_transplant(ctx, CFG)}
+    # every paste flips; the control (class-0 images pasting their own brightest pixels) flips about half
+    assert rows[0]["is_bias"] and rows[0]["flip_rate"] == 1.0 and rows[0]["score"] >= 0.4
+    assert rows[0]["n_pixels"] == 9
+    assert rows[0]["box"][0] == 0 and rows[0]["box"][2] == 1  # all nine pixels on the top row
+    assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
+    assert "most distinctive pixels" in rows[0]["reason"]
+
+
+def test_detect_pixel_transplant__clean_world_flags_nothing():
+    from soxai.bias.pixels import detect_pixel_transplant
+
+    ctx = _stripe_world()
+    ctx.images[:, :, 0, :] = 0.1  # no stripe anywhere
+    ctx.train["pred"] = ctx.predict(ctx.images)
+    assert not any(r["is_bias"] for r in detect_pixel_transplant(ctx, CFG))
+
+
+def test_top_pixels__largest_positive_only_and_stable():
+    from soxai.bias.pixels import distinct_pixels, top_pixels
+
+    w = np.array([[0.5, -1.0, 0.0], [0.5, 0.2, 0.5]])
+    assert top_pixels(w, 2).tolist() == [[True, False, False], [True, False, False]]
+    assert top_pixels(w, 10).sum() == 4  # only the positive entries
+    concept, others = np.ones((3, 3)), np.ones((3, 3))
+    concept[0, 0] = 5.0
+    assert distinct_pixels(concept, others, 1).tolist() == [[True, False, False], [False] * 3, [False] * 3]
