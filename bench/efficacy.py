@@ -29,6 +29,7 @@ RESULTS = REPO / "docs" / "efficacy.jsonl"
 TABLE = REPO / "docs" / "EFFICACY.md"
 
 SEEDS = (0, 1, 2)
+RATES = (0.3, 0.1, 0.05)
 # transplant_accuracy is left out: it adds no recall over transplant here and was the one detector that
 # flagged a real concept on clean cells (score 0.26 with the then threshold 0.2). pixel_transplant carries
 # the marks no square box holds (an edge stripe); its bars were set on the rate-0.3 cases.
@@ -186,8 +187,14 @@ def write_table(rows: list[dict], header: str) -> None:
             f"{acc('jtt', 'test_attacked', 'worst_group_accuracy')} | {fmt(r['gain']['pruned'])} | "
             f"{fmt(r['gap_recovered']['pruned'])} | {fmt(r['gap_recovered']['jtt'])} | {verdict} |"
         )
+    # every planned case has a row: one not run yet says so (the benchmark resumes where it stopped)
+    ran = {(r["dataset"], r["artifact"], r["rate"]) for r in rows}
+    missing = [(d, a, rate) for rate in RATES for a in ARTIFACTS for d in DATASETS if (d, a, rate) not in ran]
+    for d, a, rate in missing:
+        lines.append(f"| {d} | {a} | {rate:g} | not run yet |" + " |" * 13 + " ✗ not measured |")
     n_ok = sum(1 for r in rows if "checks" in r and all(v is True for v in r["checks"].values()))
-    lines += ["", f"{n_ok} of {len(rows)} finished cases meet every target.", ""]
+    lines += ["", f"{n_ok} of {len(rows)} finished cases meet every target; {len(missing)} of the "
+              f"{len(rows) + len(missing)} planned cases are not run yet.", ""]
     TABLE.write_text("\n".join(lines) + "\n")
 
 
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=str(REPO / "runs" / "efficacy"))
     parser.add_argument("--only", nargs="*", default=list(DATASETS), help="datasets to run")
     parser.add_argument("--artifacts", nargs="*", default=list(ARTIFACTS))
-    parser.add_argument("--rates", nargs="*", type=float, default=[0.3, 0.1, 0.05])
+    parser.add_argument("--rates", nargs="*", type=float, default=list(RATES))
     parser.add_argument("--keep-runs", action="store_true", help="keep each case's run directory")
     parser.add_argument("--table-only", action="store_true", help="rewrite docs/EFFICACY.md from the results")
     args = parser.parse_args(argv)
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         header = header.split("; started")[0] + f"; table rewritten {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
         order = {(d, a, r): i for i, (r, a, d) in enumerate(
-            (r, a, d) for r in (0.3, 0.1, 0.05) for a in ARTIFACTS for d in DATASETS)}
+            (r, a, d) for r in RATES for a in ARTIFACTS for d in DATASETS)}
         write_table(sorted(done, key=lambda r: order.get((r["dataset"], r["artifact"], r["rate"]), 1e9)), header)
         return 0
     seen = {(r["dataset"], r["artifact"], r["rate"]) for r in done}
