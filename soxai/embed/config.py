@@ -25,8 +25,8 @@ class EmbedConfig(Section):
     n_components: int = Field(2, ge=2, le=16, description="UMAP dimensions that are clustered and plotted")
     umap_epochs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
-        description="UMAP's layout epochs; auto = UMAP's own default (500 below 10,000 samples, 200 above) up to "
-        "50,000 samples and 100 above, where the epochs are most of the stage's time "
+        description="UMAP's layout epochs; auto = UMAP's own default (500) up to 10,000 samples and 100 above "
+        "(UMAP's own: 200), where the epochs are most of the stage's time "
         "(soxai.embed.features.auto_umap_epochs)",
     )
     method: Literal["umap", "spectral"] = Field(

@@ -84,16 +84,17 @@ def scale_rows(x: np.ndarray, normalize: str) -> np.ndarray:
     return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
-LARGE = 50_000
+LARGE = 10_000
 
 
 def auto_umap_epochs(n: int) -> int | None:
-    """UMAP's layout epochs for ``n`` samples: None (UMAP's default: 500 up to 10,000, 200 above) up to
-    50,000 samples, 100 above.
+    """UMAP's layout epochs for ``n`` samples: None (UMAP's default, 500) up to 10,000 samples, 100 above
+    (where UMAP's own default would be 200).
 
-    The layout optimisation costs ~0.5 CPU-s per epoch at 100k samples on this project's 2-core machine,
-    ~100 of the stage's ~125 CPU-s with UMAP's 200; with 100 epochs the planted group of the 100k cells
-    bench was recovered just as well (bench/embed_scale.py, docs/BENCHMARKS.md).
+    The layout optimisation is most of the stage's time above 10,000 samples: ~0.5 CPU-s per epoch at
+    100k on this project's 2-core machine, and 45 of 57 s for 16,000 vectors with 200 epochs (21 s in
+    all with 100). With 100 epochs the planted group was recovered just as well at 16k (bench/peers.py)
+    and 100k (bench/embed_scale.py); see docs/BENCHMARKS.md.
     """
     return None if n <= LARGE else 100
 
