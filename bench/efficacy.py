@@ -65,13 +65,14 @@ def case_overrides(dataset: str, artifact: str, rate: float) -> list[str]:
             f"name={dataset}-{artifact}-{rate:g}"]
 
 
-def run_case(root: Path, dataset: str, artifact: str, rate: float) -> dict:
+def run_case(root: Path, dataset: str, artifact: str, rate: float, extra: list[str] = (), tag: str = "") -> dict:
     """Run the pipeline through compare for one case; return its summary row."""
     from soxai.config import load_config
     from soxai.run_dir import read_json
     from soxai.runs import finish_run, init_run, stage_runners
 
-    cfg = load_config(None, case_overrides(dataset, artifact, rate))
+    cfg = load_config(None, [*case_overrides(dataset, artifact, rate), *extra]
+                      + ([f"name={dataset}-{artifact}-{rate:g}-{tag}"] if tag else []))
     run = init_run(cfg, root / cfg.name)
     t0 = time.perf_counter()
     for name, runner in stage_runners().items():
@@ -81,7 +82,8 @@ def run_case(root: Path, dataset: str, artifact: str, rate: float) -> dict:
     finish_run(run, "completed")
     comp = read_json(run.comparison)
     manifest = read_json(run.manifest_json)
-    return summarise(dataset, artifact, rate, comp, manifest, time.perf_counter() - t0)
+    row = summarise(dataset, artifact, rate, comp, manifest, time.perf_counter() - t0)
+    return {**row, "tag": tag, "extra": list(extra)} if tag else row
 
 
 def summarise(dataset: str, artifact: str, rate: float, comp: dict, manifest: dict, seconds: float) -> dict:
@@ -134,6 +136,11 @@ def fmt(s: dict | None, digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _name(row: dict) -> str:
+    """The dataset cell: with the case's extra overrides when it ran apart from the plan (--tag)."""
+    return f"{row['dataset']} [{row['tag']}: {', '.join(row.get('extra', []))}]" if row.get("tag") else row["dataset"]
+
+
 def write_table(rows: list[dict], header: str) -> None:
     lines = [
         "# Efficacy benchmark", "",
@@ -164,7 +171,7 @@ def write_table(rows: list[dict], header: str) -> None:
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['artifact']} | {r['rate']:g} | failed: {r['error'][:80]} |"
+            lines.append(f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | failed: {r['error'][:80]} |"
                          + " |" * 13 + " ✗ run failed |")
             continue
         m = r["metrics"]
@@ -180,7 +187,7 @@ def write_table(rows: list[dict], header: str) -> None:
         rec = "–" if r["recall"] is None or r["recall"] != r["recall"] else f"{r['recall']:.2f}"
         clean = " / ".join(fmt(m.get(v, {}).get("test", {}).get("accuracy")) for v in ("baseline", "pruned", "oracle"))
         lines.append(
-            f"| {r['dataset']} | {r['artifact']} | {r['rate']:g} | {p} | {rec} | {r['share_dropped']:.1%} | {clean} | "
+            f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {p} | {rec} | {r['share_dropped']:.1%} | {clean} | "
             f"{acc('baseline', 'test_attacked')} | {acc('pruned', 'test_attacked')} | "
             f"{acc('random_control', 'test_attacked')} | {acc('jtt', 'test_attacked')} | "
             f"{acc('oracle', 'test_attacked')} | {acc('pruned', 'test_attacked', 'worst_group_accuracy')} | "
@@ -188,7 +195,7 @@ def write_table(rows: list[dict], header: str) -> None:
             f"{fmt(r['gap_recovered']['pruned'])} | {fmt(r['gap_recovered']['jtt'])} | {verdict} |"
         )
     # every planned case has a row: one not run yet says so (the benchmark resumes where it stopped)
-    ran = {(r["dataset"], r["artifact"], r["rate"]) for r in rows}
+    ran = {(r["dataset"], r["artifact"], r["rate"]) for r in rows if not r.get("tag")}
     missing = [(d, a, rate) for rate in RATES for a in ARTIFACTS for d in DATASETS if (d, a, rate) not in ran]
     for d, a, rate in missing:
         lines.append(f"| {d} | {a} | {rate:g} | not run yet |" + " |" * 13 + " ✗ not measured |")
@@ -206,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", nargs="*", type=float, default=list(RATES))
     parser.add_argument("--keep-runs", action="store_true", help="keep each case's run directory")
     parser.add_argument("--table-only", action="store_true", help="rewrite docs/EFFICACY.md from the results")
+    parser.add_argument("--set", dest="extra", action="append", default=[],
+                        help="an extra config override for every case (with --tag: rows apart from the plan)")
+    parser.add_argument("--tag", default="", help="label of the cases run with --set (shown next to the dataset)")
     args = parser.parse_args(argv)
     import torch
 
@@ -221,28 +231,32 @@ def main(argv: list[str] | None = None) -> int:
         header = header.split("; started")[0] + f"; table rewritten {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
         order = {(d, a, r): i for i, (r, a, d) in enumerate(
             (r, a, d) for r in RATES for a in ARTIFACTS for d in DATASETS)}
-        write_table(sorted(done, key=lambda r: order.get((r["dataset"], r["artifact"], r["rate"]), 1e9)), header)
+        write_table(sorted(done, key=lambda r: (bool(r.get("tag")), order.get((r["dataset"], r["artifact"], r["rate"]),
+                                                                              1e9))), header)
         return 0
-    seen = {(r["dataset"], r["artifact"], r["rate"]) for r in done}
+    if args.extra and not args.tag:
+        parser.error("--set needs --tag: the planned cases run with the bench's own settings")
+    seen = {(r["dataset"], r["artifact"], r["rate"], r.get("tag", "")) for r in done}
     # rates outermost, then artifacts: every dataset sees an artifact before the next artifact starts
     for rate in args.rates:
         for artifact in args.artifacts:
             for dataset in args.only:
-                if (dataset, artifact, rate) in seen:
+                if (dataset, artifact, rate, args.tag) in seen:
                     continue
                 print(f"[efficacy] {dataset} {artifact} rate={rate}", flush=True)
                 try:
-                    row = run_case(root, dataset, artifact, rate)
+                    row = run_case(root, dataset, artifact, rate, args.extra, args.tag)
                 except Exception as exc:  # a failed case is recorded, not dropped
                     traceback.print_exc()
-                    row = {"dataset": dataset, "artifact": artifact, "rate": rate,
+                    row = {"dataset": dataset, "artifact": artifact, "rate": rate, "tag": args.tag,
                            "error": f"{type(exc).__name__}: {exc}"}
                 with RESULTS.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
                 done.append(row)
                 write_table(done, header)
                 if not args.keep_runs:
-                    shutil.rmtree(root / f"{dataset}-{artifact}-{rate:g}", ignore_errors=True)
+                    shutil.rmtree(root / (f"{dataset}-{artifact}-{rate:g}" + (f"-{args.tag}" if args.tag else "")),
+                                  ignore_errors=True)
                 print(f"[efficacy] done: {json.dumps(row.get('checks', row.get('error')))}", flush=True)
     return 0
 
