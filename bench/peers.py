@@ -80,8 +80,9 @@ def run_soxai(maps: np.ndarray, method: str) -> np.ndarray:
     cfg = Config()
     e, c = cfg.embed, cfg.concepts
     features = pooled_features(maps, e.pool_size, e.normalize)
-    neighbors = e.spectral_neighbors if method == "spectral" else e.umap_neighbors
-    _, emb = embed_features(features, e.pca_components, neighbors, e.umap_min_dist, e.n_components, cfg.seed, method,
+    spectral = method == "spectral"
+    _, emb = embed_features(features, e.pca_components, e.spectral_neighbors if spectral else e.umap_neighbors,
+                            e.umap_min_dist, e.spectral_components if spectral else e.n_components, cfg.seed, method,
                             e.umap_epochs)
     labels, _, _ = cluster_embeddings(emb, c.min_cluster_size, c.min_samples)
     return labels

@@ -33,3 +33,9 @@ class EmbedConfig(Section):
         "umap", description="umap, or spectral: SpRAy's eigenvectors of a k-NN graph of the PCA vectors"
     )
     spectral_neighbors: int = Field(10, ge=2, description="k of the spectral k-NN graph (CoRelAy's default)")
+    spectral_components: int = Field(
+        8, ge=2, le=32,
+        description="eigenvectors the spectral embedding keeps and clusters (SpRAy's and CoRelAy's 8); the report "
+        "plots the first two. With 2 HDBSCAN split the planted group of bench/peers.py at 8k and 16k maps; with 8 "
+        "it found it whole at 2k, 8k and 16k for k = 10, 15 and 30",
+    )

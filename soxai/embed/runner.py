@@ -27,9 +27,10 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
         index = index[index["split"] == "train"].reset_index(drop=True)
         maps = read_maps(run, index)
         features = explanation_features(cfg, maps, **_activation_inputs(cfg, run, index))
-        neighbors = ecfg.spectral_neighbors if ecfg.method == "spectral" else ecfg.umap_neighbors
+        spectral = ecfg.method == "spectral"
         _, emb = embed_features(
-            features, ecfg.pca_components, neighbors, ecfg.umap_min_dist, ecfg.n_components, cfg.seed, ecfg.method,
+            features, ecfg.pca_components, ecfg.spectral_neighbors if spectral else ecfg.umap_neighbors,
+            ecfg.umap_min_dist, ecfg.spectral_components if spectral else ecfg.n_components, cfg.seed, ecfg.method,
             ecfg.umap_epochs,
         )
         frame = pd.DataFrame({"sample_id": index["sample_id"], "label": index["label"], "pred": index["pred"]})

@@ -53,7 +53,7 @@ def test_embed_stage__spectral_method_runs_and_repeats_exactly(tiny_explained, t
     frames = []
     for name in ("a", "b"):
         run = RunDir(shutil.copytree(base.root, tmp_path / name))
-        cfg = load_config(run.config, ["embed.method=spectral", "embed.n_components=3"])
+        cfg = load_config(run.config, ["embed.method=spectral", "embed.spectral_components=3"])
         record = run_embed(cfg, run)
         assert record.metrics["n"] > 0
         frames.append(pd.read_parquet(run.embedding))
