@@ -136,6 +136,42 @@ def fmt(s: dict | None, digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def shortcut_gap(row: dict) -> float | None:
+    """Oracle minus baseline accuracy on the attacked test: how much the baseline leaned on the mark."""
+    m = row.get("metrics", {})
+    o, b = (m.get(v, {}).get("test_attacked", {}).get("accuracy") for v in ("oracle", "baseline"))
+    return None if not o or not b or o.get("mean") is None or b.get("mean") is None else o["mean"] - b["mean"]
+
+
+def reading(rows: list[dict]) -> list[str]:
+    """Sentences that sort the finished cases by what went wrong, computed from the rows."""
+    def case(r):
+        return f"{_name(r)} {r['artifact']} {r['rate']:g}"
+
+    done = [r for r in rows if "checks" in r]
+    found = [r for r in done if r["recall"] and r["recall"] >= 0.9 and r["precision"] and r["precision"] >= 0.9]
+    unflagged = [r for r in done if not r["n_dropped"]]
+    unused = [r for r in unflagged if (shortcut_gap(r) or 0.0) < 0.05]
+    missed = [r for r in unflagged if r not in unused]
+    out = ["## Reading", "",
+           f"- Detection: {len(found)} of {len(done)} finished cases flag the planted group with precision and "
+           f"recall >= 0.9 ({', '.join(case(r) for r in found) or 'none'})."]
+    if unused:
+        out.append(f"- Nothing flagged where the baseline hardly leaned on the mark (the oracle beats it by less "
+                   f"than 0.05 on the attacked test, so there is little to find and little to recover): "
+                   f"{', '.join(case(r) + f' (gap {shortcut_gap(r):+.2f})' for r in unused)}.")
+    if missed:
+        out.append(f"- Nothing flagged although the baseline leaned on the mark (oracle ahead by >= 0.05 on the "
+                   f"attacked test): {', '.join(case(r) + f' (gap {shortcut_gap(r):+.2f})' for r in missed)}.")
+    for key, text in (("pruned>jtt_wga", "pruned does not beat JTT on attacked worst-group accuracy"),
+                      ("control_not", "the random control's gain on the attacked test also excludes zero"),
+                      ("gap>=0.8", "pruned recovers less than 80% of the gap to the oracle")):
+        hit = [case(r) for r in found if r["checks"].get(key) is False]
+        if hit:
+            out.append(f"- Found, but {text}: {', '.join(hit)}.")
+    return out + [""]
+
+
 def _name(row: dict) -> str:
     """The dataset cell: with the case's extra overrides when it ran apart from the plan (--tag)."""
     return f"{row['dataset']} [{row['tag']}: {', '.join(row.get('extra', []))}]" if row.get("tag") else row["dataset"]
@@ -202,6 +238,7 @@ def write_table(rows: list[dict], header: str) -> None:
     n_ok = sum(1 for r in rows if "checks" in r and all(v is True for v in r["checks"].values()))
     lines += ["", f"{n_ok} of {len(rows)} finished cases meet every target; {len(missing)} of the "
               f"{len(rows) + len(missing)} planned cases are not run yet.", ""]
+    lines += reading(rows)
     TABLE.write_text("\n".join(lines) + "\n")
 
 
