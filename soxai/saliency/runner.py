@@ -140,7 +140,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
         model, layer, device = explainer_model(cfg, run)
         n_shards = prepare_saliency(cfg, run)
         outputs = [run.root / "saliency" / "progress.json"]
-        zero = nonfinite = 0
+        counts = np.zeros(3, dtype=np.int64)  # all zero, constant, not finite
         preds, targets = [], []
         with progress(f"saliency ({scfg.method})", len(chosen)) as advance:
             for s in range(n_shards):
@@ -160,15 +160,20 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
                     write_npy(path, maps)
                 preds.append(np.asarray(pred, dtype=np.int64))
                 targets.append(np.asarray(target, dtype=np.int64))
-                z, nf = _degenerate(maps)
-                zero, nonfinite = zero + z, nonfinite + nf
+                counts += _degenerate(maps)
         n = len(chosen)
-        degenerate = zero + nonfinite
+        zero, constant, nonfinite = (int(c) for c in counts)
+        degenerate = zero + constant + nonfinite
         if n and degenerate / n > 0.5:
+            hint = (" Constant maps usually mean that nothing spatial is left where the map is taken: Grad-CAM "
+                    "on a layer with 1x1 feature maps (model.layer after global pooling), whose one value is "
+                    "spread over the image, or a model that averages the image before any spatial layer; "
+                    "name an earlier layer with model.layer or choose another saliency.method.") if constant else ""
             raise StageError(
-                f"{degenerate} of {n} saliency maps are all zero or not finite "
-                f"(method {scfg.method!r}, target {scfg.target!r}); the method or the target is likely wrong "
-                "for this model — try saliency.method=gradient or saliency.target=predicted"
+                f"{degenerate} of {n} saliency maps are degenerate ({zero} all zero, {constant} constant, "
+                f"{nonfinite} not finite; method {scfg.method!r}, target {scfg.target!r}); the method or the "
+                "target is likely wrong for this model — try saliency.method=gradient or "
+                f"saliency.target=predicted.{hint}"
             )
         offsets = np.arange(n)
         empty = np.zeros(0, dtype=np.int64)
@@ -182,7 +187,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
             "offset": (offsets % scfg.shard_size).astype(np.int64),
         })
         outputs.append(write_parquet(run.saliency_index, index))
-        return outputs, {"n_maps": int(n), "all_zero": int(zero), "non_finite": int(nonfinite),
+        return outputs, {"n_maps": int(n), "all_zero": zero, "constant": constant, "non_finite": nonfinite,
                          "method": scfg.method}
 
     return run_stage(run, "saliency", fp, body)
@@ -230,11 +235,25 @@ def _to_half(maps: np.ndarray) -> np.ndarray:
     return (maps * scale[:, None, None]).astype(np.float16)
 
 
-def _degenerate(maps: np.ndarray) -> tuple[int, int]:
-    flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+def _degenerate(maps: np.ndarray) -> tuple[int, int, int]:
+    """Counts of maps that say nothing about where the model looks: all zero, constant, not finite.
+
+    Parameters
+    ----------
+    maps : ndarray of shape (n, height, width)
+
+    Returns
+    -------
+    (all_zero, constant, non_finite) : three ints, disjoint. ``constant`` is a finite map with one
+    value everywhere other than 0 (max == min != 0); a map with any NaN or inf is ``non_finite`` only.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    flat = maps.reshape(len(maps), int(np.prod(maps.shape[1:])))
     finite = np.isfinite(flat).all(axis=1)
+    high, low = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
     zero = finite & (np.abs(flat).max(axis=1, initial=0) == 0)
-    return int(zero.sum()), int((~finite).sum())
+    constant = finite & ~zero & (high == low)
+    return int(zero.sum()), int(constant.sum()), int((~finite).sum())
 
 
 def read_index(run: RunDir) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The saliency stage: shards, resume after a kill, degenerate maps."""
+"""The saliency stage: shards, resume after a kill, the explained class, degenerate maps."""
 
 import os
 import shutil
@@ -13,9 +13,16 @@ import pytest
 
 from soxai.config import load_config
 from soxai.data.runner import run_data
-from soxai.run_dir import RunDir
+from soxai.run_dir import RunDir, read_json
 from soxai.runs import init_run
-from soxai.saliency.runner import read_index, read_maps, run_saliency
+from soxai.saliency.runner import (
+    _degenerate,
+    prepare_saliency,
+    read_index,
+    read_maps,
+    run_saliency,
+    run_saliency_shard,
+)
 from soxai.train.runner import run_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,9 +104,104 @@ def test_run_saliency__mostly_zero_maps_fail_with_a_hint(trained, tmp_path, monk
         return x * 0.0
 
     monkeypatch.setitem(methods.SALIENCY_METHODS, "gradient", zeros)
-    with pytest.raises(StageError, match="all zero or not finite"):
+    with pytest.raises(StageError, match=r"are degenerate \(\d+ all zero, 0 constant, 0 not finite") as caught:
         run_saliency(load_config(run.config, ["saliency.method=gradient"]), run)
+    assert "saliency.target=predicted" in str(caught.value)
+    assert "Constant maps usually mean" not in str(caught.value)
     assert not run.stage_json("saliency").exists()
+
+
+def test_run_saliency__mostly_constant_maps_fail_with_a_hint_on_what_they_mean(trained, tmp_path, monkeypatch):
+    from soxai.errors import StageError
+    from soxai.saliency import methods
+
+    _, base = trained
+    run = _copy(base, tmp_path / "constant")
+
+    def flat(model, x, target, **kwargs):  # what Grad-CAM on a 1x1 layer gives after upsampling
+        return x * 0.0 + 0.5
+
+    monkeypatch.setitem(methods.SALIENCY_METHODS, "gradient", flat)
+    with pytest.raises(StageError, match=r"0 all zero, (\d+) constant, 0 not finite") as caught:
+        run_saliency(load_config(run.config, ["saliency.method=gradient"]), run)
+    assert "Constant maps usually mean" in str(caught.value) and "model.layer" in str(caught.value)
+    assert not run.stage_json("saliency").exists()
+
+
+def test_run_saliency__constant_maps_counted_in_the_stage_metrics(trained, tmp_path, monkeypatch):
+    import torch
+
+    from soxai.saliency import methods
+
+    _, base = trained
+    run = _copy(base, tmp_path / "some-constant")
+
+    def flat_for_class_0(model, x, target, **kwargs):  # a minority of constant maps: counted, not fatal
+        return torch.where((target == 0)[:, None, None, None], torch.full_like(x, 0.5), x.detach())
+
+    monkeypatch.setitem(methods.SALIENCY_METHODS, "gradient", flat_for_class_0)
+    record = run_saliency(load_config(run.config, ["saliency.method=gradient"]), run)
+
+    n_class_0 = int((read_index(run)["target"] == 0).sum())
+    assert 0 < n_class_0 < record.metrics["n_maps"] / 2
+    assert record.metrics["constant"] == n_class_0
+    assert record.metrics["all_zero"] == record.metrics["non_finite"] == 0
+    assert read_json(run.stage_json("saliency"))["metrics"]["constant"] == n_class_0
+
+
+def test_degenerate__counts_zero_constant_and_non_finite_maps_apart():
+    maps = np.array([
+        np.zeros((3, 4)),                      # all zero
+        np.full((3, 4), -2.0),                 # constant, non-zero
+        np.full((3, 4), 1e-3),                 # constant, tiny
+        np.where(np.eye(3, 4) > 0, np.nan, 1),  # not finite (and constant elsewhere): non-finite only
+        np.where(np.eye(3, 4) > 0, np.inf, 0),  # not finite
+        np.eye(3, 4),                          # an ordinary map
+        np.eye(3, 4) * 1e-30 + 1,              # rounds to constant in float32
+    ])
+
+    assert _degenerate(maps) == (1, 3, 2)
+    assert _degenerate(maps[5:6]) == (0, 0, 0)
+    assert _degenerate(np.zeros((0, 3, 4))) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("fanned_out", [False, True])
+def test_run_saliency__target_predicted_explains_the_model_prediction(trained, tmp_path, fanned_out):
+    import torch
+
+    from soxai.data.runner import read_images, read_samples
+    from soxai.saliency.methods import compute_maps
+    from soxai.train.runner import load_baseline
+
+    _, base = trained
+    run = _copy(base, tmp_path / "predicted")
+    cfg = load_config(run.config, ["saliency.method=gradient", "saliency.target=predicted"])
+    if fanned_out:  # shards made first, as the flow's workers make them; the stage then only predicts
+        for shard in range(prepare_saliency(cfg, run)):
+            run_saliency_shard(cfg, run, shard)
+    run_saliency(cfg, run)
+
+    index = read_index(run)
+    rows = read_samples(run).set_index("sample_id").loc[index["sample_id"], "row"].to_numpy()
+    images = np.asarray(read_images(run)[rows], dtype=np.float32)
+    model = load_baseline(cfg, run)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(images)).argmax(dim=1).numpy()
+    np.testing.assert_array_equal(index["target"].to_numpy(), pred)
+    np.testing.assert_array_equal(index["pred"].to_numpy(), pred)
+    wrong = index["label"].to_numpy() != pred
+    assert wrong.any(), "the one-epoch baseline should get some training samples wrong, else this proves nothing"
+
+    def peak_scaled(maps):  # stored maps may be rescaled per map before float16 (runner._to_half)
+        return maps / np.abs(maps).reshape(len(maps), -1).max(axis=1)[:, None, None]
+
+    options = {"method": "gradient", "batch_size": cfg.saliency.batch_size, "ig_steps": cfg.saliency.ig_steps,
+               "reduce": cfg.saliency.reduce, "device": torch.device("cpu")}
+    stored = peak_scaled(read_maps(run, index)[wrong])
+    of_pred = peak_scaled(compute_maps(model, images[wrong], pred[wrong], **options))
+    of_label = peak_scaled(compute_maps(model, images[wrong], index["label"].to_numpy()[wrong], **options))
+    np.testing.assert_allclose(stored, of_pred, atol=2e-3)
+    assert np.abs(stored - of_label).max() > 0.1
 
 
 @pytest.mark.slow
