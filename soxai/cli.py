@@ -73,6 +73,11 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
         chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     except SoxaiError as exc:
         _fail(exc)
+    from soxai.report.runner import saliency_counts
+
+    counts = saliency_counts(run)  # else maps that say nothing (all zero, constant) show only in stage.json
+    if counts:
+        typer.echo(counts)
     typer.echo(f"done: {run.root}")
 
 

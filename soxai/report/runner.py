@@ -405,6 +405,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     saliency_eval = _saliency_eval(run)
     html = template.render(
         saliency_eval=saliency_eval,
+        saliency_counts=saliency_counts(run),
         run_id=run_info.get("run_id", run.root.name),
         run_info=run_info,
         stages={k: v.get("seconds") for k, v in run_info.get("stages", {}).items()},
@@ -447,6 +448,23 @@ def _detection(detection: dict[str, Any] | None) -> dict[str, str] | None:
     share = detection.get("artifact_concepts_flagged_share")
     out["concepts_flagged"] = "–" if share is None or np.isnan(share) else f"{share:.0%}"
     return out
+
+
+def saliency_counts(run: RunDir) -> str | None:
+    """The saliency stage's map counts in one line, or None when the stage has not completed.
+
+    'saliency: 1,200 maps (input_x_gradient), 0 all-zero, 3 constant, 0 non-finite', from the metrics
+    in ``saliency/stage.json``. A run made before constant maps were counted has no 'constant' part.
+    """
+    from soxai.stage import read_stage
+
+    metrics = (read_stage(run, "saliency") or {}).get("metrics") or {}
+    if "n_maps" not in metrics:
+        return None
+    method = f" ({metrics['method']})" if metrics.get("method") else ""
+    parts = [f"{int(metrics[key]):,} {name}" for key, name in
+             (("all_zero", "all-zero"), ("constant", "constant"), ("non_finite", "non-finite")) if key in metrics]
+    return ", ".join([f"saliency: {int(metrics['n_maps']):,} maps{method}", *parts])
 
 
 def _saliency_eval(run: RunDir) -> dict | None:

@@ -12,9 +12,11 @@ from soxai.report.runner import (
     concept_gallery,
     concept_overview,
     read_run,
+    saliency_counts,
     summary_sentence,
+    write_report,
 )
-from soxai.run_dir import RunDir
+from soxai.run_dir import RunDir, read_json, write_json, write_parquet
 
 
 def _view(flagged: dict, comparison=None, manifest_info=None) -> RunView:
@@ -95,6 +97,42 @@ def test_read_run__not_a_run_names_the_fix(tmp_path):
         read_run(tmp_path)
 
 
+def _saliency_stage(run: RunDir, **metrics) -> None:
+    write_json(run.stage_json("saliency"), {"stage": "saliency", "fingerprint": "x", "outputs": [],
+                                            "metrics": metrics})
+
+
+def test_saliency_counts__one_line_from_the_stage_metrics(tmp_path):
+    run = RunDir(tmp_path)
+    assert saliency_counts(run) is None  # the stage has not run
+    _saliency_stage(run, n_maps=1200, all_zero=4, constant=3, non_finite=2, method="gradcam")
+    assert saliency_counts(run) == "saliency: 1,200 maps (gradcam), 4 all-zero, 3 constant, 2 non-finite"
+    _saliency_stage(run, n_maps=10, all_zero=0, non_finite=0, method="gradient")  # counted before 'constant'
+    assert saliency_counts(run) == "saliency: 10 maps (gradient), 0 all-zero, 0 non-finite"
+
+
+def test_write_report__provenance_shows_the_saliency_map_counts(tmp_path):
+    from soxai.config import load_config
+    from soxai.runs import init_run
+
+    cfg = load_config(None)
+    run = init_run(cfg, tmp_path / "run")  # a run with every sample in noise: no cards, no embedding
+    write_json(run.data_info, {"source": "cells", "class_names": ["cat", "dog"]})
+    write_parquet(run.samples, pd.DataFrame({"sample_id": ["s0", "s1"], "split": ["train"] * 2, "label": [0, 1],
+                                             "row": [0, 1]}))
+    write_parquet(run.concepts, _view({}).concepts.iloc[:0])
+    write_parquet(run.assignments, pd.DataFrame({"sample_id": ["s0", "s1"], "concept_id": [-1, -1]}))
+
+    html = write_report(cfg, run).read_text()
+    assert 'id="saliency-counts"' not in html  # no saliency stage, no line
+
+    _saliency_stage(run, n_maps=2, all_zero=1, constant=1, non_finite=0, method="gradcam")
+    html = write_report(cfg, run).read_text()
+    row = re.search(r'<th>saliency maps</th><td id="saliency-counts">([^<]*)</td>', html)
+    assert row and row.group(1) == "saliency: 2 maps (gradcam), 1 all-zero, 1 constant, 0 non-finite"
+    assert html.index('id="saliency-counts"') > html.index('id="provenance"')
+
+
 @pytest.mark.slow
 def test_write_report__self_contained_flagged_cards_first_and_small(smoke_run_dir):
     html = RunDir(smoke_run_dir).report_html.read_text()
@@ -110,6 +148,8 @@ def test_write_report__self_contained_flagged_cards_first_and_small(smoke_run_di
     assert summary_sentence(view).split(" (")[0] in html
     assert re.search(r"\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", html)  # gains with intervals
     assert "precision / recall" in html and "torch" in html and "config.yaml" in html
+    n_maps = read_json(RunDir(smoke_run_dir).stage_json("saliency"))["metrics"]["n_maps"]
+    assert f"saliency: {n_maps:,} maps (" in html and " constant, " in html
 
 
 @pytest.mark.slow

@@ -1,0 +1,44 @@
+"""The ``soxai`` command line's own output (soxai/cli.py); whole runs through it are in tests/e2e."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from soxai.cli import app
+from soxai.run_dir import RunDir, write_json
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+@pytest.fixture
+def flows(monkeypatch):
+    """flows.pipeline, whose flows a test replaces; the Prefect settings the command sets are undone after."""
+    import flows.pipeline as pipeline
+
+    for name in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
+                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    return pipeline
+
+
+@pytest.mark.parametrize("command", ["run", "explain"])
+def test_flow_commands__print_the_saliency_map_counts_before_done(command, flows, tmp_path, monkeypatch):
+    def flow(cfg, run_dir, run_id):  # stands in for the Prefect flow: only the saliency stage's record
+        metrics = {"n_maps": 3000, "all_zero": 2, "constant": 5, "non_finite": 0, "method": "gradcam"}
+        write_json(RunDir(run_dir).stage_json("saliency"), {"stage": "saliency", "metrics": metrics})
+
+    monkeypatch.setattr(flows, "pipeline" if command == "run" else "explain", flow)
+    res = CliRunner().invoke(app, [command, str(SMOKE), "--run-dir", str(tmp_path / "run")])
+
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-2:] == ["saliency: 3,000 maps (gradcam), 2 all-zero, 5 constant, 0 non-finite",
+                                            f"done: {tmp_path / 'run'}"]
+
+
+def test_flow_commands__without_a_saliency_stage_no_counts_line(flows, tmp_path, monkeypatch):
+    monkeypatch.setattr(flows, "pipeline", lambda cfg, run_dir, run_id: None)
+    res = CliRunner().invoke(app, ["run", str(SMOKE), "--run-dir", str(tmp_path / "run")])
+
+    assert res.exit_code == 0, res.output
+    assert "saliency:" not in res.output and res.output.splitlines()[-1] == f"done: {tmp_path / 'run'}"
