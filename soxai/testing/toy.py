@@ -2,7 +2,8 @@
 
 `LinearToy` has exact answers for every gradient-based method, so tests can compare against
 formulas instead of golden numbers. `ConvToy` is the smallest network with a Conv2d and a ReLU
-module, for Grad-CAM, guided backprop and shape/batching tests.
+module, for Grad-CAM, guided backprop and shape/batching tests. `ConvPoolToy` drops the ReLU, so that
+Grad-CAM's channel weights are the class weights over the number of conv pixels, exactly.
 """
 
 from __future__ import annotations
@@ -114,3 +115,42 @@ class ConvToy(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Map inputs of shape (n_samples, in_channels, height, width) to logits (n_samples, n_classes)."""
         return self.head(self.flatten(self.pool(self.relu(self.conv(x)))))
+
+
+class ConvPoolToy(nn.Module):
+    r"""Conv2d (3x3, padding 1, ``stride``) -> global average pool -> Linear, seeded weights; no ReLU.
+
+    With conv output ``A_j`` of ``h`` x ``w`` pixels (the input's size with stride 1, about half of it
+    with stride 2) and last-layer weights ``V``, the logit of class ``k`` is
+    ``f_k(x) = sum_j V[k, j] * mean_p A_j(x)[p] + b_k``. Its gradient with respect to ``A_j[p]`` is
+    ``V[k, j] / (h * w)`` at every ``p`` (no ReLU gates it, unlike `ConvToy`), so Grad-CAM on the conv
+    layer is exactly ``relu(sum_j alpha_j A_j)`` with ``alpha_j = V[k, j] / (h * w)``, at the conv's
+    resolution; with stride 2 it is then upsampled to the input's size.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input (n_samples, in_channels, height, width).
+    n_classes : int
+        Number of outputs.
+    hidden : int
+        Channels of the conv layer.
+    stride : int
+        Stride of the conv layer.
+    seed : int
+        Seed of the weight initialisation; the global torch RNG is left as it was.
+    """
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 3, hidden: int = 4, stride: int = 1,
+                 seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.conv = nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1, stride=stride)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.flatten = nn.Flatten()
+            self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map inputs of shape (n_samples, in_channels, height, width) to logits (n_samples, n_classes)."""
+        return self.head(self.flatten(self.pool(self.conv(x))))

@@ -23,7 +23,7 @@ from soxai.saliency.methods import (
     reduce_channels,
     resolve_device,
 )
-from soxai.testing.toy import ConvToy, LinearToy
+from soxai.testing.toy import ConvPoolToy, ConvToy, LinearToy
 
 IN_SHAPE = (2, 4, 4)
 N_CLASSES = 3
@@ -223,6 +223,82 @@ def test_occlusion__model_reading_one_block_attributes_only_near_it() -> None:
     near[:, 6 - reach : 8 + reach, 10 - reach : 12 + reach] = True
     assert (attr[:, near] > 0).all()
     assert (attr[:, ~near] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16), (1, 32, 32), (3, 24, 40)])
+def test_occlusion__linear_toy_equals_mean_window_drop_by_hand(shape: tuple[int, int, int]) -> None:
+    # f(x) = W . x, so zeroing a window drops the target logit by sum(W[k] * x) over the window (all
+    # channels); each pixel gets the mean drop of the windows that cover it, the same in every channel.
+    channels, height, width = shape
+    weight = torch.randn(N_CLASSES, *shape, generator=torch.Generator().manual_seed(1))
+    model = LinearToy(shape, N_CLASSES, weight=weight)
+    x, target = _inputs(n=3, shape=shape)
+    (wh, ww), (sh, sw) = occlusion_window(height, width)
+
+    attr = _attribute("occlusion", model, x, target, internal=7).numpy()
+
+    contribution = weight.numpy()[target.numpy()] * x.numpy()  # (n, C, H, W): each pixel's share of the logit
+    total = np.zeros((len(x), height, width))
+    covered = np.zeros((height, width))
+    # captum moves the window ceil((side - window) / stride) times, so when the stride does not divide
+    # the rest, the last window sticks out of the image and is cut at its edge (24x40: columns 36-39).
+    for top in range(0, -(-(height - wh) // sh) * sh + 1, sh):
+        for left in range(0, -(-(width - ww) // sw) * sw + 1, sw):
+            window = (slice(top, top + wh), slice(left, left + ww))
+            drop = contribution[(slice(None), slice(None), *window)].sum(axis=(1, 2, 3))
+            total[(slice(None), *window)] += drop[:, None, None]
+            covered[window] += 1
+    assert (covered > 0).all()
+    expected = np.repeat((total / covered)[:, None], channels, axis=1)
+    np.testing.assert_allclose(attr, expected, rtol=1e-4, atol=1e-5)
+
+
+def _bilinear(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix of bilinear resizing with pixel centres aligned (align_corners=False)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        source = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        low = int(np.floor(source))
+        high, frac = min(low + 1, n_in - 1), source - low
+        m[i, low] += 1 - frac
+        m[i, high] += frac
+    return m
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradcam__conv_pool_toy_equals_relu_of_class_weighted_feature_maps(stride: int) -> None:
+    # No ReLU between conv and pooling: alpha_j = V[k, j] / (h * w) exactly, the map is
+    # relu(sum_j alpha_j A_j) at the conv's h x w, then bilinearly resized to the input (stride 2).
+    model = ConvPoolToy(in_channels=2, n_classes=N_CLASSES, hidden=4, stride=stride)
+    x, target = _inputs(shape=(2, 8, 6))
+
+    attr = _attribute("gradcam", model, x, target).numpy()
+
+    with torch.no_grad():
+        feature_maps = model.conv(x).numpy()  # (n, 4, h, w)
+    h, w = feature_maps.shape[2:]
+    assert (h, w) == (8 // stride, 6 // stride)
+    alpha = model.head.weight.detach().numpy()[target.numpy()] / (h * w)  # (n, 4)
+    cam = np.maximum(np.einsum("nj,njhw->nhw", alpha, feature_maps), 0)
+    expected = np.einsum("ah,nhw,bw->nab", _bilinear(h, 8), cam, _bilinear(w, 6))
+    assert attr.shape == (5, 1, 8, 6)
+    assert (cam == 0).any() and (cam > 0).any(), "the ReLU should both cut and keep somewhere"
+    np.testing.assert_allclose(attr[:, 0], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_gradcam__conv_toy_equals_its_gated_closed_form() -> None:
+    # ConvToy's ReLU gates the gradient: alpha_j = V[k, j] * (share of A_j > 0) / (H * W), A pre-ReLU.
+    model = ConvToy(in_channels=2, n_classes=N_CLASSES)
+    x, target = _inputs(shape=(2, 6, 5))
+
+    attr = _attribute("gradcam", model, x, target).numpy()
+
+    with torch.no_grad():
+        feature_maps = model.conv(x).numpy()
+    share_positive = (feature_maps > 0).mean(axis=(2, 3))
+    alpha = model.head.weight.detach().numpy()[target.numpy()] * share_positive / (6 * 5)
+    expected = np.maximum(np.einsum("nj,njhw->nhw", alpha, feature_maps), 0)
+    np.testing.assert_allclose(attr[:, 0], expected, rtol=1e-5, atol=1e-7)
 
 
 def test_occlusion_window__sized_from_the_image() -> None:
