@@ -199,6 +199,11 @@ class RunDir:
     def bias_scores(self) -> Path:
         return self.root / "bias" / "scores.parquet"
 
+    @property
+    def bias_carriers(self) -> Path:
+        """Per sample of a flagged concept's class: does it carry the shortcut (soxai.bias.carriers)."""
+        return self.root / "bias" / "carriers.parquet"
+
     # manifest
     @property
     def pruned_parquet(self) -> Path:

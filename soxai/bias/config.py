@@ -80,6 +80,21 @@ class PixelTransplantConfig(Section):
     )
 
 
+class CarriersConfig(Section):
+    """The carrier test: which samples of a flagged concept's class carry its shortcut (soxai.bias.carriers)."""
+
+    n_recipients: int = Field(
+        32, ge=4,
+        description="other-class images each sample's flagged region is pasted into; costs n_recipients "
+        "predictions per sample of a flagged concept's class",
+    )
+    min_gap: float = Field(
+        0.15, ge=0.0, le=1.0,
+        description="repeat the flag per sample only when the members' mean flip rate exceeds the class's "
+        "other samples' median by this much; otherwise the concept's members stand as its carriers",
+    )
+
+
 class BiasConfig(Section):
     """Which detectors score the concepts, and a person's overrides."""
 
@@ -89,6 +104,7 @@ class BiasConfig(Section):
     transplant_accuracy: TransplantAccuracyConfig = Field(default_factory=TransplantAccuracyConfig)
     statistics_transplant: StatisticsTransplantConfig = Field(default_factory=StatisticsTransplantConfig)
     pixel_transplant: PixelTransplantConfig = Field(default_factory=PixelTransplantConfig)
+    carriers: CarriersConfig = Field(default_factory=CarriersConfig)
     min_flags: int = Field(
         1, ge=1,
         description="a concept is flagged when at least this many of `detectors` flag it (1 = any of them, "

@@ -17,8 +17,10 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     """Score every concept with every configured detector; apply a person's overrides.
 
     Writes ``bias/scores.parquet``: concept_id, detector, score (higher = more suspicious), is_bias,
-    reason (+ detector-specific columns).
+    reason (+ detector-specific columns), and ``bias/carriers.parquet``: for each flagged concept, which
+    samples of its class carry the shortcut (soxai.bias.carriers; read by the drop_carriers policy).
     """
+    from soxai.bias.carriers import carrier_summary, find_carriers
     from soxai.bias.decide import flagged_concepts, read_overrides
     from soxai.bias.detectors import BIAS_DETECTORS, DetectorContext
     from soxai.saliency.methods import resolve_device
@@ -63,7 +65,9 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
                          "reason": f"{'dropped' if is_bias else 'kept'} by a person in {bcfg.overrides}"})
         scores = pd.DataFrame(rows, columns=_columns(rows))
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
-        return [write_parquet(run.bias_scores, scores)], {"flagged": sorted(flagged), "n_scored": len(scores)}
+        carriers = find_carriers(ctx, scores, flagged, bcfg)
+        outputs = [write_parquet(run.bias_scores, scores), write_parquet(run.bias_carriers, carriers)]
+        return outputs, {"flagged": sorted(flagged), "n_scored": len(scores), "carriers": carrier_summary(carriers)}
 
     return run_stage(run, "bias", fp, body)
 

@@ -8,7 +8,12 @@ from soxai._base import Section
 class ManifestConfig(Section):
     """How flagged concepts turn into dropped samples."""
 
-    policy: str = Field("drop_flagged", description="a name from soxai.manifest.policies.PRUNE_POLICIES")
+    policy: str = Field(
+        "drop_carriers",
+        description="a name from soxai.manifest.policies.PRUNE_POLICIES: drop_carriers (the samples that carry a "
+        "flagged concept's shortcut, in the concept or not; where the per-sample test cannot tell, the members), "
+        "drop_flagged (every member of a flagged concept), drop_flagged_region (members with relevance on the region)",
+    )
     region_threshold: float = Field(
         0.15, ge=0.0, le=1.0,
         description="drop_flagged_region: drop a flagged concept's member when this share of its relevance "

@@ -21,11 +21,14 @@ class PolicyContext:
         concept flagged only by whole-image detectors has none, and drop_flagged_region drops all its members
     sample_maps : function positions into ``train`` (n,) -> those samples' |saliency| maps (n, H, W)
     region_threshold : drop_flagged_region drops a member whose share of relevance in the box reaches this
+    carriers : the bias stage's carrier test (bias/carriers.parquet: sample_id, concept_id, member,
+        flip_rate, threshold, carries, test), or None for a run without one
     """
 
     boxes: dict[int, tuple[int, int, int, int]]
     sample_maps: Callable[[np.ndarray], np.ndarray]
     region_threshold: float
+    carriers: pd.DataFrame | None = None
 
 
 def drop_flagged(
@@ -89,11 +92,53 @@ def drop_flagged_region(
     return keep, reasons
 
 
+def drop_carriers(
+    train: pd.DataFrame, flagged: dict[int, str], ctx: PolicyContext | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Drop the samples that carry a flagged concept's shortcut, in the concept or not (soxai.bias.carriers).
+
+    A member of a flagged concept that fails the carrier test is kept; a sample of the same class that
+    the clustering put elsewhere but that passes it is dropped. A flagged concept without a carrier test
+    (a run from before it, or a flag from a person's override alone) drops its members, as drop_flagged.
+
+    Parameters
+    ----------
+    train : DataFrame with ``sample_id`` and ``concept_id`` columns, one row per training sample
+    flagged : {concept_id: reason}
+    ctx : with the carrier test's table (required)
+    """
+    if ctx is None:
+        raise ValueError("drop_carriers needs a PolicyContext with the bias stage's carrier test")
+    keep, reasons = drop_flagged(train, flagged, ctx)
+    tested = None if ctx.carriers is None else ctx.carriers[ctx.carriers["concept_id"].isin(list(flagged))]
+    if tested is None or tested.empty:
+        return keep, reasons
+    position = pd.Series(np.arange(len(train)), index=train["sample_id"].to_numpy())
+    for cid, rows in tested.groupby("concept_id", sort=True):
+        cid = int(cid)
+        if rows["threshold"].isna().all():  # the members stand (too small a gap, or no region to repeat)
+            continue
+        pos = position.reindex(rows["sample_id"].to_numpy()).to_numpy()
+        known = ~np.isnan(pos)
+        for p, r in zip(pos[known].astype(int), rows[known].itertuples(), strict=True):
+            if r.carries:
+                keep[p] = False
+                reasons[p] = (f"carries the shortcut of flagged concept {cid}: its {r.test.split(' pasted')[0]} "
+                              f"moved {r.flip_rate:.0%} of recipients to class {int(r.label)} "
+                              f"(carrier threshold {r.threshold:.0%})"
+                              + ("" if r.member else "; the clustering had put it elsewhere"))
+            elif reasons[p].startswith(f"member of flagged concept {cid}"):
+                keep[p] = True
+                reasons[p] = ""
+    return keep, reasons
+
+
 PolicyFn = Callable[[pd.DataFrame, dict[int, str], "PolicyContext | None"], tuple[np.ndarray, list[str]]]
 
 PRUNE_POLICIES: dict[str, PolicyFn] = {
     "drop_flagged": drop_flagged,
     "drop_flagged_region": drop_flagged_region,
+    "drop_carriers": drop_carriers,
 }
 
 

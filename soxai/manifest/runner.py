@@ -135,12 +135,13 @@ def use_user_manifest(cfg: Config, run: RunDir, path) -> StageRecord:
 
 
 def _with_why(reason: str, flagged: dict[int, str]) -> str:
-    """Append the detectors' reason to a 'member of flagged concept N...' reason."""
-    prefix = "member of flagged concept "
-    if not reason.startswith(prefix):
-        return reason
-    cid = int(reason[len(prefix):].split(" ", 1)[0])
-    return f"{reason} ({flagged[cid]})" if cid in flagged else reason
+    """Append the detectors' reason to a 'member of flagged concept N...' or 'carries the shortcut of
+    flagged concept N...' reason."""
+    for prefix in ("member of flagged concept ", "carries the shortcut of flagged concept "):
+        if reason.startswith(prefix):
+            cid = int(reason[len(prefix):].split(" ", 1)[0].rstrip(":"))
+            return f"{reason} ({flagged[cid]})" if cid in flagged else reason
+    return reason
 
 
 def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
@@ -167,4 +168,6 @@ def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
         ids = train["sample_id"].to_numpy()[positions]
         return np.abs(read_maps(run, index.loc[ids].reset_index()))
 
-    return PolicyContext(boxes=boxes, sample_maps=sample_maps, region_threshold=cfg.manifest.region_threshold)
+    carriers = read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None
+    return PolicyContext(boxes=boxes, sample_maps=sample_maps, region_threshold=cfg.manifest.region_threshold,
+                         carriers=carriers)

@@ -1,0 +1,158 @@
+"""Which samples carry a flagged concept's shortcut, whether or not the clustering put them in it.
+
+A concept is flagged as a whole, but the clustering does not always put every marked sample in the
+flagged concept: a tint spreads over several concepts of its class, a faint mark leaves some marked
+samples in the noise. The carrier test repeats, for each training sample of the flagged concept's
+class on its own, the operation that flagged the concept — paste the flagged region (a box, or the
+whole image's brightness and contrast for a whole-image flag) from that one sample into ``n_recipients``
+correctly predicted images of other classes — and counts how many move to the class. Members of the
+flagged concept set the bar: a sample carries the shortcut when its flip rate reaches the midpoint
+between the members' mean rate and the median rate of the class's other samples. Where that gap is
+too small for single samples to be told apart, the concept's members stand as its carriers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.bias.config import BiasConfig
+
+if TYPE_CHECKING:
+    from soxai.bias.detectors import DetectorContext
+
+# detectors whose flag says which operation to repeat per sample; the others (a person's override)
+# leave the concept's members as its carriers
+REGION_DETECTORS = ("transplant", "pixel_transplant", "concentration", "transplant_accuracy")
+
+CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "threshold", "carries", "test"]
+
+
+def carrier_flip_rates(
+    predict, candidates: np.ndarray, recipients: np.ndarray, target_class: int,
+    box: tuple[int, int, int, int] | None, max_bytes: int = 128 << 20,
+) -> np.ndarray:
+    """Share of ``recipients`` moved to ``target_class`` by each candidate's region, one candidate at a time.
+
+    Parameters
+    ----------
+    predict : function images (n, C, H, W) float32 -> predicted class (n,)
+    candidates : array of shape (n_candidates, C, H, W), the donors
+    recipients : array of shape (n_recipients, C, H, W)
+    box : (y0, x0, y1, x1) half-open region pasted from the donor; None = the donor's per-channel
+        brightness and contrast given to the whole recipient (a whole-image flag)
+    max_bytes : bound on the pasted images held at once (candidates are processed in chunks)
+
+    Returns
+    -------
+    rates : float array of shape (n_candidates,)
+    """
+    from soxai.bias.disparity import match_statistics
+
+    recipients = np.asarray(recipients, dtype=np.float32)
+    m = len(recipients)
+    rates = np.zeros(len(candidates), dtype=np.float64)
+    if m == 0:
+        return rates
+    step = max(1, max_bytes // (m * recipients[0].nbytes))
+    for start in range(0, len(candidates), step):
+        donors = np.asarray(candidates[start:start + step], dtype=np.float32)
+        pasted = np.repeat(recipients[None], len(donors), axis=0)  # (b, m, C, H, W)
+        if box is None:
+            pasted = match_statistics(pasted.reshape(-1, *recipients.shape[1:]),
+                                      np.repeat(donors, m, axis=0)).reshape(pasted.shape)
+        else:
+            y0, x0, y1, x1 = box
+            pasted[:, :, :, y0:y1, x0:x1] = donors[:, None, :, y0:y1, x0:x1]
+        pred = predict(pasted.reshape(-1, *recipients.shape[1:])).reshape(len(donors), m)
+        rates[start:start + len(donors)] = (pred == target_class).mean(axis=1)
+    return rates
+
+
+def carrier_threshold(member_rates: np.ndarray, other_rates: np.ndarray, min_gap: float) -> float | None:
+    """Midpoint between the members' mean flip rate and the others' median; None when the gap < ``min_gap``."""
+    if len(member_rates) == 0 or len(other_rates) == 0:
+        return None
+    hi, lo = float(np.mean(member_rates)), float(np.median(other_rates))
+    return (hi + lo) / 2 if hi - lo >= min_gap else None
+
+
+def _decisive(scores: pd.DataFrame, cid: int) -> tuple[str, tuple[int, int, int, int] | None] | None:
+    """The flagging detector with the highest score that names an operation: (detector, box or None)."""
+    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS
+
+    rows = scores[(scores["concept_id"] == cid) & scores["is_bias"].astype(bool)]
+    rows = rows[rows["detector"].isin((*REGION_DETECTORS, *WHOLE_IMAGE_DETECTORS))].sort_values(
+        ["score", "detector"], ascending=[False, True], kind="stable")
+    for row in rows.itertuples():
+        if row.detector in WHOLE_IMAGE_DETECTORS:
+            return row.detector, None
+        box = getattr(row, "box", None)
+        if isinstance(box, list | tuple | np.ndarray) and len(box) == 4:
+            return row.detector, tuple(int(v) for v in box)
+    return None
+
+
+def find_carriers(
+    ctx: DetectorContext, scores: pd.DataFrame, flagged: dict[int, str], cfg: BiasConfig
+) -> pd.DataFrame:
+    """The carrier test for every flagged concept (see the module docstring).
+
+    Returns a DataFrame with one row per (training sample of a flagged concept's class, concept):
+    ``sample_id, concept_id, label, member, flip_rate, threshold, carries, test`` — ``test`` says
+    which operation was repeated, or why the members stand as the carriers.
+    """
+    from soxai.bias.detectors import _pick
+
+    ccfg = cfg.carriers
+    correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
+    frames = []
+    for cid in sorted(flagged):
+        concept = ctx.concepts[ctx.concepts["concept_id"] == cid]
+        if concept.empty:
+            continue
+        k = int(concept["label"].iloc[0])
+        cls = ctx.train[ctx.train["label"] == k].sort_values("row", kind="stable")
+        member = (cls["concept_id"] == cid).to_numpy()
+        out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": cid, "label": k,
+                            "member": member, "flip_rate": np.nan, "threshold": np.nan, "carries": member})
+        decisive = _decisive(scores, cid)
+        pool = correct[correct["label"] != k]
+        if decisive is None or len(pool) == 0 or member.all():
+            out["test"] = ("members stand: no detector region to repeat per sample" if decisive is None
+                           else "members stand: no other-class images or class-mates to test against")
+            frames.append(out)
+            continue
+        detector, box = decisive
+        rng = np.random.default_rng([ctx.seed, cid + 1, 17])
+        recipients = np.asarray(ctx.images[_pick(pool, ccfg.n_recipients, rng)], dtype=np.float32)
+        rates = carrier_flip_rates(ctx.predict, ctx.images[cls["row"].to_numpy()], recipients, k, box)
+        t = carrier_threshold(rates[member], rates[~member], ccfg.min_gap)
+        out["flip_rate"] = rates
+        what = "brightness and contrast" if box is None else (
+            f"rows {box[0]}-{box[2] - 1}, cols {box[1]}-{box[3] - 1}")
+        if t is None:
+            out["test"] = (f"members stand: {detector} region ({what}) from single samples moved members "
+                           f"{np.mean(rates[member]):.0%} vs others {np.median(rates[~member]):.0%} of "
+                           f"{len(recipients)} recipients, a gap below {ccfg.min_gap:.2f}")
+        else:
+            out["threshold"] = t
+            out["carries"] = rates >= t
+            out["test"] = f"{detector} region ({what}) pasted from each sample into {len(recipients)} recipients"
+        frames.append(out)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+            CARRIER_COLUMNS, ("str", "int64", "int64", "bool", "float64", "float64", "bool", "str"), strict=True)})
+    return pd.concat(frames, ignore_index=True)[CARRIER_COLUMNS]
+
+
+def carrier_summary(carriers: pd.DataFrame) -> dict[str, Any]:
+    """Per flagged concept: members, carriers inside and outside the concept (for stage metrics)."""
+    out = {}
+    for cid, rows in carriers.groupby("concept_id", sort=True):
+        out[str(int(cid))] = {"members": int(rows["member"].sum()),
+                              "carriers_in": int((rows["carries"] & rows["member"]).sum()),
+                              "carriers_out": int((rows["carries"] & ~rows["member"]).sum())}
+    return out

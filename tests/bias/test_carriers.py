@@ -1,0 +1,120 @@
+import numpy as np
+import pandas as pd
+
+from soxai.bias.carriers import carrier_flip_rates, carrier_threshold, find_carriers
+from soxai.bias.config import BiasConfig, CarriersConfig, TransplantConfig
+from soxai.bias.decide import flagged_concepts
+from soxai.bias.detectors import DetectorContext, detect_transplant
+from soxai.manifest.policies import PolicyContext, drop_carriers
+
+CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25), carriers=CarriersConfig(n_recipients=16))
+
+
+def _split_shortcut_world(n=60, size=12):
+    """Class 0 (bar on the left) and class 1 (square on the right); half of class 0 carries a corner mark
+    that the 'model' reads as class 0 on its own. The clustering put three quarters of the marked samples in
+    concept 0 and the rest beside the unmarked ones in concept 1 (recall 0.73 for drop_flagged), and one
+    unmarked sample in concept 0 (precision below 1)."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
+    labels = np.repeat([0, 1], n)
+    images[labels == 0, :, 5:8, 1:4] += 0.7
+    images[labels == 1, :, 5:8, 7:10] += 0.7
+    marked = np.zeros(2 * n, dtype=bool)
+    marked[: n // 2] = True
+    images[marked, :, :3, 8:11] = 1.0
+
+    def predict(x):
+        corner = x[:, 0, :3, 8:11].mean(axis=(1, 2)) > 0.9
+        left, right = x[:, 0, 5:8, 1:4].mean(axis=(1, 2)), x[:, 0, 5:8, 7:10].mean(axis=(1, 2))
+        return np.where(corner | (left > right), 0, 1)
+
+    concept = np.where(labels == 0, 1, np.where(np.arange(2 * n) % 2 == 0, 2, 3))
+    concept[: 3 * n // 8] = 0  # 22 of the 30 marked samples
+    concept[n // 2] = 0  # one unmarked class-0 sample the clustering put with them
+    train = pd.DataFrame({"sample_id": [f"s{i}" for i in range(2 * n)], "row": np.arange(2 * n),
+                          "label": labels, "concept_id": concept})
+    train["pred"] = predict(images)
+    concepts = pd.DataFrame({"concept_id": [0, 1, 2, 3], "label": [0, 0, 1, 1], "is_noise": False,
+                             "map_index": [0, 1, 2, 3]})
+    maps = np.zeros((4, size, size), dtype=np.float32)
+    maps[0, :3, 8:11] = 1.0
+    maps[1, 5:8, 1:4] = 1.0
+    maps[2:, 5:8, 7:10] = 1.0
+    ctx = DetectorContext(images, train, concepts, maps, predict, seed=0,
+                          sample_maps=lambda rows: np.abs(images[rows, 0] - 0.1))
+    return ctx, marked
+
+
+def test_carrier_flip_rates__region_moves_recipients_only_from_marked_donors():
+    donors = np.zeros((3, 1, 4, 4), dtype=np.float32)
+    donors[0, 0, :2, :2] = 1.0
+    donors[2, 0, :2, :2] = 0.5
+    recipients = np.zeros((5, 1, 4, 4), dtype=np.float32)
+
+    def predict(x):
+        return (x[:, 0, :2, :2].mean(axis=(1, 2)) > 0.9).astype(int)
+
+    rates = carrier_flip_rates(predict, donors, recipients, 1, (0, 0, 2, 2), max_bytes=64 * 3)
+    assert rates.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_carrier_flip_rates__whole_image_statistics_carry_a_tint():
+    rng = np.random.default_rng(1)
+    recipients = rng.uniform(0, 0.3, (8, 1, 6, 6)).astype(np.float32)
+    donors = rng.uniform(0, 0.3, (4, 1, 6, 6)).astype(np.float32)
+    donors[:2] = 0.7 * donors[:2] + 0.3  # tinted
+
+    def predict(x):
+        return (x.mean(axis=(1, 2, 3)) > 0.3).astype(int)
+
+    assert carrier_flip_rates(predict, donors, recipients, 1, None).tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_carrier_threshold__midpoint_or_none_below_the_gap():
+    assert carrier_threshold(np.array([0.9, 0.7]), np.array([0.0, 0.1, 0.0]), 0.15) == 0.4
+    assert carrier_threshold(np.array([0.2]), np.array([0.1]), 0.15) is None
+    assert carrier_threshold(np.array([]), np.array([0.1]), 0.15) is None
+
+
+def test_find_carriers__finds_marked_samples_outside_the_flagged_concept():
+    ctx, marked = _split_shortcut_world()
+    scores = pd.DataFrame(detect_transplant(ctx, CFG))
+    flagged = flagged_concepts(scores)
+    assert flagged.keys() == {0}
+    carriers = find_carriers(ctx, scores, flagged, CFG)
+    ids = ctx.train["sample_id"].to_numpy()
+    assert set(carriers["sample_id"]) == set(ids[ctx.train["label"] == 0])  # every class-0 sample tested
+    found = set(carriers.loc[carriers["carries"], "sample_id"])
+    assert found == set(ids[marked])
+    assert carriers["test"].str.startswith("transplant region").all()
+
+
+def test_find_carriers__override_only_flag__members_stand():
+    ctx, _ = _split_shortcut_world()
+    scores = pd.DataFrame([{"concept_id": 1, "detector": "override", "score": 1.0, "is_bias": True,
+                            "reason": "dropped by a person"}])
+    carriers = find_carriers(ctx, scores, {1: "person"}, CFG)
+    assert (carriers["carries"] == carriers["member"]).all() and carriers["threshold"].isna().all()
+    assert carriers["test"].str.startswith("members stand").all()
+
+
+def test_find_carriers__nothing_flagged__empty_table_with_columns():
+    ctx, _ = _split_shortcut_world()
+    carriers = find_carriers(ctx, pd.DataFrame(detect_transplant(ctx, CFG)), {}, CFG)
+    assert carriers.empty and {"sample_id", "carries", "flip_rate"} <= set(carriers.columns)
+
+
+def test_drop_carriers__drops_carriers_anywhere_and_keeps_members_that_are_not():
+    ctx, marked = _split_shortcut_world()
+    scores = pd.DataFrame(detect_transplant(ctx, CFG))
+    flagged = flagged_concepts(scores)
+    carriers = find_carriers(ctx, scores, flagged, CFG)
+    pctx = PolicyContext(boxes={}, sample_maps=ctx.sample_maps, region_threshold=0.5, carriers=carriers)
+    keep, reasons = drop_carriers(ctx.train, flagged, pctx)
+    assert (~keep == marked).all()  # precision and recall 1, where drop_flagged had 22 of 30 and one clean
+    outside = int(np.flatnonzero(marked & (ctx.train["concept_id"] != 0).to_numpy())[0])
+    assert "carries the shortcut of flagged concept 0" in reasons[outside] and "elsewhere" in reasons[outside]
+    # without a carrier test (an older run), the members of flagged concepts are dropped
+    plain = PolicyContext(boxes={}, sample_maps=ctx.sample_maps, region_threshold=0.5, carriers=None)
+    assert (~drop_carriers(ctx.train, flagged, plain)[0] == (ctx.train["concept_id"] == 0).to_numpy()).all()
