@@ -98,6 +98,7 @@ def summarise(dataset: str, artifact: str, rate: float, comp: dict, manifest: di
         "precision": det.get("precision"), "recall": det.get("recall"),
         "n_planted": det.get("n_planted"), "n_dropped": det.get("n_dropped"),
         "share_dropped": comp["cost"]["share_dropped"], "flagged": list(manifest["flagged_concepts"]),
+        "policy": manifest.get("policy", "drop_flagged"),
         "metrics": {v: {s: {k: metric(v, s, k) for k in ("accuracy", "worst_group_accuracy")}
                         for s in ("test", "test_attacked")} for v in variants},
         "gain": {v: comp["gain_over_baseline"].get(v, {}).get("test_attacked", {}).get("accuracy")
@@ -172,18 +173,26 @@ def reading(rows: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _policy(row: dict) -> str:
+    """The row's prune policy (rows from before the policy was recorded ran drop_flagged, then the default)."""
+    return row.get("policy") or "drop_flagged"
+
+
 def _name(row: dict) -> str:
     """The dataset cell: with the case's extra overrides when it ran apart from the plan (--tag)."""
     return f"{row['dataset']} [{row['tag']}: {', '.join(row.get('extra', []))}]" if row.get("tag") else row["dataset"]
 
 
 def write_table(rows: list[dict], header: str) -> None:
+    from soxai.config import load_config
+
+    policy = load_config(None, COMMON).manifest.policy
     lines = [
         "# Efficacy benchmark", "",
         header, "",
         "Each case: the whole pipeline on one dataset with one artifact kind planted into a share (rate) of "
         "one class's training images, retrained over seeds " + ", ".join(map(str, SEEDS)) + " as baseline, "
-        "pruned (drop_flagged), random control, JTT and oracle (the same samples without the artifact). "
+        "pruned (the row's prune policy), random control, JTT and oracle (the same samples without the artifact). "
         "Detectors: transplant, concentration, statistics_transplant, pixel_transplant (any one flags; the "
         "pixel_transplant bars were set by looking at the rate-0.3 cases, so those are not out-of-sample for it). "
         "Numbers: mean [95% Student-t interval over seeds]; test_attacked = the other classes' test images "
@@ -200,14 +209,14 @@ def write_table(rows: list[dict], header: str) -> None:
         "recall >= 0.9; pruned beats baseline on attacked accuracy with an interval above zero; the random "
         "control does not; pruned recovers >= 80% of the gap; pruned beats JTT on attacked worst-group accuracy.",
         "", "A case that misses a target says so in the last column (✗ = missed, ? = not measurable).", "",
-        "| dataset | artifact | rate | P | R | dropped | acc test: base / pruned / oracle | "
+        "| dataset | artifact | rate | policy | P | R | dropped | acc test: base / pruned / oracle | "
         "acc attacked: base | pruned | ctrl | JTT | oracle | WGA attacked: pruned | JTT | gain pruned | "
         "gap pruned | gap JTT | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | failed: {r['error'][:80]} |"
+            lines.append(f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {_policy(r)} | failed: {r['error'][:80]} |"
                          + " |" * 13 + " ✗ run failed |")
             continue
         m = r["metrics"]
@@ -223,21 +232,31 @@ def write_table(rows: list[dict], header: str) -> None:
         rec = "–" if r["recall"] is None or r["recall"] != r["recall"] else f"{r['recall']:.2f}"
         clean = " / ".join(fmt(m.get(v, {}).get("test", {}).get("accuracy")) for v in ("baseline", "pruned", "oracle"))
         lines.append(
-            f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {p} | {rec} | {r['share_dropped']:.1%} | {clean} | "
+            f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {_policy(r)} | {p} | {rec} | "
+            f"{r['share_dropped']:.1%} | {clean} | "
             f"{acc('baseline', 'test_attacked')} | {acc('pruned', 'test_attacked')} | "
             f"{acc('random_control', 'test_attacked')} | {acc('jtt', 'test_attacked')} | "
             f"{acc('oracle', 'test_attacked')} | {acc('pruned', 'test_attacked', 'worst_group_accuracy')} | "
             f"{acc('jtt', 'test_attacked', 'worst_group_accuracy')} | {fmt(r['gain']['pruned'])} | "
             f"{fmt(r['gap_recovered']['pruned'])} | {fmt(r['gap_recovered']['jtt'])} | {verdict} |"
         )
-    # every planned case has a row: one not run yet says so (the benchmark resumes where it stopped)
-    ran = {(r["dataset"], r["artifact"], r["rate"]) for r in rows if not r.get("tag")}
+    # every planned case has a row under the current default policy: one not run yet says so (the
+    # benchmark resumes where it stopped)
+    current = [r for r in rows if _policy(r) == policy]
+    ran = {(r["dataset"], r["artifact"], r["rate"]) for r in current if not r.get("tag")}
     missing = [(d, a, rate) for rate in RATES for a in ARTIFACTS for d in DATASETS if (d, a, rate) not in ran]
     for d, a, rate in missing:
-        lines.append(f"| {d} | {a} | {rate:g} | not run yet |" + " |" * 13 + " ✗ not measured |")
-    n_ok = sum(1 for r in rows if "checks" in r and all(v is True for v in r["checks"].values()))
-    lines += ["", f"{n_ok} of {len(rows)} finished cases meet every target; {len(missing)} of the "
-              f"{len(rows) + len(missing)} planned cases are not run yet.", ""]
+        lines.append(f"| {d} | {a} | {rate:g} | {policy} | not run yet |" + " |" * 13 + " ✗ not measured |")
+    lines.append("")
+    for pol in sorted({_policy(r) for r in rows}, key=lambda p: p != policy):
+        these = [r for r in rows if _policy(r) == pol]
+        n_ok = sum(1 for r in these if "checks" in r and all(v is True for v in r["checks"].values()))
+        lines.append(f"- {pol}{' (the default now)' if pol == policy else ' (an earlier default)'}: {n_ok} of "
+                     f"{len(these)} finished cases meet every target"
+                     + (f"; {len(missing)} of the {len(ran) + len(missing)} planned cases are not run yet." if
+                        pol == policy else "."))
+    lines.append("")
+    rows = current
     lines += reading(rows)
     TABLE.write_text("\n".join(lines) + "\n")
 
@@ -273,12 +292,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.extra and not args.tag:
         parser.error("--set needs --tag: the planned cases run with the bench's own settings")
-    seen = {(r["dataset"], r["artifact"], r["rate"], r.get("tag", "")) for r in done}
+    # a case is done for the prune policy the config now uses; rows of an earlier default stay in the table
+    from soxai.config import load_config
+
+    policy = load_config(None, [*COMMON, *args.extra]).manifest.policy
+    seen = {(r["dataset"], r["artifact"], r["rate"], r.get("tag", ""), _policy(r)) for r in done}
     # rates outermost, then artifacts: every dataset sees an artifact before the next artifact starts
     for rate in args.rates:
         for artifact in args.artifacts:
             for dataset in args.only:
-                if (dataset, artifact, rate, args.tag) in seen:
+                if (dataset, artifact, rate, args.tag, policy) in seen:
                     continue
                 print(f"[efficacy] {dataset} {artifact} rate={rate}", flush=True)
                 try:
