@@ -251,9 +251,12 @@ def report(rows: list[dict], args, cfg) -> str:
         )
         sp = by.get("soxai_spectral")
         if sp and sp["status"] == "ok":
+            sp_ratio = c["seconds"] / sp["seconds"]
+            sp_verdict = "met" if sp_ratio >= 10 and sp["ari"] >= c["best_ari"] and sp["f1"] >= c["f1"] else "NOT met"
             lines.append(
-                f"  With embed.method=spectral: {c['seconds'] / sp['seconds']:.1f}x by wall time "
-                f"({c['cpu_s'] / sp['cpu_s']:.1f}x by CPU time), ARI {sp['ari']:.3f}, best-cluster F1 {sp['f1']:.3f}."
+                f"  With embed.method=spectral: {sp_ratio:.1f}x by wall time "
+                f"({c['cpu_s'] / sp['cpu_s']:.1f}x by CPU time), ARI {sp['ari']:.3f}, best-cluster F1 {sp['f1']:.3f}"
+                + (f" — target: **{sp_verdict}**" if size == max(args.sizes) else "") + "."
             )
     return "\n".join(lines)
 
