@@ -173,9 +173,21 @@ def reading(rows: list[dict]) -> list[str]:
     return out + [""]
 
 
+ANY_POLICY = "any (nothing flagged)"
+
+
 def _policy(row: dict) -> str:
-    """The row's prune policy (rows from before the policy was recorded ran drop_flagged, then the default)."""
+    """The row's prune policy (rows from before the policy was recorded ran drop_flagged, then the default).
+
+    Where nothing was flagged no policy drops anything, so the row stands for every policy.
+    """
+    if "error" not in row and not row.get("flagged"):
+        return ANY_POLICY
     return row.get("policy") or "drop_flagged"
+
+
+def _counts_for(row: dict, policy: str) -> bool:
+    return _policy(row) in (policy, ANY_POLICY)
 
 
 def _name(row: dict) -> str:
@@ -242,17 +254,17 @@ def write_table(rows: list[dict], header: str) -> None:
         )
     # every planned case has a row under the current default policy: one not run yet says so (the
     # benchmark resumes where it stopped)
-    current = [r for r in rows if _policy(r) == policy]
+    current = [r for r in rows if _counts_for(r, policy)]
     ran = {(r["dataset"], r["artifact"], r["rate"]) for r in current if not r.get("tag")}
     missing = [(d, a, rate) for rate in RATES for a in ARTIFACTS for d in DATASETS if (d, a, rate) not in ran]
     for d, a, rate in missing:
         lines.append(f"| {d} | {a} | {rate:g} | {policy} | not run yet |" + " |" * 13 + " ✗ not measured |")
     lines.append("")
-    for pol in sorted({_policy(r) for r in rows}, key=lambda p: p != policy):
-        these = [r for r in rows if _policy(r) == pol]
+    for pol in [policy, *sorted({_policy(r) for r in rows} - {policy, ANY_POLICY})]:
+        these = current if pol == policy else [r for r in rows if _policy(r) == pol]
         n_ok = sum(1 for r in these if "checks" in r and all(v is True for v in r["checks"].values()))
-        lines.append(f"- {pol}{' (the default now)' if pol == policy else ' (an earlier default)'}: {n_ok} of "
-                     f"{len(these)} finished cases meet every target"
+        note = " (the default now; with the cases where nothing was flagged)" if pol == policy else " (earlier)"
+        lines.append(f"- {pol}{note}: {n_ok} of {len(these)} finished cases meet every target"
                      + (f"; {len(missing)} of the {len(ran) + len(missing)} planned cases are not run yet." if
                         pol == policy else "."))
     lines.append("")
@@ -296,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     from soxai.config import load_config
 
     policy = load_config(None, [*COMMON, *args.extra]).manifest.policy
-    seen = {(r["dataset"], r["artifact"], r["rate"], r.get("tag", ""), _policy(r)) for r in done}
+    seen = {(r["dataset"], r["artifact"], r["rate"], r.get("tag", "")) for r in done if _counts_for(r, policy)}
     # rates outermost, then artifacts: every dataset sees an artifact before the next artifact starts
     for rate in args.rates:
         for artifact in args.artifacts:
             for dataset in args.only:
-                if (dataset, artifact, rate, args.tag, policy) in seen:
+                if (dataset, artifact, rate, args.tag) in seen:
                     continue
                 print(f"[efficacy] {dataset} {artifact} rate={rate}", flush=True)
                 try:
