@@ -1,4 +1,5 @@
-"""Test-session settings: quiet progress bars, a numba cache, Prefect isolated in a temp home."""
+"""Test-session settings (quiet progress bars, a numba cache) and the runs tests share: a tiny run through the
+pruned manifest, and a finished smoke run."""
 
 import os
 import tempfile
@@ -30,3 +31,12 @@ def tiny_explained(tmp_path_factory):
     for stage in EXPLAIN_STAGES:
         RUNNERS[stage](cfg, run)
     return cfg, run
+
+
+@pytest.fixture(scope="session")
+def smoke_run_dir(tmp_path_factory):
+    """The run directory of one in-process smoke run (soxai.testing.smoke), made once per session."""
+    from soxai.testing.smoke import FAST, make_smoke_run
+
+    # the same root in every conftest that defines this fixture: make_smoke_run's cache runs it once
+    return make_smoke_run(tmp_path_factory.getbasetemp() / "soxai-smoke", FAST)

@@ -31,24 +31,20 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
     fp = fingerprint("data", *parts)
 
     def body():
+        # A rerun starts from an empty data/: should the new data fail its checks, an earlier run's
+        # samples and images must not stay behind looking like this run's data.
+        for path in (run.samples, run.images, run.masks, run.unmarked, run.unmarked_rows, run.data_info):
+            path.unlink(missing_ok=True)
         ds = build_dataset(cfg.data, cfg.seed)
         validate_dataset(ds)
         normalize = _normalization(cfg, ds.images.shape[1])
-        if isinstance(ds.images, np.ndarray):
-            outputs = [write_npy(run.images, ds.images)]
-        else:  # image_folder: the files stay where they are and are read from there (read_images)
-            run.images.unlink(missing_ok=True)
-            outputs = []
+        # image_folder: the files stay where they are and are read from there (read_images)
+        outputs = [write_npy(run.images, ds.images)] if isinstance(ds.images, np.ndarray) else []
         if ds.masks is not None:
             outputs.append(write_npy(run.masks, ds.masks))
-        else:
-            run.masks.unlink(missing_ok=True)
         if ds.unmarked is not None:
             # the artifact-free twins of the marked training images: the oracle's training data
             outputs += [write_npy(run.unmarked, ds.unmarked), write_npy(run.unmarked_rows, ds.unmarked_rows)]
-        else:
-            run.unmarked.unlink(missing_ok=True)
-            run.unmarked_rows.unlink(missing_ok=True)
         counts = ds.samples.groupby("split").size().to_dict()
         info = {
             "source": cfg.data.source,

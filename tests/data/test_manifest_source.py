@@ -290,3 +290,26 @@ def test_build_manifest__eval_class_missing_from_train__raises(tmp_path):
     rows[3]["label"] = 2
     with pytest.raises(DataError, match=r"never occur in 'train' \(split 'test': 1 of class '2'\)"):
         build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_run_data__bad_row_leaves_no_data_output(tmp_path):
+    """A manifest row naming a missing image fails the data stage with a DataError; data/ then holds neither
+    the samples table, the images nor a stage.json — also where an earlier, good manifest had filled it."""
+    from soxai.config import load_config
+    from soxai.data.runner import run_data
+    from soxai.runs import init_run
+
+    rows = _basic(tmp_path / "files")
+    manifest = _manifest(tmp_path / "files", rows)
+    cfg = load_config(None, ["data.source=manifest", f"data.manifest={manifest}"])
+    fresh, reused = init_run(cfg, tmp_path / "fresh"), init_run(cfg, tmp_path / "reused")
+    run_data(cfg, reused)
+    assert reused.samples.is_file() and reused.images.is_file() and reused.stage_json("data").is_file()
+
+    rows[1]["path"] = "img/gone.png"  # a new manifest file: the data stage's fingerprint changes, it reruns
+    _manifest(tmp_path / "files", rows)
+    for run in (fresh, reused):
+        with pytest.raises(DataError, match=r"do not exist: line 3 \('img/gone\.png'\)"):
+            run_data(cfg, run)
+        left = [p for p in (run.samples, run.images, run.stage_json("data")) if p.exists()]
+        assert not left, f"{run.root.name}: a failed data stage left {[p.name for p in left]}"

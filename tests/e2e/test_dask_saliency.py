@@ -1,5 +1,6 @@
-"""Saliency shards fanned out over a Dask LocalCluster of 2 worker processes give the single-process
-run's artifacts byte for byte; and the monitor command on the result (same Prefect harness)."""
+"""Saliency shards fanned out over a Dask LocalCluster of 2 worker processes (the flow's own, or a running
+one given by address as `--dask-address` does) give the single-process run's artifacts byte for byte; and the
+monitor command on the result (same Prefect harness)."""
 
 import json
 import os
@@ -89,6 +90,41 @@ def test_dask__shards_ran_as_their_own_task_runs(two_runs):
     names = sorted(t.name for t in tasks)
     assert [n for n in names if n.startswith("saliency-shard-")] == [f"saliency-shard-{i}" for i in range(5)]
     assert all(t.state.is_completed() for t in tasks)
+
+
+def test_cli__dask_address_fans_shards_out_to_a_running_scheduler(two_runs, tmp_path):
+    """`soxai explain --dask-address` on a LocalCluster's scheduler: the saliency shards run as task runs there
+    and equal the single-process run's maps. Only saliency is computed: the other stages are copied from the
+    single-process run and reused by fingerprint."""
+    from distributed import LocalCluster
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    single, _, _ = two_runs
+    by_address = tmp_path / "by-address"
+    by_address.mkdir()
+    for stage in ("data", "model", "embed", "concepts", "bias", "manifest"):
+        shutil.copytree(single.root / stage, by_address / stage)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = CliRunner().invoke(app, ["explain", str(single.config), "--run-dir", str(by_address),
+                                       "--dask-address", cluster.scheduler_address])
+        # the tasks this cluster's scheduler (in this process) saw through: one per shard
+        ran_here = {entry[0] for entry in cluster.scheduler.transition_log if entry[2] == "memory"}
+    assert res.exit_code == 0, res.output
+    assert len(ran_here) == 5
+    state = json.loads((by_address / "run.json").read_text())["stages"]
+    assert {s for s, r in state.items() if not r["reused"]} == {"saliency"}
+    saliency = sorted(p.relative_to(single.root) for p in (single.root / "saliency").rglob("*")
+                      if p.is_file() and p.name != "stage.json")
+    assert len(saliency) >= 6
+    assert [p for p in saliency if (by_address / p).read_bytes() != (single.root / p).read_bytes()] == []
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["by-address"])))
+    shards = sorted(t.name for t in tasks if t.name.startswith("saliency-shard-"))
+    assert shards == [f"saliency-shard-{i}" for i in range(5)]
 
 
 def test_cli__monitor_reports_drift_into_the_flagged_concept(two_runs, tmp_path):

@@ -187,3 +187,28 @@ def test_prefect_yaml__deploys_a_deployment_per_flow(prefect_server):
                      "retrain": "soxai-scheduled-retrain", "monitor": "soxai-scheduled-monitor"}
     assert [s["schedule"]["cron"] for s in deps["pipeline-nightly"]["schedules"]] == [CRON]
     assert all(d["work_pool_name"] == "soxai-local" for d in deps.values())
+    # a worker's run forwards the library's logs: the env job variable, and the process environment the
+    # process worker would start a run of a deployment with (pool template + the deployment's variables)
+    assert {n: d["job_variables"].get("env") for n, d in deps.items()} == {
+        n: {"PREFECT_LOGGING_EXTRA_LOGGERS": "soxai"} for n in expected}
+    assert _worker_env(url, deps["explain"]["id"])["PREFECT_LOGGING_EXTRA_LOGGERS"] == "soxai"
+
+
+def _worker_env(url: str, deployment_id: str) -> dict:
+    """The environment a `prefect worker` of the process pool would give a run of the deployment (no worker
+    runs: the flow run stays scheduled)."""
+    import asyncio
+
+    from prefect.client.orchestration import PrefectClient
+    from prefect.workers.process import ProcessJobConfiguration
+
+    flow_run_id = _post(url, f"/deployments/{deployment_id}/create_flow_run", {})["id"]
+
+    async def resolve():
+        async with PrefectClient(url) as client:
+            job = await ProcessJobConfiguration.resolve_for_flow_run(
+                await client.read_flow_run(flow_run_id), client=client,
+                work_pool=await client.read_work_pool("soxai-local"), worker_name="test")
+        return job.env
+
+    return asyncio.run(resolve())

@@ -47,12 +47,14 @@ def test_malformed_file_is_refused_with_its_name(tmp_path):
         read_safetensors(bad)
 
 
-def test_no_file_of_a_run_is_a_pickle(tiny_explained):
-    """Every artifact of a run through the manifest: Parquet, CSV, JSON, npy (no objects), PNG, YAML,
-    safetensors — none starts like a pickle (0x80) or a torch zip archive (PK)."""
-    _, run = tiny_explained
-    files = [p for p in run.root.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".safetensors" for p in files)
-    offenders = [str(p.relative_to(run.root)) for p in files if p.read_bytes()[:2] in (b"PK",) or
+def test_no_file_of_a_run_is_a_pickle(smoke_run_dir):
+    """Every artifact of a finished run (data to report: retrained models, comparison, report): Parquet, CSV,
+    JSON, npy (no objects), PNG, HTML, YAML, safetensors — none starts like a pickle (0x80) or a torch zip
+    archive (PK)."""
+    files = [p for p in smoke_run_dir.rglob("*") if p.is_file()]
+    for stage in ("data", "model", "saliency", "concepts", "manifest", "train", "compare", "report"):
+        assert any(p.relative_to(smoke_run_dir).parts[0] == stage for p in files), f"nothing in {stage}/"
+    assert any(p.suffix == ".safetensors" and "train" in p.parts for p in files)
+    offenders = [str(p.relative_to(smoke_run_dir)) for p in files if p.read_bytes()[:2] in (b"PK",) or
                  p.read_bytes()[:1] == b"\x80"]
     assert not offenders, f"pickled artifacts: {offenders}"
