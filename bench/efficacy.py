@@ -147,7 +147,8 @@ def shortcut_gap(row: dict) -> float | None:
 def reading(rows: list[dict]) -> list[str]:
     """Sentences that sort the finished cases by what went wrong, computed from the rows."""
     def case(r):
-        return f"{_name(r)} {r['artifact']} {r['rate']:g}"
+        pol = _policy(r)
+        return f"{_name(r)} {r['artifact']} {r['rate']:g}" + ("" if pol == ANY_POLICY else f" ({pol})")
 
     done = [r for r in rows if "checks" in r]
     found = [r for r in done if r["recall"] and r["recall"] >= 0.9 and r["precision"] and r["precision"] >= 0.9]
@@ -268,7 +269,6 @@ def write_table(rows: list[dict], header: str) -> None:
                      + (f"; {len(missing)} of the {len(ran) + len(missing)} planned cases are not run yet." if
                         pol == policy else "."))
     lines.append("")
-    rows = current
     lines += reading(rows)
     TABLE.write_text("\n".join(lines) + "\n")
 
