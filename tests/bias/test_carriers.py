@@ -4,46 +4,18 @@ import pandas as pd
 from soxai.bias.carriers import carrier_flip_rates, carrier_threshold, find_carriers
 from soxai.bias.config import BiasConfig, CarriersConfig, TransplantConfig
 from soxai.bias.decide import flagged_concepts
-from soxai.bias.detectors import DetectorContext, detect_transplant
+from soxai.bias.detectors import detect_transplant
 from soxai.manifest.policies import PolicyContext, drop_carriers
+from soxai.testing.shortcut import shortcut_world
 
 CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25), carriers=CarriersConfig(n_recipients=16))
 
 
-def _split_shortcut_world(n=60, size=12):
-    """Class 0 (bar on the left) and class 1 (square on the right); half of class 0 carries a corner mark
-    that the 'model' reads as class 0 on its own. The clustering put three quarters of the marked samples in
+def _split_shortcut_world():
+    """The shortcut world (soxai.testing.shortcut) where the clustering put 22 of the 30 marked samples in
     concept 0 and the rest beside the unmarked ones in concept 1 (recall 0.73 for drop_flagged), and one
     unmarked sample in concept 0 (precision below 1)."""
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
-    labels = np.repeat([0, 1], n)
-    images[labels == 0, :, 5:8, 1:4] += 0.7
-    images[labels == 1, :, 5:8, 7:10] += 0.7
-    marked = np.zeros(2 * n, dtype=bool)
-    marked[: n // 2] = True
-    images[marked, :, :3, 8:11] = 1.0
-
-    def predict(x):
-        corner = x[:, 0, :3, 8:11].mean(axis=(1, 2)) > 0.9
-        left, right = x[:, 0, 5:8, 1:4].mean(axis=(1, 2)), x[:, 0, 5:8, 7:10].mean(axis=(1, 2))
-        return np.where(corner | (left > right), 0, 1)
-
-    concept = np.where(labels == 0, 1, np.where(np.arange(2 * n) % 2 == 0, 2, 3))
-    concept[: 3 * n // 8] = 0  # 22 of the 30 marked samples
-    concept[n // 2] = 0  # one unmarked class-0 sample the clustering put with them
-    train = pd.DataFrame({"sample_id": [f"s{i}" for i in range(2 * n)], "row": np.arange(2 * n),
-                          "label": labels, "concept_id": concept})
-    train["pred"] = predict(images)
-    concepts = pd.DataFrame({"concept_id": [0, 1, 2, 3], "label": [0, 0, 1, 1], "is_noise": False,
-                             "map_index": [0, 1, 2, 3]})
-    maps = np.zeros((4, size, size), dtype=np.float32)
-    maps[0, :3, 8:11] = 1.0
-    maps[1, 5:8, 1:4] = 1.0
-    maps[2:, 5:8, 7:10] = 1.0
-    ctx = DetectorContext(images, train, concepts, maps, predict, seed=0,
-                          sample_maps=lambda rows: np.abs(images[rows, 0] - 0.1))
-    return ctx, marked
+    return shortcut_world(60, 12, marked_in_concept=22, stray_member=True)
 
 
 def test_carrier_flip_rates__region_moves_recipients_only_from_marked_donors():

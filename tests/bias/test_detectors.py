@@ -3,7 +3,8 @@ import pandas as pd
 
 from soxai.bias.config import BiasConfig, ConcentrationConfig, TransplantConfig
 from soxai.bias.decide import flagged_concepts, read_overrides
-from soxai.bias.detectors import DetectorContext, detect_transplant, paste_region, salient_box
+from soxai.bias.detectors import detect_transplant, paste_region, salient_box
+from soxai.testing.shortcut import shortcut_world
 
 # a 3 px box on the 12 px toy images
 CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25), concentration=ConcentrationConfig(region_frac=0.25))
@@ -23,38 +24,8 @@ def test_paste_region__copies_only_the_box():
 
 
 def _shortcut_world(n=60, size=12, seed=0):
-    """Class 0 shows a bright bar on the left, class 1 a bright square on the right; half of class 0
-    also carries a corner mark that the 'model' takes as class 0 on its own (a shortcut)."""
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
-    labels = np.repeat([0, 1], n)
-    images[labels == 0, :, 5:8, 1:4] += 0.7
-    images[labels == 1, :, 5:8, 7:10] += 0.7
-    marked = np.zeros(2 * n, dtype=bool)
-    marked[: n // 2] = True
-    images[marked, :, :3, 8:11] = 1.0
-
-    def predict(x):
-        corner = x[:, 0, :3, 8:11].mean(axis=(1, 2)) > 0.9
-        left, right = x[:, 0, 5:8, 1:4].mean(axis=(1, 2)), x[:, 0, 5:8, 7:10].mean(axis=(1, 2))
-        return np.where(corner | (left > right), 0, 1)
-
-    # class 1 splits into two look-alike concepts, so every concept has a same-class control
-    concept = np.where(marked, 0, np.where(labels == 0, 1, np.where(np.arange(2 * n) % 2 == 0, 2, 3)))
-    train = pd.DataFrame({"sample_id": [f"s{i}" for i in range(2 * n)], "row": np.arange(2 * n),
-                          "label": labels, "concept_id": concept})
-    train["pred"] = predict(images)
-    concepts = pd.DataFrame({"concept_id": [0, 1, 2, 3], "label": [0, 0, 1, 1], "is_noise": False,
-                             "map_index": [0, 1, 2, 3]})
-    maps = np.zeros((4, size, size), dtype=np.float32)
-    maps[0, :3, 8:11] = 1.0  # the marked concept looks at the corner
-    maps[1, 5:8, 1:4] = 1.0
-    maps[2:, 5:8, 7:10] = 1.0
-
-    def own_maps(rows):  # each image's own relevance: where it departs from the background
-        return np.abs(images[rows, 0] - 0.1)
-
-    return DetectorContext(images, train, concepts, maps, predict, seed=0, sample_maps=own_maps)
+    """soxai.testing.shortcut's world: every marked sample of class 0 in concept 0."""
+    return shortcut_world(n, size, seed)[0]
 
 
 def test_detect_transplant__flags_planted_shortcut_only():
