@@ -85,8 +85,8 @@ class CarriersConfig(Section):
 
     n_recipients: int = Field(
         32, ge=4,
-        description="other-class images each sample's flagged region is pasted into; costs n_recipients "
-        "predictions per sample of a flagged concept's class",
+        description="other-class images each sample's flagged region is pasted into: every sample of a flagged "
+        "concept's class is tested on 8 of them, those the 8 leave in doubt on all n_recipients",
     )
     min_gap: float = Field(
         0.15, ge=0.0, le=1.0,

@@ -90,3 +90,35 @@ def test_drop_carriers__drops_carriers_anywhere_and_keeps_members_that_are_not()
     # without a carrier test (an older run), the members of flagged concepts are dropped
     plain = PolicyContext(boxes={}, sample_maps=ctx.sample_maps, region_threshold=0.5, carriers=None)
     assert (~drop_carriers(ctx.train, flagged, plain)[0] == (ctx.train["concept_id"] == 0).to_numpy()).all()
+
+
+def test_find_carriers__only_samples_in_doubt_are_tested_on_every_recipient():
+    ctx, marked = _split_shortcut_world()
+    scores = pd.DataFrame(detect_transplant(ctx, CFG))
+    clear = find_carriers(ctx, scores, flagged_concepts(scores), CFG)
+    assert (clear["n_recipients"] == 8).all()  # the rule reads the mark exactly: 8 recipients decide
+    # a 'model' that reads the mark only now and then leaves single samples in doubt after 8 recipients
+    calls = {"n": 0}
+    rule = ctx.predict
+
+    def flaky(x):
+        calls["n"] += 1
+        pred = rule(x)
+        coin = np.random.default_rng(calls["n"]).random(len(x)) < 0.5
+        return np.where(coin, pred, 1)
+
+    ctx.predict = flaky
+    doubtful = find_carriers(ctx, scores, {0: "why"}, CFG)
+    assert set(doubtful["n_recipients"]) <= {8, 16} and (doubtful["n_recipients"] == 16).any()
+    tested = doubtful[doubtful["n_recipients"] == 16]
+    assert tested["flip_rate"].between(0, 1).all()
+
+
+def test_wilson_interval__contains_the_rate_and_narrows_with_n():
+    from soxai.bias.carriers import wilson_interval
+
+    lo8, hi8 = wilson_interval(np.array([0.0, 0.5, 1.0]), 8)
+    lo32, hi32 = wilson_interval(np.array([0.0, 0.5, 1.0]), 32)
+    assert (lo8 <= [0.0, 0.5, 1.0]).all() and (hi8 >= [0.0, 0.5, 1.0]).all()
+    assert ((hi32 - lo32) < (hi8 - lo8)).all()
+    assert abs(hi8[0] - 0.3244) < 1e-3  # 0 of 8: the 95% Wilson upper bound
