@@ -86,7 +86,7 @@ class CarriersConfig(Section):
     n_recipients: int = Field(
         32, ge=4,
         description="other-class images each sample's flagged region is pasted into: every sample of a flagged "
-        "concept's class is tested on 8 of them, those the 8 leave in doubt on all n_recipients",
+        "concept's class is tested on 8 of them, those left in doubt on twice as many, up to n_recipients",
     )
     min_gap: float = Field(
         0.15, ge=0.0, le=1.0,

@@ -110,6 +110,7 @@ def test_find_carriers__only_samples_in_doubt_are_tested_on_every_recipient():
     ctx.predict = flaky
     doubtful = find_carriers(ctx, scores, {0: "why"}, CFG)
     assert set(doubtful["n_recipients"]) <= {8, 16} and (doubtful["n_recipients"] == 16).any()
+    assert (doubtful["n_recipients"] == 8).any()  # the clear ones stop after the first 8
     tested = doubtful[doubtful["n_recipients"] == 16]
     assert tested["flip_rate"].between(0, 1).all()
 
@@ -122,3 +123,21 @@ def test_wilson_interval__contains_the_rate_and_narrows_with_n():
     assert (lo8 <= [0.0, 0.5, 1.0]).all() and (hi8 >= [0.0, 0.5, 1.0]).all()
     assert ((hi32 - lo32) < (hi8 - lo8)).all()
     assert abs(hi8[0] - 0.3244) < 1e-3  # 0 of 8: the 95% Wilson upper bound
+
+
+def test_find_carriers__a_mark_that_moves_half_the_recipients_is_decided_before_all_are_used():
+    ctx, marked = _split_shortcut_world()
+    rule = ctx.predict
+
+    def half(x):  # the mark moves only recipients whose bottom-right pixel is bright (about half of them)
+        corner = x[:, 0, :3, 8:11].mean(axis=(1, 2)) > 0.9
+        return np.where(corner & (x[:, 0, -1, -1] < 0.1), rule(x), np.where(corner, 1, rule(x)))
+
+    ctx.predict = half
+    ctx.train["pred"] = half(ctx.images)
+    scores = pd.DataFrame([{"concept_id": 0, "detector": "transplant", "score": 0.5, "is_bias": True,
+                            "reason": "r", "box": [0, 8, 3, 11]}])
+    cfg = BiasConfig(carriers=CarriersConfig(n_recipients=64))
+    carriers = find_carriers(ctx, scores, {0: "why"}, cfg)
+    assert carriers["n_recipients"].max() < 64 and carriers["n_recipients"].max() > 8
+    assert set(carriers.loc[carriers["carries"], "sample_id"]) == set(ctx.train["sample_id"][marked])
