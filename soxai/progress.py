@@ -32,6 +32,14 @@ def progress(description: str, total: int, unit: str = "samples") -> Iterator[Ca
             bar.advance(task, n)
             speed = bar.tasks[0].speed
             if speed:
-                bar.update(task, rate=f"{speed:,.0f} {unit}/s")
+                bar.update(task, rate=rate_text(speed, unit))
 
         yield advance
+
+
+def rate_text(speed: float, unit: str) -> str:
+    """'1,234 samples/s'; below one per second, the seconds per unit ('3.1 s/epoch'), not '0 epochs/s'."""
+    if speed >= 1:
+        return f"{speed:,.0f} {unit}/s"
+    singular = unit[:-1] if unit.endswith("s") else unit
+    return f"{1 / speed:,.1f} s/{singular}"
