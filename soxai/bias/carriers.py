@@ -40,7 +40,7 @@ WILSON_Z = 1.96
 
 
 def carrier_flip_rates(
-    predict, candidates: np.ndarray, recipients: np.ndarray, target_class: int,
+    predict, images: np.ndarray, rows: np.ndarray, recipients: np.ndarray, target_class: int,
     box: tuple[int, int, int, int] | None, max_bytes: int = 128 << 20,
 ) -> np.ndarray:
     """Share of ``recipients`` moved to ``target_class`` by each candidate's region, one candidate at a time.
@@ -48,7 +48,8 @@ def carrier_flip_rates(
     Parameters
     ----------
     predict : function images (n, C, H, W) float32 -> predicted class (n,)
-    candidates : array of shape (n_candidates, C, H, W), the donors
+    images : array of shape (n_total, C, H, W) (a memory map or a lazy reader: read a chunk at a time)
+    rows : sorted int array (n_candidates,), the donors' rows of ``images``
     recipients : array of shape (n_recipients, C, H, W)
     box : (y0, x0, y1, x1) half-open region pasted from the donor; None = the donor's per-channel
         brightness and contrast given to the whole recipient (a whole-image flag)
@@ -62,12 +63,13 @@ def carrier_flip_rates(
 
     recipients = np.asarray(recipients, dtype=np.float32)
     m = len(recipients)
-    rates = np.zeros(len(candidates), dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.int64)
+    rates = np.zeros(len(rows), dtype=np.float64)
     if m == 0:
         return rates
     step = max(1, max_bytes // (m * recipients[0].nbytes))
-    for start in range(0, len(candidates), step):
-        donors = np.asarray(candidates[start:start + step], dtype=np.float32)
+    for start in range(0, len(rows), step):
+        donors = np.asarray(images[rows[start:start + step]], dtype=np.float32)
         pasted = np.repeat(recipients[None], len(donors), axis=0)  # (b, m, C, H, W)
         if box is None:
             pasted = match_statistics(pasted.reshape(-1, *recipients.shape[1:]),
@@ -105,7 +107,7 @@ def _sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray,
     None); the threshold comes from the first stage, where every sample has a rate over the same recipients."""
     m = len(recipients)
     done = min(FIRST_STAGE, m)
-    flips = carrier_flip_rates(predict, images[rows], recipients[:done], k, box) * done
+    flips = carrier_flip_rates(predict, images, rows, recipients[:done], k, box) * done
     n_tested = np.full(len(rows), done)
     t = carrier_threshold(flips[member] / done, flips[~member] / done, min_gap)
     if t is None:
@@ -116,7 +118,7 @@ def _sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray,
         if len(doubt) == 0:
             break
         more = min(2 * done, m)
-        flips[doubt] += carrier_flip_rates(predict, images[rows[doubt]], recipients[done:more], k, box) * (more - done)
+        flips[doubt] += carrier_flip_rates(predict, images, rows[doubt], recipients[done:more], k, box) * (more - done)
         n_tested[doubt] = more
         done = more
     return flips / n_tested, n_tested, t

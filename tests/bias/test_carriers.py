@@ -27,7 +27,7 @@ def test_carrier_flip_rates__region_moves_recipients_only_from_marked_donors():
     def predict(x):
         return (x[:, 0, :2, :2].mean(axis=(1, 2)) > 0.9).astype(int)
 
-    rates = carrier_flip_rates(predict, donors, recipients, 1, (0, 0, 2, 2), max_bytes=64 * 3)
+    rates = carrier_flip_rates(predict, donors, np.arange(3), recipients, 1, (0, 0, 2, 2), max_bytes=64 * 3)
     assert rates.tolist() == [1.0, 0.0, 0.0]
 
 
@@ -40,7 +40,7 @@ def test_carrier_flip_rates__whole_image_statistics_carry_a_tint():
     def predict(x):
         return (x.mean(axis=(1, 2, 3)) > 0.3).astype(int)
 
-    assert carrier_flip_rates(predict, donors, recipients, 1, None).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert carrier_flip_rates(predict, donors, np.arange(4), recipients, 1, None).tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_carrier_threshold__midpoint_or_none_below_the_gap():
