@@ -70,6 +70,10 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
             "share_dropped": float((~keep_train).mean()) if len(keep_train) else 0.0,
             "per_class": counts,
             "nothing_flagged": not flagged,
+            # where the policy's line differs from the concepts' (drop_carriers): dropped samples outside the
+            # flagged concepts, and members of flagged concepts kept
+            "dropped_outside_flagged": int((~keep_train & ~np.isin(train["concept_id"], list(flagged))).sum()),
+            "members_kept": int((keep_train & np.isin(train["concept_id"], list(flagged))).sum()),
         }
         # every policy's own manifest, for comparison and `soxai retrain --manifest`
         policy_outputs = []

@@ -337,7 +337,13 @@ def summary_sentence(view: RunView) -> str:
     if info:
         verb = "dropped" if retrained else "drops"
         head += f"; pruning {verb} {info['n_dropped']:,} of {info['n_train']:,} training samples " \
-                f"({info['share_dropped']:.1%})"
+                f"({info['share_dropped']:.1%}"
+        outside, kept = info.get("dropped_outside_flagged", 0), info.get("members_kept", 0)
+        if outside or kept:  # the carrier test moved the line the concepts drew
+            head += (f"; the carrier test found {outside:,} outside the flagged concepts" if outside else "") \
+                + (f"{' and' if outside else '; the carrier test'} kept {kept:,} members that do not carry the "
+                   "shortcut" if kept else "")
+        head += ")"
     if not comp:
         return f"{head}; not retrained yet: run `soxai retrain RUN_DIR` to measure what pruning buys."
     if not retrained:

@@ -31,4 +31,8 @@ def test_per_class_false__concepts_bias_and_manifest_run(tiny_explained, tmp_pat
     train = manifest[manifest["split"] == "train"]
     dropped = ~train["keep"].to_numpy()
     np.testing.assert_array_equal(dropped, train["concept_id"].isin(flagged).to_numpy())
+    info = read_json(run.manifest_json)
+    member = train["concept_id"].isin(flagged).to_numpy()
+    assert info["dropped_outside_flagged"] == int((dropped & ~member).sum())
+    assert info["members_kept"] == int((~dropped & member).sum())
     assert run.policy_manifest("drop_flagged_region").is_file()

@@ -61,6 +61,14 @@ def test_summary_sentence__flagged_and_retrained_gives_gains_with_intervals():
     assert text.endswith(".") and ". " not in text  # one sentence
 
 
+def test_summary_sentence__says_what_the_carrier_test_moved():
+    info = {"n_dropped": 42, "n_train": 105, "share_dropped": 0.4, "dropped_outside_flagged": 3, "members_kept": 1}
+    text = summary_sentence(_view({0: "x"}, None, info))
+    assert "(40.0%; the carrier test found 3 outside the flagged concepts and kept 1 members" in text
+    plain = summary_sentence(_view({0: "x"}, None, {**info, "dropped_outside_flagged": 0, "members_kept": 0}))
+    assert "carrier" not in plain and "(40.0%)" in plain
+
+
 def test_summary_sentence__nothing_flagged_says_so():
     text = summary_sentence(_view({}))
     assert text.startswith("Nothing flagged") and "keeps every sample" in text
