@@ -196,10 +196,15 @@ def _name(row: dict) -> str:
     return f"{row['dataset']} [{row['tag']}: {', '.join(row.get('extra', []))}]" if row.get("tag") else row["dataset"]
 
 
-def write_table(rows: list[dict], header: str) -> None:
+def default_policy(extra: list[str] = ()) -> str:
+    """The prune policy a case runs with: the config's default under the bench's (and --set) overrides."""
     from soxai.config import load_config
 
-    policy = load_config(None, COMMON).manifest.policy
+    return load_config(None, [*COMMON, *extra]).manifest.policy
+
+
+def write_table(rows: list[dict], header: str) -> None:
+    policy = default_policy()
     lines = [
         "# Efficacy benchmark", "",
         header, "",
@@ -305,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra and not args.tag:
         parser.error("--set needs --tag: the planned cases run with the bench's own settings")
     # a case is done for the prune policy the config now uses; rows of an earlier default stay in the table
-    from soxai.config import load_config
-
-    policy = load_config(None, [*COMMON, *args.extra]).manifest.policy
+    policy = default_policy(args.extra)
     seen = {(r["dataset"], r["artifact"], r["rate"], r.get("tag", "")) for r in done if _counts_for(r, policy)}
     # rates outermost, then artifacts: every dataset sees an artifact before the next artifact starts
     for rate in args.rates:

@@ -25,10 +25,6 @@ from soxai.bias.config import BiasConfig
 if TYPE_CHECKING:
     from soxai.bias.detectors import DetectorContext
 
-# detectors whose flag says which operation to repeat per sample; the others (a person's override)
-# leave the concept's members as its carriers
-REGION_DETECTORS = ("transplant", "pixel_transplant", "concentration", "transplant_accuracy")
-
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
                    "test"]
 # Recipients every sample is tested on first; samples whose rate leaves the carrier question in doubt (a
@@ -125,11 +121,14 @@ def _sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray,
 
 
 def _decisive(scores: pd.DataFrame, cid: int) -> tuple[str, tuple[int, int, int, int] | None] | None:
-    """The flagging detector with the highest score that names an operation: (detector, box or None)."""
-    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS
+    """The flagging detector with the highest score that names an operation: (detector, box or None).
+
+    A whole-image detector names the brightness-and-contrast transfer; any other names the box in its row.
+    A person's override names none."""
+    from soxai.bias.detectors import BIAS_DETECTORS, WHOLE_IMAGE_DETECTORS
 
     rows = scores[(scores["concept_id"] == cid) & scores["is_bias"].astype(bool)]
-    rows = rows[rows["detector"].isin((*REGION_DETECTORS, *WHOLE_IMAGE_DETECTORS))].sort_values(
+    rows = rows[rows["detector"].isin(list(BIAS_DETECTORS))].sort_values(
         ["score", "detector"], ascending=[False, True], kind="stable")
     for row in rows.itertuples():
         if row.detector in WHOLE_IMAGE_DETECTORS:

@@ -22,7 +22,7 @@ class PolicyContext:
     sample_maps : function positions into ``train`` (n,) -> those samples' |saliency| maps (n, H, W)
     region_threshold : drop_flagged_region drops a member whose share of relevance in the box reaches this
     carriers : the bias stage's carrier test (bias/carriers.parquet: sample_id, concept_id, member,
-        flip_rate, threshold, carries, test), or None for a run without one
+        flip_rate, n_recipients, threshold, carries, test), or None for a run without one
     """
 
     boxes: dict[int, tuple[int, int, int, int]]
@@ -110,26 +110,20 @@ def drop_carriers(
     if ctx is None:
         raise ValueError("drop_carriers needs a PolicyContext with the bias stage's carrier test")
     keep, reasons = drop_flagged(train, flagged, ctx)
-    tested = None if ctx.carriers is None else ctx.carriers[ctx.carriers["concept_id"].isin(list(flagged))]
-    if tested is None or tested.empty:
+    if ctx.carriers is None:
         return keep, reasons
+    # concepts whose carrier test drew a line; in the others (no threshold) the members stand
+    tested = ctx.carriers[ctx.carriers["concept_id"].isin(list(flagged)) & ctx.carriers["threshold"].notna()]
     position = pd.Series(np.arange(len(train)), index=train["sample_id"].to_numpy())
-    for cid, rows in tested.groupby("concept_id", sort=True):
-        cid = int(cid)
-        if rows["threshold"].isna().all():  # the members stand (too small a gap, or no region to repeat)
-            continue
-        pos = position.reindex(rows["sample_id"].to_numpy()).to_numpy()
-        known = ~np.isnan(pos)
-        for p, r in zip(pos[known].astype(int), rows[known].itertuples(), strict=True):
-            if r.carries:
-                keep[p] = False
-                reasons[p] = (f"carries the shortcut of flagged concept {cid}: its {r.test.split(' pasted')[0]} "
-                              f"moved {r.flip_rate:.0%} of recipients to class {int(r.label)} "
-                              f"(carrier threshold {r.threshold:.0%})"
-                              + ("" if r.member else "; the clustering had put it elsewhere"))
-            elif reasons[p].startswith(f"member of flagged concept {cid}"):
-                keep[p] = True
-                reasons[p] = ""
+    for p in position.loc[tested.loc[tested["member"], "sample_id"]].to_numpy():
+        keep[p], reasons[p] = True, ""  # a member that carries nothing is kept ...
+    carriers = tested[tested["carries"]]
+    for p, r in zip(position.loc[carriers["sample_id"]].to_numpy(), carriers.itertuples(), strict=True):
+        keep[p] = False  # ... unless it carries this or another flagged concept's shortcut
+        reasons[p] = (f"carries the shortcut of flagged concept {int(r.concept_id)}: as a donor it moved "
+                      f"{r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class {int(r.label)} "
+                      f"(carrier threshold {r.threshold:.0%})"
+                      + ("" if r.member else "; the clustering had put it elsewhere"))
     return keep, reasons
 
 

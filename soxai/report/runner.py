@@ -339,10 +339,10 @@ def summary_sentence(view: RunView) -> str:
         head += f"; pruning {verb} {info['n_dropped']:,} of {info['n_train']:,} training samples " \
                 f"({info['share_dropped']:.1%}"
         outside, kept = info.get("dropped_outside_flagged", 0), info.get("members_kept", 0)
-        if outside or kept:  # the carrier test moved the line the concepts drew
-            head += (f"; the carrier test found {outside:,} outside the flagged concepts" if outside else "") \
-                + (f"{' and' if outside else '; the carrier test'} kept {kept:,} members that do not carry the "
-                   "shortcut" if kept else "")
+        moved = ([f"found {outside:,} outside the flagged concepts"] if outside else []) \
+            + ([f"kept {kept:,} members that do not carry the shortcut"] if kept else [])
+        if moved:  # the carrier test moved the line the concepts drew
+            head += "; the carrier test " + " and ".join(moved)
         head += ")"
     if not comp:
         return f"{head}; not retrained yet: run `soxai retrain RUN_DIR` to measure what pruning buys."

@@ -251,8 +251,9 @@ def _degenerate(maps: np.ndarray) -> tuple[int, int, int]:
     flat = maps.reshape(len(maps), int(np.prod(maps.shape[1:])))
     finite = np.isfinite(flat).all(axis=1)
     high, low = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
-    zero = finite & (np.abs(flat).max(axis=1, initial=0) == 0)
-    constant = finite & ~zero & (high == low)
+    flat_map = finite & (high == low)
+    zero = flat_map & (high == 0)
+    constant = flat_map & ~zero
     return int(zero.sum()), int(constant.sum()), int((~finite).sum())
 
 

@@ -99,15 +99,20 @@ class ConvToy(nn.Module):
         Channels of the conv layer.
     seed : int
         Seed of the weight initialisation; the global torch RNG is left as it was.
+    stride : int
+        Stride of the conv layer.
+    relu : bool
+        False leaves the ReLU out (an ``nn.Identity``), as `ConvPoolToy` does.
     """
 
-    def __init__(self, in_channels: int = 3, n_classes: int = 3, hidden: int = 4, seed: int = 0) -> None:
+    def __init__(self, in_channels: int = 3, n_classes: int = 3, hidden: int = 4, seed: int = 0,
+                 stride: int = 1, relu: bool = True) -> None:
         super().__init__()
         # fork_rng so that building a toy model does not move the caller's random stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.conv = nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1)
-            self.relu = nn.ReLU()
+            self.conv = nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1, stride=stride)
+            self.relu = nn.ReLU() if relu else nn.Identity()
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.flatten = nn.Flatten()
             self.head = nn.Linear(hidden, n_classes)
@@ -117,7 +122,7 @@ class ConvToy(nn.Module):
         return self.head(self.flatten(self.pool(self.relu(self.conv(x)))))
 
 
-class ConvPoolToy(nn.Module):
+class ConvPoolToy(ConvToy):
     r"""Conv2d (3x3, padding 1, ``stride``) -> global average pool -> Linear, seeded weights; no ReLU.
 
     With conv output ``A_j`` of ``h`` x ``w`` pixels (the input's size with stride 1, about half of it
@@ -127,30 +132,9 @@ class ConvPoolToy(nn.Module):
     layer is exactly ``relu(sum_j alpha_j A_j)`` with ``alpha_j = V[k, j] / (h * w)``, at the conv's
     resolution; with stride 2 it is then upsampled to the input's size.
 
-    Parameters
-    ----------
-    in_channels : int
-        Channels of the input (n_samples, in_channels, height, width).
-    n_classes : int
-        Number of outputs.
-    hidden : int
-        Channels of the conv layer.
-    stride : int
-        Stride of the conv layer.
-    seed : int
-        Seed of the weight initialisation; the global torch RNG is left as it was.
+    Parameters are those of `ConvToy`; ``stride`` is the conv's stride.
     """
 
     def __init__(self, in_channels: int = 3, n_classes: int = 3, hidden: int = 4, stride: int = 1,
                  seed: int = 0) -> None:
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.conv = nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1, stride=stride)
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.flatten = nn.Flatten()
-            self.head = nn.Linear(hidden, n_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map inputs of shape (n_samples, in_channels, height, width) to logits (n_samples, n_classes)."""
-        return self.head(self.flatten(self.pool(self.conv(x))))
+        super().__init__(in_channels, n_classes, hidden, seed, stride=stride, relu=False)
