@@ -8,8 +8,9 @@ benchmark resumes), and ``docs/EFFICACY.md`` is rewritten from all lines after e
 
     PYTHONPATH=$PWD .venv/bin/python bench/efficacy.py [--runs runs/efficacy] [--only cells] [--rates 0.3 0.1]
 
-The sizes are small on purpose (16x16 images, a few hundred training images): the benchmark must
-fit a shared 2-core machine. A case that falls short of a target is marked in the table, never dropped.
+The sizes are the demo's (32x32 cells and digits, 28x28 MNIST, 300-700 training images per class):
+the benchmark must fit a shared 2-core machine. A case that falls short of a target is marked in the
+table, never dropped. ``--redo`` runs cases again after a change to the detectors, replacing their rows.
 """
 
 from __future__ import annotations
@@ -193,7 +194,10 @@ def _counts_for(row: dict, policy: str) -> bool:
 
 def _name(row: dict) -> str:
     """The dataset cell: with the case's extra overrides when it ran apart from the plan (--tag)."""
-    return f"{row['dataset']} [{row['tag']}: {', '.join(row.get('extra', []))}]" if row.get("tag") else row["dataset"]
+    if not row.get("tag"):
+        return row["dataset"]
+    extra = row.get("extra") or []
+    return f"{row['dataset']} [{row['tag']}: {', '.join(extra)}]" if extra else f"{row['dataset']} ({row['tag']})"
 
 
 def default_policy(extra: list[str] = ()) -> str:
@@ -278,6 +282,34 @@ def write_table(rows: list[dict], header: str) -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
+def record(row: dict, replace: bool = False) -> list[dict]:
+    """Add ``row`` to the results file (with ``replace``: instead of the case's earlier rows) and return all rows.
+
+    Holds an exclusive lock on a side file while it reads and rewrites, so two benchmark processes (the way
+    it is run on 2 cores) never lose each other's rows; the file is replaced atomically.
+    """
+    import fcntl
+    import os
+
+    key = (row["dataset"], row["artifact"], row["rate"], row.get("tag", ""))
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
+        if replace:
+            rows = [r for r in rows if (r["dataset"], r["artifact"], r["rate"], r.get("tag", "")) != key]
+        rows.append(row)
+        tmp = RESULTS.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, RESULTS)
+    return rows
+
+
+def _table_order(rows: list[dict]) -> list[dict]:
+    """Planned cases in plan order (rates, then artifacts, then datasets), tagged rows after them."""
+    order = {(d, a, r): i for i, (r, a, d) in enumerate((r, a, d) for r in RATES for a in ARTIFACTS for d in DATASETS)}
+    return sorted(rows, key=lambda r: (bool(r.get("tag")), order.get((r["dataset"], r["artifact"], r["rate"]), 1e9)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=str(REPO / "runs" / "efficacy"))
@@ -289,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="an extra config override for every case (with --tag: rows apart from the plan)")
     parser.add_argument("--tag", default="", help="label of the cases run with --set (shown next to the dataset)")
+    parser.add_argument("--redo", action="store_true",
+                        help="run the selected cases again although they have rows; each new row replaces the "
+                        "case's earlier rows (after a change to the detectors)")
     args = parser.parse_args(argv)
     import torch
 
@@ -302,10 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     done = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
     if args.table_only:
         header = header.split("; started")[0] + f"; table rewritten {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
-        order = {(d, a, r): i for i, (r, a, d) in enumerate(
-            (r, a, d) for r in RATES for a in ARTIFACTS for d in DATASETS)}
-        write_table(sorted(done, key=lambda r: (bool(r.get("tag")), order.get((r["dataset"], r["artifact"], r["rate"]),
-                                                                              1e9))), header)
+        write_table(_table_order(done), header)
         return 0
     if args.extra and not args.tag:
         parser.error("--set needs --tag: the planned cases run with the bench's own settings")
@@ -316,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     for rate in args.rates:
         for artifact in args.artifacts:
             for dataset in args.only:
-                if (dataset, artifact, rate, args.tag) in seen:
+                if (dataset, artifact, rate, args.tag) in seen and not args.redo:
                     continue
                 print(f"[efficacy] {dataset} {artifact} rate={rate}", flush=True)
                 try:
@@ -325,10 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc()
                     row = {"dataset": dataset, "artifact": artifact, "rate": rate, "tag": args.tag,
                            "error": f"{type(exc).__name__}: {exc}"}
-                with RESULTS.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                done.append(row)
-                write_table(done, header)
+                row["measured"] = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+                write_table(_table_order(record(row, replace=args.redo)), header)
                 if not args.keep_runs:
                     shutil.rmtree(root / (f"{dataset}-{artifact}-{rate:g}" + (f"-{args.tag}" if args.tag else "")),
                                   ignore_errors=True)

@@ -5,7 +5,8 @@ flagged concept: a tint spreads over several concepts of its class, a faint mark
 samples in the noise. The carrier test repeats, for each training sample of the flagged concept's
 class on its own, the operation that flagged the concept — paste the flagged region (a box, or the
 whole image's brightness and contrast for a whole-image flag) from that one sample into ``n_recipients``
-correctly predicted images of other classes — and counts how many move to the class. Members of the
+correctly predicted images of other classes — and counts how many move to the class (for a whole-image
+flag: how many leave their own class, the statistics transplant's measure). Members of the
 flagged concept set the bar: a sample carries the shortcut when its flip rate reaches the midpoint
 between the members' mean rate and the median rate of the class's other samples. Where that gap is
 too small for single samples to be told apart, the concept's members stand as its carriers. Every
@@ -37,7 +38,7 @@ WILSON_Z = 1.96
 
 def carrier_flip_rates(
     predict, images: np.ndarray, rows: np.ndarray, recipients: np.ndarray, target_class: int,
-    box: tuple[int, int, int, int] | None, max_bytes: int = 128 << 20,
+    box: tuple[int, int, int, int] | None, max_bytes: int = 128 << 20, recipient_labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Share of ``recipients`` moved to ``target_class`` by each candidate's region, one candidate at a time.
 
@@ -47,9 +48,13 @@ def carrier_flip_rates(
     images : array of shape (n_total, C, H, W) (a memory map or a lazy reader: read a chunk at a time)
     rows : sorted int array (n_candidates,), the donors' rows of ``images``
     recipients : array of shape (n_recipients, C, H, W)
-    box : (y0, x0, y1, x1) half-open region pasted from the donor; None = the donor's per-channel
+    box : (y0, x0, y1, x1) half-open region pasted from the donor, or a boolean mask (H, W) of the pixels
+        pasted (pixel_transplant's region); None = the donor's per-channel
         brightness and contrast given to the whole recipient (a whole-image flag)
     max_bytes : bound on the pasted images held at once (candidates are processed in chunks)
+    recipient_labels : int array (n_recipients,) or None; when given, a recipient counts when it leaves its
+        own class, wherever it goes (the statistics transplant's measure), not only when it moves to
+        ``target_class``
 
     Returns
     -------
@@ -70,11 +75,14 @@ def carrier_flip_rates(
         if box is None:
             pasted = match_statistics(pasted.reshape(-1, *recipients.shape[1:]),
                                       np.repeat(donors, m, axis=0)).reshape(pasted.shape)
+        elif isinstance(box, np.ndarray):
+            pasted[:, :, :, box] = donors[:, None, :, box]
         else:
             y0, x0, y1, x1 = box
             pasted[:, :, :, y0:y1, x0:x1] = donors[:, None, :, y0:y1, x0:x1]
         pred = predict(pasted.reshape(-1, *recipients.shape[1:])).reshape(len(donors), m)
-        rates[start:start + len(donors)] = (pred == target_class).mean(axis=1)
+        moved = pred == target_class if recipient_labels is None else pred != np.asarray(recipient_labels)[None]
+        rates[start:start + len(donors)] = moved.mean(axis=1)
     return rates
 
 
@@ -97,13 +105,14 @@ def wilson_interval(rate: np.ndarray, n, z: float = WILSON_Z) -> tuple[np.ndarra
 
 
 def _sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, k: int, box, member: np.ndarray,
-                     min_gap: float) -> tuple[np.ndarray, np.ndarray, float | None]:
+                     min_gap: float, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Flip rates of the candidate ``rows``: all on the first FIRST_STAGE recipients, then those still in doubt
     on twice as many, and so on up to all of them. Returns (rates, recipients each rate is over, threshold or
     None); the threshold comes from the first stage, where every sample has a rate over the same recipients."""
     m = len(recipients)
     done = min(FIRST_STAGE, m)
-    flips = carrier_flip_rates(predict, images, rows, recipients[:done], k, box) * done
+    flips = carrier_flip_rates(predict, images, rows, recipients[:done], k, box,
+                               recipient_labels=None if labels is None else labels[:done]) * done
     n_tested = np.full(len(rows), done)
     t = carrier_threshold(flips[member] / done, flips[~member] / done, min_gap)
     if t is None:
@@ -114,17 +123,20 @@ def _sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray,
         if len(doubt) == 0:
             break
         more = min(2 * done, m)
-        flips[doubt] += carrier_flip_rates(predict, images, rows[doubt], recipients[done:more], k, box) * (more - done)
+        flips[doubt] += carrier_flip_rates(
+            predict, images, rows[doubt], recipients[done:more], k, box,
+            recipient_labels=None if labels is None else labels[done:more]) * (more - done)
         n_tested[doubt] = more
         done = more
     return flips / n_tested, n_tested, t
 
 
-def _decisive(scores: pd.DataFrame, cid: int) -> tuple[str, tuple[int, int, int, int] | None] | None:
-    """The flagging detector with the highest score that names an operation: (detector, box or None).
+def _decisive(scores: pd.DataFrame, cid: int, shape: tuple[int, int]):
+    """The flagging detector with the highest score that names an operation: (detector, region).
 
-    A whole-image detector names the brightness-and-contrast transfer; any other names the box in its row.
-    A person's override names none."""
+    A whole-image detector names the brightness-and-contrast transfer (region None); pixel_transplant the
+    pixels it pasted (a boolean mask of ``shape``); any other the box in its row. A person's override
+    names none (returns None)."""
     from soxai.bias.detectors import BIAS_DETECTORS, WHOLE_IMAGE_DETECTORS
 
     rows = scores[(scores["concept_id"] == cid) & scores["is_bias"].astype(bool)]
@@ -133,6 +145,11 @@ def _decisive(scores: pd.DataFrame, cid: int) -> tuple[str, tuple[int, int, int,
     for row in rows.itertuples():
         if row.detector in WHOLE_IMAGE_DETECTORS:
             return row.detector, None
+        pixels = getattr(row, "pixels", None)
+        if isinstance(pixels, list | tuple | np.ndarray) and len(pixels) > 0:
+            mask = np.zeros(shape[0] * shape[1], dtype=bool)
+            mask[np.asarray(pixels, dtype=np.int64)] = True
+            return row.detector, mask.reshape(shape)
         box = getattr(row, "box", None)
         if isinstance(box, list | tuple | np.ndarray) and len(box) == 4:
             return row.detector, tuple(int(v) for v in box)
@@ -163,7 +180,7 @@ def find_carriers(
         out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": cid, "label": k,
                             "member": member, "flip_rate": np.nan, "n_recipients": 0, "threshold": np.nan,
                             "carries": member})
-        decisive = _decisive(scores, cid)
+        decisive = _decisive(scores, cid, tuple(ctx.images.shape[2:]))
         pool = correct[correct["label"] != k]
         if decisive is None or len(pool) == 0 or member.all():
             out["test"] = ("members stand: no detector region to repeat per sample" if decisive is None
@@ -172,12 +189,20 @@ def find_carriers(
             continue
         detector, box = decisive
         rng = np.random.default_rng([ctx.seed, cid + 1, 17])
-        recipients = np.asarray(ctx.images[_pick(pool, ccfg.n_recipients, rng)], dtype=np.float32)
+        rec_rows = _pick(pool, ccfg.n_recipients, rng)
+        recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
+        # a whole-image flag counts recipients moved off their class, as statistics_transplant does
+        labels = pool.set_index("row").loc[rec_rows, "label"].to_numpy() if box is None else None
         rates, n_tested, t = _sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k, box,
-                                              member, ccfg.min_gap)
+                                              member, ccfg.min_gap, labels)
         out["flip_rate"], out["n_recipients"] = rates, n_tested
-        what = "brightness and contrast" if box is None else (
-            f"rows {box[0]}-{box[2] - 1}, cols {box[1]}-{box[3] - 1}")
+        if box is None:
+            what = "brightness and contrast"
+        elif isinstance(box, np.ndarray):
+            ys, xs = np.nonzero(box)
+            what = f"{int(box.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"
+        else:
+            what = f"rows {box[0]}-{box[2] - 1}, cols {box[1]}-{box[3] - 1}"
         if t is None:
             out["test"] = (f"members stand: {detector} region ({what}) from single samples moved members "
                            f"{np.mean(rates[member]):.0%} vs others {np.median(rates[~member]):.0%} of "

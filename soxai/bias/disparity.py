@@ -4,7 +4,8 @@
 pasted in, against the same paste from the class's other samples (any error counts, not only a move
 to the concept's class). ``statistics_transplant``: the members' global intensity statistics (per
 channel mean and spread) are given to other classes' images — a tint, a colour cast or an exposure
-shift is a shortcut no box holds, and a real shape feature does not travel this way.
+shift is a shortcut no box holds, and a real shape feature does not travel this way. A recipient that
+leaves its class counts, wherever it goes.
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ def match_statistics(recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
 
 
 def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
-    """Give other classes' correctly predicted images the members' global statistics; count flips.
+    """Give other classes' correctly predicted images the members' global statistics; count the moves.
 
-    Flip rate to the concept's class with the members' statistics minus the rate with the statistics
-    of the class's other samples. Flag when it reaches ``threshold`` with a one-sided Fisher test
-    p <= ``max_p_value``.
+    Score: the share of recipients moved off their own class with the members' statistics minus the
+    share with the statistics of the class's other samples. Any move counts, not only one to the
+    concept's class: a tint the model half learned sends a recipient to class k only at times and
+    elsewhere the rest (on the digits tint case the true tint moved 41% of recipients, 18% of them to
+    class k). Flag when the score reaches ``threshold`` with a one-sided Fisher test p <= ``max_p_value``.
     """
     from soxai.bias.detectors import _pick
 
@@ -117,23 +120,28 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
             rows.append(_row("statistics_transplant", cid, 0.0, False,
                              "no other-class images or no class-mates outside the concept to compare with"))
             continue
-        recipients = np.asarray(ctx.images[_pick(pool, n, rng)], dtype=np.float32)
+        rec_rows = _pick(pool, n, rng)
+        truth = pool.set_index("row").loc[rec_rows, "label"].to_numpy()
+        recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
         donors = ctx.images[_pick(members, n, rng)]
         controls = ctx.images[_pick(outsiders, n, rng)]
-        flips = int(np.sum(ctx.predict(match_statistics(recipients, donors[np.arange(n) % len(donors)])) == k))
-        flips_c = int(np.sum(ctx.predict(match_statistics(recipients, controls[np.arange(n) % len(controls)])) == k))
-        score = (flips - flips_c) / n
-        p_value = _fisher_greater(flips, flips_c, n)
+        pred = ctx.predict(match_statistics(recipients, donors[np.arange(n) % len(donors)]))
+        pred_c = ctx.predict(match_statistics(recipients, controls[np.arange(n) % len(controls)]))
+        moved, moved_c = int(np.sum(pred != truth)), int(np.sum(pred_c != truth))
+        flips, flips_c = int(np.sum(pred == k)), int(np.sum(pred_c == k))
+        score = (moved - moved_c) / n
+        p_value = _fisher_greater(moved, moved_c, n)
         is_bias = score >= scfg.threshold and p_value <= scfg.max_p_value
         reason = (
-            f"moved {flips / n:.0%} of {n} other-class predictions to class {k} when they took its members' "
-            f"brightness and contrast (other class-{k} images': {flips_c / n:.0%}; p={p_value:.1g}); difference "
-            f"{score:+.2f} is {'at or above' if score >= scfg.threshold else 'below'} the threshold "
-            f"{scfg.threshold:.2f}" + ("" if p_value <= scfg.max_p_value or score < scfg.threshold
-                                       else " but not significant")
+            f"moved {moved / n:.0%} of {n} correctly predicted other-class images off their class ({flips / n:.0%} "
+            f"to class {k}) when they took its members' brightness and contrast (other class-{k} images': "
+            f"{moved_c / n:.0%}, {flips_c / n:.0%} to class {k}; p={p_value:.1g}); difference {score:+.2f} is "
+            f"{'at or above' if score >= scfg.threshold else 'below'} the threshold {scfg.threshold:.2f}"
+            + ("" if p_value <= scfg.max_p_value or score < scfg.threshold else " but not significant")
         )
-        rows.append(_row("statistics_transplant", cid, score, is_bias, reason, flip_rate=flips / n,
-                         control_rate=flips_c / n, p_value=p_value))
+        rows.append(_row("statistics_transplant", cid, score, is_bias, reason, moved_rate=moved / n,
+                         control_moved_rate=moved_c / n, flip_rate=flips / n, control_rate=flips_c / n,
+                         p_value=p_value))
     return rows
 
 

@@ -109,7 +109,7 @@ def detect_pixel_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[
         )
         box = [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1] if mask.any() else None
         rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, p_value=p_value,
-                         n_pixels=int(mask.sum()), box=box))
+                         n_pixels=int(mask.sum()), box=box, pixels=np.flatnonzero(mask).tolist()))
     return rows
 
 

@@ -43,6 +43,36 @@ def test_carrier_flip_rates__whole_image_statistics_carry_a_tint():
     assert carrier_flip_rates(predict, donors, np.arange(4), recipients, 1, None).tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
+def test_carrier_flip_rates__with_recipient_labels_counts_moves_off_their_class():
+    rng = np.random.default_rng(1)
+    recipients = rng.uniform(0, 0.3, (8, 1, 6, 6)).astype(np.float32)
+    labels = np.array([1, 2] * 4)
+    donors = rng.uniform(0, 0.3, (3, 1, 6, 6)).astype(np.float32)
+    donors[0] = 0.7 * donors[0] + 0.3  # tinted
+
+    def predict(x):  # a bright image goes to class 3, never to the tint's class 0
+        return np.where(x.mean(axis=(1, 2, 3)) > 0.3, 3, np.tile(labels, len(x) // len(labels)))
+
+    assert carrier_flip_rates(predict, donors, np.arange(3), recipients, 0, None).tolist() == [0.0, 0.0, 0.0]
+    moved = carrier_flip_rates(predict, donors, np.arange(3), recipients, 0, None, recipient_labels=labels)
+    assert moved.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_carrier_flip_rates__pixel_mask_pastes_only_its_pixels():
+    donors = np.zeros((2, 1, 4, 4), dtype=np.float32)
+    donors[0, 0, [0, 1], [0, 1]] = 1.0  # the masked diagonal
+    donors[1, 0, 0, 1] = 1.0  # inside the diagonal's bounding box, outside the mask
+    recipients = np.zeros((3, 1, 4, 4), dtype=np.float32)
+
+    def predict(x):
+        return ((x[:, 0, 0, 1] > 0.5) | (x[:, 0, [0, 1], [0, 1]].min(axis=1) > 0.5)).astype(int)
+
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[[0, 1], [0, 1]] = True
+    assert carrier_flip_rates(predict, donors, np.arange(2), recipients, 1, mask).tolist() == [1.0, 0.0]
+    assert carrier_flip_rates(predict, donors, np.arange(2), recipients, 1, (0, 0, 2, 2)).tolist() == [1.0, 1.0]
+
+
 def test_carrier_threshold__midpoint_or_none_below_the_gap():
     assert carrier_threshold(np.array([0.9, 0.7]), np.array([0.0, 0.1, 0.0]), 0.15) == 0.4
     assert carrier_threshold(np.array([0.2]), np.array([0.1]), 0.15) is None

@@ -105,9 +105,10 @@ def test_detect_transplant_accuracy__clean_world_flags_nothing():
     assert not any(r["is_bias"] for r in detect_transplant_accuracy(ctx, CFG))
 
 
-def _tint_world(tinted: bool):
+def _tint_world(tinted: bool, bright_class: int = 0):
     """The shortcut world without the corner mark; half of class 0 is tinted (brighter, flatter) and the
-    'model' takes a bright image as class 0 on its own."""
+    'model' takes a bright image as ``bright_class`` on its own (0: the tint's class; 2: a class no image
+    has, as a model that half learned the tint sends some tinted images astray)."""
     ctx = _shortcut_world()
     ctx.images[:, :, :3, 8:11] = ctx.images[-1:, :, :3, 8:11]
     marked = (ctx.train["concept_id"] == 0).to_numpy()
@@ -116,11 +117,20 @@ def _tint_world(tinted: bool):
 
     def predict(x):
         left, right = x[:, 0, 5:8, 1:4].mean(axis=(1, 2)), x[:, 0, 5:8, 7:10].mean(axis=(1, 2))
-        return np.where((x.mean(axis=(1, 2, 3)) > 0.4) | (left > right), 0, 1)
+        return np.where(x.mean(axis=(1, 2, 3)) > 0.4, bright_class, np.where(left > right, 0, 1))
 
     ctx.predict = predict
     ctx.train["pred"] = predict(ctx.images)
     return ctx
+
+
+def test_detect_statistics_transplant__counts_recipients_sent_to_any_other_class():
+    from soxai.bias.disparity import detect_statistics_transplant
+
+    rows = {r["concept_id"]: r for r in detect_statistics_transplant(_tint_world(True, bright_class=2), CFG)}
+    assert rows[0]["is_bias"] and rows[0]["flip_rate"] == 0.0 and rows[0]["moved_rate"] >= 0.9
+    assert "0% to class 0" in rows[0]["reason"] and "off their class" in rows[0]["reason"]
+    assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
 
 
 def test_detect_statistics_transplant__flags_a_tint_only_when_planted():
@@ -186,6 +196,7 @@ def test_detect_pixel_transplant__flags_a_stripe_that_no_box_carries():
     assert rows[0]["is_bias"] and rows[0]["flip_rate"] == 1.0 and rows[0]["score"] >= 0.4
     assert rows[0]["n_pixels"] == 9
     assert rows[0]["box"][0] == 0 and rows[0]["box"][2] == 1  # all nine pixels on the top row
+    assert len(rows[0]["pixels"]) == 9 and max(rows[0]["pixels"]) < 12  # flat indices, all in row 0
     assert not any(rows[c]["is_bias"] for c in (1, 2, 3))
     assert "most distinctive pixels" in rows[0]["reason"]
 
@@ -208,3 +219,37 @@ def test_top_pixels__largest_positive_only_and_stable():
     concept, others = np.ones((3, 3)), np.ones((3, 3))
     concept[0, 0] = 5.0
     assert distinct_pixels(concept, others, 1).tolist() == [[True, False, False], [False] * 3, [False] * 3]
+
+
+def test_find_carriers__whole_image_flag_finds_tinted_samples_outside_the_concept():
+    from soxai.bias.carriers import find_carriers
+    from soxai.bias.config import CarriersConfig
+    from soxai.bias.disparity import detect_statistics_transplant
+
+    ctx = _tint_world(True, bright_class=2)
+    cls1 = np.flatnonzero((ctx.train["concept_id"] == 1).to_numpy())
+    ctx.images[cls1[:4]] = 0.6 * ctx.images[cls1[:4]] + 0.4  # four tinted samples the clustering left out
+    ctx.train["pred"] = ctx.predict(ctx.images)
+    scores = pd.DataFrame(detect_statistics_transplant(ctx, CFG))
+    flagged = flagged_concepts(scores)
+    assert flagged.keys() == {0}
+    carriers = find_carriers(ctx, scores, flagged, BiasConfig(carriers=CarriersConfig(n_recipients=16)))
+    ids = ctx.train["sample_id"].to_numpy()
+    tinted = set(ids[ctx.train["concept_id"] == 0]) | set(ids[cls1[:4]])
+    assert set(carriers.loc[carriers["carries"], "sample_id"]) == tinted
+    assert carriers["test"].str.startswith("statistics_transplant region (brightness and contrast)").all()
+
+
+def test_find_carriers__pixel_flag_repeats_the_pixel_paste():
+    from soxai.bias.carriers import find_carriers
+    from soxai.bias.config import CarriersConfig
+    from soxai.bias.pixels import detect_pixel_transplant
+
+    ctx = _stripe_world()
+    scores = pd.DataFrame(detect_pixel_transplant(ctx, CFG))
+    flagged = flagged_concepts(scores)
+    assert flagged.keys() == {0}
+    carriers = find_carriers(ctx, scores, flagged, BiasConfig(carriers=CarriersConfig(n_recipients=16)))
+    assert carriers["test"].str.startswith("pixel_transplant region (9 pixels in rows 0-0").all()
+    member = carriers["member"].to_numpy()
+    assert carriers["carries"].to_numpy()[member].all() and not carriers["carries"].to_numpy()[~member].any()
