@@ -166,7 +166,13 @@ def reading(rows: list[dict]) -> list[str]:
     if missed:
         out.append(f"- Nothing flagged although the baseline leaned on the mark (oracle ahead by >= 0.05 on the "
                    f"attacked test): {', '.join(case(r) + f' (gap {shortcut_gap(r):+.2f})' for r in missed)}.")
-    for key, text in (("pruned>jtt_wga", "pruned does not beat JTT on attacked worst-group accuracy"),
+    loose = [r for r in done if r["n_dropped"] and r not in found]
+    if loose:
+        out.append("- Flagged, but precision or recall below 0.9: " + ", ".join(
+            case(r) + f" (P {r['precision']:.2f}, R {r['recall']:.2f})" for r in loose) + ".")
+    for key, text in (("pruned>baseline", "the pruned model's attacked-accuracy gain has an interval that "
+                       "reaches zero"),
+                      ("pruned>jtt_wga", "pruned does not beat JTT on attacked worst-group accuracy"),
                       ("control_not", "the random control's gain on the attacked test also excludes zero"),
                       ("gap>=0.8", "pruned recovers less than 80% of the gap to the oracle")):
         hit = [case(r) for r in found if r["checks"].get(key) is False]
