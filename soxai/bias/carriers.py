@@ -192,7 +192,7 @@ def find_carriers(
         rec_rows = _pick(pool, ccfg.n_recipients, rng)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
         # a whole-image flag counts recipients moved off their class, as statistics_transplant does
-        labels = pool.set_index("row").loc[rec_rows, "label"].to_numpy() if box is None else None
+        labels = ctx.labels(rec_rows) if box is None else None
         rates, n_tested, t = _sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k, box,
                                               member, ccfg.min_gap, labels)
         out["flip_rate"], out["n_recipients"] = rates, n_tested

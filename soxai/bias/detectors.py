@@ -37,6 +37,10 @@ class DetectorContext:
     seed: int
     sample_maps: Callable[[np.ndarray], np.ndarray]
 
+    def labels(self, rows: np.ndarray) -> np.ndarray:
+        """The class labels of the training samples at image ``rows`` (n,)."""
+        return self.train.set_index("row").loc[rows, "label"].to_numpy()
+
 
 def salient_box(mean_map: np.ndarray, side: int) -> tuple[int, int, int, int]:
     """The side x side box holding the most mass of ``mean_map`` (shape (H, W)).

@@ -54,7 +54,7 @@ def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[di
                              "no other-class images or no class-mates outside the concept to compare with"))
             continue
         rec_rows = _pick(pool, n, rng)
-        truth = ctx.train.set_index("row").loc[rec_rows, "label"].to_numpy()
+        truth = ctx.labels(rec_rows)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
         before = float(np.mean(ctx.predict(recipients) == truth))
         donors = ctx.images[_pick(members, n, rng)]
@@ -121,7 +121,7 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
                              "no other-class images or no class-mates outside the concept to compare with"))
             continue
         rec_rows = _pick(pool, n, rng)
-        truth = pool.set_index("row").loc[rec_rows, "label"].to_numpy()
+        truth = ctx.labels(rec_rows)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
         donors = ctx.images[_pick(members, n, rng)]
         controls = ctx.images[_pick(outsiders, n, rng)]
