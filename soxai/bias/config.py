@@ -25,6 +25,13 @@ class TransplantConfig(Section):
         0.01, gt=0.0, le=1.0,
         description="and when a one-sided Fisher exact test of flips vs control flips is this significant",
     )
+    min_odds_ratio: float = Field(
+        8.0, ge=1.0,
+        description="and when the odds ratio of flips vs control flips reaches this: a shortcut moves recipients "
+        "where its class-mates' own regions move almost none; a real shape that transfers moves a few times as "
+        "many as theirs. On the efficacy cases the real cells concepts that passed the two bars above had odds "
+        "ratios 3.0-3.7 (class-mates' control 17-31%), planted marks 17 (an MNIST edge stripe) to 600",
+    )
 
 
 class ConcentrationConfig(Section):
@@ -83,6 +90,7 @@ class PixelTransplantConfig(Section):
         description="and a one-sided Fisher test this significant: pasted pixels of a real shape also carry "
         "their class at times (real concepts reached p=1e-6 with 200 pairs, planted marks p<=2e-10)",
     )
+    min_odds_ratio: float = Field(8.0, ge=1.0, description="as transplant.min_odds_ratio")
 
 
 class CarriersConfig(Section):

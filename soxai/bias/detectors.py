@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.bias.config import BiasConfig
+from soxai.bias.verdict import compare_rates, decide
 
 
 @dataclass
@@ -101,8 +102,6 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
     transfer (a piece of an elongated outline) scores near its control; a shortcut scores far
     above it.
     """
-    from scipy.stats import fisher_exact
-
     tcfg = cfg.transplant
     h, w = ctx.images.shape[2:]
     side = max(1, int(round(tcfg.region_frac * min(h, w))))
@@ -129,24 +128,20 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
         flip, control = flips / n, control_flips / n
         score = flip - control
         # Both rates come from n pastes: a real effect must also be unlikely under "no difference".
-        p_value = float(
-            fisher_exact([[flips, n - flips], [control_flips, n - control_flips]], alternative="greater")[1]
-        )
-        is_bias = score >= tcfg.threshold and p_value <= tcfg.max_p_value
+        p_value, odds = compare_rates(flips, control_flips, n)
+        is_bias, verdict = decide(score, p_value, odds, tcfg.threshold, tcfg.max_p_value, tcfg.min_odds_ratio)
         y0, x0, y1, x1 = box
         control_text = (
             f"other class-{k} images, each pasting its own most salient box: {control:.0%}" if len(outsiders)
             else f"no class-{k} images outside the concept to serve as a control"
         )
         reason = (
-            f"moved {flip:.0%} of predictions to class {k} ({control_text}; p={p_value:.1g}) when its salient "
-            f"{y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} was pasted into {n} images "
-            f"of other classes; difference {score:+.2f} is "
-            f"{'at or above' if is_bias else 'below'} the flag threshold {tcfg.threshold:.2f}"
-            + ("" if p_value <= tcfg.max_p_value or score < tcfg.threshold else " but not significant")
+            f"moved {flip:.0%} of predictions to class {k} ({control_text}; p={p_value:.1g}, odds ratio "
+            f"{odds:.1f}) when its salient {y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} "
+            f"was pasted into {n} images of other classes; {verdict}"
         )
         rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, p_value=p_value,
-                         box=list(box)))
+                         odds_ratio=odds, box=list(box)))
     return rows
 
 

@@ -15,16 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from soxai.bias.config import BiasConfig
+from soxai.bias.verdict import compare_rates, decide
 
 if TYPE_CHECKING:  # detectors.py imports this module for its registry
     from soxai.bias.detectors import DetectorContext
-
-
-def _fisher_greater(a: int, b: int, n: int) -> float:
-    """One-sided Fisher exact p-value that a/n exceeds b/n."""
-    from scipy.stats import fisher_exact
-
-    return float(fisher_exact([[a, n - a], [b, n - b]], alternative="greater")[1])
 
 
 def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
@@ -67,16 +61,13 @@ def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[di
             paste_region(recipients, ctx.images[out_rows][pair_c], [own[i] for i in pair_c])) != truth))
         acc, acc_c = 1 - wrong / n, 1 - wrong_c / n
         score = acc_c - acc
-        p_value = _fisher_greater(wrong, wrong_c, n)
-        is_bias = score >= dcfg.threshold and p_value <= dcfg.max_p_value
+        p_value, odds = compare_rates(wrong, wrong_c, n)
+        is_bias, verdict = decide(score, p_value, odds, dcfg.threshold, dcfg.max_p_value)
         y0, x0, y1, x1 = box
         reason = (
             f"accuracy of {n} other-class images fell from {before:.0%} to {acc:.0%} when its salient "
             f"{y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} was pasted in (other class-{k} "
-            f"images, each pasting its own most salient box: {acc_c:.0%}; p={p_value:.1g}); disparity "
-            f"{score:+.2f} is {'at or above' if score >= dcfg.threshold else 'below'} the threshold "
-            f"{dcfg.threshold:.2f}" + ("" if p_value <= dcfg.max_p_value or score < dcfg.threshold
-                                       else " but not significant")
+            f"images, each pasting its own most salient box: {acc_c:.0%}; p={p_value:.1g}); accuracy {verdict}"
         )
         rows.append(_row("transplant_accuracy", cid, score, is_bias, reason, accuracy_before=before,
                          accuracy_pasted=acc, accuracy_control=acc_c, p_value=p_value, box=list(box)))
@@ -130,14 +121,12 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
         moved, moved_c = int(np.sum(pred != truth)), int(np.sum(pred_c != truth))
         flips, flips_c = int(np.sum(pred == k)), int(np.sum(pred_c == k))
         score = (moved - moved_c) / n
-        p_value = _fisher_greater(moved, moved_c, n)
-        is_bias = score >= scfg.threshold and p_value <= scfg.max_p_value
+        p_value, odds = compare_rates(moved, moved_c, n)
+        is_bias, verdict = decide(score, p_value, odds, scfg.threshold, scfg.max_p_value)
         reason = (
             f"moved {moved / n:.0%} of {n} correctly predicted other-class images off their class ({flips / n:.0%} "
             f"to class {k}) when they took its members' brightness and contrast (other class-{k} images': "
-            f"{moved_c / n:.0%}, {flips_c / n:.0%} to class {k}; p={p_value:.1g}); difference {score:+.2f} is "
-            f"{'at or above' if score >= scfg.threshold else 'below'} the threshold {scfg.threshold:.2f}"
-            + ("" if p_value <= scfg.max_p_value or score < scfg.threshold else " but not significant")
+            f"{moved_c / n:.0%}, {flips_c / n:.0%} to class {k}; p={p_value:.1g}); {verdict}"
         )
         rows.append(_row("statistics_transplant", cid, score, is_bias, reason, moved_rate=moved / n,
                          control_moved_rate=moved_c / n, flip_rate=flips / n, control_rate=flips_c / n,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from soxai.bias.config import BiasConfig
+from soxai.bias.verdict import compare_rates, decide
 
 if TYPE_CHECKING:  # detectors.py imports this module for its registry
     from soxai.bias.detectors import DetectorContext
@@ -58,8 +59,6 @@ def detect_pixel_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[
     salient pixels. Score: flip rate minus control; flag at ``threshold`` with a one-sided Fisher test
     at ``max_p_value``.
     """
-    from scipy.stats import fisher_exact
-
     from soxai.bias.detectors import _pick, _take
 
     pcfg = cfg.pixel_transplant
@@ -93,23 +92,19 @@ def detect_pixel_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[
             ctx.predict(paste_pixels(recipients, ctx.images[rows_out][pair_out], own_masks[pair_out])) == label))
         flip, control = flips / n, control_flips / n
         score = flip - control
-        p_value = float(
-            fisher_exact([[flips, n - flips], [control_flips, n - control_flips]], alternative="greater")[1]
-        )
-        is_bias = score >= pcfg.threshold and p_value <= pcfg.max_p_value
+        p_value, odds = compare_rates(flips, control_flips, n)
+        is_bias, verdict = decide(score, p_value, odds, pcfg.threshold, pcfg.max_p_value, pcfg.min_odds_ratio)
         ys, xs = np.nonzero(mask)
         where = (f"its {int(mask.sum())} most distinctive pixels (rows {ys.min()}-{ys.max()}, "
                  f"cols {xs.min()}-{xs.max()})" if mask.any() else "no pixel where it looks more than its class-mates")
         reason = (
             f"moved {flip:.0%} of predictions to class {label} (other class-{label} images, each pasting its own "
-            f"{k} most salient pixels: {control:.0%}; p={p_value:.1g}) when {where} were pasted into {n} images of "
-            f"other classes; difference {score:+.2f} is {'at or above' if is_bias else 'below'} the flag threshold "
-            f"{pcfg.threshold:.2f}" + ("" if p_value <= pcfg.max_p_value or score < pcfg.threshold
-                                       else " but not significant")
+            f"{k} most salient pixels: {control:.0%}; p={p_value:.1g}, odds ratio {odds:.1f}) when {where} were "
+            f"pasted into {n} images of other classes; {verdict}"
         )
         box = [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1] if mask.any() else None
         rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, p_value=p_value,
-                         n_pixels=int(mask.sum()), box=box, pixels=np.flatnonzero(mask).tolist()))
+                         odds_ratio=odds, n_pixels=int(mask.sum()), box=box, pixels=np.flatnonzero(mask).tolist()))
     return rows
 
 

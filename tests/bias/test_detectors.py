@@ -253,3 +253,35 @@ def test_find_carriers__pixel_flag_repeats_the_pixel_paste():
     assert carriers["test"].str.startswith("pixel_transplant region (9 pixels in rows 0-0").all()
     member = carriers["member"].to_numpy()
     assert carriers["carries"].to_numpy()[member].all() and not carriers["carries"].to_numpy()[~member].any()
+
+
+def test_compare_rates__fisher_p_and_finite_odds_ratio():
+    from soxai.bias.verdict import compare_rates
+
+    p, odds = compare_rates(71, 0, 200)  # a mark: its class-mates' own regions move nobody
+    assert p < 1e-20 and 200 < odds < 1000
+    p, odds = compare_rates(124, 61, 200)  # a real shape: the class-mates' own regions move many too
+    assert p < 1e-8 and 3 < odds < 4
+    assert compare_rates(10, 10, 200) == (compare_rates(10, 10, 200)[0], 1.0)
+
+
+def test_decide__every_condition_must_hold_and_the_text_names_the_one_missed():
+    from soxai.bias.verdict import decide
+
+    assert decide(0.3, 1e-10, 500.0, 0.2, 0.01, 8.0) == (
+        True, "difference +0.30 is at or above the flag threshold 0.20")
+    below, text = decide(0.1, 1e-10, 500.0, 0.2, 0.01, 8.0)
+    assert not below and "below the flag threshold" in text
+    chance, text = decide(0.3, 0.05, 500.0, 0.2, 0.01, 8.0)
+    assert not chance and "at or above" in text and "not significant (p=0.05 > 0.01)" in text
+    shared, text = decide(0.3, 1e-10, 3.7, 0.2, 0.01, 8.0)
+    assert not shared and "odds ratio 3.7 is below 8" in text
+
+
+def test_detect_transplant__min_odds_ratio_unflags_and_says_why():
+    rows = detect_transplant(_shortcut_world(), CFG)
+    odds = rows[0]["odds_ratio"]
+    assert rows[0]["is_bias"] and odds > 10
+    strict = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"min_odds_ratio": odds + 1})})
+    row = detect_transplant(_shortcut_world(), strict)[0]
+    assert not row["is_bias"] and f"odds ratio {odds:.1f} is below" in row["reason"]

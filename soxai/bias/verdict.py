@@ -1,0 +1,43 @@
+"""The decision every paste-and-compare detector makes: a rate against its control's rate.
+
+Each of those detectors pastes something of a concept's members into ``n`` recipients and counts
+hits (a move to the concept's class, an error), then does the same with the class's other samples
+(the control). The concept is flagged when three things hold:
+
+- the difference of the two rates reaches the detector's ``threshold`` (a large effect),
+- a one-sided Fisher exact test gives p <= ``max_p_value`` (not chance),
+- the odds ratio reaches ``min_odds_ratio`` (the effect is the concept's own, not a larger share of
+  something the whole class does): a shortcut carries the class where the class's ordinary evidence
+  does not, so its control stays near zero; a real shape that transfers when pasted does so for its
+  class-mates too, and its rate is a small multiple of theirs.
+"""
+
+from __future__ import annotations
+
+
+def compare_rates(hits: int, control_hits: int, n: int) -> tuple[float, float]:
+    """(p_value, odds_ratio) of ``hits``/n against ``control_hits``/n.
+
+    p_value: one-sided Fisher exact test that the first rate is the larger. odds_ratio: with 0.5 added
+    to every cell (Haldane-Anscombe), so a control of zero hits gives a large finite ratio, not infinity.
+    """
+    from scipy.stats import fisher_exact
+
+    p_value = float(fisher_exact([[hits, n - hits], [control_hits, n - control_hits]], alternative="greater")[1])
+    odds = ((hits + 0.5) / (n - hits + 0.5)) / ((control_hits + 0.5) / (n - control_hits + 0.5))
+    return p_value, float(odds)
+
+
+def decide(score: float, p_value: float, odds_ratio: float, threshold: float, max_p_value: float,
+           min_odds_ratio: float = 1.0) -> tuple[bool, str]:
+    """(is_bias, the end of the reason text) for one concept under one detector."""
+    big = score >= threshold
+    significant = p_value <= max_p_value
+    own = odds_ratio >= min_odds_ratio
+    text = f"difference {score:+.2f} is {'at or above' if big else 'below'} the flag threshold {threshold:.2f}"
+    if big and not significant:
+        text += f" but not significant (p={p_value:.1g} > {max_p_value:.1g})"
+    elif big and not own:
+        text += (f" but the odds ratio {odds_ratio:.1f} is below {min_odds_ratio:g}: the class's other samples "
+                 "carry their class this way too, so it reads as a real feature that transfers, not a shortcut")
+    return big and significant and own, text
