@@ -194,6 +194,7 @@ def test_detect_pixel_transplant__flags_a_stripe_that_no_box_carries():
     rows = {r["concept_id"]: r for r in detect_pixel_transplant(ctx, CFG)}
     # every paste flips; the control (class-0 images pasting their own brightest pixels) flips about half
     assert rows[0]["is_bias"] and rows[0]["flip_rate"] == 1.0 and rows[0]["score"] >= 0.4
+    assert rows[0]["odds_ratio"] >= 8  # the control flips about half: a ratio of about 400
     assert rows[0]["n_pixels"] == 9
     assert rows[0]["box"][0] == 0 and rows[0]["box"][2] == 1  # all nine pixels on the top row
     assert len(rows[0]["pixels"]) == 9 and max(rows[0]["pixels"]) < 12  # flat indices, all in row 0
