@@ -30,7 +30,7 @@ class TransplantConfig(Section):
         description="and when the odds ratio of flips vs control flips reaches this: a shortcut moves recipients "
         "where its class-mates' own regions move almost none; a real shape that transfers moves a few times as "
         "many as theirs. On the efficacy cases the real cells concepts that passed the two bars above had odds "
-        "ratios 3.0-3.7 (class-mates' control 17-31%), planted marks 17 (an MNIST edge stripe) to 600",
+        "ratios 3.0-6.9 (class-mates' control 7-31%), planted marks 11 (an MNIST corner patch's pixels) to 600",
     )
 
 
