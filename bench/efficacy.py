@@ -222,7 +222,9 @@ def write_table(rows: list[dict], header: str) -> None:
         "one class's training images, retrained over seeds " + ", ".join(map(str, SEEDS)) + " as baseline, "
         "pruned (the row's prune policy), random control, JTT and oracle (the same samples without the artifact). "
         "Detectors: transplant, concentration, statistics_transplant, pixel_transplant (any one flags; the "
-        "pixel_transplant bars were set by looking at the rate-0.3 cases, so those are not out-of-sample for it). "
+        "pixel_transplant bars were set by looking at the rate-0.3 cases, and the odds-ratio bar of transplant and "
+        "pixel_transplant by looking at the cells cases at 0.1 and 0.05 and at unmarked cells, so those are not "
+        "out-of-sample for them). "
         "Numbers: mean [95% Student-t interval over seeds]; test_attacked = the other classes' test images "
         "with the artifact pasted; WGA = worst-group accuracy (worst class x group cell). Gap = share of the "
         "baseline-to-oracle gap on test_attacked accuracy that the variant recovers (mean of per-seed ratios).",
@@ -232,7 +234,10 @@ def write_table(rows: list[dict], header: str) -> None:
         "at 28x28, 300 training images per digit, pixel noise 0.5; 8 epochs. Artifacts (on class 0): "
         "corner_patch = a 5x5 square at the top left; border_stripe = a 1-pixel line along the whole top edge; "
         "texture_stamp = a 6x6 checkerboard at the bottom right; tint = the whole image blended 30% towards "
-        "white (on grey images the colour tint is an intensity shift). The oracle trains on the same training "
+        "white (on grey images the colour tint is an intensity shift). Planted samples at rates 0.3 / 0.1 / "
+        "0.05: cells 210 / 70 / 35, digits about 32 / 11 / 5, MNIST 90 / 30 / 15; a concept has at least 20 "
+        "members at these sizes (concepts.min_cluster_size: auto), so fewer planted samples cannot form a "
+        "concept of their own. The oracle trains on the same training "
         "samples with the artifact left out (the generator keeps the unmarked twins). Targets: precision and "
         "recall >= 0.9; pruned beats baseline on attacked accuracy with an interval above zero; the random "
         "control does not; pruned recovers >= 80% of the gap; pruned beats JTT on attacked worst-group accuracy.",
