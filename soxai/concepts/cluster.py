@@ -15,15 +15,18 @@ AUTO = "auto"
 
 
 def auto_min_cluster_size(n: int) -> int:
-    """HDBSCAN's smallest cluster for ``n`` points: 0.5% of them, at least 20.
+    """HDBSCAN's smallest cluster for ``n`` points: 0.5% of them, at least 20, but at most 4% of them (not below 5).
 
     20 is the size that works on the demo (700 samples per class, an artifact on 210 of them); above
     4,000 points it grows with n, so that a concept stays a share of its class rather than a fixed
     count (167 at 33k per class, the size bench/load.py chose by hand at 100k samples). On the 100k
     cells bench a fixed 20 gave 50 concepts and 2.7% noise, auto 19 and 1.1%, the planted group found
-    by both (docs/BENCHMARKS.md).
+    by both (docs/BENCHMARKS.md). Below 500 points the floor of 20 would hide a subgroup of 5% of a
+    class (15 of MNIST's 300 per digit, 5-11 of sklearn's 108 digits per class fell in the noise and
+    were never tested), so there a concept may be as small as 4% of the points, and no fewer than 5.
     """
-    return max(20, round(n / 200))
+    small = min(20, max(5, round(n / 25)))
+    return max(small, round(n / 200))
 
 
 def auto_min_samples(n: int, min_cluster_size: int) -> int:

@@ -13,7 +13,8 @@ class ConceptsConfig(Section):
     min_cluster_size: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
         "auto",
         description="smallest group of samples that is a concept; auto = 0.5% of the samples clustered "
-        "(per class when per_class), at least 20 (soxai.concepts.cluster.auto_min_cluster_size)",
+        "(per class when per_class), at least 20 but at most 4% of them, not below 5 (12 for 300 samples, 5 for "
+        "100; soxai.concepts.cluster.auto_min_cluster_size)",
     )
     min_samples: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto",

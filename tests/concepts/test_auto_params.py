@@ -32,6 +32,16 @@ def test_cluster_embeddings__recovers_blobs_of_several_sizes_at_several_n(n, dim
     assert adjusted_rand_score(y, labels) >= 0.9 and adjusted_rand_score(y[found], labels[found]) >= 0.98
 
 
+@pytest.mark.parametrize("n,dim", [(150, 2), (300, 2), (300, 5)])
+def test_cluster_embeddings__auto_finds_a_5pct_blob_in_a_small_class(n, dim):
+    # 5% of 150 / 300 points is 7 / 15, below the floor of 20 that larger inputs get
+    x, y = _planted(n, dim, seed=n + dim)
+    labels, _, persistence = cluster_embeddings(x, "auto", "auto")
+    assert len(persistence) == 4 and adjusted_rand_score(y, labels) >= 0.9
+    smallest = labels[y == 3]
+    assert (smallest == np.bincount(smallest[smallest != NOISE]).argmax()).mean() >= 0.8
+
+
 def test_resolve_hdbscan_params__demo_sizes_keep_hdbscan_defaults_and_auto_grows_with_n():
     # the demo clusters 700 samples per class (2,100 with per_class off): auto gives the former 20 / 20
     assert resolve_hdbscan_params(700, "auto", "auto") == (20, 20)
@@ -41,6 +51,8 @@ def test_resolve_hdbscan_params__demo_sizes_keep_hdbscan_defaults_and_auto_grows
     sizes = [auto_min_cluster_size(n) for n in (100, 1_000, 10_000, 100_000, 1_000_000)]
     assert sizes == sorted(sizes) and sizes[-1] == 5000
     assert resolve_hdbscan_params(5, "auto", "auto") == (5, 4)  # capped on tiny inputs
+    # below 500 points a concept may be 4% of them (not below 5): a 5% subgroup can still be one
+    assert [auto_min_cluster_size(n) for n in (100, 300, 499, 500)] == [5, 12, 20, 20]
     assert resolve_hdbscan_params(1000, 30, 7) == (30, 7)
 
 
