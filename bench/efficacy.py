@@ -235,9 +235,10 @@ def write_table(rows: list[dict], header: str) -> None:
         "corner_patch = a 5x5 square at the top left; border_stripe = a 1-pixel line along the whole top edge; "
         "texture_stamp = a 6x6 checkerboard at the bottom right; tint = the whole image blended 30% towards "
         "white (on grey images the colour tint is an intensity shift). Planted samples at rates 0.3 / 0.1 / "
-        "0.05: cells 210 / 70 / 35, digits about 32 / 11 / 5, MNIST 90 / 30 / 15; a concept has at least 20 "
-        "members at these sizes (concepts.min_cluster_size: auto), so fewer planted samples cannot form a "
-        "concept of their own. The oracle trains on the same training "
+        "0.05: cells 210 / 70 / 35, digits about 32 / 11 / 5, MNIST 90 / 30 / 15; the smallest concept "
+        "(concepts.min_cluster_size: auto) has 20 members on cells, 12 on MNIST and 5 on digits (before "
+        "2026-11-30: 20 on all three, so rows measured earlier could not find 5-15 planted samples). "
+        "The oracle trains on the same training "
         "samples with the artifact left out (the generator keeps the unmarked twins). Targets: precision and "
         "recall >= 0.9; pruned beats baseline on attacked accuracy with an interval above zero; the random "
         "control does not; pruned recovers >= 80% of the gap; pruned beats JTT on attacked worst-group accuracy.",
