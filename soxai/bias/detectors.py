@@ -100,7 +100,8 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
     outside the concept, each pasted from *its own* most salient box: how far the class's
     ordinary evidence carries in a box of that size. A real class feature that happens to
     transfer (a piece of an elongated outline) scores near its control; a shortcut scores far
-    above it.
+    above it. Flag: score >= ``threshold``, one-sided Fisher p <= ``max_p_value`` and odds ratio >=
+    ``min_odds_ratio`` (soxai.bias.verdict).
     """
     tcfg = cfg.transplant
     h, w = ctx.images.shape[2:]

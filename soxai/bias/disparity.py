@@ -70,7 +70,8 @@ def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[di
             f"images, each pasting its own most salient box: {acc_c:.0%}; p={p_value:.1g}); accuracy {verdict}"
         )
         rows.append(_row("transplant_accuracy", cid, score, is_bias, reason, accuracy_before=before,
-                         accuracy_pasted=acc, accuracy_control=acc_c, p_value=p_value, box=list(box)))
+                         accuracy_pasted=acc, accuracy_control=acc_c, p_value=p_value, odds_ratio=odds,
+                         box=list(box)))
     return rows
 
 
@@ -130,7 +131,7 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
         )
         rows.append(_row("statistics_transplant", cid, score, is_bias, reason, moved_rate=moved / n,
                          control_moved_rate=moved_c / n, flip_rate=flips / n, control_rate=flips_c / n,
-                         p_value=p_value))
+                         p_value=p_value, odds_ratio=odds))
     return rows
 
 

@@ -57,7 +57,7 @@ def detect_pixel_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[
     but the region is :func:`distinct_pixels` of the concept's mean map against the mean map of up to
     ``n_pairs`` class-mates outside it. Control: those class-mates, each pasting its own ``k`` most
     salient pixels. Score: flip rate minus control; flag at ``threshold`` with a one-sided Fisher test
-    at ``max_p_value``.
+    at ``max_p_value`` and an odds ratio of at least ``min_odds_ratio`` (soxai.bias.verdict).
     """
     from soxai.bias.detectors import _pick, _take
 
