@@ -1,8 +1,8 @@
 """Efficacy benchmark: does soxai find artifacts it was not tuned on, on real data, and does pruning help?
 
 For each case (dataset x artifact kind x rate of the target class that carries it) the whole pipeline
-runs in-process (no Prefect) with five retrain variants over three seeds: baseline, pruned, random
-control, JTT and the oracle (trained on the same samples without the artifact). One JSON line per
+runs in-process (no Prefect) with five retrain variants over five seeds (``--seeds``): baseline, pruned,
+random control, JTT and the oracle (trained on the same samples without the artifact). One JSON line per
 finished case goes to ``docs/efficacy.jsonl`` (a rerun skips the cases already there, so the
 benchmark resumes), and ``docs/EFFICACY.md`` is rewritten from all lines after every case.
 
@@ -29,7 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "efficacy.jsonl"
 TABLE = REPO / "docs" / "EFFICACY.md"
 
-SEEDS = (0, 1, 2)
+# Five seeds since 2026-11-30 06:00 UTC; rows measured before used three (0, 1, 2), and each row says how
+# many it used. With three, the 95% t-interval is 4.3 standard errors wide on each side (df 2); with five,
+# 2.8 on a standard error that is sqrt(5/3) smaller: about half as wide.
+SEEDS = (0, 1, 2, 3, 4)
 RATES = (0.3, 0.1, 0.05)
 # transplant_accuracy is left out: it adds no recall over transplant here and was the one detector that
 # flagged a real concept on clean cells (score 0.26 with the then threshold 0.2). pixel_transplant carries
@@ -57,22 +60,26 @@ ARTIFACTS = {
 }
 
 COMMON = ["train.epochs=8", f"bias.detectors={DETECTORS}",
-          "retrain.variants=[baseline,pruned,random_control,jtt,oracle]",
-          f"retrain.seeds=[{', '.join(map(str, SEEDS))}]"]
+          "retrain.variants=[baseline,pruned,random_control,jtt,oracle]"]
 
 
-def case_overrides(dataset: str, artifact: str, rate: float) -> list[str]:
-    return [*DATASETS[dataset], *ARTIFACTS[artifact], f"data.artifact.rate={rate}", *COMMON,
+def seeds_override(seeds: tuple[int, ...] = SEEDS) -> str:
+    return f"retrain.seeds=[{', '.join(map(str, seeds))}]"
+
+
+def case_overrides(dataset: str, artifact: str, rate: float, seeds: tuple[int, ...] = SEEDS) -> list[str]:
+    return [*DATASETS[dataset], *ARTIFACTS[artifact], f"data.artifact.rate={rate}", *COMMON, seeds_override(seeds),
             f"name={dataset}-{artifact}-{rate:g}"]
 
 
-def run_case(root: Path, dataset: str, artifact: str, rate: float, extra: list[str] = (), tag: str = "") -> dict:
+def run_case(root: Path, dataset: str, artifact: str, rate: float, extra: list[str] = (), tag: str = "",
+             seeds: tuple[int, ...] = SEEDS) -> dict:
     """Run the pipeline through compare for one case; return its summary row."""
     from soxai.config import load_config
     from soxai.run_dir import read_json
     from soxai.runs import finish_run, init_run, stage_runners
 
-    cfg = load_config(None, [*case_overrides(dataset, artifact, rate), *extra]
+    cfg = load_config(None, [*case_overrides(dataset, artifact, rate, seeds), *extra]
                       + ([f"name={dataset}-{artifact}-{rate:g}-{tag}"] if tag else []))
     run = init_run(cfg, root / cfg.name)
     t0 = time.perf_counter()
@@ -84,6 +91,7 @@ def run_case(root: Path, dataset: str, artifact: str, rate: float, extra: list[s
     comp = read_json(run.comparison)
     manifest = read_json(run.manifest_json)
     row = summarise(dataset, artifact, rate, comp, manifest, time.perf_counter() - t0)
+    row["seeds"] = list(cfg.retrain.seeds)
     return {**row, "tag": tag, "extra": list(extra)} if tag else row
 
 
@@ -198,6 +206,11 @@ def _counts_for(row: dict, policy: str) -> bool:
     return _policy(row) in (policy, ANY_POLICY)
 
 
+def _n_seeds(row: dict) -> int:
+    """How many retrain seeds the row used (rows from before the count was recorded used three)."""
+    return len(row.get("seeds") or (0, 1, 2))
+
+
 def _name(row: dict) -> str:
     """The dataset cell: with the case's extra overrides when it ran apart from the plan (--tag)."""
     if not row.get("tag"):
@@ -219,7 +232,8 @@ def write_table(rows: list[dict], header: str) -> None:
         "# Efficacy benchmark", "",
         header, "",
         "Each case: the whole pipeline on one dataset with one artifact kind planted into a share (rate) of "
-        "one class's training images, retrained over seeds " + ", ".join(map(str, SEEDS)) + " as baseline, "
+        "one class's training images, retrained over the seeds in the n column (0..n-1; five from 2026-11-30 "
+        "06:00 UTC, three before) as baseline, "
         "pruned (the row's prune policy), random control, JTT and oracle (the same samples without the artifact). "
         "Detectors: transplant, concentration, statistics_transplant, pixel_transplant (any one flags; the "
         "pixel_transplant bars were set by looking at the rate-0.3 cases, and the odds-ratio bar of transplant and "
@@ -243,15 +257,15 @@ def write_table(rows: list[dict], header: str) -> None:
         "recall >= 0.9; pruned beats baseline on attacked accuracy with an interval above zero; the random "
         "control does not; pruned recovers >= 80% of the gap; pruned beats JTT on attacked worst-group accuracy.",
         "", "A case that misses a target says so in the last column (✗ = missed, ? = not measurable).", "",
-        "| dataset | artifact | rate | policy | P | R | dropped | acc test: base / pruned / oracle | "
+        "| dataset | artifact | rate | policy | n | P | R | dropped | acc test: base / pruned / oracle | "
         "acc attacked: base | pruned | ctrl | JTT | oracle | WGA attacked: pruned | JTT | gain pruned | "
         "gap pruned | gap JTT | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {_policy(r)} | failed: {r['error'][:80]} |"
-                         + " |" * 13 + " ✗ run failed |")
+            lines.append(f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {_policy(r)} | {_n_seeds(r)} | "
+                         f"failed: {r['error'][:80]} |" + " |" * 13 + " ✗ run failed |")
             continue
         m = r["metrics"]
 
@@ -266,7 +280,7 @@ def write_table(rows: list[dict], header: str) -> None:
         rec = "–" if r["recall"] is None or r["recall"] != r["recall"] else f"{r['recall']:.2f}"
         clean = " / ".join(fmt(m.get(v, {}).get("test", {}).get("accuracy")) for v in ("baseline", "pruned", "oracle"))
         lines.append(
-            f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {_policy(r)} | {p} | {rec} | "
+            f"| {_name(r)} | {r['artifact']} | {r['rate']:g} | {_policy(r)} | {_n_seeds(r)} | {p} | {rec} | "
             f"{r['share_dropped']:.1%} | {clean} | "
             f"{acc('baseline', 'test_attacked')} | {acc('pruned', 'test_attacked')} | "
             f"{acc('random_control', 'test_attacked')} | {acc('jtt', 'test_attacked')} | "
@@ -280,7 +294,7 @@ def write_table(rows: list[dict], header: str) -> None:
     ran = {(r["dataset"], r["artifact"], r["rate"]) for r in current if not r.get("tag")}
     missing = [(d, a, rate) for rate in RATES for a in ARTIFACTS for d in DATASETS if (d, a, rate) not in ran]
     for d, a, rate in missing:
-        lines.append(f"| {d} | {a} | {rate:g} | {policy} | not run yet |" + " |" * 13 + " ✗ not measured |")
+        lines.append(f"| {d} | {a} | {rate:g} | {policy} | – | not run yet |" + " |" * 13 + " ✗ not measured |")
     lines.append("")
     for pol in [policy, *sorted({_policy(r) for r in rows} - {policy, ANY_POLICY})]:
         these = current if pol == policy else [r for r in rows if _policy(r) == pol]
@@ -295,7 +309,8 @@ def write_table(rows: list[dict], header: str) -> None:
 
 
 def record(row: dict, replace: bool = False) -> list[dict]:
-    """Add ``row`` to the results file (with ``replace``: instead of the case's earlier rows) and return all rows.
+    """Add ``row`` to the results file (with ``replace``: instead of the case's earlier rows under the same prune
+    policy; rows of an earlier default policy stay) and return all rows.
 
     Holds an exclusive lock on a side file while it reads and rewrites, so two benchmark processes (the way
     it is run on 2 cores) never lose each other's rows; the file is replaced atomically.
@@ -308,7 +323,9 @@ def record(row: dict, replace: bool = False) -> list[dict]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
         if replace:
-            rows = [r for r in rows if (r["dataset"], r["artifact"], r["rate"], r.get("tag", "")) != key]
+            pol = row.get("policy") or default_policy(row.get("extra") or ())
+            rows = [r for r in rows if (r["dataset"], r["artifact"], r["rate"], r.get("tag", "")) != key
+                    or not _counts_for(r, pol)]
         rows.append(row)
         tmp = RESULTS.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -336,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redo", action="store_true",
                         help="run the selected cases again although they have rows; each new row replaces the "
                         "case's earlier rows (after a change to the detectors)")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="retrain seeds per variant (0..n-1)")
     args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error("--seeds needs at least 2: the intervals are over seeds")
+    seeds = tuple(range(args.seeds))
     import torch
 
     # On a shared, oversubscribed CPU one intra-op thread trains this small CNN ~3x faster than two
@@ -364,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"[efficacy] {dataset} {artifact} rate={rate}", flush=True)
                 try:
-                    row = run_case(root, dataset, artifact, rate, args.extra, args.tag)
+                    row = run_case(root, dataset, artifact, rate, args.extra, args.tag, seeds)
                 except Exception as exc:  # a failed case is recorded, not dropped
                     traceback.print_exc()
                     row = {"dataset": dataset, "artifact": artifact, "rate": rate, "tag": args.tag,
