@@ -418,3 +418,40 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
     dataset = Dataset(samples=samples, images=images, masks=masks, class_names=class_names)
     validate_dataset(dataset)
     return dataset
+
+
+def manifest_hash(manifest: str | Path) -> str:
+    """A hash of the manifest file's bytes and of every file it names (path, size, modification time).
+
+    What the data stage read: a changed image or mask invalidates the stage even when the manifest is
+    unchanged. Nothing is validated here (a path that leaves the folder or is missing is hashed as
+    missing; :func:`build_manifest` then reports it); an unreadable manifest hashes its bytes only.
+    """
+    import hashlib
+
+    from soxai.stage import file_hash
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        return "missing"  # build_manifest names the problem and the fix
+    h = hashlib.sha256(file_hash(manifest).encode())
+    try:
+        table, _ = _read_table(manifest)
+    except DataError:
+        return h.hexdigest()[:16]
+    root = manifest.parent.resolve()
+    table.columns = [str(c).strip() for c in table.columns]
+    for column in ("path", "mask_path"):
+        if column not in table.columns:
+            continue
+        for raw in table[column].to_numpy(dtype=object):
+            if not isinstance(raw, str) or not raw.strip():
+                h.update(b"-\n")
+                continue
+            path = (root / raw).resolve()
+            try:
+                st = path.stat() if path.is_relative_to(root) else None
+            except OSError:
+                st = None
+            h.update(f"{raw}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
+    return h.hexdigest()[:16]

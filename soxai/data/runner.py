@@ -9,7 +9,7 @@ import pandas as pd
 
 from soxai.config import Config
 from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
-from soxai.stage import StageRecord, file_hash, fingerprint, run_stage
+from soxai.stage import StageRecord, fingerprint, run_stage
 
 
 def run_data(cfg: Config, run: RunDir) -> StageRecord:
@@ -23,7 +23,10 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
 
     parts = [cfg.section_hash("seed", "data")]
     if cfg.data.source == "manifest" and cfg.data.manifest:
-        parts.append(file_hash(cfg.data.manifest))
+        from soxai.data.manifest_source import manifest_hash
+
+        # the manifest and the files it names: an edited image reruns the stage
+        parts.append(manifest_hash(cfg.data.manifest))
     if cfg.data.source == "image_folder" and cfg.data.root:
         from soxai.data.image_folder import folder_hash
 

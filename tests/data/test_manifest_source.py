@@ -313,3 +313,46 @@ def test_run_data__bad_row_leaves_no_data_output(tmp_path):
             run_data(cfg, run)
         left = [p for p in (run.samples, run.images, run.stage_json("data")) if p.exists()]
         assert not left, f"{run.root.name}: a failed data stage left {[p.name for p in left]}"
+
+
+def test_run_data__edited_image_reruns_the_stage(tmp_path):
+    """The data stage's fingerprint covers the files a manifest names, not only the manifest: an image
+    edited in place (same manifest bytes) is read again, and an untouched rerun is reused."""
+    from soxai.config import load_config
+    from soxai.data.manifest_source import manifest_hash
+    from soxai.data.runner import run_data
+    from soxai.runs import init_run
+
+    rows = _basic(tmp_path / "files")
+    manifest = _manifest(tmp_path / "files", rows)
+    cfg = load_config(None, ["data.source=manifest", f"data.manifest={manifest}"])
+    run = init_run(cfg, tmp_path / "run")
+    first = run_data(cfg, run)
+    assert not first.reused and run_data(cfg, run).reused
+    before = manifest_hash(manifest)
+
+    _png(tmp_path / "files" / "img" / "1.png", value=200)  # same name, new pixels
+    stat = (tmp_path / "files" / "img" / "1.png").stat()
+    os.utime(tmp_path / "files" / "img" / "1.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert manifest_hash(manifest) != before
+    again = run_data(cfg, run)
+    assert not again.reused
+    from soxai.run_dir import read_npy
+
+    np.testing.assert_allclose(read_npy(run.images)[1], 200 / 255, rtol=1e-6)
+
+
+def test_manifest_hash__missing_and_escaping_files_do_not_raise(tmp_path):
+    """The hash never raises on bad input (build_manifest reports it): a missing manifest, a missing image, a
+    path that climbs out of the folder; a missing manifest and one that names a missing file differ."""
+    from soxai.data.manifest_source import manifest_hash
+
+    assert manifest_hash(tmp_path / "nope.csv") == "missing"
+    rows = _basic(tmp_path)
+    rows[0]["path"] = "img/gone.png"
+    rows[1]["path"] = "../outside.png"
+    manifest = _manifest(tmp_path, rows)
+    h = manifest_hash(manifest)
+    assert len(h) == 16 and h != "missing"
+    _png(tmp_path / "img" / "gone.png")
+    assert manifest_hash(manifest) != h
