@@ -89,7 +89,9 @@ def transplant_flips(
     return int(np.sum(predict(paste_region(recipients, donors[pair], boxes)) == target_class))
 
 
-def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
+def detect_transplant(
+    ctx: DetectorContext, cfg: BiasConfig, left_out: frozenset[int] = frozenset(), only: set[int] | None = None
+) -> list[dict[str, Any]]:
     """The transplant test.
 
     A concept's salient region (the box of ``region_frac`` x image side holding most of its mean
@@ -102,18 +104,21 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
     transfer (a piece of an elongated outline) scores near its control; a shortcut scores far
     above it. Flag: score >= ``threshold``, one-sided Fisher p <= ``max_p_value`` and odds ratio >=
     ``min_odds_ratio`` (soxai.bias.verdict).
+
+    ``left_out``: concepts whose members stay out of every other concept's control (see
+    :func:`with_clean_control`); ``only``: score just these concepts (default: all).
     """
     tcfg = cfg.transplant
     h, w = ctx.images.shape[2:]
     side = max(1, int(round(tcfg.region_frac * min(h, w))))
     rows = []
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
-    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+    for _, concept in _scored(ctx, only).iterrows():
         cid, k = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1])
         box = salient_box(ctx.maps[int(concept["map_index"])], side)
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
-        outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == k)]
+        outsiders, skipped = control_pool(ctx, cid, k, left_out)
         pool = correct[correct["label"] != k]
         n = min(tcfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0:
@@ -133,8 +138,8 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
         is_bias, verdict = decide(score, p_value, odds, tcfg.threshold, tcfg.max_p_value, tcfg.min_odds_ratio)
         y0, x0, y1, x1 = box
         control_text = (
-            f"other class-{k} images, each pasting its own most salient box: {control:.0%}" if len(outsiders)
-            else f"no class-{k} images outside the concept to serve as a control"
+            f"other class-{k} images{_left_out_text(skipped)}, each pasting its own most salient box: {control:.0%}"
+            if len(outsiders) else f"no class-{k} images outside the concept to serve as a control"
         )
         reason = (
             f"moved {flip:.0%} of predictions to class {k} ({control_text}; p={p_value:.1g}, odds ratio "
@@ -142,8 +147,77 @@ def detect_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, A
             f"was pasted into {n} images of other classes; {verdict}"
         )
         rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, p_value=p_value,
-                         odds_ratio=odds, box=list(box)))
+                         odds_ratio=odds, box=list(box), control_left_out=skipped))
     return rows
+
+
+# A control needs class-mates: concepts are left out of it only while this many remain.
+MIN_CONTROL = 20
+
+
+def _scored(ctx: DetectorContext, only: set[int] | None) -> pd.DataFrame:
+    """The non-noise concepts to score (all, or those in ``only``)."""
+    concepts = ctx.concepts[~ctx.concepts["is_noise"]]
+    return concepts if only is None else concepts[concepts["concept_id"].astype(int).isin(only)]
+
+
+def control_pool(
+    ctx: DetectorContext, cid: int, label: int, left_out: frozenset[int] = frozenset()
+) -> tuple[pd.DataFrame, list[int]]:
+    """The class-``label`` training samples outside concept ``cid`` that serve as its control, and the concepts
+    of ``left_out`` actually left out of it (none when fewer than :data:`MIN_CONTROL` samples would remain)."""
+    same = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == label)]
+    skip = sorted(int(c) for c in left_out if c != cid and c in set(same["concept_id"].astype(int)))
+    if not skip:
+        return same, []
+    kept = same[~same["concept_id"].isin(skip)]
+    return (kept, skip) if len(kept) >= MIN_CONTROL else (same, [])
+
+
+def _left_out_text(skipped: list[int]) -> str:
+    if not skipped:
+        return ""
+    plural = "s" if len(skipped) > 1 else ""
+    return f" (not those of concept{plural} {', '.join(map(str, skipped))}, flagged by this test)"
+
+
+def with_clean_control(
+    detect: Callable[..., list[dict[str, Any]]], enabled: Callable[[BiasConfig], bool]
+) -> Callable[[DetectorContext, BiasConfig], list[dict[str, Any]]]:
+    """Run a paste-and-control detector, then again for the concepts it left unflagged with the members of the
+    concepts it flagged left out of their class's control, until no new concept is flagged.
+
+    Why: the control of a concept is its class-mates, each pasting its own most salient region. Where one
+    mark sits in several places (a watermark in a random corner), the clustering makes one concept per place,
+    and each concept's class-mates include the others, whose own region is the same mark: the control moves
+    recipients too and hides the shortcut (on cells with a square in a random corner of 30% of class 0 the
+    controls reached 13-20% and the weakest corner's concept went unflagged). Leaving out only what the test
+    itself flagged keeps a real concept's control as it was unless a shortcut of its class was found.
+    Terminates: each round either flags a new concept or changes no control.
+    """
+    def run(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
+        rows = detect(ctx, cfg)
+        if not enabled(cfg):
+            return rows
+        label_of = {int(c): int(k) for c, k in zip(ctx.concepts["concept_id"], ctx.concepts["label"], strict=True)}
+        tried: dict[int, list[int]] = {}
+        while True:
+            flagged = {int(r["concept_id"]) for r in rows if r["is_bias"]}
+            redo = set()
+            for r in rows:
+                cid = int(r["concept_id"])
+                if r["is_bias"]:
+                    continue
+                out = sorted(c for c in flagged if label_of.get(c) == label_of.get(cid))
+                if out and tried.get(cid) != out:
+                    tried[cid] = out
+                    redo.add(cid)
+            if not redo:
+                return rows
+            new = {int(r["concept_id"]): r for r in detect(ctx, cfg, left_out=frozenset(flagged), only=redo)}
+            rows = [new.get(int(r["concept_id"]), r) for r in rows]
+
+    return run
 
 
 def _pick(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -170,9 +244,9 @@ from soxai.bias.pixels import detect_pixel_transplant  # noqa: E402
 WHOLE_IMAGE_DETECTORS = ("statistics_transplant",)
 
 BIAS_DETECTORS: dict[str, Callable[[DetectorContext, BiasConfig], list[dict[str, Any]]]] = {
-    "transplant": detect_transplant,
+    "transplant": with_clean_control(detect_transplant, lambda cfg: cfg.transplant.clean_control),
     "concentration": detect_concentration,
-    "pixel_transplant": detect_pixel_transplant,
+    "pixel_transplant": with_clean_control(detect_pixel_transplant, lambda cfg: cfg.pixel_transplant.clean_control),
     "transplant_accuracy": detect_transplant_accuracy,
     "statistics_transplant": detect_statistics_transplant,
 }

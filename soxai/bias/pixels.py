@@ -50,16 +50,19 @@ def paste_pixels(recipients: np.ndarray, donors: np.ndarray, masks: np.ndarray) 
     return out
 
 
-def detect_pixel_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
+def detect_pixel_transplant(
+    ctx: DetectorContext, cfg: BiasConfig, left_out: frozenset[int] = frozenset(), only: set[int] | None = None
+) -> list[dict[str, Any]]:
     """Paste the concept's distinctive pixels from its members into other classes' correct images.
 
     As the transplant test (``transplant.region_frac`` sets how many pixels: as many as its box holds),
     but the region is :func:`distinct_pixels` of the concept's mean map against the mean map of up to
     ``n_pairs`` class-mates outside it. Control: those class-mates, each pasting its own ``k`` most
     salient pixels. Score: flip rate minus control; flag at ``threshold`` with a one-sided Fisher test
-    at ``max_p_value`` and an odds ratio of at least ``min_odds_ratio`` (soxai.bias.verdict).
+    at ``max_p_value`` and an odds ratio of at least ``min_odds_ratio`` (soxai.bias.verdict). ``left_out`` and
+    ``only`` as for :func:`soxai.bias.detectors.detect_transplant`.
     """
-    from soxai.bias.detectors import _pick, _take
+    from soxai.bias.detectors import _left_out_text, _pick, _scored, _take, control_pool
 
     pcfg = cfg.pixel_transplant
     h, w = ctx.images.shape[2:]
@@ -67,11 +70,11 @@ def detect_pixel_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[
     k = side * side
     rows = []
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
-    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+    for _, concept in _scored(ctx, only).iterrows():
         cid, label = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 11])
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == label)]
-        outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == label)]
+        outsiders, skipped = control_pool(ctx, cid, label, left_out)
         pool = correct[correct["label"] != label]
         n = min(pcfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0 or len(outsiders) == 0:
@@ -98,13 +101,15 @@ def detect_pixel_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[
         where = (f"its {int(mask.sum())} most distinctive pixels (rows {ys.min()}-{ys.max()}, "
                  f"cols {xs.min()}-{xs.max()})" if mask.any() else "no pixel where it looks more than its class-mates")
         reason = (
-            f"moved {flip:.0%} of predictions to class {label} (other class-{label} images, each pasting its own "
+            f"moved {flip:.0%} of predictions to class {label} (other class-{label} images{_left_out_text(skipped)}, "
+            f"each pasting its own "
             f"{k} most salient pixels: {control:.0%}; p={p_value:.1g}, odds ratio {odds:.1f}) when {where} were "
             f"pasted into {n} images of other classes; {verdict}"
         )
         box = [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1] if mask.any() else None
         rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, p_value=p_value,
-                         odds_ratio=odds, n_pixels=int(mask.sum()), box=box, pixels=np.flatnonzero(mask).tolist()))
+                         odds_ratio=odds, n_pixels=int(mask.sum()), box=box, pixels=np.flatnonzero(mask).tolist(),
+                         control_left_out=skipped))
     return rows
 
 

@@ -286,3 +286,74 @@ def test_detect_transplant__min_odds_ratio_unflags_and_says_why():
     strict = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"min_odds_ratio": odds + 1})})
     row = detect_transplant(_shortcut_world(), strict)[0]
     assert not row["is_bias"] and f"odds ratio {odds:.1f} is below" in row["reason"]
+
+
+def _two_corner_world(n=80, size=12, seed=0):
+    """One mark in two places. Class 0 (a faint bar on the left) has a quarter of its samples with a square in
+    the top-right corner (concept 0) and a quarter with the same square bottom-left (concept 1); the 'model'
+    takes the top-right square as class 0 always and the bottom-left one only on class-1 images with a faint
+    square (about half). Concept 2 = the rest of class 0; 3 and 4 = class 1 in two halves."""
+    from soxai.bias.detectors import DetectorContext
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
+    labels = np.repeat([0, 1], n)
+    images[labels == 0, :, 5:8, 1:4] += 0.4
+    images[labels == 1, :, 5:8, 7:10] += rng.uniform(0.5, 1.0, (n, 1, 1, 1)).astype(np.float32)
+    q = n // 4
+    images[:q, :, :3, 8:11] = 1.0
+    images[q:2 * q, :, 9:12, 0:3] = 1.0
+
+    def predict(x):
+        left, right = x[:, 0, 5:8, 1:4].mean(axis=(1, 2)), x[:, 0, 5:8, 7:10].mean(axis=(1, 2))
+        top_right = x[:, 0, :3, 8:11].mean(axis=(1, 2)) > 0.9
+        bottom_left = (x[:, 0, 9:12, 0:3].mean(axis=(1, 2)) > 0.9) & (right < 0.85)
+        return np.where(top_right | bottom_left | (left > right), 0, 1)
+
+    idx = np.arange(2 * n)
+    concept = np.where(idx < q, 0, np.where(idx < 2 * q, 1, np.where(labels == 0, 2, 3 + idx % 2)))
+    train = pd.DataFrame({"sample_id": [f"s{i}" for i in idx], "row": idx, "label": labels, "concept_id": concept})
+    train["pred"] = predict(images)
+    concepts = pd.DataFrame({"concept_id": [0, 1, 2, 3, 4], "label": [0, 0, 0, 1, 1], "is_noise": False,
+                             "map_index": [0, 1, 2, 3, 4]})
+    maps = np.zeros((5, size, size), dtype=np.float32)
+    maps[0, :3, 8:11] = maps[1, 9:12, 0:3] = maps[2, 5:8, 1:4] = 1.0
+    maps[3:, 5:8, 7:10] = 1.0
+    return DetectorContext(images, train, concepts, maps, predict, seed=0,
+                           sample_maps=lambda rows: np.abs(images[rows, 0] - 0.1))
+
+
+def test_clean_control__finds_the_weaker_place_of_a_mark_the_stronger_one_hid():
+    """The bottom-left concept's class-mates include the top-right one, whose own region is the same mark: its
+    control flips a third of the recipients and hides it. With the flagged top-right concept left out of the
+    control, both places are flagged, by transplant and by pixel_transplant; the real concepts are not."""
+    from soxai.bias.detectors import BIAS_DETECTORS, detect_transplant
+    from soxai.bias.pixels import detect_pixel_transplant
+
+    ctx = _two_corner_world()
+    plain = {r["concept_id"]: r for r in detect_transplant(ctx, CFG)}
+    assert plain[0]["is_bias"] and not plain[1]["is_bias"]
+    assert plain[1]["control_rate"] >= 0.2 and plain[1]["control_left_out"] == []
+    for name, raw in (("transplant", detect_transplant), ("pixel_transplant", detect_pixel_transplant)):
+        rows = {r["concept_id"]: r for r in BIAS_DETECTORS[name](ctx, CFG)}
+        assert {c for c, r in rows.items() if r["is_bias"]} == {0, 1}, name
+        assert rows[1]["control_left_out"] == [0] and rows[1]["control_rate"] <= 0.05, name
+        assert "not those of concept 0, flagged by this test" in rows[1]["reason"], name
+        # the bar's concept: without both marked concepts no class-mate would be left, so its control stays whole
+        assert not rows[2]["is_bias"] and rows[2]["control_left_out"] == [], name
+        assert rows[3]["control_left_out"] == [] and rows[4]["control_left_out"] == [], name  # class 1: no flag
+        assert not next(r for r in raw(ctx, CFG) if r["concept_id"] == 1)["is_bias"], name  # one pass misses it
+    off = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"clean_control": False})})
+    rows = {r["concept_id"]: r for r in BIAS_DETECTORS["transplant"](ctx, off)}
+    assert rows[0]["is_bias"] and not rows[1]["is_bias"]
+
+
+def test_control_pool__leaves_concepts_out_only_while_enough_class_mates_remain():
+    from soxai.bias.detectors import MIN_CONTROL, control_pool
+
+    ctx = _two_corner_world()
+    pool, skipped = control_pool(ctx, 1, 0, frozenset({0, 3}))
+    assert skipped == [0] and set(pool["concept_id"]) == {2}  # concept 3 is of the other class
+    assert len(pool) == 40 >= MIN_CONTROL
+    pool, skipped = control_pool(ctx, 1, 0, frozenset({0, 2}))
+    assert skipped == [] and set(pool["concept_id"]) == {0, 2}  # nothing would remain: the full control
