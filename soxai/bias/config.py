@@ -34,8 +34,9 @@ class TransplantConfig(Section):
     )
     clean_control: bool = Field(
         True,
-        description="leave the members of the concepts this test flags out of the controls of their class's other "
-        "concepts, and test those again until no new concept is flagged: where a mark sits in several places "
+        description="leave the members of the concepts the stage flags (any detector, or an override) out of the "
+        "controls of their class's other concepts, and test those again until no new concept is flagged "
+        "(soxai.bias.detectors.clean_control_rounds): where a mark sits in several places "
         "(one concept per corner), the class-mates of one corner's concept carry the same mark elsewhere and "
         "their own regions move recipients too (control 13-20% on cells with a square in a random corner)",
     )

@@ -178,46 +178,54 @@ def _left_out_text(skipped: list[int]) -> str:
     if not skipped:
         return ""
     plural = "s" if len(skipped) > 1 else ""
-    return f" (not those of concept{plural} {', '.join(map(str, skipped))}, flagged by this test)"
+    return f" (not those of flagged concept{plural} {', '.join(map(str, skipped))})"
 
 
-def with_clean_control(
-    detect: Callable[..., list[dict[str, Any]]], enabled: Callable[[BiasConfig], bool]
-) -> Callable[[DetectorContext, BiasConfig], list[dict[str, Any]]]:
-    """Run a paste-and-control detector, then again for the concepts it left unflagged with the members of the
-    concepts it flagged left out of their class's control, until no new concept is flagged.
+def clean_control_rounds(
+    ctx: DetectorContext, cfg: BiasConfig, rows: list[dict[str, Any]],
+    decide: Callable[[list[dict[str, Any]]], set[int]],
+) -> list[dict[str, Any]]:
+    """Test again, with cleaner controls, the concepts the stage left unflagged in a class where it flagged some.
 
-    Why: the control of a concept is its class-mates, each pasting its own most salient region. Where one
-    mark sits in several places (a watermark in a random corner), the clustering makes one concept per place,
-    and each concept's class-mates include the others, whose own region is the same mark: the control moves
-    recipients too and hides the shortcut (on cells with a square in a random corner of 30% of class 0 the
-    controls reached 13-20% and the weakest corner's concept went unflagged). Leaving out only what the test
-    itself flagged keeps a real concept's control as it was unless a shortcut of its class was found.
-    Terminates: each round either flags a new concept or changes no control.
+    The control of ``transplant`` and ``pixel_transplant`` is a concept's class-mates, each pasting its own
+    most salient region. Where one mark sits in several places (a watermark in a random corner), the
+    clustering makes one concept per place, and each one's class-mates include the others, whose own region is
+    the same mark: the control moves recipients too and hides the shortcut (on cells with a square in a random
+    corner of 30% of class 0 the controls reached 13-20% and the weakest corner went unflagged). So the members
+    of the concepts the stage flags (``decide``: the flagged set of the rows so far, by any detector or a
+    person's override) are left out of their class's other controls while :data:`MIN_CONTROL` class-mates
+    remain, and the detectors with ``clean_control`` on score those concepts again, until no new concept is
+    flagged. A real concept's control changes only where a shortcut of its class was found. Terminates: each
+    round tests a concept again only with a flagged set it has not been tested with, and flagged sets only grow.
+
+    Returns ``rows`` with the rescored concepts' rows replaced (each names what its control left out).
     """
-    def run(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
-        rows = detect(ctx, cfg)
-        if not enabled(cfg):
-            return rows
-        label_of = {int(c): int(k) for c, k in zip(ctx.concepts["concept_id"], ctx.concepts["label"], strict=True)}
-        tried: dict[int, list[int]] = {}
-        while True:
-            flagged = {int(r["concept_id"]) for r in rows if r["is_bias"]}
-            redo = set()
-            for r in rows:
-                cid = int(r["concept_id"])
-                if r["is_bias"]:
-                    continue
-                out = sorted(c for c in flagged if label_of.get(c) == label_of.get(cid))
-                if out and tried.get(cid) != out:
-                    tried[cid] = out
-                    redo.add(cid)
-            if not redo:
-                return rows
-            new = {int(r["concept_id"]): r for r in detect(ctx, cfg, left_out=frozenset(flagged), only=redo)}
-            rows = [new.get(int(r["concept_id"]), r) for r in rows]
+    from soxai.bias.pixels import detect_pixel_transplant
 
-    return run
+    paste = {"transplant": detect_transplant, "pixel_transplant": detect_pixel_transplant}
+    redoable = {name: fn for name, fn in paste.items() if name in cfg.detectors and getattr(cfg, name).clean_control}
+    if not redoable:
+        return rows
+    label_of = {int(c): int(k) for c, k in zip(ctx.concepts["concept_id"], ctx.concepts["label"], strict=True)}
+    tried: dict[tuple[str, int], list[int]] = {}
+    while True:
+        flagged = decide(rows)
+        redo: dict[str, set[int]] = {name: set() for name in redoable}
+        for r in rows:
+            name, cid = r["detector"], int(r["concept_id"])
+            if name not in redoable or cid in flagged:
+                continue
+            out = sorted(c for c in flagged if label_of.get(c) == label_of.get(cid))
+            if out and tried.get((name, cid)) != out:
+                tried[(name, cid)] = out
+                redo[name].add(cid)
+        if not any(redo.values()):
+            return rows
+        for name, cids in redo.items():
+            if cids:
+                again = redoable[name](ctx, cfg, left_out=frozenset(flagged), only=cids)
+                new = {int(r["concept_id"]): r for r in again}
+                rows = [new.get(int(r["concept_id"]), r) if r["detector"] == name else r for r in rows]
 
 
 def _pick(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -244,9 +252,9 @@ from soxai.bias.pixels import detect_pixel_transplant  # noqa: E402
 WHOLE_IMAGE_DETECTORS = ("statistics_transplant",)
 
 BIAS_DETECTORS: dict[str, Callable[[DetectorContext, BiasConfig], list[dict[str, Any]]]] = {
-    "transplant": with_clean_control(detect_transplant, lambda cfg: cfg.transplant.clean_control),
+    "transplant": detect_transplant,
     "concentration": detect_concentration,
-    "pixel_transplant": with_clean_control(detect_pixel_transplant, lambda cfg: cfg.pixel_transplant.clean_control),
+    "pixel_transplant": detect_pixel_transplant,
     "transplant_accuracy": detect_transplant_accuracy,
     "statistics_transplant": detect_statistics_transplant,
 }

@@ -22,7 +22,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     """
     from soxai.bias.carriers import carrier_summary, find_carriers
     from soxai.bias.decide import flagged_concepts, read_overrides
-    from soxai.bias.detectors import BIAS_DETECTORS, DetectorContext
+    from soxai.bias.detectors import BIAS_DETECTORS, DetectorContext, clean_control_rounds
     from soxai.saliency.methods import resolve_device
     from soxai.saliency.runner import read_index, read_maps
     from soxai.train.loop import predict_logits
@@ -63,6 +63,11 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         for cid, is_bias in sorted(overrides.items()):
             rows.append({"concept_id": cid, "detector": "override", "score": float(is_bias), "is_bias": is_bias,
                          "reason": f"{'dropped' if is_bias else 'kept'} by a person in {bcfg.overrides}"})
+
+        def decide(rows: list[dict]) -> set[int]:
+            return set(flagged_concepts(pd.DataFrame(rows, columns=_columns(rows)), bcfg.min_flags)) if rows else set()
+
+        rows = clean_control_rounds(ctx, bcfg, rows, decide)
         scores = pd.DataFrame(rows, columns=_columns(rows))
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         carriers = find_carriers(ctx, scores, flagged, bcfg)

@@ -323,29 +323,55 @@ def _two_corner_world(n=80, size=12, seed=0):
                            sample_maps=lambda rows: np.abs(images[rows, 0] - 0.1))
 
 
+def _rounds(ctx, cfg):
+    """The bias stage's detector pass: every configured detector, then the clean-control rounds (min_flags 1)."""
+    from soxai.bias.detectors import BIAS_DETECTORS, clean_control_rounds
+
+    rows = [r for name in cfg.detectors for r in BIAS_DETECTORS[name](ctx, cfg)]
+    return clean_control_rounds(ctx, cfg, rows, lambda rows: set(flagged_concepts(pd.DataFrame(rows))))
+
+
 def test_clean_control__finds_the_weaker_place_of_a_mark_the_stronger_one_hid():
     """The bottom-left concept's class-mates include the top-right one, whose own region is the same mark: its
     control flips a third of the recipients and hides it. With the flagged top-right concept left out of the
     control, both places are flagged, by transplant and by pixel_transplant; the real concepts are not."""
-    from soxai.bias.detectors import BIAS_DETECTORS, detect_transplant
-    from soxai.bias.pixels import detect_pixel_transplant
-
     ctx = _two_corner_world()
     plain = {r["concept_id"]: r for r in detect_transplant(ctx, CFG)}
     assert plain[0]["is_bias"] and not plain[1]["is_bias"]
     assert plain[1]["control_rate"] >= 0.2 and plain[1]["control_left_out"] == []
-    for name, raw in (("transplant", detect_transplant), ("pixel_transplant", detect_pixel_transplant)):
-        rows = {r["concept_id"]: r for r in BIAS_DETECTORS[name](ctx, CFG)}
+    for name in ("transplant", "pixel_transplant"):
+        cfg = CFG.model_copy(update={"detectors": (name,)})
+        rows = {r["concept_id"]: r for r in _rounds(ctx, cfg)}
         assert {c for c, r in rows.items() if r["is_bias"]} == {0, 1}, name
         assert rows[1]["control_left_out"] == [0] and rows[1]["control_rate"] <= 0.05, name
-        assert "not those of concept 0, flagged by this test" in rows[1]["reason"], name
+        assert "not those of flagged concept 0)" in rows[1]["reason"], name
         # the bar's concept: without both marked concepts no class-mate would be left, so its control stays whole
         assert not rows[2]["is_bias"] and rows[2]["control_left_out"] == [], name
         assert rows[3]["control_left_out"] == [] and rows[4]["control_left_out"] == [], name  # class 1: no flag
-        assert not next(r for r in raw(ctx, CFG) if r["concept_id"] == 1)["is_bias"], name  # one pass misses it
     off = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"clean_control": False})})
-    rows = {r["concept_id"]: r for r in BIAS_DETECTORS["transplant"](ctx, off)}
+    rows = {r["concept_id"]: r for r in _rounds(ctx, off)}
     assert rows[0]["is_bias"] and not rows[1]["is_bias"]
+
+
+def test_clean_control__the_stage_flag_counts_whoever_raised_it():
+    """A person's override (or any detector) that flags the top-right concept cleans its class-mates' controls,
+    even where transplant itself flags nothing (a bar of 0.9 here). The clean world (no marks) flags nothing
+    and tests nothing again."""
+    from soxai.bias.detectors import BIAS_DETECTORS, clean_control_rounds
+
+    ctx = _two_corner_world()
+    strict = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"threshold": 0.9})})
+    rows = BIAS_DETECTORS["transplant"](ctx, strict)
+    assert not any(r["is_bias"] for r in rows)
+    rows.append({"concept_id": 0, "detector": "override", "score": 1.0, "is_bias": True, "reason": "a person"})
+    rows = clean_control_rounds(ctx, strict, rows, lambda rows: set(flagged_concepts(pd.DataFrame(rows))))
+    bl = next(r for r in rows if r["detector"] == "transplant" and r["concept_id"] == 1)
+    assert bl["control_left_out"] == [0] and bl["control_rate"] <= 0.05 and bl["score"] >= 0.3
+    ctx.images[:, :, :3, 8:11] = 0.1
+    ctx.images[:, :, 9:12, 0:3] = 0.1
+    ctx.train["pred"] = ctx.predict(ctx.images)
+    rows = _rounds(ctx, CFG.model_copy(update={"detectors": ("transplant", "pixel_transplant")}))
+    assert not any(r["is_bias"] for r in rows) and all(r.get("control_left_out", []) == [] for r in rows)
 
 
 def test_control_pool__leaves_concepts_out_only_while_enough_class_mates_remain():
