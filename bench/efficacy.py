@@ -238,7 +238,10 @@ def write_table(rows: list[dict], header: str) -> None:
         "Detectors: transplant, concentration, statistics_transplant, pixel_transplant (any one flags; the "
         "pixel_transplant bars were set by looking at the rate-0.3 cases, and the odds-ratio bar of transplant and "
         "pixel_transplant by looking at the cells cases at 0.1 and 0.05 and at unmarked cells, so those are not "
-        "out-of-sample for them). "
+        "out-of-sample for them; docs/HOLDOUT.md checks them on cases no bar was set on). Cases started "
+        "after 2026-11-30 05:56 UTC ran both with clean_control (the members of flagged concepts leave their "
+        "class-mates' controls; docs/BENCHMARKS.md names those rows); it changed no flag on the two earlier "
+        "cases rechecked. "
         "Numbers: mean [95% Student-t interval over seeds]; test_attacked = the other classes' test images "
         "with the artifact pasted; WGA = worst-group accuracy (worst class x group cell). Gap = share of the "
         "baseline-to-oracle gap on test_attacked accuracy that the variant recovers (mean of per-seed ratios).",
