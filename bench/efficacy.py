@@ -77,17 +77,12 @@ def run_case(root: Path, dataset: str, artifact: str, rate: float, extra: list[s
     """Run the pipeline through compare for one case; return its summary row."""
     from soxai.config import load_config
     from soxai.run_dir import read_json
-    from soxai.runs import finish_run, init_run, stage_runners
+    from soxai.runs import run_in_process
 
     cfg = load_config(None, [*case_overrides(dataset, artifact, rate, seeds), *extra]
                       + ([f"name={dataset}-{artifact}-{rate:g}-{tag}"] if tag else []))
-    run = init_run(cfg, root / cfg.name)
     t0 = time.perf_counter()
-    for name, runner in stage_runners().items():
-        if name == "report":
-            break
-        runner(cfg, run)
-    finish_run(run, "completed")
+    run = run_in_process(cfg, root / cfg.name, until="report")
     comp = read_json(run.comparison)
     manifest = read_json(run.manifest_json)
     row = summarise(dataset, artifact, rate, comp, manifest, time.perf_counter() - t0)

@@ -78,18 +78,13 @@ def run_case(root: Path, name: str) -> dict:
     from soxai.config import load_config
     from soxai.data.runner import read_samples
     from soxai.run_dir import read_json, read_parquet
-    from soxai.runs import finish_run, init_run, stage_runners
+    from soxai.runs import run_in_process
 
     dataset, extra = CASES[name]
     cfg = load_config(None, [*DATASETS[dataset], *extra, "train.epochs=8", f"bias.detectors={DETECTORS}",
                              f"name={name.replace(' ', '-')}"])
-    run = init_run(cfg, root / cfg.name)
     t0 = time.perf_counter()
-    for stage, runner in stage_runners().items():
-        if stage == "train":
-            break
-        runner(cfg, run)
-    finish_run(run, "completed")
+    run = run_in_process(cfg, root / cfg.name, until="train")
     seconds = time.perf_counter() - t0
 
     samples = read_samples(run)

@@ -56,6 +56,27 @@ def resolve_paths(cfg: Config) -> Config:
     return cfg.model_copy(update=updates) if updates else cfg
 
 
+def run_in_process(cfg: Config, root: str | Path, until: str | None = None) -> RunDir:
+    """Run the stages in order in this process (no Prefect), up to but not including ``until`` (default: all).
+
+    For tests and benchmarks. ``run.json`` ends ``completed``, or ``failed`` with the error, which is re-raised.
+    """
+    runners = stage_runners()
+    if until is not None and until not in runners:
+        raise ConfigError(f"unknown stage {until!r}; expected one of {list(runners)}")
+    run = init_run(cfg, root)
+    try:
+        for name, runner in runners.items():
+            if name == until:
+                break
+            runner(cfg, run)
+    except BaseException as exc:
+        finish_run(run, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finish_run(run, "completed")
+    return run
+
+
 def default_run_dir(cfg: Config, base: str | Path = "runs") -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(base) / f"{cfg.name}-{stamp}"

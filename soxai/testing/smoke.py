@@ -46,20 +46,13 @@ def make_smoke_run(root: str | Path, overrides: Iterable[str] = (), config: str 
     """
     from soxai.config import load_config
     from soxai.run_dir import RunDir
-    from soxai.runs import finish_run, init_run, resolve_paths, stage_runners
+    from soxai.runs import resolve_paths, run_in_process
 
     overrides = tuple(overrides)
     key = (Path(root).resolve(), overrides)
     if key in _CACHE and RunDir(_CACHE[key]).report_html.is_file():
         return _CACHE[key]
     cfg = resolve_paths(load_config(config or smoke_config_path(), overrides))
-    run = init_run(cfg, key[0] / cfg.name)
-    try:
-        for runner in stage_runners().values():
-            runner(cfg, run)
-    except BaseException as exc:
-        finish_run(run, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finish_run(run, "completed")
+    run = run_in_process(cfg, key[0] / cfg.name)
     _CACHE[key] = run.root
     return run.root
