@@ -296,11 +296,19 @@ def write_table(rows: list[dict], header: str) -> None:
     lines.append("")
     for pol in [policy, *sorted({_policy(r) for r in rows} - {policy, ANY_POLICY})]:
         these = current if pol == policy else [r for r in rows if _policy(r) == pol]
-        n_ok = sum(1 for r in these if "checks" in r and all(v is True for v in r["checks"].values()))
+        def met(rs):
+            return sum(1 for r in rs if "checks" in r and all(v is True for v in r["checks"].values()))
+
+        planned, tagged = [r for r in these if not r.get("tag")], [r for r in these if r.get("tag")]
         note = " (the default now; with the cases where nothing was flagged)" if pol == policy else " (earlier)"
-        lines.append(f"- {pol}{note}: {n_ok} of {len(these)} finished cases meet every target"
+        lines.append(f"- {pol}{note}: {met(planned)} of {len(planned)} finished planned cases meet every target"
+                     + (f" ({met(tagged)} of {len(tagged)} tagged rows)" if tagged else "")
                      + (f"; {len(missing)} of the {len(ran) + len(missing)} planned cases are not run yet." if
                         pol == policy else "."))
+    five = [r for r in current if not r.get("tag") and _n_seeds(r) >= 5]
+    if five:
+        names = ", ".join(f"{_name(r)} {r['artifact']} {r['rate']:g}" for r in five)
+        lines.append(f"- Planned cases rerun with five seeds: {len(five)} ({names}).")
     lines.append("")
     lines += reading(rows)
     TABLE.write_text("\n".join(lines) + "\n")
