@@ -30,39 +30,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from efficacy import DATASETS, DETECTORS  # noqa: E402
 
+from soxai.bias.detectors import CLEAN_CONTROL_DETECTORS as PASTE_DETECTORS  # noqa: E402  (the odds-bar ones)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "holdout.jsonl"
 TABLE = REPO / "docs" / "HOLDOUT.md"
 
+
+
+def _mark(shape: str, size: int, position: str, rate: float) -> list[str]:
+    return [f"data.artifact.shape={shape}", f"data.artifact.size={size}", f"data.artifact.position={position}",
+            f"data.artifact.rate={rate}"]
+
+
+UNMARKED = ["data.artifact=null"]
 # name -> (dataset, overrides). Shapes (cross, ring, corner stripe), corners (top_right, bottom_left,
 # random) and data seeds (1, 2) that no efficacy case and no bar used.
 CASES = {
-    "cells cross top_right 0.1": ("cells", ["data.artifact.shape=cross", "data.artifact.size=7",
-                                            "data.artifact.position=top_right", "data.artifact.rate=0.1"]),
-    "cells ring bottom_left 0.1": ("cells", ["data.artifact.shape=ring", "data.artifact.size=7",
-                                             "data.artifact.position=bottom_left", "data.artifact.rate=0.1"]),
-    "cells stripe bottom_right 0.05": ("cells", ["data.artifact.shape=stripe", "data.artifact.size=6",
-                                                 "data.artifact.position=bottom_right", "data.artifact.rate=0.05"]),
-    "cells square random corner 0.1": ("cells", ["data.artifact.shape=square", "data.artifact.size=5",
-                                                 "data.artifact.position=random", "data.artifact.rate=0.1"]),
-    "cells square random corner 0.3": ("cells", ["data.artifact.shape=square", "data.artifact.size=5",
-                                                 "data.artifact.position=random", "data.artifact.rate=0.3"]),
-    "cells ring random corner 0.3": ("cells", ["data.artifact.shape=ring", "data.artifact.size=7",
-                                               "data.artifact.position=random", "data.artifact.rate=0.3"]),
-    "cells cross random corner 0.2": ("cells", ["data.artifact.shape=cross", "data.artifact.size=7",
-                                                "data.artifact.position=random", "data.artifact.rate=0.2"]),
-    "cells texture random corner 0.3": ("cells", ["data.artifact.shape=texture", "data.artifact.size=6",
-                                                  "data.artifact.position=random", "data.artifact.rate=0.3"]),
-    "cells square random corner 0.2": ("cells", ["data.artifact.shape=square", "data.artifact.size=5",
-                                                 "data.artifact.position=random", "data.artifact.rate=0.2"]),
-    "cells unmarked seed 1": ("cells", ["data.artifact=null", "seed=1"]),
-    "cells unmarked seed 2": ("cells", ["data.artifact=null", "seed=2"]),
-    "mnist cross top_right 0.3": ("mnist", ["data.artifact.shape=cross", "data.artifact.size=7",
-                                            "data.artifact.position=top_right", "data.artifact.rate=0.3"]),
-    "mnist unmarked seed 1": ("mnist", ["data.artifact=null", "seed=1"]),
-    "digits unmarked seed 1": ("digits", ["data.artifact=null", "seed=1"]),
+    "cells cross top_right 0.1": ("cells", _mark("cross", 7, "top_right", 0.1)),
+    "cells ring bottom_left 0.1": ("cells", _mark("ring", 7, "bottom_left", 0.1)),
+    "cells stripe bottom_right 0.05": ("cells", _mark("stripe", 6, "bottom_right", 0.05)),
+    "cells square random corner 0.1": ("cells", _mark("square", 5, "random", 0.1)),
+    "cells square random corner 0.3": ("cells", _mark("square", 5, "random", 0.3)),
+    "cells ring random corner 0.3": ("cells", _mark("ring", 7, "random", 0.3)),
+    "cells cross random corner 0.2": ("cells", _mark("cross", 7, "random", 0.2)),
+    "cells texture random corner 0.3": ("cells", _mark("texture", 6, "random", 0.3)),
+    "cells square random corner 0.2": ("cells", _mark("square", 5, "random", 0.2)),
+    "cells unmarked seed 1": ("cells", [*UNMARKED, "seed=1"]),
+    "cells unmarked seed 2": ("cells", [*UNMARKED, "seed=2"]),
+    "mnist cross top_right 0.3": ("mnist", _mark("cross", 7, "top_right", 0.3)),
+    "mnist unmarked seed 1": ("mnist", [*UNMARKED, "seed=1"]),
+    "digits unmarked seed 1": ("digits", [*UNMARKED, "seed=1"]),
 }
-PASTE_DETECTORS = ("transplant", "pixel_transplant")
 # Cases a design change was made after looking at (so they are no longer held out for it).
 SEEN_BY = {
     "cells square random corner 0.3": "clean_control was built after its first run (R 0.72: the weakest "
@@ -75,6 +74,7 @@ SEEN_BY = {
 def run_case(root: Path, name: str) -> dict:
     import numpy as np
 
+    from soxai.compare.stats import detection_scores
     from soxai.config import load_config
     from soxai.data.runner import read_samples
     from soxai.run_dir import read_json, read_parquet
@@ -107,22 +107,19 @@ def run_case(root: Path, name: str) -> dict:
                              "odds_ratio": float(s["odds_ratio"]), "flagged": bool(s["is_bias"]),
                              "marked": marked_share.get(int(s["concept_id"]))})
     manifest = read_parquet(run.pruned_parquet).merge(train[["sample_id", "group"]], on="sample_id")
-    dropped = ~manifest["keep"].to_numpy(dtype=bool)
-    planted = (manifest["group"] == "artifact").to_numpy()
-    tp = int((dropped & planted).sum())
+    det = detection_scores(~manifest["keep"].to_numpy(dtype=bool), (manifest["group"] == "artifact").to_numpy())
     info = read_json(run.manifest_json)
     base = read_json(run.baseline_metrics)
     return {
         # how much the baseline leans on the mark: its accuracy on the clean and the attacked test set
         "baseline_test": base["test"]["accuracy"], "baseline_attacked": base.get("test_attacked", {}).get("accuracy"),
-        "case": name, "seconds": round(seconds, 1), "n_train": int(len(manifest)), "n_planted": int(planted.sum()),
-        "n_dropped": int(dropped.sum()),
-        "precision": tp / dropped.sum() if dropped.any() else None,
-        "recall": tp / planted.sum() if planted.any() else None,
+        "case": name, "seconds": round(seconds, 1), "n_train": int(len(manifest)), "n_planted": det["n_planted"],
+        "n_dropped": det["n_dropped"],
+        # NaN (nothing dropped / nothing planted) is written as null
+        "precision": det["precision"] if det["n_dropped"] else None,
+        "recall": det["recall"] if det["n_planted"] else None,
         "flagged_concepts": list(info["flagged_concepts"]), "concepts": concepts,
         "n_concepts": int(sum(c >= 0 for c in marked_share)),
-        "noise_share_of_planted": float((assign.loc[assign["group"] == "artifact", "concept_id"] < 0).mean())
-        if planted.any() else None,
         "measured": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "marked_in_noise": int(np.sum((assign["group"] == "artifact") & (assign["concept_id"] < 0))),
     }
@@ -133,6 +130,7 @@ def _f(v, spec: str = ".2f") -> str:
 
 
 def write_table(rows: list[dict]) -> None:
+    rows = sorted(rows, key=lambda r: list(CASES).index(r["case"]))
     lines = [
         "# Held-out check of the detectors' bars", "",
         f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, Python {sys.version.split()[0]}, "
@@ -209,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             tmp = RESULTS.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
             os.replace(tmp, RESULTS)
-            write_table(sorted(rows, key=lambda r: list(CASES).index(r["case"])))
+            write_table(rows)
             if not args.keep_runs:
                 shutil.rmtree(Path(args.runs) / name.replace(" ", "-"), ignore_errors=True)
             print(f"[holdout] done: P={row['precision']} R={row['recall']} concepts={row['concepts']}", flush=True)
-    write_table(sorted(rows, key=lambda r: list(CASES).index(r["case"])))
+    write_table(rows)
     return 0
 
 

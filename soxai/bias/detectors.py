@@ -200,10 +200,8 @@ def clean_control_rounds(
 
     Returns ``rows`` with the rescored concepts' rows replaced (each names what its control left out).
     """
-    from soxai.bias.pixels import detect_pixel_transplant
-
-    paste = {"transplant": detect_transplant, "pixel_transplant": detect_pixel_transplant}
-    redoable = {name: fn for name, fn in paste.items() if name in cfg.detectors and getattr(cfg, name).clean_control}
+    redoable = {name: BIAS_DETECTORS[name] for name in CLEAN_CONTROL_DETECTORS
+                if name in cfg.detectors and getattr(cfg, name).clean_control}
     if not redoable:
         return rows
     label_of = {int(c): int(k) for c, k in zip(ctx.concepts["concept_id"], ctx.concepts["label"], strict=True)}
@@ -247,6 +245,9 @@ def _row(cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> di
 from soxai.bias.disparity import detect_statistics_transplant, detect_transplant_accuracy  # noqa: E402
 from soxai.bias.location import detect_concentration  # noqa: E402
 from soxai.bias.pixels import detect_pixel_transplant  # noqa: E402
+
+# detectors whose control is the class-mates' own regions (they take left_out= and only=)
+CLEAN_CONTROL_DETECTORS = ("transplant", "pixel_transplant")
 
 # detectors that test the whole image, not a region (the region prune policy drops all members they flag)
 WHOLE_IMAGE_DETECTORS = ("statistics_transplant",)

@@ -22,5 +22,5 @@ def test_run_in_process__a_failing_stage_marks_the_run_failed_and_raises(tmp_pat
     cfg = load_config(None, ["data.source=manifest", f"data.manifest={tmp_path / 'missing.csv'}"])
     with pytest.raises(DataError, match="does not exist"):
         run_in_process(cfg, tmp_path / "r")
-    state = read_json((tmp_path / "r" / "run.json"))
+    state = read_json(tmp_path / "r" / "run.json")
     assert state["status"] == "failed" and "DataError" in state["error"]
