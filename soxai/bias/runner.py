@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ from soxai.config import Config
 from soxai.data.runner import read_images, read_samples
 from soxai.run_dir import RunDir, read_npy, read_parquet, write_parquet
 from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
+
+if TYPE_CHECKING:
+    from soxai.bias.detectors import DetectorContext
 
 
 def run_bias(cfg: Config, run: RunDir) -> StageRecord:
@@ -22,11 +26,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     """
     from soxai.bias.carriers import carrier_summary, find_carriers
     from soxai.bias.decide import flagged_concepts, read_overrides
-    from soxai.bias.detectors import BIAS_DETECTORS, DetectorContext, clean_control_rounds
-    from soxai.saliency.methods import resolve_device
-    from soxai.saliency.runner import read_index, read_maps
-    from soxai.train.loop import predict_logits
-    from soxai.train.runner import load_baseline
+    from soxai.bias.detectors import BIAS_DETECTORS, clean_control_rounds
 
     bcfg = cfg.bias
     parts = [cfg.section_hash("seed", "bias")]
@@ -40,25 +40,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
             read_overrides(bcfg.overrides, set(concepts.loc[~concepts["is_noise"], "concept_id"].astype(int)))
             if bcfg.overrides else {}
         )
-        samples = read_samples(run)[["sample_id", "row"]]
-        train = read_parquet(run.assignments).merge(samples, on="sample_id", how="left", validate="one_to_one")
-        images = read_images(run)
-        device = resolve_device(cfg.train.device)
-        model = load_baseline(cfg, run)
-
-        def predict(x: np.ndarray) -> np.ndarray:
-            return predict_logits(model, x, np.arange(len(x)), device).argmax(axis=1)
-
-        index = read_index(run)
-        index = index[index["split"] == "train"].merge(samples, on="sample_id", validate="one_to_one")
-        position = pd.Series(np.arange(len(index)), index=index["row"].to_numpy())
-        own_maps = np.abs(read_maps(run, index))
-
-        def sample_maps(rows: np.ndarray) -> np.ndarray:
-            return own_maps[position.loc[rows].to_numpy()]
-
-        ctx = DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed,
-                              sample_maps)
+        ctx = detector_context(cfg, run, concepts)
         rows = [row for name in bcfg.detectors for row in BIAS_DETECTORS[name](ctx, bcfg)]
         for cid, is_bias in sorted(overrides.items()):
             rows.append({"concept_id": cid, "detector": "override", "score": float(is_bias), "is_bias": is_bias,
@@ -75,6 +57,37 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         return outputs, {"flagged": sorted(flagged), "n_scored": len(scores), "carriers": carrier_summary(carriers)}
 
     return run_stage(run, "bias", fp, body)
+
+
+def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = None) -> DetectorContext:
+    """The :class:`soxai.bias.detectors.DetectorContext` of a run whose concepts and model stages are done:
+    training images, assignments with predictions, concept mean maps, each sample's own map, the baseline."""
+    from soxai.bias.detectors import DetectorContext  # noqa: F811 (the runtime import of the annotation)
+    from soxai.saliency.methods import resolve_device
+    from soxai.saliency.runner import read_index, read_maps
+    from soxai.train.loop import predict_logits
+    from soxai.train.runner import load_baseline
+
+    concepts = read_parquet(run.concepts) if concepts is None else concepts
+    samples = read_samples(run)[["sample_id", "row"]]
+    train = read_parquet(run.assignments).merge(samples, on="sample_id", how="left", validate="one_to_one")
+    images = read_images(run)
+    device = resolve_device(cfg.train.device)
+    model = load_baseline(cfg, run)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return predict_logits(model, x, np.arange(len(x)), device).argmax(axis=1)
+
+    index = read_index(run)
+    index = index[index["split"] == "train"].merge(samples, on="sample_id", validate="one_to_one")
+    position = pd.Series(np.arange(len(index)), index=index["row"].to_numpy())
+    own_maps = np.abs(read_maps(run, index))
+
+    def sample_maps(rows: np.ndarray) -> np.ndarray:
+        return own_maps[position.loc[rows].to_numpy()]
+
+    return DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed,
+                           sample_maps)
 
 
 def _columns(rows: list[dict]) -> list[str]:

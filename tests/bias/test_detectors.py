@@ -3,7 +3,7 @@ import pandas as pd
 
 from soxai.bias.config import BiasConfig, ConcentrationConfig, TransplantConfig
 from soxai.bias.decide import flagged_concepts, read_overrides
-from soxai.bias.detectors import detect_transplant, paste_region, salient_box
+from soxai.bias.detectors import BIAS_DETECTORS, detect_transplant, paste_region, salient_box
 from soxai.testing.shortcut import shortcut_world
 
 # a 3 px box on the 12 px toy images
@@ -325,7 +325,7 @@ def _two_corner_world(n=80, size=12, seed=0):
 
 def _rounds(ctx, cfg):
     """The bias stage's detector pass: every configured detector, then the clean-control rounds (min_flags 1)."""
-    from soxai.bias.detectors import BIAS_DETECTORS, clean_control_rounds
+    from soxai.bias.detectors import clean_control_rounds
 
     rows = [r for name in cfg.detectors for r in BIAS_DETECTORS[name](ctx, cfg)]
     return clean_control_rounds(ctx, cfg, rows, lambda rows: set(flagged_concepts(pd.DataFrame(rows))))
@@ -357,7 +357,7 @@ def test_clean_control__the_stage_flag_counts_whoever_raised_it():
     """A person's override (or any detector) that flags the top-right concept cleans its class-mates' controls,
     even where transplant itself flags nothing (a bar of 0.9 here). The clean world (no marks) flags nothing
     and tests nothing again."""
-    from soxai.bias.detectors import BIAS_DETECTORS, clean_control_rounds
+    from soxai.bias.detectors import clean_control_rounds
 
     ctx = _two_corner_world()
     strict = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"threshold": 0.9})})
@@ -372,6 +372,82 @@ def test_clean_control__the_stage_flag_counts_whoever_raised_it():
     ctx.train["pred"] = ctx.predict(ctx.images)
     rows = _rounds(ctx, CFG.model_copy(update={"detectors": ("transplant", "pixel_transplant")}))
     assert not any(r["is_bias"] for r in rows) and all(r.get("control_left_out", []) == [] for r in rows)
+
+
+def _split_mark_world(n=80, size=12, seed=0):
+    """One mark in one place, split over three concepts. Class 0 (a faint bar on the left): concepts 0, 1 and 2
+    (12 samples each) carry a square in the top-right corner, concept 3 (the other 44) does not. The 'model'
+    takes the square as class 0 on class-1 images with a faint right bar (about half of them). Each marked
+    concept's class-mates include the other two, whose own most salient region is the same square. Concepts 4
+    and 5: class 1 in two halves."""
+    from soxai.bias.detectors import DetectorContext
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
+    labels = np.repeat([0, 1], n)
+    images[labels == 0, :, 5:8, 1:4] += 0.4
+    images[labels == 1, :, 5:8, 7:10] += rng.uniform(0.5, 1.0, (n, 1, 1, 1)).astype(np.float32)
+    images[:36, :, :3, 8:11] = 1.0
+
+    def predict(x):
+        left, right = x[:, 0, 5:8, 1:4].mean(axis=(1, 2)), x[:, 0, 5:8, 7:10].mean(axis=(1, 2))
+        mark = (x[:, 0, :3, 8:11].mean(axis=(1, 2)) > 0.9) & (right < 0.85)
+        return np.where(mark | (left > right), 0, 1)
+
+    idx = np.arange(2 * n)
+    concept = np.where(labels == 0, np.minimum(idx // 12, 3), 4 + idx % 2)
+    train = pd.DataFrame({"sample_id": [f"s{i}" for i in idx], "row": idx, "label": labels, "concept_id": concept})
+    train["pred"] = predict(images)
+    concepts = pd.DataFrame({"concept_id": range(6), "label": [0, 0, 0, 0, 1, 1], "is_noise": False,
+                             "map_index": range(6)})
+    maps = np.zeros((6, size, size), dtype=np.float32)
+    maps[:3, :3, 8:11] = 1.0
+    maps[3, 5:8, 1:4] = 1.0
+    maps[4:, 5:8, 7:10] = 1.0
+    return DetectorContext(images, train, concepts, maps, predict, seed=0,
+                           sample_maps=lambda rows: np.abs(images[rows, 0] - 0.1))
+
+
+def test_mutual_control__finds_a_mark_split_over_concepts_that_hide_each_other():
+    """Each marked concept's control holds the other two: its odds ratio stays under the bar and nothing is
+    flagged, so clean_control has nothing to start from. The three are significant, so each is tested again
+    with the other two left out of its control (transplant's p is the one significant here: 2e-4 with 80
+    recipients, above pixel_transplant's bar of 1e-8): all three are flagged (by both region tests), the unmarked
+    concept and class 1 are not, and the reason says what was left out."""
+    ctx = _split_mark_world()
+    both = CFG.model_copy(update={"detectors": ("transplant", "pixel_transplant")})
+    plain = [r for name in both.detectors for r in BIAS_DETECTORS[name](ctx, both)]
+    assert not any(r["is_bias"] for r in plain)
+    assert all(r["odds_ratio"] < 8 and r["control_rate"] > 0.15 for r in plain if r["concept_id"] < 3)
+    rows = _rounds(ctx, both)
+    for name in both.detectors:
+        mine = {r["concept_id"]: r for r in rows if r["detector"] == name}
+        assert {c for c, r in mine.items() if r["is_bias"]} == {0, 1, 2}, name
+        assert mine[0]["control_left_out"] == [1, 2] and mine[0]["control_rate"] <= 0.05, name
+        assert "(not those of concepts 1, 2)" in mine[0]["reason"], name
+        assert "also significant (1, 2) left out of its control" in mine[0]["reason"], name
+        assert mine[3]["control_left_out"] == [] and not mine[3]["is_bias"], name
+    assert not any(r["is_bias"] for r in _rounds(ctx, both.model_copy(update={"mutual_control": False})))
+    # pixel_transplant alone: its own bar (p <= 1e-8) is not met, so there are no suspects to test again
+    alone = both.model_copy(update={"detectors": ("pixel_transplant",)})
+    assert not any(r["is_bias"] for r in _rounds(ctx, alone))
+
+
+def test_suspects__two_or_more_significant_unflagged_concepts_per_class():
+    from soxai.bias.detectors import suspects
+
+    rows = [{"concept_id": 0, "detector": "transplant", "p_value": 1e-3},
+            {"concept_id": 1, "detector": "pixel_transplant", "p_value": 1e-9},
+            {"concept_id": 2, "detector": "pixel_transplant", "p_value": 1e-6},  # above pixel_transplant's 1e-8
+            {"concept_id": 3, "detector": "transplant", "p_value": 1e-5},  # alone in its class
+            {"concept_id": 4, "detector": "transplant", "p_value": 1e-9},  # flagged already
+            {"concept_id": 5, "detector": "transplant"},  # no test (no recipients)
+            {"concept_id": 6, "detector": "concentration", "p_value": 1e-9}]  # not a region transplant
+    label_of = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1, 6: 1}
+    both = ("transplant", "pixel_transplant")
+    assert suspects(rows, CFG, label_of, {4}, both) == [frozenset({0, 1})]
+    assert suspects(rows, CFG, label_of, {4}, ("transplant",)) == []
+    assert suspects(rows, CFG, label_of, set(), both) == [frozenset({0, 1}), frozenset({3, 4})]
 
 
 def test_control_pool__leaves_concepts_out_only_while_enough_class_mates_remain():
