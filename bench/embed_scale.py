@@ -139,11 +139,13 @@ def main() -> None:
         rows.append(r)
         print(label, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
     over = ", ".join(args.overrides) or "none (the defaults)"
+    method = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("embed.method=")), "umap")
+    steps = "PCA -> spectral embedding of a k-NN graph" if method == "spectral" else "PCA -> UMAP"
     lines = [
         f"Measured {dt.date.today().isoformat()} on {cpu_model()}, {os.cpu_count()} cores, no GPU, by "
         f"`python bench/embed_scale.py --n {args.n}` (overrides: {over}). The machine was shared with other "
         "work (load averages before / after each row are given). Each row runs the embed stage (pooled |map| "
-        "-> PCA -> UMAP) and the concepts stage (HDBSCAN per class, mean maps) in a fresh process on the "
+        f"-> {steps}) and the concepts stage (HDBSCAN per class, mean maps) in a fresh process on the "
         "training maps of one cells run (1 training epoch, input x gradient); *cold* starts with an empty "
         "numba cache (UMAP's JIT compiles), *warm* reuses it.",
         "",
@@ -168,7 +170,9 @@ def main() -> None:
         f"Target (embed + concepts of {rows[-1]['n']:,} vectors under {TARGET_S:.0f} s on 2 cores): "
         f"**{'met' if worst < TARGET_S else 'NOT met'}** (slowest row {worst:.0f} s).",
     ]
-    print(write_section("Embed + concepts at 100k (bench/embed_scale.py)", "\n".join(lines)))
+    # the defaults keep their section; a run with overrides gets its own beside it
+    title = "Embed + concepts at 100k (bench/embed_scale.py)"
+    print(write_section(f"{title[:-1]}, {', '.join(args.overrides)})" if args.overrides else title, "\n".join(lines)))
 
 
 if __name__ == "__main__":
