@@ -236,7 +236,9 @@ def write_table(rows: list[dict], header: str) -> None:
         "out-of-sample for them; docs/HOLDOUT.md checks them on cases no bar was set on). Cases started "
         "after 2026-11-30 05:56 UTC ran both with clean_control (the members of flagged concepts leave their "
         "class-mates' controls; docs/BENCHMARKS.md names those rows); it changed no flag on the two earlier "
-        "cases rechecked. "
+        "cases rechecked. Cases started after 2026-11-30 07:35 UTC also ran with mutual_control, after 07:58 "
+        "with transplant's threshold at 0.1 (0.2 before; neither can remove a flag), and after 08:20 with the "
+        "carrier test's final gap check (docs/BENCHMARKS.md: \"One mark split over concepts\"). "
         "Numbers: mean [95% Student-t interval over seeds]; test_attacked = the other classes' test images "
         "with the artifact pasted; WGA = worst-group accuracy (worst class x group cell). Gap = share of the "
         "baseline-to-oracle gap on test_attacked accuracy that the variant recovers (mean of per-seed ratios).",
