@@ -38,9 +38,19 @@ class StageRecord:
         return asdict(self)
 
 
+# The version of the code that decides what a stage writes, for the stages whose logic has changed for the
+# same config and inputs since run directories were first kept: bump a stage's number with such a change, so a
+# kept run directory recomputes that stage (and everything downstream) instead of reusing stale outputs. A
+# stage not listed hashes as before.
+#   bias 2 (2026-11-30): the carrier test checks the members' gap on its final rates too.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 2}
+
+
 def fingerprint(stage: str, *parts: str) -> str:
-    """Hash a stage name, schema version and the given parts (config hashes, upstream fingerprints)."""
-    payload = json.dumps([stage, SCHEMA_VERSION, *parts])
+    """Hash a stage name, schema version, the stage's logic version (:data:`LOGIC_VERSIONS`, if listed) and
+    the given parts (config hashes, upstream fingerprints)."""
+    head = [stage, SCHEMA_VERSION] + ([f"logic-{LOGIC_VERSIONS[stage]}"] if stage in LOGIC_VERSIONS else [])
+    payload = json.dumps([*head, *parts])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

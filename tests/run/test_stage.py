@@ -54,6 +54,16 @@ def test_fingerprint__depends_on_every_part():
     assert fingerprint("a", "x") != fingerprint("a", "y") != fingerprint("b", "x")
 
 
+def test_fingerprint__a_stage_logic_version_changes_only_that_stage(monkeypatch):
+    """Bumping a stage's logic version (a code change that alters its outputs for the same config) gives it a
+    new fingerprint, so a kept run directory recomputes it; the other stages keep theirs."""
+    import soxai.stage as stage
+
+    before = {name: fingerprint(name, "cfg") for name in ("bias", "embed")}
+    monkeypatch.setitem(stage.LOGIC_VERSIONS, "bias", stage.LOGIC_VERSIONS["bias"] + 1)
+    assert fingerprint("bias", "cfg") != before["bias"] and fingerprint("embed", "cfg") == before["embed"]
+
+
 def test_atomic_writes__leave_no_temp_files(tmp_path):
     run = RunDir(tmp_path)
     write_json(run.root / "j.json", {"a": 1})
