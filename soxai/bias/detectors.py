@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,7 +259,8 @@ def clean_control_rounds(
 
 
 def suspects(
-    rows: list[dict[str, Any]], cfg: BiasConfig, label_of: dict[int, int], flagged: set[int], detectors,
+    rows: list[dict[str, Any]], cfg: BiasConfig, label_of: dict[int, int], flagged: set[int],
+    detectors: Collection[str],
 ) -> list[frozenset[int]]:
     """Per class, the unflagged concepts whose row under one of ``detectors`` has Fisher p <= that detector's
     ``max_p_value`` (at any difference), when a class has two or more of them (see :func:`clean_control_rounds`).
