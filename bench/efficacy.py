@@ -238,7 +238,9 @@ def write_table(rows: list[dict], header: str) -> None:
         "class-mates' controls; docs/BENCHMARKS.md names those rows); it changed no flag on the two earlier "
         "cases rechecked. Cases started after 2026-11-30 07:37 UTC also ran with mutual_control, after 07:47 "
         "with transplant's threshold at 0.1 (0.2 before; neither can remove a flag), and after 07:56 with the "
-        "carrier test's final gap check (docs/BENCHMARKS.md: \"One mark split over concepts\"). "
+        "carrier test's final gap check (docs/BENCHMARKS.md: \"One mark split over concepts\"); the earlier rows "
+        "that flagged nothing were checked by rerunning their explain stages with those changes: still nothing "
+        "flagged. "
         "Numbers: mean [95% Student-t interval over seeds]; test_attacked = the other classes' test images "
         "with the artifact pasted; WGA = worst-group accuracy (worst class x group cell). Gap = share of the "
         "baseline-to-oracle gap on test_attacked accuracy that the variant recovers (mean of per-seed ratios).",
