@@ -298,11 +298,11 @@ def write_table(rows: list[dict], header: str) -> None:
     for d, a, rate in missing:
         lines.append(f"| {d} | {a} | {rate:g} | {policy} | – | not run yet |" + " |" * 13 + " ✗ not measured |")
     lines.append("")
+    def met(rs):
+        return sum(1 for r in rs if "checks" in r and all(v is True for v in r["checks"].values()))
+
     for pol in [policy, *sorted({_policy(r) for r in rows} - {policy, ANY_POLICY})]:
         these = current if pol == policy else [r for r in rows if _policy(r) == pol]
-        def met(rs):
-            return sum(1 for r in rs if "checks" in r and all(v is True for v in r["checks"].values()))
-
         planned, tagged = [r for r in these if not r.get("tag")], [r for r in these if r.get("tag")]
         note = " (the default now; with the cases where nothing was flagged)" if pol == policy else " (earlier)"
         lines.append(f"- {pol}{note}: {met(planned)} of {len(planned)} finished planned cases meet every target"

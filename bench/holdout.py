@@ -37,7 +37,6 @@ RESULTS = REPO / "docs" / "holdout.jsonl"
 TABLE = REPO / "docs" / "HOLDOUT.md"
 
 
-
 def _mark(shape: str, size: int, position: str, rate: float) -> list[str]:
     return [f"data.artifact.shape={shape}", f"data.artifact.size={size}", f"data.artifact.position={position}",
             f"data.artifact.rate={rate}"]

@@ -90,7 +90,8 @@ def transplant_flips(
 
 
 def detect_transplant(
-    ctx: DetectorContext, cfg: BiasConfig, left_out: frozenset[int] = frozenset(), only: set[int] | None = None
+    ctx: DetectorContext, cfg: BiasConfig, left_out: frozenset[int] = frozenset(), only: set[int] | None = None,
+    suspected: frozenset[int] = frozenset(),
 ) -> list[dict[str, Any]]:
     """The transplant test.
 
@@ -105,8 +106,9 @@ def detect_transplant(
     above it. Flag: score >= ``threshold``, one-sided Fisher p <= ``max_p_value`` and odds ratio >=
     ``min_odds_ratio`` (soxai.bias.verdict).
 
-    ``left_out``: concepts whose members stay out of every other concept's control (see
-    :func:`clean_control_rounds`); ``only``: score just these concepts (default: all).
+    ``left_out``: flagged concepts whose members stay out of every other concept's control, ``suspected``:
+    suspects left out the same way (see :func:`clean_control_rounds`); ``only``: score just these concepts
+    (default: all).
     """
     tcfg = cfg.transplant
     h, w = ctx.images.shape[2:]
@@ -118,7 +120,7 @@ def detect_transplant(
         rng = np.random.default_rng([ctx.seed, cid + 1])
         box = salient_box(ctx.maps[int(concept["map_index"])], side)
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
-        outsiders, skipped = control_pool(ctx, cid, k, left_out)
+        outsiders, skipped = control_pool(ctx, cid, k, left_out | suspected)
         pool = correct[correct["label"] != k]
         n = min(tcfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0:
@@ -138,7 +140,8 @@ def detect_transplant(
         is_bias, verdict = decide(score, p_value, odds, tcfg.threshold, tcfg.max_p_value, tcfg.min_odds_ratio)
         y0, x0, y1, x1 = box
         control_text = (
-            f"other class-{k} images{_left_out_text(skipped)}, each pasting its own most salient box: {control:.0%}"
+            f"other class-{k} images{_left_out_text(skipped, suspected)}, each pasting its own most salient box: "
+            f"{control:.0%}"
             if len(outsiders) else f"no class-{k} images outside the concept to serve as a control"
         )
         reason = (
@@ -174,11 +177,20 @@ def control_pool(
     return (kept, skip) if len(kept) >= MIN_CONTROL else (same, [])
 
 
-def _left_out_text(skipped: list[int]) -> str:
-    if not skipped:
-        return ""
-    plural = "s" if len(skipped) > 1 else ""
-    return f" (not those of flagged concept{plural} {', '.join(map(str, skipped))})"
+def _left_out_text(skipped: list[int], suspected: frozenset[int] = frozenset()) -> str:
+    """' (not those of flagged concept 1 or concepts 2, 3)': the concepts a control left out, flagged or suspected."""
+    def named(ids: list[int], what: str) -> list[str]:
+        return [f"{what}concept{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"] if ids else []
+
+    parts = (named([c for c in skipped if c not in suspected], "flagged ")
+             + named([c for c in skipped if c in suspected], ""))
+    return f" (not those of {' or '.join(parts)})" if parts else ""
+
+
+def _replace_rows(rows: list[dict[str, Any]], detector: str, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the ``detector`` rows of the concepts in ``new`` replaced by those."""
+    by_concept = {int(r["concept_id"]): r for r in new}
+    return [by_concept.get(int(r["concept_id"]), r) if r["detector"] == detector else r for r in rows]
 
 
 def clean_control_rounds(
@@ -235,9 +247,7 @@ def clean_control_rounds(
         if any(redo.values()):
             for name, cids in redo.items():
                 if cids:
-                    again = redoable[name](ctx, cfg, left_out=frozenset(flagged), only=cids)
-                    new = {int(r["concept_id"]): r for r in again}
-                    rows = [new.get(int(r["concept_id"]), r) if r["detector"] == name else r for r in rows]
+                    rows = _replace_rows(rows, name, redoable[name](ctx, cfg, left_out=frozenset(flagged), only=cids))
             continue
         if not cfg.mutual_control:
             return rows
@@ -248,14 +258,13 @@ def clean_control_rounds(
         for group in groups:
             tried_groups.add((group, frozenset(flagged)))
             for name, detect in redoable.items():
-                again = {int(r["concept_id"]): r for r in detect(ctx, cfg, left_out=frozenset(flagged | group),
-                                                                   only=set(group)) if r["is_bias"]}
-                for r in again.values():
-                    r["reason"] = r["reason"].replace("(not those of flagged concept", "(not those of concept")
+                again = [r for r in detect(ctx, cfg, left_out=frozenset(flagged), only=set(group), suspected=group)
+                         if r["is_bias"]]
+                for r in again:
                     others = sorted(group - {int(r["concept_id"])})
                     r["reason"] += (f"; tested with the other concepts of its class whose paste test is also "
                                     f"significant ({', '.join(map(str, others))}) left out of its control")
-                rows = [again.get(int(r["concept_id"]), r) if r["detector"] == name else r for r in rows]
+                rows = _replace_rows(rows, name, again)
 
 
 def suspects(
@@ -295,7 +304,7 @@ from soxai.bias.disparity import detect_statistics_transplant, detect_transplant
 from soxai.bias.location import detect_concentration  # noqa: E402
 from soxai.bias.pixels import detect_pixel_transplant  # noqa: E402
 
-# detectors whose control is the class-mates' own regions (they take left_out= and only=)
+# detectors whose control is the class-mates' own regions (they take left_out=, only= and suspected=)
 CLEAN_CONTROL_DETECTORS = ("transplant", "pixel_transplant")
 
 # detectors that test the whole image, not a region (the region prune policy drops all members they flag)

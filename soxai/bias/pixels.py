@@ -51,7 +51,8 @@ def paste_pixels(recipients: np.ndarray, donors: np.ndarray, masks: np.ndarray) 
 
 
 def detect_pixel_transplant(
-    ctx: DetectorContext, cfg: BiasConfig, left_out: frozenset[int] = frozenset(), only: set[int] | None = None
+    ctx: DetectorContext, cfg: BiasConfig, left_out: frozenset[int] = frozenset(), only: set[int] | None = None,
+    suspected: frozenset[int] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Paste the concept's distinctive pixels from its members into other classes' correct images.
 
@@ -59,8 +60,8 @@ def detect_pixel_transplant(
     but the region is :func:`distinct_pixels` of the concept's mean map against the mean map of up to
     ``n_pairs`` class-mates outside it. Control: those class-mates, each pasting its own ``k`` most
     salient pixels. Score: flip rate minus control; flag at ``threshold`` with a one-sided Fisher test
-    at ``max_p_value`` and an odds ratio of at least ``min_odds_ratio`` (soxai.bias.verdict). ``left_out`` and
-    ``only`` as for :func:`soxai.bias.detectors.detect_transplant`.
+    at ``max_p_value`` and an odds ratio of at least ``min_odds_ratio`` (soxai.bias.verdict). ``left_out``,
+    ``only`` and ``suspected`` as for :func:`soxai.bias.detectors.detect_transplant`.
     """
     from soxai.bias.detectors import _left_out_text, _pick, _scored, _take, control_pool
 
@@ -74,7 +75,7 @@ def detect_pixel_transplant(
         cid, label = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 11])
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == label)]
-        outsiders, skipped = control_pool(ctx, cid, label, left_out)
+        outsiders, skipped = control_pool(ctx, cid, label, left_out | suspected)
         pool = correct[correct["label"] != label]
         n = min(pcfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0 or len(outsiders) == 0:
@@ -101,9 +102,9 @@ def detect_pixel_transplant(
         where = (f"its {int(mask.sum())} most distinctive pixels (rows {ys.min()}-{ys.max()}, "
                  f"cols {xs.min()}-{xs.max()})" if mask.any() else "no pixel where it looks more than its class-mates")
         reason = (
-            f"moved {flip:.0%} of predictions to class {label} (other class-{label} images{_left_out_text(skipped)}, "
-            f"each pasting its own "
-            f"{k} most salient pixels: {control:.0%}; p={p_value:.1g}, odds ratio {odds:.1f}) when {where} were "
+            f"moved {flip:.0%} of predictions to class {label} (other class-{label} images"
+            f"{_left_out_text(skipped, suspected)}, each pasting its own {k} most salient pixels: {control:.0%}; "
+            f"p={p_value:.1g}, odds ratio {odds:.1f}) when {where} were "
             f"pasted into {n} images of other classes; {verdict}"
         )
         box = [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1] if mask.any() else None
