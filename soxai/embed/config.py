@@ -29,6 +29,12 @@ class EmbedConfig(Section):
         "(UMAP's own: 200), where the epochs are most of the stage's time "
         "(soxai.embed.features.auto_umap_epochs)",
     )
+    knn: Literal["auto", "exact", "approximate"] = Field(
+        "auto",
+        description="UMAP's nearest-neighbour search: exact, approximate (UMAP's own: exact below 4,096 samples, "
+        "NN-descent above) or auto = exact up to 120,000 samples, where it is faster than NN-descent is to "
+        "compile in a new process (soxai.embed.features.exact_knn_wanted)",
+    )
     method: Literal["umap", "spectral"] = Field(
         "umap", description="umap, or spectral: SpRAy's eigenvectors of a k-NN graph of the PCA vectors"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -86,17 +87,91 @@ def scale_rows(x: np.ndarray, normalize: str) -> np.ndarray:
 
 LARGE = 10_000
 
+# UMAP finds the neighbours of fewer than this many samples exactly itself (all pairwise distances), and
+# those of more with NN-descent (pynndescent).
+UMAP_SMALL = 4096
+
+# knn=auto searches exactly up to this many samples. On this project's 2-core machine an exact search of
+# 32 PCA dimensions took 0.5 s at 16k, 6 s at 64k and 15 s at 100k, while NN-descent, fast itself (2.6 s at
+# 100k), is compiled by numba in every new process (~20 s; its kernels are not cached). See
+# docs/BENCHMARKS.md (embed + concepts at 100k; peers).
+EXACT_KNN_MAX = 120_000
+
 
 def auto_umap_epochs(n: int) -> int | None:
     """UMAP's layout epochs for ``n`` samples: None (UMAP's default, 500) up to 10,000 samples, 100 above
     (where UMAP's own default would be 200).
 
     The layout optimisation is most of the stage's time above 10,000 samples: ~0.5 CPU-s per epoch at
-    100k on this project's 2-core machine, and 45 of 57 s for 16,000 vectors with 200 epochs (21 s in
-    all with 100). With 100 epochs the planted group was recovered just as well at 16k (bench/peers.py)
-    and 100k (bench/embed_scale.py); see docs/BENCHMARKS.md.
+    100k on this project's 2-core machine, and ~3 of ~4 s for 16,000 vectors with 100 epochs (bench/peers.py).
+    With 100 epochs the planted group was recovered just as well as with 200 at 16k (bench/peers.py) and
+    100k (bench/embed_scale.py); see docs/BENCHMARKS.md.
     """
     return None if n <= LARGE else 100
+
+
+def exact_knn_wanted(n: int, knn: str) -> bool:
+    """Whether soxai searches the ``n`` samples' neighbours exactly and hands them to UMAP.
+
+    ``knn``: 'exact' always, 'approximate' never (UMAP's own choice: exact below :data:`UMAP_SMALL`,
+    NN-descent above), 'auto' up to :data:`EXACT_KNN_MAX` samples. Below UMAP_SMALL UMAP's own search is
+    already exact, so it is left to UMAP (and the embedding is the one UMAP alone gives).
+    """
+    if knn not in ("auto", "exact", "approximate"):
+        raise ValueError(f"unknown embed.knn {knn!r}; use auto, exact or approximate")
+    if n < UMAP_SMALL or knn == "approximate":
+        return False
+    return knn == "exact" or n <= EXACT_KNN_MAX
+
+
+def exact_knn(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean k nearest neighbours of every row of ``x`` among the rows, itself included, in the
+    form UMAP's ``precomputed_knn`` takes (UMAP's own neighbour lists start with the sample itself).
+
+    Returns
+    -------
+    indices : int32 array of shape (n_samples, n_neighbors)
+    distances : float32 array of shape (n_samples, n_neighbors), ascending along each row
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, idx = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute").fit(x).kneighbors(x)
+    return idx.astype(np.int32), dist.astype(np.float32)
+
+
+# UMAP kernels that umap-learn compiles without numba's on-disk cache, so every new process compiled them
+# again (~4 s of a 16k-vector embedding that then took ~4 s more; bench/peers.py). Their machine code
+# does not depend on the data, so caching them changes no result.
+_UNCACHED_UMAP_KERNELS = (
+    ("umap.umap_", "fast_knn_indices"),
+    ("umap.umap_", "smooth_knn_dist"),
+    ("umap.umap_", "compute_membership_strengths"),
+    ("umap.layouts", "_nb_optimize_layout_euclidean_single_epoch"),
+)
+_umap_cache_done = False
+
+
+def cache_umap_kernels() -> None:
+    """Turn on numba's on-disk cache for :data:`_UNCACHED_UMAP_KERNELS` (once per process).
+
+    A kernel that is missing (another umap-learn version) or cannot be cached (no writable cache
+    location; numba then raises RuntimeError) is left as it is: it is compiled as before.
+    """
+    global _umap_cache_done
+    if _umap_cache_done:
+        return
+    import importlib
+
+    from numba.core.dispatcher import Dispatcher
+
+    for module, name in _UNCACHED_UMAP_KERNELS:
+        kernel = getattr(importlib.import_module(module), name, None)
+        if isinstance(kernel, Dispatcher):
+            try:
+                kernel.enable_caching()
+            except RuntimeError:
+                pass
+    _umap_cache_done = True
 
 
 def embed_features(
@@ -108,6 +183,7 @@ def embed_features(
     seed: int,
     method: str = "umap",
     n_epochs: int | str | None = None,
+    knn: str = "approximate",
 ) -> tuple[np.ndarray, np.ndarray]:
     """PCA then UMAP (or, with ``method="spectral"``, SpRAy's spectral embedding of a k-NN graph).
 
@@ -118,6 +194,8 @@ def embed_features(
     min_dist : UMAP only
     method : 'umap' | 'spectral' (soxai.embed.spectral)
     n_epochs : UMAP's layout epochs; None = UMAP's default, 'auto' = :func:`auto_umap_epochs`
+    knn : UMAP only: 'auto' | 'exact' | 'approximate' (:func:`exact_knn_wanted`); the embed stage passes
+        ``embed.knn`` (default auto), this function's default is UMAP's own search
 
     Returns
     -------
@@ -142,16 +220,23 @@ def embed_features(
         raise ValueError(f"unknown embedding method {method!r}; use umap or spectral")
     import umap  # slow import (numba); only here
 
+    cache_umap_kernels()
+    neighbors = min(n_neighbors, n - 1)
+    precomputed = (*exact_knn(pca, neighbors), None) if exact_knn_wanted(n, knn) else (None, None, None)
     reducer = umap.UMAP(
-        n_neighbors=min(n_neighbors, n - 1),
+        n_neighbors=neighbors,
         min_dist=min_dist,
         n_components=n_components,
         random_state=seed,  # reproducible on CPU; UMAP is then single-threaded anyway
         n_jobs=1,
         init="spectral" if n > n_components + 1 else "random",
         n_epochs=auto_umap_epochs(n) if n_epochs == "auto" else n_epochs,
+        precomputed_knn=precomputed,
     )
-    embedding = reducer.fit_transform(pca).astype(np.float32)
+    with warnings.catch_warnings():
+        # without a search index UMAP warns that transform() will not work; soxai never calls it
+        warnings.filterwarnings("ignore", message=".*precomputed_knn.*", category=UserWarning)
+        embedding = reducer.fit_transform(pca).astype(np.float32)
     return pca, embedding
 
 

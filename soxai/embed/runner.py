@@ -31,7 +31,7 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
         _, emb = embed_features(
             features, ecfg.pca_components, ecfg.spectral_neighbors if spectral else ecfg.umap_neighbors,
             ecfg.umap_min_dist, ecfg.spectral_components if spectral else ecfg.n_components, cfg.seed, ecfg.method,
-            ecfg.umap_epochs,
+            ecfg.umap_epochs, ecfg.knn,
         )
         frame = pd.DataFrame({"sample_id": index["sample_id"], "label": index["label"], "pred": index["pred"]})
         for d in range(emb.shape[1]):

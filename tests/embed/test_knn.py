@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from soxai.embed import features as F
+
+
+def test_exact_knn_wanted__auto_exact_approximate():
+    assert not F.exact_knn_wanted(F.UMAP_SMALL - 1, "exact")  # UMAP's own search is exact there
+    assert F.exact_knn_wanted(F.UMAP_SMALL, "auto") and F.exact_knn_wanted(F.EXACT_KNN_MAX, "auto")
+    assert not F.exact_knn_wanted(F.EXACT_KNN_MAX + 1, "auto")
+    assert F.exact_knn_wanted(F.EXACT_KNN_MAX + 1, "exact")
+    assert not F.exact_knn_wanted(50_000, "approximate")
+    with pytest.raises(ValueError, match="unknown embed.knn"):
+        F.exact_knn_wanted(50_000, "fast")
+
+
+def test_exact_knn__matches_all_pairwise_distances_and_starts_with_self():
+    x = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    idx, dist = F.exact_knn(x, 7)
+    assert idx.dtype == np.int32 and dist.dtype == np.float32 and idx.shape == dist.shape == (300, 7)
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    want = np.argsort(d, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(300))
+    np.testing.assert_allclose(dist, np.take_along_axis(d, want, axis=1), atol=1e-4)
+
+
+def test_embed_features__large_input_uses_exact_neighbours_reproducibly(monkeypatch):
+    calls = []
+    real = F.exact_knn
+
+    def spy(x, k):
+        calls.append((len(x), k))
+        return real(x, k)
+
+    monkeypatch.setattr(F, "exact_knn", spy)
+    rng = np.random.default_rng(0)
+    n = F.UMAP_SMALL + 100
+    x = np.concatenate([rng.normal(0, 0.1, (n // 2, 16)), rng.normal(3, 0.1, (n - n // 2, 16))]).astype(np.float32)
+    _, a = F.embed_features(x, 8, 15, 0.0, 2, seed=1, n_epochs=30, knn="auto")
+    _, b = F.embed_features(x, 8, 15, 0.0, 2, seed=1, n_epochs=30, knn="auto")
+    assert calls == [(n, 15), (n, 15)]
+    np.testing.assert_array_equal(a, b)
+    gap = np.linalg.norm(a[: n // 2].mean(0) - a[n // 2 :].mean(0))
+    assert gap > 3 * max(a[: n // 2].std(0).max(), a[n // 2 :].std(0).max())
+
+
+def test_cache_umap_kernels__turns_on_numba_cache_of_the_listed_kernels():
+    import importlib
+
+    from numba.core.caching import NullCache
+
+    F.cache_umap_kernels()
+    found = 0
+    for module, name in F._UNCACHED_UMAP_KERNELS:
+        kernel = getattr(importlib.import_module(module), name, None)
+        if kernel is not None:
+            found += 1
+            assert not isinstance(kernel._cache, NullCache), name
+    assert found == len(F._UNCACHED_UMAP_KERNELS)  # all present in the pinned umap-learn
