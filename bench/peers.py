@@ -79,15 +79,11 @@ def run_soxai(maps: np.ndarray, method: str) -> np.ndarray:
     """soxai's embed + concepts kernels with the default config (embed.method=method)."""
     from soxai.concepts.cluster import cluster_embeddings
     from soxai.config import Config
-    from soxai.embed.features import embed_features, pooled_features
+    from soxai.embed.features import embed_with_config, pooled_features
 
     cfg = Config()
-    e, c = cfg.embed, cfg.concepts
-    features = pooled_features(maps, e.pool_size, e.normalize)
-    spectral = method == "spectral"
-    _, emb = embed_features(features, e.pca_components, e.spectral_neighbors if spectral else e.umap_neighbors,
-                            e.umap_min_dist, e.spectral_components if spectral else e.n_components, cfg.seed, method,
-                            e.umap_epochs, e.knn)
+    e, c = cfg.embed.model_copy(update={"method": method}), cfg.concepts
+    _, emb = embed_with_config(pooled_features(maps, e.pool_size, e.normalize), e, cfg.seed)
     labels, _, _ = cluster_embeddings(emb, c.min_cluster_size, c.min_samples)
     return labels
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from soxai.errors import StageError
 
 if TYPE_CHECKING:
     from soxai.config import Config
+    from soxai.embed.config import EmbedConfig
 
 
 def explanation_features(
@@ -135,7 +137,7 @@ def exact_knn(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
     """
     from sklearn.neighbors import NearestNeighbors
 
-    dist, idx = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute").fit(x).kneighbors(x)
+    dist, idx = NearestNeighbors(n_neighbors=n_neighbors).fit(x).kneighbors(x)
     return idx.astype(np.int32), dist.astype(np.float32)
 
 
@@ -148,18 +150,15 @@ _UNCACHED_UMAP_KERNELS = (
     ("umap.umap_", "compute_membership_strengths"),
     ("umap.layouts", "_nb_optimize_layout_euclidean_single_epoch"),
 )
-_umap_cache_done = False
 
 
+@functools.cache
 def cache_umap_kernels() -> None:
     """Turn on numba's on-disk cache for :data:`_UNCACHED_UMAP_KERNELS` (once per process).
 
     A kernel that is missing (another umap-learn version) or cannot be cached (no writable cache
     location; numba then raises RuntimeError) is left as it is: it is compiled as before.
     """
-    global _umap_cache_done
-    if _umap_cache_done:
-        return
     import importlib
 
     from numba.core.dispatcher import Dispatcher
@@ -171,7 +170,6 @@ def cache_umap_kernels() -> None:
                 kernel.enable_caching()
             except RuntimeError:
                 pass
-    _umap_cache_done = True
 
 
 def embed_features(
@@ -238,6 +236,17 @@ def embed_features(
         warnings.filterwarnings("ignore", message=".*precomputed_knn.*", category=UserWarning)
         embedding = reducer.fit_transform(pca).astype(np.float32)
     return pca, embedding
+
+
+def embed_with_config(features: np.ndarray, ecfg: EmbedConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`embed_features` with the settings of an ``embed`` config section (the neighbours and
+    dimensions of the chosen ``method``)."""
+    spectral = ecfg.method == "spectral"
+    return embed_features(
+        features, ecfg.pca_components, ecfg.spectral_neighbors if spectral else ecfg.umap_neighbors,
+        ecfg.umap_min_dist, ecfg.spectral_components if spectral else ecfg.n_components, seed, ecfg.method,
+        ecfg.umap_epochs, ecfg.knn,
+    )
 
 
 def weighted_activations(activations: np.ndarray, maps: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 def run_embed(cfg: Config, run: RunDir) -> StageRecord:
     """Pooled explanation vectors (``embed/features.npy``) and their UMAP (``embed/embedding.parquet``)."""
-    from soxai.embed.features import embed_features, explanation_features
+    from soxai.embed.features import embed_with_config, explanation_features
     from soxai.saliency.runner import read_index, read_maps
 
     ecfg = cfg.embed
@@ -27,12 +27,7 @@ def run_embed(cfg: Config, run: RunDir) -> StageRecord:
         index = index[index["split"] == "train"].reset_index(drop=True)
         maps = read_maps(run, index)
         features = explanation_features(cfg, maps, **_activation_inputs(cfg, run, index))
-        spectral = ecfg.method == "spectral"
-        _, emb = embed_features(
-            features, ecfg.pca_components, ecfg.spectral_neighbors if spectral else ecfg.umap_neighbors,
-            ecfg.umap_min_dist, ecfg.spectral_components if spectral else ecfg.n_components, cfg.seed, ecfg.method,
-            ecfg.umap_epochs, ecfg.knn,
-        )
+        _, emb = embed_with_config(features, ecfg, cfg.seed)
         frame = pd.DataFrame({"sample_id": index["sample_id"], "label": index["label"], "pred": index["pred"]})
         for d in range(emb.shape[1]):
             frame[f"u{d}"] = emb[:, d]

@@ -27,13 +27,13 @@ def knn_affinity(x: np.ndarray, n_neighbors: int):
         directed k-NN graph, so an edge found from both sides weighs 1 and from one side 0.5
     """
     import scipy.sparse as sp
-    from sklearn.neighbors import NearestNeighbors
+
+    from soxai.embed.features import exact_knn
 
     n = len(x)
     k = max(1, min(n_neighbors, n - 1))
     # k + 1: the query returns each sample as its own nearest neighbour, which is then dropped
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(x)
-    _, idx = nn.kneighbors(x)
+    idx, _ = exact_knn(x, k + 1)
     cols = idx[:, 1:].ravel()
     rows = np.repeat(np.arange(n), k)
     a = sp.csr_matrix((np.ones(n * k, dtype=np.float64), (rows, cols)), shape=(n, n))
