@@ -49,7 +49,8 @@ def carrier_flip_rates(
     rows : sorted int array (n_candidates,), the donors' rows of ``images``
     recipients : array of shape (n_recipients, C, H, W)
     box : (y0, x0, y1, x1) half-open region pasted from the donor, or a boolean mask (H, W) of the pixels
-        pasted (pixel_transplant's region); None = the donor's per-channel
+        pasted (pixel_transplant's region), or a :class:`soxai.bias.channels.ChannelRegion` (channel_patch's:
+        the donor's own strongest channels patched at the model's layer); None = the donor's per-channel
         brightness and contrast given to the whole recipient (a whole-image flag)
     max_bytes : bound on the pasted images held at once (candidates are processed in chunks)
     recipient_labels : int array (n_recipients,) or None; when given, a recipient counts when it leaves its
@@ -62,12 +63,16 @@ def carrier_flip_rates(
     """
     from soxai.bias.disparity import match_statistics
 
+    from soxai.bias.channels import ChannelRegion
+
     recipients = np.asarray(recipients, dtype=np.float32)
     m = len(recipients)
     rows = np.asarray(rows, dtype=np.int64)
     rates = np.zeros(len(rows), dtype=np.float64)
     if m == 0:
         return rates
+    if isinstance(box, ChannelRegion):
+        return box.flip_rates(images, rows, recipients, target_class)
     step = max(1, max_bytes // (m * recipients[0].nbytes))
     for start in range(0, len(rows), step):
         donors = np.asarray(images[rows[start:start + step]], dtype=np.float32)
@@ -152,6 +157,8 @@ def _decisive(scores: pd.DataFrame, cid: int, shape: tuple[int, int]):
     for row in rows.itertuples():
         if row.detector in WHOLE_IMAGE_DETECTORS:
             return row.detector, None
+        if row.detector == "channel_patch":
+            return row.detector, int(row.n_channels)
         pixels = getattr(row, "pixels", None)
         if isinstance(pixels, list | tuple | np.ndarray) and len(pixels) > 0:
             mask = np.zeros(shape[0] * shape[1], dtype=bool)
@@ -195,6 +202,10 @@ def find_carriers(
             frames.append(out)
             continue
         detector, box = decisive
+        if detector == "channel_patch":
+            from soxai.bias.channels import ChannelRegion
+
+            box = ChannelRegion(ctx.layer, ctx.train, k, box)
         rng = np.random.default_rng([ctx.seed, cid + 1, 17])
         rec_rows = _pick(pool, ccfg.n_recipients, rng)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
@@ -205,6 +216,8 @@ def find_carriers(
         out["flip_rate"], out["n_recipients"] = rates, n_tested
         if box is None:
             what = "brightness and contrast"
+        elif not isinstance(box, np.ndarray | tuple):
+            what = box.describe()
         elif isinstance(box, np.ndarray):
             ys, xs = np.nonzero(box)
             what = f"{int(box.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"

@@ -105,6 +105,25 @@ class PixelTransplantConfig(Section):
     clean_control: bool = Field(True, description="as transplant.clean_control")
 
 
+class ChannelPatchConfig(Section):
+    """The feature-space test: members patch their strongest channels of model.layer into other classes' images
+    (soxai.bias.channels)."""
+
+    n_pairs: int = Field(200, ge=4, description="recipient images per concept (and as many donors and controls)")
+    channel_frac: float = Field(
+        0.125, gt=0.0, le=1.0,
+        description="share of the layer's channels each donor patches: its own most relevant ones (4 of the "
+        "built-in small_cnn's 32). The budget plays the part of transplant.region_frac: room for a mark's "
+        "channels, too few to carry a class's ordinary evidence",
+    )
+    max_p_value: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="the one threshold: flag when the one-sided Fisher p of members' hits vs the class-mates' is at "
+        "most this divided by the number of concepts tested (Bonferroni: at most this chance of one false flag "
+        "in a run)",
+    )
+
+
 class CarriersConfig(Section):
     """The carrier test: which samples of a flagged concept's class carry its shortcut (soxai.bias.carriers)."""
 
@@ -129,6 +148,7 @@ class BiasConfig(Section):
     transplant_accuracy: TransplantAccuracyConfig = Field(default_factory=TransplantAccuracyConfig)
     statistics_transplant: StatisticsTransplantConfig = Field(default_factory=StatisticsTransplantConfig)
     pixel_transplant: PixelTransplantConfig = Field(default_factory=PixelTransplantConfig)
+    channel_patch: ChannelPatchConfig = Field(default_factory=ChannelPatchConfig)
     carriers: CarriersConfig = Field(default_factory=CarriersConfig)
     min_flags: int = Field(
         1, ge=1,

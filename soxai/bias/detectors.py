@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from soxai.bias.channels import LayerAccess, detect_channel_patch
 from soxai.bias.config import BiasConfig
 from soxai.bias.verdict import compare_rates, decide
 
@@ -28,6 +29,8 @@ class DetectorContext:
     predict : function images (n, C, H, W) float32 -> predicted class (n,)
     seed : seeds every random draw, so the same run gives the same flags
     sample_maps : function row numbers (n,) -> the samples' own |saliency| maps (n, H, W)
+    layer : access to the channels of ``model.layer`` (read, relevance, patch), for the feature-space test
+        (soxai.bias.channels); None where the detectors run without the model
     """
 
     images: np.ndarray
@@ -37,6 +40,7 @@ class DetectorContext:
     predict: Callable[[np.ndarray], np.ndarray]
     seed: int
     sample_maps: Callable[[np.ndarray], np.ndarray]
+    layer: LayerAccess | None = None
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
         """The class labels of the training samples at image ``rows`` (n,)."""
@@ -316,4 +320,5 @@ BIAS_DETECTORS: dict[str, Callable[[DetectorContext, BiasConfig], list[dict[str,
     "pixel_transplant": detect_pixel_transplant,
     "transplant_accuracy": detect_transplant_accuracy,
     "statistics_transplant": detect_statistics_transplant,
+    "channel_patch": detect_channel_patch,
 }

@@ -62,6 +62,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
 def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = None) -> DetectorContext:
     """The :class:`soxai.bias.detectors.DetectorContext` of a run whose concepts and model stages are done:
     training images, assignments with predictions, concept mean maps, each sample's own map, the baseline."""
+    from soxai.bias.channels import LayerAccess
     from soxai.bias.detectors import DetectorContext  # noqa: F811 (the runtime import of the annotation)
     from soxai.saliency.methods import resolve_device
     from soxai.saliency.runner import read_index, read_maps
@@ -87,7 +88,7 @@ def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = N
         return own_maps[position.loc[rows].to_numpy()]
 
     return DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed,
-                           sample_maps)
+                           sample_maps, LayerAccess(model, cfg.model.layer, device))
 
 
 def _columns(rows: list[dict]) -> list[str]:

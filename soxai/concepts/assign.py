@@ -290,7 +290,7 @@ def new_sample_features(ref_cfg, maps: np.ndarray, **activation_inputs) -> np.nd
     maps : float16 array of shape (n_samples, height, width), as ``soxai.saliency.runner.explain_rows``
         returns them (the precision the saliency stage stores, so new and reference vectors match)
     activation_inputs : model, images, rows, device — passed on to `explanation_features`, which needs
-        them when the reference run's ``embed.features`` uses activations
+        them (and targets) when the reference run's ``embed.features`` reads model.layer
     """
     from soxai.embed.features import explanation_features
 

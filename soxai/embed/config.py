@@ -10,10 +10,13 @@ from soxai._base import Section
 class EmbedConfig(Section):
     """Maps -> explanation vectors -> PCA -> UMAP."""
 
-    features: Literal["pooled", "activations", "both"] = Field(
+    features: Literal["pooled", "activations", "both", "channels", "channels+pooled"] = Field(
         "pooled",
         description="explanation vector: the pooled |map| (where the model looked), the activations of "
-        "model.layer weighted by the map (what it looked at), or both (each block l2-scaled to equal weight)",
+        "model.layer weighted by the map (what it looked at), both (each block l2-scaled to equal weight), "
+        "channels: the relevance of each channel of model.layer to the explained class (activation x gradient "
+        "summed over positions: what the model used, wherever it sits; soxai.embed.relevance), or "
+        "channels+pooled",
     )
     pool_size: int = Field(8, ge=1, description="maps are average-pooled to pool_size x pool_size")
     normalize: Literal["l2", "l1", "max", "none"] = Field(

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def explanation_features(
-    cfg: Config, maps: np.ndarray, *, model=None, images=None, rows=None, device=None
+    cfg: Config, maps: np.ndarray, *, model=None, images=None, rows=None, device=None, targets=None
 ) -> np.ndarray:
     """The explanation vector of each map, as the run's config asks: the embed stage's one feature function.
 
@@ -26,10 +26,12 @@ def explanation_features(
     Parameters
     ----------
     cfg : the run's config (``embed.features`` chooses pooled maps, saliency-weighted activations of
-        ``model.layer``, or both; ``embed.pool_size`` and ``embed.normalize`` size and scale them)
+        ``model.layer``, both, the relevance of ``model.layer``'s channels, or those with the pooled maps;
+        ``embed.pool_size`` and ``embed.normalize`` size and scale them)
     maps : array of shape (n_samples, height, width)
-    model, images, rows, device : needed only when ``embed.features`` uses activations: the explained
+    model, images, rows, device : needed only when ``embed.features`` reads the layer: the explained
         model, the image array (or reader) and the rows of ``images`` the maps belong to
+    targets : int array of shape (n_samples,), the class each map explains; needed for channel relevance
 
     Returns
     -------
@@ -41,6 +43,13 @@ def explanation_features(
         return pooled
     if model is None or images is None or rows is None:
         raise ValueError(f"embed.features={ecfg.features!r} needs the model, the images and their rows")
+    if ecfg.features in ("channels", "channels+pooled"):
+        from soxai.embed.relevance import channel_relevance
+
+        if targets is None:
+            raise ValueError(f"embed.features={ecfg.features!r} needs the class each map explains (targets)")
+        rel = scale_rows(channel_relevance(model, cfg.model.layer, images, rows, targets, device), ecfg.normalize)
+        return rel if ecfg.features == "channels" else combine_blocks([rel, pooled])
     acts = activation_features(model, cfg.model.layer, images, rows, maps, ecfg.normalize, device)
     return acts if ecfg.features == "activations" else combine_blocks([pooled, acts])
 

@@ -48,5 +48,6 @@ def _activation_inputs(cfg: Config, run: RunDir, index: pd.DataFrame) -> dict:
 
     rows = index[["sample_id"]].merge(read_samples(run)[["sample_id", "row"]], on="sample_id", how="left",
                                       validate="one_to_one")["row"].to_numpy()
+    targets = index["label" if cfg.saliency.target == "label" else "pred"].to_numpy()
     return {"model": load_baseline(cfg, run), "images": read_images(run), "rows": rows,
-            "device": resolve_device(cfg.train.device)}
+            "device": resolve_device(cfg.train.device), "targets": targets}

@@ -62,9 +62,10 @@ def run_monitor(cfg: Config, run: RunDir, reference: RunDir, splits: tuple[str, 
         model, layer, device = explainer_model(ref_cfg, reference)
         labels = chosen["label"].to_numpy()
         images, rows = read_images(run), chosen["row"].to_numpy()
-        pred, _, maps = explain_rows(ref_cfg, model, images, rows, labels, device, layer)
+        pred, target, maps = explain_rows(ref_cfg, model, images, rows, labels, device, layer)
         concept_model = load_run_concept_model(reference)
-        features = new_sample_features(ref_cfg, maps, model=model, images=images, rows=rows, device=device)
+        features = new_sample_features(ref_cfg, maps, model=model, images=images, rows=rows, device=device,
+                                       targets=target)
         assigned = concept_model.assign(features, labels)
         scores = read_parquet(reference.bias_scores)
         flagged = flagged_concepts(scores) if len(scores) else {}
