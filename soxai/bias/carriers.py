@@ -61,9 +61,8 @@ def carrier_flip_rates(
     -------
     rates : float array of shape (n_candidates,)
     """
-    from soxai.bias.disparity import match_statistics
-
     from soxai.bias.channels import ChannelRegion
+    from soxai.bias.disparity import match_statistics
 
     recipients = np.asarray(recipients, dtype=np.float32)
     m = len(recipients)
