@@ -38,13 +38,18 @@ class TrainConfig(Section):
     amp: bool = Field(False, description="mixed precision (float16 autocast) when training on CUDA; no effect on CPU")
 
 
+Variant = Literal["baseline", "pruned", "random_control", "reweight", "augment", "jtt", "oracle"]
+
+
 class RetrainConfig(Section):
     """Which variants are retrained, and over how many seeds."""
 
-    variants: tuple[Literal["baseline", "pruned", "random_control", "jtt", "oracle"], ...] = Field(
+    variants: tuple[Variant, ...] = Field(
         ("baseline", "pruned", "random_control"), min_length=1,
-        description="also 'jtt' (just train twice: no group labels) and 'oracle' (trained without the "
-        "artifact; evaluation only), opt-in because each adds a model per seed",
+        description="also the corrections 'reweight' (group-balanced sampling over each class's concepts) and "
+        "'augment' (a flagged concept's region pasted into other classes' images), and the references 'jtt' "
+        "(just train twice: no group labels) and 'oracle' (trained without the artifact; evaluation only), "
+        "opt-in because each adds a model per seed",
     )
     seeds: tuple[int, ...] = Field(
         (0, 1, 2, 3, 4), min_length=2,
@@ -55,4 +60,25 @@ class RetrainConfig(Section):
     )
     jtt_upweight: int = Field(
         20, ge=1, description="jtt: each training sample the first model got wrong is seen this many times"
+    )
+    reweight_max_upweight: float = Field(
+        10.0, ge=1.0,
+        description="reweight: a sample is drawn at most this many times as often as in the baseline. Each group "
+        "of a class (its concepts, noise one more) gets an equal share of the class's draws, so a 3-sample concept "
+        "in a class of 300 with 3 groups would otherwise be drawn 33x per sample per epoch and take a third of the "
+        "class: memorised, not balanced. At 10 a 5% concept-minority of a two-group class still gets its full half "
+        "(1 / (2 * 0.05) = 10); a smaller group gets 10x and the rest of its share goes to the class's other groups",
+    )
+    augment_rate: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="augment: the share of each other class's training images that get a flagged concept's region "
+        "pasted in; null matches the share of the concept's class that carries it, which makes the region "
+        "equally common in every class (it then predicts no class)",
+    )
+    augment_fallback: Literal["drop_carriers", "reweight", "none"] = Field(
+        "drop_carriers",
+        description="augment: what a flagged concept without a region to paste gets instead (flagged only by a "
+        "whole-image detector such as statistics_transplant, or by a person's override): its carriers dropped "
+        "(as manifest.policy drop_carriers), its class reweighted by concepts (as the reweight variant), or "
+        "nothing; each such concept's reason is recorded",
     )

@@ -25,6 +25,7 @@ def train_model(
     device: torch.device,
     on_epoch: Callable[[int, float], None] | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``images[rows]`` with ``labels``, by the recipe ``cfg``.
 
@@ -43,6 +44,10 @@ def train_model(
     seed : seeds the shuffling and augmentations (weights are seeded when the model is built)
     on_epoch : called with (epoch, mean loss) after each epoch, e.g. to advance a progress bar
     val : (rows, labels) of the validation samples, for early stopping; ignored when ``cfg.patience`` is None
+    sample_weights : float array of shape (n,), or None. None: each epoch visits every sample once, in a
+        seeded random order. Given: each epoch draws n samples with replacement, sample i with probability
+        proportional to its weight (``weighted_epoch_order``) — as many batches as an unweighted epoch, so
+        a reweighted model takes the baseline's number of steps; deterministic by ``seed``
 
     Raises
     ------
@@ -62,6 +67,8 @@ def train_model(
     rng = np.random.default_rng(seed)
     rows = np.asarray(rows, dtype=np.int64)
     y_all = np.asarray(labels, dtype=np.int64)
+    if sample_weights is not None and len(sample_weights) != len(y_all):
+        raise ValueError(f"sample_weights has {len(sample_weights)} values for {len(y_all)} training samples")
     model.to(device).train()
     opt = make_optimizer(model, cfg)
     scheduler = make_scheduler(opt, cfg)
@@ -74,7 +81,8 @@ def train_model(
     loader = batch_loader(images, rows, y_all, order, cfg.num_workers, pin=device.type == "cuda")
     best_acc, best_state, stale = -1.0, None, 0
     for epoch in range(cfg.epochs):
-        order.set_order(rng.permutation(len(y_all)))
+        order.set_order(rng.permutation(len(y_all)) if sample_weights is None
+                        else weighted_epoch_order(sample_weights, rng))
         total, count = 0.0, 0
         model.train()
         for xb, yb in loader:
@@ -112,6 +120,26 @@ def train_model(
         model.load_state_dict(best_state)
     model.eval()
     return model
+
+
+def weighted_epoch_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of a weighted sampler: n positions drawn with replacement, position i with probability
+    ``weights[i] / weights.sum()``.
+
+    Parameters
+    ----------
+    weights : float array of shape (n,), non-negative, not all zero
+
+    Returns
+    -------
+    int array of shape (n,)
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("sample weights must be finite, non-negative and not all zero")
+    return rng.choice(len(w), size=len(w), replace=True, p=w / w.sum())
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +57,15 @@ def evaluate_splits(
 
 
 def _fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int, what: str,
-         images: np.ndarray | None = None, epochs: int | None = None):
+         images: np.ndarray | None = None, epochs: int | None = None, sample_weights: np.ndarray | None = None,
+         extra: np.ndarray | None = None):
+    """Train a fresh model on ``rows`` of the run's images (or of ``images``, the oracle's own).
+
+    ``extra``: images that follow the run's (row ``len(images) + j`` reads ``extra[j]``: augment's pasted
+    images); ``sample_weights``: per row, for weighted sampling (reweight).
+    """
     from soxai.saliency.methods import resolve_device
+    from soxai.train.corrections import ImagesWithExtra
     from soxai.train.loop import train_model
 
     device = resolve_device(cfg.train.device)
@@ -74,8 +83,11 @@ def _fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: i
             images = np.concatenate([images, np.asarray(source[val[0]], dtype=np.float32)])
             val = (val_rows, val[1])
         source = images
+    elif extra is not None and len(extra):
+        source = ImagesWithExtra(source, extra)
     with progress(f"train {what}", tcfg.epochs, unit="epochs") as advance:
-        train_model(model, source, rows, labels, tcfg, seed, device, on_epoch=lambda e, loss: advance(1), val=val)
+        train_model(model, source, rows, labels, tcfg, seed, device, on_epoch=lambda e, loss: advance(1), val=val,
+                    sample_weights=sample_weights)
     return model, device
 
 
@@ -114,14 +126,42 @@ def run_model(cfg: Config, run: RunDir) -> StageRecord:
 
 
 def variant_train_set(variant: str, train: pd.DataFrame, keep: np.ndarray, seed: int) -> np.ndarray:
-    """Boolean mask over ``train`` rows: the training set of ``variant`` for ``seed``."""
-    if variant in ("baseline", "jtt", "oracle"):  # jtt reweights and the oracle unmarks the whole set
+    """Boolean mask over ``train`` rows: the training set of ``variant`` for ``seed``.
+
+    reweight and augment start from the whole set; their own plan (``_correction_plan``) says what changes.
+    """
+    if variant in ("baseline", "jtt", "oracle", "reweight", "augment"):  # jtt reweights, the oracle unmarks
         return np.ones(len(train), dtype=bool)
     if variant == "pruned":
         return keep
     if variant == "random_control":
         return random_control(train["label"].to_numpy(), keep, seed=10_000 + seed)
-    raise StageError(f"unknown variant {variant!r}; choose baseline, pruned, random_control, jtt or oracle")
+    raise StageError(f"unknown variant {variant!r}; choose baseline, pruned, random_control, reweight, augment, "
+                     "jtt or oracle")
+
+
+@dataclass
+class CorrectionPlan:
+    """What a correction variant (reweight, augment) trains on for one seed, decided before anything is written.
+
+    mask : bool array over the training samples; rows : image row per kept sample (augmented ones point past
+    the run's images, into ``extra``); weights : sampling weight per kept sample, or None (uniform);
+    extra : float32 (m, C, H, W) augmented images, or None; table : train_ids.parquet; record : what
+    metrics.json says about the correction (``corrections``: one row per concept or group, with a reason)
+    """
+
+    mask: np.ndarray
+    rows: np.ndarray
+    weights: np.ndarray | None
+    extra: np.ndarray | None
+    table: pd.DataFrame
+    record: dict[str, Any]
+
+    def content_hash(self) -> str:
+        """A hash of everything the model depends on beyond recipe, seed and data: weights, pastes, reasons."""
+        h = hashlib.sha256(self.table.to_csv(index=False).encode())
+        h.update(json.dumps(self.record, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
 
 
 def run_train(cfg: Config, run: RunDir) -> StageRecord:
@@ -149,13 +189,19 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
         recipe = cfg.section_hash("model", "train")
         data_fp = upstream(run, "data")[0]
         outputs, trained, reused = [], 0, 0
+        inputs = None  # what the correction variants read, loaded once when one is configured
         for variant in cfg.retrain.variants:
             for seed in cfg.retrain.seeds:
                 mask = variant_train_set(variant, train, keep, seed)
+                plan = None
+                if variant in CORRECTIONS:
+                    inputs = inputs or _correction_inputs(run, train)
+                    plan = _correction_plan(cfg, variant, seed, train, images, inputs)
+                    mask = plan.mask
                 ids = train["sample_id"].to_numpy()[mask]
                 ids_hash = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-                model_fp = fingerprint("train-model", recipe, str(seed), ids_hash, data_fp,
-                                       *_variant_parts(cfg, variant))
+                parts = _variant_parts(cfg, variant) + ([plan.content_hash()] if plan is not None else [])
+                model_fp = fingerprint("train-model", recipe, str(seed), ids_hash, data_fp, *parts)
                 metrics_path = run.variant_metrics(variant, seed)
                 outputs += [metrics_path, run.variant_model(variant, seed), run.variant_manifest(variant, seed)]
                 if metrics_path.is_file() and run.variant_model(variant, seed).is_file():
@@ -165,10 +211,15 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                         continue
                 rows, labels = train["row"].to_numpy()[mask], train["label"].to_numpy()[mask]
                 extra: dict[str, Any] = {}
+                table = None
                 weights = np.ones(len(ids), dtype=np.int64)
                 if variant == "baseline" and seed == cfg.seed and not cfg.model.checkpoint:
                     # same recipe, seed and samples as model/baseline.safetensors: training is deterministic
                     model, device = load_baseline(cfg, run), resolve_device(cfg.train.device)
+                elif plan is not None:
+                    model, device = _fit(cfg, run, plan.rows, labels, seed, f"{variant} seed {seed}",
+                                         sample_weights=plan.weights, extra=plan.extra)
+                    table, extra = plan.table, plan.record
                 elif variant == "jtt":
                     model, device, weights, extra = _fit_jtt(cfg, run, rows, labels, seed)
                 elif variant == "oracle":
@@ -179,7 +230,9 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                              "oracle_n_train": int(len(x_rows))}
                 else:
                     model, device = _fit(cfg, run, rows, labels, seed, f"{variant} seed {seed}")
-                write_parquet(run.variant_manifest(variant, seed), pd.DataFrame({"sample_id": ids, "weight": weights}))
+                if table is None:
+                    table = pd.DataFrame({"sample_id": ids, "weight": weights})
+                write_parquet(run.variant_manifest(variant, seed), table)
                 save_checkpoint(run.variant_model(variant, seed), model, {"seed": seed, "variant": variant})
                 write_json(metrics_path, {
                     "variant": variant, "seed": seed, "fingerprint": model_fp, "n_train": int(mask.sum()), **extra,
@@ -192,12 +245,92 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
 
 
 def _variant_parts(cfg: Config, variant: str) -> list[str]:
-    """What a variant's model depends on beyond recipe, seed and sample ids."""
+    """What a variant's model depends on beyond recipe, seed and sample ids (config and logic).
+
+    reweight and augment add their plan's content hash (``CorrectionPlan.content_hash``: the weights, which
+    image got which region from which carrier, and why), which follows the concepts, flags and carriers.
+    """
+    r = cfg.retrain
     if variant == "jtt":
-        return ["jtt", str(cfg.retrain.jtt_epochs), str(cfg.retrain.jtt_upweight)]
+        return ["jtt", str(r.jtt_epochs), str(r.jtt_upweight)]
     if variant == "oracle":
         return ["oracle"]  # same ids as the baseline, other pixels
+    if variant == "reweight":
+        return ["reweight", f"logic-{CORRECTIONS['reweight']}", str(r.reweight_max_upweight)]
+    if variant == "augment":
+        return ["augment", f"logic-{CORRECTIONS['augment']}", str(r.augment_rate), r.augment_fallback,
+                str(r.reweight_max_upweight) if r.augment_fallback == "reweight" else ""]
     return []
+
+
+# the correction variants beside pruning, each with the version of its planning logic (a change of what a
+# plan holds for the same inputs bumps it, so a kept run directory retrains that variant)
+CORRECTIONS: dict[str, int] = {"reweight": 1, "augment": 1}
+
+
+@dataclass
+class _CorrectionInputs:
+    """What reweight and augment read beyond the training samples."""
+
+    concept_ids: np.ndarray  # (n_train,) concept of each training sample, -1 = noise
+    flagged: dict[int, str]
+    scores: pd.DataFrame
+    carriers: pd.DataFrame | None
+    concept_labels: dict[int, int]
+
+
+def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
+    assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
+    cids = train[["sample_id"]].merge(assign, on="sample_id", how="left", validate="one_to_one")["concept_id"]
+    concepts = read_parquet(run.concepts)
+    info = read_json(run.manifest_json) if run.manifest_json.is_file() else {}
+    return _CorrectionInputs(
+        concept_ids=cids.fillna(-1).to_numpy(dtype=np.int64),
+        flagged={int(k): str(v) for k, v in (info.get("flagged_concepts") or {}).items()},
+        scores=read_parquet(run.bias_scores) if run.bias_scores.is_file() else pd.DataFrame(
+            columns=["concept_id", "detector", "score", "is_bias", "reason"]),
+        carriers=read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None,
+        concept_labels={int(c): int(k) for c, k in zip(concepts["concept_id"], concepts["label"], strict=True)
+                        if int(c) >= 0},
+    )
+
+
+def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, images: Any,
+                     inputs: _CorrectionInputs) -> CorrectionPlan:
+    """The reweight or augment plan for one seed (``soxai.train.corrections``); nothing is written here.
+
+    Raises
+    ------
+    StageError
+        When the augment fallback drop_carriers would empty a class and manifest.allow_empty_class is false.
+    """
+    from soxai.train.corrections import augmented_images, group_balanced_weights, plan_augment, reweight_record
+
+    r = cfg.retrain
+    labels, rows = train["label"].to_numpy(), train["row"].to_numpy()
+    if variant == "reweight":
+        weights = group_balanced_weights(labels, inputs.concept_ids, r.reweight_max_upweight)
+        table = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": weights,
+                              "concept_id": inputs.concept_ids})
+        record = {"corrections": reweight_record(labels, inputs.concept_ids, weights, r.reweight_max_upweight),
+                  "reweight_max_upweight": r.reweight_max_upweight}
+        return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, None, table, record)
+    frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)
+    plan = plan_augment(frame, inputs.flagged, inputs.scores, inputs.carriers, inputs.concept_labels,
+                        tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight)
+    for label in np.unique(labels):
+        if not plan.keep[labels == label].any() and not cfg.manifest.allow_empty_class:
+            raise StageError(
+                f"augment's fallback drop_carriers would drop every training sample of class {label}; set "
+                "retrain.augment_fallback to reweight or none, or manifest.allow_empty_class=true")
+    extra = augmented_images(images, rows, plan)
+    train_rows = rows.copy()
+    train_rows[plan.recipients] = len(images) + np.arange(len(plan.recipients))
+    weights = plan.weights[plan.keep]
+    record = {"corrections": plan.corrections, "n_augmented": int(len(plan.recipients)),
+              "augment_fallback": r.augment_fallback}
+    return CorrectionPlan(plan.keep, train_rows[plan.keep], None if np.all(weights == 1) else weights,
+                          extra, plan.table(frame), record)
 
 
 def _unmarked(run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -1,0 +1,457 @@
+"""Kernels of the two corrections beside pruning: ``reweight`` and ``augment`` (retrain variants).
+
+reweight — group-balanced sampling with the discovered concepts as the groups, no group labels: within
+each class every concept (noise one more group) gets an equal share of the class's draws, and each class
+keeps its share of the training set. A concept-minority (the few samples of a class whose explanation
+differs from the majority's, which a confounder on most of a class leaves as its only trace) is drawn
+more often, a shortcut-majority less. It needs no flag. The weights are sampling probabilities
+(``soxai.train.loop.weighted_epoch_order``), not repetitions as in JTT: they are fractional, and an
+epoch keeps the baseline's number of steps, so the comparison measures the balance, not more updates.
+
+augment — counterfactual augmentation in the spirit of ClArC (Anders et al. 2022): each flagged concept's
+region (the box or pixels its flagging detector pasted) is copied from the concept's carriers into a share
+of the other classes' training images, which keep their own labels. The region then appears in every
+class alike and stops predicting one. The augmented images *replace* their originals in the variant's
+training set (no sample is added): the set keeps the baseline's size and steps, and at the carriers' own
+share the region is exactly as common in each class as in the carriers' (an added copy would leave the
+original beside it, and matching the share would take r / (1 - r) copies per image). The carriers stay.
+A flagged concept with no region to paste gets the configured fallback instead, with the reason recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# ---------------------------------------------------------------- reweight
+
+
+def capped_equal_shares(sizes: np.ndarray, total: float, cap: float) -> np.ndarray:
+    """Split ``total`` equally between groups, no group above ``cap`` times its size.
+
+    Groups whose equal share would exceed the cap get exactly ``cap * size``; what they leave is split
+    equally between the others (water-filling), so the shares still add up to ``total``.
+
+    Parameters
+    ----------
+    sizes : int array of shape (n_groups,), every size >= 1
+    total : the sum of the shares (the class's sample count: the class keeps its share)
+    cap : the largest share per sample of a group (>= 1, so a solution exists)
+
+    Returns
+    -------
+    float array of shape (n_groups,), the total weight of each group
+    """
+    sizes = np.asarray(sizes, dtype=np.float64)
+    shares = np.zeros(len(sizes))
+    open_ = np.ones(len(sizes), dtype=bool)
+    remaining = float(total)
+    while open_.any():
+        share = remaining / int(open_.sum())
+        over = open_ & (share > cap * sizes)
+        if not over.any():
+            shares[open_] = share
+            break
+        shares[over] = cap * sizes[over]
+        remaining -= float(shares[over].sum())
+        open_ &= ~over
+    return shares
+
+
+def group_balanced_weights(labels: np.ndarray, groups: np.ndarray, max_upweight: float) -> np.ndarray:
+    """Per-sample sampling weights: every group of a class gets an equal share of the class's draws.
+
+    Within class c (n_c samples, G groups), a group of n_g samples gets the total weight n_c / G, so each
+    of its samples weighs n_c / (G n_g); no sample weighs more than ``max_upweight`` (the rest of a capped
+    group's share goes to the class's other groups: ``capped_equal_shares``). Each class's weights add
+    up to n_c: classes keep their original share, and the mean weight is 1 (the baseline's).
+
+    Parameters
+    ----------
+    labels : int array of shape (n,)
+    groups : int array of shape (n,), the concept of each sample (-1, noise, is a group like any other)
+    max_upweight : the cap, >= 1
+
+    Returns
+    -------
+    float array of shape (n,)
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    weights = np.ones(len(labels), dtype=np.float64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        _, inverse, sizes = np.unique(groups[idx], return_inverse=True, return_counts=True)
+        shares = capped_equal_shares(sizes, len(idx), max_upweight)
+        weights[idx] = (shares / sizes)[inverse]
+    return weights
+
+
+def reweight_record(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray, max_upweight: float,
+                    why: str = "") -> list[dict[str, Any]]:
+    """One correction row per (class, group): how many samples, and how much more or less each is drawn.
+
+    Returns
+    -------
+    list of {concept_id, label, correction: 'reweight', n_samples, weight, reason}
+    """
+    labels, groups, weights = np.asarray(labels), np.asarray(groups), np.asarray(weights)
+    out = []
+    for c in np.unique(labels):
+        in_class = labels == c
+        ids, sizes = np.unique(groups[in_class], return_counts=True)
+        n_c, n_groups = int(in_class.sum()), len(ids)
+        for g, n_g in zip(ids, sizes, strict=True):
+            w = float(weights[in_class & (groups == g)][0])
+            equal = n_c / (n_groups * n_g)
+            name = "noise" if g < 0 else f"concept {int(g)}"
+            reason = (f"class {int(c)}: {name} holds {int(n_g)} of {n_c} samples, one of {n_groups} groups; each "
+                      f"drawn {w:.2f}x as often as in the baseline")
+            if equal > max_upweight + 1e-9:
+                reason += f" (capped at {max_upweight:g}x; an equal share would be {equal:.1f}x)"
+            out.append({"concept_id": int(g), "label": int(c), "correction": "reweight", "n_samples": int(n_g),
+                        "weight": round(w, 6), "reason": reason + why})
+    return out
+
+
+# ---------------------------------------------------------------- augment
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a flagged concept's shortcut sits: the box or the pixels its flagging detector pasted.
+
+    box : (y0, x0, y1, x1), half-open, or None; mask : bool array of shape (H, W), or None (one is set)
+    """
+
+    detector: str
+    box: tuple[int, int, int, int] | None = None
+    mask: np.ndarray | None = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        if self.mask is not None:
+            ys, xs = np.nonzero(self.mask)
+            return f"{int(self.mask.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"
+        y0, x0, y1, x1 = self.box
+        return f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1}"
+
+    def paste(self, recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
+        """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W)."""
+        out = np.array(recipients, dtype=np.float32, copy=True)
+        donors = np.asarray(donors, dtype=np.float32)
+        if self.mask is not None:
+            out[:, :, self.mask] = donors[:, :, self.mask]
+        else:
+            y0, x0, y1, x1 = self.box
+            out[:, :, y0:y1, x0:x1] = donors[:, :, y0:y1, x0:x1]
+        return out
+
+
+def concept_region(scores: pd.DataFrame, concept_id: int, shape: tuple[int, int]) -> Region | None:
+    """The region of the highest-scoring detector that flagged the concept and names one; None if none does.
+
+    pixel_transplant names its pixels (``pixels``: flat indices into H x W), the box detectors their box
+    (``box``); a whole-image detector (statistics_transplant) and a person's override name none.
+
+    Parameters
+    ----------
+    scores : bias/scores.parquet rows (concept_id, detector, score, is_bias[, box][, pixels])
+    shape : (H, W) of the images
+    """
+    from soxai.bias.detectors import BIAS_DETECTORS, WHOLE_IMAGE_DETECTORS
+
+    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)
+                  & scores["detector"].isin(list(BIAS_DETECTORS))
+                  & ~scores["detector"].isin(list(WHOLE_IMAGE_DETECTORS))]
+    rows = rows.sort_values(["score", "detector"], ascending=[False, True], kind="stable")
+    h, w = shape
+    for row in rows.itertuples():
+        pixels = getattr(row, "pixels", None)
+        if isinstance(pixels, list | tuple | np.ndarray) and len(pixels) > 0:
+            mask = np.zeros(h * w, dtype=bool)
+            mask[np.asarray(pixels, dtype=np.int64)] = True
+            return Region(str(row.detector), mask=mask.reshape(h, w))
+        box = getattr(row, "box", None)
+        if isinstance(box, list | tuple | np.ndarray) and len(box) == 4:
+            y0, x0, y1, x1 = (int(v) for v in box)
+            if 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w:
+                return Region(str(row.detector), box=(y0, x0, y1, x1))
+    return None
+
+
+def _why_no_region(scores: pd.DataFrame, concept_id: int) -> str:
+    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)]
+    detectors = sorted(set(rows["detector"].astype(str)))
+    if "override" in detectors:
+        return "flagged by a person's override, which names no region"
+    if detectors:
+        return f"flagged only by {', '.join(detectors)}, which test{'s' if len(detectors) == 1 else ''} the " \
+               "whole image and name no region"
+    return "no detector row names a region for it"
+
+
+@dataclass
+class AugmentPlan:
+    """What the augment variant trains on, for one seed.
+
+    keep : bool array of shape (n,) over the training samples (False: dropped by the drop_carriers fallback)
+    weights : float array of shape (n,), the sampling weights (all 1 unless the reweight fallback applied)
+    recipients, donors : int arrays of shape (m,), positions into the training samples; recipient i's image
+        is replaced by itself with ``regions[concepts[i]]`` pasted from donor i
+    concepts : int array of shape (m,), the flagged concept whose region each recipient received
+    regions : {concept_id: Region} of the concepts augmented
+    corrections : one row per flagged concept (or one 'none' row when nothing is flagged):
+        {concept_id, label, correction: augment|drop_carriers|reweight|none, n_samples, reason}
+    sample_reasons : one string per training sample ('' where nothing changed)
+    """
+
+    keep: np.ndarray
+    weights: np.ndarray
+    recipients: np.ndarray
+    donors: np.ndarray
+    concepts: np.ndarray
+    regions: dict[int, Region]
+    corrections: list[dict[str, Any]]
+    sample_reasons: list[str]
+
+    def table(self, train: pd.DataFrame) -> pd.DataFrame:
+        """train_ids.parquet of the variant: the kept samples with sample_id, weight, augment_concept
+        (the concept pasted in, <NA> for none), donor_id ('' for none) and reason."""
+        n = len(train)
+        concept = pd.array([pd.NA] * n, dtype="Int64")
+        donor = np.array([""] * n, dtype=object)
+        if len(self.recipients):
+            concept[self.recipients] = self.concepts
+            donor[self.recipients] = train["sample_id"].to_numpy()[self.donors]
+        out = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": self.weights,
+                            "augment_concept": concept, "donor_id": donor.astype(str),
+                            "reason": np.array(self.sample_reasons, dtype=object).astype(str)})
+        return out[self.keep].reset_index(drop=True)
+
+
+def plan_augment(
+    train: pd.DataFrame,
+    flagged: dict[int, str],
+    scores: pd.DataFrame,
+    carriers: pd.DataFrame | None,
+    concept_labels: dict[int, int],
+    shape: tuple[int, int],
+    seed: int,
+    rate: float | None,
+    fallback: str,
+    max_upweight: float,
+) -> AugmentPlan:
+    """Decide, for one seed, which images get which flagged concept's region from which carrier.
+
+    For each flagged concept (in id order) with a region (``concept_region``) and carriers (the rows of
+    ``carriers`` that carry it; without a carrier test for it, its members): a share of each other class's
+    kept training images — ``rate``, or with None the carriers' share of their own class — each not yet
+    augmented for another concept, drawn at random; carriers are dealt out to them in a random order, each
+    about equally often. A concept without a region, or without carriers, gets ``fallback`` instead:
+    ``drop_carriers`` (soxai.manifest.policies.drop_carriers for that concept), ``reweight`` (its class's
+    samples weighted by ``group_balanced_weights`` over the class's concepts) or ``none``.
+
+    Parameters
+    ----------
+    train : training samples with columns sample_id, label, concept_id (-1 = noise); positions are row order
+    flagged : {concept_id: reason} of the flagged concepts (manifest/manifest.json)
+    scores : bias/scores.parquet
+    carriers : bias/carriers.parquet, or None for a run without the carrier test
+    concept_labels : {concept_id: class} from concepts/concepts.parquet
+    shape : (H, W) of the images
+    seed : seeds every draw (recipients and the order donors are dealt out)
+    """
+    from soxai.manifest.policies import PolicyContext, drop_carriers
+
+    n = len(train)
+    labels = train["label"].to_numpy()
+    cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
+    ids = train["sample_id"].to_numpy()
+    position = pd.Series(np.arange(n), index=ids)
+    keep = np.ones(n, dtype=bool)
+    weights = np.ones(n, dtype=np.float64)
+    reasons = [""] * n
+    corrections: list[dict[str, Any]] = []
+    if not flagged:
+        corrections.append({"concept_id": None, "label": None, "correction": "none", "n_samples": 0,
+                            "reason": "nothing flagged: no shortcut region to decorrelate, so augment trained on "
+                                      "the unchanged training set (the baseline's samples and pixels)"})
+        return AugmentPlan(keep, weights, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                           {}, corrections, reasons)
+
+    # first the concepts that cannot be augmented, so that recipients are drawn from what stays
+    regions: dict[int, Region] = {}
+    donors_of: dict[int, np.ndarray] = {}
+    class_of: dict[int, int] = {}
+    pending: list[tuple[int, int, str]] = []
+    for cid in sorted(flagged):
+        k = concept_labels.get(cid)
+        if k is None:  # a concept the concepts table does not know: its members' majority class
+            members = labels[cids == cid]
+            k = int(np.bincount(members).argmax()) if len(members) else -1
+        class_of[cid] = int(k)
+        region = concept_region(scores, cid, shape)
+        donors = _carriers_of(cid, cids, carriers, position)
+        if region is not None and len(donors):
+            regions[cid], donors_of[cid] = region, donors
+            continue
+        why = _why_no_region(scores, cid) if region is None else \
+            f"its region ({region.describe()}) has no carrier to take it from"
+        pending.append((cid, int(k), why))
+    reweighted: set[int] = set()
+    for cid, k, why in pending:
+        head = f"concept {cid} (class {k}) cannot be augmented: {why}; "
+        if fallback == "drop_carriers":
+            ctx = PolicyContext(boxes={}, sample_maps=_no_maps, region_threshold=1.0, carriers=carriers)
+            keep_c, _ = drop_carriers(train, {cid: flagged[cid]}, ctx)
+            dropped = keep & ~keep_c
+            keep &= keep_c
+            for p in np.flatnonzero(dropped):
+                reasons[p] = f"dropped: carries flagged concept {cid}, which has no region to paste"
+            corrections.append({"concept_id": cid, "label": k, "correction": "drop_carriers",
+                                "n_samples": int(dropped.sum()),
+                                "reason": head + f"dropped its {int(dropped.sum())} carriers instead "
+                                                 "(retrain.augment_fallback=drop_carriers)"})
+        elif fallback == "reweight":
+            in_class = np.flatnonzero(labels == k)
+            if k not in reweighted:
+                weights[in_class] = group_balanced_weights(labels[in_class], cids[in_class], max_upweight)
+                reweighted.add(k)
+            members = in_class[cids[in_class] == cid]
+            w = float(weights[members[0]]) if len(members) else float("nan")
+            for p in in_class:
+                reasons[p] = f"class {k} reweighted by its concepts (fallback for flagged concept {cid}, no region): " \
+                             f"drawn {weights[p]:.2f}x as often as in the baseline"
+            corrections.append({"concept_id": cid, "label": k, "correction": "reweight", "n_samples": len(in_class),
+                                "reason": head + f"reweighted class {k}'s {len(in_class)} samples by their concepts "
+                                                 f"instead (retrain.augment_fallback=reweight; concept {cid}'s "
+                                                 f"{len(members)} members drawn {w:.2f}x as often)"})
+        else:
+            corrections.append({"concept_id": cid, "label": k, "correction": "none", "n_samples": 0,
+                                "reason": head + "left uncorrected (retrain.augment_fallback=none)"})
+
+    rng = np.random.default_rng([seed, 20_000])
+    used = np.zeros(n, dtype=bool)
+    recipients, donors, concepts = [], [], []
+    for cid in sorted(regions):
+        k = class_of[cid]
+        region, carrier_pos = regions[cid], donors_of[cid]
+        n_class = int((labels == k).sum())
+        share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
+        got: list[np.ndarray] = []
+        short = []
+        for j in np.unique(labels):
+            if j == k:
+                continue
+            pool = np.flatnonzero((labels == j) & keep & ~used)
+            want = int(round(share * int(((labels == j) & keep).sum())))
+            take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
+            if len(take) < want:
+                short.append(f"class {int(j)} {len(take)} of {want}")
+            got.append(np.sort(take))
+        chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
+        used[chosen] = True
+        dealt = rng.permutation(carrier_pos)[np.arange(len(chosen)) % len(carrier_pos)] if len(chosen) \
+            else np.zeros(0, np.int64)
+        where = region.describe()
+        for r, d in zip(chosen, dealt, strict=True):
+            reasons[r] = f"{where} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
+        recipients.append(chosen)
+        donors.append(dealt)
+        concepts.append(np.full(len(chosen), cid, dtype=np.int64))
+        what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
+                                         f", the carriers' share of class {k}")
+        reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from its "
+                  f"{len(carrier_pos)} carriers into {len(chosen)} training images of the other classes ({what}), "
+                  "which replace their originals; the carriers stay")
+        if short:
+            reason += "; too few images left in " + ", ".join(short)
+        corrections.append({"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
+                            "reason": reason})
+    corrections.sort(key=lambda c: c["concept_id"])
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    return AugmentPlan(keep, weights, cat(recipients), cat(donors), cat(concepts), regions, corrections, reasons)
+
+
+def _no_maps(positions: np.ndarray) -> np.ndarray:
+    raise RuntimeError("drop_carriers reads no saliency maps")
+
+
+def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, position: pd.Series) -> np.ndarray:
+    """Positions of the samples that carry flagged concept ``cid``: the carrier test's, else its members."""
+    if carriers is not None and len(carriers):
+        rows = carriers[carriers["concept_id"] == cid]
+        if len(rows):
+            ids = rows.loc[rows["carries"].astype(bool), "sample_id"]
+            return np.sort(position.reindex(ids).dropna().to_numpy(dtype=np.int64))
+    return np.flatnonzero(cids == cid)
+
+
+def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan) -> np.ndarray:
+    """The recipients' images with their concept's region pasted from their donor.
+
+    Parameters
+    ----------
+    images : array-like of shape (n_total, C, H, W) (a memmap, or lazily decoded files)
+    rows : int array of shape (n,), the image row of each training sample (positions as in the plan)
+
+    Returns
+    -------
+    float32 array of shape (m, C, H, W), in the order of ``plan.recipients``
+    """
+    shape = tuple(np.asarray(images[rows[:1]]).shape[1:]) if len(rows) else (0,)
+    out = np.empty((len(plan.recipients), *shape), dtype=np.float32)
+    for cid, region in plan.regions.items():
+        at = np.flatnonzero(plan.concepts == cid)
+        if len(at) == 0:
+            continue
+        recipients = np.asarray(images[rows[plan.recipients[at]]], dtype=np.float32)
+        donors = np.asarray(images[rows[plan.donors[at]]], dtype=np.float32)
+        out[at] = region.paste(recipients, donors)
+    return out
+
+
+class ImagesWithExtra:
+    """``base`` followed by ``extra``: an array-like of shape (len(base) + len(extra), C, H, W).
+
+    Row i < len(base) reads ``base[i]``, row len(base) + j reads ``extra[j]`` — the augmented images
+    get rows of their own, so the training loop reads them like any other. A memory-mapped ``base`` is
+    reopened in DataLoader workers instead of pickled whole.
+    """
+
+    def __init__(self, base: Any, extra: np.ndarray) -> None:
+        self.base, self.extra = base, np.asarray(extra, dtype=np.float32)
+        self.shape = (len(base) + len(self.extra), *tuple(base.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        nb = len(self.base)
+        if isinstance(item, int | np.integer):
+            i = int(item)
+            return np.asarray(self.base[i], dtype=np.float32) if i < nb else self.extra[i - nb]
+        idx = np.asarray(item, dtype=np.int64)
+        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
+        low = idx < nb
+        if low.any():
+            out[low] = np.asarray(self.base[idx[low]], dtype=np.float32)
+        if (~low).any():
+            out[~low] = self.extra[idx[~low] - nb]
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(self.base, np.memmap) and getattr(self.base, "filename", None):
+            state["base"] = ("npy", str(self.base.filename))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["base"], tuple) and state["base"][0] == "npy":
+            state["base"] = np.load(state["base"][1], mmap_mode="r", allow_pickle=False)
+        self.__dict__.update(state)

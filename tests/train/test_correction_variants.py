@@ -1,0 +1,83 @@
+"""The reweight and augment variants through the train, compare and report stages of a tiny cells run."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from soxai.run_dir import RunDir, read_json, read_parquet, write_json
+
+pytestmark = pytest.mark.slow
+
+
+def _with(cfg, **retrain):
+    return cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update=retrain)})
+
+
+def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explained, tmp_path):
+    from soxai.compare.runner import run_compare
+    from soxai.report.runner import read_run, summary_sentence, write_report
+    from soxai.train.runner import run_train
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    cfg = _with(cfg, variants=("baseline", "reweight", "augment"), seeds=(0, 1))
+    flagged = read_json(run.manifest_json)["flagged_concepts"]
+    assert flagged, "the tiny run plants an artifact that should be flagged"
+    record = run_train(cfg, run)
+    assert record.metrics["models_trained"] == 6
+
+    samples = read_parquet(run.samples)
+    train = samples[samples["split"] == "train"]
+    reweight = read_parquet(run.variant_manifest("reweight", 0)).merge(train, on="sample_id")
+    assert len(reweight) == len(train)
+    per_class = reweight.groupby("label")["weight"].sum()
+    np.testing.assert_allclose(per_class.to_numpy(), train.groupby("label").size().to_numpy())
+    per_group = reweight.groupby(["label", "concept_id"])["weight"].sum()
+    assert per_group.max() <= per_group.groupby(level=0).transform("max").max() + 1e-9
+    assert reweight["weight"].max() <= cfg.retrain.reweight_max_upweight + 1e-9
+
+    augment = read_json(run.variant_metrics("augment", 1))
+    ids = read_parquet(run.variant_manifest("augment", 1))
+    assert {str(c["concept_id"]) for c in augment["corrections"]} == set(flagged)
+    assert all(c["reason"] for c in augment["corrections"])
+    assert int(ids["augment_concept"].notna().sum()) == augment["n_augmented"]
+    pasted = ids[ids["augment_concept"].notna()].merge(train[["sample_id", "label"]], on="sample_id")
+    donors = train.set_index("sample_id").loc[pasted["donor_id"], "label"].to_numpy()
+    assert (pasted["label"].to_numpy() != donors).all()  # into other classes' images, with their own labels
+
+    run_compare(cfg, run)
+    comp = read_json(run.comparison)
+    assert {"reweight", "augment"} <= set(comp["variants"]) & set(comp["gain_over_baseline"])
+    assert "ci95" in comp["gain_over_baseline"]["augment"]["test_attacked"]["accuracy"]
+    assert set(comp["corrections"]) == {"reweight", "augment"}
+    html = write_report(cfg, run).read_text()
+    assert 'id="corrections-table"' in html and "<b>augment</b>" in html
+    assert "reweighting by concepts changed accuracy by" in summary_sentence(read_run(run))
+
+    # each model is reused while what it depends on stays; the cap changes only reweight's weights
+    assert run_train(cfg, run).reused
+    again = run_train(_with(cfg, reweight_max_upweight=2.0), run)
+    assert again.metrics == {"models_trained": 2, "models_reused": 4}
+
+
+def test_run_train__augment_with_nothing_flagged_trains_on_the_unchanged_set(tiny_explained, tmp_path):
+    from soxai.train.runner import run_train
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    info = read_json(run.manifest_json)
+    write_json(run.manifest_json, {**info, "flagged_concepts": {}})
+    run_train(_with(cfg, variants=("augment",), seeds=(0, 1)), run)
+    metrics = json.loads(run.variant_metrics("augment", 0).read_text())
+    assert metrics["n_augmented"] == 0 and metrics["n_train"] == info["n_train"]
+    assert [c["correction"] for c in metrics["corrections"]] == ["none"]
+    assert "nothing flagged" in metrics["corrections"][0]["reason"]
+    ids = read_parquet(run.variant_manifest("augment", 0))
+    samples = read_parquet(run.samples)
+    assert sorted(ids["sample_id"]) == sorted(samples.loc[samples["split"] == "train", "sample_id"])
+    assert ids["augment_concept"].isna().all() and (ids["reason"] == "").all() and (ids["weight"] == 1).all()
+    # the baseline's samples and pixels: for the baseline's seed, the baseline model
+    baseline = read_json(run.baseline_metrics)
+    assert cfg.seed == 0 and metrics["splits"] == {s: m for s, m in baseline.items() if s != "train"}

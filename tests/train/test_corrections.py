@@ -1,0 +1,236 @@
+"""The reweight and augment corrections (soxai/train/corrections.py) and the loop's weighted sampling."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from soxai.train.corrections import (
+    ImagesWithExtra,
+    augmented_images,
+    capped_equal_shares,
+    concept_region,
+    group_balanced_weights,
+    plan_augment,
+    reweight_record,
+)
+from soxai.train.loop import weighted_epoch_order
+
+# ---------------------------------------------------------------- reweight
+
+
+def test_group_balanced_weights__each_group_of_a_class_gets_an_equal_share_and_classes_keep_theirs():
+    labels = np.array([0] * 100 + [1] * 50)
+    groups = np.array([0] * 60 + [1] * 30 + [-1] * 10 + [2] * 50)  # noise is a group of class 0
+    w = group_balanced_weights(labels, groups, max_upweight=10)
+    for g in (0, 1, -1):
+        assert w[groups == g].sum() == pytest.approx(100 / 3)
+        assert np.ptp(w[groups == g]) == 0  # one weight per group
+    assert w[labels == 0].sum() == pytest.approx(100) and w[labels == 1].sum() == pytest.approx(50)
+    np.testing.assert_allclose(w[labels == 1], 1.0)  # a class of one group is drawn as in the baseline
+    assert w.mean() == pytest.approx(1.0)
+    assert w[groups == -1][0] == pytest.approx(100 / 3 / 10)  # the 10% minority: 3.3x
+
+
+def test_group_balanced_weights__cap_limits_a_tiny_concept_and_gives_the_rest_to_the_others():
+    labels = np.zeros(100, dtype=int)
+    groups = np.array([5] * 3 + [0] * 97)
+    w = group_balanced_weights(labels, groups, max_upweight=5)
+    assert w[:3] == pytest.approx([5, 5, 5])  # an equal share would be 50 / 3 = 16.7x
+    assert w[3:].sum() == pytest.approx(85) and w.sum() == pytest.approx(100)
+    uncapped = group_balanced_weights(labels, groups, max_upweight=100)
+    assert uncapped[0] == pytest.approx(50 / 3)
+
+
+def test_capped_equal_shares__sum_is_the_total_and_no_group_exceeds_the_cap():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sizes = rng.integers(1, 80, size=rng.integers(1, 8))
+        cap = float(rng.uniform(1, 6))
+        shares = capped_equal_shares(sizes, sizes.sum(), cap)
+        assert shares.sum() == pytest.approx(sizes.sum())
+        assert np.all(shares <= cap * sizes + 1e-9)
+        free = shares < cap * sizes - 1e-9  # the groups below the cap share equally, at least as much as any other
+        if free.any():
+            assert np.ptp(shares[free]) == pytest.approx(0, abs=1e-9)
+            assert shares[free].min() >= shares.max() - 1e-9
+
+
+def test_reweight_record__one_row_per_class_and_group_with_the_cap_named():
+    labels = np.zeros(100, dtype=int)
+    groups = np.array([5] * 3 + [0] * 97)
+    rows = reweight_record(labels, groups, group_balanced_weights(labels, groups, 5), 5)
+    assert [(r["concept_id"], r["n_samples"]) for r in rows] == [(0, 97), (5, 3)]
+    assert "capped at 5x; an equal share would be 16.7x" in rows[1]["reason"]
+    assert "capped" not in rows[0]["reason"] and "drawn 0.88x" in rows[0]["reason"]
+
+
+def test_weighted_epoch_order__deterministic_by_seed_and_proportional_to_the_weights():
+    w = np.array([1.0, 1.0, 8.0, 0.0])
+    a = weighted_epoch_order(w, np.random.default_rng(3))
+    assert (a == weighted_epoch_order(w, np.random.default_rng(3))).all() and len(a) == 4
+    draws = np.concatenate([weighted_epoch_order(w, np.random.default_rng(s)) for s in range(500)])
+    share = np.bincount(draws, minlength=4) / len(draws)
+    assert share[3] == 0 and share[2] == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(ValueError, match="not all zero"):
+        weighted_epoch_order(np.zeros(3), np.random.default_rng(0))
+
+
+def test_train_model__weighted_sampling_deterministic_by_seed():
+    import torch
+
+    from soxai.train.config import TrainConfig
+    from soxai.train.loop import train_model
+
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 1, 6, 6), dtype=np.float32)
+    labels = np.arange(40) % 2
+    weights = np.where(np.arange(40) < 5, 6.0, 1.0)
+    cfg = TrainConfig(epochs=2, batch_size=8)
+
+    def fit(seed, w):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 2))
+        train_model(model, images, np.arange(40), labels, cfg, seed, torch.device("cpu"), sample_weights=w)
+        return model[1].weight.detach().clone()
+
+    assert torch.equal(fit(1, weights), fit(1, weights))
+    assert not torch.equal(fit(1, weights), fit(2, weights))
+    assert not torch.equal(fit(1, weights), fit(1, None))
+
+
+# ---------------------------------------------------------------- augment
+
+BOX = (0, 0, 2, 2)
+
+
+def _toy(n_per_class=10, marked=5):
+    """Three classes of 8x8 grey images; the first ``marked`` of class 0 carry a bright 2x2 mark at the top left
+    and form concept 7 (the rest of class 0 is concept 8, classes 1 and 2 concepts 1 and 2)."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], n_per_class)
+    images = rng.uniform(0.0, 0.5, (len(labels), 1, 8, 8)).astype(np.float32)
+    images[:marked, :, :2, :2] = 1.0
+    concept = np.where(labels == 0, 8, labels)
+    concept[:marked] = 7
+    train = pd.DataFrame({"sample_id": [f"s{i:02d}" for i in range(len(labels))], "label": labels,
+                          "concept_id": concept})
+    return images, train
+
+
+def _scores(detector="transplant", **extra):
+    return pd.DataFrame([{"concept_id": 7, "detector": detector, "score": 0.9, "is_bias": True, "reason": "moved",
+                          **extra}])
+
+
+def _plan(train, scores, carriers=None, seed=0, rate=None, fallback="drop_carriers"):
+    return plan_augment(train, {7: "moved"}, scores, carriers, {7: 0, 8: 0, 1: 1, 2: 2}, (8, 8), seed, rate,
+                        fallback, max_upweight=10)
+
+
+def test_plan_augment__pastes_the_carriers_box_into_other_class_images():
+    images, train = _toy()
+    rows = np.arange(len(train))
+    plan = _plan(train, _scores(box=list(BOX)))
+    labels = train["label"].to_numpy()
+    # the carriers' share of class 0 (5 of 10) of each other class, replacing their originals
+    assert len(plan.recipients) == 10 and set(np.bincount(labels[plan.recipients])[1:]) == {5}
+    assert set(plan.donors) <= set(range(5)) and plan.keep.all() and (plan.weights == 1).all()
+    x = augmented_images(images, rows, plan)
+    np.testing.assert_array_equal(x[:, :, :2, :2], images[plan.donors][:, :, :2, :2])  # the mark, pasted
+    rest = np.ones((8, 8), dtype=bool)
+    rest[:2, :2] = False
+    np.testing.assert_array_equal(x[:, :, rest], images[plan.recipients][:, :, rest])  # nothing else moved
+    (row,) = [c for c in plan.corrections if c["concept_id"] == 7]
+    assert row["correction"] == "augment" and row["n_samples"] == 10
+    assert "rows 0-1, cols 0-1" in row["reason"] and "5 carriers" in row["reason"] and "replace" in row["reason"]
+    table = plan.table(train)
+    assert len(table) == len(train) and int(table["augment_concept"].notna().sum()) == 10
+    pasted = table[table["augment_concept"].notna()]
+    assert pasted["donor_id"].isin(train["sample_id"][:5]).all()
+    assert pasted["reason"].str.contains("pasted in .flagged concept 7, class 0.").all()
+
+
+def test_plan_augment__carrier_table_chooses_the_donors_and_rate_sets_the_share():
+    _, train = _toy()
+    carriers = pd.DataFrame({"sample_id": train["sample_id"][:10], "concept_id": 7, "label": 0,
+                             "member": [True] * 5 + [False] * 5, "threshold": 0.5,
+                             "carries": [True, True, False, False, False, True, False, False, False, False]})
+    plan = _plan(train, _scores(box=list(BOX)), carriers=carriers, rate=0.2)
+    assert set(plan.donors) == {0, 1, 5} and len(plan.recipients) == 4  # 20% of classes 1 and 2
+
+
+def test_plan_augment__pixels_of_pixel_transplant_are_pasted():
+    images, train = _toy()
+    pixels = [0, 1, 8, 9]  # the same 2x2 corner, as flat indices
+    plan = _plan(train, _scores("pixel_transplant", box=[0, 0, 4, 4], pixels=pixels))
+    x = augmented_images(images, np.arange(len(train)), plan)
+    np.testing.assert_array_equal(x[:, :, :2, :2], images[plan.donors][:, :, :2, :2])
+    np.testing.assert_array_equal(x[:, :, 2:, 2:], images[plan.recipients][:, :, 2:, 2:])  # not the whole box
+    assert "4 pixels in rows 0-1, cols 0-1" in plan.corrections[0]["reason"]
+
+
+def test_plan_augment__deterministic_by_seed():
+    _, train = _toy()
+    a, b, c = (_plan(train, _scores(box=list(BOX)), seed=s) for s in (1, 1, 2))
+    assert (a.recipients == b.recipients).all() and (a.donors == b.donors).all()
+    assert not ((a.recipients == c.recipients).all() and (a.donors == c.donors).all())
+
+
+@pytest.mark.parametrize("fallback", ["drop_carriers", "reweight", "none"])
+def test_plan_augment__no_box_falls_back_and_records_why(fallback):
+    _, train = _toy(marked=3)
+    plan = _plan(train, _scores("statistics_transplant"), fallback=fallback)
+    assert len(plan.recipients) == 0
+    (row,) = plan.corrections
+    assert row["concept_id"] == 7 and row["correction"] == fallback
+    assert "cannot be augmented: flagged only by statistics_transplant" in row["reason"]
+    assert f"retrain.augment_fallback={fallback}" in row["reason"]
+    table = plan.table(train)
+    if fallback == "drop_carriers":  # no carrier test: the members are the carriers
+        assert plan.keep.tolist() == [False] * 3 + [True] * 27 and len(table) == 27
+        assert "dropped its 3 carriers" in row["reason"]
+    elif fallback == "reweight":  # class 0's two concepts (3 and 7 samples) get half of its draws each
+        assert plan.weights[:10] == pytest.approx([10 / 6] * 3 + [10 / 14] * 7)
+        assert (plan.weights[10:] == 1).all() and table["reason"][:10].str.contains("reweighted").all()
+    else:
+        assert plan.keep.all() and (plan.weights == 1).all() and (table["reason"] == "").all()
+
+
+def test_plan_augment__override_only_flag_names_no_region():
+    _, train = _toy()
+    plan = _plan(train, _scores("override"), fallback="none")
+    assert "person's override" in plan.corrections[0]["reason"]
+
+
+def test_plan_augment__nothing_flagged_leaves_the_set_unchanged_and_says_so():
+    _, train = _toy()
+    plan = plan_augment(train, {}, _scores(box=list(BOX)), None, {7: 0}, (8, 8), 0, None, "drop_carriers", 10)
+    assert plan.keep.all() and len(plan.recipients) == 0 and (plan.weights == 1).all()
+    (row,) = plan.corrections
+    assert row["concept_id"] is None and row["correction"] == "none" and "nothing flagged" in row["reason"]
+    assert len(plan.table(train)) == len(train)
+
+
+def test_concept_region__highest_scoring_regional_flag_names_the_box():
+    scores = pd.concat([_scores("statistics_transplant", score=0.99), _scores(box=[1, 2, 3, 4]),
+                        _scores("concentration", box=[5, 5, 7, 7], is_bias=False)])
+    region = concept_region(scores, 7, (8, 8))
+    assert region.detector == "transplant" and region.box == (1, 2, 3, 4)
+    assert concept_region(scores, 99, (8, 8)) is None
+
+
+def test_images_with_extra__rows_past_the_base_read_the_extra_images(tmp_path):
+    import pickle
+
+    base = np.arange(4 * 2, dtype=np.float32).reshape(4, 1, 1, 2)
+    np.save(tmp_path / "x.npy", base)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    extra = -np.ones((2, 1, 1, 2), dtype=np.float32)
+    both = ImagesWithExtra(mapped, extra)
+    assert both.shape == (6, 1, 1, 2) and len(both) == 6
+    got = both[np.array([5, 0, 3, 4])]
+    np.testing.assert_array_equal(got, np.stack([extra[1], base[0], base[3], extra[0]]))
+    np.testing.assert_array_equal(both[1], base[1])
+    again = pickle.loads(pickle.dumps(both))  # DataLoader workers reopen the memmap
+    assert isinstance(again.base, np.memmap)
+    np.testing.assert_array_equal(again[np.array([4, 2])], both[np.array([4, 2])])
