@@ -13,6 +13,8 @@ from soxai.run_dir import RunDir, read_json, read_parquet, write_json
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 METRICS = ("accuracy", "worst_group_accuracy")
+# the variants that correct the training set (the others are references: baseline, random control, JTT, oracle)
+CORRECTIONS = ("pruned", "reweight", "augment")
 
 
 def run_compare(cfg: Config, run: RunDir) -> StageRecord:
@@ -34,10 +36,13 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         lambda: defaultdict(lambda: defaultdict(dict))
     )
     n_train: dict[str, int] = {}
+    corrections: dict[str, list[dict[str, Any]]] = {}
     for variant in cfg.retrain.variants:
         for seed in cfg.retrain.seeds:
             m = read_json(run.variant_metrics(variant, seed))
             n_train[variant] = m["n_train"]
+            if "corrections" in m and variant not in corrections:  # the same decisions for every seed
+                corrections[variant] = m["corrections"]
             for split, sm in m["splits"].items():
                 for metric in METRICS:
                     if metric in sm:
@@ -63,14 +68,15 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
     })
     # the reference variants: the share of the baseline-to-oracle gap each variant recovers, and JTT
     gap = _gap_recovered(per_seed) if {"baseline", "oracle"} <= set(per_seed) else {}
-    over_jtt = _paired(per_seed["pruned"], per_seed["jtt"]) if {"pruned", "jtt"} <= set(per_seed) else {}
+    over_jtt = {v: _paired(per_seed[v], per_seed["jtt"]) for v in CORRECTIONS if v in per_seed} \
+        if "jtt" in per_seed else {}
     claims.update({
-        f"pruned_beats_jtt_on_{s}_{k}": bool(g[k]["mean"] > 0 and excludes_zero(g[k]))
-        for s, g in over_jtt.items() if s != "val" for k in g
+        f"{v}_beats_jtt_on_{s}_{k}": bool(g[k]["mean"] > 0 and excludes_zero(g[k]))
+        for v, sp in over_jtt.items() for s, g in sp.items() if s != "val" for k in g
     })
     claims.update({
-        f"pruned_recovers_80pct_of_oracle_gap_on_{s}": bool(g["accuracy"]["mean"] >= 0.8)
-        for s, g in gap.get("pruned", {}).items() if s != "val" and "accuracy" in g
+        f"{v}_recovers_80pct_of_oracle_gap_on_{s}": bool(g["accuracy"]["mean"] >= 0.8)
+        for v in CORRECTIONS for s, g in gap.get(v, {}).items() if s != "val" and "accuracy" in g
     })
     manifest = read_parquet(run.pruned_parquet)
     samples = read_samples(run)
@@ -99,8 +105,10 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         "variants": variants,
         "gain_over_baseline": gains,
         "pruned_over_random_control": over_control,
-        "pruned_over_jtt": over_jtt,
+        "pruned_over_jtt": over_jtt.get("pruned", {}),
+        "over_jtt": over_jtt,
         "gap_recovered": gap,
+        "corrections": corrections,
         "claims": claims,
         "detection": detection,
         "cost": cost,
