@@ -17,7 +17,8 @@ import pandas as pd
 
 NOISE_COLOR = "#c8c8c8"
 FLAG_COLOR = "#c00000"
-VARIANT_COLORS = {"baseline": "#7f7f7f", "pruned": "#1f77b4", "random_control": "#ff7f0e", "oracle": "#2ca02c"}
+VARIANT_COLORS = {"baseline": "#7f7f7f", "pruned": "#1f77b4", "random_control": "#ff7f0e", "reweight": "#9467bd",
+                  "augment": "#17becf", "jtt": "#8c564b", "oracle": "#2ca02c"}
 
 
 def _figure(figsize: tuple[float, float]):
@@ -309,7 +310,8 @@ def comparison_figure(comparison: dict[str, Any], include_val: bool = False):
     splits = [s for s in next(iter(comparison["variants"].values())) if include_val or s != "val"]
     metrics = [(k, name) for k, name in COMPARISON_METRICS
                if any(k in comparison["variants"][v].get(s, {}) for v in variants for s in splits)]
-    fig = _figure((4.4 * len(metrics), 3.4))
+    # wider panels for more bars, so that each bar keeps room for its value
+    fig = _figure((max(4.4, 1.0 + 0.45 * len(variants) * len(splits)) * len(metrics), 3.4))
     axes = fig.subplots(1, len(metrics), squeeze=False)
     width = 0.8 / max(len(variants), 1)
     for ax, (key, name) in zip(axes[0], metrics, strict=True):
@@ -328,7 +330,8 @@ def comparison_figure(comparison: dict[str, Any], include_val: bool = False):
         ax.set_ylim(0, 1.1)
         ax.set_title(f"{name} (mean, 95% CI over seeds)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=7, loc="upper left", ncol=len(variants), frameon=False, bbox_to_anchor=(0, -0.12))
+    axes[0, 0].legend(fontsize=7, loc="upper left", ncol=min(len(variants), 4), frameon=False,
+                      bbox_to_anchor=(0, -0.12))
     fig.tight_layout()
     return fig
 

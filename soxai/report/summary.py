@@ -30,13 +30,16 @@ def run_summary_markdown(run_dir: str | Path | RunDir) -> str:
         lines.append(f"| samples dropped | {info['n_dropped']:,} of {info['n_train']:,} "
                      f"({info['share_dropped']:.1%}) |")
     comp = view.comparison
-    if comp and "pruned" in comp.get("gain_over_baseline", {}):
-        gains = comp["gain_over_baseline"]["pruned"]
-        for split in reported_splits(comp):
-            g = gains.get(split, {})
-            lines.append(f"| gain on {split} (pruned − baseline, accuracy) | {_signed(g.get('accuracy'))} |")
-            if g.get("worst_group_accuracy"):
-                lines.append(f"| gain on {split} (worst-group accuracy) | {_signed(g.get('worst_group_accuracy'))} |")
+    corrected = [v for v in ("pruned", "reweight", "augment") if v in (comp or {}).get("gain_over_baseline", {})]
+    if comp and corrected:
+        for variant in corrected:
+            gains = comp["gain_over_baseline"][variant]
+            for split in reported_splits(comp):
+                g = gains.get(split, {})
+                lines.append(f"| gain on {split} ({variant} − baseline, accuracy) | {_signed(g.get('accuracy'))} |")
+                if g.get("worst_group_accuracy"):
+                    lines.append(f"| gain on {split} ({variant} − baseline, worst-group accuracy) | "
+                                 f"{_signed(g.get('worst_group_accuracy'))} |")
         lines.append(f"| seeds | {len(comp.get('seeds', []))} (mean [95% CI]) |")
     else:
         lines.append("| gain | not retrained yet |")

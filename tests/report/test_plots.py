@@ -5,13 +5,13 @@ import numpy as np
 from soxai.report import plots
 
 
-def _comparison():
+def _comparison(names=("baseline", "pruned", "random_control")):
     def cell(m, h=0.05):
         return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m + h], "n": 2}
 
     splits = {"val": {}, "test": {}, "test_attacked": {}}
     variants = {}
-    for v, acc in (("baseline", 0.9), ("pruned", 0.88), ("random_control", 0.89)):
+    for v, acc in zip(names, np.linspace(0.9, 0.6, len(names)), strict=True):
         variants[v] = {s: {"accuracy": cell(acc), "worst_group_accuracy": cell(acc - 0.3)} for s in splits}
     return {"variants": variants, "seeds": [0, 1]}
 
@@ -61,6 +61,18 @@ def test_comparison_figure__one_panel_per_metric_without_val():
     assert [a.get_title().split(" (")[0] for a in axes] == ["accuracy", "worst-group accuracy"]
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["test", "test_attacked"]
     assert plots.comparison_chart(_comparison())  # base64 PNG for the report
+
+
+def test_comparison_figure__every_variant_a_bar_of_its_own_colour():
+    names = ("baseline", "pruned", "random_control", "reweight", "augment", "jtt", "oracle")
+    fig = plots.comparison_figure(_comparison(names))
+    ax = fig.get_axes()[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [n.replace("_", " ") for n in names]
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == len(names) == len({tuple(c.patches[0].get_facecolor()) for c in bars})
+    assert fig.get_figwidth() > plots.comparison_figure(_comparison()).get_figwidth()
 
 
 def test_embedding_figure__hundred_thousand_points_are_subsampled():

@@ -11,6 +11,7 @@ from soxai.report.runner import (
     comparison_frame,
     concept_gallery,
     concept_overview,
+    corrections_rows,
     read_run,
     saliency_counts,
     summary_sentence,
@@ -96,6 +97,66 @@ def test_comparison_frame__test_splits_only_and_control_gain_on_pruned_rows():
     assert pruned["over_control_accuracy"] == "+0.280 [+0.230, +0.330]"
     assert (frame.loc[frame["variant"] != "pruned", "over_control_accuracy"] == "").all()
     assert (frame.loc[frame["variant"] == "baseline", "gain_accuracy"] == "").all()
+
+
+def _with_corrections(comp):
+    """``_comparison()`` with reweight, augment, jtt and oracle variants and the references they get."""
+    def cell(m, h=0.05):
+        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m + h], "n": 2}
+
+    splits = ("val", "test", "test_attacked")
+    for v, a in (("reweight", 0.6), ("augment", 0.7), ("jtt", 0.55), ("oracle", 0.9)):
+        comp["variants"][v] = {s: {"accuracy": cell(a), "worst_group_accuracy": cell(a - 0.2)} for s in splits}
+        comp["gain_over_baseline"][v] = {s: {"accuracy": cell(a - 0.5), "worst_group_accuracy": cell(a - 0.5)}
+                                         for s in splits}
+    comp["over_jtt"] = {v: {s: {"accuracy": cell(d), "worst_group_accuracy": cell(d)} for s in splits}
+                        for v, d in (("pruned", 0.25), ("reweight", 0.05), ("augment", 0.15))}
+    comp["gap_recovered"] = {v: {s: {"accuracy": {**cell(r), "ratio_of_means": r}} for s in splits}
+                             for v, r in (("pruned", 0.75), ("reweight", 0.25), ("augment", 0.5), ("jtt", 0.125))}
+    comp["corrections"] = {
+        "reweight": [{"concept_id": -1, "label": 0, "correction": "reweight", "n_samples": 5,
+                      "reason": "class 0: noise holds 5 of 45 samples"}],
+        "augment": [{"concept_id": 0, "label": 0, "correction": "drop_carriers", "n_samples": 40,
+                     "reason": "concept 0 (class 0) cannot be augmented: flagged only by statistics_transplant"}]}
+    return comp
+
+
+def test_comparison_frame__corrections_get_gains_over_jtt_and_their_share_of_the_oracle_gap():
+    frame = comparison_frame(_with_corrections(_comparison()))
+    rows = frame[frame["split"] == "test_attacked"].set_index("variant")
+    assert list(rows.index) == ["baseline", "pruned", "random_control", "reweight", "augment", "jtt", "oracle"]
+    assert rows.loc["augment", "gain_accuracy"] == "+0.200 [+0.150, +0.250]"
+    assert rows.loc["augment", "over_jtt_accuracy"] == "+0.150 [+0.100, +0.200]"
+    assert rows.loc["augment", "oracle_gap_accuracy"] == "50%" and rows.loc["jtt", "oracle_gap_accuracy"] == "12%"
+    assert rows.loc["augment", "over_control_accuracy"] == ""  # the random control is pruning's control
+    assert rows.loc[["baseline", "jtt", "oracle"], "over_jtt_accuracy"].eq("").all()
+    assert rows.loc["oracle", "oracle_gap_accuracy"] == "" and rows.loc["augment", "oracle_gap_worst_group"] == ""
+
+
+def test_comparison_frame__old_comparison_with_pruned_over_jtt_only():
+    comp = _with_corrections(_comparison())
+    comp["pruned_over_jtt"] = comp.pop("over_jtt")["pruned"]
+    rows = comparison_frame(comp).set_index(["split", "variant"])
+    assert rows.loc[("test", "pruned"), "over_jtt_accuracy"] == "+0.250 [+0.200, +0.300]"
+
+
+def test_corrections_rows__one_row_per_decision_with_its_reason():
+    rows = corrections_rows(_with_corrections(_comparison()))
+    assert [(r["variant"], r["concept"], r["correction"]) for r in rows] == [
+        ("reweight", "noise", "reweight"), ("augment", "0", "drop_carriers")]
+    assert "statistics_transplant" in rows[1]["reason"] and rows[1]["samples"] == "40"
+    assert corrections_rows(None) == [] and corrections_rows(_comparison()) == []
+
+
+def test_summary_sentence__names_the_other_corrections_gains():
+    info = {"n_dropped": 40, "n_train": 105, "share_dropped": 40 / 105}
+    text = summary_sentence(_view({0: "x"}, _with_corrections(_comparison()), info))
+    assert "; reweighting by concepts changed accuracy by +0.100 [+0.050, +0.150] on test and" in text
+    assert "; augmenting other classes with the flagged regions changed accuracy by +0.200" in text
+    assert text.endswith("versus the baseline (mean [95% CI] over 2 seeds).") and ". " not in text
+    nothing = summary_sentence(_view({}, _with_corrections(_comparison())))
+    assert nothing.startswith("Nothing flagged") and "reweighting by concepts changed accuracy by" in nothing
+    assert nothing.endswith("seeds).") and ". " not in nothing
 
 
 def test_read_run__not_a_run_names_the_fix(tmp_path):

@@ -26,3 +26,28 @@ def test_concept_table_rows__one_json_safe_row_per_concept_flagged_first(tiny_ex
     assert len(rows) == len(pd.read_parquet(run.concepts))
     json.dumps(rows)  # what Prefect's table artifact needs
     assert rows[0]["flagged"] and rows[-1]["is_noise"]
+
+
+def test_run_summary_markdown__a_gain_row_per_correction_variant(tiny_explained, tmp_path):
+    import shutil
+
+    from soxai.run_dir import RunDir, write_json
+
+    _, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+
+    def cell(m):
+        return {"mean": m, "ci95": [m - 0.05, m + 0.05], "values": [m, m], "n": 2}
+
+    splits = ("test", "test_attacked")
+    write_json(run.comparison, {
+        "seeds": [0, 1],
+        "variants": {v: {s: {"accuracy": cell(0.5)} for s in splits} for v in ("baseline", "pruned", "reweight")},
+        "gain_over_baseline": {"pruned": {s: {"accuracy": cell(0.3)} for s in splits},
+                               "reweight": {s: {"accuracy": cell(0.1), "worst_group_accuracy": cell(0.2)}
+                                            for s in splits}}})
+    text = run_summary_markdown(run.root)
+    assert "| gain on test_attacked (pruned − baseline, accuracy) | +0.300 [+0.250, +0.350] |" in text
+    assert "| gain on test (reweight − baseline, accuracy) | +0.100 [+0.050, +0.150] |" in text
+    assert "| gain on test (reweight − baseline, worst-group accuracy) | +0.200 [+0.150, +0.250] |" in text
+    assert "not retrained yet" not in text

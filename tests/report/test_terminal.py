@@ -88,6 +88,29 @@ def test_comparison_table__two_runs_in_one_table_within_80_columns(smoke_run_dir
     assert (rows.loc[rows["variant"] == "pruned", "gain_over_control"] != "").all()
 
 
+def test_comparison_table__lists_the_correction_variants_with_their_gains(tmp_path):
+    from soxai.report.terminal import comparison_table
+    from soxai.run_dir import RunDir, write_json
+
+    def cell(m):
+        return {"mean": m, "ci95": [m - 0.05, m + 0.05], "values": [m, m], "n": 2}
+
+    names = ("baseline", "pruned", "random_control", "reweight", "augment", "jtt", "oracle")
+    run = RunDir(tmp_path / "run")
+    write_json(run.comparison, {
+        "seeds": [0, 1], "cost": {"share_dropped": 0.1},
+        "variants": {v: {"test": {"accuracy": cell(0.5), "worst_group_accuracy": cell(0.4)}} for v in names},
+        "gain_over_baseline": {v: {"test": {"accuracy": cell(0.1)}} for v in names[1:]},
+        "pruned_over_random_control": {"test": {"accuracy": cell(0.2)}}})
+    console = _console()
+    rows = comparison_table([run.root], console)
+    assert rows["variant"].tolist() == list(names)
+    assert rows.set_index("variant").loc["augment", "gain_over_baseline"] == "+0.100±0.050"
+    lines = _lines(console)
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.split()[:1] == ["reweight"] for line in lines)
+
+
 def test_comparison_table__run_without_comparison_says_how_to_fix(tmp_path):
     from soxai.report.terminal import comparison_table
 
