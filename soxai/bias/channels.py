@@ -7,14 +7,23 @@ often than the class's ordinary evidence does under the same budget:
 
 - *donors*: each member patches its own ``k`` most relevant channels (their whole activation maps) into an
   other-class image the model gets right, at ``model.layer``; a hit is a prediction moved to the concept's class;
-- *control*: class-mates outside the concept do the same with their own ``k`` strongest channels, into the same
-  recipients.
+- *control*: samples of the concept's whole class (members in their share) do the same with their own ``k``
+  strongest channels, into the same recipients.
 
 A shortcut (a mark, a texture, a colour) is a few channels that decide the class on their own, wherever the
 mark sits in the image: its members' top channels move recipients where the class's ordinary evidence, spread
-over many channels, does not. One one-sided Fisher exact test compares the two hit counts; a concept is flagged
-when its p-value is at most ``max_p_value`` divided by the number of concepts tested (Bonferroni: the run's
-chance of one false flag stays at ``max_p_value``). No odds-ratio bar, no minimum difference.
+over many channels, does not.
+
+One test decides, with one threshold. Each concept's hits against its control's give a two-proportion z
+statistic. A real concept also differs from its class-mates a little (that is why it is a concept), and with
+200 pairs such small real differences are significant under the textbook null: on digits, real concepts reached
+z = 4.5 (difference +0.18) beside a planted mark's 9.5. So the null is the run's own: most concepts of a run are
+not shortcuts, and the centre and width of their z statistics (median and 1.4826 x MAD, the width never below
+the textbook null's 1) are what "no shortcut" looks like here — Efron's empirical null for large-scale
+simultaneous testing (Efron 2004, JASA 99:96-104). A concept is flagged when its one-sided p-value under that
+null is at most ``max_p_value`` divided by the number of concepts tested (Bonferroni). Below
+:data:`MIN_FOR_EMPIRICAL_NULL` concepts the centre and width cannot be estimated and the textbook null (0, 1)
+is used. No odds-ratio bar, no minimum difference, no control rounds.
 """
 
 from __future__ import annotations
@@ -166,32 +175,59 @@ def n_channels(access: LayerAccess, images: np.ndarray) -> int:
     return int(access.activations(np.asarray(images[:1], dtype=np.float32)).shape[1])
 
 
+# Concepts needed to estimate the empirical null's centre and width (median and MAD of their z statistics);
+# with fewer the textbook null N(0, 1) is used.
+MIN_FOR_EMPIRICAL_NULL = 8
+
+
+def two_proportion_z(hits: np.ndarray, control_hits: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """z statistic of hits/n against control_hits/n (pooled variance; 0 where both rates are 0 or 1)."""
+    hits, control_hits, n = (np.asarray(a, dtype=np.float64) for a in (hits, control_hits, n))
+    pooled = (hits + control_hits) / (2 * n)
+    se = np.sqrt(pooled * (1 - pooled) * 2 / n)
+    return np.divide(hits / n - control_hits / n, se, out=np.zeros_like(se), where=se > 0)
+
+
+def empirical_null(z: np.ndarray) -> tuple[float, float]:
+    """(centre, width) of the null of ``z``: median and 1.4826 x MAD (width at least 1), or (0, 1) with fewer
+    than :data:`MIN_FOR_EMPIRICAL_NULL` statistics."""
+    z = np.asarray(z, dtype=np.float64)
+    if len(z) < MIN_FOR_EMPIRICAL_NULL:
+        return 0.0, 1.0
+    centre = float(np.median(z))
+    return centre, max(1.0, 1.4826 * float(np.median(np.abs(z - centre))))
+
+
 def detect_channel_patch(ctx, cfg, only: set[int] | None = None, **_unused: Any) -> list[dict[str, Any]]:
-    """The feature-space concept test (module docstring). One row per scored concept, flag at Bonferroni p.
+    """The feature-space concept test (module docstring). One row per concept; every concept is scored (the
+    empirical null needs them all), ``only`` is accepted for the registry's signature and ignored.
 
     ``ctx`` is a :class:`soxai.bias.detectors.DetectorContext` with ``layer`` set; ``cfg`` the bias config.
     """
+    from scipy.stats import norm
+
     from soxai.bias.detectors import _pick, _scored, _take
-    from soxai.bias.verdict import compare_rates
 
     pcfg = cfg.channel_patch
     if ctx.layer is None:
         raise ValueError("the channel_patch detector needs access to the model's layer (DetectorContext.layer)")
     concepts = _scored(ctx, None)
-    n_tested = max(1, len(concepts))
-    alpha = pcfg.max_p_value / n_tested
-    k = max(1, int(round(pcfg.channel_frac * n_channels(ctx.layer, ctx.images))))
+    k = max(1, int(round(pcfg.channel_frac * n_channels(ctx.layer, ctx.images)))) if len(concepts) else 1
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
-    rows = []
-    for _, concept in (concepts if only is None else _scored(ctx, only)).iterrows():
+    tested, rows = [], []
+    for _, concept in concepts.iterrows():
         cid, label = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 7])
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == label)]
-        outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == label)]
+        # the control is the class as a whole (members included, in their share): a concept is tested against
+        # what its class's evidence usually does, so a large real concept is not scored against the small
+        # remainder of its class, and a mark's class-mates are not scored against the mark
+        outsiders = ctx.train[ctx.train["label"] == label]
         pool = correct[correct["label"] != label]
         n = min(pcfg.n_pairs, len(pool))
-        if n == 0 or len(members) == 0 or len(outsiders) == 0:
-            rows.append(_row(cid, 0.0, False, "no recipients of other classes or no class-mates to compare with"))
+        if n == 0 or len(members) == 0 or len(outsiders) == len(members):
+            rows.append(_row(cid, 0.0, False, "not tested: no recipients of other classes or no class-mates to "
+                             "compare with"))
             continue
         relevance = ctx.layer.class_relevance(ctx.images, ctx.train, label)
         recipients = _take(ctx.images, pool, n, rng)
@@ -200,19 +236,31 @@ def detect_channel_patch(ctx, cfg, only: set[int] | None = None, **_unused: Any)
                           recipients, k, label)
         control_hits = patch_hits(ctx.layer, ctx.images, controls, np.stack(relevance.loc[controls].to_numpy()),
                                   recipients, k, label)
-        p_value, odds = compare_rates(hits, control_hits, n)
-        rate, control = hits / n, control_hits / n
+        tested.append(len(rows))
+        rows.append({"concept_id": cid, "label": label, "hits": hits, "control_hits": control_hits, "n": n})
+    z = two_proportion_z([rows[i]["hits"] for i in tested], [rows[i]["control_hits"] for i in tested],
+                         [rows[i]["n"] for i in tested])
+    centre, width = empirical_null(z)
+    alpha = pcfg.max_p_value / max(1, len(tested))
+    for i, zi in zip(tested, z, strict=True):
+        r = rows[i]
+        p_value = float(norm.sf((zi - centre) / width))
+        rate, control = r["hits"] / r["n"], r["control_hits"] / r["n"]
         is_bias = p_value <= alpha
+        null = (f"the run's {len(tested)} concepts' z centre {centre:+.1f}, width {width:.1f}"
+                if len(tested) >= MIN_FOR_EMPIRICAL_NULL else f"the textbook null (under {MIN_FOR_EMPIRICAL_NULL} "
+                "concepts to estimate the run's own)")
         reason = (
-            f"its members' {k} most relevant channels of the model's layer, patched into {n} images of other "
-            f"classes, moved {rate:.0%} of them to class {label}; the class's other samples' own {k} strongest "
-            f"channels moved {control:.0%} (one-sided Fisher p={p_value:.1g} "
-            f"{'<=' if is_bias else '>'} {pcfg.max_p_value:g}/{n_tested} concepts = {alpha:.1g}): "
+            f"its members' {k} most relevant channels of the model's layer, patched into {r['n']} images of other "
+            f"classes, moved {rate:.0%} of them to class {r['label']}; samples of the whole class with their own {k} "
+            f"strongest channels moved {control:.0%} (z={zi:.1f}; against {null}: p={p_value:.1g} "
+            f"{'<=' if is_bias else '>'} {pcfg.max_p_value:g}/{len(tested)} concepts): "
             + ("the concept's evidence carries the class where the class's ordinary evidence does not"
-               if is_bias else "not a shortcut by this test")
+               if is_bias else "no more than the run's concepts differ from their class-mates")
         )
-        rows.append(_row(cid, rate - control, is_bias, reason, flip_rate=rate, control_rate=control,
-                         p_value=p_value, odds_ratio=odds, n_channels=k, alpha=alpha))
+        rows[i] = _row(r["concept_id"], rate - control, is_bias, reason, flip_rate=rate, control_rate=control,
+                       p_value=p_value, z=float(zi), null_centre=centre, null_width=width, n_channels=k,
+                       alpha=alpha)
     return rows
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from soxai.bias.carriers import find_carriers
-from soxai.bias.channels import LayerAccess, detect_channel_patch, top_channels
+from soxai.bias.channels import LayerAccess, detect_channel_patch, empirical_null, top_channels, two_proportion_z
 from soxai.bias.detectors import DetectorContext
 from soxai.config import load_config
 
@@ -84,9 +84,10 @@ def test_world__is_what_the_docstring_says() -> None:
 def test_channel_patch__flags_the_marked_concept_only_with_a_readable_reason() -> None:
     ctx, _ = _world()
     rows = {r["concept_id"]: r for r in detect_channel_patch(ctx, _cfg())}
-    assert rows[0]["is_bias"] and rows[0]["flip_rate"] == 1.0 and rows[0]["control_rate"] < 0.2
+    # the control is the whole class, 36 of its 96 samples marked
+    assert rows[0]["is_bias"] and rows[0]["flip_rate"] == 1.0 and rows[0]["control_rate"] < 0.5
     assert not rows[1]["is_bias"] and not rows[2]["is_bias"] and not rows[3]["is_bias"]
-    assert "moved 100% of them to class 0" in rows[0]["reason"] and "Fisher p=" in rows[0]["reason"]
+    assert "moved 100% of them to class 0" in rows[0]["reason"] and "textbook null" in rows[0]["reason"]
     assert rows[0]["alpha"] == pytest.approx(0.01 / 4)  # Bonferroni over the four concepts tested
     assert all(r["detector"] == "channel_patch" for r in rows.values())
 
@@ -98,11 +99,32 @@ def test_channel_patch__same_seed_same_rows() -> None:
         [(r["concept_id"], r["flip_rate"], r["control_rate"]) for r in second]
 
 
-def test_channel_patch__stricter_bar_needs_a_stronger_difference() -> None:
-    # with 4 pairs the best possible p (4 of 4 against 0 of 4) is 0.014: above 0.01/4, so nothing can be flagged
-    ctx, _ = _world()
-    rows = detect_channel_patch(ctx, _cfg(**{"bias.channel_patch.n_pairs": 4}))
-    assert not any(r["is_bias"] for r in rows)
+def test_two_proportion_z__matches_the_formula_and_is_zero_without_variance() -> None:
+    z = two_proportion_z(np.array([30, 0, 5]), np.array([10, 0, 5]), np.array([100, 50, 20]))
+    pooled = 40 / 200
+    assert z[0] == pytest.approx(0.2 / np.sqrt(pooled * (1 - pooled) * 2 / 100))
+    assert z[1] == 0.0 and z[2] == 0.0
+
+
+def test_empirical_null__median_and_mad_width_at_least_one_textbook_below_eight() -> None:
+    assert empirical_null(np.array([5.0, 6.0, 7.0])) == (0.0, 1.0)
+    z = np.array([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 20.0])
+    centre, width = empirical_null(z)
+    assert centre == 1.0 and width == pytest.approx(1.4826 * 2.0)
+    assert empirical_null(np.zeros(10)) == (0.0, 1.0)  # never narrower than sampling noise
+
+
+def test_empirical_null__real_heterogeneity_is_not_flagged_an_outlier_is() -> None:
+    # 20 real concepts whose differences from their class-mates are real but ordinary (z spread ~2.5, all
+    # "significant" at many of them under N(0, 1)), and one mark
+    from scipy.stats import norm
+
+    z = np.concatenate([np.random.default_rng(0).normal(0.5, 2.5, 20), [12.0]])
+    centre, width = empirical_null(z)
+    p = norm.sf((z - centre) / width)
+    alpha = 0.01 / len(z)
+    assert (norm.sf(z[:20]) <= alpha).any(), "the textbook null would flag a real concept here"
+    assert (p[:20] > alpha).all() and p[20] <= alpha
 
 
 def test_carriers__channel_patch_flag_finds_marked_samples_outside_the_concept() -> None:
