@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,17 +146,18 @@ class CorrectionPlan:
     """What a correction variant (reweight, augment) trains on for one seed, decided before anything is written.
 
     mask : bool array over the training samples; rows : image row per kept sample (augmented ones point past
-    the run's images, into ``extra``); weights : sampling weight per kept sample, or None (uniform);
-    extra : float32 (m, C, H, W) augmented images, or None; table : train_ids.parquet; record : what
-    metrics.json says about the correction (``corrections``: one row per concept or group, with a reason)
+    the run's images, into the extra images); weights : sampling weight per kept sample, or None (uniform);
+    table : train_ids.parquet; record : what metrics.json says about the correction (``corrections``: one
+    row per concept or group, with a reason); make_extra : returns the float32 (m, C, H, W) augmented images,
+    called only when the model is trained (a reused model needs the plan's hash, not its pixels), or None
     """
 
     mask: np.ndarray
     rows: np.ndarray
     weights: np.ndarray | None
-    extra: np.ndarray | None
     table: pd.DataFrame
     record: dict[str, Any]
+    make_extra: Callable[[], np.ndarray] | None = None
 
     def content_hash(self) -> str:
         """A hash of everything the model depends on beyond recipe, seed and data: weights, pastes, reasons."""
@@ -168,8 +170,9 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
     """Retrain every variant over every seed; evaluate each on every evaluation split.
 
     Each model is its own resumable unit: ``train/<variant>/seed<k>/metrics.json`` records a
-    fingerprint of what the model depends on (recipe, seed, and the exact training sample ids),
-    so a model whose training set did not change is not retrained — the baseline survives any
+    fingerprint of what the model depends on (recipe, seed, the exact training sample ids, and for
+    reweight and augment the content of their plan: weights, pastes, reasons), so a model whose
+    training set did not change is not retrained — the baseline survives any
     change of clustering, and a crash loses at most the model in progress.
     """
     from soxai.models.registry import save_checkpoint
@@ -218,7 +221,8 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                     model, device = load_baseline(cfg, run), resolve_device(cfg.train.device)
                 elif plan is not None:
                     model, device = _fit(cfg, run, plan.rows, labels, seed, f"{variant} seed {seed}",
-                                         sample_weights=plan.weights, extra=plan.extra)
+                                         sample_weights=plan.weights,
+                                         extra=plan.make_extra() if plan.make_extra is not None else None)
                     table, extra = plan.table, plan.record
                 elif variant == "jtt":
                     model, device, weights, extra = _fit_jtt(cfg, run, rows, labels, seed)
@@ -314,7 +318,7 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
                               "concept_id": inputs.concept_ids})
         record = {"corrections": reweight_record(labels, inputs.concept_ids, weights, r.reweight_max_upweight),
                   "reweight_max_upweight": r.reweight_max_upweight}
-        return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, None, table, record)
+        return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, table, record)
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)
     plan = plan_augment(frame, inputs.flagged, inputs.scores, inputs.carriers, inputs.concept_labels,
                         tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight)
@@ -323,14 +327,14 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
             raise StageError(
                 f"augment's fallback drop_carriers would drop every training sample of class {label}; set "
                 "retrain.augment_fallback to reweight or none, or manifest.allow_empty_class=true")
-    extra = augmented_images(images, rows, plan)
     train_rows = rows.copy()
     train_rows[plan.recipients] = len(images) + np.arange(len(plan.recipients))
     weights = plan.weights[plan.keep]
     record = {"corrections": plan.corrections, "n_augmented": int(len(plan.recipients)),
               "augment_fallback": r.augment_fallback}
     return CorrectionPlan(plan.keep, train_rows[plan.keep], None if np.all(weights == 1) else weights,
-                          extra, plan.table(frame), record)
+                          plan.table(frame), record,
+                          make_extra=lambda: augmented_images(images, rows, plan) if len(plan.recipients) else None)
 
 
 def _unmarked(run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:
