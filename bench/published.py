@@ -138,6 +138,7 @@ def run_case(work: Path, case: str, seeds: tuple[int, ...], extra: list[str] = (
 
     name = case + (f"-{tag}" if tag else "")
     folder = work / name
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     planted = CASES[case](data_seed, False)
     csv = write_manifest(planted, folder / "data", overwrite=True)
@@ -170,6 +171,8 @@ def run_case(work: Path, case: str, seeds: tuple[int, ...], extra: list[str] = (
     else:
         row["oracle"] = "oracle variant (training samples of group 'artifact' left out)"
     row["shortcut_gap"] = shortcut_gap(row)
+    # the times mean little on a shared machine without the load they ran under (1-minute averages)
+    row["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     if not keep_runs:
         for sub in ("run", "oracle_run"):
             shutil.rmtree(folder / sub, ignore_errors=True)
@@ -248,6 +251,8 @@ def write_table(rows: list[dict], path: Path, header: str) -> None:
         gap = r.get("shortcut_gap")
         gap_s = "–" if gap is None else f"{gap:+.2f}" + (" ◦" if gap < LEAN else "")
         t = f"{r['seconds'] / 60:.1f} min" + (f" + {r['oracle_seconds'] / 60:.1f} min" if "oracle_seconds" in r else "")
+        if r.get("load_avg"):
+            t += f" (load {r['load_avg'][0]:g} → {r['load_avg'][1]:g})"
         lines.append(f"| {_label(r)} | {len(r['seeds'])} | {flagged} | {r['n_dropped'] or 0} "
                      f"({r['share_dropped']:.1%}) | {by_group} | {_share(r['precision'])} | {_share(r['recall'])} | "
                      f"{gap_s} | {t} | {r.get('measured', '')} | {r.get('soxai', '')} |")
