@@ -78,7 +78,23 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
     counts = saliency_counts(run)  # else maps that say nothing (all zero, constant) show only in stage.json
     if counts:
         typer.echo(counts)
+    headline = _headline(run)
+    if headline:
+        typer.echo(headline)
     typer.echo(f"done: {run.root}")
+
+
+def _headline(run) -> str:
+    """What the run found and what the correction bought (the report's first sentence) and where the report is;
+    '' where the run has not got that far."""
+    from soxai.report.runner import read_run, summary_sentence
+
+    try:
+        text = summary_sentence(read_run(run.root))
+    except (SoxaiError, FileNotFoundError, KeyError):
+        return ""
+    report = run.report_html
+    return f"{text}\nreport: {report}" if report.is_file() else text
 
 
 @app.command()
@@ -135,8 +151,11 @@ def concepts_list(run_dir: RunDirArg) -> None:
         _fail(exc)
 
 
-@concepts_app.command("show")
-def concepts_show(run_dir: RunDirArg, concept_id: Annotated[int, typer.Argument(help="concept id")]) -> None:
+# ignore_unknown_options: "-1" (the noise) is an id, not an option, so `soxai concepts show RUN -1` needs no "--"
+@concepts_app.command("show", context_settings={"ignore_unknown_options": True})
+def concepts_show(
+    run_dir: RunDirArg, concept_id: Annotated[int, typer.Argument(help="concept id (-1: noise)")]
+) -> None:
     """One concept's numbers, detector reasons and exemplars; writes a gallery image."""
     from soxai.report.terminal import concept_detail
 

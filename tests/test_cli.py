@@ -42,3 +42,23 @@ def test_flow_commands__without_a_saliency_stage_no_counts_line(flows, tmp_path,
 
     assert res.exit_code == 0, res.output
     assert "saliency:" not in res.output and res.output.splitlines()[-1] == f"done: {tmp_path / 'run'}"
+
+
+def test_headline__a_finished_run_prints_what_it_found_and_bought_and_the_report(smoke_run_dir):
+    from soxai.cli import _headline
+
+    text = _headline(RunDir(smoke_run_dir))
+    assert text.startswith("soxai flagged ") and "report: " in text and "report.html" in text
+
+
+def test_headline__a_run_without_concepts_prints_nothing(tmp_path):
+    from soxai.cli import _headline
+
+    assert _headline(RunDir(tmp_path)) == ""
+
+
+def test_concepts_show__the_noise_id_needs_no_double_dash(smoke_run_dir):
+    res = CliRunner().invoke(app, ["concepts", "show", str(smoke_run_dir), "-1"])
+
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("noise (concept -1)")
