@@ -200,6 +200,36 @@ def _share(x) -> str:
     return "–" if x is None or x != x else f"{x:.2f}"
 
 
+def _mean(r: dict, variant: str, split: str, metric: str) -> float | None:
+    s = r["metrics"].get(variant, {}).get(split, {}).get(metric)
+    return None if not s or s.get("mean") is None or s["mean"] != s["mean"] else s["mean"]
+
+
+def reading(rows: list[dict]) -> list[str]:
+    """Sentences computed from the rows: what was found where the baseline leaned on the shortcut."""
+    done = [r for r in rows if "error" not in r]
+    leaned = [r for r in done if (r.get("shortcut_gap") or 0.0) >= LEAN]
+    missed = [r for r in leaned if not r["n_dropped"]]
+    out = ["## Reading", ""]
+    if leaned:
+        out.append(f"- The baseline leaned on the shortcut (oracle ahead by >= {LEAN} on test_attacked) in "
+                   f"{len(leaned)} of {len(done)} rows; nothing was dropped in {len(missed)} of them"
+                   + (f" ({', '.join(_label(r) for r in missed)})." if missed else "."))
+    for r in done:
+        base, jtt = _mean(r, "baseline", "test_attacked", "accuracy"), _mean(r, "jtt", "test_attacked", "accuracy")
+        pruned = _mean(r, "pruned", "test_attacked", "accuracy")
+        if base is None:
+            continue
+        parts = [f"baseline {base:.2f}"]
+        parts += [f"pruned {pruned - base:+.2f}" if pruned is not None and r["n_dropped"] else "pruned: nothing "
+                  "dropped"]
+        parts += [f"JTT {jtt - base:+.2f}"] if jtt is not None else []
+        oracle = _mean(r, "oracle", "test_attacked", "accuracy")
+        parts += [f"oracle {oracle - base:+.2f}"] if oracle is not None else []
+        out.append(f"- {_label(r)}, test_attacked accuracy: " + ", ".join(parts) + " (differences of means).")
+    return out + [""]
+
+
 def write_table(rows: list[dict], path: Path, header: str) -> None:
     rows = _newest(rows)
     lines = [
@@ -234,6 +264,9 @@ def write_table(rows: list[dict], path: Path, header: str) -> None:
         "decoy shade, colour or background at chance; the very same test images) in a run of its own. "
         "P / R are the dropped samples' precision / recall against group 'artifact' (only the moving mark has "
         "one); 'dropped by group' says which groups pruning took from.", "",
+        "Time: wall-clock of the pipeline (data through compare) and of the oracle's own runs, with the "
+        "1-minute load average before and after: on a shared 2-core machine a load of 8 makes a case several "
+        "times slower than on an idle one. soxai: the commit whose code gave the row.", "",
         f"◦ = the baseline does not lean on the shortcut: the oracle is ahead by less than {LEAN} on "
         "test_attacked accuracy, so there is little to find.", "",
         "## Detection", "",
@@ -268,7 +301,7 @@ def write_table(rows: list[dict], path: Path, header: str) -> None:
                 continue
             cells = [fmt(m.get(s, {}).get(k)) for s in SPLITS for k in METRICS]
             lines.append(f"| {_label(r)} | {v} | " + " | ".join(cells) + " |")
-    lines += ["", "## Flags", ""]
+    lines += ["", *reading(rows), "## Flags", ""]
     for r in rows:
         for cid, reason in sorted((r.get("flagged_reasons") or {}).items(), key=lambda kv: int(kv[0])):
             lines.append(f"- {_label(r)}, concept {cid}: {reason}")
