@@ -27,7 +27,6 @@ images. The loaders read data that ships offline: Fashion-MNIST from the Debian 
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 from collections.abc import Mapping, Sequence
@@ -98,12 +97,10 @@ class PlantedSet:
 # ---------------------------------------------------------------------------------------------- loaders
 
 def read_idx(path: Path) -> np.ndarray:
-    """A gzip'd idx file as a uint8 array: images (n, 28, 28) or labels (n,)."""
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    """A gzip'd idx file as a uint8 array: images (n, 28, 28) or labels (n,) (soxai.data.mnist's reader)."""
+    from soxai.data.mnist import read_idx as read
+
+    return read(path)
 
 
 def load_fashion_mnist(folder: str | Path | None = None) -> Arrays:
