@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from typing import TYPE_CHECKING
@@ -240,11 +241,30 @@ def embed_features(
         n_epochs=auto_umap_epochs(n) if n_epochs == "auto" else n_epochs,
         precomputed_knn=precomputed,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), keep_torch_threads():
         # without a search index UMAP warns that transform() will not work; soxai never calls it
         warnings.filterwarnings("ignore", message=".*precomputed_knn.*", category=UserWarning)
         embedding = reducer.fit_transform(pca).astype(np.float32)
     return pca, embedding
+
+
+@contextlib.contextmanager
+def keep_torch_threads():
+    """Give torch back its thread count after the block.
+
+    UMAP's numba kernels start numba's OpenMP threading layer, which sets the OpenMP runtime that torch shares
+    to all cores: under OMP_NUM_THREADS=1 every torch computation after an embedding then ran on 2 threads
+    and rounded differently from the same computation in a process that had not embedded (a model trained
+    after UMAP differed by 5e-7 after 8 steps, and a run resumed in a new process did not match the first).
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
 
 def embed_with_config(features: np.ndarray, ecfg: EmbedConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
