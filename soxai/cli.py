@@ -87,7 +87,8 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
 def _headline(run) -> str:
     """What the run found and what the correction bought (the report's first sentence) and where the report is;
     '' where the run has not got that far."""
-    from soxai.report.runner import read_run, summary_sentence
+    from soxai.report.comparison import summary_sentence
+    from soxai.report.runner import read_run
 
     try:
         text = summary_sentence(read_run(run.root))

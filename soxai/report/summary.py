@@ -15,7 +15,8 @@ from soxai.run_dir import RunDir
 def run_summary_markdown(run_dir: str | Path | RunDir) -> str:
     """Markdown: concepts found, concepts flagged and why, samples dropped, gain with its 95% interval,
     and where the HTML report is. Works on a run that has got at least as far as the concepts stage."""
-    from soxai.report.runner import _signed, read_run, reported_splits, summary_sentence
+    from soxai.report.comparison import reported_splits, signed_summary, summary_sentence
+    from soxai.report.runner import read_run
 
     view = read_run(run_dir)
     run = view.run
@@ -36,10 +37,11 @@ def run_summary_markdown(run_dir: str | Path | RunDir) -> str:
             gains = comp["gain_over_baseline"][variant]
             for split in reported_splits(comp):
                 g = gains.get(split, {})
-                lines.append(f"| gain on {split} ({variant} − baseline, accuracy) | {_signed(g.get('accuracy'))} |")
+                gain = signed_summary(g.get("accuracy"))
+                lines.append(f"| gain on {split} ({variant} − baseline, accuracy) | {gain} |")
                 if g.get("worst_group_accuracy"):
                     lines.append(f"| gain on {split} ({variant} − baseline, worst-group accuracy) | "
-                                 f"{_signed(g.get('worst_group_accuracy'))} |")
+                                 f"{signed_summary(g.get('worst_group_accuracy'))} |")
         lines.append(f"| seeds | {len(comp.get('seeds', []))} (mean [95% CI]) |")
     else:
         lines.append("| gain | not retrained yet |")

@@ -166,7 +166,7 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
     Several runs are numbered (#1, #2, ...) and named in the caption, which keeps the table within
     80 columns. Returns the rows: run, split, variant and the formatted cells.
     """
-    from soxai.report.runner import reported_splits
+    from soxai.report.comparison import reported_splits
 
     runs = [RunDir(d) for d in run_dirs]
     comps = []
