@@ -127,6 +127,17 @@ def top_channels(relevance: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.asarray(relevance), axis=1, kind="stable")[:, :k]
 
 
+def patched_predictions(
+    access: LayerAccess, images: np.ndarray, donor_rows: np.ndarray, donor_relevance: np.ndarray,
+    recipients: np.ndarray, k: int, donor_of: np.ndarray, recipient_of: np.ndarray,
+) -> np.ndarray:
+    """Predictions of pairs (``donor_of[i]``, ``recipient_of[i]``): the recipient with its donor's own top-``k``
+    channels (by ``donor_relevance``, rows of ``donor_rows``) patched in at the layer. Returns int (n_pairs,)."""
+    acts = access.activations(np.asarray(images[donor_rows], dtype=np.float32))
+    channels = top_channels(donor_relevance, k)
+    return access.predict_patched(np.asarray(recipients)[recipient_of], acts[donor_of], channels[donor_of])
+
+
 def patch_hits(
     access: LayerAccess, images: np.ndarray, donor_rows: np.ndarray, donor_relevance: np.ndarray,
     recipients: np.ndarray, k: int, target: int,
@@ -135,10 +146,10 @@ def patch_hits(
     channels into them."""
     if len(donor_rows) == 0 or len(recipients) == 0:
         return 0
-    pair = np.arange(len(recipients)) % len(donor_rows)
-    acts = access.activations(np.asarray(images[donor_rows], dtype=np.float32))[pair]
-    channels = top_channels(donor_relevance, k)[pair]
-    return int(np.sum(access.predict_patched(recipients, acts, channels) == target))
+    n = len(recipients)
+    pred = patched_predictions(access, images, donor_rows, donor_relevance, recipients, k,
+                               np.arange(n) % len(donor_rows), np.arange(n))
+    return int(np.sum(pred == target))
 
 
 @dataclass
@@ -159,11 +170,10 @@ class ChannelRegion:
         rates = np.zeros(len(rows))
         for start in range(0, len(rows), chunk):
             part = np.asarray(rows[start:start + chunk])
-            acts = self.access.activations(np.asarray(images[part], dtype=np.float32))
-            channels = top_channels(np.stack(relevance.loc[part].to_numpy()), self.k)
-            pred = self.access.predict_patched(np.tile(recipients, (len(part), 1, 1, 1)),
-                                               np.repeat(acts, m, axis=0), np.repeat(channels, m, axis=0))
-            rates[start:start + len(part)] = (pred.reshape(len(part), m) == target).mean(axis=1)
+            b = len(part)
+            pred = patched_predictions(self.access, images, part, np.stack(relevance.loc[part].to_numpy()),
+                                       recipients, self.k, np.repeat(np.arange(b), m), np.tile(np.arange(m), b))
+            rates[start:start + b] = (pred.reshape(b, m) == target).mean(axis=1)
         return rates
 
     def describe(self) -> str:
