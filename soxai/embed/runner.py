@@ -43,7 +43,7 @@ def _activation_inputs(cfg: Config, run: RunDir, index: pd.DataFrame) -> dict:
     if cfg.embed.features == "pooled":
         return {}
     from soxai.data.runner import read_images, read_samples
-    from soxai.saliency.methods import resolve_device
+    from soxai.device import resolve_device
     from soxai.train.runner import load_baseline
 
     rows = index[["sample_id"]].merge(read_samples(run)[["sample_id", "row"]], on="sample_id", how="left",

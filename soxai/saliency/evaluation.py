@@ -152,7 +152,8 @@ def evaluate_saliency(
     StageError
         When the model stage has not run, or a split does not exist or has no samples.
     """
-    from soxai.saliency.methods import SALIENCY_METHODS, compute_maps, resolve_device
+    from soxai.device import resolve_device
+    from soxai.saliency.methods import SALIENCY_METHODS, compute_maps
     from soxai.train.runner import load_baseline
 
     explicit = methods is not None

@@ -1,15 +1,28 @@
-"""Per-sample saliency maps: a registry of attribution methods and a batched driver.
+"""Per-sample saliency maps: the registry of attribution methods and a batched driver.
 
 Every method in `SALIENCY_METHODS` maps a batch of inputs of shape (n, channels, height, width)
 to an attribution of the same shape (Grad-CAM: (n, 1, height, width)); `reduce_channels` turns it
 into one map per image and `iter_maps` runs the whole thing batch by batch over an array that may
 be a memory map larger than RAM.
 
+The methods live in one module per family; this module names them all and is the one place that
+chooses among them:
+
+- `soxai.saliency.gradients`: plain gradients (gradient, input_x_gradient, guided_backprop, deconvolution)
+- `soxai.saliency.noise`: noise tunnels over the gradient (smoothgrad, vargrad)
+- `soxai.saliency.path_integration`: path integration (integrated_gradients, integrated_gradients_captum,
+  gradient_shap)
+- `soxai.saliency.cam`: gradient x activation (gradcam, guided_gradcam)
+- `soxai.saliency.relevance`: perturbation and relevance propagation (occlusion, deeplift, lrp)
+
+A new method is one function in the module of its family and one entry in `SALIENCY_METHODS`. Every
+public name of those modules is importable from here too.
+
 The methods are captum's, except ``integrated_gradients``: soxai's own batched implementation
 (captum's stays available as ``integrated_gradients_captum``), because captum's per-call overhead
 cost 7-20% of the throughput on a small CNN (bench/saliency.py). Every method gives a map of an image that does
 not depend on the batch it was computed in; the stochastic ones (smoothgrad, vargrad,
-gradient_shap) get there by seeding their draws per image.
+gradient_shap) get there by seeding their draws per image (`soxai.saliency.seeding`).
 
 torch and captum are imported inside the functions: the config validator imports this module
 for `SALIENCY_METHODS`, and ``soxai --help`` must not pay for torch.
@@ -17,58 +30,78 @@ for `SALIENCY_METHODS`, and ``soxai --help`` must not pay for torch.
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
+from soxai.device import resolve_device
 from soxai.errors import ConfigError, DataError
+from soxai.saliency.cam import gradcam, guided_gradcam, last_conv_layer
+from soxai.saliency.gradients import deconvolution, gradient, guided_backprop, input_x_gradient
+from soxai.saliency.noise import (
+    SMOOTHGRAD_NOISE_LEVEL,
+    SMOOTHGRAD_SAMPLES,
+    SMOOTHGRAD_SEED,
+    VARGRAD_NOISE_LEVEL,
+    VARGRAD_SAMPLES,
+    VARGRAD_SEED,
+    smoothgrad,
+    vargrad,
+)
+from soxai.saliency.path_integration import (
+    GRADIENT_SHAP_NOISE_BASELINES,
+    GRADIENT_SHAP_NOISE_LEVEL,
+    GRADIENT_SHAP_SAMPLES,
+    GRADIENT_SHAP_SEED,
+    gauss_legendre,
+    gradient_shap,
+    gradient_shap_baselines,
+    integrated_gradients,
+    integrated_gradients_captum,
+)
+from soxai.saliency.relevance import OCCLUSION_WINDOW_FRACTION, deeplift, lrp, occlusion, occlusion_window
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import Tensor, nn
 
-SMOOTHGRAD_SAMPLES = 8
-"""Noisy copies averaged per image by smoothgrad; few, because every copy costs a backward pass."""
-
-SMOOTHGRAD_NOISE_LEVEL = 0.1
-"""Standard deviation of smoothgrad's noise as a fraction of each image's value range (max - min)."""
-
-SMOOTHGRAD_SEED = 0
-"""Seed of smoothgrad's noise, fixed so that the same image always gets the same map."""
-
-VARGRAD_SAMPLES = 8
-"""Noisy copies per image whose gradient variance vargrad takes; as few as smoothgrad, for the same reason."""
-
-VARGRAD_NOISE_LEVEL = 0.1
-"""Standard deviation of vargrad's noise as a fraction of each image's value range (max - min)."""
-
-VARGRAD_SEED = 0
-"""Seed of vargrad's noise, fixed so that the same image always gets the same map."""
-
-GRADIENT_SHAP_SAMPLES = 8
-"""(baseline, point on the path) draws per image in gradient_shap; each costs one forward and backward row."""
-
-GRADIENT_SHAP_NOISE_BASELINES = 3
-"""Noise images added to the zero baseline in gradient_shap's baseline distribution."""
-
-GRADIENT_SHAP_NOISE_LEVEL = 0.2
-"""Standard deviation of gradient_shap's noise baselines as a fraction of each image's value range.
-
-Large enough that a pixel at 0 (which the zero baseline can never credit) gets attribution, small
-enough that the baselines still mean "no signal"."""
-
-GRADIENT_SHAP_SEED = 0
-"""Seed of gradient_shap's noise baselines and of captum's draws of baselines and path points."""
-
-OCCLUSION_WINDOW_FRACTION = 1 / 8
-"""Side of the occluding window as a fraction of the image side (rounded, at least 1 pixel).
-
-32x32 images get a 4x4 window moved by 2 pixels: 15 x 15 = 225 occluded copies of every image,
-each one forward pass. The stride is half the window, so every pixel is covered by up to 4 windows
-and the map is smoother than the window grid. The same fraction keeps the count near 225 at any
-image size (224x224: window 28, stride 14), so the cost per image does not grow with the side."""
+__all__ = [
+    "GRADIENT_SHAP_NOISE_BASELINES",
+    "GRADIENT_SHAP_NOISE_LEVEL",
+    "GRADIENT_SHAP_SAMPLES",
+    "GRADIENT_SHAP_SEED",
+    "OCCLUSION_WINDOW_FRACTION",
+    "SALIENCY_METHODS",
+    "SMOOTHGRAD_NOISE_LEVEL",
+    "SMOOTHGRAD_SAMPLES",
+    "SMOOTHGRAD_SEED",
+    "VARGRAD_NOISE_LEVEL",
+    "VARGRAD_SAMPLES",
+    "VARGRAD_SEED",
+    "SaliencyMethod",
+    "compute_maps",
+    "deconvolution",
+    "deeplift",
+    "gauss_legendre",
+    "gradcam",
+    "gradient",
+    "gradient_shap",
+    "gradient_shap_baselines",
+    "guided_backprop",
+    "guided_gradcam",
+    "input_x_gradient",
+    "integrated_gradients",
+    "integrated_gradients_captum",
+    "iter_maps",
+    "last_conv_layer",
+    "lrp",
+    "occlusion",
+    "occlusion_window",
+    "reduce_channels",
+    "resolve_device",
+    "smoothgrad",
+    "vargrad",
+]
 
 
 class SaliencyMethod(Protocol):
@@ -86,680 +119,29 @@ class SaliencyMethod(Protocol):
     ) -> Tensor: ...
 
 
-SALIENCY_METHODS: dict[str, SaliencyMethod] = {}
+# In the order the methods were added: `evaluate_saliency` scores "all methods" in this order, so it is
+# part of the output (the rows of saliency_eval), not a grouping by family.
+SALIENCY_METHODS: dict[str, SaliencyMethod] = {
+    "gradient": gradient,
+    "input_x_gradient": input_x_gradient,
+    "integrated_gradients": integrated_gradients,
+    "integrated_gradients_captum": integrated_gradients_captum,
+    "gradcam": gradcam,
+    "guided_backprop": guided_backprop,
+    "smoothgrad": smoothgrad,
+    "vargrad": vargrad,
+    "gradient_shap": gradient_shap,
+    "deconvolution": deconvolution,
+    "guided_gradcam": guided_gradcam,
+    "deeplift": deeplift,
+    "lrp": lrp,
+    "occlusion": occlusion,
+}
 """Method name -> attribution function ``(model, x, target, *, ig_steps, internal_batch_size, layer)``.
 
 ``x`` has shape (n, channels, height, width) and requires grad, ``target`` is an int64 tensor of
 shape (n,); the result has the shape of ``x``, except Grad-CAM's, which is (n, 1, height, width).
 """
-
-
-@contextlib.contextmanager
-def _quiet_relu_hooks() -> Iterator[None]:
-    """Silence captum's per-call notice that it sets (and removes) ReLU hooks, inside the call only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
-        yield
-
-
-def _register(name: str) -> Callable[[SaliencyMethod], SaliencyMethod]:
-    def add(method: SaliencyMethod) -> SaliencyMethod:
-        SALIENCY_METHODS[name] = method
-        return method
-
-    return add
-
-
-@_register("gradient")
-def gradient(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Gradient of the target logit with respect to the input, sign kept.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import Saliency
-
-    # abs=False: the channel reduction decides what to do with the sign, not the method.
-    return Saliency(model).attribute(x, target=target, abs=False)
-
-
-@_register("input_x_gradient")
-def input_x_gradient(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Input times the gradient of the target logit.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import InputXGradient
-
-    return InputXGradient(model).attribute(x, target=target)
-
-
-@_register("integrated_gradients")
-def integrated_gradients(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    r"""Integrated gradients from a zero baseline, by ``ig_steps``-point Gauss-Legendre quadrature.
-
-    ``IG_k(x) = x * \int_0^1 grad f_k(a x) da ~= x * sum_s w_s grad f_k(a_s x)``, with captum's default
-    nodes ``a_s`` and weights ``w_s`` (see `gauss_legendre`), so the maps equal captum's
-    (`integrated_gradients_captum`) up to float32 rounding.
-
-    The ``n * ig_steps`` interpolated inputs go through the model in chunks of at most
-    ``internal_batch_size`` rows: ``internal_batch_size // n`` whole steps of the batch at a time
-    (or, when ``internal_batch_size < n``, one step of a slice of the batch), with one forward and
-    one ``torch.autograd.grad`` of the summed target logits per chunk. The rows of a chunk are
-    independent (the model is in eval mode), so the gradient of the sum is each row's own gradient.
-    Only one chunk of inputs exists at a time: memory is that of an ordinary batch of
-    ``internal_batch_size`` images, whatever ``n`` and ``ig_steps``.
-
-    Compared with captum's implementation this skips the input formatting, the per-call hook and
-    gradient bookkeeping and the target expansion, and a chunk is built by one broadcast multiply
-    (``alphas[:, None] * x[None]``) and reduced by one weighted sum, with no gather or scatter by
-    index (``index_add_`` alone cost a third of a forward-backward on CPU).
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    import torch
-
-    x = x.detach()
-    n, rest = x.shape[0], tuple(x.shape[1:])
-    alphas, weights = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in gauss_legendre(ig_steps))
-    ones = (1,) * len(rest)
-    internal_batch_size = max(1, internal_batch_size)
-    total = torch.zeros_like(x)
-
-    def grad_at(point: Tensor, point_target: Tensor) -> Tensor:
-        point.requires_grad_(True)
-        score = model(point).gather(1, point_target[:, None]).sum()
-        return torch.autograd.grad(score, point)[0]
-
-    if internal_batch_size >= n:
-        per_chunk = internal_batch_size // n
-        chunk_target = target.repeat(per_chunk)
-        for s0 in range(0, ig_steps, per_chunk):
-            k = min(per_chunk, ig_steps - s0)
-            # The zero baseline makes the path point a * x: no baseline tensor to subtract.
-            points = (alphas[s0 : s0 + k].view(k, 1, *ones) * x.unsqueeze(0)).reshape(k * n, *rest)
-            grad = grad_at(points, chunk_target[: k * n]).view(k, n, *rest)
-            total += (grad * weights[s0 : s0 + k].view(k, 1, *ones)).sum(dim=0)
-    else:
-        for s in range(ig_steps):
-            for i0 in range(0, n, internal_batch_size):
-                i1 = min(i0 + internal_batch_size, n)
-                grad = grad_at(alphas[s] * x[i0:i1], target[i0:i1])
-                total[i0:i1] += grad * weights[s]
-    return total * x
-
-
-def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of ``n_steps``-point Gauss-Legendre quadrature on [0, 1] (captum's default).
-
-    Returns
-    -------
-    alphas : ndarray of shape (n_steps,), float64
-        Points of the path, in (0, 1), increasing.
-    weights : ndarray of shape (n_steps,), float64
-        Their weights; they sum to 1.
-    """
-    import numpy as np
-
-    nodes, weights = np.polynomial.legendre.leggauss(n_steps)
-    return 0.5 * (1.0 + nodes), 0.5 * weights
-
-
-@_register("integrated_gradients_captum")
-def integrated_gradients_captum(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """captum's integrated gradients from a zero baseline with ``ig_steps`` steps: the reference for
-    `integrated_gradients`, which computes the same maps faster.
-
-    captum takes ``internal_batch_size // n`` steps (at least one) per forward, so rows per forward
-    are ``n`` times that: with ``internal_batch_size`` below ``n`` a forward holds all ``n`` images.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import IntegratedGradients
-
-    return IntegratedGradients(model).attribute(
-        x, baselines=0.0, target=target, n_steps=ig_steps, internal_batch_size=internal_batch_size
-    )
-
-
-@_register("gradcam")
-def gradcam(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Grad-CAM on ``layer`` (default: the last Conv2d), ReLU'd and upsampled bilinearly to the input.
-
-    Returns
-    -------
-    Tensor of shape (n, 1, height, width), non-negative
-    """
-    from captum.attr import LayerAttribution, LayerGradCam
-
-    layer = last_conv_layer(model) if layer is None else layer
-    cam = LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)
-    if cam.dim() != 4:
-        raise ConfigError(
-            f"gradcam needs a layer that outputs feature maps (n, channels, height, width); the chosen "
-            f"layer {type(layer).__name__} gives attributions of shape {tuple(cam.shape)}; pass a Conv2d "
-            f"or leave the layer unset to use the model's last Conv2d"
-        )
-    return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
-
-
-@_register("guided_backprop")
-def guided_backprop(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Guided backpropagation: the gradient with negative signals stopped at every ``nn.ReLU`` module.
-
-    ReLUs applied as functions (``F.relu``) cannot be hooked and behave as in the plain gradient.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import GuidedBackprop
-
-    with _quiet_relu_hooks():
-        return GuidedBackprop(model).attribute(x, target=target)
-
-
-@_register("smoothgrad")
-def smoothgrad(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """SmoothGrad: the mean gradient over `SMOOTHGRAD_SAMPLES` noisy copies of each image.
-
-    The noise of an image has standard deviation ``SMOOTHGRAD_NOISE_LEVEL * (max - min)`` of that
-    image. captum's NoiseTunnel takes one stdev for the whole batch and draws the noise of a sample
-    at an offset that depends on its position in the batch, so each image goes through it alone,
-    with the RNG of its device seeded with `SMOOTHGRAD_SEED`: a map then does not depend on the batch
-    it was computed in. Every image sees the same standard-normal draws (scaled to its range), so
-    maps differ by their images, not by their luck. The caller's RNG state is restored afterwards.
-    The draws come from the device's own generator, so CPU and CUDA maps differ in the noise.
-    The price of one call per image: batches of `SMOOTHGRAD_SAMPLES` rows, which underuse a GPU.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    return _noise_tunnel(model, x, target, "smoothgrad", SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE_LEVEL, SMOOTHGRAD_SEED)
-
-
-@_register("vargrad")
-def vargrad(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """VarGrad: the variance of the gradient over `VARGRAD_SAMPLES` noisy copies of each image.
-
-    Noise and seeding as in `smoothgrad` (with `VARGRAD_NOISE_LEVEL` and `VARGRAD_SEED`): one
-    captum call per image, so a map does not depend on its batch. Non-negative; zero where the
-    gradient does not change under the noise (everywhere, for a linear model).
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width), non-negative
-    """
-    return _noise_tunnel(model, x, target, "vargrad", VARGRAD_SAMPLES, VARGRAD_NOISE_LEVEL, VARGRAD_SEED)
-
-
-def _noise_tunnel(
-    model: nn.Module, x: Tensor, target: Tensor, nt_type: str, samples: int, noise_level: float, seed: int
-) -> Tensor:
-    """captum's NoiseTunnel over the plain gradient, one image per call, each with a freshly seeded RNG."""
-    from captum.attr import NoiseTunnel, Saliency
-
-    tunnel = NoiseTunnel(Saliency(model))
-
-    def one(i: int) -> Tensor:
-        xi = x[i : i + 1]
-        # stdevs must be a Python float: NoiseTunnel asserts isinstance(stdevs, float).
-        stdev = noise_level * float((xi.max() - xi.min()).item())
-        return tunnel.attribute(
-            xi, nt_type=nt_type, nt_samples=samples, stdevs=stdev, target=target[i : i + 1], abs=False
-        )
-
-    return _per_image_seeded(x, seed, one)
-
-
-def _per_image_seeded(x: Tensor, seed: int, attribute_one: Callable[[int], Tensor]) -> Tensor:
-    """``cat([attribute_one(i) for i in images])``, with the RNGs seeded anew before every image.
-
-    Both generators captum draws from are seeded: torch's on the device of ``x`` (noise) and NumPy's
-    global one (GradientShap picks baselines and path points with ``np.random``). The caller's
-    states of both are restored afterwards.
-    """
-    import numpy as np
-    import torch
-
-    fork_devices = []
-    if x.device.type == "cuda":
-        fork_devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()]
-    numpy_state = np.random.get_state()
-    maps = []
-    try:
-        with torch.random.fork_rng(devices=fork_devices, device_type="cuda"):
-            for i in range(x.shape[0]):
-                _seed_rng(x.device, seed)
-                np.random.seed(seed)
-                maps.append(attribute_one(i))
-    finally:
-        np.random.set_state(numpy_state)
-    return torch.cat(maps)
-
-
-@_register("gradient_shap")
-def gradient_shap(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """GradientSHAP (captum): expected gradients over a baseline distribution.
-
-    Each of `GRADIENT_SHAP_SAMPLES` draws picks a baseline ``b`` and a point ``a`` in [0, 1]
-    uniformly, and contributes ``(x - b) * grad f_k(b + a (x - b))``; the map is their mean. On a
-    linear model its expectation is ``(x - mean(b)) * W[k]``.
-
-    The baselines (see `gradient_shap_baselines`) are the zero image and
-    `GRADIENT_SHAP_NOISE_BASELINES` noise images. No noise is added to the input (captum's
-    ``stdevs=0``): the noise baselines already spread the paths. captum draws baselines and points
-    for the whole batch from NumPy's global RNG at offsets that depend on the position in the batch,
-    so each image goes through it alone, with torch's and NumPy's RNG seeded with
-    `GRADIENT_SHAP_SEED` (see `smoothgrad`); the caller's RNG states are restored afterwards. The
-    draws do not depend on the device, so CPU and CUDA maps agree.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import GradientShap
-
-    explainer = GradientShap(model)
-    noise = _standard_noise(GRADIENT_SHAP_NOISE_BASELINES, tuple(x.shape[1:]), GRADIENT_SHAP_SEED).to(x)
-
-    def one(i: int) -> Tensor:
-        xi = x[i : i + 1]
-        return explainer.attribute(
-            xi,
-            baselines=gradient_shap_baselines(xi, noise),
-            n_samples=GRADIENT_SHAP_SAMPLES,
-            stdevs=0.0,
-            target=target[i : i + 1],
-        )
-
-    return _per_image_seeded(x, GRADIENT_SHAP_SEED, one)
-
-
-def gradient_shap_baselines(xi: Tensor, noise: Tensor | None = None) -> Tensor:
-    """The baseline distribution of `gradient_shap` for one image.
-
-    Parameters
-    ----------
-    xi : Tensor of shape (1, channels, height, width)
-    noise : Tensor of shape (GRADIENT_SHAP_NOISE_BASELINES, channels, height, width), optional
-        Standard-normal draws; default the seeded ones every image gets.
-
-    Returns
-    -------
-    Tensor of shape (1 + GRADIENT_SHAP_NOISE_BASELINES, channels, height, width)
-        The zero image, then the noise scaled to ``GRADIENT_SHAP_NOISE_LEVEL * (max - min)`` of ``xi``.
-    """
-    import torch
-
-    if noise is None:
-        noise = _standard_noise(GRADIENT_SHAP_NOISE_BASELINES, tuple(xi.shape[1:]), GRADIENT_SHAP_SEED).to(xi)
-    scale = GRADIENT_SHAP_NOISE_LEVEL * (xi.max() - xi.min()).detach()
-    return torch.cat([torch.zeros_like(xi), noise * scale]).detach()
-
-
-def _standard_noise(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
-    """``n`` standard-normal images from their own CPU generator: the same on every device and call."""
-    import torch
-
-    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
-
-
-@_register("deconvolution")
-def deconvolution(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Deconvolution (Zeiler & Fergus): backpropagation that passes, at every ``nn.ReLU`` module, the
-    ReLU of the incoming gradient instead of gating it by the forward activation.
-
-    As in `guided_backprop`, ReLUs applied as functions are not hooked.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import Deconvolution
-
-    with _quiet_relu_hooks():
-        return Deconvolution(model).attribute(x, target=target)
-
-
-@_register("guided_gradcam")
-def guided_gradcam(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Guided Grad-CAM: guided backprop times Grad-CAM on ``layer`` (default: the last Conv2d, as `gradcam`).
-
-    The Grad-CAM map is upsampled bilinearly, as in `gradcam` (captum's default is nearest).
-    Two passes per image: one for Grad-CAM, one for guided backprop.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import GuidedGradCam
-
-    layer = last_conv_layer(model) if layer is None else layer
-    with _quiet_relu_hooks():
-        # captum turns a failed upsampling into a warning and an empty result; the shape check below
-        # turns that into an error that says what to do.
-        warnings.filterwarnings("ignore", message="Couldn't appropriately interpolate", category=UserWarning)
-        attr = GuidedGradCam(model, layer).attribute(x, target=target, interpolate_mode="bilinear")
-    if attr.shape != x.shape:
-        raise ConfigError(
-            f"guided_gradcam needs a layer that outputs feature maps (n, channels, height, width); the chosen "
-            f"layer {type(layer).__name__} does not; pass a Conv2d or leave the layer unset to use the "
-            f"model's last Conv2d"
-        )
-    return attr
-
-
-@_register("deeplift")
-def deeplift(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """DeepLIFT (rescale rule, captum) from a zero baseline.
-
-    Input and baseline go through the model in one forward of ``2 n`` rows; each non-linearity module
-    (ReLU, MaxPool, Sigmoid, ...) then passes the gradient times ``delta out / delta in``. Equal to
-    ``x * W[k]`` on a linear model. Non-linearities applied as functions (``F.relu``) are not hooked
-    and pass the plain gradient.
-
-    ``nn.ReLU(inplace=True)`` is fine (captum reads activations in pre-hooks; tested). A
-    non-linearity module used twice in one forward is not: captum keeps one record of input and
-    output per module, and fails with an error that does not name it; that case is detected first.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-
-    Raises
-    ------
-    ConfigError
-        When a non-linearity module is called more than once in a forward pass.
-    """
-    import torch
-    from captum.attr import DeepLift
-    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
-
-    _check_single_use(model, x, "deeplift", lambda module: type(module) in SUPPORTED_NON_LINEAR)
-    with warnings.catch_warnings():
-        # captum warns on every call that it sets (and removes) hooks: once per batch is noise.
-        warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
-        return DeepLift(model).attribute(x, baselines=torch.zeros_like(x), target=target)
-
-
-_LRP_PASS_THROUGH_NAMES = ("Flatten", "Unflatten", "Identity")
-"""Layers that only reshape (or copy) their input: LRP passes relevance through them unchanged.
-
-captum has no rule for them, so it rejects every model with an ``nn.Flatten``, among them soxai's
-own small_cnn; `lrp` gives them captum's epsilon rule, which on a layer whose output equals its
-input (up to shape) returns the incoming relevance as it is."""
-
-
-@_register("lrp")
-def lrp(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Layer-wise relevance propagation (captum, its default rules), scaled to the target logit.
-
-    captum gives Conv2d, Linear, pooling and BatchNorm2d layers the epsilon rule (epsilon 1e-9) and
-    passes relevance through ReLU, Dropout and Tanh; on a ReLU network with such layers that is
-    input x gradient up to epsilon. soxai adds a pass-through for Flatten, Unflatten and Identity
-    (see `_LRP_PASS_THROUGH_NAMES`). A rule a user set on a layer (``layer.rule = EpsilonRule()``,
-    from ``captum.attr._utils.lrp_rules``) is used and kept: captum deletes every ``rule`` attribute
-    after a call, so soxai puts the user's back. Two forward passes and one backward per image.
-
-    Relevance is conserved only where biases are zero: each bias absorbs its share.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-
-    Raises
-    ------
-    ConfigError
-        When a layer has no LRP rule (captum would raise a TypeError naming only the type), or a
-        layer with a rule is called more than once in a forward pass (LRP keeps one activation per
-        layer). ``nn.ReLU(inplace=True)`` is fine (tested).
-    """
-    from captum.attr import LRP
-    from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
-    from captum.attr._utils.lrp_rules import EpsilonRule
-
-    # captum's LRP works on the leaves of the module tree, in the order of model.children().
-    leaves = [(name, module) for name, module in model.named_modules() if not list(module.children())]
-    user_rules = {module: module.rule for _, module in leaves if hasattr(module, "rule")}
-    pass_through = []
-    for name, module in leaves:
-        kind = type(module)
-        if module in user_rules or kind in SUPPORTED_LAYERS_WITH_RULES or kind in SUPPORTED_NON_LINEAR_LAYERS:
-            continue
-        if kind.__module__.startswith("torch.nn") and kind.__name__ in _LRP_PASS_THROUGH_NAMES:
-            pass_through.append(module)
-            continue
-        known = sorted(k.__name__ for k in [*SUPPORTED_LAYERS_WITH_RULES, *SUPPORTED_NON_LINEAR_LAYERS])
-        raise ConfigError(
-            f"lrp has no propagation rule for layer {name!r} of type {kind.__name__} (captum's LRP has rules "
-            f"for {', '.join(known)}; soxai adds {', '.join(_LRP_PASS_THROUGH_NAMES)}); choose another "
-            f"saliency.method, e.g. input_x_gradient (what LRP-epsilon amounts to on ReLU networks) or "
-            f"deeplift, or set a rule on that layer: layer.rule = captum.attr._utils.lrp_rules.EpsilonRule()"
-        )
-    _check_single_use(
-        model, x, "lrp", lambda module: type(module) not in SUPPORTED_NON_LINEAR_LAYERS and not list(module.children())
-    )
-    try:
-        for module in pass_through:
-            module.rule = EpsilonRule()
-        return LRP(model).attribute(x, target=target)
-    finally:
-        # captum deletes every rule (the user's too) and leaves each layer's last input activations behind.
-        for _, module in leaves:
-            for attribute in ("rule", "activations"):
-                if attribute in vars(module):
-                    delattr(module, attribute)
-        for module, rule in user_rules.items():
-            module.rule = rule
-
-
-def _check_single_use(model: nn.Module, x: Tensor, method: str, hooked: Callable[[nn.Module], bool]) -> None:
-    """Raise ConfigError when a module that ``method`` hooks runs more than once in one forward pass.
-
-    DeepLift and LRP keep one record per module of what went through it; a module used twice (one
-    ``self.relu`` called after two convolutions, as in torchvision's ResNet blocks) breaks that, and
-    captum's own error does not say which module it is. One image is enough to find out.
-    """
-    import torch
-
-    calls: dict[str, int] = {}
-
-    def count(name: str) -> Callable[..., None]:
-        return lambda *_: calls.__setitem__(name, calls.get(name, 0) + 1)
-
-    handles = [module.register_forward_hook(count(name)) for name, module in model.named_modules() if hooked(module)]
-    try:
-        with torch.no_grad():
-            model(x[:1].detach())
-    finally:
-        for handle in handles:
-            handle.remove()
-    reused = {name: count for name, count in calls.items() if count > 1}
-    if reused:
-        described = ", ".join(
-            f"{name!r} ({type(model.get_submodule(name)).__name__}, {count} calls)" for name, count in reused.items()
-        )
-        raise ConfigError(
-            f"{method} needs every hooked layer to run once per forward pass, but {described}; {method} keeps "
-            f"one record of each layer's input and output, so a second call overwrites the first. Give each use "
-            f"its own module instance (e.g. self.relu1 and self.relu2 instead of one self.relu), or choose "
-            f"another saliency.method, e.g. integrated_gradients or input_x_gradient"
-        )
-
-
-@_register("occlusion")
-def occlusion(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    *,
-    ig_steps: int,
-    internal_batch_size: int,
-    layer: nn.Module | None,
-) -> Tensor:
-    """Occlusion (captum): how much the target logit drops when a window of the image is set to zero.
-
-    A perturbation baseline that needs no gradient. The window covers all channels and is
-    `occlusion_window` in size; a pixel's value is the mean drop over the windows that cover it.
-    One forward pass (no backward) per window position plus one for the image: 226 per 32x32
-    image. ``internal_batch_size // n`` occluded copies of the batch go through per forward.
-
-    Returns
-    -------
-    Tensor of shape (n, channels, height, width)
-    """
-    from captum.attr import Occlusion
-
-    (window_h, window_w), (stride_h, stride_w) = occlusion_window(int(x.shape[-2]), int(x.shape[-1]))
-    channels = int(x.shape[1])
-    return Occlusion(model).attribute(
-        x,
-        sliding_window_shapes=(channels, window_h, window_w),
-        strides=(channels, stride_h, stride_w),
-        baselines=0.0,
-        target=target,
-        perturbations_per_eval=max(1, internal_batch_size // x.shape[0]),
-    )
-
-
-def occlusion_window(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Window and stride of `occlusion` for an image of ``height`` x ``width``.
-
-    The window side is `OCCLUSION_WINDOW_FRACTION` of the image side, rounded, at least 1; the stride
-    is half the window, at least 1. 32x32 gives window (4, 4) and stride (2, 2).
-
-    Returns
-    -------
-    window : (int, int)
-    stride : (int, int)
-    """
-    window = tuple(max(1, round(side * OCCLUSION_WINDOW_FRACTION)) for side in (height, width))
-    stride = tuple(max(1, side // 2) for side in window)
-    return (window[0], window[1]), (stride[0], stride[1])
-
-
-def _seed_rng(device: torch.device, seed: int) -> None:
-    """Seed only the generator that draws on ``device``; other devices' streams are not touched."""
-    import torch
-
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
-    else:
-        torch.random.default_generator.manual_seed(seed)
 
 
 _REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -790,55 +172,6 @@ def reduce_channels(attr: Tensor, how: str) -> Tensor:
             f"attributions must have shape (n, channels, height, width); got shape {tuple(attr.shape)}"
         )
     return _REDUCTIONS[how](attr)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device named by ``saliency.device``.
-
-    Parameters
-    ----------
-    name : {"auto", "cpu", "cuda"}
-        ``auto`` is CUDA when a GPU is visible, else CPU.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ConfigError
-        On an unknown name, or ``cuda`` on a machine where torch sees no GPU.
-    """
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device='cuda' but torch {torch.__version__} sees no CUDA GPU on this machine; "
-                f"set saliency.device=auto to use a GPU when there is one and the CPU otherwise"
-            )
-        return torch.device("cuda")
-    raise ConfigError(f"unknown device {name!r}; choose one of ['auto', 'cpu', 'cuda']")
-
-
-def last_conv_layer(model: nn.Module) -> nn.Module:
-    """The last ``nn.Conv2d`` of ``model`` in registration order (``model.modules()``).
-
-    Registration order is the order of forward execution in ordinary CNNs (torchvision's ResNets,
-    VGGs, ...); for others, name the layer (``model.layer``).
-
-    Raises
-    ------
-    ConfigError
-        If the model has no Conv2d.
-    """
-    from soxai.models.layers import resolve_layer
-
-    return resolve_layer(model, None, purpose="model.layer (Grad-CAM's layer)")
 
 
 def iter_maps(

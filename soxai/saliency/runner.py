@@ -90,8 +90,8 @@ def _shard_rows(cfg: Config, chosen: pd.DataFrame, shard: int) -> tuple[np.ndarr
 
 def explainer_model(cfg: Config, run: RunDir):
     """The run's baseline model, the layer ``model.layer`` names (or None) and the saliency device."""
+    from soxai.device import resolve_device
     from soxai.models.layers import resolve_layer
-    from soxai.saliency.methods import resolve_device
     from soxai.train.runner import load_baseline
 
     model = load_baseline(cfg, run)
