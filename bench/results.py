@@ -64,7 +64,7 @@ def main() -> None:
     soxai("run", "--run-dir", str(base / "demo"))
     soxai("run", "configs/digits.yaml", "--run-dir", str(base / "digits"))
     from soxai.config import Config
-    from soxai.data.dataset import build_dataset
+    from soxai.data.sources import build_dataset
     from soxai.testing.files import write_image_files
 
     files = base / "manifest-files"

@@ -19,7 +19,8 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
     ``data/images.npy`` of shape (N, C, H, W) float32, ``data/masks.npy`` (N, H, W) when the source
     has ground-truth masks, and ``data/info.json`` (class names, image shape, counts).
     """
-    from soxai.data.dataset import build_dataset, validate_dataset
+    from soxai.data.dataset import validate_dataset
+    from soxai.data.sources import build_dataset
 
     parts = [cfg.section_hash("seed", "data")]
     if cfg.data.source == "manifest" and cfg.data.manifest:

@@ -92,7 +92,7 @@ def test_run_concept_model__reproduces_the_runs_concepts(tiny_explained):
 
 def test_run_concept_model__held_out_planted_samples_land_in_the_flagged_concept(tiny_explained):
     from soxai.bias.decide import flagged_concepts
-    from soxai.data.dataset import build_dataset
+    from soxai.data.sources import build_dataset
     from soxai.saliency.runner import explain_rows, explainer_model
 
     cfg, run = tiny_explained

@@ -5,7 +5,8 @@ import pytest
 from soxai.data.artifacts import artifact_boxes, artifact_pattern
 from soxai.data.cells import CELL_CLASSES, build_cells, make_cells
 from soxai.data.config import ArtifactConfig, DataConfig
-from soxai.data.dataset import build_dataset, validate_dataset
+from soxai.data.dataset import validate_dataset
+from soxai.data.sources import build_dataset
 from soxai.errors import DataError
 
 TINY = {"n_train_per_class": 20, "n_val_per_class": 10, "n_test_per_class": 10, "image_size": 16}

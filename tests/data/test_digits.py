@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from soxai.data.config import ArtifactConfig, DataConfig
-from soxai.data.dataset import build_dataset
 from soxai.data.digits import build_digits
+from soxai.data.sources import build_dataset
 
 SPEC = ArtifactConfig(shape="ring", size=5, intensity=1.0, position="bottom_right", target_class=7, rate=0.5)
 N_DIGITS = 1797

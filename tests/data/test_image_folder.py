@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from soxai.data.config import DataConfig
-from soxai.data.dataset import build_dataset
 from soxai.data.image_folder import ImageFiles, folder_hash, output_size
+from soxai.data.sources import build_dataset
 from soxai.errors import DataError
 
 

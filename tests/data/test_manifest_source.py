@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from soxai.data.config import DataConfig
-from soxai.data.dataset import build_dataset
 from soxai.data.manifest_source import build_manifest
+from soxai.data.sources import build_dataset
 from soxai.errors import DataError
 
 

@@ -79,7 +79,7 @@ def test_user_factory_and_checkpoint__drive_the_pipeline(tmp_path, monkeypatch):
 
 
 def test_image_folder_rgb_resnet__pipeline_end_to_end(tmp_path):
-    from soxai.data.dataset import build_dataset
+    from soxai.data.sources import build_dataset
     from soxai.testing.files import write_image_folder
 
     cells = build_dataset(load_config(smoke_config_path(), SMALL).data, seed=0)

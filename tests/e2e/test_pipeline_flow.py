@@ -211,7 +211,7 @@ def test_pipeline_flow__clustering_change_reuses_saliency(smoke_run):
 
 def test_pipeline_flow__manifest_source_from_files_on_disk(prefect_env, tmp_path):
     from flows.pipeline import pipeline
-    from soxai.data.dataset import build_dataset
+    from soxai.data.sources import build_dataset
     from soxai.testing.files import write_image_files
 
     smoke = load_config(REPO / "configs" / "smoke.yaml")
