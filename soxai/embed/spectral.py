@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from soxai.embed.neighbors import exact_knn
 from soxai.errors import StageError
 
 
@@ -27,8 +28,6 @@ def knn_affinity(x: np.ndarray, n_neighbors: int):
         directed k-NN graph, so an edge found from both sides weighs 1 and from one side 0.5
     """
     import scipy.sparse as sp
-
-    from soxai.embed.features import exact_knn
 
     n = len(x)
     k = max(1, min(n_neighbors, n - 1))

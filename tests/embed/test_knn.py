@@ -2,21 +2,22 @@ import numpy as np
 import pytest
 
 from soxai.embed import features as F
+from soxai.embed import neighbors as N
 
 
 def test_exact_knn_wanted__auto_exact_approximate():
-    assert not F.exact_knn_wanted(F.UMAP_SMALL - 1, "exact")  # UMAP's own search is exact there
-    assert F.exact_knn_wanted(F.UMAP_SMALL, "auto") and F.exact_knn_wanted(F.EXACT_KNN_MAX, "auto")
-    assert not F.exact_knn_wanted(F.EXACT_KNN_MAX + 1, "auto")
-    assert F.exact_knn_wanted(F.EXACT_KNN_MAX + 1, "exact")
-    assert not F.exact_knn_wanted(50_000, "approximate")
+    assert not N.exact_knn_wanted(N.UMAP_SMALL - 1, "exact")  # UMAP's own search is exact there
+    assert N.exact_knn_wanted(N.UMAP_SMALL, "auto") and N.exact_knn_wanted(N.EXACT_KNN_MAX, "auto")
+    assert not N.exact_knn_wanted(N.EXACT_KNN_MAX + 1, "auto")
+    assert N.exact_knn_wanted(N.EXACT_KNN_MAX + 1, "exact")
+    assert not N.exact_knn_wanted(50_000, "approximate")
     with pytest.raises(ValueError, match="unknown embed.knn"):
-        F.exact_knn_wanted(50_000, "fast")
+        N.exact_knn_wanted(50_000, "fast")
 
 
 def test_exact_knn__matches_all_pairwise_distances_and_starts_with_self():
     x = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
-    idx, dist = F.exact_knn(x, 7)
+    idx, dist = N.exact_knn(x, 7)
     assert idx.dtype == np.int32 and dist.dtype == np.float32 and idx.shape == dist.shape == (300, 7)
     d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
     want = np.argsort(d, axis=1, kind="stable")[:, :7]
@@ -33,9 +34,9 @@ def test_embed_features__large_input_uses_exact_neighbours_reproducibly(monkeypa
         calls.append((len(x), k))
         return real(x, k)
 
-    monkeypatch.setattr(F, "exact_knn", spy)
+    monkeypatch.setattr(F, "exact_knn", spy)  # where embed_features looks it up
     rng = np.random.default_rng(0)
-    n = F.UMAP_SMALL + 100
+    n = N.UMAP_SMALL + 100
     x = np.concatenate([rng.normal(0, 0.1, (n // 2, 16)), rng.normal(3, 0.1, (n - n // 2, 16))]).astype(np.float32)
     _, a = F.embed_features(x, 8, 15, 0.0, 2, seed=1, n_epochs=30, knn="auto")
     _, b = F.embed_features(x, 8, 15, 0.0, 2, seed=1, n_epochs=30, knn="auto")
