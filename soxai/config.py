@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import Field, ValidationError
@@ -25,6 +25,9 @@ from soxai.manifest.config import ManifestConfig
 from soxai.models.config import ModelConfig
 from soxai.saliency.config import SaliencyConfig
 from soxai.train.config import RetrainConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from soxai.run_dir import RunDir
 
 
 class Config(Section):
@@ -160,3 +163,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         return Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_run_config(run: RunDir) -> Config:
+    """The config a run directory was made with (its ``config.yaml``)."""
+    if not run.config.is_file():
+        raise ConfigError(
+            f"{run.root} is not a soxai run directory (no config.yaml); pass the folder `soxai run` printed"
+        )
+    return load_config(run.config)

@@ -10,7 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from soxai.config import Config
+# load_run_config lives in soxai.config, below the stages that read it (this module imports every stage's
+# runner); it stays importable from here.
+from soxai.config import Config, load_run_config  # noqa: F401
 from soxai.errors import ConfigError
 from soxai.run_dir import RunDir, read_json, write_json, write_text
 
@@ -105,16 +107,6 @@ def finish_run(run: RunDir, status: str, error: str | None = None) -> None:
     if error:
         state["error"] = error
     write_json(run.run_json, state)
-
-
-def load_run_config(run: RunDir) -> Config:
-    from soxai.config import load_config
-
-    if not run.config.is_file():
-        raise ConfigError(
-            f"{run.root} is not a soxai run directory (no config.yaml); pass the folder `soxai run` printed"
-        )
-    return load_config(run.config)
 
 
 def environment() -> dict:

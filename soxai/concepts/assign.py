@@ -273,7 +273,7 @@ def fit_run_concept_model(cfg, run) -> ConceptModel:
 
 def load_run_concept_model(run) -> ConceptModel:
     """The saved concept model of a run; for a run made before models were saved, fitted from its files."""
-    from soxai.runs import load_run_config
+    from soxai.config import load_run_config
 
     if (run.concept_model / "model.json").is_file():
         return ConceptModel.load(run.concept_model)
