@@ -116,7 +116,10 @@ def summarise(dataset: str, artifact: str, rate: float, comp: dict, manifest: di
 
 
 def _excl_zero_pos(s: dict | None) -> bool:
-    return bool(s) and s["mean"] > 0 and s["ci95"][0] > 0
+    from soxai.compare.stats import interval
+
+    ci = interval(s)  # None under 3 seeds: no claim either way
+    return ci is not None and s["mean"] > 0 and ci[0] > 0
 
 
 def checks(row: dict) -> dict:
@@ -137,8 +140,12 @@ def checks(row: dict) -> dict:
 def fmt(s: dict | None, digits: int = 2) -> str:
     if not s or s.get("mean") is None or s["mean"] != s["mean"]:
         return "–"
-    lo, hi = s["ci95"]
-    return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    from soxai.compare.stats import interval
+
+    ci = interval(s)
+    if ci is None:  # under 3 seeds
+        return f"{s['mean']:.{digits}f} (n={s.get('n', '?')}, no interval)"
+    return f"{s['mean']:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def shortcut_gap(row: dict) -> float | None:

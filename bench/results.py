@@ -25,7 +25,9 @@ def soxai(*args: str) -> None:
 
 
 def fmt(s: dict) -> str:
-    return f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+    from soxai.compare.stats import format_summary
+
+    return format_summary(s)  # 'mean [lo, hi]'; 'mean (n=2, no interval)' below 3 seeds
 
 
 def section(title: str, run: Path) -> list[str]:

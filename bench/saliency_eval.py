@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soxai.compare.stats import summarize
+from soxai.compare.stats import format_summary, summarize
 from soxai.config import load_config
 from soxai.data.artifacts import artifact_boxes
 from soxai.data.runner import read_images, run_data
@@ -94,8 +94,7 @@ CHANCE_ROW = "random map (chance)"
 
 
 def fmt_ci(values: np.ndarray) -> str:
-    s = summarize(list(values))
-    return f"{s['mean']:+.3f} [{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}]"
+    return format_summary(summarize(list(values)), signed=True)  # no interval under 3 values
 
 
 def section(cfg, run, split: str, n_samples: int, methods: list[str], repeats: int) -> list[str]:

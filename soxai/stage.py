@@ -43,7 +43,8 @@ class StageRecord:
 # kept run directory recomputes that stage (and everything downstream) instead of reusing stale outputs. A
 # stage not listed hashes as before.
 #   bias 2 (2026-11-30): the carrier test checks the members' gap on its final rates too.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 2}
+#   compare 1 (2026-12-06): no 95% interval (ci95 null) and no interval-based claim below 3 seeds.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 2, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

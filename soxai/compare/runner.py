@@ -154,7 +154,7 @@ def _gap_recovered(per_seed: dict) -> dict[str, Any]:
                 gap_mean = float(o.mean() - b.mean())
                 if gap_mean < 0.005:
                     nan = float("nan")
-                    out[variant][split][k] = {"mean": nan, "ci95": [nan, nan], "values": [], "n": 0,
+                    out[variant][split][k] = {"mean": nan, "ci95": None, "values": [], "n": 0,
                                               "ratio_of_means": nan, "oracle_gap": gap_mean}
                     continue
                 per = [float((vi - bi) / (oi - bi)) if abs(oi - bi) > 1e-9 else float("nan")

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from soxai.compare.stats import interval
+
 NOISE_COLOR = "#c8c8c8"
 FLAG_COLOR = "#c00000"
 VARIANT_COLORS = {"baseline": "#7f7f7f", "pruned": "#1f77b4", "random_control": "#ff7f0e", "reweight": "#9467bd",
@@ -299,7 +301,8 @@ COMPARISON_METRICS = (("accuracy", "accuracy"), ("worst_group_accuracy", "worst-
 
 
 def comparison_figure(comparison: dict[str, Any], include_val: bool = False):
-    """Accuracy and worst-group accuracy per variant and evaluation split, bars with 95% intervals.
+    """Accuracy and worst-group accuracy per variant and evaluation split, bars with 95% intervals (none for
+    a summary without one: under 3 seeds; the panel title says which).
 
     Parameters
     ----------
@@ -315,11 +318,16 @@ def comparison_figure(comparison: dict[str, Any], include_val: bool = False):
     axes = fig.subplots(1, len(metrics), squeeze=False)
     width = 0.8 / max(len(variants), 1)
     for ax, (key, name) in zip(axes[0], metrics, strict=True):
+        with_ci = without_ci = False
         for i, v in enumerate(variants):
             cells = [comparison["variants"][v].get(s, {}).get(key) for s in splits]
             means = np.array([c["mean"] if c else np.nan for c in cells])
-            lo = np.array([c["mean"] - c["ci95"][0] if c else 0.0 for c in cells])
-            hi = np.array([c["ci95"][1] - c["mean"] if c else 0.0 for c in cells])
+            # no whisker where there is no interval (under 3 seeds: soxai.compare.stats.summarize)
+            cis = [interval(c) for c in cells]
+            lo = np.array([c["mean"] - ci[0] if ci else 0.0 for c, ci in zip(cells, cis, strict=True)])
+            hi = np.array([ci[1] - c["mean"] if ci else 0.0 for c, ci in zip(cells, cis, strict=True)])
+            with_ci |= any(ci is not None for ci in cis)
+            without_ci |= any(c and ci is None for c, ci in zip(cells, cis, strict=True))
             pos = np.arange(len(splits)) + (i - (len(variants) - 1) / 2) * width
             ax.bar(pos, means, width, yerr=[lo, hi], capsize=3, label=v.replace("_", " "),
                    color=VARIANT_COLORS.get(v, f"C{i}"), error_kw={"elinewidth": 1})
@@ -328,7 +336,9 @@ def comparison_figure(comparison: dict[str, Any], include_val: bool = False):
                     ax.text(p, min(top, 1.0) + 0.01, f"{m:.2f}", ha="center", va="bottom", fontsize=6)
         ax.set_xticks(np.arange(len(splits)), splits, fontsize=8)
         ax.set_ylim(0, 1.1)
-        ax.set_title(f"{name} (mean, 95% CI over seeds)", fontsize=9)
+        how = "mean, 95% CI over seeds" if with_ci and not without_ci else \
+            "mean; no interval below 3 seeds" if not with_ci else "mean, 95% CI where 3 or more seeds"
+        ax.set_title(f"{name} ({how})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper left", ncol=min(len(variants), 4), frameon=False,
                       bbox_to_anchor=(0, -0.12))

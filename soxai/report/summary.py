@@ -15,6 +15,7 @@ from soxai.run_dir import RunDir
 def run_summary_markdown(run_dir: str | Path | RunDir) -> str:
     """Markdown: concepts found, concepts flagged and why, samples dropped, gain with its 95% interval,
     and where the HTML report is. Works on a run that has got at least as far as the concepts stage."""
+    from soxai.compare.stats import MIN_SEEDS_FOR_INTERVAL
     from soxai.report.comparison import reported_splits, signed_summary, summary_sentence
     from soxai.report.runner import read_run
 
@@ -42,7 +43,10 @@ def run_summary_markdown(run_dir: str | Path | RunDir) -> str:
                 if g.get("worst_group_accuracy"):
                     lines.append(f"| gain on {split} ({variant} − baseline, worst-group accuracy) | "
                                  f"{signed_summary(g.get('worst_group_accuracy'))} |")
-        lines.append(f"| seeds | {len(comp.get('seeds', []))} (mean [95% CI]) |")
+        n_seeds = len(comp.get("seeds", []))
+        how = "mean [95% CI]" if n_seeds >= MIN_SEEDS_FOR_INTERVAL else \
+            f"mean; no interval below {MIN_SEEDS_FOR_INTERVAL} seeds"
+        lines.append(f"| seeds | {n_seeds} ({how}) |")
     else:
         lines.append("| gain | not retrained yet |")
     if view.flagged:

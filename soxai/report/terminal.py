@@ -7,6 +7,7 @@ one command away (``soxai concepts show``) and in the HTML report.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,15 @@ def _console(console):
 
 
 def _pm(summary: dict[str, Any] | None, signed: bool = False) -> str:
-    """'0.806±0.080' (mean ± half the 95% interval), '–' when missing."""
-    if not summary:
+    """'0.806±0.080' (mean ± half the 95% interval), '0.806' alone below 3 seeds (no interval: the caption
+    says so), '–' when missing."""
+    from soxai.compare.stats import interval
+
+    if not summary or summary.get("mean") is None or not math.isfinite(summary["mean"]):
         return "–"
-    lo, hi = summary["ci95"]
     mean = f"{summary['mean']:+.3f}" if signed else f"{summary['mean']:.3f}"
-    return f"{mean}±{(hi - lo) / 2:.3f}"
+    ci = interval(summary)
+    return mean if ci is None else f"{mean}±{(ci[1] - ci[0]) / 2:.3f}"
 
 
 def _table(title: str, caption: str = "", gap: int = 2):
@@ -166,6 +170,7 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
     Several runs are numbered (#1, #2, ...) and named in the caption, which keeps the table within
     80 columns. Returns the rows: run, split, variant and the formatted cells.
     """
+    from soxai.compare.stats import MIN_SEEDS_FOR_INTERVAL
     from soxai.report.comparison import reported_splits
 
     runs = [RunDir(d) for d in run_dirs]
@@ -181,8 +186,15 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
         share = comp.get("cost", {}).get("share_dropped")
         dropped = f", pruned drops {share:.1%} of the training data" if share is not None else ""
         names.append((f"#{k} = " if several else "") + f"{run.root.name} ({len(comp.get('seeds', []))} seeds{dropped})")
+    # under 3 seeds a run's cells hold the mean alone (soxai.compare.stats.summarize gives no interval): say so
+    few = [len(c.get("seeds", [])) for c in comps if len(c.get("seeds", [])) < MIN_SEEDS_FOR_INTERVAL]
+    how = "mean±half-width of the 95% CI over seeds"
+    if few and not several:
+        how = f"the mean alone, no interval from {few[0]} seed{'s' if few[0] != 1 else ''}"
+    elif few:
+        how += f"; the mean alone (no interval) for a run of under {MIN_SEEDS_FOR_INTERVAL} seeds"
     table = _table(
-        "comparison: mean±half-width of the 95% CI over seeds" + ("" if several else f" — {names[0]}"),
+        f"comparison: {how}" + ("" if several else f" — {names[0]}"),
         "Δ base / Δ ctrl: accuracy gain of the variant over the baseline / of pruned over the random control, "
         "paired by seed" + (" · runs: " + "; ".join(names) if several else ""),
         gap=1,

@@ -54,3 +54,16 @@ def test_build_comparison__corrections_side_by_side_with_jtt_control_and_oracle(
     assert not claims["augment_recovers_80pct_of_oracle_gap_on_test_attacked"]
     assert comp["corrections"] == {"augment": [{"concept_id": 3, "label": 0, "correction": "augment",
                                                 "n_samples": 4, "reason": "pasted"}]}
+
+
+def test_build_comparison__two_seeds_give_means_without_intervals_or_claims(run):
+    from soxai.compare.runner import build_comparison
+
+    cfg = load_config(None, ["retrain.variants=[baseline, pruned, random_control, oracle]", "retrain.seeds=[0, 1]"])
+    comp = build_comparison(cfg, run)
+    gain = comp["gain_over_baseline"]["pruned"]["test_attacked"]["accuracy"]
+    assert gain["mean"] == pytest.approx(0.575) and gain["n"] == 2 and gain["ci95"] is None
+    assert comp["variants"]["baseline"]["test_attacked"]["accuracy"]["ci95"] is None
+    # a gain of +0.575 on every seed is still no claim from two seeds
+    assert not comp["claims"]["pruned_beats_baseline_on_test_attacked"]
+    assert comp["gap_recovered"]["pruned"]["test"]["accuracy"]["ci95"] is None  # no gap on clean data

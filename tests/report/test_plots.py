@@ -7,13 +7,13 @@ from soxai.report import plots
 
 def _comparison(names=("baseline", "pruned", "random_control")):
     def cell(m, h=0.05):
-        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m + h], "n": 2}
+        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m, m + h], "n": 3}
 
     splits = {"val": {}, "test": {}, "test_attacked": {}}
     variants = {}
     for v, acc in zip(names, np.linspace(0.9, 0.6, len(names)), strict=True):
         variants[v] = {s: {"accuracy": cell(acc), "worst_group_accuracy": cell(acc - 0.3)} for s in splits}
-    return {"variants": variants, "seeds": [0, 1]}
+    return {"variants": variants, "seeds": [0, 1, 2]}
 
 
 def test_subsample__keeps_every_concept_within_budget():
@@ -61,6 +61,21 @@ def test_comparison_figure__one_panel_per_metric_without_val():
     assert [a.get_title().split(" (")[0] for a in axes] == ["accuracy", "worst-group accuracy"]
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["test", "test_attacked"]
     assert plots.comparison_chart(_comparison())  # base64 PNG for the report
+
+
+def test_comparison_figure__two_seeds_draw_no_whiskers_and_say_so():
+    comp = _comparison()
+    for per_split in comp["variants"].values():
+        for cells in per_split.values():
+            for cell in cells.values():
+                cell.update(ci95=None, n=2)
+    fig = plots.comparison_figure(comp)
+    ax = fig.get_axes()[0]
+    assert ax.get_title() == "accuracy (mean; no interval below 3 seeds)"
+    whiskers = [seg for c in ax.containers if hasattr(c, "lines") and c.lines[2]
+                for coll in c.lines[2] for seg in coll.get_segments()]
+    assert whiskers and all(abs(seg[0][1] - seg[1][1]) < 1e-12 for seg in whiskers)  # zero length
+    assert plots.comparison_figure(_comparison()).get_axes()[0].get_title() == "accuracy (mean, 95% CI over seeds)"
 
 
 def test_comparison_figure__every_variant_a_bar_of_its_own_colour():

@@ -38,14 +38,14 @@ def _view(flagged: dict, comparison=None, manifest_info=None) -> RunView:
 
 def _comparison():
     def cell(m, h=0.05):
-        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m + h], "n": 2}
+        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m, m + h], "n": 3}
 
     splits = ("val", "test", "test_attacked")
     variants = {v: {s: {"accuracy": cell(a), "worst_group_accuracy": cell(a - 0.2)} for s in splits}
                 for v, a in (("baseline", 0.5), ("pruned", 0.8), ("random_control", 0.52))}
     gains = {v: {s: {"accuracy": cell(a), "worst_group_accuracy": cell(a)} for s in splits}
              for v, a in (("pruned", 0.3), ("random_control", 0.02))}
-    return {"seeds": [0, 1], "variants": variants, "gain_over_baseline": gains,
+    return {"seeds": [0, 1, 2], "variants": variants, "gain_over_baseline": gains,
             "pruned_over_random_control": {s: {"accuracy": cell(0.28), "worst_group_accuracy": cell(0.2)}
                                            for s in splits},
             "claims": {}, "detection": None, "cost": {}}
@@ -60,6 +60,29 @@ def test_summary_sentence__flagged_and_retrained_gives_gains_with_intervals():
     assert "+0.280 [+0.230, +0.330] on test_attacked versus a random prune" in text
     assert "val" not in text.split("(concept")[1]
     assert text.endswith(".") and ". " not in text  # one sentence
+
+
+def _two_seeds(comp):
+    """``comp`` as summarize writes it from 2 seeds: means, no intervals."""
+    import json
+
+    text = json.dumps(comp).replace('"n": 3', '"n": 2')
+    comp = json.loads(re.sub(r'"ci95": \[[^\]]*\]', '"ci95": null', text))
+    comp["seeds"] = [0, 1]
+    return comp
+
+
+def test_summary_sentence__two_seeds_give_means_and_say_there_is_no_interval():
+    info = {"n_dropped": 40, "n_train": 105, "share_dropped": 40 / 105}
+    text = summary_sentence(_view({0: "transplant: moved 100%"}, _two_seeds(_comparison()), info))
+    assert "+0.300 (n=2, no interval) on test" in text and "[" not in text
+    assert text.endswith("(mean over 2 seeds, no interval below 3).")
+
+
+def test_comparison_frame__two_seeds_cells_say_there_is_no_interval():
+    frame = comparison_frame(_two_seeds(_comparison())).set_index(["split", "variant"])
+    assert frame.loc[("test", "pruned"), "accuracy"] == "0.800 (n=2, no interval)"
+    assert frame.loc[("test", "pruned"), "over_control_accuracy"] == "+0.280 (n=2, no interval)"
 
 
 def test_summary_sentence__says_what_the_carrier_test_moved():
@@ -102,7 +125,7 @@ def test_comparison_frame__test_splits_only_and_control_gain_on_pruned_rows():
 def _with_corrections(comp):
     """``_comparison()`` with reweight, augment, jtt and oracle variants and the references they get."""
     def cell(m, h=0.05):
-        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m + h], "n": 2}
+        return {"mean": m, "ci95": [m - h, m + h], "values": [m - h, m, m + h], "n": 3}
 
     splits = ("val", "test", "test_attacked")
     for v, a in (("reweight", 0.6), ("augment", 0.7), ("jtt", 0.55), ("oracle", 0.9)):
@@ -153,7 +176,7 @@ def test_summary_sentence__names_the_other_corrections_gains():
     text = summary_sentence(_view({0: "x"}, _with_corrections(_comparison()), info))
     assert "; reweighting by concepts changed accuracy by +0.100 [+0.050, +0.150] on test and" in text
     assert "; augmenting other classes with the flagged regions changed accuracy by +0.200" in text
-    assert text.endswith("versus the baseline (mean [95% CI] over 2 seeds).") and ". " not in text
+    assert text.endswith("versus the baseline (mean [95% CI] over 3 seeds).") and ". " not in text
     nothing = summary_sentence(_view({}, _with_corrections(_comparison())))
     assert nothing.startswith("Nothing flagged") and "reweighting by concepts changed accuracy by" in nothing
     assert nothing.endswith("seeds).") and ". " not in nothing
@@ -215,7 +238,9 @@ def test_write_report__self_contained_flagged_cards_first_and_small(smoke_run_di
     assert all(flag for flag, _ in cards[: len(view.flagged)]) and not any(f for f, _ in cards[len(view.flagged):])
     assert 'id="comparison-chart"' in html and 'id="embedding-plot"' in html
     assert summary_sentence(view).split(" (")[0] in html
-    assert re.search(r"\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", html)  # gains with intervals
+    # the smoke config retrains on 2 seeds: means without intervals, and the report says why
+    assert re.search(r"[+-]\d\.\d{3} \(n=2, no interval\)", html) and not re.search(r"\[[+-]?\d\.\d{3}, ", html)
+    assert "no interval below 3 seeds" in html and "no whiskers" in html
     assert "precision / recall" in html and "torch" in html and "config.yaml" in html
     n_maps = read_json(RunDir(smoke_run_dir).stage_json("saliency"))["metrics"]["n_maps"]
     assert f"saliency: {n_maps:,} maps (" in html and " constant, " in html

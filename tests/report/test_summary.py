@@ -37,11 +37,11 @@ def test_run_summary_markdown__a_gain_row_per_correction_variant(tiny_explained,
     run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
 
     def cell(m):
-        return {"mean": m, "ci95": [m - 0.05, m + 0.05], "values": [m, m], "n": 2}
+        return {"mean": m, "ci95": [m - 0.05, m + 0.05], "values": [m, m, m], "n": 3}
 
     splits = ("test", "test_attacked")
     write_json(run.comparison, {
-        "seeds": [0, 1],
+        "seeds": [0, 1, 2],
         "variants": {v: {s: {"accuracy": cell(0.5)} for s in splits} for v in ("baseline", "pruned", "reweight")},
         "gain_over_baseline": {"pruned": {s: {"accuracy": cell(0.3)} for s in splits},
                                "reweight": {s: {"accuracy": cell(0.1), "worst_group_accuracy": cell(0.2)}
@@ -50,4 +50,22 @@ def test_run_summary_markdown__a_gain_row_per_correction_variant(tiny_explained,
     assert "| gain on test_attacked (pruned − baseline, accuracy) | +0.300 [+0.250, +0.350] |" in text
     assert "| gain on test (reweight − baseline, accuracy) | +0.100 [+0.050, +0.150] |" in text
     assert "| gain on test (reweight − baseline, worst-group accuracy) | +0.200 [+0.150, +0.250] |" in text
-    assert "not retrained yet" not in text
+    assert "not retrained yet" not in text and "| seeds | 3 (mean [95% CI]) |" in text
+
+
+def test_run_summary_markdown__two_seeds_say_there_is_no_interval(tiny_explained, tmp_path):
+    import shutil
+
+    from soxai.compare.stats import summarize
+    from soxai.run_dir import RunDir, write_json
+
+    _, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    splits = ("test", "test_attacked")
+    write_json(run.comparison, {
+        "seeds": [0, 1],
+        "variants": {v: {s: {"accuracy": summarize([0.4, 0.6])} for s in splits} for v in ("baseline", "pruned")},
+        "gain_over_baseline": {"pruned": {s: {"accuracy": summarize([0.2, 0.4])} for s in splits}}})
+    text = run_summary_markdown(run.root)
+    assert "| gain on test_attacked (pruned − baseline, accuracy) | +0.300 (n=2, no interval) |" in text
+    assert "| seeds | 2 (mean; no interval below 3 seeds) |" in text
