@@ -16,15 +16,16 @@ costs a quarter of the predictions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from soxai.bias.channels import ChannelRegion
 from soxai.bias.config import BiasConfig
-
-if TYPE_CHECKING:
-    from soxai.bias.detectors import DetectorContext
+from soxai.bias.context import DetectorContext, pick_rows
+from soxai.bias.detectors import BIAS_DETECTORS
+from soxai.bias.disparity import match_statistics
 
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
                    "test"]
@@ -61,9 +62,6 @@ def carrier_flip_rates(
     -------
     rates : float array of shape (n_candidates,)
     """
-    from soxai.bias.channels import ChannelRegion
-    from soxai.bias.disparity import match_statistics
-
     recipients = np.asarray(recipients, dtype=np.float32)
     m = len(recipients)
     rows = np.asarray(rows, dtype=np.int64)
@@ -108,7 +106,7 @@ def wilson_interval(rate: np.ndarray, n, z: float = WILSON_Z) -> tuple[np.ndarra
     return centre - half, centre + half
 
 
-def _sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, k: int, box, member: np.ndarray,
+def sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, k: int, box, member: np.ndarray,
                      min_gap: float, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Flip rates of the candidate ``rows``: all on the first FIRST_STAGE recipients, then those still in doubt
     on twice as many, and so on up to all of them. Returns (rates, recipients each rate is over, threshold or
@@ -145,18 +143,17 @@ def _sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray,
 def _decisive(scores: pd.DataFrame, cid: int, shape: tuple[int, int]):
     """The flagging detector with the highest score that names an operation: (detector, region).
 
-    A whole-image detector names the brightness-and-contrast transfer (region None); pixel_transplant the
-    pixels it pasted (a boolean mask of ``shape``); any other the box in its row. A person's override
-    names none (returns None)."""
-    from soxai.bias.detectors import BIAS_DETECTORS, WHOLE_IMAGE_DETECTORS
-
+    As its registry entry's ``region`` says: a whole-image detector names the brightness-and-contrast transfer
+    (region None), a channels one its number of channels; a pixels one the pixels it pasted (a boolean mask of
+    ``shape``); any other the box in its row. A person's override names none (returns None)."""
     rows = scores[(scores["concept_id"] == cid) & scores["is_bias"].astype(bool)]
     rows = rows[rows["detector"].isin(list(BIAS_DETECTORS))].sort_values(
         ["score", "detector"], ascending=[False, True], kind="stable")
     for row in rows.itertuples():
-        if row.detector in WHOLE_IMAGE_DETECTORS:
+        region = BIAS_DETECTORS[row.detector].region
+        if region == "whole_image":
             return row.detector, None
-        if row.detector == "channel_patch":
+        if region == "channels":
             return row.detector, int(row.n_channels)
         pixels = getattr(row, "pixels", None)
         if isinstance(pixels, list | tuple | np.ndarray) and len(pixels) > 0:
@@ -178,8 +175,6 @@ def find_carriers(
     ``sample_id, concept_id, label, member, flip_rate, n_recipients, threshold, carries, test`` — ``test`` says
     which operation was repeated, or why the members stand as the carriers.
     """
-    from soxai.bias.detectors import _pick
-
     ccfg = cfg.carriers
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
     frames = []
@@ -201,16 +196,14 @@ def find_carriers(
             frames.append(out)
             continue
         detector, box = decisive
-        if detector == "channel_patch":
-            from soxai.bias.channels import ChannelRegion
-
+        if BIAS_DETECTORS[detector].region == "channels":
             box = ChannelRegion(ctx.layer, ctx.train, k, box)
         rng = np.random.default_rng([ctx.seed, cid + 1, 17])
-        rec_rows = _pick(pool, ccfg.n_recipients, rng)
+        rec_rows = pick_rows(pool, ccfg.n_recipients, rng)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
         # a whole-image flag counts recipients moved off their class, as statistics_transplant does
         labels = ctx.labels(rec_rows) if box is None else None
-        rates, n_tested, t = _sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k, box,
+        rates, n_tested, t = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k, box,
                                               member, ccfg.min_gap, labels)
         out["flip_rate"], out["n_recipients"] = rates, n_tested
         if box is None:

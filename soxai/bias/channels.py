@@ -28,98 +28,15 @@ is used. No odds-ratio bar, no minimum difference, no control rounds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-
-@dataclass
-class LayerAccess:
-    """Read and patch the channels of one layer of the explained model.
-
-    model : the baseline (eval mode), logits of shape (n, n_classes)
-    layer : ``model.layer`` (None = the last Conv2d)
-    device : torch device the model runs on
-    """
-
-    model: Any
-    layer: str | None
-    device: Any = None
-    batch_size: int = 256
-    _relevance: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-
-    def _module(self):
-        from soxai.models.layers import resolve_layer
-
-        return resolve_layer(self.model, self.layer)
-
-    def relevance(self, images: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Channel relevance (n, channels) of ``images[rows]`` for ``targets`` (soxai.embed.relevance)."""
-        from soxai.embed.relevance import channel_relevance
-
-        return channel_relevance(self.model, self.layer, images, rows, targets, self.device, self.batch_size)
-
-    def activations(self, x: np.ndarray) -> np.ndarray:
-        """The layer's output for images ``x`` (n, C, H, W): float32 (n, channels[, h, w])."""
-        import torch
-
-        captured: list = []
-        handle = self._module().register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
-        parts = []
-        try:
-            self.model.to(self.device).eval()
-            with torch.no_grad():
-                for start in range(0, len(x), self.batch_size):
-                    captured.clear()
-                    self.model(torch.from_numpy(np.asarray(x[start : start + self.batch_size], np.float32))
-                               .to(self.device))
-                    parts.append(captured[-1].float().cpu().numpy())
-        finally:
-            handle.remove()
-        return np.concatenate(parts)
-
-    def predict_patched(self, recipients: np.ndarray, donor_acts: np.ndarray, channels: np.ndarray) -> np.ndarray:
-        """Predicted class of each recipient image with ``channels[i]`` of its layer output replaced by
-        ``donor_acts[i]``'s.
-
-        recipients : (n, C, H, W) images; donor_acts : (n, channels[, h, w]) layer outputs of the donors;
-        channels : int array (n, k), the channels each pair patches. Returns int (n,).
-        """
-        import torch
-
-        out: list[np.ndarray] = []
-        state: dict[str, Any] = {}
-
-        def patch(_module, _inputs, act):
-            act = act.clone()
-            idx = state["channels"]
-            rows = torch.arange(len(act), device=act.device)[:, None]
-            act[rows, idx] = state["donor"][rows, idx].to(act.dtype)
-            return act
-
-        handle = self._module().register_forward_hook(patch)
-        try:
-            self.model.to(self.device).eval()
-            with torch.no_grad():
-                for start in range(0, len(recipients), self.batch_size):
-                    stop = start + self.batch_size
-                    state["channels"] = torch.from_numpy(np.asarray(channels[start:stop], np.int64)).to(self.device)
-                    state["donor"] = torch.from_numpy(np.asarray(donor_acts[start:stop], np.float32)).to(self.device)
-                    xb = torch.from_numpy(np.asarray(recipients[start:stop], np.float32)).to(self.device)
-                    out.append(self.model(xb).argmax(dim=1).cpu().numpy())
-        finally:
-            handle.remove()
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-    def class_relevance(self, images: np.ndarray, train: pd.DataFrame, label: int) -> pd.Series:
-        """Channel relevance of every class-``label`` training sample for its label, by image row (cached)."""
-        if label not in self._relevance:
-            rows = train.loc[train["label"] == label, "row"].to_numpy()
-            self._relevance[label] = pd.Series(
-                list(self.relevance(images, rows, np.full(len(rows), label))), index=rows)
-        return self._relevance[label]
+from soxai.bias.config import BiasConfig
+from soxai.bias.context import DetectorContext, pick_rows, score_row, scored_concepts, take_images
+from soxai.bias.layer import LayerAccess
 
 
 def top_channels(relevance: np.ndarray, k: int) -> np.ndarray:
@@ -208,20 +125,20 @@ def empirical_null(z: np.ndarray) -> tuple[float, float]:
     return centre, max(1.0, 1.4826 * float(np.median(np.abs(z - centre))))
 
 
-def detect_channel_patch(ctx, cfg, only: set[int] | None = None, **_unused: Any) -> list[dict[str, Any]]:
+def detect_channel_patch(
+    ctx: DetectorContext, cfg: BiasConfig, only: set[int] | None = None, **_unused: Any
+) -> list[dict[str, Any]]:
     """The feature-space concept test (module docstring). One row per concept; every concept is scored (the
     empirical null needs them all), ``only`` is accepted for the registry's signature and ignored.
 
-    ``ctx`` is a :class:`soxai.bias.detectors.DetectorContext` with ``layer`` set; ``cfg`` the bias config.
+    ``ctx`` is a :class:`soxai.bias.context.DetectorContext` with ``layer`` set; ``cfg`` the bias config.
     """
     from scipy.stats import norm
-
-    from soxai.bias.detectors import _pick, _scored, _take
 
     pcfg = cfg.channel_patch
     if ctx.layer is None:
         raise ValueError("the channel_patch detector needs access to the model's layer (DetectorContext.layer)")
-    concepts = _scored(ctx, None)
+    concepts = scored_concepts(ctx, None)
     k = max(1, int(round(pcfg.channel_frac * n_channels(ctx.layer, ctx.images)))) if len(concepts) else 1
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
     tested, rows = [], []
@@ -236,12 +153,12 @@ def detect_channel_patch(ctx, cfg, only: set[int] | None = None, **_unused: Any)
         pool = correct[correct["label"] != label]
         n = min(pcfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0 or len(outsiders) == len(members):
-            rows.append(_row(cid, 0.0, False, "not tested: no recipients of other classes or no class-mates to "
-                             "compare with"))
+            rows.append(score_row("channel_patch", cid, 0.0, False, "not tested: no recipients of other classes or "
+                                  "no class-mates to compare with"))
             continue
         relevance = ctx.layer.class_relevance(ctx.images, ctx.train, label)
-        recipients = _take(ctx.images, pool, n, rng)
-        donors, controls = _pick(members, n, rng), _pick(outsiders, n, rng)
+        recipients = take_images(ctx.images, pool, n, rng)
+        donors, controls = pick_rows(members, n, rng), pick_rows(outsiders, n, rng)
         hits = patch_hits(ctx.layer, ctx.images, donors, np.stack(relevance.loc[donors].to_numpy()),
                           recipients, k, label)
         control_hits = patch_hits(ctx.layer, ctx.images, controls, np.stack(relevance.loc[controls].to_numpy()),
@@ -268,12 +185,7 @@ def detect_channel_patch(ctx, cfg, only: set[int] | None = None, **_unused: Any)
             + ("the concept's evidence carries the class where the class's ordinary evidence does not"
                if is_bias else "no more than the run's concepts differ from their class-mates")
         )
-        rows[i] = _row(r["concept_id"], rate - control, is_bias, reason, flip_rate=rate, control_rate=control,
-                       p_value=p_value, z=float(zi), null_centre=centre, null_width=width, n_channels=k,
-                       alpha=alpha)
+        rows[i] = score_row("channel_patch", r["concept_id"], rate - control, is_bias, reason, flip_rate=rate,
+                            control_rate=control, p_value=p_value, z=float(zi), null_centre=centre, null_width=width,
+                            n_channels=k, alpha=alpha)
     return rows
-
-
-def _row(cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> dict[str, Any]:
-    return {"concept_id": cid, "detector": "channel_patch", "score": float(score), "is_bias": bool(is_bias),
-            "reason": reason, **extra}

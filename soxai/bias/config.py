@@ -1,11 +1,20 @@
-"""Configuration of the bias stage."""
+"""Configuration of the bias stage.
+
+A leaf: imports no detector. Each detector's settings are a :class:`DetectorSection`, held by
+:class:`BiasConfig` as a field named after the detector; those fields are the names ``bias.detectors``
+accepts, and soxai.bias.detectors registers the code under the same names (a test keeps the two equal).
+"""
 
 from pydantic import Field, field_validator, model_validator
 
 from soxai._base import Section
 
 
-class TransplantConfig(Section):
+class DetectorSection(Section):
+    """The settings of one bias detector (the section of :class:`BiasConfig` named after it)."""
+
+
+class TransplantConfig(DetectorSection):
     """Paste a concept's salient region into other classes' images; count flips to its class."""
 
     region_frac: float = Field(
@@ -39,13 +48,13 @@ class TransplantConfig(Section):
         True,
         description="leave the members of the concepts the stage flags (any detector, or an override) out of the "
         "controls of their class's other concepts, and test those again until no new concept is flagged "
-        "(soxai.bias.detectors.clean_control_rounds): where a mark sits in several places "
+        "(soxai.bias.rounds.clean_control_rounds): where a mark sits in several places "
         "(one concept per corner), the class-mates of one corner's concept carry the same mark elsewhere and "
         "their own regions move recipients too (control 13-20% on cells with a square in a random corner)",
     )
 
 
-class ConcentrationConfig(Section):
+class ConcentrationConfig(DetectorSection):
     """Members put their relevance in one small box, all in the same place (vs the class's other samples)."""
 
     region_frac: float = Field(0.1875, gt=0.0, le=1.0, description="side of the box / image side")
@@ -61,7 +70,7 @@ class ConcentrationConfig(Section):
     )
 
 
-class TransplantAccuracyConfig(Section):
+class TransplantAccuracyConfig(DetectorSection):
     """Accuracy of other classes' images after pasting the concept's region, vs pasting class-mates' boxes."""
 
     n_pairs: int = Field(200, ge=4, description="recipient images per concept")
@@ -73,7 +82,7 @@ class TransplantAccuracyConfig(Section):
     max_p_value: float = Field(0.01, gt=0.0, le=1.0, description="and a one-sided Fisher test is this significant")
 
 
-class StatisticsTransplantConfig(Section):
+class StatisticsTransplantConfig(DetectorSection):
     """Other classes' images take the members' brightness and contrast (tint, colour cast, exposure)."""
 
     n_pairs: int = Field(200, ge=4, description="recipient images per concept")
@@ -86,7 +95,7 @@ class StatisticsTransplantConfig(Section):
     max_p_value: float = Field(0.01, gt=0.0, le=1.0, description="and a one-sided Fisher test is this significant")
 
 
-class PixelTransplantConfig(Section):
+class PixelTransplantConfig(DetectorSection):
     """The transplant test on the concept's distinctive pixels (any shape: a stripe, a frame, a stamp)."""
 
     n_pairs: int = Field(200, ge=4, description="recipient images per concept (transplant.region_frac sets "
@@ -105,7 +114,7 @@ class PixelTransplantConfig(Section):
     clean_control: bool = Field(True, description="as transplant.clean_control")
 
 
-class ChannelPatchConfig(Section):
+class ChannelPatchConfig(DetectorSection):
     """The feature-space test: members patch their strongest channels of model.layer into other classes' images
     (soxai.bias.channels)."""
 
@@ -161,7 +170,7 @@ class BiasConfig(Section):
         True,
         description="when two or more unflagged concepts of one class have a significant region transplant "
         "(transplant or pixel_transplant with clean_control on: Fisher p <= its max_p_value), test each again "
-        "with the others left out of its control (soxai.bias.detectors.clean_control_rounds): one mark split "
+        "with the others left out of its control (soxai.bias.rounds.clean_control_rounds): one mark split "
         "over several concepts hides itself in their controls (a corner patch on 30% of MNIST's zeros: three "
         "concepts at odds ratios 3.4-6.2 before, 7.3-21.9 after; real concepts at most 6.1 after)",
     )
@@ -169,14 +178,19 @@ class BiasConfig(Section):
         None, description="YAML file: {drop: [concept ids], keep: [concept ids]}; wins over detectors"
     )
 
+    @classmethod
+    def detector_names(cls) -> tuple[str, ...]:
+        """The detectors ``detectors`` may name: the fields holding a :class:`DetectorSection`, in order."""
+        return tuple(name for name, info in cls.model_fields.items()
+                     if isinstance(info.annotation, type) and issubclass(info.annotation, DetectorSection))
+
     @field_validator("detectors")
     @classmethod
     def _known_detectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from soxai.bias.detectors import BIAS_DETECTORS
-
-        unknown = [d for d in value if d not in BIAS_DETECTORS]
+        known = cls.detector_names()
+        unknown = [d for d in value if d not in known]
         if unknown:
-            raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(BIAS_DETECTORS)}")
+            raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(known)}")
         return value
 
     @model_validator(mode="after")

@@ -10,15 +10,14 @@ leaves its class counts, wherever it goes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from soxai.bias.config import BiasConfig
+from soxai.bias.context import DetectorContext, pick_rows, score_row, scored_concepts
+from soxai.bias.paste import paste_region, salient_box
 from soxai.bias.verdict import compare_rates, decide
-
-if TYPE_CHECKING:  # detectors.py imports this module for its registry
-    from soxai.bias.detectors import DetectorContext
 
 
 def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
@@ -29,13 +28,11 @@ def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[di
     most salient box lowers it by ``control_drop``. Score: drop - control_drop; flag when it reaches
     ``threshold`` and a one-sided Fisher test of errors vs control errors gives p <= ``max_p_value``.
     """
-    from soxai.bias.detectors import _pick, paste_region, salient_box
-
     dcfg = cfg.transplant_accuracy
     h, w = ctx.images.shape[2:]
     side = max(1, int(round(cfg.transplant.region_frac * min(h, w))))
     rows = []
-    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+    for _, concept in scored_concepts(ctx).iterrows():
         cid, k = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 11])
         box = salient_box(ctx.maps[int(concept["map_index"])], side)
@@ -44,17 +41,17 @@ def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[di
         pool = ctx.train[ctx.train["label"] != k]
         n = min(dcfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0 or len(outsiders) == 0:
-            rows.append(_row("transplant_accuracy", cid, 0.0, False,
+            rows.append(score_row("transplant_accuracy", cid, 0.0, False,
                              "no other-class images or no class-mates outside the concept to compare with"))
             continue
-        rec_rows = _pick(pool, n, rng)
+        rec_rows = pick_rows(pool, n, rng)
         truth = ctx.labels(rec_rows)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
         before = float(np.mean(ctx.predict(recipients) == truth))
-        donors = ctx.images[_pick(members, n, rng)]
+        donors = ctx.images[pick_rows(members, n, rng)]
         pair = np.arange(n) % len(donors)
         wrong = int(np.sum(ctx.predict(paste_region(recipients, donors[pair], box)) != truth))
-        out_rows = _pick(outsiders, n, rng)
+        out_rows = pick_rows(outsiders, n, rng)
         own = [salient_box(m, side) for m in ctx.sample_maps(out_rows)]
         pair_c = np.arange(n) % len(out_rows)
         wrong_c = int(np.sum(ctx.predict(
@@ -69,7 +66,7 @@ def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[di
             f"{y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} was pasted in (other class-{k} "
             f"images, each pasting its own most salient box: {acc_c:.0%}; p={p_value:.1g}); accuracy {verdict}"
         )
-        rows.append(_row("transplant_accuracy", cid, score, is_bias, reason, accuracy_before=before,
+        rows.append(score_row("transplant_accuracy", cid, score, is_bias, reason, accuracy_before=before,
                          accuracy_pasted=acc, accuracy_control=acc_c, p_value=p_value, odds_ratio=odds,
                          box=list(box)))
     return rows
@@ -96,12 +93,10 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
     elsewhere the rest (on the digits tint case the true tint moved 41% of recipients, 18% of them to
     class k). Flag when the score reaches ``threshold`` with a one-sided Fisher test p <= ``max_p_value``.
     """
-    from soxai.bias.detectors import _pick
-
     scfg = cfg.statistics_transplant
     rows = []
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
-    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+    for _, concept in scored_concepts(ctx).iterrows():
         cid, k = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 13])
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
@@ -109,14 +104,14 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
         pool = correct[correct["label"] != k]
         n = min(scfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0 or len(outsiders) == 0:
-            rows.append(_row("statistics_transplant", cid, 0.0, False,
+            rows.append(score_row("statistics_transplant", cid, 0.0, False,
                              "no other-class images or no class-mates outside the concept to compare with"))
             continue
-        rec_rows = _pick(pool, n, rng)
+        rec_rows = pick_rows(pool, n, rng)
         truth = ctx.labels(rec_rows)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
-        donors = ctx.images[_pick(members, n, rng)]
-        controls = ctx.images[_pick(outsiders, n, rng)]
+        donors = ctx.images[pick_rows(members, n, rng)]
+        controls = ctx.images[pick_rows(outsiders, n, rng)]
         pred = ctx.predict(match_statistics(recipients, donors[np.arange(n) % len(donors)]))
         pred_c = ctx.predict(match_statistics(recipients, controls[np.arange(n) % len(controls)]))
         moved, moved_c = int(np.sum(pred != truth)), int(np.sum(pred_c != truth))
@@ -129,12 +124,7 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
             f"to class {k}) when they took its members' brightness and contrast (other class-{k} images': "
             f"{moved_c / n:.0%}, {flips_c / n:.0%} to class {k}; p={p_value:.1g}); {verdict}"
         )
-        rows.append(_row("statistics_transplant", cid, score, is_bias, reason, moved_rate=moved / n,
+        rows.append(score_row("statistics_transplant", cid, score, is_bias, reason, moved_rate=moved / n,
                          control_moved_rate=moved_c / n, flip_rate=flips / n, control_rate=flips_c / n,
                          p_value=p_value, odds_ratio=odds))
     return rows
-
-
-def _row(detector: str, cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> dict[str, Any]:
-    return {"concept_id": cid, "detector": detector, "score": float(score), "is_bias": bool(is_bias),
-            "reason": reason, **extra}

@@ -9,14 +9,13 @@ one place (a centred object) is not flagged for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from soxai.bias.config import BiasConfig
-
-if TYPE_CHECKING:  # detectors.py imports this module for its registry
-    from soxai.bias.detectors import DetectorContext
+from soxai.bias.context import DetectorContext, pick_rows, score_row, scored_concepts
+from soxai.bias.paste import salient_box
 
 
 def box_mass(maps: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -29,8 +28,6 @@ def box_mass(maps: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 def same_place(maps: np.ndarray, box: tuple[int, int, int, int], side: int) -> np.ndarray:
     """Whether each map's own most salient side x side box lies within half a box of ``box`` (bool (n,))."""
-    from soxai.bias.detectors import salient_box
-
     y0, x0 = box[0], box[1]
     out = np.empty(len(maps), dtype=bool)
     for i, m in enumerate(maps):
@@ -48,23 +45,22 @@ def detect_concentration(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str
     within half a box of it. Score: mass - control. Flag when the score reaches ``threshold`` and
     consistency reaches ``min_consistency``.
     """
-    from soxai.bias.detectors import _pick, salient_box
-
     ccfg = cfg.concentration
     h, w = ctx.images.shape[2:]
     side = max(1, int(round(ccfg.region_frac * min(h, w))))
     rows = []
-    for _, concept in ctx.concepts[~ctx.concepts["is_noise"]].iterrows():
+    for _, concept in scored_concepts(ctx).iterrows():
         cid, k = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 7])
         box = salient_box(ctx.maps[int(concept["map_index"])], side)
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
         outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == k)]
         if len(members) == 0 or len(outsiders) == 0:
-            rows.append(_row(cid, 0.0, False, f"no class-{k} samples outside the concept to compare with"))
+            rows.append(score_row("concentration", cid, 0.0, False,
+                                  f"no class-{k} samples outside the concept to compare with"))
             continue
-        member_maps = ctx.sample_maps(_pick(members, ccfg.n_samples, rng))
-        control_maps = ctx.sample_maps(_pick(outsiders, ccfg.n_samples, rng))
+        member_maps = ctx.sample_maps(pick_rows(members, ccfg.n_samples, rng))
+        control_maps = ctx.sample_maps(pick_rows(outsiders, ccfg.n_samples, rng))
         mass, control = float(box_mass(member_maps, box).mean()), float(box_mass(control_maps, box).mean())
         consistency = float(same_place(member_maps, box, side).mean())
         control_consistency = float(same_place(control_maps, box, side).mean())
@@ -79,11 +75,6 @@ def detect_concentration(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str
             + ("" if consistency >= ccfg.min_consistency or score < ccfg.threshold
                else f" but members agree on the place less than {ccfg.min_consistency:.0%}")
         )
-        rows.append(_row(cid, score, is_bias, reason, mass=mass, control_mass=control, consistency=consistency,
-                         control_consistency=control_consistency, box=list(box)))
+        rows.append(score_row("concentration", cid, score, is_bias, reason, mass=mass, control_mass=control,
+                              consistency=consistency, control_consistency=control_consistency, box=list(box)))
     return rows
-
-
-def _row(cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> dict[str, Any]:
-    return {"concept_id": cid, "detector": "concentration", "score": float(score), "is_bias": bool(is_bias),
-            "reason": reason, **extra}

@@ -8,15 +8,21 @@ sum 1), as many pixels as the transplant box holds: the mark's own pixels, whate
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from soxai.bias.config import BiasConfig
+from soxai.bias.context import (
+    DetectorContext,
+    control_pool,
+    left_out_text,
+    pick_rows,
+    score_row,
+    scored_concepts,
+    take_images,
+)
 from soxai.bias.verdict import compare_rates, decide
-
-if TYPE_CHECKING:  # detectors.py imports this module for its registry
-    from soxai.bias.detectors import DetectorContext
 
 
 def top_pixels(weights: np.ndarray, k: int) -> np.ndarray:
@@ -61,17 +67,15 @@ def detect_pixel_transplant(
     ``n_pairs`` class-mates outside it. Control: those class-mates, each pasting its own ``k`` most
     salient pixels. Score: flip rate minus control; flag at ``threshold`` with a one-sided Fisher test
     at ``max_p_value`` and an odds ratio of at least ``min_odds_ratio`` (soxai.bias.verdict). ``left_out``,
-    ``only`` and ``suspected`` as for :func:`soxai.bias.detectors.detect_transplant`.
+    ``only`` and ``suspected`` as for :func:`soxai.bias.transplant.detect_transplant`.
     """
-    from soxai.bias.detectors import _left_out_text, _pick, _scored, _take, control_pool
-
     pcfg = cfg.pixel_transplant
     h, w = ctx.images.shape[2:]
     side = max(1, int(round(cfg.transplant.region_frac * min(h, w))))
     k = side * side
     rows = []
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
-    for _, concept in _scored(ctx, only).iterrows():
+    for _, concept in scored_concepts(ctx, only).iterrows():
         cid, label = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 11])
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == label)]
@@ -81,13 +85,13 @@ def detect_pixel_transplant(
         if n == 0 or len(members) == 0 or len(outsiders) == 0:
             why = ("no recipients of other classes to paste into" if n == 0 or len(members) == 0
                    else f"no class-{label} samples outside the concept to compare with")
-            rows.append(_row(cid, 0.0, False, why))
+            rows.append(score_row("pixel_transplant", cid, 0.0, False, why))
             continue
-        recipients = _take(ctx.images, pool, n, rng)
-        rows_out = _pick(outsiders, n, rng)
+        recipients = take_images(ctx.images, pool, n, rng)
+        rows_out = pick_rows(outsiders, n, rng)
         own = ctx.sample_maps(rows_out)
         mask = distinct_pixels(ctx.maps[int(concept["map_index"])], own.mean(axis=0), k)
-        donors = ctx.images[_pick(members, n, rng)]
+        donors = ctx.images[pick_rows(members, n, rng)]
         pair = np.arange(n) % len(donors)
         flips = int(np.sum(ctx.predict(paste_pixels(recipients, donors[pair], mask)) == label))
         own_masks = np.stack([top_pixels(m, k) for m in own])
@@ -103,17 +107,12 @@ def detect_pixel_transplant(
                  f"cols {xs.min()}-{xs.max()})" if mask.any() else "no pixel where it looks more than its class-mates")
         reason = (
             f"moved {flip:.0%} of predictions to class {label} (other class-{label} images"
-            f"{_left_out_text(skipped, suspected)}, each pasting its own {k} most salient pixels: {control:.0%}; "
+            f"{left_out_text(skipped, suspected)}, each pasting its own {k} most salient pixels: {control:.0%}; "
             f"p={p_value:.1g}, odds ratio {odds:.1f}) when {where} were "
             f"pasted into {n} images of other classes; {verdict}"
         )
         box = [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1] if mask.any() else None
-        rows.append(_row(cid, score, is_bias, reason, flip_rate=flip, control_rate=control, p_value=p_value,
-                         odds_ratio=odds, n_pixels=int(mask.sum()), box=box, pixels=np.flatnonzero(mask).tolist(),
-                         control_left_out=skipped))
+        rows.append(score_row("pixel_transplant", cid, score, is_bias, reason, flip_rate=flip, control_rate=control,
+                              p_value=p_value, odds_ratio=odds, n_pixels=int(mask.sum()), box=box,
+                              pixels=np.flatnonzero(mask).tolist(), control_left_out=skipped))
     return rows
-
-
-def _row(cid: int, score: float, is_bias: bool, reason: str, **extra: Any) -> dict[str, Any]:
-    return {"concept_id": cid, "detector": "pixel_transplant", "score": float(score), "is_bias": bool(is_bias),
-            "reason": reason, **extra}

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from soxai.bias.context import DetectorContext, score_frame, score_row
+from soxai.bias.layer import LayerAccess
 from soxai.config import Config
 from soxai.data.runner import read_images, read_samples
 from soxai.run_dir import RunDir, read_npy, read_parquet, write_parquet
 from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
-
-if TYPE_CHECKING:
-    from soxai.bias.detectors import DetectorContext
 
 
 def run_bias(cfg: Config, run: RunDir) -> StageRecord:
@@ -26,7 +24,8 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     """
     from soxai.bias.carriers import carrier_summary, find_carriers
     from soxai.bias.decide import flagged_concepts, read_overrides
-    from soxai.bias.detectors import BIAS_DETECTORS, clean_control_rounds
+    from soxai.bias.detectors import run_detector
+    from soxai.bias.rounds import clean_control_rounds
 
     bcfg = cfg.bias
     parts = [cfg.section_hash("seed", "bias")]
@@ -41,16 +40,16 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
             if bcfg.overrides else {}
         )
         ctx = detector_context(cfg, run, concepts)
-        rows = [row for name in bcfg.detectors for row in BIAS_DETECTORS[name](ctx, bcfg)]
+        rows = [row for name in bcfg.detectors for row in run_detector(name, ctx, bcfg)]
         for cid, is_bias in sorted(overrides.items()):
-            rows.append({"concept_id": cid, "detector": "override", "score": float(is_bias), "is_bias": is_bias,
-                         "reason": f"{'dropped' if is_bias else 'kept'} by a person in {bcfg.overrides}"})
+            rows.append(score_row("override", cid, float(is_bias), is_bias,
+                                  f"{'dropped' if is_bias else 'kept'} by a person in {bcfg.overrides}"))
 
         def decide(rows: list[dict]) -> set[int]:
-            return set(flagged_concepts(pd.DataFrame(rows, columns=_columns(rows)), bcfg.min_flags)) if rows else set()
+            return set(flagged_concepts(score_frame(rows), bcfg.min_flags)) if rows else set()
 
         rows = clean_control_rounds(ctx, bcfg, rows, decide)
-        scores = pd.DataFrame(rows, columns=_columns(rows))
+        scores = score_frame(rows)
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         carriers = find_carriers(ctx, scores, flagged, bcfg)
         outputs = [write_parquet(run.bias_scores, scores), write_parquet(run.bias_carriers, carriers)]
@@ -60,10 +59,8 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
 
 
 def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = None) -> DetectorContext:
-    """The :class:`soxai.bias.detectors.DetectorContext` of a run whose concepts and model stages are done:
+    """The :class:`soxai.bias.context.DetectorContext` of a run whose concepts and model stages are done:
     training images, assignments with predictions, concept mean maps, each sample's own map, the baseline."""
-    from soxai.bias.channels import LayerAccess
-    from soxai.bias.detectors import DetectorContext  # noqa: F811 (the runtime import of the annotation)
     from soxai.saliency.methods import resolve_device
     from soxai.saliency.runner import read_index, read_maps
     from soxai.train.loop import predict_logits
@@ -89,10 +86,3 @@ def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = N
 
     return DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed,
                            sample_maps, LayerAccess(model, cfg.model.layer, device))
-
-
-def _columns(rows: list[dict]) -> list[str]:
-    cols = ["concept_id", "detector", "score", "is_bias", "reason"]
-    for row in rows:
-        cols += [k for k in row if k not in cols]
-    return cols

@@ -151,7 +151,8 @@ def _with_why(reason: str, flagged: dict[int, str]) -> str:
 
 def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
     """Each flagged concept's salient box (the transplant test's box) and a lazy reader of members' maps."""
-    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS, salient_box
+    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS
+    from soxai.bias.paste import salient_box
     from soxai.manifest.policies import PolicyContext
     from soxai.run_dir import read_npy
     from soxai.saliency.runner import read_index, read_maps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from soxai.bias.detectors import DetectorContext
+from soxai.bias.context import DetectorContext
 
 
 def shortcut_world(

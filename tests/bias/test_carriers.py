@@ -4,7 +4,7 @@ import pandas as pd
 from soxai.bias.carriers import carrier_flip_rates, carrier_threshold, find_carriers
 from soxai.bias.config import BiasConfig, CarriersConfig, TransplantConfig
 from soxai.bias.decide import flagged_concepts
-from soxai.bias.detectors import detect_transplant
+from soxai.bias.transplant import detect_transplant
 from soxai.manifest.policies import PolicyContext, drop_carriers
 from soxai.testing.shortcut import shortcut_world
 
@@ -173,11 +173,11 @@ def test_find_carriers__a_mark_that_moves_half_the_recipients_is_decided_before_
     assert set(carriers.loc[carriers["carries"], "sample_id"]) == set(ctx.train["sample_id"][marked])
 
 
-def test_sequential_rates__members_stand_when_their_gap_was_luck_of_the_first_recipients():
+def testsequential_rates__members_stand_when_their_gap_was_luck_of_the_first_recipients():
     """A weak mark moves only two particular recipients of 32, both among the first 8: the members' first-stage
     rate (25%) clears the gap, but over all 32 (6%) it does not, so no threshold is returned (the members stand)
     instead of one no sample reaches. A strong mark keeps its threshold and its carriers."""
-    from soxai.bias.carriers import _sequential_rates
+    from soxai.bias.carriers import sequential_rates
 
     donors = np.zeros((6, 1, 4, 4), dtype=np.float32)
     donors[:3, 0, :2, :2] = 1.0  # members carry the mark
@@ -188,11 +188,11 @@ def test_sequential_rates__members_stand_when_their_gap_was_luck_of_the_first_re
     def weak(x):
         return ((x[:, 0, :2, :2].mean(axis=(1, 2)) > 0.9) & (x[:, 0, 3, 3] > 0.5)).astype(int)
 
-    rates, n, t = _sequential_rates(weak, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
+    rates, n, t = sequential_rates(weak, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
     assert t is None and n[:3].tolist() == [32, 32, 32] and np.allclose(rates[:3], 2 / 32)
 
     def strong(x):
         return (x[:, 0, :2, :2].mean(axis=(1, 2)) > 0.9).astype(int)
 
-    rates, n, t = _sequential_rates(strong, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
+    rates, n, t = sequential_rates(strong, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
     assert t == 0.5 and (rates >= t).tolist() == member.tolist() and n.tolist() == [8] * 6

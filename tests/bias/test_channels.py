@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from soxai.bias.carriers import find_carriers
-from soxai.bias.channels import LayerAccess, detect_channel_patch, empirical_null, top_channels, two_proportion_z
-from soxai.bias.detectors import DetectorContext
+from soxai.bias.channels import detect_channel_patch, empirical_null, top_channels, two_proportion_z
+from soxai.bias.context import DetectorContext
+from soxai.bias.layer import LayerAccess
 from soxai.config import load_config
 
 SIDE = 6

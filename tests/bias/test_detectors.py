@@ -3,7 +3,9 @@ import pandas as pd
 
 from soxai.bias.config import BiasConfig, ConcentrationConfig, TransplantConfig
 from soxai.bias.decide import flagged_concepts, read_overrides
-from soxai.bias.detectors import BIAS_DETECTORS, detect_transplant, paste_region, salient_box
+from soxai.bias.detectors import run_detector
+from soxai.bias.paste import paste_region, salient_box
+from soxai.bias.transplant import detect_transplant
 from soxai.testing.shortcut import shortcut_world
 
 # a 3 px box on the 12 px toy images
@@ -293,7 +295,7 @@ def _two_corner_world(n=80, size=12, seed=0):
     the top-right corner (concept 0) and a quarter with the same square bottom-left (concept 1); the 'model'
     takes the top-right square as class 0 always and the bottom-left one only on class-1 images with a faint
     square (about half). Concept 2 = the rest of class 0; 3 and 4 = class 1 in two halves."""
-    from soxai.bias.detectors import DetectorContext
+    from soxai.bias.context import DetectorContext
 
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
@@ -325,9 +327,9 @@ def _two_corner_world(n=80, size=12, seed=0):
 
 def _rounds(ctx, cfg):
     """The bias stage's detector pass: every configured detector, then the clean-control rounds (min_flags 1)."""
-    from soxai.bias.detectors import clean_control_rounds
+    from soxai.bias.rounds import clean_control_rounds
 
-    rows = [r for name in cfg.detectors for r in BIAS_DETECTORS[name](ctx, cfg)]
+    rows = [r for name in cfg.detectors for r in run_detector(name, ctx, cfg)]
     return clean_control_rounds(ctx, cfg, rows, lambda rows: set(flagged_concepts(pd.DataFrame(rows))))
 
 
@@ -357,11 +359,11 @@ def test_clean_control__the_stage_flag_counts_whoever_raised_it():
     """A person's override (or any detector) that flags the top-right concept cleans its class-mates' controls,
     even where transplant itself flags nothing (a bar of 0.9 here). The clean world (no marks) flags nothing
     and tests nothing again."""
-    from soxai.bias.detectors import clean_control_rounds
+    from soxai.bias.rounds import clean_control_rounds
 
     ctx = _two_corner_world()
     strict = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"threshold": 0.9})})
-    rows = BIAS_DETECTORS["transplant"](ctx, strict)
+    rows = run_detector("transplant", ctx, strict)
     assert not any(r["is_bias"] for r in rows)
     rows.append({"concept_id": 0, "detector": "override", "score": 1.0, "is_bias": True, "reason": "a person"})
     rows = clean_control_rounds(ctx, strict, rows, lambda rows: set(flagged_concepts(pd.DataFrame(rows))))
@@ -380,7 +382,7 @@ def _split_mark_world(n=80, size=12, seed=0):
     takes the square as class 0 on class-1 images with a faint right bar (about half of them). Each marked
     concept's class-mates include the other two, whose own most salient region is the same square. Concepts 4
     and 5: class 1 in two halves."""
-    from soxai.bias.detectors import DetectorContext
+    from soxai.bias.context import DetectorContext
 
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 0.2, (2 * n, 1, size, size)).astype(np.float32)
@@ -416,7 +418,7 @@ def test_mutual_control__finds_a_mark_split_over_concepts_that_hide_each_other()
     concept and class 1 are not, and the reason says what was left out."""
     ctx = _split_mark_world()
     both = CFG.model_copy(update={"detectors": ("transplant", "pixel_transplant")})
-    plain = [r for name in both.detectors for r in BIAS_DETECTORS[name](ctx, both)]
+    plain = [r for name in both.detectors for r in run_detector(name, ctx, both)]
     assert not any(r["is_bias"] for r in plain)
     assert all(r["odds_ratio"] < 8 and r["control_rate"] > 0.15 for r in plain if r["concept_id"] < 3)
     rows = _rounds(ctx, both)
@@ -434,7 +436,7 @@ def test_mutual_control__finds_a_mark_split_over_concepts_that_hide_each_other()
 
 
 def test_suspects__two_or_more_significant_unflagged_concepts_per_class():
-    from soxai.bias.detectors import suspects
+    from soxai.bias.rounds import suspects
 
     rows = [{"concept_id": 0, "detector": "transplant", "p_value": 1e-3},
             {"concept_id": 1, "detector": "pixel_transplant", "p_value": 1e-9},
@@ -451,7 +453,7 @@ def test_suspects__two_or_more_significant_unflagged_concepts_per_class():
 
 
 def test_control_pool__leaves_concepts_out_only_while_enough_class_mates_remain():
-    from soxai.bias.detectors import MIN_CONTROL, control_pool
+    from soxai.bias.context import MIN_CONTROL, control_pool
 
     ctx = _two_corner_world()
     pool, skipped = control_pool(ctx, 1, 0, frozenset({0, 3}))
