@@ -9,14 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soxai.compare.stats import format_summary
+from soxai.compare.stats import format_summary, seeds_phrase
 
 
 def signed_summary(summary: dict[str, Any] | None) -> str:
-    if not summary:
-        return "–"
-    lo, hi = summary["ci95"]
-    return f"{summary['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    """A difference: '+0.300 [+0.250, +0.350]', '+0.300 (n=2, no interval)' below 3 seeds, '–' when missing."""
+    return format_summary(summary, signed=True)
 
 
 def reported_splits(comparison: dict[str, Any]) -> list[str]:
@@ -92,7 +90,8 @@ def corrections_rows(comparison: dict[str, Any] | None) -> list[dict[str, str]]:
 
 # view is a soxai.report.runner.RunView, not imported by name: the runner imports this module.
 def summary_sentence(view: Any) -> str:
-    """One sentence: what was found, what the manifest drops, and what pruning bought (95% intervals)."""
+    """One sentence: what was found, what the manifest drops, and what pruning bought (95% intervals from 3 seeds
+    on; below that means only, and the sentence says so)."""
     real = view.concepts[~view.concepts["is_noise"].astype(bool)]
     n_train = int((view.samples["split"] == "train").sum())
     found = f"{len(real)} concept{'s' if len(real) != 1 else ''} in {n_train:,} training samples"
@@ -100,7 +99,7 @@ def summary_sentence(view: Any) -> str:
         text = f"Nothing flagged: soxai found {found} and no detector flagged any, so the pruned manifest keeps " \
                "every sample and there is nothing for pruning to buy"
         others = _other_corrections(view.comparison) if view.comparison else ""
-        seeds = f" (mean [95% CI] over {len(view.comparison.get('seeds', []))} seeds)" if others else ""
+        seeds = f" ({seeds_phrase(len(view.comparison.get('seeds', [])))})" if others else ""
         return f"{text}{others}{seeds}."
     ids = sorted(view.flagged)
     names = []
@@ -128,7 +127,7 @@ def summary_sentence(view: Any) -> str:
     others = _other_corrections(comp)
     if not retrained:
         return f"{head}; the comparison has no pruned variant (see retrain.variants), so it cannot say what " \
-               f"pruning bought{others} (mean [95% CI] over {len(comp.get('seeds', []))} seeds)."
+               f"pruning bought{others} ({seeds_phrase(len(comp.get('seeds', [])))})."
     splits = reported_splits(comp)
     gains = comp["gain_over_baseline"]["pruned"]
     control = comp.get("pruned_over_random_control", {})
@@ -138,7 +137,7 @@ def summary_sentence(view: Any) -> str:
         text += ", and by " + " and ".join(
             f"{signed_summary(control.get(s, {}).get('accuracy'))} on {s}" for s in splits
         ) + " versus a random prune of the same size"
-    return f"{text}{others} (mean [95% CI] over {len(comp.get('seeds', []))} seeds)."
+    return f"{text}{others} ({seeds_phrase(len(comp.get('seeds', [])))})."
 
 
 def _other_corrections(comp: dict[str, Any]) -> str:
