@@ -213,7 +213,7 @@ def build_image_folder(cfg: DataConfig, base_dir: Path | None = None) -> Dataset
     """
     from PIL import Image
 
-    from soxai.data.manifest_source import _READ_MODE
+    from soxai.data.manifest_source import READ_MODE
 
     if not cfg.root:
         raise DataError("data.source is 'image_folder' but data.root is not set; set data.root=path/to/folder")
@@ -234,7 +234,7 @@ def build_image_folder(cfg: DataConfig, base_dir: Path | None = None) -> Dataset
         raise DataError(f"data.root {root}: {len(bad)} file(s) cannot be opened as images: "
                         f"{'; '.join(bad[:SHOW])}; replace or remove them")
     unsupported = [f"{rel} is {mode}" for (_, mode), (_, _, rel) in zip(headers, records, strict=True)
-                   if mode not in _READ_MODE]
+                   if mode not in READ_MODE]
     if unsupported:
         raise DataError(f"data.root {root}: images of an unsupported mode: {', '.join(unsupported[:SHOW])}; "
                         "convert them to 8-bit grey or RGB, e.g. Image.open(p).convert('RGB').save(p)")

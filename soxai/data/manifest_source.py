@@ -25,8 +25,9 @@ OPTIONAL_COLUMNS = ("sample_id", "group", "mask_path")
 SHOW = 5
 
 # PIL mode -> the mode soxai reads it as: grey (C=1) or colour (C=3). Alpha is dropped, palettes
-# are expanded to their colours; 16-bit and float modes are refused (their scale is not 0..255).
-_READ_MODE = {
+# are expanded to their colours; 16-bit and float modes are refused (their scale is not 0..255). Shared with
+# the image_folder source.
+READ_MODE = {
     "L": "L", "1": "L", "LA": "L", "La": "L",
     "RGB": "RGB", "RGBA": "RGB", "RGBa": "RGB", "RGBX": "RGB", "P": "RGB", "PA": "RGB",
     "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB",
@@ -176,7 +177,7 @@ def _read_headers(
 
 def _check_uniform_images(headers: list[tuple[tuple[int, int], str]], raw: list[str], rows: _Rows) -> str:
     """Refuse unsupported or mixed modes and mixed sizes; return the read mode ('L' or 'RGB')."""
-    unsupported = [i for i, (_, mode) in enumerate(headers) if mode not in _READ_MODE]
+    unsupported = [i for i, (_, mode) in enumerate(headers) if mode not in READ_MODE]
     if unsupported:
         raise rows.error(
             "images have an unsupported mode", unsupported,
@@ -184,7 +185,7 @@ def _check_uniform_images(headers: list[tuple[tuple[int, int], str]], raw: list[
             "8-bit grey (L) or colour (RGB, RGBA, P) images",
             "convert them to 8-bit, e.g. Image.open(p).convert('L').save(p)",
         )
-    read_modes = [_READ_MODE[mode] for _, mode in headers]
+    read_modes = [READ_MODE[mode] for _, mode in headers]
     common_mode = Counter(read_modes).most_common(1)[0][0]
     other = [i for i, m in enumerate(read_modes) if m != common_mode]
     if other:
