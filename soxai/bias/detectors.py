@@ -56,7 +56,7 @@ How to add one
         # here: import detect_tint from soxai.bias.tint, and in BIAS_DETECTORS
         "tint": Detector(detect_tint, region="whole_image"),
 
-    ``bias.detectors=[transplant,tint]`` then runs it; tests/bias/test_registry.py checks that every entry
+    ``bias.detectors=[transplant,tint]`` then runs it; tests/bias/test_bias_registry.py checks that every entry
     keeps this contract and matches the config.
 """
 
