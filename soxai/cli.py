@@ -1,4 +1,9 @@
-"""The ``soxai`` command line. Heavy imports happen inside commands, so ``--help`` is instant."""
+"""The ``soxai`` command line. Heavy imports happen inside commands, so ``--help`` is instant.
+
+Only the commands that run a flow (run, explain, retrain, monitor, schedule) import Prefect and the
+``flows`` package, and only once they need them: Prefect's import costs about a second and its temporary
+server several more (docs/OPERATIONS.md). tests/test_cli.py checks that the others never import it.
+"""
 
 from __future__ import annotations
 
@@ -101,7 +106,8 @@ def _headline(run) -> str:
 @app.command()
 def run(config: ConfigArg = None, run_dir: RunDirOpt = None, set_: SetOpt = None, dask: DaskOpt = False,
         dask_address: DaskAddressOpt = None) -> None:
-    """Run the whole pipeline as a Prefect flow (embedded server unless PREFECT_API_URL is set)."""
+    """Run the whole pipeline as a Prefect flow (a temporary Prefect server, ~7 s to start, unless
+    PREFECT_API_URL points at a running one)."""
     _flow("pipeline", config, run_dir, set_, dask, dask_address)
 
 
@@ -287,11 +293,11 @@ def schedule(
 
     Works against Prefect's embedded server, or a server of `prefect server start` when PREFECT_API_URL
     is set (runs, schedules and artifacts then show in its UI). Keep it running as a service (systemd,
-    see README) so that scheduled runs happen.
+    see docs/OPERATIONS.md) so that scheduled runs happen.
     """
+    _prefect_env()  # before Prefect is imported: it reads its logging settings at import
     from flows import schedule as sched
 
-    _prefect_env()
     try:
         if list_:
             for line in sched.list_deployments():
@@ -306,7 +312,8 @@ def schedule(
     except SoxaiError as exc:
         _fail(exc)
     typer.echo(f"serving deployment {spec.flow_name}/{spec.name} on cron {cron!r} ({spec.api}); Ctrl-C stops it.")
-    typer.echo("To keep it running, run this command as a service (see README: 'Scheduled runs').")
+    typer.echo("To keep it running, run this command as a service (docs/OPERATIONS.md, 'Prefect's UI and "
+               "scheduled runs').")
     sched.serve(spec)
 
 

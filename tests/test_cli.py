@@ -62,3 +62,48 @@ def test_concepts_show__the_noise_id_needs_no_double_dash(smoke_run_dir):
 
     assert res.exit_code == 0, res.output
     assert res.output.startswith("noise (concept -1)")
+
+
+# Commands that inspect a run directory; none runs a flow, so none may import Prefect (its import alone costs
+# about a second, its temporary server several). Each runs in a fresh interpreter that then lists what it imported.
+_NO_FLOW_COMMANDS = r"""
+import json, sys
+from typer.testing import CliRunner
+from soxai.cli import app
+
+run, out = sys.argv[1], sys.argv[2]
+commands = [["--help"], ["concepts", "list", run], ["concepts", "show", run, "-1"], ["compare", run],
+            ["manifest", "export", run, "--format", "json", "--out", out + "/pruned.json"], ["report", run],
+            ["evaluate-saliency", run, "--method", "gradient", "--n-samples", "4"]]
+codes = [CliRunner().invoke(app, c).exit_code for c in commands]
+prefect = sorted(m for m in sys.modules if m.split(".")[0] in ("prefect", "flows"))
+print(json.dumps({"codes": codes, "prefect": prefect}))
+"""
+
+
+def test_import__soxai_cli_imports_neither_prefect_nor_the_flows():
+    import json
+    import subprocess
+    import sys
+
+    code = "import json, sys, soxai.cli; print(json.dumps(sorted(sys.modules)))"
+    modules = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                        check=True).stdout)
+    assert "soxai.cli" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("prefect", "flows", "torch")]
+
+
+@pytest.mark.slow
+def test_commands_without_a_flow__never_import_prefect(smoke_run_dir, tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    run = shutil.copytree(smoke_run_dir, tmp_path / "run")  # report and evaluate-saliency write into it
+    done = subprocess.run([sys.executable, "-c", _NO_FLOW_COMMANDS, str(run), str(tmp_path)], capture_output=True,
+                          text=True, check=True, env={**os.environ, "SOXAI_PROGRESS": "0"})
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0] * 7, done.stdout
+    assert result["prefect"] == []
