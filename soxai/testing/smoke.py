@@ -42,7 +42,7 @@ def make_smoke_run(root: str | Path, overrides: Iterable[str] = (), config: str 
 
     Returns
     -------
-    The run directory, with ``run.json`` status ``completed`` and every artifact of README's list.
+    The run directory, with ``run.json`` status ``completed`` and every artifact that docs/CONFIG.md lists.
     """
     from soxai.config import load_config
     from soxai.run_dir import RunDir
