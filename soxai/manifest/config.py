@@ -19,8 +19,14 @@ class ManifestConfig(Section):
         description="drop_flagged_region: drop a flagged concept's member when this share of its relevance "
         "lies in the concept's salient region (the transplant box; a uniform map puts ~3.5% in a 6x6 box of 32x32)",
     )
+    max_class_drop: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="the largest share of a class's training samples a prune may drop; a class the prune would "
+        "take more of is kept whole with the reason (a shortcut on most of a class is corrected by the reweight "
+        "or augment retrain variant, not by dropping the class); 1.0 turns this off",
+    )
     allow_empty_class: bool = Field(
-        False, description="allow a prune that removes every training sample of a class"
+        False, description="allow a prune that removes every training sample of a class (with max_class_drop=1)"
     )
 
     @field_validator("policy")

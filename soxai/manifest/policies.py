@@ -136,6 +136,46 @@ PRUNE_POLICIES: dict[str, PolicyFn] = {
 }
 
 
+def keep_majority_classes(
+    labels: np.ndarray, keep: np.ndarray, reasons: list[str], flagged: dict[int, str], max_share: float
+) -> tuple[np.ndarray, list[str], dict[str, dict]]:
+    """Undo a prune that would take more than ``max_share`` of a class: the class is kept whole.
+
+    A shortcut carried by most of a class is the class's typical training sample, not an artifact of a
+    few: dropping its carriers drops the class and leaves the minority that lacks it, which teaches the
+    opposite shortcut. Such a class is kept whole, each sample that would have gone saying why; the
+    corrections that keep the class (the ``reweight`` and ``augment`` retrain variants) are the ones that
+    apply to it. With ``max_share`` 1.0 nothing is undone.
+
+    Parameters
+    ----------
+    labels : int array of shape (n,), the training samples' classes
+    keep, reasons : a policy's decisions for those samples (not modified)
+    flagged : {concept_id: reason}, named in the reasons
+    max_share : the largest share of a class's training samples a prune may drop (0.5: a majority)
+
+    Returns
+    -------
+    keep, reasons : the decisions with the majority classes' drops undone
+    kept_whole : {class: {"would_drop": n, "of": n_class}} of the classes kept whole
+    """
+    keep, reasons = keep.copy(), list(reasons)
+    kept_whole: dict[str, dict] = {}
+    for label in np.unique(labels):
+        in_class = labels == label
+        n_class, n_drop = int(in_class.sum()), int((~keep[in_class]).sum())
+        if n_drop == 0 or n_drop <= max_share * n_class:
+            continue
+        kept_whole[str(int(label))] = {"would_drop": n_drop, "of": n_class}
+        why = (f"kept: the prune would drop {n_drop} of class {int(label)}'s {n_class} training samples (more than "
+               f"manifest.max_class_drop={max_share:g}), so the shortcut of flagged concept(s) "
+               f"{sorted(flagged)} is the class's typical sample and dropping it would drop the class; the class "
+               "is kept whole: correct it with the reweight or augment retrain variant")
+        for p in np.flatnonzero(in_class & ~keep):
+            keep[p], reasons[p] = True, why
+    return keep, reasons, kept_whole
+
+
 def random_control(labels: np.ndarray, keep: np.ndarray, seed: int) -> np.ndarray:
     """Drop, per class, as many samples as ``keep`` drops, chosen at random.
 

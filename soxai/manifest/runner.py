@@ -19,7 +19,7 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
     The manifest lists every sample (all splits); only training samples can be dropped.
     """
     from soxai.bias.decide import flagged_concepts
-    from soxai.manifest.policies import PRUNE_POLICIES
+    from soxai.manifest.policies import PRUNE_POLICIES, keep_majority_classes
 
     mcfg = cfg.manifest
     fp = fingerprint("manifest", cfg.section_hash("manifest"), *upstream(run, "bias"))
@@ -33,10 +33,12 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         is_train = (frame["split"] == "train").to_numpy()
         train = frame[is_train].reset_index(drop=True)
         ctx = _policy_context(cfg, run, train, flagged)
-        decisions = {}
+        decisions, kept_whole = {}, {}
         for name, policy in PRUNE_POLICIES.items():
             keep_p, reasons_p = policy(train, flagged, ctx)
             reasons_p = [_with_why(r, flagged) for r in reasons_p]
+            keep_p, reasons_p, kept_whole[name] = keep_majority_classes(
+                train["label"].to_numpy(), keep_p, reasons_p, flagged, mcfg.max_class_drop)
             decisions[name] = (keep_p, reasons_p)
         keep_train, reasons_train = decisions[mcfg.policy]
         in_flagged = train["concept_id"].isin(list(flagged)).to_numpy()
@@ -71,6 +73,8 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
             "share_dropped": float((~keep_train).mean()) if len(keep_train) else 0.0,
             "per_class": counts,
             "nothing_flagged": not flagged,
+            # classes the prune would have taken most of, kept whole (manifest.max_class_drop)
+            "classes_kept_whole": kept_whole[mcfg.policy],
             # where the policy's line differs from the concepts' (drop_carriers): dropped samples outside the
             # flagged concepts, and members of flagged concepts kept
             "dropped_outside_flagged": int((~keep_train & ~in_flagged).sum()),

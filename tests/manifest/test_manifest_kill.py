@@ -115,11 +115,30 @@ def test_prune_that_empties_a_class_is_refused_unless_allowed(tiny_explained, tm
     _, base = tiny_explained
     run = _fresh_copy(base, tmp_path / "empty")
     _one_concept_is_all_of_class_0(run)
-    cfg = load_config(run.config)
+    cfg = load_config(run.config, ["manifest.max_class_drop=1.0"])
     with pytest.raises(StageError, match=r"drop every training sample of class 0.*allow_empty_class=true"):
         run_manifest(cfg, run)
     assert not run.pruned_parquet.exists() and not run.stage_json("manifest").exists()
 
-    allowed = load_config(run.config, ["manifest.allow_empty_class=true"])
+    allowed = load_config(run.config, ["manifest.max_class_drop=1.0", "manifest.allow_empty_class=true"])
     run_manifest(allowed, run)
     assert read_json(run.manifest_json)["per_class"]["0"]["kept"] == 0
+
+
+def test_run_manifest__prune_of_most_of_a_class_keeps_the_class_whole(tiny_explained, tmp_path):
+    from soxai.config import load_config
+    from soxai.run_dir import read_json, read_parquet
+
+    _, base = tiny_explained
+    run = _fresh_copy(base, tmp_path / "majority")
+    _one_concept_is_all_of_class_0(run)
+    run_manifest(load_config(run.config), run)  # default manifest.max_class_drop = 0.5
+    info = read_json(run.manifest_json)
+    n0 = info["per_class"]["0"]["kept"]
+    assert info["per_class"]["0"]["dropped"] == 0 and n0 > 0
+    assert info["classes_kept_whole"] == {"0": {"would_drop": n0, "of": n0}}
+    pruned = read_parquet(run.pruned_parquet)
+    class0 = pruned[(pruned["split"] == "train") & (pruned["label"] == 0)]
+    assert class0["keep"].all()
+    assert class0["reason"].str.contains("max_class_drop=0.5").all()
+    assert class0["reason"].str.contains("reweight or augment").all()

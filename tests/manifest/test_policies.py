@@ -45,3 +45,23 @@ def test_drop_flagged_region__concept_without_region__drops_all_members():
     ctx = PolicyContext(boxes={}, sample_maps=lambda pos: np.ones((len(pos), 4, 4)), region_threshold=0.5)
     keep, reasons = drop_flagged_region(train, {2: "tint"}, ctx)
     assert keep.tolist() == [False, False, True] and "whole image" in reasons[0]
+
+
+def test_keep_majority_classes__undoes_only_a_class_pruned_past_the_share():
+    import numpy as np
+
+    from soxai.manifest.policies import keep_majority_classes
+
+    labels = np.array([0] * 10 + [1] * 10)
+    keep = np.ones(20, dtype=bool)
+    keep[:6] = False    # 6 of class 0's 10: more than half
+    keep[10:15] = False  # 5 of class 1's 10: exactly half, allowed
+    reasons = ["dropped" if not k else "" for k in keep]
+    new_keep, new_reasons, whole = keep_majority_classes(labels, keep, reasons, {3: "why"}, 0.5)
+    assert new_keep[:10].all() and not new_keep[10:15].any() and new_keep[15:].all()
+    assert whole == {"0": {"would_drop": 6, "of": 10}}
+    assert all("max_class_drop=0.5" in r and "[3]" in r for r in new_reasons[:6])
+    assert new_reasons[10:15] == ["dropped"] * 5
+    assert not keep[:6].any()  # the input is not modified
+    _, _, none_whole = keep_majority_classes(labels, keep, reasons, {3: "why"}, 1.0)
+    assert none_whole == {}
