@@ -11,12 +11,12 @@ class EmbedConfig(Section):
     """Maps -> explanation vectors -> PCA -> UMAP."""
 
     features: Literal["pooled", "activations", "both", "channels", "channels+pooled"] = Field(
-        "pooled",
-        description="explanation vector: the pooled |map| (where the model looked), the activations of "
-        "model.layer weighted by the map (what it looked at), both (each block l2-scaled to equal weight), "
-        "channels: the relevance of each channel of model.layer to the explained class (activation x gradient "
-        "summed over positions: what the model used, wherever it sits; soxai.embed.relevance), or "
         "channels+pooled",
+        description="explanation vector: channels+pooled (the default): the relevance of each channel of "
+        "model.layer to the explained class (activation x gradient summed over positions: what the model used, "
+        "wherever it sits; soxai.embed.relevance) beside the pooled |map| (where it looked), each block "
+        "l2-scaled to equal weight; channels alone; pooled alone (the default before 2026-12-06); the "
+        "activations of model.layer weighted by the map (what it looked at); or both (pooled + activations)",
     )
     pool_size: int = Field(8, ge=1, description="maps are average-pooled to pool_size x pool_size")
     normalize: Literal["l2", "l1", "max", "none"] = Field(

@@ -90,6 +90,21 @@ def test_run_concept_model__reproduces_the_runs_concepts(tiny_explained):
     assert (again[real] == assign["concept_id"].to_numpy()[real]).mean() >= 0.9
 
 
+def test_run_concept_model__reproduces_the_smoke_runs_concepts_at_the_default_features(smoke_run_dir):
+    from soxai.config import load_run_config
+    from soxai.run_dir import RunDir
+
+    run = RunDir(smoke_run_dir)
+    assert load_run_config(run).embed.features == "channels+pooled"  # the default
+    model = load_run_concept_model(run)
+    assign = pd.read_parquet(run.assignments)
+    features = np.load(run.features, allow_pickle=False)
+    again = model.assign(features, assign["label"].to_numpy())["concept_id"].to_numpy()
+    real = assign["concept_id"].to_numpy() >= 0
+    assert real.any()
+    assert (again[real] == assign["concept_id"].to_numpy()[real]).mean() >= 0.9
+
+
 def test_run_concept_model__held_out_planted_samples_land_in_the_flagged_concept(tiny_explained):
     from soxai.bias.decide import flagged_concepts
     from soxai.data.sources import build_dataset
