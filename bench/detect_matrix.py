@@ -38,6 +38,8 @@ SETTINGS = {
     "stack": ["embed.features=pooled", f"bias.detectors={DETECTORS}"],
     "channels": ["embed.features=channels", "bias.detectors=[channel_patch]"],
     "channels+stack": ["embed.features=channels", f"bias.detectors={DETECTORS[:-1]},channel_patch]"],
+    # today's detectors on concepts of channel relevance and the pooled map together
+    "channels+pooled": ["embed.features=channels+pooled", f"bias.detectors={DETECTORS}"],
 }
 
 
