@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from soxai._base import Section
 from soxai.bias.config import BiasConfig
@@ -44,6 +44,18 @@ class Config(Section):
     bias: BiasConfig = Field(default_factory=BiasConfig)
     manifest: ManifestConfig = Field(default_factory=ManifestConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_folder_name(cls, name: str) -> str:
+        # The run directory is runs/<name>-<stamp>: a separator or '..' would put it elsewhere.
+        bad = [c for c in ("/", "\\", "\0") if c in name]
+        if not name.strip() or bad or ".." in name:
+            raise ValueError(
+                f"name {name!r} must be one folder name (it starts the run directory runs/<name>-<time>); "
+                "no '/', '\\', '..' or empty name: set name to letters, digits, '-' or '_', e.g. name: my-audit"
+            )
+        return name
 
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named top-level sections (what a stage's output depends on)."""

@@ -78,6 +78,14 @@ class DataConfig(Section):
         if self.source == "manifest" and not self.manifest:
             raise ValueError("data.source is 'manifest' but data.manifest is not set; "
                              "set data.manifest=path/to/samples.csv")
+        # A folder or manifest given under another source would be ignored and the built-in data audited
+        # instead; guessing the source is not safe (a folder of CSVs, a manifest beside images), so say it.
+        if self.root and self.source != "image_folder":
+            raise ValueError(f"data.root is set ({self.root!r}) but data.source is {self.source!r}, which ignores it; "
+                             "set data.source: image_folder to audit that folder, or remove data.root")
+        if self.manifest and self.source != "manifest":
+            raise ValueError(f"data.manifest is set ({self.manifest!r}) but data.source is {self.source!r}, which "
+                             "ignores it; set data.source: manifest to audit that file, or remove data.manifest")
         if self.source == "image_folder" and not self.root:
             raise ValueError("data.source is 'image_folder' but data.root is not set; "
                              "set data.root=path/to/folder (holding train/<class>/*.png)")

@@ -82,3 +82,39 @@ def test_section_hash__changes_only_with_its_sections():
     a, b = Config(), load_config(None, ["concepts.min_cluster_size=99"])
     assert a.section_hash("saliency", "embed") == b.section_hash("saliency", "embed")
     assert a.section_hash("concepts") != b.section_hash("concepts")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "a\\b", "", "  "])
+def test_load_config__name_with_path_parts__refused(name):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"name={name!r}"])
+    msg = str(err.value)
+    assert "name" in msg and "one folder name" in msg and "e.g. name: my-audit" in msg
+
+
+def test_load_config__plain_names_accepted():
+    assert load_config(None, ["name=my-audit_2"]).name == "my-audit_2"
+
+
+def test_cli__run_name_escaping_runs_fails_before_any_output(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["run", "--set", "name=../outside"])
+    assert res.exit_code != 0 and "one folder name" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_config__root_without_image_folder_source__refused(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"data.root={tmp_path}"])
+    msg = str(err.value)
+    assert "data.root" in msg and "data.source: image_folder" in msg and "'cells'" in msg
+
+
+def test_load_config__manifest_without_manifest_source__refused(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"data.manifest={tmp_path / 'm.csv'}"])
+    assert "data.source: manifest" in str(err.value)
