@@ -1,0 +1,80 @@
+"""Building, training and evaluating one model of the run: the baseline's and every variant's shared steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.config import Config
+from soxai.data.runner import groups_of, read_images, read_info, read_samples
+from soxai.progress import progress
+from soxai.run_dir import RunDir
+
+
+def make_model(cfg: Config, info: dict[str, Any], seed: int):
+    """The configured architecture for this data, with the data's input normalisation (if any) in front."""
+    from soxai.models.registry import add_input_normalization, build_model
+
+    c, h, _ = info["image_shape"]
+    model = build_model(cfg.model, c, info["n_classes"], h, seed)
+    norm = info.get("normalize") or {}
+    return add_input_normalization(model, norm.get("mean"), norm.get("std"))
+
+
+def load_baseline(cfg: Config, run: RunDir):
+    from soxai.models.registry import load_checkpoint
+
+    model = make_model(cfg, read_info(run), cfg.seed)
+    load_checkpoint(run.baseline_model, model)
+    return model.eval()
+
+
+def evaluate_splits(
+    model, images: np.ndarray, samples: pd.DataFrame, device, splits: list[str], num_workers: int = 0
+) -> dict:
+    """Metrics of ``model`` on each split: accuracy, per-class and worst-group accuracy."""
+    from soxai.train.loop import accuracy_metrics, predict_logits
+
+    out = {}
+    for split in splits:
+        frame = samples[samples["split"] == split]
+        pred = predict_logits(model, images, frame["row"].to_numpy(), device, num_workers=num_workers).argmax(axis=1)
+        out[split] = accuracy_metrics(pred, frame["label"].to_numpy(), groups_of(frame))
+    return out
+
+
+def fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int, what: str,
+        images: np.ndarray | None = None, epochs: int | None = None, sample_weights: np.ndarray | None = None,
+        extra: np.ndarray | None = None):
+    """Train a fresh model on ``rows`` of the run's images (or of ``images``, the oracle's own).
+
+    ``extra``: images that follow the run's (row ``len(images) + j`` reads ``extra[j]``: augment's pasted
+    images); ``sample_weights``: per row, for weighted sampling (reweight).
+    """
+    from soxai.saliency.methods import resolve_device
+    from soxai.train.corrections import ImagesWithExtra
+    from soxai.train.loop import train_model
+
+    device = resolve_device(cfg.train.device)
+    model = make_model(cfg, read_info(run), seed)
+    tcfg = cfg.train if epochs is None else cfg.train.model_copy(update={"epochs": epochs})
+    source = read_images(run)
+    val = None
+    if tcfg.patience is not None:
+        samples = read_samples(run)
+        frame = samples[samples["split"] == "val"]
+        val = (frame["row"].to_numpy(), frame["label"].to_numpy())
+    if images is not None:  # the oracle's own training images: its val images go after them
+        if val is not None:
+            val_rows = np.arange(len(images), len(images) + len(val[0]))
+            images = np.concatenate([images, np.asarray(source[val[0]], dtype=np.float32)])
+            val = (val_rows, val[1])
+        source = images
+    elif extra is not None and len(extra):
+        source = ImagesWithExtra(source, extra)
+    with progress(f"train {what}", tcfg.epochs, unit="epochs") as advance:
+        train_model(model, source, rows, labels, tcfg, seed, device, on_epoch=lambda e, loss: advance(1), val=val,
+                    sample_weights=sample_weights)
+    return model, device

@@ -1,0 +1,295 @@
+"""The retrain variants: ``VARIANTS`` maps each name to the function that plans its model for one seed.
+
+A plan (``VariantPlan``) says which training samples the variant uses (``mask``), what its model depends on
+beyond the recipe, the seed and those samples (``parts``, for the fingerprint), and how to train it (``fit``,
+called only when no kept model matches). A new variant is one function here, one entry in ``VARIANTS`` and
+its name in ``soxai.train.config.Variant``; the train stage's runner never branches on a variant's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.config import Config
+from soxai.data.runner import read_images
+from soxai.errors import StageError
+from soxai.manifest.policies import random_control
+from soxai.run_dir import RunDir, read_json, read_parquet
+from soxai.train.baselines import jtt_upsample, oracle_images
+from soxai.train.fit import fit, load_baseline
+
+# the correction variants beside pruning, each with the version of its planning logic (a change of what a
+# plan holds for the same inputs bumps it, so a kept run directory retrains that variant)
+CORRECTIONS: dict[str, int] = {"reweight": 1, "augment": 1}
+
+
+@dataclass
+class Trained:
+    """A variant's trained model and what its ``train_ids.parquet`` and ``metrics.json`` say beyond the rest.
+
+    table : the training samples with their weights, or None for ``sample_id`` + weight 1 per sample of the mask
+    extra : variant-specific entries of metrics.json
+    """
+
+    model: Any
+    device: Any
+    table: pd.DataFrame | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VariantPlan:
+    """What one variant trains on for one seed, decided before anything is trained or written.
+
+    mask : bool array of shape (n_train,), the training samples the model sees (its ``n_train``)
+    parts : what the model depends on beyond recipe, seed and sample ids (config, logic, a plan's content)
+    fit : trains the model; called only when no kept model has the same fingerprint
+    """
+
+    mask: np.ndarray
+    parts: list[str]
+    fit: Callable[[], Trained]
+
+
+@dataclass
+class VariantInputs:
+    """What every variant's plan may read, loaded once per train stage.
+
+    train : the training split's samples in ``samples.parquet`` order, with the manifest's ``keep``
+    keep : bool array of shape (n_train,), the pruned manifest's decision per training sample
+    images : the run's images, (n, C, H, W), memory-mapped
+    """
+
+    cfg: Config
+    run: RunDir
+    train: pd.DataFrame
+    keep: np.ndarray
+    images: Any
+    _corrections: _CorrectionInputs | None = None
+
+    def corrections(self) -> _CorrectionInputs:
+        """What reweight and augment read (concepts, flags, scores, carriers), loaded on first use."""
+        if self._corrections is None:
+            self._corrections = _correction_inputs(self.run, self.train)
+        return self._corrections
+
+    def fit_mask(self, mask: np.ndarray, seed: int, what: str) -> Trained:
+        """A model trained on the masked training samples, as they are."""
+        rows, labels = self.train["row"].to_numpy()[mask], self.train["label"].to_numpy()[mask]
+        return Trained(*fit(self.cfg, self.run, rows, labels, seed, what))
+
+
+def baseline_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
+    """The whole training set. The run's seed reuses model/ (same recipe, seed and samples: deterministic)."""
+    cfg, mask = inputs.cfg, np.ones(len(inputs.train), dtype=bool)
+
+    def train() -> Trained:
+        if seed == cfg.seed and not cfg.model.checkpoint:
+            from soxai.saliency.methods import resolve_device
+
+            return Trained(load_baseline(cfg, inputs.run), resolve_device(cfg.train.device))
+        return inputs.fit_mask(mask, seed, f"baseline seed {seed}")
+
+    return VariantPlan(mask, [], train)
+
+
+def pruned_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
+    """The samples the pruned manifest keeps."""
+    return VariantPlan(inputs.keep, [], lambda: inputs.fit_mask(inputs.keep, seed, f"pruned seed {seed}"))
+
+
+def random_control_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
+    """As many samples dropped per class as pruning dropped, chosen at random (seeded per seed)."""
+    mask = random_control(inputs.train["label"].to_numpy(), inputs.keep, seed=10_000 + seed)
+    return VariantPlan(mask, [], lambda: inputs.fit_mask(mask, seed, f"random_control seed {seed}"))
+
+
+def jtt_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
+    """JTT: a brief first model; its training errors repeated ``jtt_upweight`` times; a full second model."""
+    from soxai.train.loop import predict_logits
+
+    cfg, run, r = inputs.cfg, inputs.run, inputs.cfg.retrain
+    mask = np.ones(len(inputs.train), dtype=bool)
+
+    def train() -> Trained:
+        rows, labels = inputs.train["row"].to_numpy(), inputs.train["label"].to_numpy()
+        first, device = fit(cfg, run, rows, labels, seed, f"jtt (first model) seed {seed}", epochs=r.jtt_epochs)
+        pred = predict_logits(first, read_images(run), rows, device).argmax(axis=1)
+        up_rows, up_labels = jtt_upsample(rows, labels, pred, r.jtt_upweight)
+        model, device = fit(cfg, run, up_rows, up_labels, seed, f"jtt seed {seed}")
+        wrong = pred != labels
+        weights = np.where(wrong, r.jtt_upweight, 1).astype(np.int64)
+        table = pd.DataFrame({"sample_id": inputs.train["sample_id"].to_numpy(), "weight": weights})
+        return Trained(model, device, table, {"jtt_n_errors": int(wrong.sum()), "jtt_upweight": r.jtt_upweight})
+
+    return VariantPlan(mask, ["jtt", str(r.jtt_epochs), str(r.jtt_upweight)], train)
+
+
+def oracle_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
+    """The training samples without the artifact (the data's unmarked copies): evaluation only."""
+
+    def train() -> Trained:
+        unmarked_rows, unmarked = _unmarked(inputs.run)
+        x, x_rows, x_labels = oracle_images(inputs.images, inputs.train, unmarked_rows, unmarked)
+        model, device = fit(inputs.cfg, inputs.run, x_rows, x_labels, seed, f"oracle seed {seed}", images=x)
+        return Trained(model, device, extra={
+            "oracle_n_unmarked": 0 if unmarked_rows is None else int(len(unmarked_rows)),
+            "oracle_n_train": int(len(x_rows))})
+
+    # same ids as the baseline, other pixels
+    return VariantPlan(np.ones(len(inputs.train), dtype=bool), ["oracle"], train)
+
+
+def reweight_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
+    """Group-balanced sampling over each class's concepts (``soxai.train.corrections``)."""
+    r = inputs.cfg.retrain
+    return _correction(inputs, seed, "reweight",
+                       ["reweight", f"logic-{CORRECTIONS['reweight']}", str(r.reweight_max_upweight)])
+
+
+def augment_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
+    """A flagged concept's region pasted into other classes' images (``soxai.train.corrections``)."""
+    r = inputs.cfg.retrain
+    return _correction(inputs, seed, "augment",
+                       ["augment", f"logic-{CORRECTIONS['augment']}", str(r.augment_rate), r.augment_fallback,
+                        str(r.reweight_max_upweight) if r.augment_fallback == "reweight" else ""])
+
+
+VARIANTS: dict[str, Callable[[VariantInputs, int], VariantPlan]] = {
+    "baseline": baseline_plan,
+    "pruned": pruned_plan,
+    "random_control": random_control_plan,
+    "reweight": reweight_plan,
+    "augment": augment_plan,
+    "jtt": jtt_plan,
+    "oracle": oracle_plan,
+}
+
+
+def plan_variant(variant: str, inputs: VariantInputs, seed: int) -> VariantPlan:
+    """``VARIANTS[variant](inputs, seed)``, with the choices in the error for an unknown name."""
+    if variant not in VARIANTS:
+        raise StageError(f"unknown variant {variant!r}; choose {', '.join(VARIANTS)}")
+    return VARIANTS[variant](inputs, seed)
+
+
+# ------------------------------------------------------------------ the correction variants' plans
+
+
+@dataclass
+class CorrectionPlan:
+    """What a correction variant (reweight, augment) trains on for one seed, decided before anything is written.
+
+    mask : bool array over the training samples; rows : image row per kept sample (augmented ones point past
+    the run's images, into the extra images); weights : sampling weight per kept sample, or None (uniform);
+    table : train_ids.parquet; record : what metrics.json says about the correction (``corrections``: one
+    row per concept or group, with a reason); make_extra : returns the float32 (m, C, H, W) augmented images,
+    called only when the model is trained (a reused model needs the plan's hash, not its pixels), or None
+    """
+
+    mask: np.ndarray
+    rows: np.ndarray
+    weights: np.ndarray | None
+    table: pd.DataFrame
+    record: dict[str, Any]
+    make_extra: Callable[[], np.ndarray] | None = None
+
+    def content_hash(self) -> str:
+        """A hash of everything the model depends on beyond recipe, seed and data: weights, pastes, reasons."""
+        h = hashlib.sha256(self.table.to_csv(index=False).encode())
+        h.update(json.dumps(self.record, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+
+
+def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]) -> VariantPlan:
+    """The variant plan of a correction: its ``CorrectionPlan``'s mask, and its content hash in the parts."""
+    plan = _correction_plan(inputs.cfg, variant, seed, inputs.train, inputs.images, inputs.corrections())
+
+    def train() -> Trained:
+        labels = inputs.train["label"].to_numpy()[plan.mask]
+        model, device = fit(inputs.cfg, inputs.run, plan.rows, labels, seed, f"{variant} seed {seed}",
+                            sample_weights=plan.weights,
+                            extra=plan.make_extra() if plan.make_extra is not None else None)
+        return Trained(model, device, plan.table, plan.record)
+
+    return VariantPlan(plan.mask, [*parts, plan.content_hash()], train)
+
+
+@dataclass
+class _CorrectionInputs:
+    """What reweight and augment read beyond the training samples."""
+
+    concept_ids: np.ndarray  # (n_train,) concept of each training sample, -1 = noise
+    flagged: dict[int, str]
+    scores: pd.DataFrame
+    carriers: pd.DataFrame | None
+    concept_labels: dict[int, int]
+
+
+def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
+    assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
+    cids = train[["sample_id"]].merge(assign, on="sample_id", how="left", validate="one_to_one")["concept_id"]
+    concepts = read_parquet(run.concepts)
+    info = read_json(run.manifest_json) if run.manifest_json.is_file() else {}
+    return _CorrectionInputs(
+        concept_ids=cids.fillna(-1).to_numpy(dtype=np.int64),
+        flagged={int(k): str(v) for k, v in (info.get("flagged_concepts") or {}).items()},
+        scores=read_parquet(run.bias_scores) if run.bias_scores.is_file() else pd.DataFrame(
+            columns=["concept_id", "detector", "score", "is_bias", "reason"]),
+        carriers=read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None,
+        concept_labels={int(c): int(k) for c, k in zip(concepts["concept_id"], concepts["label"], strict=True)
+                        if int(c) >= 0},
+    )
+
+
+def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, images: Any,
+                     inputs: _CorrectionInputs) -> CorrectionPlan:
+    """The reweight or augment plan for one seed (``soxai.train.corrections``); nothing is written here.
+
+    Raises
+    ------
+    StageError
+        When the augment fallback drop_carriers would empty a class and manifest.allow_empty_class is false.
+    """
+    from soxai.train.corrections import augmented_images, group_balanced_weights, plan_augment, reweight_record
+
+    r = cfg.retrain
+    labels, rows = train["label"].to_numpy(), train["row"].to_numpy()
+    if variant == "reweight":
+        weights = group_balanced_weights(labels, inputs.concept_ids, r.reweight_max_upweight)
+        table = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": weights,
+                              "concept_id": inputs.concept_ids})
+        record = {"corrections": reweight_record(labels, inputs.concept_ids, weights, r.reweight_max_upweight),
+                  "reweight_max_upweight": r.reweight_max_upweight}
+        return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, table, record)
+    frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)
+    plan = plan_augment(frame, inputs.flagged, inputs.scores, inputs.carriers, inputs.concept_labels,
+                        tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight)
+    for label in np.unique(labels):
+        if not plan.keep[labels == label].any() and not cfg.manifest.allow_empty_class:
+            raise StageError(
+                f"augment's fallback drop_carriers would drop every training sample of class {label}; set "
+                "retrain.augment_fallback to reweight or none, or manifest.allow_empty_class=true")
+    train_rows = rows.copy()
+    train_rows[plan.recipients] = len(images) + np.arange(len(plan.recipients))
+    weights = plan.weights[plan.keep]
+    record = {"corrections": plan.corrections, "n_augmented": int(len(plan.recipients)),
+              "augment_fallback": r.augment_fallback}
+    return CorrectionPlan(plan.keep, train_rows[plan.keep], None if np.all(weights == 1) else weights,
+                          plan.table(frame), record,
+                          make_extra=lambda: augmented_images(images, rows, plan) if len(plan.recipients) else None)
+
+
+def _unmarked(run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:
+    from soxai.run_dir import read_npy
+
+    if not run.unmarked.is_file():
+        return None, None
+    return read_npy(run.unmarked_rows, mmap=False), read_npy(run.unmarked, mmap=False)
