@@ -104,9 +104,18 @@ def validate_dataset(ds: Dataset) -> None:
     ------
     DataError
         Naming what is wrong and how to fix it: missing columns, rows out of range, array
-        shapes, no train samples, fewer than two classes in train, evaluation labels that never
-        occur in train, labels outside ``class_names``, NaN/inf pixels, duplicate sample_ids.
+        shapes, no train samples, fewer than two classes in train, a declared class without
+        training samples, no evaluation split other than val, evaluation labels that never occur
+        in train, labels outside ``class_names``, NaN/inf pixels, duplicate sample_ids.
     """
+    _check_table_and_shapes(ds)
+    _check_labels(ds)
+    _check_splits(ds)
+    _check_pixels(ds)
+
+
+def _check_table_and_shapes(ds: Dataset) -> None:
+    """Columns, rows into the images, the images' and masks' shapes, unique sample ids."""
     samples = ds.samples
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing:
@@ -126,7 +135,6 @@ def validate_dataset(ds: Dataset) -> None:
         raise DataError(
             f"masks must have shape (N, H, W) = {(n_images, *ds.images.shape[2:])}, got {ds.masks.shape}"
         )
-
     dup = samples["sample_id"][samples["sample_id"].duplicated(keep=False)]
     if len(dup):
         raise DataError(
@@ -134,7 +142,10 @@ def validate_dataset(ds: Dataset) -> None:
             "give every sample its own sample_id (or leave the column out to use the path)"
         )
 
-    labels = samples["label"].to_numpy()
+
+def _check_labels(ds: Dataset) -> None:
+    """Labels inside ``class_names``."""
+    labels = ds.samples["label"].to_numpy()
     bad = (labels < 0) | (labels >= ds.n_classes)
     if bad.any():
         raise DataError(
@@ -142,9 +153,14 @@ def validate_dataset(ds: Dataset) -> None:
             f"{_preview(sorted(set(labels[bad].tolist())))}; fix the labels or the class names"
         )
 
+
+def _check_splits(ds: Dataset) -> None:
+    """A train split of at least two classes holding every declared class, an evaluation split, and no
+    evaluation label unseen in train."""
+    samples = ds.samples
     train = samples[samples["split"] == TRAIN_SPLIT]
+    found = sorted(set(samples["split"].astype(str)))
     if train.empty:
-        found = sorted(set(samples["split"].astype(str)))
         raise DataError(
             f"there are no samples in the 'train' split (found splits: {found}); "
             "mark the training samples with split=train"
@@ -169,11 +185,28 @@ def validate_dataset(ds: Dataset) -> None:
             f"({'; '.join(parts)}); "
             "add training samples of those classes or drop them from the evaluation splits"
         )
+    untrained = [name for label, name in enumerate(ds.class_names) if label not in train_labels]
+    if untrained:
+        # a declared class the model is never shown: an output that can only be wrong, and per-class results
+        # (the manifest's empty-class guard among them) that see a class vanish
+        raise DataError(
+            f"class(es) {untrained} have no training samples ({ds.n_classes} classes declared: "
+            f"{list(ds.class_names)}); add training samples of those classes or number the classes without them"
+        )
+    if not any(s not in (TRAIN_SPLIT, VAL_SPLIT) for s in found):
+        raise DataError(
+            f"there is no evaluation split (found splits: {found}); the comparison and the report need a test "
+            "split: mark held-out samples with split=test (or test_<name>); val is used for model selection only"
+        )
 
+
+def _check_pixels(ds: Dataset) -> None:
+    """Finite pixels in [0, 1], for images held in memory."""
     if not isinstance(ds.images, np.ndarray):
         # Images read lazily from 8-bit files (soxai.data.image_folder) are finite and in [0, 1] by
         # construction; checking here would decode the whole dataset.
         return
+    samples, n_images = ds.samples, ds.images.shape[0]
     # Reduce per image so that a large dataset never needs a second full-size boolean array.
     finite = np.array([np.isfinite(img).all() for img in ds.images], dtype=bool).reshape(n_images)
     if not finite.all():

@@ -25,6 +25,7 @@ import pandas as pd
 
 from soxai.data.config import DataConfig
 from soxai.data.dataset import TRAIN_SPLIT, VAL_SPLIT, Dataset
+from soxai.data.images import describe_error, open_image, unreadable_errors
 from soxai.errors import DataError
 
 log = logging.getLogger("soxai")
@@ -52,7 +53,7 @@ def load_image(path: Path, mode: str, resize: int | None, crop: int | None) -> n
     """One image as float32 of shape (C, H, W) in [0, 1]: converted to ``mode``, resized, centre-cropped."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im = im.convert(mode)
         w, h = im.size
         if resize is not None:
@@ -103,9 +104,9 @@ class ImageFiles:
         path = self.root / self.paths[i]
         try:
             img = load_image(path, self.mode, self.resize, self.crop)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"image {path} cannot be read ({exc}); it was readable when the data stage ran — "
-                            "restore the file, or re-run the data stage") from None
+        except unreadable_errors() as exc:
+            raise DataError(f"image {path} cannot be read ({describe_error(exc)}); it was readable when the data "
+                            "stage ran — restore the file, or re-run the data stage") from None
         if img.shape != self.shape[1:]:
             raise DataError(f"image {path} gives shape {img.shape}, not {self.shape[1:]} like the others; "
                             "the file changed since the data stage: re-run it")
@@ -144,22 +145,11 @@ def scan(root: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
     Raises
     ------
     DataError
-        If the root is missing, has no train folder, holds images outside class folders, or no images.
+        If the root is missing, has no train folder or no test folder, holds images outside class
+        folders, an empty class folder, files that lead outside the root (symlinks), or no images.
     """
-    if not root.is_dir():
-        raise DataError(f"data.root {root} is not a folder; set data.root to the folder holding train/<class>/*.png "
-                        "(a relative path is resolved against the working directory)")
-    splits = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    skipped = [p.name for p in splits if not is_split_name(p.name)]
-    if skipped:
-        log.warning("data.root %s: skipping folders %s (splits are train, val, test and test_*)", root, skipped)
-    splits = [p for p in splits if is_split_name(p.name)]
-    if not any(p.name == TRAIN_SPLIT for p in splits):
-        raise DataError(
-            f"data.root {root} has no 'train' folder (found {[p.name for p in splits] + skipped or 'nothing'}); "
-            "lay the images out as root/train/<class>/*.png (and root/val, root/test the same way)"
-        )
-    records, loose = [], []
+    splits, skipped = _split_folders(root)
+    records, loose, empty = [], [], []
     for split_dir in splits:
         for entry in sorted(split_dir.iterdir()):
             if entry.name.startswith("."):
@@ -167,20 +157,75 @@ def scan(root: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
             if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
                 loose.append(_rel(entry, root))
             elif entry.is_dir():
-                for f in sorted(entry.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                        records.append((split_dir.name, entry.name, _rel(f, root)))
+                found = [(split_dir.name, entry.name, _rel(f, root)) for f in sorted(entry.rglob("*"))
+                         if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+                records += found
+                if not found:
+                    empty.append(_rel(entry, root))
     if loose:
         raise DataError(
             f"data.root {root}: images directly in a split folder, outside any class folder: "
-            f"{', '.join(loose[:SHOW])}{f', ... ({len(loose)} in all)' if len(loose) > SHOW else ''}; "
-            "move each into its class folder, root/<split>/<class>/"
+            f"{_listed(loose)}; move each into its class folder, root/<split>/<class>/"
         )
-    if not any(split == TRAIN_SPLIT for split, _, _ in records):
-        raise DataError(f"data.root {root}: train/ holds no {'/'.join(IMAGE_SUFFIXES)} images in class folders; "
-                        "put the training images in root/train/<class>/")
+    if empty:
+        # a class folder without images would silently vanish from the classes (or from that split)
+        raise DataError(
+            f"data.root {root}: class folder(s) without {'/'.join(IMAGE_SUFFIXES)} images: {_listed(empty)}; "
+            "put that class's images in them, or remove the empty folders"
+        )
+    _check_inside(records, root)
+    _check_splits(records, root, [p.name for p in splits] + skipped)
     class_names = sorted({name for _, name, _ in records})
     return records, class_names
+
+
+def _listed(items: list[str]) -> str:
+    return f"{', '.join(items[:SHOW])}{f', ... ({len(items)} in all)' if len(items) > SHOW else ''}"
+
+
+def _split_folders(root: Path) -> tuple[list[Path], list[str]]:
+    """The split folders under ``root``, sorted, and the names of the other folders (skipped, with a warning)."""
+    if not root.is_dir():
+        raise DataError(f"data.root {root} is not a folder; set data.root to the folder holding train/<class>/*.png "
+                        "(a relative path is resolved against the working directory)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    skipped = [p.name for p in folders if not is_split_name(p.name)]
+    if skipped:
+        log.warning("data.root %s: skipping folders %s (splits are train, val, test and test_*)", root, skipped)
+    splits = [p for p in folders if is_split_name(p.name)]
+    if not any(p.name == TRAIN_SPLIT for p in splits):
+        raise DataError(
+            f"data.root {root} has no 'train' folder (found {[p.name for p in splits] + skipped or 'nothing'}); "
+            "lay the images out as root/train/<class>/*.png (and root/val, root/test the same way)"
+        )
+    return splits, skipped
+
+
+def _check_inside(records: list[tuple[str, str, str]], root: Path) -> None:
+    """Refuse files that resolve outside ``root`` (a symlinked file, class or split folder pointing out)."""
+    from soxai.data.manifest_source import is_inside
+
+    outside = [f"{rel} -> {(root / rel).resolve()}" for _, _, rel in records
+               if not is_inside((root / rel).resolve(), root)]
+    if outside:
+        raise DataError(
+            f"data.root {root}: files lead outside the folder through symlinks: {_listed(outside)}; "
+            "copy the images into the folder instead of linking to them"
+        )
+
+
+def _check_splits(records: list[tuple[str, str, str]], root: Path, folders: list[str]) -> None:
+    """Refuse a folder with no training images, or none to evaluate on (the report compares on test splits)."""
+    with_images = sorted({split for split, _, _ in records})
+    if TRAIN_SPLIT not in with_images:
+        raise DataError(f"data.root {root}: train/ holds no {'/'.join(IMAGE_SUFFIXES)} images in class folders; "
+                        "put the training images in root/train/<class>/")
+    if not any(s not in (TRAIN_SPLIT, VAL_SPLIT) for s in with_images):
+        raise DataError(
+            f"data.root {root} has no test split with images (folders found: {folders}; with images: "
+            f"{with_images}); the audit needs train/ and test/ (or test_<name>/), val/ is optional: "
+            "move part of the labelled images to root/test/<class>/"
+        )
 
 
 def folder_hash(root: str | Path) -> str:
@@ -211,10 +256,6 @@ def build_image_folder(cfg: DataConfig, base_dir: Path | None = None) -> Dataset
         Naming the files and the fix: see :func:`scan`; unreadable files, unsupported modes (16-bit,
         float), sizes that differ or are not square after data.resize / data.crop, a crop larger than the image.
     """
-    from PIL import Image
-
-    from soxai.data.manifest_source import READ_MODE
-
     if not cfg.root:
         raise DataError("data.source is 'image_folder' but data.root is not set; set data.root=path/to/folder")
     root = Path(cfg.root).expanduser()
@@ -222,14 +263,39 @@ def build_image_folder(cfg: DataConfig, base_dir: Path | None = None) -> Dataset
         root = (base_dir if base_dir is not None else Path.cwd()) / root
     root = root.resolve()
     records, class_names = scan(root)
+    headers = _read_headers(root, records)
+    if cfg.color == "auto":
+        mode = "L" if all(m in GREY_MODES for _, m in headers) else "RGB"
+    else:
+        mode = "L" if cfg.color == "grayscale" else "RGB"
+    size = _common_size(cfg, root, records, headers)
+    code = {name: i for i, name in enumerate(class_names)}
+    samples = pd.DataFrame({
+        "sample_id": [rel for _, _, rel in records],
+        "split": [split for split, _, _ in records],
+        "label": np.array([code[name] for _, name, _ in records], dtype=np.int64),
+        "source": "image_folder",
+        "row": np.arange(len(records), dtype=np.int64),
+        "group": pd.Series([None] * len(records), dtype=object),
+        "path": [rel for _, _, rel in records],
+    })
+    images = ImageFiles(root, samples["path"].tolist(), mode, cfg.resize, cfg.crop, (size[1], size[0]))
+    return Dataset(samples=samples, images=images, masks=None, class_names=class_names)
+
+
+def _read_headers(root: Path, records: list[tuple[str, str, str]]) -> list[tuple[tuple[int, int], str]]:
+    """(size (width, height), PIL mode) of every file, without decoding pixels; unreadable or unsupported
+    files are refused by name."""
+    from soxai.data.manifest_source import READ_MODE
+
     headers, bad = [], []
     for _, _, rel in records:
         try:
-            with Image.open(root / rel) as im:
+            with open_image(root / rel) as im:
                 headers.append((im.size, im.mode))
-        except (OSError, ValueError, SyntaxError) as exc:
+        except unreadable_errors() as exc:
             headers.append(((0, 0), ""))
-            bad.append(f"{rel}: {exc}")
+            bad.append(f"{rel}: {describe_error(exc)}")
     if bad:
         raise DataError(f"data.root {root}: {len(bad)} file(s) cannot be opened as images: "
                         f"{'; '.join(bad[:SHOW])}; replace or remove them")
@@ -238,10 +304,12 @@ def build_image_folder(cfg: DataConfig, base_dir: Path | None = None) -> Dataset
     if unsupported:
         raise DataError(f"data.root {root}: images of an unsupported mode: {', '.join(unsupported[:SHOW])}; "
                         "convert them to 8-bit grey or RGB, e.g. Image.open(p).convert('RGB').save(p)")
-    if cfg.color == "auto":
-        mode = "L" if all(m in GREY_MODES for _, m in headers) else "RGB"
-    else:
-        mode = "L" if cfg.color == "grayscale" else "RGB"
+    return headers
+
+
+def _common_size(cfg: DataConfig, root: Path, records: list[tuple[str, str, str]],
+                 headers: list[tuple[tuple[int, int], str]]) -> tuple[int, int]:
+    """The (width, height) every image has after data.resize / data.crop; refused unless one square size."""
     if cfg.crop is not None:
         small = [f"{rel} ({w}x{h})" for ((w, h), _), (_, _, rel) in zip(headers, records, strict=True)
                  if min(output_size(w, h, cfg.resize, None)) < cfg.crop]
@@ -258,18 +326,7 @@ def build_image_folder(cfg: DataConfig, base_dir: Path | None = None) -> Dataset
                 else f"images are {common[0]}x{common[1]}, not square")
         raise DataError(f"data.root {root}: {what}; the model needs one square size: set data.resize={side} and "
                         f"data.crop={side} (or another size)")
-    code = {name: i for i, name in enumerate(class_names)}
-    samples = pd.DataFrame({
-        "sample_id": [rel for _, _, rel in records],
-        "split": [split for split, _, _ in records],
-        "label": np.array([code[name] for _, name, _ in records], dtype=np.int64),
-        "source": "image_folder",
-        "row": np.arange(len(records), dtype=np.int64),
-        "group": pd.Series([None] * len(records), dtype=object),
-        "path": [rel for _, _, rel in records],
-    })
-    images = ImageFiles(root, samples["path"].tolist(), mode, cfg.resize, cfg.crop, (common[1], common[0]))
-    return Dataset(samples=samples, images=images, masks=None, class_names=class_names)
+    return common
 
 
 def image_files_of(info: dict[str, Any], samples: pd.DataFrame) -> ImageFiles:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from soxai.data.config import DataConfig
 from soxai.data.dataset import TRAIN_SPLIT, Dataset, validate_dataset
+from soxai.data.images import describe_error, open_image, unreadable_errors
 from soxai.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "label", "split")
@@ -33,6 +34,8 @@ READ_MODE = {
     "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB",
 }
 _INT_LABEL = re.compile(r"^[+-]?\d+$")
+# How a missing value reads once written as text (pandas, spreadsheets); never a class name.
+MISSING_LABEL_TEXT = frozenset({"nan", "na", "n/a", "none", "null", "<na>"})
 
 
 class _Rows:
@@ -107,6 +110,13 @@ def _parse_labels(col: pd.Series, rows: _Rows) -> tuple[np.ndarray, list[str]]:
         ints = values.astype(np.int64)
     else:
         text = [str(v).strip() for v in col]
+        missing = [i for i, t in enumerate(text) if t.lower() in MISSING_LABEL_TEXT]
+        if missing:
+            # pandas or a spreadsheet wrote a missing label as text; read as a class name it would be a class
+            raise rows.error(
+                "labels are missing (written as text)", missing, [repr(text[i]) for i in missing],
+                "an int 0..K-1 or a class name in every row", "fill in the labels or drop those rows",
+            )
         if not all(_INT_LABEL.match(t) for t in text):
             # Class names: codes follow the sorted names, so the mapping does not depend on row order.
             names = sorted(set(text))
@@ -119,7 +129,25 @@ def _parse_labels(col: pd.Series, rows: _Rows) -> tuple[np.ndarray, list[str]]:
             "labels are negative", negative, ints[negative].tolist(),
             "integer labels 0..K-1 or class names", "renumber the classes from 0",
         )
+    gaps = sorted(set(range(int(ints.max()) + 1)) - set(ints.tolist()))
+    if gaps:
+        # labels {0, 2} would declare a class 1 with no sample: the model would get an output never trained
+        present = sorted(set(ints.tolist()))
+        raise DataError(
+            f"manifest {rows.manifest}: integer labels must be 0..K-1 without gaps; found {present}, so "
+            f"class(es) {gaps} would have no samples. Renumber the classes 0..{len(present) - 1} "
+            "(or use class names as labels)"
+        )
     return ints, [str(k) for k in range(int(ints.max()) + 1)]
+
+
+def is_inside(resolved: Path, root: Path) -> bool:
+    """Whether ``resolved`` (a ``Path.resolve()`` result) lies under ``root`` (resolved too).
+
+    ``resolve()`` follows symlinks and removes '..', so a link pointing out of the root and a path that
+    climbs out are both outside. Shared by every source that reads files under a root.
+    """
+    return resolved.is_relative_to(root)
 
 
 def _resolve_paths(
@@ -134,8 +162,7 @@ def _resolve_paths(
             "move the files under that folder and write their relative paths",
         )
     resolved = {i: (root / raw[i]).resolve() for i in idx}
-    # resolve() follows symlinks, so a link that points outside is caught here too.
-    escaping = [i for i in idx if not resolved[i].is_relative_to(root)]
+    escaping = [i for i in idx if not is_inside(resolved[i], root)]
     if escaping:
         raise rows.error(
             f"{column} values lead outside the manifest's folder", escaping,
@@ -156,17 +183,15 @@ def _read_headers(
     paths: list[Path], raw: list[str], rows: _Rows, column: str
 ) -> list[tuple[tuple[int, int], str]]:
     """(size (width, height), mode) of each image, without decoding the pixels."""
-    from PIL import Image
-
     headers, bad, why = [], [], []
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 headers.append((im.size, im.mode))
-        except (OSError, ValueError, SyntaxError) as exc:
+        except unreadable_errors() as exc:
             headers.append(((0, 0), ""))
             bad.append(i)
-            why.append(f"{raw[i]!r}: {exc}")
+            why.append(f"{raw[i]!r}: {describe_error(exc)}")
     if bad:
         raise rows.error(
             f"files named in column {column!r} cannot be opened as images", bad, why,
@@ -214,23 +239,20 @@ def _check_uniform_images(headers: list[tuple[tuple[int, int], str]], raw: list[
 
 
 def _decode(
-    paths: list[Path], raw: list[str], mode: str, rows: _Rows
+    paths: list[Path], raw: list[str], mode: str, size: tuple[int, int], rows: _Rows
 ) -> np.ndarray:
-    """Pixels of shape (n, C, H, W) float32 in [0, 1]."""
-    from PIL import Image
-
-    with Image.open(paths[0]) as im:
-        width, height = im.size
+    """Pixels of shape (n, C, H, W) float32 in [0, 1], of the ``size`` (width, height) every header gave."""
+    width, height = size
     channels = 1 if mode == "L" else 3
     out = np.empty((len(paths), channels, height, width), dtype=np.float32)
     bad, why = [], []
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 arr = np.asarray(im.convert(mode), dtype=np.float32)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except unreadable_errors() as exc:
             bad.append(i)
-            why.append(f"{raw[i]!r}: {exc}")
+            why.append(f"{raw[i]!r}: {describe_error(exc)}")
             continue
         out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
     if bad:
@@ -246,14 +268,12 @@ def _decode_masks(
     paths: list[Path], idx: np.ndarray, raw: list[str], shape: tuple[int, int], n_rows: int, rows: _Rows
 ) -> np.ndarray:
     """Masks of shape (n_rows, H, W) bool; rows without a mask stay all False."""
-    from PIL import Image
-
     height, width = shape
     masks = np.zeros((n_rows, height, width), dtype=bool)
     wrong_size, wrong_why, bad, bad_why = [], [], [], []
     for i, path in zip(idx, paths, strict=True):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 if im.size != (width, height):
                     wrong_size.append(i)
                     wrong_why.append(f"{raw[i]!r} is {im.size[0]}x{im.size[1]}")
@@ -262,9 +282,9 @@ def _decode_masks(
                 # Nonzero = relevant, on the raw values (palette indices for P masks); alpha is ignored.
                 if im.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
                     arr = arr[..., :-1]
-        except (OSError, ValueError, SyntaxError) as exc:
+        except unreadable_errors() as exc:
             bad.append(i)
-            bad_why.append(f"{raw[i]!r}: {exc}")
+            bad_why.append(f"{raw[i]!r}: {describe_error(exc)}")
             continue
         masks[i] = arr.any(axis=-1) if arr.ndim == 3 else arr != 0
     if bad:
@@ -387,7 +407,7 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
     image_paths = _resolve_paths(raw_paths, all_rows, root, rows, "path")
     headers = _read_headers(image_paths, raw_paths, rows, "path")
     mode = _check_uniform_images(headers, raw_paths, rows)
-    images = _decode(image_paths, raw_paths, mode, rows)
+    images = _decode(image_paths, raw_paths, mode, headers[0][0], rows)
 
     masks = None
     mask_col = None

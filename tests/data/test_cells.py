@@ -260,3 +260,19 @@ def test_make_cells__images_do_not_depend_on_the_render_chunk(monkeypatch):
     chunked = cells.make_cells(20, 3, 24, 0.05, np.random.default_rng(3))
     for a, b in zip(whole, chunked, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_validate_dataset__declared_class_without_samples__raises(valid):
+    valid.samples = valid.samples[valid.samples["label"] != 2].reset_index(drop=True)
+    with pytest.raises(DataError) as info:
+        validate_dataset(valid)
+    msg = str(info.value)
+    assert "class(es) ['lobed'] have no training samples" in msg and "3 classes declared" in msg
+
+
+def test_validate_dataset__no_evaluation_split__names_splits(valid):
+    valid.samples = valid.samples[valid.samples["split"].isin(["train", "val"])].reset_index(drop=True)
+    with pytest.raises(DataError) as info:
+        validate_dataset(valid)
+    msg = str(info.value)
+    assert "no evaluation split (found splits: ['train', 'val'])" in msg and "split=test" in msg

@@ -1,6 +1,8 @@
 """The image_folder source: root/<split>/<class>/*.png|jpg, read lazily, grey or RGB, resized and cropped."""
 
+import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -66,12 +68,12 @@ def test_build__resize_then_centre_crop(tmp_path):
     root = tmp_path / "f"
     arr = np.zeros((20, 40), dtype=np.uint8)  # 40 wide, 20 high
     arr[:, 15:25] = 255  # a bright band in the middle
-    for split, name in [("train", "a"), ("train", "b")]:
+    for split, name in [("train", "a"), ("train", "b"), ("test", "a")]:
         _save(root / split / name / "x.png", arr)
     _save(root / "train" / "b" / "y.jpg", np.zeros((30, 60), dtype=np.uint8))  # another size, same aspect
     assert output_size(40, 20, 10, None) == (20, 10) and output_size(40, 20, 10, 8) == (8, 8)
     ds = build_dataset(_cfg(root, resize=10, crop=10), seed=0)
-    assert ds.images.shape == (3, 1, 10, 10)
+    assert ds.images.shape == (4, 1, 10, 10)
     img = ds.images[0][0]
     assert img[:, 3:7].mean() > 0.9 and img[:, 0].max() < 0.1  # the band is centred after the crop
     with pytest.raises(DataError, match=r"set data.resize=20 and data.crop=20"):
@@ -159,3 +161,86 @@ def test_build__round_trips_a_dataset_written_as_a_folder(tmp_path):
         assert r.split == src["split"] and path.parts[1] == cells.class_names[src["label"]]
         assert ds.class_names[r.label] == cells.class_names[src["label"]]
         np.testing.assert_array_equal(ds.images[r.row], np.round(cells.images[src["row"]] * 255) / np.float32(255))
+
+
+def test_build__empty_class_folder__names_it(tmp_path):
+    root = _folder(tmp_path / "f", classes=("dog", "cat", "bird"))
+    for f in (root / "train" / "bird").iterdir():
+        f.unlink()
+    with pytest.raises(DataError) as info:
+        build_dataset(_cfg(root), seed=0)
+    msg = str(info.value)
+    assert "class folder(s) without" in msg and "train/bird" in msg and "remove the empty folders" in msg
+
+
+def test_build__empty_class_folder_in_test__names_it(tmp_path):
+    root = _folder(tmp_path / "f")
+    (root / "test" / "fish").mkdir()
+    with pytest.raises(DataError, match=r"class folder\(s\) without .*: test/fish; put"):
+        build_dataset(_cfg(root), seed=0)
+
+
+@pytest.mark.parametrize("splits", [("train",), ("train", "val")])
+def test_build__no_test_folder__refused_naming_the_folders(tmp_path, splits):
+    root = _folder(tmp_path / "f", splits=splits)
+    with pytest.raises(DataError) as info:
+        build_dataset(_cfg(root), seed=0)
+    msg = str(info.value)
+    assert "no test split" in msg and f"folders found: {list(splits)}" in msg
+    assert "needs train/ and test/ (or test_<name>/)" in msg and "root/test/<class>/" in msg
+
+
+def test_build__test_folder_without_class_folders__refused(tmp_path):
+    root = _folder(tmp_path / "f", splits=("train",))
+    (root / "test").mkdir()
+    with pytest.raises(DataError, match=r"no test split with images \(folders found: \['test', 'train'\]; "
+                                         r"with images: \['train'\]\)"):
+        build_dataset(_cfg(root), seed=0)
+
+
+@pytest.mark.parametrize("what", ["file", "class folder", "split folder"])
+def test_build__symlink_out_of_root__refused(tmp_path, what):
+    root = _folder(tmp_path / "f")
+    outside = _folder(tmp_path / "secret", splits=("test",))
+    try:
+        if what == "file":
+            os.symlink(outside / "test" / "dog" / "0.png", root / "train" / "dog" / "link.png")
+        elif what == "class folder":
+            os.symlink(outside / "test" / "dog", root / "train" / "wolf")
+        else:
+            shutil.rmtree(root / "test")
+            os.symlink(outside / "test", root / "test")
+    except OSError:
+        pytest.skip("symlinks not supported here")
+    with pytest.raises(DataError) as info:
+        build_dataset(_cfg(root), seed=0)
+    msg = str(info.value)
+    assert "lead outside the folder through symlinks" in msg and str(tmp_path / "secret") in msg
+    assert "copy the images into the folder" in msg
+
+
+def test_build__symlink_inside_root__allowed(tmp_path):
+    root = _folder(tmp_path / "f")
+    try:
+        os.symlink(root / "train" / "dog" / "0.png", root / "train" / "dog" / "again.png")
+    except OSError:
+        pytest.skip("symlinks not supported here")
+    assert len(build_dataset(_cfg(root), seed=0).samples) == 13
+
+
+@pytest.mark.parametrize("side", [30000, 10000])
+def test_build__decompression_bomb_header__names_the_file(tmp_path, png_header_only, side):
+    root = _folder(tmp_path / "f")
+    png_header_only(root / "train" / "dog" / "bomb.png", side, side)
+    with pytest.raises(DataError) as info:
+        build_dataset(_cfg(root), seed=0)
+    msg = str(info.value)
+    assert "cannot be opened as images: train/dog/bomb.png" in msg and "safety limit" in msg
+
+
+def test_image_files__bomb_swapped_in_after_the_data_stage__names_the_file(tmp_path, png_header_only):
+    root = _folder(tmp_path / "f")
+    ds = build_dataset(_cfg(root), seed=0)
+    png_header_only(root / ds.samples["path"][0], 30000, 30000)
+    with pytest.raises(DataError, match=r"cannot be read \(its header claims more pixels"):
+        ds.images[0]

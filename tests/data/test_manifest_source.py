@@ -85,7 +85,7 @@ def test_build_manifest__colour_modes_become_rgb(tmp_path):
     pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     pal.save(tmp_path / "c.png")
     names = {"a.png": 0, "b.png": 1, "c.png": 1}
-    rows = [{"path": p, "label": lab, "split": "train"} for p, lab in names.items()]
+    rows = [{"path": p, "label": lab, "split": "test" if p == "c.png" else "train"} for p, lab in names.items()]
     ds = build_manifest(_cfg(_manifest(tmp_path, rows)))
     assert ds.images.shape == (3, 3, 4, 6)
     np.testing.assert_allclose(ds.images[1, :, 0, 0], np.array([10, 20, 30]) / 255, rtol=1e-6)
@@ -356,3 +356,54 @@ def test_manifest_hash__missing_and_escaping_files_do_not_raise(tmp_path):
     assert len(h) == 16 and h != "missing"
     _png(tmp_path / "img" / "gone.png")
     assert manifest_hash(manifest) != h
+
+
+@pytest.mark.parametrize("label", ["NaN", "nan", "NA", "None", "null"])
+def test_build_manifest__missing_label_text__names_rows(tmp_path, label):
+    rows = _basic(tmp_path)
+    rows[1]["label"] = label
+    with pytest.raises(DataError) as info:
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+    msg = str(info.value)
+    assert "labels are missing" in msg and f"line 3 ('{label}')" in msg and "fill in the labels" in msg
+
+
+def test_build_manifest__label_gap__names_the_empty_class(tmp_path):
+    rows = _basic(tmp_path, n=6)
+    for r in rows:
+        r["label"] = 2 if r["label"] == 1 else 0
+    with pytest.raises(DataError) as info:
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+    msg = str(info.value)
+    assert "without gaps" in msg and "found [0, 2]" in msg and "class(es) [1]" in msg and "Renumber" in msg
+    assert "samples.csv" in msg
+
+
+def test_build_manifest__no_test_split__names_splits_and_fix(tmp_path):
+    rows = _basic(tmp_path, n=5)
+    for r in rows:
+        r["split"] = "val" if r["split"] == "test" else r["split"]
+    with pytest.raises(DataError) as info:
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+    msg = str(info.value)
+    assert "no evaluation split" in msg and "['train', 'val']" in msg and "split=test" in msg
+
+
+@pytest.mark.parametrize("side", [30000, 10000])
+def test_build_manifest__decompression_bomb_header__names_the_file(tmp_path, png_header_only, side):
+    # 30000^2 is over twice PIL's limit (an error); 10000^2 between one and two times (only a warning)
+    rows = _basic(tmp_path)
+    png_header_only(tmp_path / "bomb.png", side, side)
+    rows[0]["path"] = "bomb.png"
+    with pytest.raises(DataError) as info:
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+    msg = str(info.value)
+    assert "cannot be opened as images" in msg and "line 2 ('bomb.png'" in msg and "safety limit" in msg
+
+
+def test_build_manifest__decompression_bomb_mask__names_the_file(tmp_path, png_header_only):
+    rows = _basic(tmp_path)
+    png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    rows[0]["mask_path"] = "bomb.png"
+    with pytest.raises(DataError, match=r"mask_path files cannot be read.*line 2 \('bomb.png': .*safety limit"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
