@@ -105,30 +105,17 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
 def use_user_manifest(cfg: Config, run: RunDir, path) -> StageRecord:
     """Replace the run's pruned manifest with a user's file of ``sample_id, keep`` (csv/parquet).
 
-    The manifest stage is re-fingerprinted on the file's content, so retraining follows it.
+    The manifest stage is re-fingerprinted on the file's content, so retraining follows it. The file is
+    read and checked (:func:`soxai.manifest.user_manifest.read_user_manifest`) before anything is written.
     """
-    import pandas as pd
-
-    from soxai.errors import DataError
+    from soxai.data.runner import read_info
+    from soxai.manifest.user_manifest import read_user_manifest
     from soxai.stage import file_hash
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest {path} does not exist")
-    user = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    missing = {"sample_id", "keep"} - set(user.columns)
-    if missing:
-        raise DataError(f"manifest {path} lacks column(s) {sorted(missing)}; it needs sample_id and keep")
-    current = read_parquet(run.pruned_parquet)
-    unknown = set(user["sample_id"].astype(str)) - set(current["sample_id"])
-    if unknown:
-        raise DataError(f"manifest {path} has {len(unknown)} sample_id(s) this run does not know, "
-                        f"e.g. {sorted(unknown)[:5]}")
-    keep = dict(zip(user["sample_id"].astype(str), user["keep"].astype(bool), strict=True))
-    merged = current.copy()
-    merged["keep"] = [keep.get(s, k) for s, k in zip(merged["sample_id"], merged["keep"], strict=True)]
-    merged.loc[~merged["keep"], "reason"] = merged.loc[~merged["keep"], "reason"].where(
-        merged.loc[~merged["keep"], "reason"] != "", f"dropped by {path.name}")
+    class_names = read_info(run).get("class_names") if run.data_info.is_file() else None
+    merged = read_user_manifest(path, read_parquet(run.pruned_parquet), cfg.manifest.allow_empty_class,
+                                class_names)
     fp = fingerprint("manifest", "user", file_hash(path), *upstream(run, "bias"))
 
     def body():
