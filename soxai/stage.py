@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from soxai.errors import StageError
-from soxai.run_dir import SCHEMA_VERSION, RunDir, read_json, write_json
+from soxai.run_dir import SCHEMA_VERSION, STAGES, RunDir, read_json, write_json
 
 log = logging.getLogger("soxai")
 
@@ -56,12 +56,53 @@ def fingerprint(stage: str, *parts: str) -> str:
 
 
 def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes, streamed."""
+    """sha256 of a file's bytes, streamed (first 16 hex digits)."""
+    return file_sha256(path)[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Full sha256 of a file's bytes, read in 1 MiB chunks so a large file never sits in memory."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def output_files(run: RunDir, outputs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file among a stage's outputs (a folder counts as each file inside it).
+
+    Returns ``{relative path: {"size": bytes, "sha256": hex}}`` — what ``stage.json`` records under ``files``.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    for out in outputs:
+        path = run.root / out
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for member in members:
+            files[run.relative(member)] = {"size": member.stat().st_size, "sha256": file_sha256(member)}
+    return files
+
+
+def changed_outputs(run: RunDir, rec: dict[str, Any]) -> dict[str, str]:
+    """The outputs of a complete stage that cannot be trusted any more: ``{relative path: why}``, empty when
+    every output is as the stage wrote it.
+
+    Each output must exist; each file recorded under ``files`` must have its recorded size and sha256 (the
+    size is compared first, so a truncated file costs no hashing). A ``stage.json`` of an older soxai has no
+    ``files``: its outputs are checked for existence only, as before (see :func:`run_stage`).
+    """
+    bad = {out: "is missing" for out in rec.get("outputs", []) if not (run.root / out).exists()}
+    for rel, want in (rec.get("files") or {}).items():
+        path = run.root / rel
+        if rel in bad:
+            continue
+        if not path.is_file():
+            bad[rel] = "is missing"
+        elif (size := path.stat().st_size) != want["size"]:
+            bad[rel] = f"changed since the stage wrote it (size {want['size']:,} -> {size:,} bytes)"
+        elif file_sha256(path) != want["sha256"]:
+            bad[rel] = "changed since the stage wrote it (same size, different content)"
+    return bad
 
 
 def read_stage(run: RunDir, stage: str) -> dict[str, Any] | None:
@@ -88,10 +129,8 @@ def upstream(run: RunDir, *stages: str) -> list[str]:
     return fps
 
 
-def _complete(run: RunDir, rec: dict[str, Any] | None, fp: str) -> bool:
-    if rec is None or rec.get("fingerprint") != fp or rec.get("schema_version") != SCHEMA_VERSION:
-        return False
-    return all((run.root / out).exists() for out in rec.get("outputs", []))
+def _matches(rec: dict[str, Any] | None, fp: str) -> bool:
+    return rec is not None and rec.get("fingerprint") == fp and rec.get("schema_version") == SCHEMA_VERSION
 
 
 def run_stage(
@@ -104,13 +143,32 @@ def run_stage(
 
     ``body`` returns (output paths, metrics). The stage's old ``stage.json`` is removed before
     ``body`` starts, so a crash in the middle never leaves a stage marked complete.
+
+    Complete means more than "the files exist": ``stage.json`` records each output file's size and sha256
+    (``files``) and reuse verifies them. A stage whose outputs changed (truncated, replaced, deleted) logs one
+    warning per file, removes the untrusted files and runs again; where what it writes then differs from what
+    it first wrote, every later stage recomputes too. A ``stage.json`` written before sizes and hashes were
+    recorded is trusted on existence, as it was then, and gets them recorded on that reuse.
     """
     existing = read_stage(run, stage)
-    if _complete(run, existing, fp):
+    changed = changed_outputs(run, existing) if _matches(existing, fp) else {}
+    if _matches(existing, fp) and not changed:
+        if "files" not in existing:
+            # a stage.json of an older soxai: its outputs were checked for existence only; record their sizes
+            # and hashes now, so that from this run on a change to them is found
+            existing["files"] = output_files(run, existing["outputs"])
+            write_json(run.stage_json(stage), existing)
+            log.info("stage %s: recorded the sizes and hashes of its outputs (its stage.json had none)", stage)
         log.info("stage %s: up to date (fingerprint %s), nothing to do", stage, fp)
         record = StageRecord(stage, fp, True, 0.0, existing["outputs"], existing.get("metrics", {}))
         _note_run(run, record)
         return record
+    if changed:
+        for rel, why in changed.items():
+            log.warning("stage %s: %s %s; recomputing %s", stage, rel, why, stage)
+            # an untrusted file goes, so that a stage resuming from its own files (saliency shards) redoes it
+            if (run.root / rel).is_file():
+                (run.root / rel).unlink()
     run.stage_json(stage).unlink(missing_ok=True)
     _remove_stale_temporaries(run)
     log.info("stage %s: running (fingerprint %s)", stage, fp)
@@ -118,6 +176,9 @@ def run_stage(
     outputs, metrics = body()
     seconds = round(time.perf_counter() - t0, 3)
     rel = sorted({run.relative(p) for p in outputs})
+    files = output_files(run, rel)
+    if changed and files != existing.get("files", files):
+        _invalidate_downstream(run, stage)
     write_json(
         run.stage_json(stage),
         {
@@ -127,6 +188,7 @@ def run_stage(
             "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": seconds,
             "outputs": rel,
+            "files": files,
             "metrics": metrics,
         },
     )
@@ -134,6 +196,39 @@ def run_stage(
     record = StageRecord(stage, fp, False, seconds, rel, metrics)
     _note_run(run, record)
     return record
+
+
+def _invalidate_downstream(run: RunDir, stage: str) -> None:
+    """Mark every stage after ``stage`` (run order) incomplete.
+
+    A stage recomputed because its outputs had changed keeps its fingerprint (the fingerprint hashes config and
+    upstream fingerprints, not content). Where the recomputed outputs equal what the stage first wrote (a seeded
+    run), later stages stay valid and are reused; where they differ, later stages were computed from other
+    inputs, so they must follow.
+    """
+    later = STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()
+    stale = [name for name in later if run.stage_json(name).is_file()]
+    for name in stale:
+        run.stage_json(name).unlink(missing_ok=True)
+    if stale:
+        log.warning("stage %s: its recomputed outputs differ from the ones it first wrote; %s will recompute",
+                    stage, ", ".join(stale))
+
+
+def refresh_outputs(run: RunDir, stage: str, paths: Iterable[Path]) -> None:
+    """Record the new size and hash of a stage's own outputs that its writer rewrote outside a run.
+
+    For ``soxai report``, which re-renders ``report/report.html`` with the report stage's own code: without
+    this the next run would find the file changed and render it again. Does nothing where the stage has not
+    completed or does not list the path.
+    """
+    rec = read_stage(run, stage)
+    if rec is None or "files" not in rec:
+        return
+    rels = {run.relative(p) for p in paths} & set(rec["outputs"])
+    if rels:
+        rec["files"].update(output_files(run, sorted(rels)))
+        write_json(run.stage_json(stage), rec)
 
 
 def _remove_stale_temporaries(run: RunDir) -> None:
