@@ -272,3 +272,71 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.config.is_file()
+
+
+# ---------------------------------------------------------------- files written from outside a stage
+
+RUN_FILES = ("config.yaml", "run.json", "env.json", "run.lock")  # the run's own files beside the stage folders
+
+
+def run_root_of(path: str | Path) -> Path | None:
+    """The run directory that ``path`` lies in (the nearest folder above it with config.yaml and run.json)."""
+    for folder in Path(path).resolve().parents:
+        if (folder / "config.yaml").is_file() and (folder / "run.json").is_file():
+            return folder
+    return None
+
+
+def owner_of(path: str | Path) -> str | None:
+    """What owns ``path`` inside a run directory — 'the data stage', 'the run (run.json)' — or None.
+
+    A stage owns its folder (``data/``, ``train/``..., or any folder with a ``stage.json``: a monitor run's
+    ``monitor/``) and every file any ``stage.json`` lists as an output.
+    """
+    path = Path(path).resolve()
+    root = run_root_of(path)
+    if root is None:
+        return None
+    rel = path.relative_to(root)
+    if str(rel) in RUN_FILES:
+        return f"the run ({rel})"
+    top = rel.parts[0]
+    if top in STAGES or (root / top / "stage.json").is_file():
+        return f"the {top} stage"
+    for stage_json in root.glob("*/stage.json"):
+        try:
+            rec = read_json(stage_json)
+        except (OSError, ValueError):
+            continue
+        if str(rel) in set(rec.get("outputs", [])) | set(rec.get("files") or {}):
+            return f"the {stage_json.parent.name} stage"
+    return None
+
+
+def check_output_path(out: str | Path, option: str = "--out") -> Path:
+    """Validate a file path a command writes outside any stage (an export); return it resolved.
+
+    Refuses, each with a one-line error naming the path and the fix: a file of a run directory (a stage's or
+    the run's own: soxai never overwrites those from outside the stage), an existing directory, and a place
+    that cannot be written (a parent that is a file, a folder without write permission).
+    """
+    from soxai.errors import ConfigError
+
+    path = Path(out).expanduser().resolve()  # a symlink is judged by the file it would overwrite
+    owner = owner_of(path)
+    if owner is not None:
+        root = run_root_of(path)
+        raise ConfigError(f"refusing to write {path}: it belongs to {owner} of run {root}, and nothing outside a "
+                          f"stage may overwrite a run's files; choose another {option}, e.g. "
+                          f"{root / 'exports' / path.name}")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is an existing directory; give a file path, e.g. {path / 'pruned.csv'}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {path}: {folder} is a file, not a folder; choose another {option}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: no permission to write in {folder}; choose a folder you can "
+                          f"write to for {option}")
+    return path
