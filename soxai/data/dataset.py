@@ -227,6 +227,10 @@ def _ids_of_rows(samples: pd.DataFrame, flagged: np.ndarray) -> list[str]:
     return samples.loc[samples["row"].isin(np.flatnonzero(flagged)), "sample_id"].astype(str).tolist()
 
 
+# (split, images, labels, masks or None, group) of one split, in row order
+_Part = tuple[str, np.ndarray, np.ndarray, "np.ndarray | None", np.ndarray]
+
+
 def dataset_from_clean_splits(
     source: str,
     splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
@@ -268,31 +272,57 @@ def dataset_from_clean_splits(
         )
     has_masks = all(m is not None for _, _, m in splits.values())
     unmarked_rows, unmarked = np.zeros(0, dtype=np.int64), None
-    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]] = []
+    parts: list[_Part] = []
     for split in (TRAIN_SPLIT, VAL_SPLIT, "test"):
-        images, labels, masks = splits[split]
-        group = np.full(len(labels), "clean", dtype=object)
-        if artifact is not None and split != "test":
-            target = np.flatnonzero(labels == artifact.target_class)
-            n_marked = min(len(target), max(1, round(artifact.rate * len(target)))) if len(target) else 0
-            chosen = np.sort(rng.choice(target, size=n_marked, replace=False))
-            if split == TRAIN_SPLIT:  # train comes first, so its positions are its rows
-                unmarked_rows, unmarked = chosen.astype(np.int64), images[chosen].astype(np.float32)
-            images = images.copy()
-            images[chosen] = paste_artifact(images[chosen], artifact, rng)
-            group[chosen] = "artifact"
-        parts.append((split, images, labels, masks, group))
+        part, chosen = _plant_split(split, *splits[split], artifact, rng)
+        if split == TRAIN_SPLIT and chosen is not None:  # train comes first, so its positions are its rows
+            unmarked_rows, unmarked = chosen.astype(np.int64), splits[split][0][chosen].astype(np.float32)
+        parts.append(part)
     if artifact is not None:
-        _, images, labels, masks, _ = parts[-1]
-        other = np.flatnonzero(labels != artifact.target_class)
-        parts.append((
-            "test_attacked",
-            paste_artifact(images[other], artifact, rng),
-            labels[other],
-            None if masks is None else masks[other],
-            np.full(len(other), "artifact", dtype=object),
-        ))
+        parts.append(_attacked_split(parts[-1], artifact, rng))
+    return Dataset(
+        samples=_samples_table(source, parts),
+        images=np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False),
+        masks=np.concatenate([p[3] for p in parts]).astype(bool, copy=False) if has_masks else None,
+        class_names=list(class_names),
+        unmarked_rows=unmarked_rows if unmarked is not None else None,
+        unmarked=unmarked,
+    )
 
+
+def _plant_split(split: str, images: np.ndarray, labels: np.ndarray, masks: np.ndarray | None,
+                 artifact: ArtifactConfig | None, rng: np.random.Generator) -> tuple[_Part, np.ndarray | None]:
+    """One clean split with the mark pasted into a share of the target class (not in 'test').
+
+    Returns the split and the positions that got the mark (None when nothing was planted).
+    """
+    group = np.full(len(labels), "clean", dtype=object)
+    if artifact is None or split == "test":
+        return (split, images, labels, masks, group), None
+    target = np.flatnonzero(labels == artifact.target_class)
+    n_marked = min(len(target), max(1, round(artifact.rate * len(target)))) if len(target) else 0
+    chosen = np.sort(rng.choice(target, size=n_marked, replace=False))
+    images = images.copy()
+    images[chosen] = paste_artifact(images[chosen], artifact, rng)
+    group[chosen] = "artifact"
+    return (split, images, labels, masks, group), chosen
+
+
+def _attacked_split(test: _Part, artifact: ArtifactConfig, rng: np.random.Generator) -> _Part:
+    """'test_attacked': the test images of every class but the target, all with the mark."""
+    _, images, labels, masks, _ = test
+    other = np.flatnonzero(labels != artifact.target_class)
+    return (
+        "test_attacked",
+        paste_artifact(images[other], artifact, rng),
+        labels[other],
+        None if masks is None else masks[other],
+        np.full(len(other), "artifact", dtype=object),
+    )
+
+
+def _samples_table(source: str, parts: list[_Part]) -> pd.DataFrame:
+    """The samples table of the parts in order: ``row`` counts on across the splits."""
     frames = []
     offset = 0
     for split, _, labels, _, group in parts:
@@ -306,11 +336,4 @@ def dataset_from_clean_splits(
             "group": group.astype(str),
         }))
         offset += n
-    return Dataset(
-        samples=pd.concat(frames, ignore_index=True),
-        images=np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False),
-        masks=np.concatenate([p[3] for p in parts]).astype(bool, copy=False) if has_masks else None,
-        class_names=list(class_names),
-        unmarked_rows=unmarked_rows if unmarked is not None else None,
-        unmarked=unmarked,
-    )
+    return pd.concat(frames, ignore_index=True)

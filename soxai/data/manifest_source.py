@@ -348,8 +348,45 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
     if not manifest.is_absolute():
         manifest = (base_dir if base_dir is not None else Path.cwd()) / manifest
     table, is_csv = _read_table(manifest)
-    table.columns = [str(c).strip() for c in table.columns]
     rows = _Rows(manifest, is_csv)
+    table = _check_columns_and_cells(table, manifest, rows)
+    labels, class_names = _parse_labels(table["label"], rows)
+    splits = [str(v).strip() for v in table["split"]]
+    if TRAIN_SPLIT not in splits:
+        raise DataError(
+            f"manifest {manifest} has no rows with split 'train' (found splits {sorted(set(splits))}); "
+            "mark the training images with split=train (every split other than train and val is an "
+            "evaluation set)"
+        )
+    raw_paths = [str(v) for v in table["path"]]
+    sample_ids = _sample_ids(table, raw_paths, rows)
+
+    root = manifest.parent.resolve()
+    image_paths = _resolve_paths(raw_paths, np.arange(len(table)), root, rows, "path")
+    headers = _read_headers(image_paths, raw_paths, rows, "path")
+    mode = _check_uniform_images(headers, raw_paths, rows)
+    images = _decode(image_paths, raw_paths, mode, headers[0][0], rows)
+    masks, mask_col = _read_masks(table, root, images.shape[2:], rows)
+
+    samples = pd.DataFrame({
+        "sample_id": sample_ids,
+        "split": splits,
+        "label": labels,
+        "source": "manifest",
+        "row": np.arange(len(table), dtype=np.int64),
+        "group": pd.Series(_optional_text(table, "group"), dtype=object),
+        "path": raw_paths,
+    })
+    if mask_col is not None:
+        samples["mask_path"] = pd.Series(mask_col, dtype=object)
+    dataset = Dataset(samples=samples, images=images, masks=masks, class_names=class_names)
+    validate_dataset(dataset)
+    return dataset
+
+
+def _check_columns_and_cells(table: pd.DataFrame, manifest: Path, rows: _Rows) -> pd.DataFrame:
+    """The table with stripped column names and a fresh index; refuses missing columns, no rows, empty cells."""
+    table.columns = [str(c).strip() for c in table.columns]
     missing_cols = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing_cols:
         raise DataError(
@@ -360,7 +397,6 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
     if table.empty:
         raise DataError(f"manifest {manifest} has no rows; list at least the training images")
     table = table.reset_index(drop=True)
-
     for column, expected in (
         ("path", "an image path relative to the manifest's folder"),
         ("label", "a label (an int 0..K-1 or a class name)"),
@@ -372,16 +408,11 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
                 f"{column} is empty", empty, ["empty"] * len(empty), f"every row to have {expected}",
                 f"fill in {column} or drop those rows",
             )
-    labels, class_names = _parse_labels(table["label"], rows)
-    splits = [str(v).strip() for v in table["split"]]
-    if TRAIN_SPLIT not in splits:
-        raise DataError(
-            f"manifest {manifest} has no rows with split 'train' (found splits {sorted(set(splits))}); "
-            "mark the training images with split=train (every split other than train and val is an "
-            "evaluation set)"
-        )
-    raw_paths = [str(v) for v in table["path"]]
+    return table
 
+
+def _sample_ids(table: pd.DataFrame, raw_paths: list[str], rows: _Rows) -> list[str]:
+    """The sample_id column, the path where it is blank or missing; refuses repeats."""
     if "sample_id" in table.columns:
         blank = _blank(table["sample_id"])
         sample_ids = [raw_paths[i] if blank[i] else str(v).strip() for i, v in enumerate(table["sample_id"])]
@@ -401,44 +432,32 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
             "one unique sample_id per row (the path when sample_id is left out)",
             "give those rows their own sample_id or drop the duplicates",
         )
+    return sample_ids
 
-    root = manifest.parent.resolve()
-    all_rows = np.arange(len(table))
-    image_paths = _resolve_paths(raw_paths, all_rows, root, rows, "path")
-    headers = _read_headers(image_paths, raw_paths, rows, "path")
-    mode = _check_uniform_images(headers, raw_paths, rows)
-    images = _decode(image_paths, raw_paths, mode, headers[0][0], rows)
 
-    masks = None
-    mask_col = None
-    if "mask_path" in table.columns:
-        has_mask = ~_blank(table["mask_path"])
-        mask_col = [str(v) if has_mask[i] else None for i, v in enumerate(table["mask_path"])]
-        if has_mask.any():
-            mask_idx = np.flatnonzero(has_mask)
-            raw_masks = [m if m is not None else "" for m in mask_col]
-            mask_paths = _resolve_paths(raw_masks, mask_idx, root, rows, "mask_path")
-            masks = _decode_masks(mask_paths, mask_idx, raw_masks, images.shape[2:], len(table), rows)
+def _read_masks(
+    table: pd.DataFrame, root: Path, shape: tuple[int, int], rows: _Rows
+) -> tuple[np.ndarray | None, list[str | None] | None]:
+    """Masks of shape (n_rows, H, W) bool (None when no row has one) and the mask_path column as written
+    (None when the manifest has no such column)."""
+    if "mask_path" not in table.columns:
+        return None, None
+    has_mask = ~_blank(table["mask_path"])
+    mask_col = [str(v) if has_mask[i] else None for i, v in enumerate(table["mask_path"])]
+    if not has_mask.any():
+        return None, mask_col
+    mask_idx = np.flatnonzero(has_mask)
+    raw_masks = [m if m is not None else "" for m in mask_col]
+    mask_paths = _resolve_paths(raw_masks, mask_idx, root, rows, "mask_path")
+    return _decode_masks(mask_paths, mask_idx, raw_masks, shape, len(table), rows), mask_col
 
-    if "group" in table.columns:
-        blank = _blank(table["group"])
-        group = [None if blank[i] else str(v) for i, v in enumerate(table["group"])]
-    else:
-        group = [None] * len(table)
-    samples = pd.DataFrame({
-        "sample_id": sample_ids,
-        "split": splits,
-        "label": labels,
-        "source": "manifest",
-        "row": np.arange(len(table), dtype=np.int64),
-        "group": pd.Series(group, dtype=object),
-        "path": raw_paths,
-    })
-    if mask_col is not None:
-        samples["mask_path"] = pd.Series(mask_col, dtype=object)
-    dataset = Dataset(samples=samples, images=images, masks=masks, class_names=class_names)
-    validate_dataset(dataset)
-    return dataset
+
+def _optional_text(table: pd.DataFrame, column: str) -> list[str | None]:
+    """An optional column as text, None where blank or where the manifest has no such column."""
+    if column not in table.columns:
+        return [None] * len(table)
+    blank = _blank(table[column])
+    return [None if blank[i] else str(v) for i, v in enumerate(table[column])]
 
 
 def manifest_hash(manifest: str | Path) -> str:
