@@ -263,11 +263,8 @@ def plan_augment(
     shape : (H, W) of the images
     seed : seeds every draw (recipients and the order donors are dealt out)
     """
-    from soxai.manifest.policies import PolicyContext, drop_carriers
-
     n = len(train)
     labels = train["label"].to_numpy()
-    cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
     ids = train["sample_id"].to_numpy()
     position = pd.Series(np.arange(n), index=ids)
     keep = np.ones(n, dtype=bool)
@@ -282,6 +279,39 @@ def plan_augment(
                            {}, corrections, reasons)
 
     # first the concepts that cannot be augmented, so that recipients are drawn from what stays
+    regions, donors_of, class_of, pending = _sort_flagged(train, flagged, scores, carriers, concept_labels, shape,
+                                                          position)
+    reweighted: set[int] = set()
+    for cid, k, why in pending:
+        corrections.append(_fall_back(cid, k, why, train, flagged, carriers, fallback, max_upweight,
+                                      keep, weights, reasons, reweighted))
+    rng = np.random.default_rng([seed, 20_000])
+    used = np.zeros(n, dtype=bool)
+    recipients, donors, concepts = [], [], []
+    for cid in sorted(regions):
+        chosen, dealt, row = _deal_region(cid, class_of[cid], regions[cid], donors_of[cid], labels, ids, keep, used,
+                                          rate, rng, reasons)
+        recipients.append(chosen)
+        donors.append(dealt)
+        concepts.append(np.full(len(chosen), cid, dtype=np.int64))
+        corrections.append(row)
+    corrections.sort(key=lambda c: c["concept_id"])
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    return AugmentPlan(keep, weights, cat(recipients), cat(donors), cat(concepts), regions, corrections, reasons)
+
+
+def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataFrame, carriers: pd.DataFrame | None,
+                  concept_labels: dict[int, int], shape: tuple[int, int], position: pd.Series):
+    """Flagged concepts in id order, sorted into those with a region and carriers and those without.
+
+    Returns ``(regions, donors_of, class_of, pending)``: {concept: Region}, {concept: carrier positions},
+    {concept: class} of every flagged concept, and ``(concept, class, why)`` of those that cannot be augmented.
+    """
+    labels = train["label"].to_numpy()
+    cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
     regions: dict[int, Region] = {}
     donors_of: dict[int, np.ndarray] = {}
     class_of: dict[int, int] = {}
@@ -300,82 +330,87 @@ def plan_augment(
         why = _why_no_region(scores, cid) if region is None else \
             f"its region ({region.describe()}) has no carrier to take it from"
         pending.append((cid, int(k), why))
-    reweighted: set[int] = set()
-    for cid, k, why in pending:
-        head = f"concept {cid} (class {k}) cannot be augmented: {why}; "
-        if fallback == "drop_carriers":
-            ctx = PolicyContext(boxes={}, sample_maps=_no_maps, region_threshold=1.0, carriers=carriers)
-            keep_c, _ = drop_carriers(train, {cid: flagged[cid]}, ctx)
-            dropped = keep & ~keep_c
-            keep &= keep_c
-            for p in np.flatnonzero(dropped):
-                reasons[p] = f"dropped: carries flagged concept {cid}, which has no region to paste"
-            corrections.append({"concept_id": cid, "label": k, "correction": "drop_carriers",
-                                "n_samples": int(dropped.sum()),
-                                "reason": head + f"dropped its {int(dropped.sum())} carriers instead "
-                                                 "(retrain.augment_fallback=drop_carriers)"})
-        elif fallback == "reweight":
-            in_class = np.flatnonzero(labels == k)
-            if k not in reweighted:
-                weights[in_class] = group_balanced_weights(labels[in_class], cids[in_class], max_upweight)
-                reweighted.add(k)
-            members = in_class[cids[in_class] == cid]
-            w = float(weights[members[0]]) if len(members) else float("nan")
-            for p in in_class:
-                reasons[p] = f"class {k} reweighted by its concepts (fallback for flagged concept {cid}, no region): " \
-                             f"drawn {weights[p]:.2f}x as often as in the baseline"
-            corrections.append({"concept_id": cid, "label": k, "correction": "reweight", "n_samples": len(in_class),
-                                "reason": head + f"reweighted class {k}'s {len(in_class)} samples by their concepts "
-                                                 f"instead (retrain.augment_fallback=reweight; concept {cid}'s "
-                                                 f"{len(members)} members drawn {w:.2f}x as often)"})
-        else:
-            corrections.append({"concept_id": cid, "label": k, "correction": "none", "n_samples": 0,
-                                "reason": head + "left uncorrected (retrain.augment_fallback=none)"})
+    return regions, donors_of, class_of, pending
 
-    rng = np.random.default_rng([seed, 20_000])
-    used = np.zeros(n, dtype=bool)
-    recipients, donors, concepts = [], [], []
-    for cid in sorted(regions):
-        k = class_of[cid]
-        region, carrier_pos = regions[cid], donors_of[cid]
-        n_class = int((labels == k).sum())
-        share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
-        got: list[np.ndarray] = []
-        short = []
-        for j in np.unique(labels):
-            if j == k:
-                continue
-            pool = np.flatnonzero((labels == j) & keep & ~used)
-            want = int(round(share * int(((labels == j) & keep).sum())))
-            take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
-            if len(take) < want:
-                short.append(f"class {int(j)} {len(take)} of {want}")
-            got.append(np.sort(take))
-        chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
-        used[chosen] = True
-        dealt = rng.permutation(carrier_pos)[np.arange(len(chosen)) % len(carrier_pos)] if len(chosen) \
-            else np.zeros(0, np.int64)
-        where = region.describe()
-        for r, d in zip(chosen, dealt, strict=True):
-            reasons[r] = f"{where} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
-        recipients.append(chosen)
-        donors.append(dealt)
-        concepts.append(np.full(len(chosen), cid, dtype=np.int64))
-        what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
-                                         f", the carriers' share of class {k}")
-        reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from its "
-                  f"{len(carrier_pos)} carriers into {len(chosen)} training images of the other classes ({what}), "
-                  "which replace their originals; the carriers stay")
-        if short:
-            reason += "; too few images left in " + ", ".join(short)
-        corrections.append({"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
-                            "reason": reason})
-    corrections.sort(key=lambda c: c["concept_id"])
 
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[int, str],
+               carriers: pd.DataFrame | None, fallback: str, max_upweight: float,
+               keep: np.ndarray, weights: np.ndarray, reasons: list[str], reweighted: set[int]) -> dict[str, Any]:
+    """Apply ``fallback`` to flagged concept ``cid`` of class ``k`` (no region to paste); return its corrections row.
 
-    return AugmentPlan(keep, weights, cat(recipients), cat(donors), cat(concepts), regions, corrections, reasons)
+    Updates ``keep`` (drop_carriers), ``weights`` (reweight: the whole class, once per class, recorded in
+    ``reweighted``) and ``reasons`` in place.
+    """
+    from soxai.manifest.policies import PolicyContext, drop_carriers
+
+    labels = train["label"].to_numpy()
+    cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
+    head = f"concept {cid} (class {k}) cannot be augmented: {why}; "
+    if fallback == "drop_carriers":
+        ctx = PolicyContext(boxes={}, sample_maps=_no_maps, region_threshold=1.0, carriers=carriers)
+        keep_c, _ = drop_carriers(train, {cid: flagged[cid]}, ctx)
+        dropped = keep & ~keep_c
+        keep &= keep_c
+        for p in np.flatnonzero(dropped):
+            reasons[p] = f"dropped: carries flagged concept {cid}, which has no region to paste"
+        return {"concept_id": cid, "label": k, "correction": "drop_carriers", "n_samples": int(dropped.sum()),
+                "reason": head + f"dropped its {int(dropped.sum())} carriers instead "
+                                 "(retrain.augment_fallback=drop_carriers)"}
+    if fallback == "reweight":
+        in_class = np.flatnonzero(labels == k)
+        if k not in reweighted:  # once per class, however many of its concepts fall back
+            weights[in_class] = group_balanced_weights(labels[in_class], cids[in_class], max_upweight)
+            reweighted.add(k)
+        members = in_class[cids[in_class] == cid]
+        w = float(weights[members[0]]) if len(members) else float("nan")
+        for p in in_class:
+            reasons[p] = f"class {k} reweighted by its concepts (fallback for flagged concept {cid}, no region): " \
+                         f"drawn {weights[p]:.2f}x as often as in the baseline"
+        return {"concept_id": cid, "label": k, "correction": "reweight", "n_samples": len(in_class),
+                "reason": head + f"reweighted class {k}'s {len(in_class)} samples by their concepts "
+                                 f"instead (retrain.augment_fallback=reweight; concept {cid}'s "
+                                 f"{len(members)} members drawn {w:.2f}x as often)"}
+    return {"concept_id": cid, "label": k, "correction": "none", "n_samples": 0,
+            "reason": head + "left uncorrected (retrain.augment_fallback=none)"}
+
+
+def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+                 keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
+                 reasons: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Draw the recipients of concept ``cid``'s region in every other class and deal its carriers out to them.
+
+    Marks the recipients in ``used`` and writes their ``reasons`` in place; returns ``(recipients, donors,
+    corrections row)``.
+    """
+    n_class = int((labels == k).sum())
+    share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
+    got: list[np.ndarray] = []
+    short = []
+    for j in np.unique(labels):
+        if j == k:
+            continue
+        pool = np.flatnonzero((labels == j) & keep & ~used)
+        want = int(round(share * int(((labels == j) & keep).sum())))
+        take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
+        if len(take) < want:
+            short.append(f"class {int(j)} {len(take)} of {want}")
+        got.append(np.sort(take))
+    chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
+    used[chosen] = True
+    dealt = rng.permutation(carrier_pos)[np.arange(len(chosen)) % len(carrier_pos)] if len(chosen) \
+        else np.zeros(0, np.int64)
+    where = region.describe()
+    for r, d in zip(chosen, dealt, strict=True):
+        reasons[r] = f"{where} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
+    what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
+                                     f", the carriers' share of class {k}")
+    reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from its "
+              f"{len(carrier_pos)} carriers into {len(chosen)} training images of the other classes ({what}), "
+              "which replace their originals; the carriers stay")
+    if short:
+        reason += "; too few images left in " + ", ".join(short)
+    return chosen, dealt, {"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
+                           "reason": reason}
 
 
 def _no_maps(positions: np.ndarray) -> np.ndarray:

@@ -59,16 +59,9 @@ def train_model(
     import torch
     from torch import nn
 
-    if cfg.patience is not None and (val is None or len(val[0]) == 0):
-        raise ConfigError(
-            f"train.patience={cfg.patience} stops early on the 'val' split, but the data has no val samples; "
-            "add a val split or set train.patience=null"
-        )
     rng = np.random.default_rng(seed)
-    rows = np.asarray(rows, dtype=np.int64)
-    y_all = np.asarray(labels, dtype=np.int64)
-    if sample_weights is not None and len(sample_weights) != len(y_all):
-        raise ValueError(f"sample_weights has {len(sample_weights)} values for {len(y_all)} training samples")
+    rows, y_all = np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    _check_train_inputs(cfg, val, sample_weights, len(y_all))
     model.to(device).train()
     opt = make_optimizer(model, cfg)
     scheduler = make_scheduler(opt, cfg)
@@ -83,29 +76,11 @@ def train_model(
     for epoch in range(cfg.epochs):
         order.set_order(rng.permutation(len(y_all)) if sample_weights is None
                         else weighted_epoch_order(sample_weights, rng))
-        total, count = 0.0, 0
-        model.train()
-        for xb, yb in loader:
-            if cfg.augment:
-                xb = augment_batch(xb, cfg.augment, cfg.crop_padding, aug_gen)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                with torch.autocast("cuda", dtype=torch.float16):
-                    loss = loss_fn(model(xb), yb)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss = loss_fn(model(xb), yb)
-                loss.backward()
-                opt.step()
-            total += float(loss.detach()) * len(yb)
-            count += len(yb)
+        mean_loss = _train_epoch(model, loader, opt, loss_fn, scaler, cfg, aug_gen, device)
         if scheduler is not None:
             scheduler.step()
         if on_epoch is not None:
-            on_epoch(epoch, total / max(count, 1))
+            on_epoch(epoch, mean_loss)
         if cfg.patience is not None and val is not None:
             pred = predict_logits(model, images, np.asarray(val[0]), device, num_workers=0).argmax(axis=1)
             acc = float((pred == np.asarray(val[1])).mean())
@@ -120,6 +95,43 @@ def train_model(
         model.load_state_dict(best_state)
     model.eval()
     return model
+
+
+def _check_train_inputs(cfg: TrainConfig, val: tuple[np.ndarray, np.ndarray] | None,
+                        sample_weights: np.ndarray | None, n: int) -> None:
+    if cfg.patience is not None and (val is None or len(val[0]) == 0):
+        raise ConfigError(
+            f"train.patience={cfg.patience} stops early on the 'val' split, but the data has no val samples; "
+            "add a val split or set train.patience=null"
+        )
+    if sample_weights is not None and len(sample_weights) != n:
+        raise ValueError(f"sample_weights has {len(sample_weights)} values for {n} training samples")
+
+
+def _train_epoch(model: nn.Module, loader, opt, loss_fn, scaler, cfg: TrainConfig, aug_gen, device) -> float:
+    """One pass over ``loader``'s batches (augmented, mixed precision when ``scaler``); the mean loss."""
+    import torch
+
+    total, count = 0.0, 0
+    model.train()
+    for xb, yb in loader:
+        if cfg.augment:
+            xb = augment_batch(xb, cfg.augment, cfg.crop_padding, aug_gen)
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = loss_fn(model(xb), yb)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+        total += float(loss.detach()) * len(yb)
+        count += len(yb)
+    return total / max(count, 1)
 
 
 def weighted_epoch_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
