@@ -206,6 +206,71 @@ def deletion_insertion_auc(
     DeletionInsertion
         Areas of shape (n_samples,) and curves of shape (n_samples, steps + 1), float64.
     """
+    maps, targets, steps, fill = _checked_curve_inputs(images, maps, targets, steps, baseline, batch_size)
+    n, _, height, width = np.shape(images)
+    n_pixels = height * width
+    # Pixels changed after step k: the first cuts[k] of the ranking. array_split's rule: equal chunks,
+    # the first ones one pixel larger when n_pixels is not a multiple of steps.
+    cuts = np.concatenate([[0], np.cumsum([len(c) for c in np.array_split(np.arange(n_pixels), steps)])])
+    tie_break = np.random.default_rng(TIE_BREAK_SEED).permutation(n_pixels)
+
+    classify = _classifier(predict_proba, targets)
+
+    def proba(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return classify(x)[np.arange(len(x)), target]
+
+    deletion = np.empty((n, steps + 1))
+    insertion = np.empty((n, steps + 1))
+    # The endpoints: step 0 of deletion and the last step of insertion are the image itself; the
+    # last step of deletion and step 0 of insertion are the baseline image, the same for every sample.
+    if n:
+        base_p = classify(fill[None])[0]
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            full = proba(np.asarray(images[start:stop], dtype=np.float32), targets[start:stop])
+            deletion[start:stop, 0] = insertion[start:stop, steps] = full
+        deletion[:, steps] = insertion[:, 0] = base_p[targets]
+
+    # The interior points: 2 * (steps - 1) perturbed images per sample, as one flat list of jobs.
+    _interior_points(proba, images, maps, targets, fill, cuts, tie_break, batch_size, deletion, insertion)
+    return DeletionInsertion(_auc(deletion), _auc(insertion), deletion, insertion)
+
+
+def _interior_points(proba: Callable[[np.ndarray, np.ndarray], np.ndarray], images: np.ndarray, maps: np.ndarray,
+                     targets: np.ndarray, fill: np.ndarray, cuts: np.ndarray, tie_break: np.ndarray, batch_size: int,
+                     deletion: np.ndarray, insertion: np.ndarray) -> None:
+    """Fill steps 1 .. steps-1 of the curves ``deletion`` and ``insertion`` (n, steps + 1) in place.
+
+    The 2 * (steps - 1) perturbed images of every sample are one flat list of jobs, classified ``batch_size``
+    at a time; pixels are ranked only for the samples of the current batch.
+    """
+    n, steps = deletion.shape[0], deletion.shape[1] - 1
+    height, width = maps.shape[1:]
+    per_sample = 2 * (steps - 1)
+    n_jobs = n * per_sample
+    for start in range(0, n_jobs, batch_size):
+        job = np.arange(start, min(start + batch_size, n_jobs))
+        sample = job // per_sample
+        within = job % per_sample
+        is_insertion = within >= steps - 1
+        k = within % (steps - 1) + 1
+        rows, local = np.unique(sample, return_inverse=True)
+        rank = _pixel_rank(maps[rows], tie_break)  # (len(rows), n_pixels)
+        changed = (rank[local] < cuts[k][:, None]).reshape(len(job), 1, height, width)
+        original = np.asarray(images[rows], dtype=np.float32)[local]
+        # Deletion puts the baseline where pixels changed; insertion puts the image there.
+        x = np.where(changed != is_insertion[:, None, None, None], fill[None], original)
+        p = proba(x, targets[sample])
+        deletion[sample[~is_insertion], k[~is_insertion]] = p[~is_insertion]
+        insertion[sample[is_insertion], k[is_insertion]] = p[is_insertion]
+
+
+def _checked_curve_inputs(images: np.ndarray, maps: np.ndarray, targets: np.ndarray, steps: int,
+                          baseline: float | np.ndarray, batch_size: int):
+    """`deletion_insertion_auc`'s arguments checked: ``(maps, targets, steps, fill)`` as arrays, or an error.
+
+    fill : float32 array of shape (channels, height, width), the baseline image
+    """
     shape = tuple(np.shape(images))
     if len(shape) != 4:
         raise DataError(f"images must have shape (n_samples, channels, height, width); got shape {shape}")
@@ -232,11 +297,12 @@ def deletion_insertion_auc(
             f"baseline must be a number or an array broadcastable to (channels, height, width) = "
             f"{(channels, height, width)}; got shape {np.shape(baseline)}"
         ) from err
+    return maps, targets, steps, fill
 
-    # Pixels changed after step k: the first cuts[k] of the ranking. array_split's rule: equal chunks,
-    # the first ones one pixel larger when n_pixels is not a multiple of steps.
-    cuts = np.concatenate([[0], np.cumsum([len(c) for c in np.array_split(np.arange(n_pixels), steps)])])
-    tie_break = np.random.default_rng(TIE_BREAK_SEED).permutation(n_pixels)
+
+def _classifier(predict_proba: Callable[[np.ndarray], np.ndarray], targets: np.ndarray):
+    """``predict_proba`` as float64 probabilities, with its output's shape checked against ``targets``."""
+    n = len(targets)
 
     def classify(x: np.ndarray) -> np.ndarray:
         p = np.asarray(predict_proba(np.ascontiguousarray(x, dtype=np.float32)))
@@ -252,41 +318,7 @@ def deletion_insertion_auc(
             )
         return p.astype(np.float64)
 
-    def proba(x: np.ndarray, target: np.ndarray) -> np.ndarray:
-        return classify(x)[np.arange(len(x)), target]
-
-    deletion = np.empty((n, steps + 1))
-    insertion = np.empty((n, steps + 1))
-    # The endpoints: step 0 of deletion and the last step of insertion are the image itself; the
-    # last step of deletion and step 0 of insertion are the baseline image, the same for every sample.
-    if n:
-        base_p = classify(fill[None])[0]
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            full = proba(np.asarray(images[start:stop], dtype=np.float32), targets[start:stop])
-            deletion[start:stop, 0] = insertion[start:stop, steps] = full
-        deletion[:, steps] = insertion[:, 0] = base_p[targets]
-
-    # The interior points: 2 * (steps - 1) perturbed images per sample, as one flat list of jobs.
-    per_sample = 2 * (steps - 1)
-    n_jobs = n * per_sample
-    for start in range(0, n_jobs, batch_size):
-        job = np.arange(start, min(start + batch_size, n_jobs))
-        sample = job // per_sample
-        within = job % per_sample
-        is_insertion = within >= steps - 1
-        k = within % (steps - 1) + 1
-        rows, local = np.unique(sample, return_inverse=True)
-        rank = _pixel_rank(maps[rows], tie_break)  # (len(rows), n_pixels)
-        changed = (rank[local] < cuts[k][:, None]).reshape(len(job), 1, height, width)
-        original = np.asarray(images[rows], dtype=np.float32)[local]
-        # Deletion puts the baseline where pixels changed; insertion puts the image there.
-        x = np.where(changed != is_insertion[:, None, None, None], fill[None], original)
-        p = proba(x, targets[sample])
-        deletion[sample[~is_insertion], k[~is_insertion]] = p[~is_insertion]
-        insertion[sample[is_insertion], k[is_insertion]] = p[is_insertion]
-
-    return DeletionInsertion(_auc(deletion), _auc(insertion), deletion, insertion)
+    return classify
 
 
 def _auc(curve: np.ndarray) -> np.ndarray:

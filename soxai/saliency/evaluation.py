@@ -152,22 +152,23 @@ def evaluate_saliency(
     StageError
         When the model stage has not run, or a split does not exist or has no samples.
     """
-    from soxai.device import resolve_device
-    from soxai.saliency.methods import SALIENCY_METHODS, compute_maps
-    from soxai.train.runner import load_baseline
-
     explicit = methods is not None
-    methods = list(SALIENCY_METHODS) if methods is None else list(dict.fromkeys(methods))  # once each, in order
-    if not methods:
-        raise ConfigError(f"methods is empty; name at least one of {sorted(SALIENCY_METHODS)} or pass None for all")
-    unknown = [m for m in methods if m not in SALIENCY_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown saliency methods {unknown}; choose from {sorted(SALIENCY_METHODS)}")
-    if n_samples < 1:
-        raise ConfigError(f"n_samples must be >= 1; got {n_samples}")
-    if timing_repeats < 1:
-        raise ConfigError(f"timing_repeats must be >= 1; got {timing_repeats}")
+    methods = _checked_methods(methods, n_samples, timing_repeats)
     splits = [splits] if isinstance(splits, str) else list(splits)
+    table, summary = _evaluate(cfg, run, methods, n_samples, splits, explicit, timing_repeats)
+    paths = eval_paths(run)
+    write_parquet(paths.table_parquet, table)
+    write_csv(paths.table_csv, table)
+    write_json(paths.summary, summary)
+    return table
+
+
+def _evaluate(cfg: Config, run: RunDir, methods: list[str], n_samples: int, splits: list[str], explicit: bool,
+              timing_repeats: int) -> tuple[pd.DataFrame, dict]:
+    """`evaluate_saliency` on checked arguments: its table and summary.json, nothing written."""
+    from soxai.device import resolve_device
+    from soxai.train.fit import load_baseline
+
     model_fp = upstream(run, "data", "model")[1]
 
     chosen, masks, n_candidates, n_excluded = choose_eval_samples(run, splits, n_samples, cfg.seed)
@@ -179,6 +180,63 @@ def evaluate_saliency(
     scfg = cfg.saliency
     options = {"batch_size": scfg.batch_size, "ig_steps": scfg.ig_steps, "reduce": scfg.reduce, "device": device}
     predict_proba = model_predict_proba(model, device)
+
+    records, skipped = _score_methods(model, images, targets, masks, methods, options, predict_proba, explicit,
+                                      timing_repeats)
+    if not records:
+        raise StageError(f"no saliency method could explain this model; reasons: {skipped}")
+    table = pd.DataFrame.from_records(records)
+
+    rng = np.random.default_rng(cfg.seed)
+    chance = score_maps(rng.random((len(targets), *images.shape[2:])), masks, images, targets, predict_proba,
+                        batch_size=scfg.batch_size)
+    measured = [m for m in METRIC_DIRECTIONS if m in table]
+    summary = {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "splits": splits,
+        "n_samples_requested": n_samples,
+        "n": int(len(targets)),
+        "n_candidates": n_candidates,
+        "n_excluded_empty_mask": n_excluded,
+        "seed": cfg.seed,
+        "model_fingerprint": model_fp,
+        "device": str(device),
+        "timing_repeats": timing_repeats,
+        "saliency": {"target": "label", "reduce": scfg.reduce, "batch_size": scfg.batch_size,
+                     "ig_steps": scfg.ig_steps},
+        **_metrics_summary(run, splits, masks, table, measured),
+        "chance": {"description": "the same metrics for uniform random maps", **chance},
+        "pointing_tolerance_px": POINTING_TOLERANCE_PX,
+        "deletion_steps": DELETION_STEPS,
+        "skipped": skipped,
+    }
+    return table, summary
+
+
+def _checked_methods(methods: list[str] | None, n_samples: int, timing_repeats: int) -> list[str]:
+    """The methods to score (every registered one for None; each once, in order), or a ConfigError."""
+    from soxai.saliency.methods import SALIENCY_METHODS
+
+    methods = list(SALIENCY_METHODS) if methods is None else list(dict.fromkeys(methods))  # once each, in order
+    if not methods:
+        raise ConfigError(f"methods is empty; name at least one of {sorted(SALIENCY_METHODS)} or pass None for all")
+    unknown = [m for m in methods if m not in SALIENCY_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown saliency methods {unknown}; choose from {sorted(SALIENCY_METHODS)}")
+    if n_samples < 1:
+        raise ConfigError(f"n_samples must be >= 1; got {n_samples}")
+    if timing_repeats < 1:
+        raise ConfigError(f"timing_repeats must be >= 1; got {timing_repeats}")
+    return methods
+
+
+def _score_methods(model, images: np.ndarray, targets: np.ndarray, masks: np.ndarray | None, methods: list[str],
+                   options: dict, predict_proba, explicit: bool, timing_repeats: int) -> tuple[list[dict], dict]:
+    """One record per method that can explain ``model`` (timed, scored), and {method: why} of those skipped.
+
+    A method that fails its untimed warm-up with a ConfigError is skipped, unless it was named (``explicit``).
+    """
+    from soxai.saliency.methods import compute_maps
 
     records, skipped = [], {}
     with progress("saliency evaluation", len(methods), unit="methods") as advance:
@@ -202,48 +260,25 @@ def evaluate_saliency(
                 "n": len(targets),
                 "seconds": seconds,
                 "images_per_s": len(targets) / seconds if seconds > 0 else math.inf,
-                **score_maps(maps, masks, images, targets, predict_proba, batch_size=scfg.batch_size),
+                **score_maps(maps, masks, images, targets, predict_proba, batch_size=options["batch_size"]),
                 "n_zero_maps": _n_zero(maps),
             })
             advance(1)
-    if not records:
-        raise StageError(f"no saliency method could explain this model; reasons: {skipped}")
-    table = pd.DataFrame.from_records(records)
+    return records, skipped
 
-    rng = np.random.default_rng(cfg.seed)
-    chance = score_maps(rng.random((len(targets), *images.shape[2:])), masks, images, targets, predict_proba,
-                        batch_size=scfg.batch_size)
-    measured = [m for m in METRIC_DIRECTIONS if m in table]
+
+def _metrics_summary(run: RunDir, splits: list[str], masks: np.ndarray | None, table: pd.DataFrame,
+                     measured: list[str]) -> dict:
+    """summary.json's entries on the metrics: which were measured, which not and why, their directions, the best."""
     no_masks_reason = (f"no sample of splits {splits} has a non-empty mask" if run.masks.is_file()
                        else "the run has no ground-truth masks (data/masks.npy)")
-    summary = {
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "splits": splits,
-        "n_samples_requested": n_samples,
-        "n": int(len(targets)),
-        "n_candidates": n_candidates,
-        "n_excluded_empty_mask": n_excluded,
-        "seed": cfg.seed,
-        "model_fingerprint": model_fp,
-        "device": str(device),
-        "timing_repeats": timing_repeats,
-        "saliency": {"target": "label", "reduce": scfg.reduce, "batch_size": scfg.batch_size,
-                     "ig_steps": scfg.ig_steps},
+    return {
         "has_masks": masks is not None,
         "metrics": measured,
         "metrics_unavailable": {} if masks is not None else dict.fromkeys(LOCALISATION_METRICS, no_masks_reason),
         "directions": {m: METRIC_DIRECTIONS[m] for m in measured},
         "best": _best(table, measured),
-        "chance": {"description": "the same metrics for uniform random maps", **chance},
-        "pointing_tolerance_px": POINTING_TOLERANCE_PX,
-        "deletion_steps": DELETION_STEPS,
-        "skipped": skipped,
     }
-    paths = eval_paths(run)
-    write_parquet(paths.table_parquet, table)
-    write_csv(paths.table_csv, table)
-    write_json(paths.summary, summary)
-    return table
 
 
 def format_table(df: pd.DataFrame) -> str:
