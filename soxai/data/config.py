@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from soxai._base import Section
 
 ARTIFACT_SHAPES = ("square", "cross", "ring", "stripe", "border", "texture", "tint")
+BUILT_IN_SOURCES = ("cells", "digits", "mnist")
 ARTIFACT_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "random")
 
 
@@ -78,12 +79,14 @@ class DataConfig(Section):
         if self.source == "manifest" and not self.manifest:
             raise ValueError("data.source is 'manifest' but data.manifest is not set; "
                              "set data.manifest=path/to/samples.csv")
-        # A folder or manifest given under another source would be ignored and the built-in data audited
+        # A folder or manifest given under a built-in source would be ignored and the built-in data audited
         # instead; guessing the source is not safe (a folder of CSVs, a manifest beside images), so say it.
-        if self.root and self.source != "image_folder":
+        # Under the other user source it is a leftover of an explicit choice (`soxai monitor` of an image-folder
+        # run with --set data.source=manifest) and harmless.
+        if self.root and self.source in BUILT_IN_SOURCES:
             raise ValueError(f"data.root is set ({self.root!r}) but data.source is {self.source!r}, which ignores it; "
                              "set data.source: image_folder to audit that folder, or remove data.root")
-        if self.manifest and self.source != "manifest":
+        if self.manifest and self.source in BUILT_IN_SOURCES:
             raise ValueError(f"data.manifest is set ({self.manifest!r}) but data.source is {self.source!r}, which "
                              "ignores it; set data.source: manifest to audit that file, or remove data.manifest")
         if self.source == "image_folder" and not self.root:

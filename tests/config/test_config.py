@@ -118,3 +118,10 @@ def test_load_config__manifest_without_manifest_source__refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(None, [f"data.manifest={tmp_path / 'm.csv'}"])
     assert "data.source: manifest" in str(err.value)
+
+
+def test_load_config__other_user_source_leftover_path__accepted(tmp_path):
+    # soxai monitor of an image-folder run, new data from a manifest: data.root is a harmless leftover
+    cfg = load_config(None, ["data.source=manifest", f"data.manifest={tmp_path / 'm.csv'}",
+                             f"data.root={tmp_path}"])
+    assert cfg.data.source == "manifest"
