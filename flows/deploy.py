@@ -66,10 +66,13 @@ def scheduled_retrain(run_dir: str) -> str:
     from soxai.run_dir import RunDir
     from soxai.runs import init_run, load_run_config
 
+    from soxai.run_lock import writer_lock
+
     run = RunDir(run_dir)
     cfg = load_run_config(run)
-    init_run(cfg, run.root)
-    _run_stages(RETRAIN_STAGES, cfg.model_dump(mode="json"), str(run.root))
+    with writer_lock(run.root):  # an existing run directory: nobody else may write while run.json is reset
+        init_run(cfg, run.root)
+        _run_stages(RETRAIN_STAGES, cfg.model_dump(mode="json"), str(run.root))
     return str(run.root)
 
 

@@ -20,6 +20,7 @@ from prefect.futures import wait
 
 from soxai.config import Config
 from soxai.run_dir import RunDir
+from soxai.run_lock import writer_lock
 from soxai.runs import finish_run, stage_runners
 
 RUNNERS = stage_runners()  # data, model, saliency, embed, concepts, bias, manifest, train, compare, report
@@ -53,15 +54,18 @@ def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -
     # the root's WARNING; the library's stage messages are INFO.
     logging.getLogger("soxai").setLevel(logging.INFO)
     records: dict[str, Any] = {}
-    try:
-        for stage in stages:  # each stage reads the files the one before it wrote
-            if stage == "saliency" and _on_dask():
-                _saliency_fan_out(config, run_dir)
-            records[stage] = stage_task(stage, config, run_dir)
-    except BaseException as exc:
-        finish_run(RunDir(run_dir), "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finish_run(RunDir(run_dir), "completed")
+    # one writer at a time; re-entrant, so the CLI (which took it before writing config.yaml) passes; task
+    # threads and Dask's shard workers write under the lock this process holds
+    with writer_lock(run_dir):
+        try:
+            for stage in stages:  # each stage reads the files the one before it wrote
+                if stage == "saliency" and _on_dask():
+                    _saliency_fan_out(config, run_dir)
+                records[stage] = stage_task(stage, config, run_dir)
+        except BaseException as exc:
+            finish_run(RunDir(run_dir), "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finish_run(RunDir(run_dir), "completed")
     publish_run(run_dir)
     return records
 

@@ -7,6 +7,7 @@ server several more (docs/OPERATIONS.md). tests/test_cli.py checks that the othe
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -48,36 +49,42 @@ def _fail(exc: Exception) -> None:
 
 
 def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | None):
+    """The resolved config and the run directory to write (nothing written yet: the writer lock comes first)."""
     from soxai.config import load_config
     from soxai.run_dir import RunDir
-    from soxai.runs import default_run_dir, init_run, resolve_paths
+    from soxai.runs import default_run_dir, resolve_paths
 
     if config is None and run_dir is not None and RunDir(run_dir).exists():
         # resuming: the run's own resolved config (plus any --set), not the demo defaults
         cfg = resolve_paths(load_config(RunDir(run_dir).config, overrides or []))
     else:
         cfg = resolve_paths(load_config(config, overrides or []))
-    run = init_run(cfg, run_dir or default_run_dir(cfg))
-    return cfg, run
+    return cfg, Path(run_dir or default_run_dir(cfg))
 
 
 def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[str] | None,
           dask: bool = False, dask_address: str | None = None) -> None:
-    try:
-        cfg, run = _start(config, run_dir, overrides)
-    except SoxaiError as exc:
-        _fail(exc)
-    typer.echo(f"run directory: {run.root}")
-    _prefect_env()
-    import flows.pipeline as flows
+    from soxai.run_lock import writer_lock
+    from soxai.runs import init_run
 
-    chosen = getattr(flows, name)
-    if dask or dask_address:
-        chosen = chosen.with_options(task_runner=flows.dask_task_runner(dask_address))
-    try:
-        chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
-    except SoxaiError as exc:
-        _fail(exc)
+    with contextlib.ExitStack() as held:
+        try:
+            cfg, root = _start(config, run_dir, overrides)
+            held.enter_context(writer_lock(root))  # before config.yaml is written, until the flow has ended
+            run = init_run(cfg, root)
+        except SoxaiError as exc:
+            _fail(exc)
+        typer.echo(f"run directory: {run.root}")
+        _prefect_env()
+        import flows.pipeline as flows
+
+        chosen = getattr(flows, name)
+        if dask or dask_address:
+            chosen = chosen.with_options(task_runner=flows.dask_task_runner(dask_address))
+        try:
+            chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
+        except SoxaiError as exc:
+            _fail(exc)
     from soxai.report.runner import saliency_counts
 
     counts = saliency_counts(run)  # else maps that say nothing (all zero, constant) show only in stage.json
@@ -125,25 +132,28 @@ def retrain(
 ) -> None:
     """Retrain baseline, pruned and random-control variants, compare and report."""
     from soxai.run_dir import RunDir
+    from soxai.run_lock import writer_lock
     from soxai.runs import init_run, load_run_config
 
-    try:
-        run = RunDir(run_dir)
-        cfg = load_run_config(run)
-        if manifest is not None:
-            from soxai.manifest.runner import use_user_manifest
+    with contextlib.ExitStack() as held:
+        try:
+            run = RunDir(run_dir)
+            cfg = load_run_config(run)
+            held.enter_context(writer_lock(run.root))  # the user manifest rewrites the manifest stage's files
+            if manifest is not None:
+                from soxai.manifest.runner import use_user_manifest
 
-            use_user_manifest(cfg, run, manifest)
-        init_run(cfg, run.root)
-    except SoxaiError as exc:
-        _fail(exc)
-    _prefect_env()
-    import flows.pipeline as flows
+                use_user_manifest(cfg, run, manifest)
+            init_run(cfg, run.root)
+        except SoxaiError as exc:
+            _fail(exc)
+        _prefect_env()
+        import flows.pipeline as flows
 
-    try:
-        flows.retrain(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
-    except SoxaiError as exc:
-        _fail(exc)
+        try:
+            flows.retrain(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
+        except SoxaiError as exc:
+            _fail(exc)
     typer.echo(f"done: {run.root}")
 
 
@@ -233,12 +243,17 @@ def report(run_dir: RunDirArg) -> None:
     from soxai.report.runner import write_report
     from soxai.run_dir import RunDir
     from soxai.runs import load_run_config
+    from soxai.stage import refresh_outputs
 
     try:
         run = RunDir(run_dir)
-        path = write_report(load_run_config(run), run)
+        path = write_report(load_run_config(run), run)  # the report stage's own writer, atomic
+        refresh_outputs(run, "report", [path])  # so the next run finds report.html as its stage recorded it
     except (SoxaiError, FileNotFoundError) as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail(SoxaiError(f"could not write the report under {run.report_dir}: {exc.strerror or exc}; check that "
+                         f"the folder is writable and the disk has space"))
     typer.echo(str(path))
 
 

@@ -62,20 +62,24 @@ def run_in_process(cfg: Config, root: str | Path, until: str | None = None) -> R
     """Run the stages in order in this process (no Prefect), up to but not including ``until`` (default: all).
 
     For tests and benchmarks. ``run.json`` ends ``completed``, or ``failed`` with the error, which is re-raised.
+    Holds the run directory's writer lock throughout (:mod:`soxai.run_lock`): a second writer is refused.
     """
+    from soxai.run_lock import writer_lock
+
     runners = stage_runners()
     if until is not None and until not in runners:
         raise ConfigError(f"unknown stage {until!r}; expected one of {list(runners)}")
-    run = init_run(cfg, root)
-    try:
-        for name, runner in runners.items():
-            if name == until:
-                break
-            runner(cfg, run)
-    except BaseException as exc:
-        finish_run(run, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finish_run(run, "completed")
+    with writer_lock(root):
+        run = init_run(cfg, root)
+        try:
+            for name, runner in runners.items():
+                if name == until:
+                    break
+                runner(cfg, run)
+        except BaseException as exc:
+            finish_run(run, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finish_run(run, "completed")
     return run
 
 
