@@ -30,23 +30,9 @@ def run_compare(cfg: Config, run: RunDir) -> StageRecord:
 
 
 def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
-    from soxai.compare.stats import detection_scores, excludes_zero, summarize
+    from soxai.compare.stats import excludes_zero, summarize
 
-    per_seed: dict[str, dict[str, dict[str, dict[int, float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(dict))
-    )
-    n_train: dict[str, int] = {}
-    corrections: dict[str, list[dict[str, Any]]] = {}
-    for variant in cfg.retrain.variants:
-        for seed in cfg.retrain.seeds:
-            m = read_json(run.variant_metrics(variant, seed))
-            n_train[variant] = m["n_train"]
-            if "corrections" in m and variant not in corrections:  # the same decisions for every seed
-                corrections[variant] = m["corrections"]
-            for split, sm in m["splits"].items():
-                for metric in METRICS:
-                    if metric in sm:
-                        per_seed[variant][split][metric][seed] = sm[metric]
+    per_seed, n_train, corrections = _read_metrics(cfg, run)
     variants = {
         v: {s: {k: summarize([vals[seed] for seed in sorted(vals)]) for k, vals in ms.items()} for s, ms in sp.items()}
         for v, sp in per_seed.items()
@@ -78,23 +64,7 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         f"{v}_recovers_80pct_of_oracle_gap_on_{s}": bool(g["accuracy"]["mean"] >= 0.8)
         for v in CORRECTIONS for s, g in gap.get(v, {}).items() if s != "val" and "accuracy" in g
     })
-    manifest = read_parquet(run.pruned_parquet)
-    samples = read_samples(run)
-    train = samples[samples["split"] == "train"].merge(manifest[["sample_id", "keep"]], on="sample_id")
-    detection = None
-    if "group" in train and train["group"].notna().any():
-        planted = (train["group"] == "artifact").to_numpy()
-        detection = detection_scores(~train["keep"].to_numpy(dtype=bool), planted)
-        assign = read_parquet(run.assignments).merge(train[["sample_id", "group"]], on="sample_id")
-        flagged = set(read_json(run.manifest_json)["flagged_concepts"])
-        artifact_concepts = [
-            int(c) for c, g in assign.groupby("concept_id")["group"]
-            if c >= 0 and (g == "artifact").mean() > 0.5
-        ]
-        detection["artifact_concepts"] = artifact_concepts
-        detection["artifact_concepts_flagged_share"] = (
-            float(np.mean([str(c) in flagged for c in artifact_concepts])) if artifact_concepts else float("nan")
-        )
+    detection = _detection(run)
     info = read_json(run.manifest_json)
     cost = {"share_dropped": info["share_dropped"], "n_dropped": info["n_dropped"], "n_train": info["n_train"]}
     if "pruned" in gains and "test" in gains["pruned"]:
@@ -113,6 +83,52 @@ def build_comparison(cfg: Config, run: RunDir) -> dict[str, Any]:
         "detection": detection,
         "cost": cost,
     }
+
+
+def _read_metrics(cfg: Config, run: RunDir):
+    """Every variant's metrics.json: ``per_seed[variant][split][metric][seed]``, ``n_train[variant]`` and the
+    ``corrections`` rows of each correction variant (the same decisions for every seed: the first seed's)."""
+    per_seed: dict[str, dict[str, dict[str, dict[int, float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    n_train: dict[str, int] = {}
+    corrections: dict[str, list[dict[str, Any]]] = {}
+    for variant in cfg.retrain.variants:
+        for seed in cfg.retrain.seeds:
+            m = read_json(run.variant_metrics(variant, seed))
+            n_train[variant] = m["n_train"]
+            if "corrections" in m and variant not in corrections:  # the same decisions for every seed
+                corrections[variant] = m["corrections"]
+            for split, sm in m["splits"].items():
+                for metric in METRICS:
+                    if metric in sm:
+                        per_seed[variant][split][metric][seed] = sm[metric]
+    return per_seed, n_train, corrections
+
+
+def _detection(run: RunDir) -> dict[str, Any] | None:
+    """Precision and recall of the pruned samples against the evaluation-only ``group`` column, and the share of
+    artifact concepts (most members planted) that got flagged; None when the data has no groups."""
+    from soxai.compare.stats import detection_scores
+
+    manifest = read_parquet(run.pruned_parquet)
+    samples = read_samples(run)
+    train = samples[samples["split"] == "train"].merge(manifest[["sample_id", "keep"]], on="sample_id")
+    detection = None
+    if "group" in train and train["group"].notna().any():
+        planted = (train["group"] == "artifact").to_numpy()
+        detection = detection_scores(~train["keep"].to_numpy(dtype=bool), planted)
+        assign = read_parquet(run.assignments).merge(train[["sample_id", "group"]], on="sample_id")
+        flagged = set(read_json(run.manifest_json)["flagged_concepts"])
+        artifact_concepts = [
+            int(c) for c, g in assign.groupby("concept_id")["group"]
+            if c >= 0 and (g == "artifact").mean() > 0.5
+        ]
+        detection["artifact_concepts"] = artifact_concepts
+        detection["artifact_concepts_flagged_share"] = (
+            float(np.mean([str(c) in flagged for c in artifact_concepts])) if artifact_concepts else float("nan")
+        )
+    return detection
 
 
 def _paired(a: dict, b: dict) -> dict[str, Any]:

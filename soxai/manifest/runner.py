@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from soxai.config import Config
 from soxai.data.runner import read_samples
@@ -19,7 +20,6 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
     The manifest lists every sample (all splits); only training samples can be dropped.
     """
     from soxai.bias.decide import flagged_concepts
-    from soxai.manifest.policies import PRUNE_POLICIES, keep_majority_classes
 
     mcfg = cfg.manifest
     fp = fingerprint("manifest", cfg.section_hash("manifest"), *upstream(run, "bias"))
@@ -33,30 +33,14 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         is_train = (frame["split"] == "train").to_numpy()
         train = frame[is_train].reset_index(drop=True)
         ctx = _policy_context(cfg, run, train, flagged)
-        decisions, kept_whole = {}, {}
-        for name, policy in PRUNE_POLICIES.items():
-            keep_p, reasons_p = policy(train, flagged, ctx)
-            reasons_p = [_with_why(r, flagged) for r in reasons_p]
-            keep_p, reasons_p, kept_whole[name] = keep_majority_classes(
-                train["label"].to_numpy(), keep_p, reasons_p, flagged, mcfg.max_class_drop)
-            decisions[name] = (keep_p, reasons_p)
+        decisions, kept_whole = _decide_every_policy(train, flagged, ctx, mcfg.max_class_drop)
         keep_train, reasons_train = decisions[mcfg.policy]
         in_flagged = train["concept_id"].isin(list(flagged)).to_numpy()
         keep = np.ones(len(frame), dtype=bool)
         keep[is_train] = keep_train
         reasons = np.array([""] * len(frame), dtype=object)
         reasons[is_train] = reasons_train
-        counts = {}
-        for label in sorted(train["label"].unique()):
-            in_class = train["label"].to_numpy() == label
-            kept = int(keep_train[in_class].sum())
-            counts[str(int(label))] = {"kept": kept, "dropped": int(in_class.sum()) - kept}
-            if kept == 0 and not mcfg.allow_empty_class:
-                raise StageError(
-                    f"pruning would drop every training sample of class {label} (concepts {sorted(flagged)}); "
-                    "check the flags with `soxai concepts list RUN_DIR`, keep a concept with bias.overrides, "
-                    "or set manifest.allow_empty_class=true"
-                )
+        counts = _class_counts(train, keep_train, flagged, mcfg.allow_empty_class)
         columns = ["sample_id", "split", "label"] + [c for c in ("path", "row") if c in frame]
         out = frame[columns].copy()
         out["keep"] = keep
@@ -81,12 +65,8 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
             "members_kept": int((keep_train & in_flagged).sum()),
         }
         # every policy's own manifest, for comparison and `soxai retrain --manifest`
-        policy_outputs = []
-        for name, (keep_p, reasons_p) in decisions.items():
-            one = train[["sample_id", "label"]].copy()
-            one["keep"], one["reason"] = keep_p, [str(r) for r in reasons_p]
-            one["concept_id"] = train["concept_id"].astype("Int64")
-            policy_outputs.append(write_parquet(run.policy_manifest(name), one))
+        policy_outputs = [write_parquet(run.policy_manifest(name), _policy_table(train, keep_p, reasons_p))
+                          for name, (keep_p, reasons_p) in decisions.items()]
         info["policies"] = {
             name: {"n_dropped": int((~k).sum()), "share_dropped": float((~k).mean()) if len(k) else 0.0}
             for name, (k, _) in decisions.items()
@@ -100,6 +80,46 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         return outputs, {"n_dropped": info["n_dropped"], "flagged": sorted(flagged)}
 
     return run_stage(run, "manifest", fp, body)
+
+
+def _decide_every_policy(train: pd.DataFrame, flagged: dict[int, str], ctx, max_class_drop: float):
+    """Every prune policy's ``(keep, reasons)`` over the training samples, with the detectors' why appended and
+    the classes a policy would take most of kept whole; and ``{policy: classes kept whole}``."""
+    from soxai.manifest.policies import PRUNE_POLICIES, keep_majority_classes
+
+    decisions, kept_whole = {}, {}
+    for name, policy in PRUNE_POLICIES.items():
+        keep_p, reasons_p = policy(train, flagged, ctx)
+        reasons_p = [_with_why(r, flagged) for r in reasons_p]
+        keep_p, reasons_p, kept_whole[name] = keep_majority_classes(
+            train["label"].to_numpy(), keep_p, reasons_p, flagged, max_class_drop)
+        decisions[name] = (keep_p, reasons_p)
+    return decisions, kept_whole
+
+
+def _class_counts(train: pd.DataFrame, keep_train: np.ndarray, flagged: dict[int, str],
+                  allow_empty_class: bool) -> dict[str, dict[str, int]]:
+    """Kept and dropped training samples per class; a StageError for an emptied class unless allowed."""
+    counts = {}
+    for label in sorted(train["label"].unique()):
+        in_class = train["label"].to_numpy() == label
+        kept = int(keep_train[in_class].sum())
+        counts[str(int(label))] = {"kept": kept, "dropped": int(in_class.sum()) - kept}
+        if kept == 0 and not allow_empty_class:
+            raise StageError(
+                f"pruning would drop every training sample of class {label} (concepts {sorted(flagged)}); "
+                "check the flags with `soxai concepts list RUN_DIR`, keep a concept with bias.overrides, "
+                "or set manifest.allow_empty_class=true"
+            )
+    return counts
+
+
+def _policy_table(train: pd.DataFrame, keep: np.ndarray, reasons: list[str]) -> pd.DataFrame:
+    """One policy's own manifest (``manifest/policies/<name>.parquet``): sample_id, label, keep, reason, concept_id."""
+    one = train[["sample_id", "label"]].copy()
+    one["keep"], one["reason"] = keep, [str(r) for r in reasons]
+    one["concept_id"] = train["concept_id"].astype("Int64")
+    return one
 
 
 def use_user_manifest(cfg: Config, run: RunDir, path) -> StageRecord:

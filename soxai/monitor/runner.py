@@ -32,11 +32,8 @@ def run_monitor(cfg: Config, run: RunDir, reference: RunDir, splits: tuple[str, 
     ``monitor/monitor.json`` (the headline numbers).
     """
     from soxai.bias.decide import flagged_concepts
-    from soxai.concepts.assign import load_run_concept_model, new_sample_features
-    from soxai.data.runner import read_images, read_info, read_samples
     from soxai.monitor.drift import concept_mix, mix_test, share_difference
     from soxai.runs import load_run_config
-    from soxai.saliency.runner import explain_rows, explainer_model
 
     if not 0 < alpha < 1:
         raise StageError(f"alpha must lie between 0 and 1, got {alpha}")
@@ -46,27 +43,9 @@ def run_monitor(cfg: Config, run: RunDir, reference: RunDir, splits: tuple[str, 
                      *upstream(run, "data"))
 
     def body():
-        ref_info, new_info = read_info(reference), read_info(run)
-        if ref_info["image_shape"] != new_info["image_shape"] or ref_info["n_classes"] != new_info["n_classes"]:
-            raise DataError(
-                f"the new data has images of shape {new_info['image_shape']} and {new_info['n_classes']} classes, "
-                f"the reference run {reference.root} has {ref_info['image_shape']} and {ref_info['n_classes']}; "
-                "monitor data of the same kind as the reference (same image size, channels and classes)"
-            )
-        samples = read_samples(run)
-        unknown = sorted(set(splits) - set(samples["split"]))
-        if unknown:
-            raise DataError(f"the new data has no split(s) {unknown}; its splits are "
-                            f"{sorted(samples['split'].unique())} — choose them with --split")
+        samples = _checked_samples(run, reference, splits)
         chosen = samples[samples["split"].isin(splits)].sort_values(["split", "sample_id"])
-        model, layer, device = explainer_model(ref_cfg, reference)
-        labels = chosen["label"].to_numpy()
-        images, rows = read_images(run), chosen["row"].to_numpy()
-        pred, target, maps = explain_rows(ref_cfg, model, images, rows, labels, device, layer)
-        concept_model = load_run_concept_model(reference)
-        features = new_sample_features(ref_cfg, maps, model=model, images=images, rows=rows, device=device,
-                                       targets=target)
-        assigned = concept_model.assign(features, labels)
+        pred, assigned = _explain_and_assign(ref_cfg, reference, run, chosen)
         scores = read_parquet(reference.bias_scores)
         flagged = flagged_concepts(scores) if len(scores) else {}
         keep_cols = ["sample_id", "split", "label"] + [c for c in ("path",) if c in chosen]
@@ -112,6 +91,43 @@ def run_monitor(cfg: Config, run: RunDir, reference: RunDir, splits: tuple[str, 
                          "drift_into_flagged": summary["drift_into_flagged"], "drift": summary["drift"]}
 
     return run_stage(run, "monitor", fp, body)
+
+
+def _checked_samples(run: RunDir, reference: RunDir, splits: tuple[str, ...]) -> pd.DataFrame:
+    """The new run's samples.parquet, after checking that its data matches the reference's and has ``splits``."""
+    from soxai.data.runner import read_info, read_samples
+
+    ref_info, new_info = read_info(reference), read_info(run)
+    if ref_info["image_shape"] != new_info["image_shape"] or ref_info["n_classes"] != new_info["n_classes"]:
+        raise DataError(
+            f"the new data has images of shape {new_info['image_shape']} and {new_info['n_classes']} classes, "
+            f"the reference run {reference.root} has {ref_info['image_shape']} and {ref_info['n_classes']}; "
+            "monitor data of the same kind as the reference (same image size, channels and classes)"
+        )
+    samples = read_samples(run)
+    unknown = sorted(set(splits) - set(samples["split"]))
+    if unknown:
+        raise DataError(f"the new data has no split(s) {unknown}; its splits are "
+                        f"{sorted(samples['split'].unique())} — choose them with --split")
+    return samples
+
+
+def _explain_and_assign(ref_cfg: Config, reference: RunDir, run: RunDir, chosen: pd.DataFrame):
+    """The reference model's prediction for each chosen new sample, and its concept assignment (the rows of
+    ``ConceptModel.assign``) from the sample's explanation."""
+    from soxai.concepts.assign import load_run_concept_model, new_sample_features
+    from soxai.data.runner import read_images
+    from soxai.saliency.runner import explain_rows, explainer_model
+
+    model, layer, device = explainer_model(ref_cfg, reference)
+    labels = chosen["label"].to_numpy()
+    images, rows = read_images(run), chosen["row"].to_numpy()
+    pred, target, maps = explain_rows(ref_cfg, model, images, rows, labels, device, layer)
+    concept_model = load_run_concept_model(reference)
+    features = new_sample_features(ref_cfg, maps, model=model, images=images, rows=rows, device=device,
+                                   targets=target)
+    assigned = concept_model.assign(features, labels)
+    return pred, assigned
 
 
 def monitor_config(reference: RunDir, config=None, overrides=()) -> Config:
