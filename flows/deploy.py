@@ -64,9 +64,8 @@ def _run_dir_name() -> str:
 def scheduled_retrain(run_dir: str) -> str:
     """Retrain, compare and report an existing run directory (e.g. after editing its bias overrides)."""
     from soxai.run_dir import RunDir
-    from soxai.runs import init_run, load_run_config
-
     from soxai.run_lock import writer_lock
+    from soxai.runs import init_run, load_run_config
 
     run = RunDir(run_dir)
     cfg = load_run_config(run)

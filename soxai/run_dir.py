@@ -313,12 +313,13 @@ def owner_of(path: str | Path) -> str | None:
     return None
 
 
-def check_output_path(out: str | Path, option: str = "--out") -> Path:
+def check_output_path(out: str | Path, option: str = "--out", example: str | None = None) -> Path:
     """Validate a file path a command writes outside any stage (an export); return it resolved.
 
     Refuses, each with a one-line error naming the path and the fix: a file of a run directory (a stage's or
     the run's own: soxai never overwrites those from outside the stage), an existing directory, and a place
-    that cannot be written (a parent that is a file, a folder without write permission).
+    that cannot be written (a parent that is a file, a folder without write permission). ``example`` is the
+    file name the fixes suggest (default: the name given).
     """
     from soxai.errors import ConfigError
 
@@ -328,9 +329,10 @@ def check_output_path(out: str | Path, option: str = "--out") -> Path:
         root = run_root_of(path)
         raise ConfigError(f"refusing to write {path}: it belongs to {owner} of run {root}, and nothing outside a "
                           f"stage may overwrite a run's files; choose another {option}, e.g. "
-                          f"{root / 'exports' / path.name}")
+                          f"{root / 'exports' / (example or path.name)}")
     if path.is_dir():
-        raise ConfigError(f"{option} {path} is an existing directory; give a file path, e.g. {path / 'pruned.csv'}")
+        raise ConfigError(f"{option} {path} is an existing directory; give a file path, "
+                          f"e.g. {path / (example or 'pruned.csv')}")
     folder = path.parent
     while not folder.exists():
         folder = folder.parent

@@ -21,7 +21,7 @@ def export_manifest(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     run = RunDir(run_dir)
     if not run.pruned_parquet.is_file():
         raise StageError(f"{run.root} has no pruned manifest yet; run `soxai explain` or `soxai run` on it first")
-    out = check_output_path(out)
+    out = check_output_path(out, example=f"pruned.{fmt}")
     frame = read_parquet(run.pruned_parquet)
     try:
         if fmt == "csv":

@@ -99,3 +99,8 @@ def test_manifest_export__failed_write_keeps_the_earlier_file_whole(run, tmp_pat
     assert res.exit_code == 2 and "No space left" in res.output and str(out) in res.output
     assert out.read_text() == "earlier\n" and sorted(p.name for p in tmp_path.iterdir()).count("m.csv") == 1
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_manifest_export__suggested_path_has_the_formats_suffix(run):
+    res = _export(run, run.pruned_parquet, fmt="csv")
+    assert res.exit_code == 2 and str(run.root / "exports" / "pruned.csv") in res.output
