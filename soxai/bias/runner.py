@@ -63,8 +63,8 @@ def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = N
     training images, assignments with predictions, concept mean maps, each sample's own map, the baseline."""
     from soxai.saliency.methods import resolve_device
     from soxai.saliency.runner import read_index, read_maps
+    from soxai.train.fit import load_baseline
     from soxai.train.loop import predict_logits
-    from soxai.train.runner import load_baseline
 
     concepts = read_parquet(run.concepts) if concepts is None else concepts
     samples = read_samples(run)[["sample_id", "row"]]

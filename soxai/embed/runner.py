@@ -44,7 +44,7 @@ def _activation_inputs(cfg: Config, run: RunDir, index: pd.DataFrame) -> dict:
         return {}
     from soxai.data.runner import read_images, read_samples
     from soxai.device import resolve_device
-    from soxai.train.runner import load_baseline
+    from soxai.train.fit import load_baseline
 
     rows = index[["sample_id"]].merge(read_samples(run)[["sample_id", "row"]], on="sample_id", how="left",
                                       validate="one_to_one")["row"].to_numpy()

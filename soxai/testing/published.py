@@ -257,8 +257,6 @@ def waterbirds_like(
         RGB (n, H, W, 3); group = the background's name; truth ``background`` and the crop's ``crop_y``,
         ``crop_x`` (in the shrunk texture).
     """
-    from PIL import Image
-
     if len(textures) != 2:
         raise DataError(f"waterbirds_like needs two textures (class 0's, class 1's), got {len(textures)}")
     if len(classes) != 2:
@@ -266,16 +264,7 @@ def waterbirds_like(
     tr_x, te_x = as_uint8(train_images, "train_images"), as_uint8(test_images, "test_images")
     h, w = tr_x.shape[1:]
     names = np.array(list(textures), dtype=object)
-    backgrounds = []
-    for name, tex in textures.items():
-        tex = np.asarray(tex, dtype=np.uint8)
-        tex = np.repeat(tex[..., None], 3, axis=-1) if tex.ndim == 2 else tex
-        size = (tex.shape[1] // texture_scale, tex.shape[0] // texture_scale)
-        small = np.asarray(Image.fromarray(tex).resize(size, Image.Resampling.BOX)).astype(np.float32)
-        if small.shape[0] < h or small.shape[1] < w:
-            raise DataError(f"texture {name!r} is {small.shape[1]}x{small.shape[0]} after shrinking "
-                            f"{texture_scale} times, smaller than the {w}x{h} images; lower texture_scale")
-        backgrounds.append(small)
+    backgrounds = _shrunk_textures(textures, texture_scale, h, w)
     draw, train_rng, test_rng = random_streams(seed, 3)
     tr_idx, va_idx = draw_per_class(train_labels, classes, [n_train_per_class, n_val_per_class], draw)
     (te_idx,) = draw_per_class(test_labels, classes, [n_test_per_class], draw)
@@ -322,6 +311,23 @@ def waterbirds_like(
                        "train_agreement": train_agreement, "test_agreement": test_agreement,
                        "texture_scale": texture_scale, "textures": list(map(str, names)), "seed": seed},
     })
+
+
+def _shrunk_textures(textures: Mapping[str, np.ndarray], texture_scale: int, h: int, w: int) -> list[np.ndarray]:
+    """Each texture as float32 RGB (h', w', 3), shrunk ``texture_scale`` times (box filter); at least (h, w)."""
+    from PIL import Image
+
+    backgrounds = []
+    for name, tex in textures.items():
+        tex = np.asarray(tex, dtype=np.uint8)
+        tex = np.repeat(tex[..., None], 3, axis=-1) if tex.ndim == 2 else tex
+        size = (tex.shape[1] // texture_scale, tex.shape[0] // texture_scale)
+        small = np.asarray(Image.fromarray(tex).resize(size, Image.Resampling.BOX)).astype(np.float32)
+        if small.shape[0] < h or small.shape[1] < w:
+            raise DataError(f"texture {name!r} is {small.shape[1]}x{small.shape[0]} after shrinking "
+                            f"{texture_scale} times, smaller than the {w}x{h} images; lower texture_scale")
+        backgrounds.append(small)
+    return backgrounds
 
 
 def moving_mark(
