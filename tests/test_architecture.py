@@ -1,8 +1,21 @@
-"""The shape of the package: no import circle between its modules, and no module over 500 lines.
+"""The shape of the package: no import circle between its modules, no module over 500 lines, no long function.
 
 The import graph is read from the source with ``ast``, so it sees every ``import`` and ``from ... import``
 statement wherever it stands: at the top, inside a function, under ``if TYPE_CHECKING:``. A circle hidden
 behind a function-level import is still a circle: the two modules cannot be read, tested or moved apart.
+
+A function (or method, or a function nested in one) is long when ``end_lineno - lineno + 1 > 80``: from its
+``def`` line to its last line, docstring included. A long function is split by what it does, or it says why
+not: its first line after the docstring (without a docstring: the line right after the signature, before the
+first statement) is a comment ``# long: <reason>``, e.g.
+
+    def make_cells(...):
+        '''Draw the images.'''
+        # long: every random number is drawn here, in one order the images depend on
+        ...
+
+The marker is an allow-list kept beside the code: a ``# long:`` on a function of 80 lines or fewer fails too,
+so it cannot go stale.
 """
 
 from __future__ import annotations
@@ -202,6 +215,74 @@ def test_long_modules__each_still_exists_and_is_long() -> None:
     assert not stale, f"delete these from LONG_MODULES in tests/test_architecture.py (gone or short now): {stale}"
 
 
+MAX_FUNCTION_LINES = 80
+LONG_MARKER = "# long:"
+
+
+def function_lengths(path: Path) -> Iterator[tuple[str, int, int, str | None]]:
+    """Every function of the file at ``path``: ``(qualified name, def line, lines, reason of its # long: or None)``.
+
+    Nested functions and methods count on their own (``outer.inner``, ``Class.method``); the outer's lines
+    include theirs.
+    """
+    lines = path.read_text().splitlines()
+    tree = ast.parse("\n".join(lines), str(path))
+
+    def marker(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+        first = node.body[0]
+        has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str)
+        # 1-based line of the marker: right after the docstring, or right before the first statement
+        at = first.end_lineno + 1 if has_doc else first.lineno - 1
+        text = lines[at - 1].strip() if 0 < at <= len(lines) else ""
+        return text[len(LONG_MARKER):].strip() if text.startswith(LONG_MARKER) else None
+
+    def visit(node: ast.AST, prefix: str) -> Iterator[tuple[str, int, int, str | None]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                yield name, child.lineno, child.end_lineno - child.lineno + 1, marker(child)
+                yield from visit(child, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                yield from visit(child, prefix + child.name + ".")
+            else:
+                yield from visit(child, prefix)
+
+    yield from visit(tree, "")
+
+
+def _long_functions() -> tuple[list[str], list[str], list[str]]:
+    """``(unexplained, empty_reason, stale)``: long functions without a marker, markers without a reason, and
+    markers on functions that are not long, each as ``path:line name (n lines)``."""
+    root = PACKAGE_DIR.parent
+    unexplained, empty, stale = [], [], []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        for name, line, n, reason in function_lengths(path):
+            where = f"{path.relative_to(root).as_posix()}:{line} {name} ({n} lines)"
+            if n > MAX_FUNCTION_LINES and reason is None:
+                unexplained.append(where)
+            elif reason is not None and not reason:
+                empty.append(where)
+            elif reason is not None and n <= MAX_FUNCTION_LINES:
+                stale.append(where)
+    return unexplained, empty, stale
+
+
+def test_functions__at_most_80_lines_or_a_long_reason() -> None:
+    unexplained, empty, _ = _long_functions()
+
+    assert not unexplained and not empty, (
+        f"functions over {MAX_FUNCTION_LINES} lines; split them by what they do, or put '{LONG_MARKER} <why>' on "
+        "the line after the docstring:\n  " + "\n  ".join(unexplained + [f"{w}: the reason is empty" for w in empty])
+    )
+
+
+def test_long_markers__each_on_a_long_function() -> None:
+    _, _, stale = _long_functions()
+
+    assert not stale, f"delete '{LONG_MARKER}' from these (no longer over {MAX_FUNCTION_LINES} lines): {stale}"
+
+
 # ------------------------------------------------------------------ the checker itself, on planted packages
 
 
@@ -256,3 +337,19 @@ def test_against_allow_list__a_listed_circle_that_is_gone_fails_like_a_new_one()
     allowed = {("pkg.bias.c", "pkg.bias.d"), ("pkg.bias.e", "pkg.bias.f")}
 
     assert against_allow_list(found, allowed) == ([("pkg.a", "pkg.b")], [("pkg.bias.e", "pkg.bias.f")])
+
+
+def test_function_lengths__counts_nested_and_methods_and_reads_the_marker(tmp_path: Path) -> None:
+    body = "    x = 1\n" * 80
+    path = tmp_path / "m.py"
+    path.write_text(
+        'def long_doc():\n    """Doc."""\n    # long: one table of draws\n' + body
+        + "def long_bare(a,\n              b):\n    # long: \n" + body
+        + "def short():\n    # long: not needed\n    return 1\n"
+        + "class C:\n    def m(self):\n        def inner():\n            return 2\n        return inner\n"
+    )
+
+    found = {name: (n, reason) for name, _, n, reason in function_lengths(path)}
+
+    assert found == {"long_doc": (83, "one table of draws"), "long_bare": (83, ""), "short": (3, "not needed"),
+                     "C.m": (4, None), "C.m.inner": (2, None)}

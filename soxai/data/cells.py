@@ -95,6 +95,7 @@ def make_cells(
         outline. The outline is the class evidence, so this band — not the whole body, whose
         interior looks alike in every class — is where a faithful explanation should point.
     """
+    # long: every random number of the dataset is drawn here, in one visible order that the images depend on
     if n_classes not in (2, 3):
         raise DataError(
             f"the cells generator has 2 or 3 classes, got n_classes={n_classes}; set data.n_classes to 2 or 3"
