@@ -204,6 +204,11 @@ class RunDir:
         """Per sample of a flagged concept's class: does it carry the shortcut (soxai.bias.carriers)."""
         return self.root / "bias" / "carriers.parquet"
 
+    @property
+    def bias_conflicts(self) -> Path:
+        """Per concept: the baseline's training error against the rest of its class (soxai.bias.conflicts)."""
+        return self.root / "bias" / "conflicts.parquet"
+
     # manifest
     @property
     def pruned_parquet(self) -> Path:

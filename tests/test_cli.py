@@ -107,3 +107,24 @@ def test_commands_without_a_flow__never_import_prefect(smoke_run_dir, tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == [0] * 7, done.stdout
     assert result["prefect"] == []
+
+
+def test_headline__names_each_conflict_concept_with_its_error_rates(smoke_run_dir, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from soxai.bias.conflicts import conflict_concepts
+    from soxai.cli import _headline
+    from soxai.run_dir import write_parquet
+
+    run = RunDir(shutil.copytree(smoke_run_dir, tmp_path / "run"))
+    assert "Conflicts" not in _headline(run) or pd.read_parquet(run.bias_conflicts)["is_conflict"].any()
+    table = conflict_concepts(pd.read_parquet(run.assignments), max_p_value=1.0)
+    table["is_conflict"] = table.index == 0
+    write_parquet(run.bias_conflicts, table)
+    r = table.iloc[0]
+    line = _headline(run).splitlines()[1]
+    assert line.startswith("Conflicts, not pruned")
+    assert f"concept {int(r.concept_id)} (class {int(r.label)}, {int(r.n)} samples: the baseline wrong on " \
+           f"{r.error_rate:.0%} against {r.rest_error_rate:.0%}" in line

@@ -150,6 +150,17 @@ class CarriersConfig(Section):
     )
 
 
+class ConflictsConfig(Section):
+    """The conflict test: concepts the baseline gets wrong far more often than the rest of their class
+    (soxai.bias.conflicts; reported and upweighted by the reweight variant, never pruned)."""
+
+    max_p_value: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="a concept is a conflict when the one-sided Fisher test of its members' training error "
+        "against the rest of its class, Bonferroni-corrected over the concepts, gives at most this",
+    )
+
+
 class BiasConfig(Section):
     """Which detectors score the concepts, and a person's overrides."""
 
@@ -161,6 +172,7 @@ class BiasConfig(Section):
     pixel_transplant: PixelTransplantConfig = Field(default_factory=PixelTransplantConfig)
     channel_patch: ChannelPatchConfig = Field(default_factory=ChannelPatchConfig)
     carriers: CarriersConfig = Field(default_factory=CarriersConfig)
+    conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
     min_flags: int = Field(
         1, ge=1,
         description="a concept is flagged when at least this many of `detectors` flag it (1 = any of them, "

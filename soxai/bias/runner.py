@@ -23,6 +23,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     samples of its class carry the shortcut (soxai.bias.carriers; read by the drop_carriers policy).
     """
     from soxai.bias.carriers import carrier_summary, find_carriers
+    from soxai.bias.conflicts import conflict_concepts
     from soxai.bias.decide import flagged_concepts, read_overrides
     from soxai.bias.detectors import run_detector
     from soxai.bias.rounds import clean_control_rounds
@@ -52,8 +53,11 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         scores = score_frame(rows)
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         carriers = find_carriers(ctx, scores, flagged, bcfg)
-        outputs = [write_parquet(run.bias_scores, scores), write_parquet(run.bias_carriers, carriers)]
-        return outputs, {"flagged": sorted(flagged), "n_scored": len(scores), "carriers": carrier_summary(carriers)}
+        conflicts = conflict_concepts(ctx.train, bcfg.conflicts.max_p_value)
+        outputs = [write_parquet(run.bias_scores, scores), write_parquet(run.bias_carriers, carriers),
+                   write_parquet(run.bias_conflicts, conflicts)]
+        return outputs, {"flagged": sorted(flagged), "n_scored": len(scores), "carriers": carrier_summary(carriers),
+                         "conflicts": sorted(int(c) for c in conflicts.loc[conflicts["is_conflict"], "concept_id"])}
 
     return run_stage(run, "bias", fp, body)
 

@@ -117,6 +117,15 @@ def read_run(run_dir: str | Path | RunDir) -> RunView:
     )
 
 
+def _conflicts(run: RunDir) -> dict[int, str]:
+    """{concept_id: reason} of the concepts the conflict test found (bias/conflicts.parquet; none in a run
+    from before it)."""
+    if not run.bias_conflicts.is_file():
+        return {}
+    table = read_parquet(run.bias_conflicts)
+    return {int(r.concept_id): str(r.reason) for r in table[table["is_conflict"]].itertuples()}
+
+
 def _min_flags(run: RunDir) -> int:
     """The run's bias.min_flags (1 when the config cannot be read: any detector's flag counts)."""
     import yaml
@@ -297,8 +306,12 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     real = overview[~overview["is_noise"]]
     coords, cids = embedding_points(view)
     scatter = embedding_scatter(coords, cids, set(view.flagged), MAX_SCATTER) if len(coords) else ""
+    conflicts = _conflicts(run)
     cards = []
-    carded = pd.concat([real.head(MAX_CARDS), overview[overview["is_noise"]]])
+    beyond = real.iloc[MAX_CARDS:]
+    # past the cap only the conflicts get a card (the flagged come first and are within it)
+    beyond = beyond[[int(c) in conflicts for c in beyond["concept_id"]]] if len(beyond) else beyond
+    carded = pd.concat([real.head(MAX_CARDS), beyond, overview[overview["is_noise"]]])
     for c in carded.itertuples():
         gallery = concept_gallery(view, int(c.concept_id))
         # tiles at one pixel per pixel, enlarged by the browser (CSS pixelated): a quarter of the bytes
@@ -310,6 +323,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
             "label": c.class_name, "size": f"{c.size:,}", "label_mix": c.label_mix, "purity": f"{c.purity:.0%}",
             "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}", "dropped": f"{c.dropped:,}",
             "reason": view.flagged.get(int(c.concept_id), ""),
+            "conflict": conflicts.get(int(c.concept_id), ""),
             "gallery": png_data_uri(tiles), "gallery_width": tiles.shape[1] * zoom,
             "gallery_height": tiles.shape[0] * zoom,
             "n_exemplars": len(gallery.sample_ids), "has_box": gallery.box is not None,
@@ -342,6 +356,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
         n_concepts=len(real),
         noise_share=f"{float((view.assignments['concept_id'] < 0).mean()):.1%}" if len(view.assignments) else "–",
         flagged=sorted(view.flagged),
+        conflicts=sorted(conflicts),
         summary=summary_sentence(view),
         n_dropped=f"{info.get('n_dropped', 0):,}",
         share_dropped=f"{info['share_dropped']:.1%}" if info else "–",

@@ -256,3 +256,25 @@ def test_concept_gallery__exemplars_with_their_saliency(smoke_run_dir):
     assert (abs(g.maps).reshape(5, -1).max(axis=1) > 0).all()
     with pytest.raises(StageError, match="no concept 999.*known concepts"):
         concept_gallery(view, 999)
+
+
+def test_write_report__a_conflict_concept_gets_its_tile_badge_and_reason(smoke_run_dir, tmp_path):
+    import shutil
+
+    from soxai.bias.conflicts import conflict_concepts
+    from soxai.config import load_run_config
+
+    run = RunDir(shutil.copytree(smoke_run_dir, tmp_path / "run"))
+    table = conflict_concepts(pd.read_parquet(run.assignments), max_p_value=1.0)  # every concept a conflict
+    target = int(table["concept_id"].iloc[-1])
+    table["is_conflict"] = table["concept_id"] == target
+    write_parquet(run.bias_conflicts, table)
+    html = write_report(load_run_config(run), run).read_text()
+    assert f'conflicts (the baseline fails on them; not pruned, the reweight variant upweights them): ' \
+           f'<a href="#concept-{target}">{target}</a>' in html
+    card = html[html.index(f'id="concept-{target}"'):]
+    card = card[:card.index("</h3>") + 2000]
+    assert '<span class="badge">conflict</span>' in card and "<b>Conflict:</b>" in card
+    # a run from before the test (no conflicts.parquet) renders with none
+    run.bias_conflicts.unlink()
+    assert "no conflict concept" in write_report(load_run_config(run), run).read_text()

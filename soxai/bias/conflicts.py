@@ -1,0 +1,79 @@
+"""Kernel: the concepts of a class that the baseline gets wrong far more often than the rest of the class.
+
+A shortcut carried by most of a class (a colour, a background) leaves one trace that no transplant can
+show, because the shortcut is the class's typical sample: the class's minority that lacks it. The model
+predicts that minority by the shortcut too, so it is wrong on it, and where the explanation vectors follow
+the confounder (channel relevance does, soxai.embed.relevance) the minority is a concept of its own. This
+test finds such concepts: for each non-noise concept, a one-sided Fisher exact test of its members' error
+rate on the training set against the rest of its class's, Bonferroni over the concepts tested; a concept
+is a *conflict* when the corrected p-value is at most ``max_p_value``. One test, one threshold.
+
+A conflict is not pruned: dropping the minority would make the shortcut perfect. It is what the
+``reweight`` retrain variant upweights (it balances each class's concepts). A hard subgroup of a class
+(shirts that look like coats) passes the test too: the reason says both readings. The errors are the
+baseline's on its own training samples, so a model that fits every training sample leaves nothing to find.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+CONFLICT_COLUMNS = ("concept_id", "label", "n", "errors", "error_rate", "rest_n", "rest_errors",
+                    "rest_error_rate", "p_value", "p_bonferroni", "is_conflict", "pred_majority", "reason")
+
+
+def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01) -> pd.DataFrame:
+    """Test every non-noise concept's training error against the rest of its class.
+
+    Parameters
+    ----------
+    assignments : training samples with columns label, pred (the baseline's prediction) and concept_id
+        (-1 = noise, which is never tested but counts in the rest of its class)
+    max_p_value : flag a concept when its Bonferroni-corrected p-value is at most this
+
+    Returns
+    -------
+    One row per non-noise concept, in concept order (:data:`CONFLICT_COLUMNS`): its class, size, errors and
+    error rate, the same for the rest of its class, the one-sided Fisher p-value and its Bonferroni
+    correction, ``is_conflict``, the class its members are most often predicted as, and a reason.
+    """
+    from scipy.stats import fisher_exact
+
+    missing = {"label", "pred", "concept_id"} - set(assignments.columns)
+    if missing:
+        raise ValueError(f"conflict_concepts needs the columns label, pred and concept_id; missing {sorted(missing)}")
+    labels = assignments["label"].to_numpy(dtype=np.int64)
+    wrong = assignments["pred"].to_numpy(dtype=np.int64) != labels
+    cids = assignments["concept_id"].to_numpy(dtype=np.int64)
+    preds = assignments["pred"].to_numpy(dtype=np.int64)
+    tested = sorted(int(c) for c in np.unique(cids) if c >= 0)
+    rows = []
+    for cid in tested:
+        member = cids == cid
+        label = int(np.bincount(labels[member]).argmax())
+        rest = (labels == label) & ~member
+        n, e = int(member.sum()), int(wrong[member].sum())
+        rn, re_ = int(rest.sum()), int(wrong[rest].sum())
+        p = float(fisher_exact([[e, n - e], [re_, rn - re_]], alternative="greater")[1]) if rn else 1.0
+        rows.append({"concept_id": cid, "label": label, "n": n, "errors": e, "error_rate": e / n, "rest_n": rn,
+                     "rest_errors": re_, "rest_error_rate": re_ / rn if rn else float("nan"), "p_value": p,
+                     "pred_majority": int(np.bincount(preds[member]).argmax())})
+    out = pd.DataFrame(rows, columns=[c for c in CONFLICT_COLUMNS if c not in ("p_bonferroni", "is_conflict",
+                                                                                 "reason")])
+    out["p_bonferroni"] = np.minimum(out["p_value"] * max(len(tested), 1), 1.0)
+    out["is_conflict"] = out["p_bonferroni"] <= max_p_value
+    out["reason"] = [_reason(r, len(tested), max_p_value) for r in out.itertuples()]
+    return out[list(CONFLICT_COLUMNS)]
+
+
+def _reason(r, n_tested: int, max_p_value: float) -> str:
+    head = (f"the baseline is wrong on {r.errors} of concept {r.concept_id}'s {r.n} training samples "
+            f"({r.error_rate:.0%}, most predicted as class {r.pred_majority}) and on {r.rest_errors} of the other "
+            f"{r.rest_n} of class {r.label} ({r.rest_error_rate:.0%}); one-sided Fisher p={r.p_value:.1g}, "
+            f"x{n_tested} concepts (Bonferroni) = {r.p_bonferroni:.1g}")
+    if r.p_bonferroni <= max_p_value:
+        return (head + f" <= {max_p_value:g}: a conflict — the class's majority is predicted by something these "
+                "samples lack (a shortcut on most of the class), or they are a hard subgroup; not pruned: the "
+                "reweight variant upweights it")
+    return head + f" > {max_p_value:g}: no conflict"
