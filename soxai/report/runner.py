@@ -299,7 +299,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     """Render ``report/report.html`` from the run's artifacts (works on a run stopped after manifest)."""
     import jinja2
 
-    from soxai.report.plots import comparison_chart, embedding_scatter, gallery_tiles, png_data_uri
+    from soxai.report.plots import comparison_chart, embedding_scatter
 
     view = read_run(run)
     overview = concept_overview(view)
@@ -307,31 +307,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     coords, cids = embedding_points(view)
     scatter = embedding_scatter(coords, cids, set(view.flagged), MAX_SCATTER) if len(coords) else ""
     conflicts = _conflicts(run)
-    cards = []
-    beyond = real.iloc[MAX_CARDS:]
-    # past the cap only the conflicts get a card (the flagged come first and are within it)
-    beyond = beyond[[int(c) in conflicts for c in beyond["concept_id"]]] if len(beyond) else beyond
-    carded = pd.concat([real.head(MAX_CARDS), beyond, overview[overview["is_noise"]]])
-    for c in carded.itertuples():
-        gallery = concept_gallery(view, int(c.concept_id))
-        # tiles at one pixel per pixel, enlarged by the browser (CSS pixelated): a quarter of the bytes
-        tiles = gallery_tiles(gallery.mean_image, gallery.mean_map, gallery.images, gallery.maps, scale=1, gap=1,
-                              box=gallery.box)
-        zoom = max(1, min(4, round(64 / max(gallery.mean_map.shape[0], 1))))
-        cards.append({
-            "concept_id": int(c.concept_id), "flagged": bool(c.flagged), "is_noise": bool(c.is_noise),
-            "label": c.class_name, "size": f"{c.size:,}", "label_mix": c.label_mix, "purity": f"{c.purity:.0%}",
-            "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}", "dropped": f"{c.dropped:,}",
-            "reason": view.flagged.get(int(c.concept_id), ""),
-            "conflict": conflicts.get(int(c.concept_id), ""),
-            "gallery": png_data_uri(tiles), "gallery_width": tiles.shape[1] * zoom,
-            "gallery_height": tiles.shape[0] * zoom,
-            "n_exemplars": len(gallery.sample_ids), "has_box": gallery.box is not None,
-            "scores": [
-                {"detector": s.detector, "score": f"{s.score:+.3f}", "is_bias": bool(s.is_bias), "reason": s.reason}
-                for s in concept_scores(view, int(c.concept_id)).itertuples()
-            ],
-        })
+    cards = _concept_cards(view, overview, conflicts)
     rest = [{"concept_id": int(c.concept_id), "label": c.class_name, "size": f"{c.size:,}",
              "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}",
              "score": "" if np.isnan(c.score) else f"{c.score:+.3f}"}
@@ -378,6 +354,39 @@ def write_report(cfg: Config, run: RunDir) -> Path:
         config=run.config.read_text() if run.config.is_file() else cfg.to_yaml(),
     )
     return write_text(run.report_html, html)
+
+
+def _concept_cards(view: RunView, overview: pd.DataFrame, conflicts: dict[int, str]) -> list[dict[str, Any]]:
+    """One card per concept, noise last: the first MAX_CARDS real ones (flagged first), then the conflicts."""
+    from soxai.report.plots import gallery_tiles, png_data_uri
+
+    real = overview[~overview["is_noise"]]
+    cards = []
+    beyond = real.iloc[MAX_CARDS:]
+    # past the cap only the conflicts get a card (the flagged come first and are within it)
+    beyond = beyond[[int(c) in conflicts for c in beyond["concept_id"]]] if len(beyond) else beyond
+    carded = pd.concat([real.head(MAX_CARDS), beyond, overview[overview["is_noise"]]])
+    for c in carded.itertuples():
+        gallery = concept_gallery(view, int(c.concept_id))
+        # tiles at one pixel per pixel, enlarged by the browser (CSS pixelated): a quarter of the bytes
+        tiles = gallery_tiles(gallery.mean_image, gallery.mean_map, gallery.images, gallery.maps, scale=1, gap=1,
+                              box=gallery.box)
+        zoom = max(1, min(4, round(64 / max(gallery.mean_map.shape[0], 1))))
+        cards.append({
+            "concept_id": int(c.concept_id), "flagged": bool(c.flagged), "is_noise": bool(c.is_noise),
+            "label": c.class_name, "size": f"{c.size:,}", "label_mix": c.label_mix, "purity": f"{c.purity:.0%}",
+            "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}", "dropped": f"{c.dropped:,}",
+            "reason": view.flagged.get(int(c.concept_id), ""),
+            "conflict": conflicts.get(int(c.concept_id), ""),
+            "gallery": png_data_uri(tiles), "gallery_width": tiles.shape[1] * zoom,
+            "gallery_height": tiles.shape[0] * zoom,
+            "n_exemplars": len(gallery.sample_ids), "has_box": gallery.box is not None,
+            "scores": [
+                {"detector": s.detector, "score": f"{s.score:+.3f}", "is_bias": bool(s.is_bias), "reason": s.reason}
+                for s in concept_scores(view, int(c.concept_id)).itertuples()
+            ],
+        })
+    return cards
 
 
 def _detection(detection: dict[str, Any] | None) -> dict[str, str] | None:
