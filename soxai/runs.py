@@ -64,14 +64,17 @@ def run_in_process(cfg: Config, root: str | Path, until: str | None = None) -> R
     For tests and benchmarks. ``run.json`` ends ``completed``, or ``failed`` with the error, which is re-raised.
     Holds the run directory's writer lock throughout (:mod:`soxai.run_lock`): a second writer is refused.
     """
+    from soxai.models.preflight import check_model_setup
     from soxai.run_lock import writer_lock
 
     runners = stage_runners()
     if until is not None and until not in runners:
         raise ConfigError(f"unknown stage {until!r}; expected one of {list(runners)}")
+    stages = list(runners)[: list(runners).index(until)] if until is not None else list(runners)
     with writer_lock(root):
         run = init_run(cfg, root)
         try:
+            check_model_setup(cfg, run, stages)  # before the first stage writes: seconds, not a training run
             for name, runner in runners.items():
                 if name == until:
                     break

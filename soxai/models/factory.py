@@ -44,6 +44,12 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
             f"model.factory={spec!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc}); "
             "check the spelling, and put the folder holding it on PYTHONPATH (or run soxai from that folder)"
         ) from None
+    except Exception as exc:  # noqa: BLE001 — user code that fails while it is imported (a SyntaxError, a raise)
+        raise ConfigError(
+            f"model.factory={spec!r}: importing module {module_name!r} failed ({type(exc).__name__}: "
+            f"{_first_line(exc)}); fix that module so that it imports (python -c 'import {module_name}' shows the "
+            "traceback), or set model.factory to another function (or null to use model.name)"
+        ) from exc
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
@@ -127,12 +133,23 @@ def call_factory(spec: str, kwargs: dict[str, Any], *, in_channels: int, num_cla
             f"model.factory={spec!r} failed on its arguments {sorted({**kwargs, **passed})}: {exc}; "
             "fix model.kwargs to match the function's parameters"
         ) from None
+    except Exception as exc:  # noqa: BLE001 — any failure inside the user's function is reported as theirs
+        raise ConfigError(
+            f"model.factory={spec!r} raised {type(exc).__name__} when called with {sorted({**kwargs, **passed})}: "
+            f"{_first_line(exc)}; fix the function (or model.kwargs), or set model.factory to another function "
+            "(or null to use model.name)"
+        ) from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model.factory={spec!r} returned a {type(model).__name__}, not a torch.nn.Module; "
             "make the function return the model (not its state dict or a tuple)"
         )
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def check_model(model: nn.Module, what: str, in_channels: int, n_classes: int, image_size: int) -> None:

@@ -73,8 +73,16 @@ def build_model(cfg: ModelConfig, in_channels: int, n_classes: int, image_size: 
         model = call_factory(cfg.factory, dict(cfg.kwargs), in_channels=in_channels, num_classes=n_classes)
         what = f"model.factory={cfg.factory!r}"
     else:
-        model = MODELS[cfg.name](cfg, in_channels, n_classes, image_size)
         what = f"model.name={cfg.name!r}"
+        try:
+            model = MODELS[cfg.name](cfg, in_channels, n_classes, image_size)
+        except Exception as exc:  # noqa: BLE001 — a size the architecture cannot take (channels, depth, image)
+            raise ConfigError(
+                f"{what} cannot be built for {in_channels}-channel {image_size}x{image_size} images and {n_classes} "
+                f"classes with model.channels={list(cfg.channels)}, model.depth={cfg.depth} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); change model.channels / model.depth or the image "
+                "size (data.image_size, data.crop)"
+            ) from exc
     check_model(model, what, in_channels, n_classes, image_size)
     return model
 
@@ -90,6 +98,19 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
 def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
     """Load a checkpoint into ``model``: a safetensors file (what soxai writes), or a torch file read
     with ``weights_only=True`` (a file that would run code is refused)."""
+    state, meta = read_checkpoint_state(path)
+    _load_matching(model, state, path)
+    return meta
+
+
+def read_checkpoint_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state dict, metadata) of a checkpoint: a safetensors file, or a torch file read with ``weights_only=True``.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or holds no state dict; SoxaiError if it would run code to load.
+    """
     import pickle
 
     import torch
@@ -98,8 +119,7 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
 
     if is_safetensors(path):
         state, metadata = read_safetensors(path)
-        _load_matching(model, state, path)
-        return json.loads(metadata.get("soxai", "{}"))
+        return state, json.loads(metadata.get("soxai", "{}"))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -112,8 +132,16 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "point model.checkpoint at a file written with torch.save(model.state_dict(), path)"
         ) from None
-    _load_matching(model, _state_dict_of(payload, path), path)
-    return payload.get("meta", {}) if isinstance(payload, dict) and isinstance(payload.get("meta"), dict) else {}
+    meta = payload.get("meta", {}) if isinstance(payload, dict) and isinstance(payload.get("meta"), dict) else {}
+    return _state_dict_of(payload, path), meta
+
+
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity, in order."""
+    import torch
+
+    return [name for name, value in state.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
 def _load_matching(model: nn.Module, state: dict[str, Any], path: Path) -> None:

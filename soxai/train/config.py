@@ -36,6 +36,11 @@ class TrainConfig(Section):
         "(spawned, not forked); 0 reads in-process"
     )
     amp: bool = Field(False, description="mixed precision (float16 autocast) when training on CUDA; no effect on CPU")
+    allow_chance_baseline: bool = Field(
+        False, description="go on (with a warning) when the baseline's validation accuracy is within 0.05 of "
+        "chance (1/n_classes, or the commonest class's share if larger); by default such a run stops, since the "
+        "explanations of a model that learned nothing show no shortcut"
+    )
 
 
 Variant = Literal["baseline", "pruned", "random_control", "reweight", "augment", "jtt", "oracle"]
