@@ -25,6 +25,11 @@ def run_model(cfg: Config, run: RunDir) -> StageRecord:
     With ``model.checkpoint`` set the baseline is the user's model: the checkpoint is loaded into the
     configured architecture (``weights_only=True``) and evaluated, not trained; its hash is part of
     the fingerprint, so a new file re-runs everything downstream.
+
+    Before training, the model section is checked against the data's real shape and classes
+    (:func:`soxai.models.preflight.check_model_config`); after it, a baseline with NaN or infinite weights
+    stops the run, and so does one near chance on validation unless ``train.allow_chance_baseline``
+    (:mod:`soxai.train.health`). Neither writes the checkpoint.
     """
     from soxai.models.registry import load_checkpoint, save_checkpoint
     from soxai.saliency.methods import resolve_device
@@ -35,6 +40,11 @@ def run_model(cfg: Config, run: RunDir) -> StageRecord:
     fp = fingerprint("model", *parts, *upstream(run, "data"))
 
     def body():
+        from soxai.models.preflight import check_model_config
+        from soxai.train.health import check_finite_weights, check_not_at_chance
+
+        info = read_info(run)
+        check_model_config(cfg, info)  # the data's real shape and classes, before any training
         samples = read_samples(run)
         train = samples[samples["split"] == "train"]
         meta: dict[str, Any] = {"seed": cfg.seed, "arch": cfg.model.factory or cfg.model.name}
@@ -44,8 +54,12 @@ def run_model(cfg: Config, run: RunDir) -> StageRecord:
             meta["checkpoint"] = str(cfg.model.checkpoint)
         else:
             model, device = fit(cfg, run, train["row"].to_numpy(), train["label"].to_numpy(), cfg.seed, "baseline")
-        metrics = evaluate_splits(model, read_images(run), samples, device, ["train", *eval_splits(samples)],
-                                  cfg.train.num_workers)
+        check_finite_weights(model, cfg)
+        splits = eval_splits(samples)
+        metrics = evaluate_splits(model, read_images(run), samples, device, ["train", *splits], cfg.train.num_workers)
+        judged = splits[0] if splits else "train"  # val where there is one (eval_splits puts it first)
+        check_not_at_chance(metrics, samples.loc[samples["split"] == judged, "label"].to_numpy(), judged,
+                            int(info["n_classes"]), cfg.train.allow_chance_baseline)
         out = [save_checkpoint(run.baseline_model, model, meta)]
         out.append(write_json(run.baseline_metrics, metrics))
         return out, {split: round(m["accuracy"], 4) for split, m in metrics.items()}
