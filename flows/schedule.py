@@ -63,9 +63,50 @@ def deployment_spec(kind: str, config: Path, cron: str, name: str | None, runs_d
 
 
 def serve(spec: DeploymentSpec) -> None:
-    """Create (or update) the deployment and run its scheduled runs until interrupted; blocks."""
-    spec.flow.serve(name=spec.name, cron=spec.cron, parameters=spec.parameters, paused=False,
-                    description=f"soxai {spec.flow_name} of {spec.parameters.get('config_path')}")
+    """Create (or update) the deployment and run its scheduled runs until Ctrl-C or SIGTERM; blocks. Either
+    signal pauses the deployment, so that the server stops queueing runs nobody will start.
+
+    ``Flow.serve`` promises the pause but does not keep it in Prefect 3: its SIGTERM handler calls the
+    runner's ``stop()`` inside the event loop, which only makes an ``astop`` coroutine that is never awaited,
+    and the runner's own pause can be cancelled with it. Here SIGTERM is delivered as SIGINT (the one stop
+    asyncio handles cleanly), and the pause is a call of its own once the runner has ended.
+    """
+    import asyncio
+    import signal
+
+    from prefect.runner import Runner
+
+    runner = Runner(name=spec.name, pause_on_shutdown=False)
+    deployment_id = runner.add_flow(
+        spec.flow, name=spec.name, cron=spec.cron, parameters=spec.parameters, paused=False,
+        description=f"soxai {spec.flow_name} of {spec.parameters.get('config_path')}")
+    # Runner.start installs self.handle_sigterm as the SIGTERM handler: an instance attribute replaces it
+    runner.handle_sigterm = lambda signum, frame: signal.raise_signal(signal.SIGINT)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pause_deployment(deployment_id)
+
+
+def pause_deployment(deployment_id) -> None:
+    """Pause a deployment (its schedules stop making runs); a failure is printed, never raised: the stop ends."""
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            # the server's pause endpoint, not client.pause_deployment (a PATCH of `paused`): it also deletes
+            # the runs its scheduler had queued ahead, which nobody would start
+            client.request("POST", "/deployments/{id}/pause_deployment",
+                           path_params={"id": deployment_id}).raise_for_status()
+    except Exception as exc:  # the server may be gone too
+        print(f"warning: could not pause deployment {deployment_id} ({exc}); pause it with "
+              f"`prefect deployment pause` or delete it with `soxai schedule --delete`", file=sys.stderr)
+        return
+    print(f"paused deployment {deployment_id}; serving it again (`soxai schedule`, same name) resumes it")
 
 
 def list_deployments() -> list[str]:

@@ -212,3 +212,47 @@ def _worker_env(url: str, deployment_id: str) -> dict:
         return job.env
 
     return asyncio.run(resolve())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_schedule__a_stop_pauses_the_deployment(prefect_server, tmp_path, sig):
+    url, env = prefect_server
+    name = f"stop-{sig.name.lower()}"
+    log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen(
+        [str(BIN / "soxai"), "schedule", "configs/smoke.yaml", "--cron", CRON, "--name", name,
+         "--runs-dir", str(tmp_path / "runs")],
+        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, found = time.monotonic() + 120, []
+        while not found:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the deployment never appeared"
+            time.sleep(1)
+            found = [d for d in _post(url, "/deployments/filter") if d["name"] == name]
+        assert found[0]["paused"] is False
+        # the server's scheduler queues the next 03:00 runs ahead; the stop must take them back too
+        deadline, queued = time.monotonic() + 60, []
+        while not queued:
+            assert time.monotonic() < deadline, "the scheduler queued no run"
+            time.sleep(1)
+            queued = _scheduled_runs(url, found[0]["id"])
+        os.killpg(serve.pid, sig)  # as a terminal's Ctrl-C (SIGINT) or systemd's stop (SIGTERM) sends it
+        serve.wait(60)
+    finally:
+        _stop(serve, signal.SIGKILL)
+        log.close()
+    out = (tmp_path / "serve.log").read_text()
+    assert "never awaited" not in out, out[-3000:]
+    dep = _get(url, f"/deployments/{found[0]['id']}")
+    assert dep["paused"] is True, out[-3000:]
+    assert _scheduled_runs(url, dep["id"]) == []
+    listed = _soxai(env, "schedule", "--list")
+    assert f"soxai-scheduled-pipeline/{name}" in listed.stdout
+    assert [line for line in listed.stdout.splitlines() if f"/{name}\t" in line][0].split("\t")[2] == "paused"
+    _soxai(env, "schedule", "--delete", name)
+
+
+def _scheduled_runs(url: str, deployment_id: str) -> list:
+    return _post(url, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}},
+                                            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
