@@ -54,6 +54,20 @@ def probe(work: Path, case: str, overrides: list[str], data_seed: int = 0) -> di
         by_group = part.groupby("group")["error"].mean().round(2).to_dict()
         print(f"    training error by group: {by_group}")
         out["classes"][int(label)] = {"nmi": round(float(nmi), 3), "error_by_group": by_group}
+    # the conflict test (bias/conflicts.parquet) against each class's minority groups: the samples whose
+    # group is not their class's most common one (ColoredMNIST's other colour, Waterbirds-like's other
+    # background; on the moving mark the carriers, which are no conflict)
+    conflicts = read_parquet(run.bias_conflicts)
+    found = set(conflicts.loc[conflicts["is_conflict"], "concept_id"].astype(int))
+    majority = df.groupby("label")["group"].agg(lambda g: g.value_counts().index[0])
+    minority = (df["group"] != df["label"].map(majority)).to_numpy()
+    in_conflict = df["concept_id"].isin(found).to_numpy()
+    tp = int((in_conflict & minority).sum())
+    out["conflicts"] = {"concepts": sorted(found), "n_in_conflicts": int(in_conflict.sum()),
+                        "n_minority": int(minority.sum()), "precision": tp / in_conflict.sum() if in_conflict.any()
+                        else None, "recall": tp / minority.sum() if minority.any() else None}
+    print(f"  conflict concepts {sorted(found)}: {int(in_conflict.sum())} samples, {tp} of them in their class's "
+          f"minority group ({int(minority.sum())} in all)")
     return out
 
 
