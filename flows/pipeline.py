@@ -30,11 +30,14 @@ RETRAIN_STAGES = ("train", "compare", "report")
 
 
 def _retry_on_io_error(task, task_run, state) -> bool:
-    # Retry what can fail for reasons outside soxai (a file system, a lost Dask worker), not a bad config.
+    # Retry what can fail for reasons outside soxai (a file system, a lost Dask worker), not a bad config,
+    # nor an OS error a retry cannot change (a permission, a full disk: the model would train three times)
+    from soxai.errors import is_permanent
+
     try:
         state.result()
-    except OSError:
-        return True
+    except OSError as exc:
+        return not is_permanent(exc)
     except Exception:
         return False
     return False

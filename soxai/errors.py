@@ -18,3 +18,45 @@ class DataError(SoxaiError):
 
 class StageError(SoxaiError):
     """A stage cannot run: a missing upstream artifact, a degenerate result."""
+
+
+def describe_error(exc: BaseException, where: str | None = None) -> str:
+    """One line for a failure that reached the command line: the problem, the file it concerns, the fix.
+
+    Parameters
+    ----------
+    exc : the exception.
+    where : the folder or file the command was writing or reading (the run directory, a config), named
+        when the exception itself names no file.
+    """
+    import errno
+
+    if isinstance(exc, SoxaiError):
+        return str(exc)
+    path = getattr(exc, "filename", None) or where or "?"
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"{where or 'a file'} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at position "
+                f"{exc.start}); save it as UTF-8")
+    if isinstance(exc, PermissionError):
+        return (f"permission denied on {path}; make it readable and writable for this user "
+                f"(ls -ld {path}; chmod u+rw), or choose another --run-dir")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the disk of {path} ({exc.strerror}); free space there (df -h {path}) or choose "
+                f"a --run-dir on another disk")
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return f"{path} is on a read-only file system; choose a --run-dir on a writable one"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({path}); check that the path exists and is reachable, then run again"
+    return (f"unexpected {type(exc).__name__}: {exc}; this is a bug in soxai or a library under it - please "
+            f"report it with the log file")
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether running the same step again cannot change the outcome: soxai's own errors, a bad encoding, a
+    permission, a full disk or quota, a read-only file system. A lost file system or worker is not."""
+    import errno
+
+    if isinstance(exc, (SoxaiError, UnicodeError, PermissionError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                      errno.EPERM)
