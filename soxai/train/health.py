@@ -52,7 +52,7 @@ def check_finite_weights(model: nn.Module, cfg: Config) -> None:
 
 
 def check_not_at_chance(metrics: dict[str, dict[str, Any]], labels: np.ndarray, split: str, n_classes: int,
-                        allow: bool) -> None:
+                        allow: bool, checkpoint: str | None = None) -> None:
     """Stop (or, with ``allow``, warn) when the baseline's accuracy on ``split`` is near chance.
 
     Chance is the better of the two accuracies a model reaches without looking at the image: guessing
@@ -69,6 +69,7 @@ def check_not_at_chance(metrics: dict[str, dict[str, Any]], labels: np.ndarray, 
     split : the evaluation split to judge by (val where there is one)
     n_classes : classes of the data
     allow : ``train.allow_chance_baseline``: warn and go on instead of stopping
+    checkpoint : ``model.checkpoint`` where the baseline was loaded, not trained (the fix differs)
     """
     if split not in metrics or not len(labels):
         return
@@ -87,7 +88,10 @@ def check_not_at_chance(metrics: dict[str, dict[str, Any]], labels: np.ndarray, 
     if allow:
         log.warning("%s; going on because train.allow_chance_baseline is true", message)
         return
-    raise StageError(
-        f"{message}. Train it to learn the task (more train.epochs, another train.lr, more data; check that the labels "
-        "match the images), or set train.allow_chance_baseline=true to audit it anyway"
-    )
+    if checkpoint:
+        fix = (f"Check that model.checkpoint {checkpoint} was trained on these classes, numbered as here (class names "
+               "sorted), with the same input scaling (data.mean / data.std)")
+    else:
+        fix = ("Train it to learn the task (more train.epochs, another train.lr, more data; check that the labels "
+               "match the images)")
+    raise StageError(f"{message}. {fix}, or set train.allow_chance_baseline=true to audit it anyway")

@@ -59,7 +59,7 @@ def run_model(cfg: Config, run: RunDir) -> StageRecord:
         metrics = evaluate_splits(model, read_images(run), samples, device, ["train", *splits], cfg.train.num_workers)
         judged = splits[0] if splits else "train"  # val where there is one (eval_splits puts it first)
         check_not_at_chance(metrics, samples.loc[samples["split"] == judged, "label"].to_numpy(), judged,
-                            int(info["n_classes"]), cfg.train.allow_chance_baseline)
+                            int(info["n_classes"]), cfg.train.allow_chance_baseline, cfg.model.checkpoint)
         out = [save_checkpoint(run.baseline_model, model, meta)]
         out.append(write_json(run.baseline_metrics, metrics))
         return out, {split: round(m["accuracy"], 4) for split, m in metrics.items()}

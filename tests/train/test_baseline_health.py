@@ -56,3 +56,9 @@ def test_check_not_at_chance__majority_share_is_the_bar_when_larger():
     with pytest.raises(StageError, match=r"chance \(0.800: always answering the commonest class, 80% of val\)"):
         check_not_at_chance({"val": {"accuracy": 0.82}}, labels, "val", 2, allow=False)
     check_not_at_chance({"val": {"accuracy": 0.9}}, labels, "val", 2, allow=False)  # 0.1 above it: goes on
+
+
+def test_check_not_at_chance__loaded_checkpoint__names_it_in_the_fix():
+    labels = np.array([0, 1, 2] * 5)
+    with pytest.raises(StageError, match=r"Check that model.checkpoint /m.pt was trained on these classes"):
+        check_not_at_chance({"val": {"accuracy": 0.3}}, labels, "val", 3, allow=False, checkpoint="/m.pt")
