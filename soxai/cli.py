@@ -8,7 +8,9 @@ server several more (docs/OPERATIONS.md). tests/test_cli.py checks that the othe
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +35,8 @@ RunDirArg = Annotated[Path, typer.Argument(help="a run directory (printed by `so
 DaskOpt = Annotated[bool, typer.Option("--dask", help="fan saliency shards out over a local Dask cluster")]
 DaskAddressOpt = Annotated[str | None, typer.Option(
     "--dask-address", help="fan saliency shards out over the Dask scheduler at this address (tcp://host:8786)")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="print an error's full traceback here too (it always goes to RUN/logs/error-*.log)")]
 
 
 def _prefect_env() -> None:
@@ -43,9 +47,89 @@ def _prefect_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+def _fail(exc: BaseException, run_root: Path | None = None, verbose: bool = False, where: str | None = None) -> None:
+    """End the command with one message naming the problem, the file and the fix (soxai.errors.describe_error).
+
+    The traceback goes to ``run_root/logs/error-<time>.log`` (a temporary folder where there is no run
+    directory yet, or it cannot be written), whose path is printed; to the terminal only with ``--verbose``.
+    A planned error (SoxaiError) raised before a run directory exists needs no log: its message is all.
+    Exit code 2 for what the user can fix (soxai's errors, OS errors, encodings), 1 for anything else (a bug).
+    """
+    import traceback
+
+    from soxai.errors import describe_error
+
+    text = "".join(traceback.format_exception(exc))
+    if verbose:
+        typer.echo(text, err=True)
+    typer.secho(f"error: {describe_error(exc, where)}", fg=typer.colors.RED, err=True)
+    if run_root is not None or not isinstance(exc, SoxaiError):
+        log = _write_error_log(text, run_root)
+        shown = " (--verbose prints it here)" if not verbose else ""
+        typer.echo(f"traceback: {log}{shown}" if log else "traceback: could not be written to a file", err=True)
+    user_fixable = isinstance(exc, (SoxaiError, OSError, UnicodeError))
+    raise typer.Exit(code=2 if user_fixable else 1)
+
+
+def _write_error_log(text: str, run_root: Path | None) -> Path | None:
+    """The traceback in ``RUN/logs/error-<time>.log``, else the temporary folder (no run directory, a full
+    disk, a read-only one); None where neither can be written. Never creates a run directory."""
+    import sys
+    import tempfile
+    import time
+
+    name = f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    text = f"soxai {' '.join(sys.argv[1:])}\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n\n{text}"
+    folders = [run_root / "logs"] if run_root is not None and run_root.is_dir() else []
+    for folder in [*folders, Path(tempfile.gettempdir()) / "soxai-logs"]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def _boundary(run_root: Path | None, verbose: bool, where: str | None = None) -> Iterator[None]:
+    """Every exception inside ends the command through _fail; Ctrl-C and typer's own exits pass."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        _fail(exc, run_root, verbose, where or (str(run_root) if run_root else None))
+
+
+class _NoPrefectTraceback(logging.Filter):
+    """On the console only (Prefect's API handler, and so its UI, keep everything): a failing task's or flow's
+    record without its traceback, and the flow's "Encountered exception during execution" line, which repeats
+    what its "Finished in state Failed" line and soxai's error line say, not at all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.exc_info and record.name.startswith("prefect")):
+            return True
+        if str(record.msg).startswith("Encountered exception during execution"):
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_prefect(verbose: bool) -> Iterator[None]:
+    """Without --verbose, Prefect's console shows no traceback (~90 lines before soxai's one error line);
+    its INFO lines stay. Prefect configures its console handler at import, so this follows the import."""
+    handlers = [] if verbose else [h for h in logging.getLogger().handlers
+                                   if type(h).__name__ == "PrefectConsoleHandler"]
+    quiet = _NoPrefectTraceback()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | None):
@@ -63,28 +147,26 @@ def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
 
 
 def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[str] | None,
-          dask: bool = False, dask_address: str | None = None) -> None:
+          dask: bool = False, dask_address: str | None = None, verbose: bool = False) -> None:
     from soxai.run_lock import writer_lock
     from soxai.runs import init_run
 
+    read = config if config is not None else (run_dir / "config.yaml" if run_dir is not None else None)
     with contextlib.ExitStack() as held:
-        try:
+        with _boundary(None, verbose, str(read) if read else None):
             cfg, root = _start(config, run_dir, overrides)
             held.enter_context(writer_lock(root))  # before config.yaml is written, until the flow has ended
             run = init_run(cfg, root)
-        except SoxaiError as exc:
-            _fail(exc)
         typer.echo(f"run directory: {run.root}")
         _prefect_env()
-        import flows.pipeline as flows
+        with _boundary(run.root, verbose):
+            import flows.pipeline as flows
 
-        chosen = getattr(flows, name)
-        if dask or dask_address:
-            chosen = chosen.with_options(task_runner=flows.dask_task_runner(dask_address))
-        try:
-            chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
-        except SoxaiError as exc:
-            _fail(exc)
+            chosen = getattr(flows, name)
+            if dask or dask_address:
+                chosen = chosen.with_options(task_runner=flows.dask_task_runner(dask_address))
+            with _quiet_prefect(verbose):
+                chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     from soxai.report.runner import saliency_counts
 
     counts = saliency_counts(run)  # else maps that say nothing (all zero, constant) show only in stage.json
@@ -129,31 +211,34 @@ def _conflict_sentence(run) -> str:
 
 @app.command()
 def run(config: ConfigArg = None, run_dir: RunDirOpt = None, set_: SetOpt = None, dask: DaskOpt = False,
-        dask_address: DaskAddressOpt = None) -> None:
+        dask_address: DaskAddressOpt = None, verbose: VerboseOpt = False) -> None:
     """Run the whole pipeline as a Prefect flow (a temporary Prefect server, ~7 s to start, unless
     PREFECT_API_URL points at a running one)."""
-    _flow("pipeline", config, run_dir, set_, dask, dask_address)
+    _flow("pipeline", config, run_dir, set_, dask, dask_address, verbose)
 
 
 @app.command()
 def explain(config: Annotated[Path, typer.Argument(help="YAML config")], run_dir: RunDirOpt = None,
-            set_: SetOpt = None, dask: DaskOpt = False, dask_address: DaskAddressOpt = None) -> None:
+            set_: SetOpt = None, dask: DaskOpt = False, dask_address: DaskAddressOpt = None,
+            verbose: VerboseOpt = False) -> None:
     """Run up to the pruned manifest (no retraining)."""
-    _flow("explain", config, run_dir, set_, dask, dask_address)
+    _flow("explain", config, run_dir, set_, dask, dask_address, verbose)
 
 
 @app.command()
 def retrain(
     run_dir: RunDirArg,
     manifest: Annotated[Path | None, typer.Option(help="a manifest (sample_id, keep) to use instead")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Retrain baseline, pruned and random-control variants, compare and report."""
     from soxai.run_dir import RunDir
     from soxai.run_lock import writer_lock
     from soxai.runs import init_run, load_run_config
 
+    read = manifest if manifest is not None else run_dir / "config.yaml"
     with contextlib.ExitStack() as held:
-        try:
+        with _boundary(None, verbose, str(read)):
             run = RunDir(run_dir)
             cfg = load_run_config(run)
             held.enter_context(writer_lock(run.root))  # the user manifest rewrites the manifest stage's files
@@ -162,15 +247,12 @@ def retrain(
 
                 use_user_manifest(cfg, run, manifest)
             init_run(cfg, run.root)
-        except SoxaiError as exc:
-            _fail(exc)
         _prefect_env()
-        import flows.pipeline as flows
+        with _boundary(run.root, verbose):
+            import flows.pipeline as flows
 
-        try:
-            flows.retrain(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
-        except SoxaiError as exc:
-            _fail(exc)
+            with _quiet_prefect(verbose):
+                flows.retrain(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     typer.echo(f"done: {run.root}")
 
 
@@ -282,6 +364,7 @@ def monitor(
     set_: SetOpt = None,
     split: Annotated[list[str] | None, typer.Option("--split", help="split(s) of the new data; default train")] = None,
     alpha: Annotated[float, typer.Option(help="significance level of the drift tests")] = 0.01,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Score new data with a reference run's model, assign it to the reference concepts, report drift and
     list the new samples in flagged concepts (monitor/exclude.csv)."""
@@ -289,22 +372,19 @@ def monitor(
     from soxai.run_dir import RunDir
     from soxai.runs import default_run_dir, init_run
 
-    try:
+    with _boundary(None, verbose, str(config or reference / "config.yaml")):
         reference_run = RunDir(reference)
         cfg = monitor_config(reference_run, config, set_ or [])
         default = default_run_dir(cfg)
         run = init_run(cfg, run_dir or default.with_name("monitor-" + default.name))
-    except SoxaiError as exc:
-        _fail(exc)
     typer.echo(f"run directory: {run.root}")
     _prefect_env()
-    from flows.monitor import monitor as monitor_flow
+    with _boundary(run.root, verbose):
+        from flows.monitor import monitor as monitor_flow
 
-    try:
-        monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root), run_id=run.root.name,
-                     splits=list(split or ["train"]), alpha=alpha)
-    except SoxaiError as exc:
-        _fail(exc)
+        with _quiet_prefect(verbose):
+            monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root),
+                         run_id=run.root.name, splits=list(split or ["train"]), alpha=alpha)
     for line in summary_lines(run):
         typer.echo(line)
 

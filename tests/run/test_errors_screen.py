@@ -1,0 +1,144 @@
+"""One error, one screen: a failure ends with one message naming the problem, the file and the fix; the
+traceback goes to RUN/logs/error-*.log (path printed), to the terminal only with --verbose."""
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = ["data.n_train_per_class=20", "data.n_val_per_class=5", "data.n_test_per_class=5", "train.epochs=1"]
+
+# `soxai` with the data stage replaced by one that raises the exception named on the command line: an error
+# raised inside a stage, whatever validation before work catches now or later
+INJECT = """
+import errno, sys
+from soxai import cli
+from soxai.errors import ConfigError
+cli._prefect_env()
+import flows.pipeline as pipeline
+ERRORS = {
+    "config": ConfigError("saliency.method 'gradcam++' is unknown; set saliency.method to one of [...]"),
+    "permission": PermissionError(errno.EACCES, "Permission denied", sys.argv[-1] + "/data/samples.parquet"),
+    "disk-full": OSError(errno.ENOSPC, "No space left on device", sys.argv[-1] + "/data/samples.parquet"),
+}
+kind = sys.argv.pop(1)
+calls = []
+def failing(cfg, run):
+    calls.append(1)
+    print(f"data stage called {len(calls)} time(s)", flush=True)
+    raise ERRORS[kind]
+pipeline.RUNNERS["data"] = failing
+sys.argv[0] = "soxai"
+cli.main()
+"""
+
+
+def _soxai_failing(kind: str, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    overrides = [a for o in SMALL for a in ("--set", o)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SOXAI_PROGRESS": "0", "PYTHONPATH": str(REPO)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([sys.executable, "-c", INJECT, kind, "run", *overrides, *extra, "--run-dir", str(run_dir)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_cli_run__config_error_inside_a_stage_fits_one_screen_and_logs_the_traceback(tmp_path):
+    res = _soxai_failing("config", tmp_path / "run")
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out
+    assert len(out.splitlines()) <= 15, out  # was 102 lines: Prefect's traceback before soxai's error line
+    assert "Traceback" not in out and "Encountered exception" not in out
+    assert "Flow run" in out and "Beginning flow run" in out  # Prefect's INFO lines stay
+    error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert error == ["error: saliency.method 'gradcam++' is unknown; set saliency.method to one of [...]"]
+    logs = list((tmp_path / "run" / "logs").glob("error-*.log"))
+    assert len(logs) == 1 and f"traceback: {logs[0]}" in res.stderr
+    text = logs[0].read_text()
+    assert "Traceback (most recent call last)" in text and "ConfigError: saliency.method" in text
+    assert "in failing" in text  # down to the frame that raised
+
+
+@pytest.mark.slow
+def test_cli_run__verbose_prints_the_traceback(tmp_path):
+    res = _soxai_failing("config", tmp_path / "run", "--verbose")
+    assert res.returncode == 2
+    assert "Traceback (most recent call last)" in res.stderr and "in failing" in res.stderr
+    assert res.stderr.rstrip().splitlines()[-1].startswith("traceback: ") or "error: saliency.method" in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "says"), [("permission", "permission denied on"),
+                                            ("disk-full", "no space left on the disk of")])
+def test_cli_run__os_error_inside_a_stage_names_the_path_and_is_not_retried(tmp_path, kind, says):
+    res = _soxai_failing(kind, tmp_path / "run")
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out
+    assert f"error: {says} {tmp_path / 'run' / 'data' / 'samples.parquet'}" in res.stderr
+    assert "data stage called 1 time(s)" in out and "2 time(s)" not in out  # a retry cannot change it
+    assert "Traceback" not in out and len(out.splitlines()) <= 15, out
+
+
+def test_cli_run__non_utf8_config_names_the_file(tmp_path):
+    from soxai.cli import app
+
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(b"data:\n  source: \xff\xfe\n")
+    res = CliRunner().invoke(app, ["run", str(config), "--run-dir", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert f"error: {config} is not UTF-8 text" in res.output and "save it as UTF-8" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()  # nothing written: it failed before the run directory
+
+
+@pytest.mark.parametrize(("exc", "says"), [
+    (PermissionError(errno.EACCES, "Permission denied", "/r/model"), "permission denied on /r/model;"),
+    (OSError(errno.ENOSPC, "No space left on device"), "no space left on the disk of /r ("),
+    (OSError(errno.EROFS, "Read-only file system", "/r"), "/r is on a read-only file system;"),
+    (KeyError("x"), "unexpected KeyError"),
+])
+def test_describe_error__names_the_path_and_the_fix(exc, says):
+    from soxai.errors import describe_error
+
+    assert says in describe_error(exc, "/r")
+
+
+def test_write_error_log__unwritable_run_dir_falls_back_to_a_temporary_folder(tmp_path, monkeypatch):
+    from soxai import cli
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "logs").write_text("a file where the folder would be")
+    log = cli._write_error_log("Traceback: x", run)
+    assert log is not None and log.parent == tmp_path / "tmp" / "soxai-logs" and "Traceback: x" in log.read_text()
+    assert cli._write_error_log("y", tmp_path / "missing").parent == tmp_path / "tmp" / "soxai-logs"
+    assert not (tmp_path / "missing").exists()  # never creates a run directory
+
+
+def test_no_prefect_traceback__strips_prefect_tracebacks_only():
+    from soxai.cli import _NoPrefectTraceback
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+
+    def record(name, msg):
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (), exc_info)
+
+    quiet = _NoPrefectTraceback()
+    task = record("prefect.task_runs", "Task run failed with exception: ValueError('boom')")
+    assert quiet.filter(task) and task.exc_info is None
+    assert not quiet.filter(record("prefect.flow_runs", "Encountered exception during execution: %r"))
+    ours = record("soxai", "stage data: failed")
+    assert quiet.filter(ours) and ours.exc_info is not None
