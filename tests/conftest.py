@@ -14,7 +14,10 @@ import pytest  # noqa: E402
 # is close to noise, and its tests are about the stages, not the features. The default (channels+pooled) runs
 # end to end in the smoke run (soxai.testing.smoke; tests/e2e, tests/concepts/test_assign.py).
 TINY = ["data.n_train_per_class=40", "data.n_val_per_class=5", "data.n_test_per_class=10", "train.epochs=2",
-        "concepts.min_cluster_size=8", "retrain.seeds=[0, 1, 2]", "embed.features=pooled"]
+        "concepts.min_cluster_size=8", "retrain.seeds=[0, 1, 2]", "embed.features=pooled",
+        # its 2-epoch baseline sits near chance (val 0.40 against the bar 0.383 of soxai.train.health): the
+        # stages are tested, not the model, so a run on another machine that lands at chance must not stop
+        "train.allow_chance_baseline=true"]
 
 
 @pytest.fixture(scope="session")
