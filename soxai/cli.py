@@ -53,7 +53,8 @@ def _fail(exc: BaseException, run_root: Path | None = None, verbose: bool = Fals
     The traceback goes to ``run_root/logs/error-<time>.log`` (a temporary folder where there is no run
     directory yet, or it cannot be written), whose path is printed; to the terminal only with ``--verbose``.
     A planned error (SoxaiError) raised before a run directory exists needs no log: its message is all.
-    Exit code 2 for what the user can fix (soxai's errors, OS errors, encodings), 1 for anything else (a bug).
+    Exit code 2 for what the user can fix (soxai's errors, OS errors, encodings, a damaged Parquet file), 1 for
+    anything else (a bug).
     """
     import traceback
 
@@ -67,8 +68,9 @@ def _fail(exc: BaseException, run_root: Path | None = None, verbose: bool = Fals
         log = _write_error_log(text, run_root)
         shown = " (--verbose prints it here)" if not verbose else ""
         typer.echo(f"traceback: {log}{shown}" if log else "traceback: could not be written to a file", err=True)
-    user_fixable = isinstance(exc, (SoxaiError, OSError, UnicodeError))
-    raise typer.Exit(code=2 if user_fixable else 1)
+    from soxai.errors import is_bug
+
+    raise typer.Exit(code=1 if is_bug(exc) else 2)
 
 
 def _write_error_log(text: str, run_root: Path | None) -> Path | None:
@@ -257,28 +259,25 @@ def retrain(
 
 
 @concepts_app.command("list")
-def concepts_list(run_dir: RunDirArg) -> None:
+def concepts_list(run_dir: RunDirArg, verbose: VerboseOpt = False) -> None:
     """A table of the concepts: size, class, accuracy, flag and why."""
     from soxai.report.terminal import concepts_table
 
-    try:
+    with _boundary(None, verbose, str(run_dir)):
         concepts_table(run_dir)
-    except (SoxaiError, FileNotFoundError) as exc:
-        _fail(exc)
 
 
 # ignore_unknown_options: "-1" (the noise) is an id, not an option, so `soxai concepts show RUN -1` needs no "--"
 @concepts_app.command("show", context_settings={"ignore_unknown_options": True})
 def concepts_show(
-    run_dir: RunDirArg, concept_id: Annotated[int, typer.Argument(help="concept id (-1: noise)")]
+    run_dir: RunDirArg, concept_id: Annotated[int, typer.Argument(help="concept id (-1: noise)")],
+    verbose: VerboseOpt = False,
 ) -> None:
     """One concept's numbers, detector reasons and exemplars; writes a gallery image."""
     from soxai.report.terminal import concept_detail
 
-    try:
+    with _boundary(None, verbose, str(run_dir)):
         concept_detail(run_dir, concept_id)
-    except (SoxaiError, FileNotFoundError) as exc:
-        _fail(exc)
 
 
 @manifest_app.command("export")
@@ -286,26 +285,24 @@ def manifest_export(
     run_dir: RunDirArg,
     format: Annotated[str, typer.Option("--format", help="csv | parquet | json")] = "csv",
     out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("pruned.csv"),
+    verbose: VerboseOpt = False,
 ) -> None:
     """Write the pruned manifest (every sample with keep, reason, concept_id) in another format."""
     from soxai.manifest.export import export_manifest
 
-    try:
+    with _boundary(None, verbose, str(out)):
         path = export_manifest(run_dir, format, out)
-    except SoxaiError as exc:
-        _fail(exc)
     typer.echo(str(path))
 
 
 @app.command()
-def compare(run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")]) -> None:
+def compare(run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+            verbose: VerboseOpt = False) -> None:
     """Accuracy and worst-group accuracy per variant and test split, with 95% intervals."""
     from soxai.report.terminal import comparison_table
 
-    try:
+    with _boundary(None, verbose, ", ".join(map(str, run_dirs))):
         comparison_table(run_dirs)
-    except (SoxaiError, FileNotFoundError) as exc:
-        _fail(exc)
 
 
 @app.command("evaluate-saliency")
@@ -316,6 +313,7 @@ def evaluate_saliency(
     ] = None,
     n_samples: Annotated[int, typer.Option(help="images scored per method")] = 300,
     split: Annotated[list[str] | None, typer.Option("--split", help="split(s) to score; default test")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Score saliency methods on a run: mask-based localisation (when masks exist) and faithfulness."""
     from soxai.run_dir import RunDir
@@ -326,33 +324,32 @@ def evaluate_saliency(
     unknown = sorted(set(method or []) - set(SALIENCY_METHODS))
     if unknown:
         _fail(SoxaiError(f"unknown method(s) {unknown}; choose from {sorted(SALIENCY_METHODS)}"))
-    try:
+    with _boundary(None, verbose, str(run_dir)):
         run = RunDir(run_dir)
         table = evaluate_saliency(load_run_config(run), run, list(method) if method else None, n_samples,
                                   tuple(split) if split else ("test",))
-    except (SoxaiError, FileNotFoundError) as exc:
-        _fail(exc)
     typer.echo(format_table(table))
     typer.echo(f"written to {eval_paths(run).dir}")
 
 
 @app.command()
-def report(run_dir: RunDirArg) -> None:
+def report(run_dir: RunDirArg, verbose: VerboseOpt = False) -> None:
     """(Re)write the HTML report of a run and print its path."""
     from soxai.report.runner import write_report
     from soxai.run_dir import RunDir
     from soxai.runs import load_run_config
     from soxai.stage import refresh_outputs
 
-    try:
+    with _boundary(None, verbose, str(run_dir)):
         run = RunDir(run_dir)
-        path = write_report(load_run_config(run), run)  # the report stage's own writer, atomic
-        refresh_outputs(run, "report", [path])  # so the next run finds report.html as its stage recorded it
-    except (SoxaiError, FileNotFoundError) as exc:
-        _fail(exc)
-    except OSError as exc:
-        _fail(SoxaiError(f"could not write the report under {run.report_dir}: {exc.strerror or exc}; check that "
-                         f"the folder is writable and the disk has space"))
+        try:
+            path = write_report(load_run_config(run), run)  # the report stage's own writer, atomic
+            refresh_outputs(run, "report", [path])  # so the next run finds report.html as its stage recorded it
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise SoxaiError(f"could not write the report under {run.report_dir}: {exc.strerror or exc}; check "
+                             f"that the folder is writable and the disk has space") from exc
     typer.echo(str(path))
 
 

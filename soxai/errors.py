@@ -46,9 +46,18 @@ def describe_error(exc: BaseException, where: str | None = None) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return f"{path} is on a read-only file system; choose a --run-dir on a writable one"
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc} ({path}); check that the path exists and is reachable, then run again"
+        named = "" if getattr(exc, "filename", None) else f" ({path})"
+        return f"{exc}{named}; check that the path exists and can be reached, then run again"
+    if type(exc).__name__.startswith("Arrow"):  # pyarrow's ArrowInvalid & co, not imported here
+        return (f"a Parquet file under {where or 'the run directory'} cannot be read ({exc}); it is damaged or "
+                f"not Parquet: `soxai run --run-dir RUN` recomputes the stage whose output changed")
     return (f"unexpected {type(exc).__name__}: {exc}; this is a bug in soxai or a library under it - please "
             f"report it with the log file")
+
+
+def is_bug(exc: BaseException) -> bool:
+    """Whether describe_error has no better word for it than "unexpected": nothing the user did (exit code 1)."""
+    return not (isinstance(exc, (SoxaiError, OSError, UnicodeError)) or type(exc).__name__.startswith("Arrow"))
 
 
 def is_permanent(exc: BaseException) -> bool:

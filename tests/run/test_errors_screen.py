@@ -142,3 +142,34 @@ def test_no_prefect_traceback__strips_prefect_tracebacks_only():
     assert not quiet.filter(record("prefect.flow_runs", "Encountered exception during execution: %r"))
     ours = record("soxai", "stage data: failed")
     assert quiet.filter(ours) and ours.exc_info is not None
+
+
+def test_cli_concepts_list__damaged_parquet_is_one_message_and_a_log(tmp_path, monkeypatch):
+    from soxai.cli import app
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    run = tmp_path / "run"
+    for name in ("data/samples.parquet", "concepts/concepts.parquet", "concepts/assignments.parquet"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("sample_id,label\n1,0\n")  # CSV written over a stage's parquet (issue 24, item 1)
+    (run / "data" / "info.json").write_text("{}")
+    res = CliRunner().invoke(app, ["concepts", "list", str(run)])
+    assert res.exit_code == 2, res.output
+    assert f"error: a Parquet file under {run} cannot be read" in res.output and "recomputes the stage" in res.output
+    assert "Traceback" not in res.output
+    logs = list((tmp_path / "tmp" / "soxai-logs").glob("error-*.log"))
+    assert len(logs) == 1 and "Traceback" in logs[0].read_text()
+    assert not (run / "logs").exists()  # a reading command writes nothing into the run directory
+
+
+def test_cli_report__verbose_prints_the_traceback_before_the_error(tmp_path):
+    from soxai.cli import app
+
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing"), "--verbose"])
+    assert res.exit_code == 2
+    assert "Traceback (most recent call last)" in res.output
+    assert res.output.rstrip().splitlines()[-1].startswith("error: ")
