@@ -397,8 +397,10 @@ def schedule(
     set_: SetOpt = None,
     list_: Annotated[bool, typer.Option("--list", help="list the deployments and their schedules")] = False,
     delete: Annotated[str | None, typer.Option(help="delete a deployment (name or flow/name)")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Register a deployment on a cron schedule and serve it until stopped (Ctrl-C); --list, --delete.
+    """Register a deployment on a cron schedule and serve it until stopped (Ctrl-C or SIGTERM: either pauses
+    the deployment); --list, --delete.
 
     Works against Prefect's embedded server, or a server of `prefect server start` when PREFECT_API_URL
     is set (runs, schedules and artifacts then show in its UI). Keep it running as a service (systemd,
@@ -407,7 +409,7 @@ def schedule(
     _prefect_env()  # before Prefect is imported: it reads its logging settings at import
     from flows import schedule as sched
 
-    try:
+    with _boundary(None, verbose, str(config) if config else None):
         if list_:
             for line in sched.list_deployments():
                 typer.echo(line)
@@ -418,12 +420,11 @@ def schedule(
         if config is None or cron is None:
             raise SoxaiError("soxai schedule needs a CONFIG and --cron (or --list / --delete NAME)")
         spec = sched.deployment_spec(flow, config, cron, name, runs_dir, reference, set_ or [])
-    except SoxaiError as exc:
-        _fail(exc)
     typer.echo(f"serving deployment {spec.flow_name}/{spec.name} on cron {cron!r} ({spec.api}); Ctrl-C stops it.")
     typer.echo("To keep it running, run this command as a service (docs/OPERATIONS.md, 'Prefect's UI and "
                "scheduled runs').")
-    sched.serve(spec)
+    with _boundary(None, verbose):
+        sched.serve(spec)
 
 
 def main() -> None:
