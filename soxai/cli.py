@@ -119,11 +119,11 @@ class _NoPrefectTraceback(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_prefect(verbose: bool) -> Iterator[None]:
-    """Without --verbose, Prefect's console shows no traceback (~90 lines before soxai's one error line);
-    its INFO lines stay. Prefect configures its console handler at import, so this follows the import."""
-    handlers = [] if verbose else [h for h in logging.getLogger().handlers
-                                   if type(h).__name__ == "PrefectConsoleHandler"]
+def _quiet_prefect() -> Iterator[None]:
+    """Prefect's console shows no traceback (~90 lines before soxai's one error line); its INFO lines stay.
+    With --verbose, _fail prints the same traceback once. Prefect configures its console handler at import,
+    so this follows the import."""
+    handlers = [h for h in logging.getLogger().handlers if type(h).__name__ == "PrefectConsoleHandler"]
     quiet = _NoPrefectTraceback()
     for handler in handlers:
         handler.addFilter(quiet)
@@ -167,7 +167,7 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
             chosen = getattr(flows, name)
             if dask or dask_address:
                 chosen = chosen.with_options(task_runner=flows.dask_task_runner(dask_address))
-            with _quiet_prefect(verbose):
+            with _quiet_prefect():
                 chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     from soxai.report.runner import saliency_counts
 
@@ -253,7 +253,7 @@ def retrain(
         with _boundary(run.root, verbose):
             import flows.pipeline as flows
 
-            with _quiet_prefect(verbose):
+            with _quiet_prefect():
                 flows.retrain(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     typer.echo(f"done: {run.root}")
 
@@ -379,7 +379,7 @@ def monitor(
     with _boundary(run.root, verbose):
         from flows.monitor import monitor as monitor_flow
 
-        with _quiet_prefect(verbose):
+        with _quiet_prefect():
             monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root),
                          run_id=run.root.name, splits=list(split or ["train"]), alpha=alpha)
     for line in summary_lines(run):
