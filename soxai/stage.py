@@ -44,7 +44,9 @@ class StageRecord:
 # stage not listed hashes as before.
 #   bias 2 (2026-11-30): the carrier test checks the members' gap on its final rates too.
 #   compare 1 (2026-12-06): no 95% interval (ci95 null) and no interval-based claim below 3 seeds.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 2, "compare": 1}
+#   bias 3 (2026-12-06): writes bias/conflicts.parquet (the conflict test).
+#   manifest 1 (2026-12-06): a prune of most of a class whose rest the baseline gets wrong keeps the class whole.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 3, "manifest": 1, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -21,9 +21,10 @@ class ManifestConfig(Section):
     )
     max_class_drop: float = Field(
         0.5, ge=0.0, le=1.0,
-        description="the largest share of a class's training samples a prune may drop; a class the prune would "
-        "take more of is kept whole with the reason (a shortcut on most of a class is corrected by the reweight "
-        "or augment retrain variant, not by dropping the class); 1.0 turns this off",
+        description="a prune that would take more than this share of a class, leaving samples the baseline "
+        "gets wrong more often than not (the shortcut is the class's typical sample, the rest its counter-"
+        "examples), keeps the class whole with the reason: it is corrected by the reweight or augment retrain "
+        "variant; 1.0 turns this off (soxai.manifest.policies.keep_majority_classes)",
     )
     allow_empty_class: bool = Field(
         False, description="allow a prune that removes every training sample of a class (with max_class_drop=1)"

@@ -137,40 +137,52 @@ PRUNE_POLICIES: dict[str, PolicyFn] = {
 
 
 def keep_majority_classes(
-    labels: np.ndarray, keep: np.ndarray, reasons: list[str], flagged: dict[int, str], max_share: float
+    labels: np.ndarray, keep: np.ndarray, reasons: list[str], flagged: dict[int, str], max_share: float,
+    wrong: np.ndarray,
 ) -> tuple[np.ndarray, list[str], dict[str, dict]]:
-    """Undo a prune that would take more than ``max_share`` of a class: the class is kept whole.
+    """Undo a prune that would take most of a class and leave it defined by its counter-examples.
 
-    A shortcut carried by most of a class is the class's typical training sample, not an artifact of a
-    few: dropping its carriers drops the class and leaves the minority that lacks it, which teaches the
-    opposite shortcut. Such a class is kept whole, each sample that would have gone saying why; the
-    corrections that keep the class (the ``reweight`` and ``augment`` retrain variants) are the ones that
-    apply to it. With ``max_share`` 1.0 nothing is undone.
+    Where a prune takes more than ``max_share`` of a class and the baseline is wrong on more than half of
+    what it would keep of that class, the shortcut is the class's typical sample and the rest is its
+    conflict minority (ColoredMNIST: 1,210 of class 1's 1,337 green digits flagged, the baseline wrong on
+    96% of the 127 red ones left): training on those alone teaches the opposite shortcut. Such a class is
+    kept whole, each sample that would have gone saying why; the corrections that keep the class (the
+    ``reweight`` and ``augment`` retrain variants) are the ones that apply to it. A prune of most of a class
+    whose rest the baseline gets right goes ahead (a mark on 80% of digits' zeros: the 21 clean zeros, all
+    predicted right, are enough to learn the class; pruning gains +0.23 on the attacked test). Both
+    thresholds are a majority, not fitted values; ``max_share`` 1.0 turns the rule off.
 
     Parameters
     ----------
     labels : int array of shape (n,), the training samples' classes
     keep, reasons : a policy's decisions for those samples (not modified)
     flagged : {concept_id: reason}, named in the reasons
-    max_share : the largest share of a class's training samples a prune may drop (0.5: a majority)
+    max_share : the largest share of a class's training samples a prune may drop before the rule looks at it
+    wrong : bool array of shape (n,), the baseline's errors on the training samples
 
     Returns
     -------
-    keep, reasons : the decisions with the majority classes' drops undone
-    kept_whole : {class: {"would_drop": n, "of": n_class}} of the classes kept whole
+    keep, reasons : the decisions with those classes' drops undone
+    kept_whole : {class: {"would_drop": n, "of": n_class, "rest_wrong": share}} of the classes kept whole
     """
     keep, reasons = keep.copy(), list(reasons)
+    wrong = np.asarray(wrong, dtype=bool)
     kept_whole: dict[str, dict] = {}
     for label in np.unique(labels):
         in_class = labels == label
         n_class, n_drop = int(in_class.sum()), int((~keep[in_class]).sum())
         if n_drop == 0 or n_drop <= max_share * n_class:
             continue
-        kept_whole[str(int(label))] = {"would_drop": n_drop, "of": n_class}
+        rest = in_class & keep
+        rest_wrong = float(wrong[rest].mean()) if rest.any() else 0.0
+        if rest.any() and rest_wrong <= 0.5:
+            continue  # the class keeps samples the baseline recognises: the prune goes ahead
+        kept_whole[str(int(label))] = {"would_drop": n_drop, "of": n_class, "rest_wrong": round(rest_wrong, 4)}
         why = (f"kept: the prune would drop {n_drop} of class {int(label)}'s {n_class} training samples (more than "
-               f"manifest.max_class_drop={max_share:g}), so the shortcut of flagged concept(s) "
-               f"{sorted(flagged)} is the class's typical sample and dropping it would drop the class; the class "
-               "is kept whole: correct it with the reweight or augment retrain variant")
+               f"manifest.max_class_drop={max_share:g}) and the baseline is wrong on {rest_wrong:.0%} of the rest, "
+               f"so the shortcut of flagged concept(s) {sorted(flagged)} is the class's typical sample and the rest "
+               "its counter-examples; the class is kept whole: correct it with the reweight or augment retrain "
+               "variant")
         for p in np.flatnonzero(in_class & ~keep):
             keep[p], reasons[p] = True, why
     return keep, reasons, kept_whole

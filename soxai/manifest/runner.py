@@ -26,7 +26,7 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
 
     def body():
         samples = read_samples(run)
-        assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
+        assign = read_parquet(run.assignments)[["sample_id", "concept_id", "pred"]]
         scores = read_parquet(run.bias_scores)
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         frame = samples.merge(assign, on="sample_id", how="left", validate="one_to_one")
@@ -88,11 +88,14 @@ def _decide_every_policy(train: pd.DataFrame, flagged: dict[int, str], ctx, max_
     from soxai.manifest.policies import PRUNE_POLICIES, keep_majority_classes
 
     decisions, kept_whole = {}, {}
+    # the baseline's errors on the training samples (a sample the explain stages skipped counts as right)
+    pred = train["pred"].to_numpy(dtype=np.float64) if "pred" in train else np.full(len(train), np.nan)
+    wrong = ~np.isnan(pred) & (pred != train["label"].to_numpy())
     for name, policy in PRUNE_POLICIES.items():
         keep_p, reasons_p = policy(train, flagged, ctx)
         reasons_p = [_with_why(r, flagged) for r in reasons_p]
         keep_p, reasons_p, kept_whole[name] = keep_majority_classes(
-            train["label"].to_numpy(), keep_p, reasons_p, flagged, max_class_drop)
+            train["label"].to_numpy(), keep_p, reasons_p, flagged, max_class_drop, wrong)
         decisions[name] = (keep_p, reasons_p)
     return decisions, kept_whole
 

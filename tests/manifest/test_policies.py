@@ -47,21 +47,25 @@ def test_drop_flagged_region__concept_without_region__drops_all_members():
     assert keep.tolist() == [False, False, True] and "whole image" in reasons[0]
 
 
-def test_keep_majority_classes__undoes_only_a_class_pruned_past_the_share():
+def test_keep_majority_classes__undoes_a_class_pruned_past_the_share_whose_rest_the_baseline_gets_wrong():
     import numpy as np
 
     from soxai.manifest.policies import keep_majority_classes
 
-    labels = np.array([0] * 10 + [1] * 10)
-    keep = np.ones(20, dtype=bool)
-    keep[:6] = False    # 6 of class 0's 10: more than half
+    labels = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    keep = np.ones(30, dtype=bool)
+    keep[:6] = False    # 6 of class 0's 10: more than half; the baseline wrong on 3 of the 4 left
     keep[10:15] = False  # 5 of class 1's 10: exactly half, allowed
+    keep[20:28] = False  # 8 of class 2's 10, but the baseline right on the 2 left: the prune goes ahead
+    wrong = np.zeros(30, dtype=bool)
+    wrong[6:9] = True
     reasons = ["dropped" if not k else "" for k in keep]
-    new_keep, new_reasons, whole = keep_majority_classes(labels, keep, reasons, {3: "why"}, 0.5)
-    assert new_keep[:10].all() and not new_keep[10:15].any() and new_keep[15:].all()
-    assert whole == {"0": {"would_drop": 6, "of": 10}}
-    assert all("max_class_drop=0.5" in r and "[3]" in r for r in new_reasons[:6])
-    assert new_reasons[10:15] == ["dropped"] * 5
+    new_keep, new_reasons, whole = keep_majority_classes(labels, keep, reasons, {3: "why"}, 0.5, wrong)
+    assert new_keep[:10].all() and not new_keep[10:15].any() and new_keep[15:20].all()
+    assert not new_keep[20:28].any() and new_keep[28:].all()
+    assert whole == {"0": {"would_drop": 6, "of": 10, "rest_wrong": 0.75}}
+    assert all("max_class_drop=0.5" in r and "[3]" in r and "75%" in r for r in new_reasons[:6])
+    assert new_reasons[10:15] == ["dropped"] * 5 and new_reasons[20:28] == ["dropped"] * 8
     assert not keep[:6].any()  # the input is not modified
-    _, _, none_whole = keep_majority_classes(labels, keep, reasons, {3: "why"}, 1.0)
+    _, _, none_whole = keep_majority_classes(labels, keep, reasons, {3: "why"}, 1.0, wrong)
     assert none_whole == {}
