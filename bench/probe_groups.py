@@ -20,16 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def probe(work: Path, case: str, overrides: list[str], data_seed: int = 0) -> dict:
-    import numpy as np
-    import pandas as pd
+    from published import CASES
     from sklearn.metrics import normalized_mutual_info_score
 
-    from published import CASES
     from soxai.config import load_config
     from soxai.data.runner import read_samples
     from soxai.run_dir import read_parquet
     from soxai.runs import run_in_process
-    from soxai.saliency.runner import read_index
     from soxai.testing.published import write_manifest
 
     csv = write_manifest(CASES[case](data_seed, False), work / case / "data", overwrite=True)
@@ -38,9 +35,8 @@ def probe(work: Path, case: str, overrides: list[str], data_seed: int = 0) -> di
     run = run_in_process(cfg, work / case / "run", until="train")
     seconds = time.perf_counter() - t0
     train = read_samples(run).query("split == 'train'")
-    assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
-    index = read_index(run)[["sample_id", "pred"]]
-    df = train[["sample_id", "label", "group"]].merge(assign, on="sample_id").merge(index, on="sample_id")
+    assign = read_parquet(run.assignments)[["sample_id", "concept_id", "pred"]]
+    df = train[["sample_id", "label", "group"]].merge(assign, on="sample_id")
     df["group"] = df["group"].fillna("-").astype(str)
     df["error"] = df["pred"] != df["label"]
     out: dict = {"seconds": round(seconds, 1), "classes": {}}

@@ -183,32 +183,18 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
 def _headline(run) -> str:
     """What the run found and what the correction bought (the report's first sentence) and where the report is;
     '' where the run has not got that far."""
-    from soxai.report.comparison import summary_sentence
+    from soxai.report.comparison import conflict_sentence, summary_sentence
     from soxai.report.runner import read_run
 
     try:
-        text = summary_sentence(read_run(run.root))
+        view = read_run(run.root)
+        text = summary_sentence(view)
     except (SoxaiError, FileNotFoundError, KeyError):
         return ""
-    text += _conflict_sentence(run)
+    conflicts = conflict_sentence(view)
+    text += f"\n{conflicts}" if conflicts else ""
     report = run.report_html
     return f"{text}\nreport: {report}" if report.is_file() else text
-
-
-def _conflict_sentence(run) -> str:
-    """' Conflicts: ...' naming the concepts the baseline fails on (bias/conflicts.parquet), or ''."""
-    import pandas as pd
-
-    if not run.bias_conflicts.is_file():
-        return ""
-    table = pd.read_parquet(run.bias_conflicts)
-    table = table[table["is_conflict"]]
-    if not len(table):
-        return ""
-    parts = [f"concept {int(r.concept_id)} (class {int(r.label)}, {int(r.n)} samples: the baseline wrong on "
-             f"{r.error_rate:.0%} against {r.rest_error_rate:.0%} of the rest of its class)" for r in table.itertuples()]
-    return (f"\nConflicts, not pruned (a shortcut on most of a class leaves its minority wrong; the reweight "
-            f"variant upweights them): {'; '.join(parts)}.")
 
 
 @app.command()

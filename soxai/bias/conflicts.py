@@ -44,9 +44,9 @@ def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01) -> p
     if missing:
         raise ValueError(f"conflict_concepts needs the columns label, pred and concept_id; missing {sorted(missing)}")
     labels = assignments["label"].to_numpy(dtype=np.int64)
-    wrong = assignments["pred"].to_numpy(dtype=np.int64) != labels
-    cids = assignments["concept_id"].to_numpy(dtype=np.int64)
     preds = assignments["pred"].to_numpy(dtype=np.int64)
+    cids = assignments["concept_id"].to_numpy(dtype=np.int64)
+    wrong = preds != labels
     tested = sorted(int(c) for c in np.unique(cids) if c >= 0)
     rows = []
     for cid in tested:
@@ -56,23 +56,21 @@ def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01) -> p
         n, e = int(member.sum()), int(wrong[member].sum())
         rn, re_ = int(rest.sum()), int(wrong[rest].sum())
         p = float(fisher_exact([[e, n - e], [re_, rn - re_]], alternative="greater")[1]) if rn else 1.0
-        rows.append({"concept_id": cid, "label": label, "n": n, "errors": e, "error_rate": e / n, "rest_n": rn,
-                     "rest_errors": re_, "rest_error_rate": re_ / rn if rn else float("nan"), "p_value": p,
-                     "pred_majority": int(np.bincount(preds[member]).argmax())})
-    out = pd.DataFrame(rows, columns=[c for c in CONFLICT_COLUMNS if c not in ("p_bonferroni", "is_conflict",
-                                                                                 "reason")])
-    out["p_bonferroni"] = np.minimum(out["p_value"] * max(len(tested), 1), 1.0)
-    out["is_conflict"] = out["p_bonferroni"] <= max_p_value
-    out["reason"] = [_reason(r, len(tested), max_p_value) for r in out.itertuples()]
-    return out[list(CONFLICT_COLUMNS)]
+        row = {"concept_id": cid, "label": label, "n": n, "errors": e, "error_rate": e / n, "rest_n": rn,
+               "rest_errors": re_, "rest_error_rate": re_ / rn if rn else float("nan"), "p_value": p,
+               "p_bonferroni": min(p * len(tested), 1.0), "pred_majority": int(np.bincount(preds[member]).argmax())}
+        row["is_conflict"] = row["p_bonferroni"] <= max_p_value
+        row["reason"] = _reason(row, len(tested), max_p_value)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(CONFLICT_COLUMNS))
 
 
-def _reason(r, n_tested: int, max_p_value: float) -> str:
-    head = (f"the baseline is wrong on {r.errors} of concept {r.concept_id}'s {r.n} training samples "
-            f"({r.error_rate:.0%}, most predicted as class {r.pred_majority}) and on {r.rest_errors} of the other "
-            f"{r.rest_n} of class {r.label} ({r.rest_error_rate:.0%}); one-sided Fisher p={r.p_value:.1g}, "
-            f"x{n_tested} concepts (Bonferroni) = {r.p_bonferroni:.1g}")
-    if r.p_bonferroni <= max_p_value:
+def _reason(r: dict, n_tested: int, max_p_value: float) -> str:
+    head = (f"the baseline is wrong on {r['errors']} of concept {r['concept_id']}'s {r['n']} training samples "
+            f"({r['error_rate']:.0%}, most predicted as class {r['pred_majority']}) and on {r['rest_errors']} of the "
+            f"other {r['rest_n']} of class {r['label']} ({r['rest_error_rate']:.0%}); one-sided Fisher "
+            f"p={r['p_value']:.1g}, x{n_tested} concepts (Bonferroni) = {r['p_bonferroni']:.1g}")
+    if r["is_conflict"]:
         return (head + f" <= {max_p_value:g}: a conflict — the class's majority is predicted by something these "
                 "samples lack (a shortcut on most of the class), or they are a hard subgroup; not pruned: the "
                 "reweight variant upweights it")

@@ -154,3 +154,16 @@ def _other_corrections(comp: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- the HTML report
+
+
+def conflict_sentence(view: Any) -> str:
+    """'Conflicts, not pruned (...): concept 2 (class 1, 127 samples: the baseline wrong on 96% against 1% of
+    the rest of its class).' naming each concept the conflict test found, or '' where it found none.
+    ``view``: a soxai.report.runner.RunView (its ``conflicts``)."""
+    parts = [f"concept {int(cid)} (class {int(r.label)}, {int(r.n)} samples: the baseline wrong on "
+             f"{r.error_rate:.0%} against {r.rest_error_rate:.0%} of the rest of its class)"
+             for cid, r in view.conflicts.iterrows()]
+    if not parts:
+        return ""
+    return ("Conflicts, not pruned (a shortcut on most of a class leaves its minority wrong; the reweight variant "
+            f"upweights them): {'; '.join(parts)}.")

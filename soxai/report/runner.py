@@ -60,6 +60,8 @@ class RunView:
     manifest: pd.DataFrame | None
     manifest_info: dict[str, Any] | None
     comparison: dict[str, Any] | None
+    # the conflict test's concepts (bias/conflicts.parquet rows with is_conflict, by concept_id); none before it
+    conflicts: pd.DataFrame = field(default_factory=lambda: _no_conflicts())
     _saliency_index: pd.DataFrame | None = field(default=None, repr=False)
 
     def class_name(self, label: int) -> str:
@@ -111,19 +113,26 @@ def read_run(run_dir: str | Path | RunDir) -> RunView:
         assignments=read_parquet(run.assignments),
         scores=scores,
         flagged=flagged_concepts(scores, _min_flags(run)) if len(scores) else {},
+        conflicts=_conflicts(run),
         manifest=read_parquet(run.pruned_parquet) if run.pruned_parquet.is_file() else None,
         manifest_info=read_json(run.manifest_json) if run.manifest_json.is_file() else None,
         comparison=read_json(run.comparison) if run.comparison.is_file() else None,
     )
 
 
-def _conflicts(run: RunDir) -> dict[int, str]:
-    """{concept_id: reason} of the concepts the conflict test found (bias/conflicts.parquet; none in a run
-    from before it)."""
+def _no_conflicts() -> pd.DataFrame:
+    from soxai.bias.conflicts import CONFLICT_COLUMNS
+
+    return pd.DataFrame(columns=list(CONFLICT_COLUMNS)).set_index("concept_id")
+
+
+def _conflicts(run: RunDir) -> pd.DataFrame:
+    """The concepts the conflict test found (bias/conflicts.parquet rows with is_conflict; none in a run from
+    before it), indexed by concept_id."""
     if not run.bias_conflicts.is_file():
-        return {}
+        return _no_conflicts()
     table = read_parquet(run.bias_conflicts)
-    return {int(r.concept_id): str(r.reason) for r in table[table["is_conflict"]].itertuples()}
+    return table[table["is_conflict"]].set_index("concept_id")
 
 
 def _min_flags(run: RunDir) -> int:
@@ -306,7 +315,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     real = overview[~overview["is_noise"]]
     coords, cids = embedding_points(view)
     scatter = embedding_scatter(coords, cids, set(view.flagged), MAX_SCATTER) if len(coords) else ""
-    conflicts = _conflicts(run)
+    conflicts = view.conflicts["reason"].to_dict()
     cards = _concept_cards(view, overview, conflicts)
     rest = [{"concept_id": int(c.concept_id), "label": c.class_name, "size": f"{c.size:,}",
              "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}",
@@ -362,10 +371,10 @@ def _concept_cards(view: RunView, overview: pd.DataFrame, conflicts: dict[int, s
 
     real = overview[~overview["is_noise"]]
     cards = []
-    beyond = real.iloc[MAX_CARDS:]
     # past the cap only the conflicts get a card (the flagged come first and are within it)
-    beyond = beyond[[int(c) in conflicts for c in beyond["concept_id"]]] if len(beyond) else beyond
-    carded = pd.concat([real.head(MAX_CARDS), beyond, overview[overview["is_noise"]]])
+    if len(real):  # (an empty overview has no columns)
+        real = real[(np.arange(len(real)) < MAX_CARDS) | real["concept_id"].isin(list(conflicts))]
+    carded = pd.concat([real, overview[overview["is_noise"]]])
     for c in carded.itertuples():
         gallery = concept_gallery(view, int(c.concept_id))
         # tiles at one pixel per pixel, enlarged by the browser (CSS pixelated): a quarter of the bytes
