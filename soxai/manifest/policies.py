@@ -136,6 +136,13 @@ PRUNE_POLICIES: dict[str, PolicyFn] = {
 }
 
 
+def emptied_classes(labels: np.ndarray, keep: np.ndarray) -> list[int]:
+    """The classes of ``labels`` (n,) none of whose samples ``keep`` (n,) keeps: the guard every prune shares
+    (the manifest stage, a user's manifest, augment's drop_carriers fallback; manifest.allow_empty_class)."""
+    labels, keep = np.asarray(labels), np.asarray(keep, dtype=bool)
+    return [int(label) for label in np.unique(labels) if not keep[labels == label].any()]
+
+
 def keep_majority_classes(
     labels: np.ndarray, keep: np.ndarray, reasons: list[str], flagged: dict[int, str], max_share: float,
     wrong: np.ndarray,

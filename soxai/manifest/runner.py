@@ -103,17 +103,20 @@ def _decide_every_policy(train: pd.DataFrame, flagged: dict[int, str], ctx, max_
 def _class_counts(train: pd.DataFrame, keep_train: np.ndarray, flagged: dict[int, str],
                   allow_empty_class: bool) -> dict[str, dict[str, int]]:
     """Kept and dropped training samples per class; a StageError for an emptied class unless allowed."""
+    from soxai.manifest.policies import emptied_classes
+
+    labels = train["label"].to_numpy()
+    emptied = [] if allow_empty_class else emptied_classes(labels, keep_train)
+    if emptied:
+        raise StageError(
+            f"pruning would drop every training sample of class {emptied[0]} (concepts {sorted(flagged)}); "
+            "check the flags with `soxai concepts list RUN_DIR`, keep a concept with bias.overrides, "
+            "or set manifest.allow_empty_class=true"
+        )
     counts = {}
-    for label in sorted(train["label"].unique()):
-        in_class = train["label"].to_numpy() == label
-        kept = int(keep_train[in_class].sum())
-        counts[str(int(label))] = {"kept": kept, "dropped": int(in_class.sum()) - kept}
-        if kept == 0 and not allow_empty_class:
-            raise StageError(
-                f"pruning would drop every training sample of class {label} (concepts {sorted(flagged)}); "
-                "check the flags with `soxai concepts list RUN_DIR`, keep a concept with bias.overrides, "
-                "or set manifest.allow_empty_class=true"
-            )
+    for label in sorted(np.unique(labels)):
+        kept = int(keep_train[labels == label].sum())
+        counts[str(int(label))] = {"kept": kept, "dropped": int((labels == label).sum()) - kept}
     return counts
 
 

@@ -134,9 +134,10 @@ def _check_no_empty_class(merged: pd.DataFrame, path: Path, allow_empty_class: b
     """The manifest stage's guard: a prune may not take every training sample of a class."""
     if allow_empty_class:
         return
+    from soxai.manifest.policies import emptied_classes
+
     train = merged[merged["split"] == "train"]
-    kept = train.groupby("label")["keep"].sum()
-    emptied = [int(label) for label, n in kept.items() if n == 0]
+    emptied = emptied_classes(train["label"].to_numpy(), train["keep"].to_numpy())
     if emptied:
         names = [f"{label} ({class_names[label]!r})" if class_names and label < len(class_names) else str(label)
                  for label in emptied]

@@ -258,6 +258,7 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
     StageError
         When the augment fallback drop_carriers would empty a class and manifest.allow_empty_class is false.
     """
+    from soxai.manifest.policies import emptied_classes
     from soxai.train.corrections import augmented_images, group_balanced_weights, plan_augment, reweight_record
 
     r = cfg.retrain
@@ -272,11 +273,11 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)
     plan = plan_augment(frame, inputs.flagged, inputs.scores, inputs.carriers, inputs.concept_labels,
                         tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight)
-    for label in np.unique(labels):
-        if not plan.keep[labels == label].any() and not cfg.manifest.allow_empty_class:
-            raise StageError(
-                f"augment's fallback drop_carriers would drop every training sample of class {label}; set "
-                "retrain.augment_fallback to reweight or none, or manifest.allow_empty_class=true")
+    emptied = [] if cfg.manifest.allow_empty_class else emptied_classes(labels, plan.keep)
+    if emptied:
+        raise StageError(
+            f"augment's fallback drop_carriers would drop every training sample of class {emptied[0]}; set "
+            "retrain.augment_fallback to reweight or none, or manifest.allow_empty_class=true")
     train_rows = rows.copy()
     train_rows[plan.recipients] = len(images) + np.arange(len(plan.recipients))
     weights = plan.weights[plan.keep]
