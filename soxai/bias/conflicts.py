@@ -62,7 +62,8 @@ def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01) -> p
         row["is_conflict"] = row["p_bonferroni"] <= max_p_value
         row["reason"] = _reason(row, len(tested), max_p_value)
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(CONFLICT_COLUMNS))
+    # is_conflict stays boolean when there is no row (a run whose samples are all noise), so masks keep working
+    return pd.DataFrame(rows, columns=list(CONFLICT_COLUMNS)).astype({"is_conflict": bool})
 
 
 def _reason(r: dict, n_tested: int, max_p_value: float) -> str:

@@ -132,7 +132,7 @@ def _conflicts(run: RunDir) -> pd.DataFrame:
     if not run.bias_conflicts.is_file():
         return _no_conflicts()
     table = read_parquet(run.bias_conflicts)
-    return table[table["is_conflict"]].set_index("concept_id")
+    return table[table["is_conflict"].astype(bool)].set_index("concept_id")
 
 
 def _min_flags(run: RunDir) -> int:

@@ -64,3 +64,9 @@ def test_run_bias__writes_every_concepts_conflict_row(tiny_explained):
     assert set(out["concept_id"]) == set(concepts.loc[~concepts["is_noise"], "concept_id"].astype(int))
     stage = read_json(run.stage_json("bias"))
     assert stage["metrics"]["conflicts"] == sorted(out.loc[out["is_conflict"], "concept_id"].astype(int))
+
+
+def test_conflict_concepts__only_noise_gives_an_empty_table_whose_flag_column_is_boolean():
+    out = conflict_concepts(pd.DataFrame({"label": [0, 1], "pred": [0, 0], "concept_id": [-1, -1]}))
+    assert len(out) == 0 and list(out.columns) == list(CONFLICT_COLUMNS)
+    assert out["is_conflict"].dtype == bool and list(out[out["is_conflict"]].columns) == list(CONFLICT_COLUMNS)
