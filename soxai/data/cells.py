@@ -63,7 +63,17 @@ _RENDER_CHUNK = 2048
 def make_cells(
     n_per_class: int, n_classes: int, image_size: int, noise: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw ``n_per_class`` cell images of each class, in random order.
+    """Draw ``n_per_class`` cell images of each class, in random order: :func:`make_cell_scenes` without the
+    cells' pixels (images, labels and membrane masks).
+    """
+    images, labels, masks, _ = make_cell_scenes(n_per_class, n_classes, image_size, noise, rng)
+    return images, labels, masks
+
+
+def make_cell_scenes(
+    n_per_class: int, n_classes: int, image_size: int, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw ``n_per_class`` cell images of each class, in random order, with each cell's pixels.
 
     Parameters
     ----------
@@ -94,6 +104,9 @@ def make_cells(
         The membrane band: pixels within about ``image_size / 16`` (at least 1) pixels of the cell's
         outline. The outline is the class evidence, so this band — not the whole body, whose
         interior looks alike in every class — is where a faithful explanation should point.
+    cells : ndarray of shape (n_classes * n_per_class, image_size, image_size), bool
+        The cell's pixels: inside its outline (the segmentation task's foreground). Computed from the same
+        geometry, with no random draw of its own, so images, labels and masks do not depend on it.
     """
     # long: every random number of the dataset is drawn here, in one visible order that the images depend on
     if n_classes not in (2, 3):
@@ -143,20 +156,21 @@ def make_cells(
                       nuc_off=nuc_off, nuc_dir=nuc_dir, texture_amp=texture_amp)
     images = np.empty((n, 1, s, s), dtype=np.float32)
     masks = np.empty((n, s, s), dtype=bool)
+    cells = np.empty((n, s, s), dtype=bool)
     for lo in range(0, n, _RENDER_CHUNK):
         part = slice(lo, min(lo + _RENDER_CHUNK, n))
         texture = _smooth_background(*(w[part] for w in waves), s)
-        images[part, 0], masks[part] = _render(
+        images[part, 0], masks[part], cells[part] = _render(
             s, texture, pixel_noise[part], **{k: v[part] for k, v in per_sample.items()}
         )
-    return images, labels, masks
+    return images, labels, masks, cells
 
 
 def _render(
     s: int, texture: np.ndarray, pixel_noise: np.ndarray, *, cy, cx, theta, radius, aspect, lobes, lobe_phase,
     bg_level, body_level, membrane_gain, nucleus_level, nucleus_r, nuc_off, nuc_dir, texture_amp,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, s, s) in [0, 1] and membrane masks (n, s, s) of cells with the given parameters."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images (n, s, s) in [0, 1], membrane masks and cell pixels (n, s, s) of cells with the given parameters."""
 
     def col(v: np.ndarray) -> np.ndarray:
         return v.astype(np.float32)[:, None, None]
@@ -195,7 +209,7 @@ def _render(
 
     # A slight optical blur before the sensor noise, as in a real micrograph.
     img = gaussian_filter(img, sigma=(0, 0.6, 0.6), mode="nearest") + pixel_noise
-    return np.clip(img, 0.0, 1.0), np.abs(dist) <= max(1.0, s / 16)
+    return np.clip(img, 0.0, 1.0), np.abs(dist) <= max(1.0, s / 16), dist <= 0
 
 
 def build_cells(cfg: DataConfig, seed: int) -> Dataset:

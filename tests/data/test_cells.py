@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from soxai.data.artifacts import artifact_boxes, artifact_pattern
-from soxai.data.cells import CELL_CLASSES, build_cells, make_cells
+from soxai.data.cells import CELL_CLASSES, build_cells, make_cell_scenes, make_cells
 from soxai.data.config import ArtifactConfig, DataConfig
 from soxai.data.dataset import validate_dataset
 from soxai.data.sources import build_dataset
@@ -276,3 +276,17 @@ def test_validate_dataset__no_evaluation_split__names_splits(valid):
         validate_dataset(valid)
     msg = str(info.value)
     assert "no evaluation split (found splits: ['train', 'val'])" in msg and "split=test" in msg
+
+
+def test_make_cell_scenes__cells_are_the_pixels_inside_the_membrane_and_change_nothing_else():
+    a = make_cells(6, 3, 24, 0.1, np.random.default_rng(5))
+    images, labels, masks, cells = make_cell_scenes(6, 3, 24, 0.1, np.random.default_rng(5))
+    for x, y in zip(a, (images, labels, masks), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert cells.shape == (18, 24, 24) and cells.dtype == bool
+    # the cell is bright (body), the background dark: its pixels are brighter on average in every image
+    inside = (images[:, 0] * cells).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))
+    outside = (images[:, 0] * ~cells).sum(axis=(1, 2)) / (~cells).sum(axis=(1, 2))
+    assert (inside > outside + 0.2).all()
+    # the membrane band straddles the outline: part of it inside the cell, part outside
+    assert ((masks & cells).sum(axis=(1, 2)) > 0).all() and ((masks & ~cells).sum(axis=(1, 2)) > 0).all()
