@@ -1,0 +1,125 @@
+"""The built-in segmentation data: the cells generator with per-pixel class masks and a planted mark.
+
+Segmentation classes: 0 = background, ``k + 1`` = a cell of shape class ``k`` of the cells generator
+(1 round, 2 elongated, 3 lobed). Every image holds one cell, so exactly one foreground class is present in
+each; the sample's ``label`` in the samples table is that class's shape index ``k`` (what concepts group by).
+The artifact is the classification demo's mark, planted by the same rule
+(:func:`soxai.data.dataset.dataset_from_clean_splits`): in a share ``data.artifact.rate`` of the train / val
+images where class ``target_class + 1`` is present; ``test_attacked`` holds the test images of every other
+class with the mark. A model that segments class ``target_class + 1`` by the mark labels the other cells'
+pixels with it there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from soxai.data.cells import CELL_CLASSES, make_cell_scenes
+from soxai.data.config import DataConfig
+from soxai.data.dataset import Dataset, dataset_from_clean_splits
+from soxai.errors import DataError
+
+BACKGROUND = "background"
+
+
+@dataclass
+class SegmentationData:
+    """A :class:`Dataset` (one row per image) and its per-pixel class masks.
+
+    Attributes
+    ----------
+    dataset : Dataset
+        ``samples.label`` is the foreground class present (shape index ``k``; segmentation class ``k + 1``).
+    label_masks : ndarray of shape (n_images, height, width), uint8
+        Row ``r`` is the mask of ``dataset.images[r]``: 0 background, ``k + 1`` the cell of shape class ``k``.
+    class_names : list of str
+        Names of the segmentation classes: ``['background', 'round', ...]``.
+    """
+
+    dataset: Dataset
+    label_masks: np.ndarray
+    class_names: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def label_mask(cells: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-pixel class masks of one-cell images.
+
+    Parameters
+    ----------
+    cells : ndarray of shape (n, height, width), bool — each image's cell pixels
+    labels : int array of shape (n,) — each cell's shape class ``k``
+
+    Returns
+    -------
+    ndarray of shape (n, height, width), uint8: 0 outside the cell, ``labels[i] + 1`` inside.
+    """
+    return (cells * (np.asarray(labels, dtype=np.uint8)[:, None, None] + 1)).astype(np.uint8)
+
+
+def build_cell_segmentation(cfg: DataConfig, seed: int) -> SegmentationData:
+    """The cells dataset of :func:`soxai.data.cells.build_cells` (same seeds, same images) with class masks.
+
+    Splits train / val / test, and test_attacked when ``cfg.artifact`` is set. Deterministic for a seed.
+    """
+    if cfg.artifact is not None and cfg.artifact.shape in ("tint", "border"):
+        raise DataError(
+            f"data.artifact.shape={cfg.artifact.shape!r} spans the whole image, so it cannot be tied to one "
+            "class's presence the way a segmentation shortcut is; use square, cross, ring, stripe or texture"
+        )
+    ss_train, ss_val, ss_test, ss_artifact = np.random.SeedSequence(seed).spawn(4)
+    sizes = {"train": (cfg.n_train_per_class, ss_train), "val": (cfg.n_val_per_class, ss_val),
+             "test": (cfg.n_test_per_class, ss_test)}
+    scenes = {
+        split: make_cell_scenes(n, cfg.n_classes, cfg.image_size, cfg.noise, np.random.default_rng(ss))
+        for split, (n, ss) in sizes.items()
+    }
+    names = list(CELL_CLASSES[: cfg.n_classes])
+    ds = dataset_from_clean_splits(
+        "cells", {split: sc[:3] for split, sc in scenes.items()}, names, cfg.artifact,
+        np.random.default_rng(ss_artifact),
+    )
+    # the class masks in the dataset's row order: train, val, test, then test_attacked (the test images of
+    # every class but the target, in test order), as dataset_from_clean_splits lays the splits out
+    parts = [label_mask(scenes[s][3], scenes[s][1]) for s in ("train", "val", "test")]
+    if cfg.artifact is not None:
+        other = np.flatnonzero(scenes["test"][1] != cfg.artifact.target_class)
+        parts.append(parts[2][other])
+    masks = np.concatenate(parts)
+    if len(masks) != len(ds.images):
+        raise DataError(f"internal: {len(masks)} class masks for {len(ds.images)} images")
+    return SegmentationData(ds, masks, [BACKGROUND, *names])
+
+
+#: data sources that give per-pixel class masks
+SEGMENTATION_SOURCES = ("cells",)
+
+
+def check_segmentation_source(source: str) -> None:
+    """Refuse a data source that has no per-pixel class masks (before any stage writes)."""
+    if source not in SEGMENTATION_SOURCES:
+        raise DataError(
+            f"task: segmentation needs per-pixel class masks, and data.source={source!r} has none in soxai yet "
+            f"(sources with masks: {', '.join(SEGMENTATION_SOURCES)}); set data.source: cells, or task: "
+            "classification to audit a classifier on this data"
+        )
+
+
+def build_segmentation_data(cfg: DataConfig, seed: int) -> SegmentationData:
+    """The segmentation dataset ``cfg`` describes (see :data:`SEGMENTATION_SOURCES`)."""
+    check_segmentation_source(cfg.source)
+    return build_cell_segmentation(cfg, seed)
+
+
+def segmentation_shape(cfg, info: dict | None = None) -> tuple[int, int, int]:
+    """(channels, image side, number of segmentation classes) from the data stage's ``info.json``, or before it
+    from what the config fixes (the cells generator: grey images, ``data.n_classes`` cell shapes + background)."""
+    if info is not None and "segmentation_classes" in info:
+        return int(info["image_shape"][0]), int(info["image_shape"][1]), len(info["segmentation_classes"])
+    check_segmentation_source(cfg.data.source)
+    return 1, cfg.data.image_size, cfg.data.n_classes + 1
