@@ -1,6 +1,6 @@
 """The soxai pipeline as a Prefect 3 flow. Read top to bottom, it is the data flow of DESIGN.md:
 
-data -> train baseline -> saliency -> embed -> concepts -> bias flags -> pruned manifest -> retrain
+data -> train baseline -> saliency -> embed -> concepts -> spectral view -> bias flags -> pruned manifest -> retrain
 -> compare -> report
 
 Tasks pass ``(config, run_dir)`` in and small stage records out — never tensors or frames. Caching
@@ -24,8 +24,8 @@ from soxai.run_dir import RunDir
 from soxai.run_lock import writer_lock
 from soxai.runs import finish_run, stage_runners
 
-RUNNERS = stage_runners()  # data, model, saliency, embed, concepts, bias, manifest, train, compare, report
-EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "bias", "manifest")
+RUNNERS = stage_runners()  # data, model, saliency, embed, concepts, spectral, bias, manifest, train, compare, report
+EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "spectral", "bias", "manifest")
 RETRAIN_STAGES = ("train", "compare", "report")
 
 

@@ -23,7 +23,8 @@ SCHEMA_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-STAGES = ("data", "model", "saliency", "embed", "concepts", "bias", "manifest", "train", "compare", "report")
+STAGES = ("data", "model", "saliency", "embed", "concepts", "spectral", "bias", "manifest", "train", "compare",
+          "report")
 
 
 @contextlib.contextmanager
@@ -193,6 +194,29 @@ class RunDir:
     def concept_model(self) -> Path:
         """Folder of the concept model that assigns new samples (soxai.concepts.assign)."""
         return self.root / "concepts" / "model"
+
+    # spectral (soxai.spectral: the network as a whole, the frequency content of concepts, the surrogate)
+    @property
+    def spectral_layers(self) -> Path:
+        return self.root / "spectral" / "layers.parquet"
+
+    @property
+    def spectral_frequency(self) -> Path:
+        return self.root / "spectral" / "frequency.parquet"
+
+    @property
+    def spectral_shares(self) -> Path:
+        """Per sample: the share of each concept among its explanation's nearest reference samples."""
+        return self.root / "spectral" / "concept_shares.parquet"
+
+    @property
+    def spectral_surrogate(self) -> Path:
+        return self.root / "spectral" / "surrogate.json"
+
+    @property
+    def spectral_network(self) -> Path:
+        """The Lipschitz bound and the layers the spectral computation skipped."""
+        return self.root / "spectral" / "network.json"
 
     # bias
     @property

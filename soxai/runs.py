@@ -33,12 +33,13 @@ def stage_runners() -> dict[str, Callable[[Config, RunDir], Any]]:
     from soxai.manifest.runner import run_manifest
     from soxai.report.runner import run_report
     from soxai.saliency.runner import run_saliency
+    from soxai.spectral.runner import run_spectral
     from soxai.train.runner import run_model, run_train
 
     return {
         "data": run_data, "model": run_model, "saliency": run_saliency, "embed": run_embed,
-        "concepts": run_concepts, "bias": run_bias, "manifest": run_manifest, "train": run_train,
-        "compare": run_compare, "report": run_report,
+        "concepts": run_concepts, "spectral": run_spectral, "bias": run_bias, "manifest": run_manifest,
+        "train": run_train, "compare": run_compare, "report": run_report,
     }
 
 

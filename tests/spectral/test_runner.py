@@ -1,0 +1,45 @@
+"""The spectral stage on the tiny run: its files, its place between concepts and bias, and the variant surrogate."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+
+def test_run_spectral__writes_layers_frequency_shares_and_surrogate(tiny_explained):
+    from soxai.stage import read_stage
+
+    cfg, run = tiny_explained
+    rec = read_stage(run, "spectral")
+    assert rec is not None and set(rec["outputs"]) == {
+        "spectral/layers.parquet", "spectral/frequency.parquet", "spectral/concept_shares.parquet",
+        "spectral/surrogate.json", "spectral/network.json"}
+    layers = pd.read_parquet(run.spectral_layers)
+    assert set(layers["kind"]) == {"conv", "linear"} and (layers["operator_norm"] > 0).all()
+    network = json.loads(run.spectral_network.read_text())
+    assert network["lipschitz_bound"] == np.prod(layers["operator_norm"]) and network["skipped_layers"] == []
+    concepts = pd.read_parquet(run.concepts)
+    frequency = pd.read_parquet(run.spectral_frequency)
+    assert sorted(frequency["concept_id"]) == sorted(concepts.loc[~concepts["is_noise"], "concept_id"])
+    surrogate = json.loads(run.spectral_surrogate.read_text())
+    base = surrogate["models"]["baseline"]
+    assert len(base["formula"]) == surrogate["n_classes"] and max(base["n_terms"]) <= surrogate["max_terms"]
+    assert surrogate["trust_split"] == "test" and base["fidelity"]["test"]["n"] == 30
+    shares = pd.read_parquet(run.spectral_shares)
+    assert (shares["split"] == "train").sum() == len(pd.read_parquet(run.assignments))
+    assert set(shares["split"]) == {"train", "test", "test_attacked"}
+
+
+def test_run_spectral__bias_fingerprint_does_not_chain_to_it(tiny_explained, tmp_path):
+    import shutil
+
+    from soxai.bias.runner import run_bias
+    from soxai.run_dir import RunDir
+    from soxai.stage import read_stage
+
+    cfg, run = tiny_explained
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(run.root, copy.root)
+    before = read_stage(copy, "bias")["fingerprint"]
+    shutil.rmtree(copy.root / "spectral")
+    assert run_bias(cfg, copy).reused and read_stage(copy, "bias")["fingerprint"] == before
