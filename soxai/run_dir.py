@@ -139,6 +139,11 @@ class RunDir:
         return self.root / "data" / "masks.npy"
 
     @property
+    def label_masks(self) -> Path:
+        """task: segmentation: the class of every pixel, (N, H, W) uint8 (soxai.segmentation.data)."""
+        return self.root / "data" / "label_masks.npy"
+
+    @property
     def unmarked(self) -> Path:
         """Built-in sources: the marked training images before marking (the oracle's data)."""
         return self.root / "data" / "unmarked.npy"
