@@ -156,6 +156,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if path is not None:
         path = Path(path)
         source = str(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder, not a file; pass a YAML file "
+                              f"(e.g. {path / 'config.yaml'}) or no CONFIG for the demo")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass a YAML file or no CONFIG for the demo")
         try:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from soxai.data.config import DataConfig
 from soxai.data.dataset import TRAIN_SPLIT, VAL_SPLIT, Dataset
-from soxai.data.images import describe_error, open_image, unreadable_errors
+from soxai.data.images import describe_error, is_utf8_name, open_image, read_header, readable_name, unreadable_errors
 from soxai.errors import DataError
 
 log = logging.getLogger("soxai")
@@ -105,8 +105,10 @@ class ImageFiles:
         try:
             img = load_image(path, self.mode, self.resize, self.crop)
         except unreadable_errors() as exc:
-            raise DataError(f"image {path} cannot be read ({describe_error(exc)}); it was readable when the data "
-                            "stage ran — restore the file, or re-run the data stage") from None
+            # the data stage read its header (and a PNG's chunks), not every pixel: a file damaged since, or a JPEG
+            # damaged inside its pixel data, fails only here
+            raise DataError(f"image {path} cannot be read ({describe_error(exc)}); replace or remove the file, then "
+                            "run again (the data stage reads the folder anew when a file changes)") from None
         if img.shape != self.shape[1:]:
             raise DataError(f"image {path} gives shape {img.shape}, not {self.shape[1:]} like the others; "
                             "the file changed since the data stage: re-run it")
@@ -173,6 +175,7 @@ def scan(root: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
             f"data.root {root}: class folder(s) without {'/'.join(IMAGE_SUFFIXES)} images: {_listed(empty)}; "
             "put that class's images in them, or remove the empty folders"
         )
+    _check_names(records, root)
     _check_inside(records, root)
     _check_splits(records, root, [p.name for p in splits] + skipped)
     class_names = sorted({name for _, name, _ in records})
@@ -199,6 +202,17 @@ def _split_folders(root: Path) -> tuple[list[Path], list[str]]:
             "lay the images out as root/train/<class>/*.png (and root/val, root/test the same way)"
         )
     return splits, skipped
+
+
+def _check_names(records: list[tuple[str, str, str]], root: Path) -> None:
+    """Refuse file or folder names that are not UTF-8 (Python holds their bytes as surrogates, which no table, log
+    or report can write: a raw UnicodeEncodeError after the scan before)."""
+    bad = [readable_name(rel) for _, _, rel in records if not is_utf8_name(rel)]
+    if bad:
+        raise DataError(
+            f"data.root {root}: file or folder names that are not UTF-8: {_listed(bad)} (the bytes shown as \\x..); "
+            "rename them to UTF-8 names (e.g. `convmv -f latin1 -t utf8 -r --notest DIR`)"
+        )
 
 
 def _check_inside(records: list[tuple[str, str, str]], root: Path) -> None:
@@ -236,7 +250,8 @@ def folder_hash(root: str | Path) -> str:
         for f in sorted(root.rglob("*")):
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                 st = f.stat()
-                h.update(f"{_rel(f, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                # surrogateescape: a name that is not UTF-8 hashes as its bytes (the data stage then refuses it)
+                h.update(f"{_rel(f, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
@@ -291,8 +306,7 @@ def _read_headers(root: Path, records: list[tuple[str, str, str]]) -> list[tuple
     headers, bad = [], []
     for _, _, rel in records:
         try:
-            with open_image(root / rel) as im:
-                headers.append((im.size, im.mode))
+            headers.append(read_header(root / rel))
         except unreadable_errors() as exc:
             headers.append(((0, 0), ""))
             bad.append(f"{rel}: {describe_error(exc)}")

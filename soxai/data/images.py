@@ -48,3 +48,31 @@ def open_image(path: str | Path) -> Iterator[Any]:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as im:
             yield im
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, int], str]:
+    """``((width, height), mode)`` of an image file, without decoding its pixels; a PNG's chunks are read to the
+    end and their checksums checked (``Image.verify``), so a truncated or corrupted PNG fails here, not in training.
+
+    Raises
+    ------
+    one of :func:`unreadable_errors`
+    """
+    with open_image(path) as im:
+        size, mode = im.size, im.mode
+        im.verify()
+    return size, mode
+
+
+def is_utf8_name(name: str) -> bool:
+    """Whether a file name (as ``os.fsdecode`` gives it: undecodable bytes as surrogates) is UTF-8 text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def readable_name(name: str) -> str:
+    """A file name that may hold undecodable bytes, printable: those bytes as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -10,6 +10,9 @@ What is checked, and when:
 - right after the data stage, before training (:func:`check_model_config` with the data's ``info.json``, from the
   model stage): the same with the data's real shape and classes.
 
+The one other file a config names that no stage before the bias stage reads, ``bias.overrides``, is checked here
+too (it exists, it is YAML with drop/keep lists), when the bias stage is to run.
+
 Building a model is cheap next to the data stage; the probe is one tiny batch of zeros.
 """
 
@@ -46,6 +49,8 @@ def check_model_setup(cfg: Config, run: RunDir | None = None, stages: Iterable[s
         Naming the key (model.factory, model.name, model.layer, model.checkpoint) and the fix.
     """
     stages = tuple(stages)
+    if "bias" in stages and cfg.bias.overrides:
+        check_overrides_file(cfg.bias.overrides)
     if not set(stages) & set(MODEL_STAGES):
         return
     info = None
@@ -54,6 +59,21 @@ def check_model_setup(cfg: Config, run: RunDir | None = None, stages: Iterable[s
 
         info = read_json(run.data_info)
     check_model_config(cfg, info)
+
+
+class _AnyConcept(frozenset):
+    """Every concept id: before the concepts stage there are no ids to check a person's overrides against."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def check_overrides_file(path: str) -> None:
+    """``bias.overrides`` exists and has the right shape (YAML, drop/keep lists of ints); the ids are checked
+    against the concepts by the bias stage. A missing file used to cost the whole run up to that stage."""
+    from soxai.bias.decide import read_overrides
+
+    read_overrides(path, _AnyConcept())
 
 
 def expected_input(cfg: Config) -> tuple[int | None, int | None, int | None]:

@@ -1,0 +1,93 @@
+"""The catalogue's fixtures: a finished tiny run made once per session (copied by each case that needs it), a Prefect
+test server started only when a case runs a flow, and ``check_case``, which drives one case through the CLI."""
+
+import contextlib
+import io
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _catalogue import Case, Ctx, check  # noqa: E402
+
+# the tiny run of tests/conftest.py (TINY), retrained with two variants on two seeds: every artifact in ~8 s
+FINISHED = ["data.n_train_per_class=40", "data.n_val_per_class=5", "data.n_test_per_class=10", "train.epochs=2",
+            "concepts.min_cluster_size=8", "embed.features=pooled", "train.allow_chance_baseline=true",
+            "retrain.seeds=[0, 1]", "retrain.variants=[baseline, pruned]"]
+
+
+@contextlib.contextmanager
+def _prefect_console(stream):
+    """Prefect's console handlers write to ``stream`` for the body: they keep the stream they were made with, which
+    for the first command is the CliRunner's, closed when it returns."""
+    handlers = [h for h in logging.getLogger().handlers + logging.getLogger("prefect").handlers
+                if type(h).__name__ == "PrefectConsoleHandler"]
+    for handler in handlers:
+        handler.stream = handler.console.file = stream
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.stream = handler.console.file = sys.__stderr__
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    from soxai.testing.smoke import make_smoke_run
+
+    return make_smoke_run(tmp_path_factory.mktemp("catalogue-finished"), FINISHED)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    env = {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with _prefect_console(io.StringIO()):  # made here, at the import, not in the first command's CliRunner
+        import flows.pipeline  # noqa: F401
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def check_case(request, tmp_path):
+    """``check_case(case)``: build the case's inputs under a fresh folder, run soxai on them, assert its promises."""
+
+    def run(case: Case) -> Ctx:
+        from typer.testing import CliRunner
+
+        from soxai.cli import app
+
+        ctx = Ctx(tmp_path / "case", request.getfixturevalue("finished_run") if case.finished else None)
+        ctx.tmp.mkdir()
+        if case.flow:
+            request.getfixturevalue("prefect_server")
+
+        def invoke(args: list[str]) -> tuple[int, str]:
+            prefect_log = io.StringIO()
+            with _prefect_console(prefect_log):
+                res = CliRunner().invoke(app, args, catch_exceptions=True)
+            out = prefect_log.getvalue() + res.output
+            if res.exception is not None and not isinstance(res.exception, SystemExit):
+                import traceback
+
+                out += "\n" + "".join(traceback.format_exception(res.exception))
+            return res.exit_code, out
+
+        check(case, ctx, invoke)
+        return ctx
+
+    return run
