@@ -340,6 +340,19 @@ def report(run_dir: RunDirArg, verbose: VerboseOpt = False) -> None:
 
 
 @app.command()
+def spectral(run_dir: RunDirArg, verbose: VerboseOpt = False) -> None:
+    """The network as a whole: layer spectra, the concepts' frequency content and the surrogate formulas."""
+    from soxai.report.network import network_lines
+    from soxai.run_dir import RunDir
+    from soxai.runs import load_run_config
+
+    with _boundary(None, verbose, str(run_dir)):
+        run = RunDir(run_dir)
+        lines = network_lines(load_run_config(run), run)
+    typer.echo("\n".join(lines))
+
+
+@app.command()
 def monitor(
     reference: Annotated[Path, typer.Argument(help="the reference run directory (its model and concepts)")],
     config: Annotated[Path | None, typer.Argument(help="YAML config of the new data; default the reference's")] = None,

@@ -74,7 +74,7 @@ from soxai.cli import app
 run, out = sys.argv[1], sys.argv[2]
 commands = [["--help"], ["concepts", "list", run], ["concepts", "show", run, "-1"], ["compare", run],
             ["manifest", "export", run, "--format", "json", "--out", out + "/pruned.json"], ["report", run],
-            ["evaluate-saliency", run, "--method", "gradient", "--n-samples", "4"]]
+            ["evaluate-saliency", run, "--method", "gradient", "--n-samples", "4"], ["spectral", run]]
 codes = [CliRunner().invoke(app, c).exit_code for c in commands]
 prefect = sorted(m for m in sys.modules if m.split(".")[0] in ("prefect", "flows"))
 print(json.dumps({"codes": codes, "prefect": prefect}))
@@ -105,7 +105,7 @@ def test_commands_without_a_flow__never_import_prefect(smoke_run_dir, tmp_path):
     done = subprocess.run([sys.executable, "-c", _NO_FLOW_COMMANDS, str(run), str(tmp_path)], capture_output=True,
                           text=True, check=True, env={**os.environ, "SOXAI_PROGRESS": "0"})
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["codes"] == [0] * 7, done.stdout
+    assert result["codes"] == [0] * 8, done.stdout
     assert result["prefect"] == []
 
 

@@ -308,6 +308,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     """Render ``report/report.html`` from the run's artifacts (works on a run stopped after manifest)."""
     import jinja2
 
+    from soxai.report.network import network_section
     from soxai.report.plots import comparison_chart, embedding_scatter
 
     view = read_run(run)
@@ -331,6 +332,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
     ).get_template("report.html")
     saliency_eval = _saliency_eval(run)
     html = template.render(
+        network=network_section(cfg, run),
         saliency_eval=saliency_eval,
         saliency_counts=saliency_counts(run),
         run_id=run_info.get("run_id", run.root.name),

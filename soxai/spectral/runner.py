@@ -11,6 +11,7 @@ Nothing it writes is read by the bias stage, whose fingerprint does not include 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -43,16 +44,28 @@ def run_spectral(cfg: Config, run: RunDir) -> StageRecord:
             trust_split,
         )
 
+        clock = [time.perf_counter()]
+        parts: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            clock.append(time.perf_counter())
+            parts[name] = round(clock[-1] - clock[-2], 3)
+
         model, layer, device = explainer_model(cfg, run)
         info = read_info(run)
+        lap("load")
         rows, skipped = layer_rows(model, tuple(info["image_shape"]))
         for s in skipped:
             log.warning("spectral: layer %s (%s) skipped: %s", s["name"], s["type"], s["why"])
         layers = pd.DataFrame(rows, columns=["name", "type", "kind", "weight_shape", "input_size", "singular_values",
                                              "kernel_norm", "effective_rank", "operator_norm", "operator_norm_exact"])
+        lap("layers")
         frequency = _frequency_table(run)
+        lap("frequency")
         shares, concept_ids, logits = concept_share_table(cfg, run, model, layer, device)
+        lap("concept_shares")
         entry = surrogate_entry(*_fit_inputs(shares, concept_ids, logits), concept_ids, MAX_TERMS)
+        lap("surrogate")
         splits = [s for s in entry["fidelity"] if s != "train"]
         decide = trust_split(splits)
         entry["trustworthy"] = is_trustworthy(entry, decide)
@@ -76,11 +89,12 @@ def run_spectral(cfg: Config, run: RunDir) -> StageRecord:
             write_json(run.spectral_surrogate, surrogate),
         ]
         fid = entry["fidelity"].get(decide, {})
+        log.info("spectral: seconds per part %s", parts)
         log.info("spectral: %d layers (%d skipped), Lipschitz bound %.3g; surrogate agreement %.3f on %s",
                  len(rows), len(skipped), bound, fid.get("agreement", float("nan")), decide)
         return outputs, {"n_layers": len(rows), "n_skipped": len(skipped), "lipschitz_bound": bound,
                          "surrogate_agreement": fid.get("agreement"), "surrogate_r2": fid.get("r2"),
-                         "surrogate_trustworthy": entry["trustworthy"]}
+                         "surrogate_trustworthy": entry["trustworthy"], "seconds": parts}
 
     return run_stage(run, "spectral", fp, body)
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from soxai.concepts.assign import _nearest
-
 MAX_TERMS = 10  # a person reads at most this many terms per class
 N_NEIGHBORS = 10  # reference samples whose concepts make a sample's shares (the concept model's own vote size)
 TRUSTWORTHY = 0.7  # agreement below this on the test split: the surrogate is written but not trusted
 
 
 def concept_shares(points: np.ndarray, reference: np.ndarray, reference_concepts: np.ndarray,
-                   concept_ids: np.ndarray, k: int = N_NEIGHBORS, exclude_self: bool = False) -> np.ndarray:
+                   concept_ids: np.ndarray, k: int = N_NEIGHBORS, exclude_self: bool = False,
+                   chunk: int = 2048) -> np.ndarray:
     """Share of each concept among the ``k`` nearest reference samples of each point.
 
     Parameters
@@ -36,18 +35,30 @@ def concept_shares(points: np.ndarray, reference: np.ndarray, reference_concepts
     concept_ids : int array of shape (n_concepts,), the concepts to report, in column order
     k : neighbours per point
     exclude_self : ``points`` are ``reference`` in the same order; each point's own row is not its neighbour
+    chunk : points compared with the reference at a time (memory: chunk x n_ref floats)
 
     Returns
     -------
     float64 array of shape (n, n_concepts), each row summing to at most 1 (noise neighbours count for none)
     """
-    if len(points) == 0:
-        return np.zeros((0, len(concept_ids)))
-    idx, _ = _nearest(np.asarray(reference, dtype=np.float64), np.asarray(points, dtype=np.float64), k,
-                      exclude_self=exclude_self)
-    near = np.asarray(reference_concepts)[idx]
-    return np.stack([(near == c).mean(axis=1) for c in concept_ids], axis=1) if len(concept_ids) else \
-        np.zeros((len(points), 0))
+    points = np.asarray(points, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    reference_concepts = np.asarray(reference_concepts)
+    out = np.zeros((len(points), len(concept_ids)))
+    k = min(k, len(reference) - int(exclude_self))
+    if len(points) == 0 or k < 1:
+        return out
+    sq = (reference**2).sum(axis=1)
+    for lo in range(0, len(points), chunk):
+        q = points[lo : lo + chunk]
+        d2 = (q**2).sum(axis=1)[:, None] - 2 * q @ reference.T + sq[None, :]
+        if exclude_self:
+            d2[np.arange(len(q)), np.arange(lo, lo + len(q))] = np.inf
+        # the k nearest as a set (their order does not matter for a share): a partition, not a sort
+        near = reference_concepts[np.argpartition(d2, k - 1, axis=1)[:, :k]]
+        for j, c in enumerate(concept_ids):
+            out[lo : lo + len(q), j] = (near == c).mean(axis=1)
+    return out
 
 
 def centred_logits(logits: np.ndarray) -> np.ndarray:
