@@ -19,10 +19,9 @@ from prefect.context import FlowRunContext
 from prefect.futures import wait
 
 from soxai.config import Config
-from soxai.models.preflight import check_model_setup
 from soxai.run_dir import RunDir
 from soxai.run_lock import writer_lock
-from soxai.runs import finish_run, stage_runners
+from soxai.runs import check_setup, finish_run, stage_runners
 
 RUNNERS = stage_runners()  # data, model, saliency, embed, concepts, spectral, bias, manifest, train, compare, report
 EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "spectral", "bias", "manifest")
@@ -62,7 +61,7 @@ def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -
     # threads and Dask's shard workers write under the lock this process holds
     with writer_lock(run_dir):
         try:
-            check_model_setup(Config.model_validate(config), RunDir(run_dir), stages)  # before the first stage writes
+            check_setup(Config.model_validate(config), RunDir(run_dir), stages)  # before the first stage writes
             for stage in stages:  # each stage reads the files the one before it wrote
                 if stage == "saliency" and _on_dask():
                     _saliency_fan_out(config, run_dir)

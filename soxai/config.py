@@ -10,10 +10,10 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from soxai._base import Section
 from soxai.bias.config import BiasConfig
@@ -35,6 +35,10 @@ class Config(Section):
 
     name: str = Field("demo", description="a label for the run; run ids start with it")
     seed: int = Field(0, ge=0, description="seed of data generation, baseline training and UMAP")
+    task: Literal["classification", "segmentation"] = Field(
+        "classification", description="what the audited network does: one class per image, or one per pixel "
+        "(docs/SEGMENTATION.md: per-pixel masks, model.name: unet, Seg-Grad-CAM's target, IoU / mIoU)"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -56,6 +60,15 @@ class Config(Section):
                 "no '/', '\\', '..' or empty name: set name to letters, digits, '-' or '_', e.g. name: my-audit"
             )
         return name
+
+    @model_validator(mode="after")
+    def _sections_fit_the_task(self) -> Config:
+        from soxai.segmentation.config import task_errors
+
+        errors = task_errors(self.task, self.data, self.model, self.embed, self.retrain)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
 
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named top-level sections (what a stage's output depends on)."""
@@ -136,6 +149,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             if hint:
                 msg += f"; did you mean {'.'.join(str(p) for p in loc[:-1] + (hint[0],))}?"
             msg += f" (allowed here: {', '.join(allowed)})"
+        elif not loc:  # a check across sections: its message names the keys, the input is the whole config
+            msg = f"  {err['msg']}"
         else:
             msg = f"  {dotted}: {err['msg']} (got {err.get('input')!r})"
         lines.append(msg)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,49 @@ def stage_runners() -> dict[str, Callable[[Config, RunDir], Any]]:
     from soxai.spectral.runner import run_spectral
     from soxai.train.runner import run_model, run_train
 
-    return {
+    runners = {
         "data": run_data, "model": run_model, "saliency": run_saliency, "embed": run_embed,
         "concepts": run_concepts, "spectral": run_spectral, "bias": run_bias, "manifest": run_manifest,
         "train": run_train, "compare": run_compare, "report": run_report,
     }
+    # task: segmentation swaps in its own runners where a stage differs (soxai.segmentation.runners)
+    return {name: _for_task(name, runner) for name, runner in runners.items()}
+
+
+def _for_task(stage: str, classification: Callable[[Config, RunDir], Any]) -> Callable[[Config, RunDir], Any]:
+    @functools.wraps(classification)
+    def runner(cfg: Config, run: RunDir) -> Any:
+        if cfg.task == "segmentation":
+            from soxai.segmentation.runners import segmentation_runner
+
+            return segmentation_runner(stage)(cfg, run)
+        return classification(cfg, run)
+
+    return runner
+
+
+def check_setup(cfg: Config, run: RunDir | None, stages: Iterable[str]) -> None:
+    """The checks before ``stages`` write anything: the model section for the task (a classifier's
+    :func:`soxai.models.preflight.check_model_setup`, or a segmentation network's probe).
+
+    Raises
+    ------
+    ConfigError or DataError
+        Naming the key and the fix.
+    """
+    stages = tuple(stages)
+    if cfg.task == "segmentation":
+        from soxai.models.preflight import MODEL_STAGES
+        from soxai.segmentation.model import check_segmentation_setup
+
+        if set(stages) & set(MODEL_STAGES):
+            info = read_json(run.data_info) if run is not None and "data" not in stages and run.data_info.is_file() \
+                else None
+            check_segmentation_setup(cfg, info)
+        return
+    from soxai.models.preflight import check_model_setup
+
+    check_model_setup(cfg, run, stages)
 
 
 def resolve_paths(cfg: Config) -> Config:
@@ -65,7 +104,6 @@ def run_in_process(cfg: Config, root: str | Path, until: str | None = None) -> R
     For tests and benchmarks. ``run.json`` ends ``completed``, or ``failed`` with the error, which is re-raised.
     Holds the run directory's writer lock throughout (:mod:`soxai.run_lock`): a second writer is refused.
     """
-    from soxai.models.preflight import check_model_setup
     from soxai.run_lock import writer_lock
 
     runners = stage_runners()
@@ -75,7 +113,7 @@ def run_in_process(cfg: Config, root: str | Path, until: str | None = None) -> R
     with writer_lock(root):
         run = init_run(cfg, root)
         try:
-            check_model_setup(cfg, run, stages)  # before the first stage writes: seconds, not a training run
+            check_setup(cfg, run, stages)  # before the first stage writes: seconds, not a training run
             for name, runner in runners.items():
                 if name == until:
                     break

@@ -13,8 +13,9 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 class ModelConfig(Section):
     """A built-in architecture sized by config, or the user's own; the number of classes comes from the data."""
 
-    name: Literal["small_cnn", "resnet", "mobilenet"] = Field(
-        "small_cnn", description="built-in architecture from the model registry (ignored when model.factory is set)"
+    name: Literal["small_cnn", "resnet", "mobilenet", "unet"] = Field(
+        "small_cnn", description="built-in architecture from the model registry (ignored when model.factory is set); "
+        "'unet' is the segmentation network of task: segmentation (soxai.models.unet), levels of model.channels"
     )
     channels: tuple[int, ...] = Field((16, 32), min_length=1, description="conv channels per block / stage")
     hidden: int = Field(64, ge=1, description="width of the hidden dense layer")

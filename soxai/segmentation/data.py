@@ -20,6 +20,7 @@ from soxai.data.cells import CELL_CLASSES, make_cell_scenes
 from soxai.data.config import DataConfig
 from soxai.data.dataset import Dataset, dataset_from_clean_splits
 from soxai.errors import DataError
+from soxai.segmentation.config import SEGMENTATION_SOURCES
 
 BACKGROUND = "background"
 
@@ -94,10 +95,6 @@ def build_cell_segmentation(cfg: DataConfig, seed: int) -> SegmentationData:
     if len(masks) != len(ds.images):
         raise DataError(f"internal: {len(masks)} class masks for {len(ds.images)} images")
     return SegmentationData(ds, masks, [BACKGROUND, *names])
-
-
-#: data sources that give per-pixel class masks
-SEGMENTATION_SOURCES = ("cells",)
 
 
 def check_segmentation_source(source: str) -> None:

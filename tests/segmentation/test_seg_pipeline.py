@@ -1,0 +1,82 @@
+"""A tiny segmentation run through every stage (without Prefect), and the bad-input checks before any stage writes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from soxai.config import load_config
+from soxai.errors import ConfigError
+from soxai.runs import run_in_process
+
+pytestmark = pytest.mark.slow
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "segmentation.yaml"
+TINY = ["data.n_train_per_class=40", "data.n_val_per_class=6", "data.n_test_per_class=10", "data.image_size=16",
+        "model.channels=[4, 8]", "train.epochs=2", "concepts.min_cluster_size=6", "retrain.seeds=[0, 1]",
+        "bias.pixel_transplant.n_pairs=10"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cfg = load_config(CONFIG, TINY)
+    return run_in_process(cfg, tmp_path_factory.mktemp("seg") / "run")
+
+
+def test_segmentation_run__every_stage_completes_and_compares_miou_per_variant(tiny_run):
+    run = tiny_run
+    assert json.loads(run.run_json.read_text())["status"] == "completed"
+    comparison = json.loads(run.comparison.read_text())
+    assert comparison["task"] == "segmentation"
+    for variant in ("baseline", "pruned", "random_control"):
+        for split in ("test", "test_attacked"):
+            summary = comparison["variants"][variant][split]["miou"]
+            assert 0.0 <= summary["mean"] <= 1.0 and summary["n"] == 2 and summary["ci95"] is None  # 2 seeds
+    assert "iou_round" in comparison["variants"]["baseline"]["test"]
+    assert run.report_html.is_file() and "mIoU per variant" in run.report_html.read_text()
+
+
+def test_segmentation_run__one_map_per_training_image_and_masks_beside_the_images(tiny_run):
+    run = tiny_run
+    index = pd.read_parquet(run.saliency_index)
+    samples = pd.read_parquet(run.samples)
+    train = samples[samples["split"] == "train"]
+    assert sorted(index["sample_id"]) == sorted(train["sample_id"])
+    assert (index["target"] == index["label"] + 1).all()
+    masks = np.load(run.label_masks)
+    assert masks.shape == (len(samples), 16, 16) and set(np.unique(masks)) <= {0, 1, 2}
+    manifest = pd.read_parquet(run.pruned_parquet)
+    assert set(manifest["sample_id"]) == set(train["sample_id"])
+
+
+def test_segmentation_config__factory_returning_one_score_per_class__refused_before_any_stage(tmp_path, monkeypatch):
+    (tmp_path / "seg_e2e_classifier.py").write_text(
+        "from torch import nn\n\ndef build(num_classes, in_channels):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(CONFIG, [*TINY, "model.factory=seg_e2e_classifier:build"])
+    with pytest.raises(ConfigError, match=r"returned \(2, 3\)"):
+        run_in_process(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "data").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.source=digits", "data.source='digits' has none"),
+    ("model.name=small_cnn", "set model.name: unet"),
+    ("embed.features=channels", "set embed.features: pooled"),
+    ("retrain.variants=[baseline, jtt]", "jtt"),
+])
+def test_segmentation_config__settings_that_do_not_fit__config_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIG, [override])
+
+
+def test_classification_config__unet__config_error_names_the_task():
+    with pytest.raises(ConfigError, match="set task: segmentation"):
+        load_config(None, ["model.name=unet"])
+
+
+def test_classification_default__task_is_classification():
+    assert load_config(None).task == "classification"
