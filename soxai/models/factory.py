@@ -171,7 +171,7 @@ def check_model(model: nn.Module, what: str, in_channels: int, n_classes: int, i
         raise ConfigError(
             f"{what}: the model fails on a batch of shape {tuple(probe.shape)} (n, channels, height, width) "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); make it accept "
-            f"{in_channels}-channel {image_size}x{image_size} images (model.kwargs, or data.crop / data.color)"
+            f"{in_channels}-channel {image_size}x{image_size} images ({_size_keys(what)}, or data.crop / data.color)"
         ) from None
     finally:
         model.train(was_training)
@@ -181,3 +181,8 @@ def check_model(model: nn.Module, what: str, in_channels: int, n_classes: int, i
             f"{what}: the model must return logits of shape (n, {n_classes}) for the {n_classes} classes of the "
             f"data; on a batch of 2 it returned {got}; return a single tensor of one score per class"
         )
+
+
+def _size_keys(what: str) -> str:
+    """The keys that size the model: a built-in's own (model.kwargs are a factory's only)."""
+    return "model.channels / model.depth, or data.image_size" if what.startswith("model.name") else "model.kwargs"

@@ -84,7 +84,24 @@ def expected_input(cfg: Config) -> tuple[int | None, int | None, int | None]:
         return _BUILT_IN[data.source], data.image_size, n_classes
     channels = {"grayscale": 1, "rgb": 3}.get(data.color) if data.source == "image_folder" else None
     size = data.crop if data.source == "image_folder" else None
-    return channels, size, cfg.model.num_classes
+    n_classes = cfg.model.num_classes
+    if n_classes is None and data.source == "image_folder" and data.root:
+        n_classes = _folder_classes(Path(data.root))
+    # a manifest's classes come from its label column, parsed and checked row by row in the data stage; the check
+    # right after it (before training) compares them with the checkpoint
+    return channels, size, n_classes
+
+
+def _folder_classes(root: Path) -> int | None:
+    """The number of classes of an image folder, from its folder names alone (the image_folder source's rule:
+    the class folders under the split folders, sorted by name); None where the folder is not laid out so."""
+    from soxai.data.image_folder import is_split_name
+
+    if not root.is_dir():
+        return None
+    names = {c.name for split in root.iterdir() if split.is_dir() and is_split_name(split.name)
+             for c in split.iterdir() if c.is_dir() and not c.name.startswith(".")}
+    return len(names) if len(names) >= 2 else None
 
 
 def check_model_config(cfg: Config, info: dict[str, Any] | None = None) -> None:
@@ -120,6 +137,8 @@ def check_model_config(cfg: Config, info: dict[str, Any] | None = None) -> None:
         from soxai.models.layers import resolve_layer
 
         resolve_layer(model, cfg.model.layer)
+    if state is not None and not certain and known[2] is not None:
+        _check_checkpoint_classes(cfg, known, model, state)
     if state is not None and certain:
         from soxai.models.registry import state_dict_mismatch
 
@@ -131,6 +150,28 @@ def check_model_config(cfg: Config, info: dict[str, Any] | None = None) -> None:
                 "Build the architecture the checkpoint was saved from (model.factory / model.kwargs / model.name, "
                 "model.channels) or point model.checkpoint at that model's state dict"
             )
+
+
+def _check_checkpoint_classes(cfg: Config, known: tuple[int | None, int | None, int | None], model: nn.Module,
+                              state: dict[str, Any]) -> None:
+    """Where only the number of classes is known (an image folder's class folders), compare the checkpoint's
+    tensors that depend on it (those whose shape changes when the model is built for one class more) with the model.
+    """
+    n_classes = known[2]
+    other = _build_with_guesses(cfg, (known[0], known[1], n_classes + 1))
+    if other is None:
+        return
+    mine, theirs = model.state_dict(), other.state_dict()
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in mine.items()
+             if k in theirs and tuple(theirs[k].shape) != tuple(v.shape) and k in state
+             and tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ConfigError(
+            f"model.checkpoint {cfg.model.checkpoint} was saved for another number of classes than the {n_classes} "
+            f"class folders of data.root {cfg.data.root} ({', '.join(wrong[:4])} in file vs model); point "
+            "model.checkpoint at a model trained on these classes, or lay the folder out with the classes it was "
+            "trained on"
+        )
 
 
 def _what(cfg: Config) -> str:

@@ -123,9 +123,13 @@ def read_checkpoint_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's first line goes on to advise weights_only=False, which soxai never does: quote what it refused
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        refused = [line for line in lines if line.startswith("Unsupported")]  # "Unsupported global: GLOBAL os.system"
+        detail = "; ".join(["Weights only load failed", *refused[:1]])
         raise SoxaiError(
             f"{path} is not a plain weights file (it would need to run code to load, which soxai refuses): "
-            f"{str(exc).splitlines()[0]}; save a state_dict with torch.save(model.state_dict(), path)"
+            f"{detail}; save a state_dict with torch.save(model.state_dict(), path)"
         ) from None
     except (OSError, RuntimeError, EOFError) as exc:
         raise ConfigError(

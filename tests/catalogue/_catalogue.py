@@ -5,7 +5,8 @@ code, the words the message must hold (the problem and the fix) and what may be 
 
 - ``NOTHING``: the run directory the command was pointed at does not exist afterwards;
 - ``NO_STAGE_OUTPUT``: it may exist (config.yaml, run.json saying "failed", logs/), but no stage wrote a file;
-- ``RUN_UNCHANGED``: a finished run the command was given is byte for byte as it was (its logs/ aside).
+- ``RUN_UNCHANGED``: a finished run the command was given is byte for byte as it was (its logs/ aside);
+- ``after:STAGE,...``: those stages finished (their stage.json is there) and no other stage wrote a file.
 
 Every case also checks that the output holds no raw traceback, that the message is one ``error:`` line, and that no
 temporary file (``.<name>.<random>.tmp``) stays anywhere under the case's folder.
@@ -110,6 +111,11 @@ def check(case: Case, ctx: Ctx, invoke: Callable[[list[str]], tuple[int, str]]) 
         assert not ctx.run.exists(), f"{ctx.run} was made: {sorted(p.name for p in ctx.run.iterdir())}"
     elif case.leaves == NO_STAGE_OUTPUT:
         assert not stage_files(ctx.run), f"stage files written: {stage_files(ctx.run)}"
+    elif case.leaves.startswith("after:"):  # these stages finished (stage.json last), no later one wrote a file
+        done = case.leaves.removeprefix("after:").split(",")
+        assert all((ctx.run / stage / "stage.json").is_file() for stage in done), stage_files(ctx.run)
+        later = [f for f in stage_files(ctx.run) if f.split("/")[0] not in done]
+        assert not later, f"stage files written after {done}: {later}"
     else:
         after = snapshot(ctx.run)
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
