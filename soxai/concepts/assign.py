@@ -295,3 +295,26 @@ def new_sample_features(ref_cfg, maps: np.ndarray, **activation_inputs) -> np.nd
     from soxai.embed.features import explanation_features
 
     return explanation_features(ref_cfg, np.asarray(maps, dtype=np.float32), **activation_inputs)
+
+
+def explain_and_assign(ref_cfg, reference, images, rows: np.ndarray, labels: np.ndarray):
+    """Explain ``images[rows]`` with a run's model and assign each explanation to that run's concepts.
+
+    The reference run's model and saliency method make the maps, its embed settings the explanation vectors
+    (:func:`new_sample_features`) and its saved concept model the assignment: new samples are described exactly
+    as the run's own. The monitor scores new data this way; the reweight correction assigns the validation
+    split to the concepts it balances over (soxai.train.selection).
+
+    Returns
+    -------
+    pred : int array (n,), the reference model's predictions
+    assigned : DataFrame of :meth:`ConceptModel.assign`'s rows (concept_id, votes, distance, ...)
+    """
+    from soxai.saliency.runner import explain_rows, explainer_model
+
+    model, layer, device = explainer_model(ref_cfg, reference)
+    rows, labels = np.asarray(rows), np.asarray(labels)
+    pred, target, maps = explain_rows(ref_cfg, model, images, rows, labels, device, layer)
+    features = new_sample_features(ref_cfg, maps, model=model, images=images, rows=rows, device=device,
+                                   targets=target)
+    return pred, load_run_concept_model(reference).assign(features, labels)

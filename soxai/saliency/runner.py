@@ -92,7 +92,7 @@ def explainer_model(cfg: Config, run: RunDir):
     """The run's baseline model, the layer ``model.layer`` names (or None) and the saliency device."""
     from soxai.device import resolve_device
     from soxai.models.layers import resolve_layer
-    from soxai.train.runner import load_baseline
+    from soxai.train.fit import load_baseline
 
     model = load_baseline(cfg, run)
     layer = resolve_layer(model, cfg.model.layer) if cfg.model.layer is not None else None

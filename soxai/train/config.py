@@ -74,6 +74,14 @@ class RetrainConfig(Section):
         "class: memorised, not balanced. At 10 a 5% concept-minority of a two-group class still gets its full half "
         "(1 / (2 * 0.05) = 10); a smaller group gets 10x and the rest of its share goes to the class's other groups",
     )
+    reweight_selection: Literal["balanced_val", "last"] = Field(
+        "balanced_val",
+        description="reweight: which epoch's weights the model keeps. 'balanced_val': the epoch with the highest "
+        "mean accuracy over the val split's (class, concept) groups, its samples assigned to the run's concepts "
+        "as the monitor assigns new data (no group labels; the held-out estimate of the group-balanced risk that "
+        "reweighting minimises, soxai.train.selection); 'last': the last epoch, as every other variant. Without "
+        "a val split the last epoch is kept",
+    )
     augment_rate: float | None = Field(
         None, gt=0.0, le=1.0,
         description="augment: the share of each other class's training images that get a flagged concept's region "

@@ -47,11 +47,12 @@ def evaluate_splits(
 
 def fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int, what: str,
         images: np.ndarray | None = None, epochs: int | None = None, sample_weights: np.ndarray | None = None,
-        extra: np.ndarray | None = None):
+        extra: np.ndarray | None = None, val_score=None):
     """Train a fresh model on ``rows`` of the run's images (or of ``images``, the oracle's own).
 
     ``extra``: images that follow the run's (row ``len(images) + j`` reads ``extra[j]``: augment's pasted
-    images); ``sample_weights``: per row, for weighted sampling (reweight).
+    images); ``sample_weights``: per row, for weighted sampling (reweight); ``val_score``: model -> score
+    after each epoch, the best epoch's weights kept (``soxai.train.loop.train_model``).
     """
     from soxai.saliency.methods import resolve_device
     from soxai.train.corrections import ImagesWithExtra
@@ -76,5 +77,5 @@ def fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: in
         source = ImagesWithExtra(source, extra)
     with progress(f"train {what}", tcfg.epochs, unit="epochs") as advance:
         train_model(model, source, rows, labels, tcfg, seed, device, on_epoch=lambda e, loss: advance(1), val=val,
-                    sample_weights=sample_weights)
+                    sample_weights=sample_weights, val_score=val_score)
     return model, device

@@ -26,6 +26,7 @@ def train_model(
     on_epoch: Callable[[int, float], None] | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     sample_weights: np.ndarray | None = None,
+    val_score: Callable[[nn.Module], float] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``images[rows]`` with ``labels``, by the recipe ``cfg``.
 
@@ -48,14 +49,16 @@ def train_model(
         seeded random order. Given: each epoch draws n samples with replacement, sample i with probability
         proportional to its weight (``weighted_epoch_order``) — as many batches as an unweighted epoch, so
         a reweighted model takes the baseline's number of steps; deterministic by ``seed``
+    val_score : called with the model (in eval mode) after every epoch; when given, the weights of the epoch
+        with the highest score are kept (the first of equal ones), e.g. a reweighted model's group-balanced
+        accuracy on the validation split (``soxai.train.selection``). With ``cfg.patience`` it replaces the
+        validation accuracy as what early stopping watches.
 
     Raises
     ------
     ConfigError
         If ``cfg.patience`` is set and ``val`` is empty.
     """
-    import copy
-
     import torch
     from torch import nn
 
@@ -72,7 +75,7 @@ def train_model(
     aug_gen = torch.Generator().manual_seed(seed)
     order = EpochBatches(cfg.batch_size)
     loader = batch_loader(images, rows, y_all, order, cfg.num_workers, pin=device.type == "cuda")
-    best_acc, best_state, stale = -1.0, None, 0
+    best = _BestEpoch()
     for epoch in range(cfg.epochs):
         order.set_order(rng.permutation(len(y_all)) if sample_weights is None
                         else weighted_epoch_order(sample_weights, rng))
@@ -81,20 +84,41 @@ def train_model(
             scheduler.step()
         if on_epoch is not None:
             on_epoch(epoch, mean_loss)
-        if cfg.patience is not None and val is not None:
-            pred = predict_logits(model, images, np.asarray(val[0]), device, num_workers=0).argmax(axis=1)
-            acc = float((pred == np.asarray(val[1])).mean())
-            if acc > best_acc:
-                best_acc, stale = acc, 0
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if val_score is not None or (cfg.patience is not None and val is not None):
+            best.offer(model, _epoch_score(model, images, val, device, val_score))
+            if cfg.patience is not None and best.stale >= cfg.patience:
+                break
+    if best.state is not None:
+        model.load_state_dict(best.state)
     model.eval()
     return model
+
+
+class _BestEpoch:
+    """The weights of the epoch with the highest score so far (the first of equal ones), and how many epochs
+    have passed since it."""
+
+    def __init__(self) -> None:
+        self.score, self.state, self.stale = -float("inf"), None, 0
+
+    def offer(self, model: nn.Module, score: float) -> None:
+        import copy
+
+        if score > self.score:
+            self.score, self.stale = score, 0
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            self.stale += 1
+
+
+def _epoch_score(model: nn.Module, images: Any, val: tuple[np.ndarray, np.ndarray] | None, device: torch.device,
+                 val_score: Callable[[nn.Module], float] | None) -> float:
+    """``val_score(model)`` in eval mode, or the accuracy on ``val``."""
+    model.eval()
+    if val_score is not None:
+        return float(val_score(model))
+    pred = predict_logits(model, images, np.asarray(val[0]), device, num_workers=0).argmax(axis=1)
+    return float((pred == np.asarray(val[1])).mean())
 
 
 def _check_train_inputs(cfg: TrainConfig, val: tuple[np.ndarray, np.ndarray] | None,

@@ -73,6 +73,15 @@ class VariantInputs:
     keep: np.ndarray
     images: Any
     _corrections: _CorrectionInputs | None = None
+    _val_groups: Any = None
+
+    def val_groups(self):
+        """The val split assigned to the run's concepts (``soxai.train.selection``), computed on first use."""
+        from soxai.train.selection import val_concept_groups
+
+        if self._val_groups is None:
+            self._val_groups = (val_concept_groups(self.cfg, self.run),)
+        return self._val_groups[0]
 
     def corrections(self) -> _CorrectionInputs:
         """What reweight and augment read (concepts, flags, scores, carriers), loaded on first use."""
@@ -151,7 +160,8 @@ def reweight_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
     """Group-balanced sampling over each class's concepts (``soxai.train.corrections``)."""
     r = inputs.cfg.retrain
     return _correction(inputs, seed, "reweight",
-                       ["reweight", f"logic-{CORRECTIONS['reweight']}", str(r.reweight_max_upweight)])
+                       ["reweight", f"logic-{CORRECTIONS['reweight']}", str(r.reweight_max_upweight),
+                        f"selection={r.reweight_selection}"])
 
 
 def augment_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
@@ -213,11 +223,21 @@ def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]
     plan = _correction_plan(inputs.cfg, variant, seed, inputs.train, inputs.images, inputs.corrections())
 
     def train() -> Trained:
+        from soxai.saliency.methods import resolve_device
+        from soxai.train.selection import selection_for
+
         labels = inputs.train["label"].to_numpy()[plan.mask]
+        val_score, selection = None, {}
+        if variant == "reweight":
+            groups = None if inputs.cfg.retrain.reweight_selection == "last" else inputs.val_groups()
+            val_score, selection = selection_for(inputs.cfg, groups, inputs.images,
+                                                 resolve_device(inputs.cfg.train.device))
         model, device = fit(inputs.cfg, inputs.run, plan.rows, labels, seed, f"{variant} seed {seed}",
                             sample_weights=plan.weights,
-                            extra=plan.make_extra() if plan.make_extra is not None else None)
-        return Trained(model, device, plan.table, plan.record)
+                            extra=plan.make_extra() if plan.make_extra is not None else None, val_score=val_score)
+        if val_score is not None:
+            selection = val_score.record()
+        return Trained(model, device, plan.table, {**plan.record, **({"selection": selection} if selection else {})})
 
     return VariantPlan(plan.mask, [*parts, plan.content_hash()], train)
 
