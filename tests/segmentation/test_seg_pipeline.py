@@ -35,6 +35,10 @@ def test_segmentation_run__every_stage_completes_and_compares_miou_per_variant(t
             summary = comparison["variants"][variant][split]["miou"]
             assert 0.0 <= summary["mean"] <= 1.0 and summary["n"] == 2 and summary["ci95"] is None  # 2 seeds
     assert "iou_round" in comparison["variants"]["baseline"]["test"]
+    for variant in ("baseline", "pruned", "random_control"):  # each variant's own models, seed by seed
+        per_seed = [json.loads(run.variant_metrics(variant, seed).read_text())["splits"]["test"]["miou"]
+                    for seed in (0, 1)]
+        assert comparison["variants"][variant]["test"]["miou"]["values"] == per_seed
     assert run.report_html.is_file() and "mIoU per variant" in run.report_html.read_text()
 
 
