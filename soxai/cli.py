@@ -157,6 +157,10 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
     with contextlib.ExitStack() as held:
         with _boundary(None, verbose, str(read) if read else None):
             cfg, root = _start(config, run_dir, overrides)
+            if dask_address:
+                from soxai.scaleout import check_dask_address
+
+                check_dask_address(dask_address)  # seconds, before any file: not at the saliency stage
             held.enter_context(writer_lock(root))  # before config.yaml is written, until the flow has ended
             run = init_run(cfg, root)
         typer.echo(f"run directory: {run.root}")
@@ -257,13 +261,15 @@ def concepts_list(run_dir: RunDirArg, verbose: VerboseOpt = False) -> None:
 @concepts_app.command("show", context_settings={"ignore_unknown_options": True})
 def concepts_show(
     run_dir: RunDirArg, concept_id: Annotated[int, typer.Argument(help="concept id (-1: noise)")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="gallery PNG to write; default RUN_DIR/gallery/concept-ID.png (never a stage's file)")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """One concept's numbers, detector reasons and exemplars; writes a gallery image."""
     from soxai.report.terminal import concept_detail
 
     with _boundary(None, verbose, str(run_dir)):
-        concept_detail(run_dir, concept_id)
+        concept_detail(run_dir, concept_id, out=out)
 
 
 @manifest_app.command("export")
@@ -310,10 +316,15 @@ def evaluate_saliency(
     unknown = sorted(set(method or []) - set(SALIENCY_METHODS))
     if unknown:
         _fail(SoxaiError(f"unknown method(s) {unknown}; choose from {sorted(SALIENCY_METHODS)}"))
+    from soxai.run_lock import writer_lock
+
     with _boundary(None, verbose, str(run_dir)):
         run = RunDir(run_dir)
-        table = evaluate_saliency(load_run_config(run), run, list(method) if method else None, n_samples,
-                                  tuple(split) if split else ("test",))
+        cfg = load_run_config(run)
+        # it reads the run's model and data and writes RUN/saliency_eval/: not while a run rewrites them
+        with writer_lock(run.root):
+            table = evaluate_saliency(cfg, run, list(method) if method else None, n_samples,
+                                      tuple(split) if split else ("test",))
     typer.echo(format_table(table))
     typer.echo(f"written to {eval_paths(run).dir}")
 
@@ -364,23 +375,27 @@ def monitor(
 ) -> None:
     """Score new data with a reference run's model, assign it to the reference concepts, report drift and
     list the new samples in flagged concepts (monitor/exclude.csv)."""
-    from soxai.monitor.runner import monitor_config, summary_lines
+    from soxai.monitor.runner import check_monitor_dir, monitor_config, summary_lines
     from soxai.run_dir import RunDir
+    from soxai.run_lock import writer_lock
     from soxai.runs import default_run_dir, init_run
 
-    with _boundary(None, verbose, str(config or reference / "config.yaml")):
-        reference_run = RunDir(reference)
-        cfg = monitor_config(reference_run, config, set_ or [])
-        default = default_run_dir(cfg)
-        run = init_run(cfg, run_dir or default.with_name("monitor-" + default.name))
-    typer.echo(f"run directory: {run.root}")
-    _prefect_env()
-    with _boundary(run.root, verbose):
-        from flows.monitor import monitor as monitor_flow
+    with contextlib.ExitStack() as held:
+        with _boundary(None, verbose, str(config or reference / "config.yaml")):
+            reference_run = RunDir(reference)
+            cfg = monitor_config(reference_run, config, set_ or [])
+            default = default_run_dir(cfg)
+            root = check_monitor_dir(Path(run_dir or default.with_name("monitor-" + default.name)), reference_run)
+            held.enter_context(writer_lock(root))  # its own run directory; the reference is only read
+            run = init_run(cfg, root)
+        typer.echo(f"run directory: {run.root}")
+        _prefect_env()
+        with _boundary(run.root, verbose):
+            from flows.monitor import monitor as monitor_flow
 
-        with _quiet_prefect():
-            monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root),
-                         run_id=run.root.name, splits=list(split or ["train"]), alpha=alpha)
+            with _quiet_prefect():
+                monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root),
+                             run_id=run.root.name, splits=list(split or ["train"]), alpha=alpha)
     for line in summary_lines(run):
         typer.echo(line)
 

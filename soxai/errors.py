@@ -20,6 +20,11 @@ class StageError(SoxaiError):
     """A stage cannot run: a missing upstream artifact, a degenerate result."""
 
 
+class DamagedFileError(StageError, ValueError):
+    """A file soxai wrote (JSON) that cannot be read back: damaged or replaced. A ValueError too, so code that
+    treats an unreadable stage.json as an incomplete stage keeps doing so."""
+
+
 def describe_error(exc: BaseException, where: str | None = None) -> str:
     """One line for a failure that reached the command line: the problem, the file it concerns, the fix.
 

@@ -70,7 +70,17 @@ def _json_default(obj: Any) -> Any:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON file at ``path``; a damaged one (not JSON, not UTF-8) raises DamagedFileError naming it and the fix
+    (a raw JSONDecodeError before)."""
+    from soxai.errors import DamagedFileError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedFileError(
+            f"{path} cannot be read as JSON ({exc}); it is damaged or was replaced: if it is a run's file, "
+            "`soxai run --run-dir RUN` recomputes the stage that wrote it"
+        ) from None
 
 
 def write_npy(path: Path, array: np.ndarray) -> Path:

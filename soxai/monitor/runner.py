@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pandas as pd
 
 from soxai.config import Config
-from soxai.errors import DataError, StageError
+from soxai.errors import ConfigError, DataError, StageError
 from soxai.run_dir import RunDir, read_json, read_parquet, write_csv, write_json, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
@@ -139,6 +140,26 @@ def monitor_config(reference: RunDir, config=None, overrides=()) -> Config:
         load_run_config(reference)  # a clear error when the reference is not a run
         config = reference.config
     return resolve_paths(load_config(config, list(overrides)))
+
+
+def check_monitor_dir(root: Path, reference: RunDir) -> Path:
+    """``root`` if a monitor run may write there: not the reference run, nor any run of the pipeline (a monitor run
+    writes its own config.yaml and data/, and would replace theirs). Returns it resolved.
+
+    Raises
+    ------
+    ConfigError
+        Naming the folder and a free one to use instead.
+    """
+    root = Path(root).resolve()
+    pipeline = [s for s in ("model", "saliency", "concepts", "manifest") if (root / s / "stage.json").is_file()]
+    if root == reference.root.resolve() or pipeline:
+        what = "the reference run itself" if root == reference.root.resolve() else "a pipeline run"
+        raise ConfigError(
+            f"--run-dir {root} is {what}: a monitor run writes its own config.yaml and data/ and would replace that "
+            f"run's; give the monitor a folder of its own, e.g. --run-dir {root.parent / ('monitor-' + root.name)}"
+        )
+    return root
 
 
 def summary_lines(run: RunDir) -> list[str]:

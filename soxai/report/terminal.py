@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.errors import StageError
-from soxai.run_dir import RunDir, read_json, write_bytes
+from soxai.run_dir import RunDir, check_output_path, read_json, write_bytes
 
 FLAG = "⚑"
 
@@ -109,7 +109,8 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     ----------
     run_dir : a run directory that got as far as the concepts stage
     concept_id : the concept (-1 = noise)
-    out : where to write the gallery; default ``report/concept-<id>.png`` in the run directory
+    out : where to write the gallery; default ``gallery/concept-<id>.png`` in the run directory (a folder no stage
+        owns: nothing outside a stage writes into a stage's folder, ``soxai.run_dir.check_output_path``)
 
     Returns
     -------
@@ -158,7 +159,8 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     console.print("exemplars (nearest the concept's centre): " + ", ".join(exemplars))
     fig = concept_figure(view, int(concept_id))
     suffix = "noise" if concept_id < 0 else str(concept_id)
-    png = Path(out) if out is not None else view.run.report_dir / f"concept-{suffix}.png"
+    png = check_output_path(out if out is not None else view.run.root / "gallery" / f"concept-{suffix}.png",
+                            example=f"concept-{suffix}.png")
     write_bytes(png, figure_png(fig, dpi=130))
     console.print(f"gallery: {png}", soft_wrap=True)
     return png

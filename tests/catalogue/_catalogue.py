@@ -5,7 +5,7 @@ code, the words the message must hold (the problem and the fix) and what may be 
 
 - ``NOTHING``: the run directory the command was pointed at does not exist afterwards;
 - ``NO_STAGE_OUTPUT``: it may exist (config.yaml, run.json saying "failed", logs/), but no stage wrote a file;
-- ``RUN_UNCHANGED``: a finished run the command was given is byte for byte as it was (its logs/ aside);
+- ``RUN_UNCHANGED``: a finished run the command was given is byte for byte as it was (logs/ and run.lock aside);
 - ``after:STAGE,...``: those stages finished (their stage.json is there) and no other stage wrote a file.
 
 Every case also checks that the output holds no raw traceback, that the message is one ``error:`` line, and that no
@@ -39,6 +39,7 @@ class Ctx:
     tmp: Path
     finished: Path | None = None  # the session's finished tiny run, to be copied, never written
     run: Path = field(init=False)
+    processes: list = field(default_factory=list)  # started by the case, stopped after it
 
     def __post_init__(self) -> None:
         self.run = self.tmp / "run"
@@ -75,11 +76,12 @@ def params(cases: list[Case]) -> list:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (logs/ aside: a failure may add its traceback there)."""
+    """sha256 of every file under ``root``, but logs/ (a failure may add its traceback there) and run.lock (a writer
+    that takes the lock and then refuses its input writes its PID there; the lock's inode stays)."""
     out = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if path.is_file() and not path.is_symlink() and rel.parts[0] != "logs":
+        if path.is_file() and not path.is_symlink() and rel.parts[0] != "logs" and str(rel) != "run.lock":
             out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -123,6 +125,26 @@ def check(case: Case, ctx: Ctx, invoke: Callable[[list[str]], tuple[int, str]]) 
 
 
 # ---------------------------------------------------------------- inputs
+
+
+HOLD = """
+import sys, time
+from soxai.run_lock import writer_lock
+with writer_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def hold_lock(ctx: Ctx, root: Path) -> None:
+    """Another process holds ``root``'s writer lock (as a running `soxai run` does) until the case ends."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    ctx.processes.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+
 
 
 def write(path: Path, text: str | bytes) -> Path:

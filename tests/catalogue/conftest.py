@@ -87,7 +87,12 @@ def check_case(request, tmp_path):
                 out += "\n" + "".join(traceback.format_exception(res.exception))
             return res.exit_code, out
 
-        check(case, ctx, invoke)
+        try:
+            check(case, ctx, invoke)
+        finally:
+            for proc in ctx.processes:
+                proc.kill()
+                proc.wait()
         return ctx
 
     return run
