@@ -131,11 +131,12 @@ def summary_sentence(view: Any) -> str:
     splits = reported_splits(comp)
     gains = comp["gain_over_baseline"]["pruned"]
     control = comp.get("pruned_over_random_control", {})
-    text = f"{head} and changed accuracy by " + " and ".join(
-        f"{signed_summary(gains.get(s, {}).get('accuracy'))} on {s}" for s in splits) + " versus the baseline"
+    metric = comp.get("metric", "accuracy")  # a segmentation run's comparison says "miou"
+    text = f"{head} and changed {'mIoU' if metric == 'miou' else metric} by " + " and ".join(
+        f"{signed_summary(gains.get(s, {}).get(metric))} on {s}" for s in splits) + " versus the baseline"
     if control:
         text += ", and by " + " and ".join(
-            f"{signed_summary(control.get(s, {}).get('accuracy'))} on {s}" for s in splits
+            f"{signed_summary(control.get(s, {}).get(metric))} on {s}" for s in splits
         ) + " versus a random prune of the same size"
     return f"{text}{others} ({seeds_phrase(len(comp.get('seeds', [])))})."
 

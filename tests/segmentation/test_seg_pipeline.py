@@ -42,6 +42,15 @@ def test_segmentation_run__every_stage_completes_and_compares_miou_per_variant(t
     assert run.report_html.is_file() and "mIoU per variant" in run.report_html.read_text()
 
 
+def test_segmentation_run__closing_sentence_speaks_of_miou(tiny_run):
+    from soxai.report.comparison import summary_sentence
+    from soxai.report.runner import read_run
+
+    text = summary_sentence(read_run(tiny_run.root))
+    assert "accuracy" not in text
+    assert "changed mIoU by" in text or "Nothing flagged" in text
+
+
 def test_segmentation_run__one_map_per_training_image_and_masks_beside_the_images(tiny_run):
     run = tiny_run
     index = pd.read_parquet(run.saliency_index)
