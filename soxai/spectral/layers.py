@@ -129,7 +129,8 @@ def layer_rows(model, input_shape: tuple[int, ...]) -> tuple[list[dict], list[di
             lambda mod, inputs, _out, name=name: order.append((name, mod, tuple(inputs[0].shape)))))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype))
+            first = next(model.parameters())
+            model(torch.zeros(1, *input_shape, dtype=first.dtype, device=first.device))
     finally:
         for handle in handles:
             handle.remove()

@@ -22,9 +22,13 @@ from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 log = logging.getLogger("soxai")
 
-# evaluation samples explained per split to measure the surrogate's fidelity: explaining them is most of the
-# stage's time, and 200 give the agreement to about +-3 points (95%) near 0.9
+# The model's logits on each sample are the stage's main cost (and each evaluation sample's explanation):
+# the surrogate of ~20 concept shares is fitted on a seeded subset of the training samples, and its fidelity
+# measured on 200 samples of the split that decides trust (agreement to about +-3 points, 95%, near 0.9)
+# and 100 of each other evaluation split.
+FIT_SAMPLES = 800
 EVAL_SAMPLES = 200
+OTHER_EVAL_SAMPLES = 100
 
 
 def run_spectral(cfg: Config, run: RunDir) -> StageRecord:
@@ -116,16 +120,17 @@ def concept_share_table(cfg: Config, run: RunDir, model, layer, device) -> tuple
 
     Returns
     -------
-    shares : DataFrame sample_id, split, row, then one column ``c<id>`` per concept (training samples first, in
-        the concept model's reference order; then, by sample_id, up to :data:`EVAL_SAMPLES` seeded samples of
-        each evaluation split other than val: of val where there is no other)
+    shares : DataFrame sample_id, split, row, then one column ``c<id>`` per concept: up to :data:`FIT_SAMPLES`
+        seeded training samples first, in the concept model's reference order; then, by sample_id, a seeded
+        subset of each evaluation split other than val (of val where there is no other): up to
+        :data:`EVAL_SAMPLES` of the split that decides trust, :data:`OTHER_EVAL_SAMPLES` of the others
     concept_ids : int array of shape (n_concepts,)
     logits : float array of shape (n_samples, n_classes), the model's, in the rows of ``shares``
     """
     from soxai.concepts.assign import load_run_concept_model, new_sample_features
     from soxai.data.runner import eval_splits, read_images, read_samples
     from soxai.saliency.runner import explain_rows, read_index
-    from soxai.spectral.surrogate import concept_shares
+    from soxai.spectral.surrogate import concept_shares, trust_split
     from soxai.train.loop import predict_logits
 
     cm = load_run_concept_model(run)
@@ -143,20 +148,25 @@ def concept_share_table(cfg: Config, run: RunDir, model, layer, device) -> tuple
         return cm.transform(feats)
 
     # training samples: the stored explanation where it explains the prediction, a fresh one where it does not
-    train = samples.loc[cm.sample_ids_].reset_index()
-    index = read_index(run).set_index("sample_id").loc[cm.sample_ids_]
-    points = cm.points_.copy()
+    n_ref = len(cm.sample_ids_)
+    fit = np.sort(np.random.default_rng(cfg.seed).choice(n_ref, FIT_SAMPLES, replace=False)) \
+        if n_ref > FIT_SAMPLES else np.arange(n_ref)
+    train = samples.loc[cm.sample_ids_[fit]].reset_index()
+    index = read_index(run).set_index("sample_id").loc[cm.sample_ids_[fit]]
+    points = cm.points_[fit].copy()
     redo = np.flatnonzero(index["target"].to_numpy() != index["pred"].to_numpy())
     if len(redo):
         points[redo] = explain(train.iloc[redo])
     blocks = [train[["sample_id", "split", "row"]]]
-    x = [concept_shares(points, cm.points_, cm.concepts_, concept_ids, exclude_self=True)]
+    x = [concept_shares(points, cm.points_, cm.concepts_, concept_ids, self_rows=fit)]
     frame = samples.reset_index()
     splits = [s for s in eval_splits(frame) if s != "val"] or eval_splits(frame)[:1]
+    decide = trust_split(splits)
     for split in splits:
         part = frame[frame["split"] == split].sort_values("sample_id")
-        if len(part) > EVAL_SAMPLES:  # a seeded subset, in sample_id order: fidelity needs no more
-            keep = np.random.default_rng([cfg.seed, len(blocks)]).choice(len(part), EVAL_SAMPLES, replace=False)
+        most = EVAL_SAMPLES if split == decide else OTHER_EVAL_SAMPLES
+        if len(part) > most:  # a seeded subset, in sample_id order
+            keep = np.random.default_rng([cfg.seed, len(blocks)]).choice(len(part), most, replace=False)
             part = part.iloc[np.sort(keep)]
         blocks.append(part[["sample_id", "split", "row"]])
         x.append(concept_shares(explain(part), cm.points_, cm.concepts_, concept_ids))

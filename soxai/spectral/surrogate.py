@@ -23,7 +23,7 @@ TRUSTWORTHY = 0.7  # agreement below this on the test split: the surrogate is wr
 
 
 def concept_shares(points: np.ndarray, reference: np.ndarray, reference_concepts: np.ndarray,
-                   concept_ids: np.ndarray, k: int = N_NEIGHBORS, exclude_self: bool = False,
+                   concept_ids: np.ndarray, k: int = N_NEIGHBORS, self_rows: np.ndarray | None = None,
                    chunk: int = 2048) -> np.ndarray:
     """Share of each concept among the ``k`` nearest reference samples of each point.
 
@@ -34,7 +34,8 @@ def concept_shares(points: np.ndarray, reference: np.ndarray, reference_concepts
     reference_concepts : int array of shape (n_ref,), their concepts (-1 = noise)
     concept_ids : int array of shape (n_concepts,), the concepts to report, in column order
     k : neighbours per point
-    exclude_self : ``points`` are ``reference`` in the same order; each point's own row is not its neighbour
+    self_rows : int array of shape (n,): the row of ``reference`` each point is itself (a reference sample is
+        not its own neighbour); None for points outside the reference
     chunk : points compared with the reference at a time (memory: chunk x n_ref floats)
 
     Returns
@@ -45,15 +46,15 @@ def concept_shares(points: np.ndarray, reference: np.ndarray, reference_concepts
     reference = np.asarray(reference, dtype=np.float64)
     reference_concepts = np.asarray(reference_concepts)
     out = np.zeros((len(points), len(concept_ids)))
-    k = min(k, len(reference) - int(exclude_self))
+    k = min(k, len(reference) - int(self_rows is not None))
     if len(points) == 0 or k < 1:
         return out
     sq = (reference**2).sum(axis=1)
     for lo in range(0, len(points), chunk):
         q = points[lo : lo + chunk]
         d2 = (q**2).sum(axis=1)[:, None] - 2 * q @ reference.T + sq[None, :]
-        if exclude_self:
-            d2[np.arange(len(q)), np.arange(lo, lo + len(q))] = np.inf
+        if self_rows is not None:
+            d2[np.arange(len(q)), np.asarray(self_rows)[lo : lo + len(q)]] = np.inf
         # the k nearest as a set (their order does not matter for a share): a partition, not a sort
         near = reference_concepts[np.argpartition(d2, k - 1, axis=1)[:, :k]]
         for j, c in enumerate(concept_ids):

@@ -22,10 +22,11 @@ def test_concept_shares__counts_each_concept_among_the_neighbours_and_noise_for_
     np.testing.assert_allclose(shares, [[2 / 3, 0.0], [0.0, 1.0]])
 
 
-def test_concept_shares__exclude_self_leaves_each_reference_row_out():
+def test_concept_shares__self_rows_leaves_each_reference_sample_out_of_its_own_neighbours():
     reference = np.array([[0.0], [1.0], [5.0]])
-    shares = concept_shares(reference, reference, np.array([1, 2, 2]), np.array([1, 2]), k=1, exclude_self=True)
-    np.testing.assert_allclose(shares, [[0, 1], [1, 0], [0, 1]])
+    shares = concept_shares(reference[[2, 0]], reference, np.array([1, 2, 2]), np.array([1, 2]), k=1,
+                            self_rows=np.array([2, 0]))
+    np.testing.assert_allclose(shares, [[0, 1], [0, 1]])
 
 
 def test_fit_sparse_linear__recovers_sparse_weights_and_keeps_at_most_max_terms():
