@@ -154,7 +154,9 @@ def frequency_figure(frequency: pd.DataFrame, flagged: dict[int, str]):
         if total <= 0:
             continue
         red = row.concept_id in flagged
-        left.plot(row.frequency, power / total, color=FLAG_COLOR if red else "#7f7f7f", alpha=1.0 if red else 0.4,
+        seen = power > 0  # the lowest bin holds only the removed mean on small maps: nothing to draw on a log axis
+        left.plot(np.asarray(row.frequency)[seen], power[seen] / total, color=FLAG_COLOR if red else "#7f7f7f",
+                  alpha=1.0 if red else 0.4,
                   lw=2 if red else 1, label=f"concept {row.concept_id} (flagged)" if red else None)
         right.scatter(row.class_hf_share, row.hf_share, color=FLAG_COLOR if red else "#1f77b4", s=30 if red else 15)
         right.annotate(str(row.concept_id), (row.class_hf_share, row.hf_share), fontsize=7)
@@ -168,6 +170,7 @@ def frequency_figure(frequency: pd.DataFrame, flagged: dict[int, str]):
     if len(finite):
         hi = float(finite.max()) * 1.1
         right.plot([0, hi], [0, hi], color="#c8c8c8", lw=1)
+    fig.subplots_adjust(wspace=0.35)
     right.set_xlabel("class's other concepts: high-frequency share")
     right.set_ylabel("concept: high-frequency share")
     return fig
