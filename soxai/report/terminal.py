@@ -195,9 +195,13 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
         how = f"the mean alone, no interval from {few[0]} seed{'s' if few[0] != 1 else ''}"
     elif few:
         how += f"; the mean alone (no interval) for a run of under {MIN_SEEDS_FOR_INTERVAL} seeds"
+    # segmentation runs compare mIoU and pixel accuracy (their comparison.json says "metric": "miou")
+    seg = all(c.get("metric") == "miou" for c in comps)
+    first, second = ("miou", "pixel_accuracy") if seg else ("accuracy", "worst_group_accuracy")
     table = _table(
         f"comparison: {how}" + ("" if several else f" — {names[0]}"),
-        "Δ base / Δ ctrl: accuracy gain of the variant over the baseline / of pruned over the random control, "
+        f"Δ base / Δ ctrl: {'mIoU' if seg else 'accuracy'} gain of the variant over the baseline / of pruned over "
+        "the random control, "
         "paired by seed" + (" · runs: " + "; ".join(names) if several else ""),
         gap=1,
     )
@@ -205,7 +209,7 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
         table.add_column("#", no_wrap=True)
     for name in ("split", "variant"):
         table.add_column(name, no_wrap=True, overflow="ellipsis")
-    for name in ("accuracy", "worst-grp", "Δ base", "Δ ctrl"):
+    for name in (("mIoU", "pixel acc") if seg else ("accuracy", "worst-grp")) + ("Δ base", "Δ ctrl"):
         table.add_column(name, justify="right", no_wrap=True)
     out = []
     for k, (run, comp) in enumerate(zip(runs, comps, strict=True), start=1):
@@ -213,16 +217,16 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
         for i, split in enumerate(reported_splits(comp)):
             for j, (variant, per_split) in enumerate(variants):
                 ms = per_split.get(split, {})
-                gain = comp.get("gain_over_baseline", {}).get(variant, {}).get(split, {}).get("accuracy")
-                ctrl = comp.get("pruned_over_random_control", {}).get(split, {}).get("accuracy") \
+                gain = comp.get("gain_over_baseline", {}).get(variant, {}).get(split, {}).get(first)
+                ctrl = comp.get("pruned_over_random_control", {}).get(split, {}).get(first) \
                     if variant == "pruned" else None
                 row = {"run": run.root.name, "split": split, "variant": variant,
-                       "accuracy": _pm(ms.get("accuracy")), "worst_group_accuracy": _pm(ms.get("worst_group_accuracy")),
+                       first: _pm(ms.get(first)), second: _pm(ms.get(second)),
                        "gain_over_baseline": _pm(gain, signed=True) if gain else "",
                        "gain_over_control": _pm(ctrl, signed=True) if ctrl else ""}
                 out.append(row)
-                cells = [split if j == 0 else "", variant.replace("random_control", "random ctl"), row["accuracy"],
-                         row["worst_group_accuracy"], row["gain_over_baseline"], row["gain_over_control"]]
+                cells = [split if j == 0 else "", variant.replace("random_control", "random ctl"), row[first],
+                         row[second], row["gain_over_baseline"], row["gain_over_control"]]
                 if several:
                     cells.insert(0, f"#{k}" if i == 0 and j == 0 else "")
                 table.add_row(*cells, end_section=j == len(variants) - 1)

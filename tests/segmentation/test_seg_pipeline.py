@@ -51,6 +51,13 @@ def test_segmentation_run__closing_sentence_speaks_of_miou(tiny_run):
     assert "changed mIoU by" in text or "Nothing flagged" in text
 
 
+def test_segmentation_run__compare_table_shows_miou(tiny_run):
+    from soxai.report.terminal import comparison_table
+
+    rows = comparison_table([tiny_run.root])
+    assert {"miou", "pixel_accuracy"} <= set(rows.columns) and (rows["miou"] != "–").all()
+
+
 def test_segmentation_run__one_map_per_training_image_and_masks_beside_the_images(tiny_run):
     run = tiny_run
     index = pd.read_parquet(run.saliency_index)
