@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "segmentation.yaml"
 TINY = ["data.n_train_per_class=40", "data.n_val_per_class=6", "data.n_test_per_class=10", "data.image_size=16",
         "model.channels=[4, 8]", "train.epochs=2", "concepts.min_cluster_size=6", "retrain.seeds=[0, 1]",
-        "bias.pixel_transplant.n_pairs=10"]
+        "bias.pixel_transplant.n_pairs=10", "data.artifact.rate=0.5"]
 
 
 @pytest.fixture(scope="module")
