@@ -31,7 +31,21 @@ def matrix_spectrum(weight: np.ndarray) -> np.ndarray:
     float64 array of shape (min(out, in * kh * kw),)
     """
     w = np.asarray(weight, dtype=np.float64)
-    return np.linalg.svd(w.reshape(w.shape[0], -1), compute_uv=False)
+    return singular_values(w.reshape(w.shape[0], -1))
+
+
+def singular_values(m: np.ndarray) -> np.ndarray:
+    """Singular values, largest first, of a matrix or a stack of matrices (..., rows, cols), from the
+    eigenvalues of the Gram matrix of the shorter side.
+
+    A wide layer (64 x 2048) or ten thousand small FFT blocks cost an SVD many times what the k x k Gram
+    eigenproblem costs. The price is absolute accuracy ~ eps * s_max**2 / s on each value: 1e-13 relative
+    for a value 1e-3 of the largest, far below what an effective rank or a norm can show.
+    """
+    m = np.asarray(m)
+    gram = m @ np.conj(np.swapaxes(m, -1, -2)) if m.shape[-2] <= m.shape[-1] else np.conj(np.swapaxes(m, -1, -2)) @ m
+    eig = np.linalg.eigvalsh(gram)  # ascending, real
+    return np.sqrt(np.clip(eig, 0.0, None))[..., ::-1]
 
 
 def effective_rank(singular_values: np.ndarray) -> float:
@@ -76,7 +90,7 @@ def conv_operator_spectrum(kernel: np.ndarray, input_size: tuple[int, int], grou
     for g in range(groups):
         block = transfer[g * per_group : (g + 1) * per_group]  # (per_group, c_in_g, n, m)
         mats = np.moveaxis(block, (0, 1), (2, 3)).reshape(n * m, per_group, c_in_g)
-        values.append(np.linalg.svd(mats, compute_uv=False).ravel())
+        values.append(singular_values(mats).ravel())
     return np.sort(np.concatenate(values))[::-1]
 
 
