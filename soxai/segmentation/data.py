@@ -13,8 +13,10 @@ pixels with it there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from soxai.data.cells import CELL_CLASSES, make_cell_scenes
 from soxai.data.config import DataConfig
@@ -102,21 +104,63 @@ def check_segmentation_source(source: str) -> None:
     if source not in SEGMENTATION_SOURCES:
         raise DataError(
             f"task: segmentation needs per-pixel class masks, and data.source={source!r} has none in soxai yet "
-            f"(sources with masks: {', '.join(SEGMENTATION_SOURCES)}); set data.source: cells, or task: "
-            "classification to audit a classifier on this data"
+            f"(sources with masks: {', '.join(SEGMENTATION_SOURCES)}); set data.source: cells, or a manifest with a "
+            "mask_path column, or task: classification to audit a classifier on this data"
         )
 
 
 def build_segmentation_data(cfg: DataConfig, seed: int) -> SegmentationData:
     """The segmentation dataset ``cfg`` describes (see :data:`SEGMENTATION_SOURCES`)."""
     check_segmentation_source(cfg.source)
+    if cfg.source == "manifest":
+        return build_manifest_segmentation(cfg)
     return build_cell_segmentation(cfg, seed)
 
 
-def segmentation_shape(cfg, info: dict | None = None) -> tuple[int, int, int]:
+def build_manifest_segmentation(cfg: DataConfig) -> SegmentationData:
+    """A user's manifest with a ``mask_path`` for every image: PNGs of class ids, read and checked by
+    :func:`soxai.segmentation.masks.read_label_masks` against the manifest's folder.
+
+    The convention is the built-in one: the manifest's ``label`` names the image's foreground class ``k`` (the one
+    its map explains), the masks hold 0 for background and ``k + 1`` for class ``k``; a mask may hold other classes
+    too, but must hold its image's.
+    """
+    from soxai.data.manifest_source import build_manifest
+    from soxai.segmentation.masks import read_label_masks
+
+    ds = build_manifest(cfg)
+    samples = ds.samples
+    has = samples["mask_path"].notna() if "mask_path" in samples else pd.Series(False, index=samples.index)
+    if not has.all():
+        missing = samples.loc[~has, "sample_id"].astype(str).tolist()
+        raise DataError(
+            f"task: segmentation needs a mask for every image, and {len(missing)} row(s) of {cfg.manifest} have no "
+            f"mask_path (e.g. {', '.join(missing[:3])}); add a mask_path column naming a PNG of class ids per image "
+            "(0 background, label + 1 the labelled class), relative to the manifest's folder"
+        )
+    root = Path(cfg.manifest).resolve().parent
+    shape = tuple(ds.images.shape[2:])
+    masks = np.zeros((len(ds.images), *shape), dtype=np.uint8)
+    masks[samples["row"].to_numpy()] = read_label_masks(samples["mask_path"].astype(str).tolist(), root, shape,
+                                                        ds.n_classes + 1)
+    labels, rows = samples["label"].to_numpy(), samples["row"].to_numpy()
+    absent = [str(sid) for sid, r, k in zip(samples["sample_id"], rows, labels, strict=True)
+              if not (masks[r] == k + 1).any()]
+    if absent:
+        raise DataError(
+            f"{len(absent)} mask(s) hold no pixel of their image's labelled class (label k is mask value k + 1), "
+            f"e.g. {', '.join(absent[:3])}; fix the masks or the labels"
+        )
+    return SegmentationData(ds, masks, [BACKGROUND, *ds.class_names])
+
+
+def segmentation_shape(cfg, info: dict | None = None) -> tuple[int, int, int] | None:
     """(channels, image side, number of segmentation classes) from the data stage's ``info.json``, or before it
-    from what the config fixes (the cells generator: grey images, ``data.n_classes`` cell shapes + background)."""
+    from what the config fixes (the cells generator: grey images, ``data.n_classes`` cell shapes + background);
+    None where only the data can tell (a manifest before the data stage)."""
     if info is not None and "segmentation_classes" in info:
         return int(info["image_shape"][0]), int(info["image_shape"][1]), len(info["segmentation_classes"])
     check_segmentation_source(cfg.data.source)
+    if cfg.data.source != "cells":
+        return None
     return 1, cfg.data.image_size, cfg.data.n_classes + 1

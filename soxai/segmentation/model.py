@@ -88,5 +88,7 @@ def check_segmentation_setup(cfg: Config, info: dict[str, Any] | None = None) ->
     """Build the configured network for the data's shape (``info``, or what the config fixes) and probe it."""
     from soxai.segmentation.data import segmentation_shape
 
-    channels, size, n_classes = segmentation_shape(cfg, info)
-    build_segmenter(cfg, channels, n_classes, size, cfg.seed)
+    shape = segmentation_shape(cfg, info)
+    if shape is not None:  # else the model stage checks it, once the data stage has read the images
+        channels, size, n_classes = shape
+        build_segmenter(cfg, channels, n_classes, size, cfg.seed)

@@ -25,7 +25,12 @@ def run_segmentation_data(cfg: Config, run: RunDir) -> StageRecord:
     from soxai.data.dataset import validate_dataset
     from soxai.segmentation.data import build_segmentation_data
 
-    fp = fingerprint("data", cfg.section_hash("seed", "data"), f"segmentation-v{LOGIC_VERSION}")
+    parts = [cfg.section_hash("seed", "data"), f"segmentation-v{LOGIC_VERSION}"]
+    if cfg.data.source == "manifest" and cfg.data.manifest:
+        from soxai.data.manifest_source import manifest_hash
+
+        parts.append(manifest_hash(cfg.data.manifest))  # the manifest and the files it names, masks included
+    fp = fingerprint("data", *parts)
 
     def body():
         for path in (run.samples, run.images, run.masks, run.unmarked, run.unmarked_rows, run.data_info,
