@@ -76,7 +76,10 @@ class Config(Section):
         for section, fields in _NOT_HASHED.items():
             for field in fields:
                 dumped[section].pop(field, None)
-        payload = json.dumps({n: dumped[n] for n in names}, sort_keys=True)
+        # task joined the config after classification runs existed: left out at its default, a hash of every
+        # section (the manifest's config_hash) stays what it was for them
+        payload = json.dumps({n: dumped[n] for n in names if not (n == "task" and dumped[n] == "classification")},
+                             sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

@@ -175,8 +175,9 @@ def run_segmentation_manifest(cfg: Config, run: RunDir) -> StageRecord:
                     f"the flagged concepts {flagged} hold {share:.0%} of class {int(c)}'s training images, more than "
                     f"manifest.max_class_drop={cfg.manifest.max_class_drop}; raise manifest.max_class_drop or "
                     "check the flags (bias/scores.parquet)")
-        table = pd.DataFrame({
-            "sample_id": train["sample_id"].to_numpy(), "label": labels, "keep": ~dropped,
+        table = pd.DataFrame({  # the classification manifest's columns, so soxai retrain --manifest reads it
+            "sample_id": train["sample_id"].to_numpy(), "split": "train", "label": labels,
+            "row": train["row"].to_numpy(), "keep": ~dropped,
             "concept_id": train["concept_id"].fillna(-1).astype(int).to_numpy(),
             "reason": np.where(dropped, "member of a flagged concept", ""),
         })

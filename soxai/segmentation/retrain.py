@@ -50,7 +50,9 @@ def run_segmentation_train(cfg: Config, run: RunDir) -> StageRecord:
 
     def body():
         samples = read_samples(run)
-        manifest = read_parquet(run.pruned_parquet).merge(samples[["sample_id", "row"]], on="sample_id")
+        train = samples[samples["split"] == "train"][["sample_id", "row", "label"]]
+        # only sample_id and keep are read: a person's own manifest (soxai retrain --manifest) has no more
+        manifest = read_parquet(run.pruned_parquet)[["sample_id", "keep"]].merge(train, on="sample_id")
         keep, labels = manifest["keep"].to_numpy(dtype=bool), manifest["label"].to_numpy()
         outputs, summary = [], {}
         for variant in cfg.retrain.variants:

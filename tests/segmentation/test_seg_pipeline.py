@@ -100,3 +100,19 @@ def test_classification_config__unet__config_error_names_the_task():
 
 def test_classification_default__task_is_classification():
     assert load_config(None).task == "classification"
+
+
+def test_config_hash__task_at_its_default_leaves_every_section_hash_as_before():
+    import hashlib
+
+    from soxai.config import _NOT_HASHED, Config
+
+    cfg = load_config(None)
+    dumped = cfg.model_dump(mode="json")
+    dumped.pop("task")
+    for section, fields in _NOT_HASHED.items():
+        for field in fields:
+            dumped[section].pop(field, None)
+    before = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.section_hash(*Config.model_fields) == before
+    assert load_config(CONFIG).section_hash(*Config.model_fields) != before
