@@ -116,3 +116,27 @@ def test_config_hash__task_at_its_default_leaves_every_section_hash_as_before():
     before = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.section_hash(*Config.model_fields) == before
     assert load_config(CONFIG).section_hash(*Config.model_fields) != before
+
+
+def test_segmentation_run__a_persons_manifest_drives_the_retrain(tiny_run, tmp_path):
+    import shutil
+
+    from soxai.config import load_run_config
+    from soxai.manifest.runner import use_user_manifest
+    from soxai.run_dir import RunDir
+    from soxai.runs import stage_runners
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_run.root, root)
+    run = RunDir(root)
+    cfg = load_run_config(run)
+    train = pd.read_parquet(run.pruned_parquet)
+    mine = pd.DataFrame({"sample_id": train["sample_id"], "keep": np.arange(len(train)) >= 5})
+    mine.to_csv(tmp_path / "mine.csv", index=False)
+    use_user_manifest(cfg, run, tmp_path / "mine.csv")
+    runners = stage_runners()
+    for stage in ("train", "compare"):
+        runners[stage](cfg, run)
+    comparison = json.loads(run.comparison.read_text())
+    assert comparison["n_train"]["pruned"] == len(train) - 5
+    assert comparison["n_train"]["baseline"] == len(train)
