@@ -22,13 +22,14 @@ from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 log = logging.getLogger("soxai")
 
-# The model's logits on each sample and each evaluation sample's explanation are the stage's cost. The surrogate
-# of ~20 concept shares is fitted on a seeded subset of the training samples (500: on the demo about the same
-# fidelity and flagged weight as 800 or all 2,100), and its fidelity measured on 150 samples of the split that decides
-# trust (agreement to about +-3 points, 95%, near 0.9) and 50 of each other evaluation split.
-FIT_SAMPLES = 500
+# The model's logits on each sample and each evaluation sample's explanation are the stage's cost (an
+# explanation about six forward passes: prediction, attribution, channel relevance, logits). The surrogate of
+# ~20 concept shares is fitted on a seeded subset of the training samples (400: on the demo about the same
+# fidelity and flagged weight as 800 or all 2,100), and its fidelity measured on 150 samples of the split that
+# decides trust (agreement to about +-3 points, 95%, near 0.9) and 40 of each other evaluation split.
+FIT_SAMPLES = 400
 EVAL_SAMPLES = 150
-OTHER_EVAL_SAMPLES = 50
+OTHER_EVAL_SAMPLES = 40
 
 
 def run_spectral(cfg: Config, run: RunDir) -> StageRecord:
