@@ -248,6 +248,11 @@ class RunDir:
         """Per concept: the baseline's training error against the rest of its class (soxai.bias.conflicts)."""
         return self.root / "bias" / "conflicts.parquet"
 
+    @property
+    def bias_unclustered(self) -> Path:
+        """Per class: its unclustered samples tested as one group (soxai.bias.unclustered)."""
+        return self.root / "bias" / "unclustered.parquet"
+
     # manifest
     @property
     def pruned_parquet(self) -> Path:

@@ -46,7 +46,9 @@ class StageRecord:
 #   compare 1 (2026-12-06): no 95% interval (ci95 null) and no interval-based claim below 3 seeds.
 #   bias 3 (2026-12-06): writes bias/conflicts.parquet (the conflict test).
 #   manifest 1 (2026-12-06): a prune of most of a class whose rest the baseline gets wrong keeps the class whole.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 3, "manifest": 1, "compare": 1}
+#   bias 4, manifest 2 (2026-12-06): each class's unclustered samples tested as a group (bias/unclustered.parquet);
+#     the carriers of a flagged class are dropped, noise members never by membership.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 4, "manifest": 2, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -68,7 +68,7 @@ def carrier_flip_rates(
     rates = np.zeros(len(rows), dtype=np.float64)
     if m == 0:
         return rates
-    if isinstance(box, ChannelRegion):
+    if hasattr(box, "flip_rates"):  # a region of the donor's own: ChannelRegion, soxai.bias.unclustered.OwnBox
         return box.flip_rates(images, rows, recipients, target_class)
     step = max(1, max_bytes // (m * recipients[0].nbytes))
     for start in range(0, len(rows), step):

@@ -161,6 +161,27 @@ class ConflictsConfig(Section):
     )
 
 
+class UnclusteredConfig(Section):
+    """The test of each class's unclustered samples (concept -1) as one group (soxai.bias.unclustered)."""
+
+    enabled: bool = Field(
+        True, description="test each class's unclustered samples (those HDBSCAN left out of every concept) "
+        "against its clustered ones, each pasting its own most salient box: a mark that moves forms no concept",
+    )
+    n_recipients: int = Field(
+        16, ge=4, description="other-class images each tested sample pastes its own box into",
+    )
+    max_samples: int = Field(
+        256, ge=8, description="at most this many unclustered and this many clustered samples of a class are "
+        "tested (drawn at random, seeded); a flagged class's carrier test covers all of its samples",
+    )
+    max_p_value: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="a class's unclustered samples are flagged when the one-sided Mann-Whitney test of their "
+        "rates against the clustered samples', Bonferroni-corrected over the classes tested, gives at most this",
+    )
+
+
 class BiasConfig(Section):
     """Which detectors score the concepts, and a person's overrides."""
 
@@ -173,6 +194,7 @@ class BiasConfig(Section):
     channel_patch: ChannelPatchConfig = Field(default_factory=ChannelPatchConfig)
     carriers: CarriersConfig = Field(default_factory=CarriersConfig)
     conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
+    unclustered: UnclusteredConfig = Field(default_factory=UnclusteredConfig)
     min_flags: int = Field(
         1, ge=1,
         description="a concept is flagged when at least this many of `detectors` flag it (1 = any of them, "

@@ -27,6 +27,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     from soxai.bias.decide import flagged_concepts, read_overrides
     from soxai.bias.detectors import run_detector
     from soxai.bias.rounds import clean_control_rounds
+    from soxai.bias.unclustered import check_unclustered
 
     bcfg = cfg.bias
     parts = [cfg.section_hash("seed", "bias")]
@@ -54,10 +55,16 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         carriers = find_carriers(ctx, scores, flagged, bcfg)
         conflicts = conflict_concepts(ctx.train, bcfg.conflicts.max_p_value)
-        outputs = [write_parquet(run.bias_scores, scores), write_parquet(run.bias_carriers, carriers),
-                   write_parquet(run.bias_conflicts, conflicts)]
-        return outputs, {"flagged": sorted(flagged), "n_scored": len(scores), "carriers": carrier_summary(carriers),
-                         "conflicts": sorted(int(c) for c in conflicts.loc[conflicts["is_conflict"], "concept_id"])}
+        outputs = [write_parquet(run.bias_scores, scores), write_parquet(run.bias_conflicts, conflicts)]
+        metrics = {"flagged": sorted(flagged), "n_scored": len(scores),
+                   "conflicts": sorted(int(c) for c in conflicts.loc[conflicts["is_conflict"], "concept_id"])}
+        if bcfg.unclustered.enabled:
+            unclustered, more = check_unclustered(ctx, bcfg)
+            carriers = carriers if more is None else pd.concat([carriers, more], ignore_index=True)
+            outputs.append(write_parquet(run.bias_unclustered, unclustered))
+            metrics["unclustered_flagged"] = [int(k) for k in unclustered.loc[unclustered["is_bias"], "label"]]
+        outputs.append(write_parquet(run.bias_carriers, carriers))
+        return outputs, {**metrics, "carriers": carrier_summary(carriers)}
 
     return run_stage(run, "bias", fp, body)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from soxai.concepts.cluster import NOISE
+
 
 @dataclass
 class PolicyContext:
@@ -47,7 +49,9 @@ def drop_flagged(
     reasons : one string per row ('' for kept samples)
     """
     cids = train["concept_id"].to_numpy()
-    keep = ~np.isin(cids, list(flagged))
+    # the noise (-1) is no concept: flagged where a class's unclustered samples hold a shortcut
+    # (soxai.bias.unclustered), only their carriers are dropped (drop_carriers), never all of them
+    keep = ~np.isin(cids, [c for c in flagged if c != NOISE])
     reasons = ["" if k else f"member of flagged concept {int(c)}" for k, c in zip(keep, cids, strict=True)]
     return keep, reasons
 
@@ -74,7 +78,7 @@ def drop_flagged_region(
     reasons = [""] * len(train)
     for cid in flagged:
         pos = np.flatnonzero(cids == cid)
-        if len(pos) == 0:
+        if len(pos) == 0 or cid == NOISE:  # unclustered carriers: drop_carriers only
             continue
         if cid not in ctx.boxes:  # flagged for the whole image (a tint): no region to measure, drop all
             keep[pos] = False
@@ -120,6 +124,12 @@ def drop_carriers(
     carriers = tested[tested["carries"]]
     for p, r in zip(position.loc[carriers["sample_id"]].to_numpy(), carriers.itertuples(), strict=True):
         keep[p] = False  # ... unless it carries this or another flagged concept's shortcut
+        if r.concept_id == NOISE:
+            reasons[p] = (f"carries the shortcut among class {int(r.label)}'s unclustered samples: its own most "
+                          f"salient box moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class "
+                          f"{int(r.label)} (carrier threshold {r.threshold:.0%})"
+                          + ("" if r.member else "; the clustering had put it in a concept"))
+            continue
         reasons[p] = (f"carries the shortcut of flagged concept {int(r.concept_id)}: as a donor it moved "
                       f"{r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class {int(r.label)} "
                       f"(carrier threshold {r.threshold:.0%})"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from soxai.concepts.cluster import NOISE
 from soxai.config import Config
 from soxai.data.runner import read_samples
 from soxai.errors import StageError
@@ -29,11 +30,14 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         assign = read_parquet(run.assignments)[["sample_id", "concept_id", "pred"]]
         scores = read_parquet(run.bias_scores)
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
+        unclustered = _unclustered_flags(run)
         frame = samples.merge(assign, on="sample_id", how="left", validate="one_to_one")
         is_train = (frame["split"] == "train").to_numpy()
         train = frame[is_train].reset_index(drop=True)
         ctx = _policy_context(cfg, run, train, flagged)
-        decisions, kept_whole = _decide_every_policy(train, flagged, ctx, mcfg.max_class_drop)
+        # the policies see a class's flagged unclustered samples as concept -1, whose carriers only are dropped
+        flagged_all = {**flagged, **({NOISE: "; ".join(unclustered.values())} if unclustered else {})}
+        decisions, kept_whole = _decide_every_policy(train, flagged_all, ctx, mcfg.max_class_drop)
         keep_train, reasons_train = decisions[mcfg.policy]
         in_flagged = train["concept_id"].isin(list(flagged)).to_numpy()
         keep = np.ones(len(frame), dtype=bool)
@@ -56,7 +60,8 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
             "n_dropped": int((~keep_train).sum()),
             "share_dropped": float((~keep_train).mean()) if len(keep_train) else 0.0,
             "per_class": counts,
-            "nothing_flagged": not flagged,
+            "flagged_unclustered": {str(k): v for k, v in unclustered.items()},
+            "nothing_flagged": not flagged and not unclustered,
             # classes the prune would have taken most of, kept whole (manifest.max_class_drop)
             "classes_kept_whole": kept_whole[mcfg.policy],
             # where the policy's line differs from the concepts' (drop_carriers): dropped samples outside the
@@ -80,6 +85,15 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         return outputs, {"n_dropped": info["n_dropped"], "flagged": sorted(flagged)}
 
     return run_stage(run, "manifest", fp, body)
+
+
+def _unclustered_flags(run: RunDir) -> dict[int, str]:
+    """{class: reason} of the classes whose unclustered samples the bias stage flagged (soxai.bias.unclustered);
+    empty for a run without the test."""
+    if not run.bias_unclustered.is_file():
+        return {}
+    table = read_parquet(run.bias_unclustered)
+    return {int(r.label): str(r.reason) for r in table[table["is_bias"].astype(bool)].itertuples()}
 
 
 def _decide_every_policy(train: pd.DataFrame, flagged: dict[int, str], ctx, max_class_drop: float):

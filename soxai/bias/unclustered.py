@@ -1,0 +1,176 @@
+"""Each class's unclustered samples, tested as one group: a shortcut whose carriers form no concept.
+
+HDBSCAN leaves a sample in the noise (concept -1) when no dense group holds it, and only concepts are scored by
+the detectors. A mark stamped at a random position splits its carriers by position into groups too small to be
+concepts (a square in a random corner of 10% of a class: 51 of its 70 carriers in the noise, the other 19 inside
+a concept of 219 clean images; docs/DETECTION.md), so no concept ever carries it.
+
+The test pastes each sample's *own* most salient box (side ``transplant.region_frac`` of the image, wherever it
+lies: the mark moves, so each carrier's own box holds it) into the same correctly predicted images of other
+classes, and takes the share moved to the sample's class as the sample's rate. Under "no shortcut among the
+unclustered samples" their rates come from the same distribution as their clustered class-mates'; a shortcut
+carried by some of them raises their rates. One test per class: the one-sided Mann-Whitney U test of the
+unclustered samples' rates against the clustered ones' (the samples are the units, so a class whose own images
+differ from each other in how far a box of them carries widens its own null; no pooled-trial binomial that would
+take that spread for evidence), Bonferroni-corrected over the classes tested, flagged at
+``bias.unclustered.max_p_value``. There is no effect-size bar.
+
+A flagged class's carriers: every sample of the class (clustered or not) is tested with its own box by the
+carrier test's sequential scheme (soxai.bias.carriers.sequential_rates), the line drawn at the midpoint between the
+unclustered samples' mean rate and the clustered samples' median; they go to ``bias/carriers.parquet`` under
+concept -1 with their class, and the drop_carriers policy drops them. The class's table row, with a reason a
+person can read, is in ``bias/unclustered.parquet``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.bias.config import BiasConfig
+from soxai.bias.context import DetectorContext, pick_rows
+from soxai.bias.paste import paste_region, salient_box
+from soxai.concepts.cluster import NOISE
+
+UNCLUSTERED_COLUMNS = ["label", "n_unclustered", "n_clustered", "n_tested", "unclustered_rate", "clustered_rate",
+                       "p_value", "is_bias", "reason"]
+
+
+class OwnBox:
+    """A region that is each donor's own most salient ``side`` x ``side`` box (from its own |saliency| map).
+
+    Pasted by :func:`soxai.bias.carriers.carrier_flip_rates` through :meth:`flip_rates`, like a
+    :class:`soxai.bias.channels.ChannelRegion`.
+    """
+
+    def __init__(self, side: int, sample_maps, predict) -> None:
+        self.side, self.sample_maps, self.predict = side, sample_maps, predict
+
+    def describe(self) -> str:
+        return f"each sample's own most salient {self.side}x{self.side} box"
+
+    def flip_rates(self, images, rows: np.ndarray, recipients: np.ndarray, target_class: int) -> np.ndarray:
+        """Share of ``recipients`` predicted as ``target_class`` after each donor's own box is pasted in."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rates = np.zeros(len(rows), dtype=np.float64)
+        m = len(recipients)
+        if m == 0 or len(rows) == 0:
+            return rates
+        step = max(1, (64 << 20) // (m * recipients[0].nbytes))
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            boxes = [salient_box(mp, self.side) for mp in self.sample_maps(chunk)]
+            donors = np.asarray(images[chunk], dtype=np.float32)
+            pasted = paste_region(np.tile(recipients, (len(chunk), 1, 1, 1)), np.repeat(donors, m, axis=0),
+                                  [b for b in boxes for _ in range(m)])
+            rates[start:start + len(chunk)] = (self.predict(pasted).reshape(len(chunk), m) == target_class).mean(1)
+        return rates
+
+
+def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test every class's unclustered samples; the carriers of the flagged classes.
+
+    Returns
+    -------
+    table : one row per class with unclustered and clustered samples (:data:`UNCLUSTERED_COLUMNS`)
+    carriers : rows of ``bias/carriers.parquet`` (soxai.bias.carriers.CARRIER_COLUMNS) under concept -1, one per
+        training sample of each flagged class
+    """
+    from scipy.stats import mannwhitneyu
+
+    ucfg = cfg.unclustered
+    h, w = ctx.images.shape[2:]
+    region = OwnBox(max(1, int(round(cfg.transplant.region_frac * min(h, w)))), ctx.sample_maps, ctx.predict)
+    correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
+    classes = [k for k, part in ctx.train.groupby("label", sort=True)
+               if (part["concept_id"] == NOISE).any() and (part["concept_id"] != NOISE).any()]
+    rows, carriers = [], []
+    for k in classes:
+        cls = ctx.train[ctx.train["label"] == k]
+        pool = correct[correct["label"] != k]
+        noise, clustered = cls[cls["concept_id"] == NOISE], cls[cls["concept_id"] != NOISE]
+        if len(pool) == 0:
+            rows.append(_row(k, noise, clustered, 0, np.nan, np.nan, np.nan, False,
+                             "not tested: no correctly predicted images of other classes to paste into"))
+            continue
+        rng = np.random.default_rng([ctx.seed, int(k) + 1, 23])
+        recipients = np.asarray(ctx.images[pick_rows(pool, ucfg.n_recipients, rng)], dtype=np.float32)
+        a = region.flip_rates(ctx.images, pick_rows(noise, ucfg.max_samples, rng), recipients, int(k))
+        b = region.flip_rates(ctx.images, pick_rows(clustered, ucfg.max_samples, rng), recipients, int(k))
+        p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if a.max() > 0 or b.max() > 0 else 1.0
+        bar = ucfg.max_p_value / len(classes)
+        flag = p <= bar
+        reason = (f"class {k}'s {len(noise)} unclustered samples, each pasting its own most salient "
+                  f"{region.side}x{region.side} box into {len(recipients)} images of other classes, moved "
+                  f"{a.mean():.0%} of them to class {k} on average against {b.mean():.0%} for its {len(clustered)} "
+                  f"clustered samples ({len(a)} and {len(b)} tested; one-sided Mann-Whitney p={p:.2g}, bar "
+                  f"{bar:.2g} = {ucfg.max_p_value:g} / {len(classes)} classes): "
+                  + ("a shortcut among samples that form no concept" if flag else "not flagged"))
+        rows.append(_row(k, noise, clustered, len(recipients), a.mean(), b.mean(), p, flag, reason))
+        if flag:
+            carriers.append(_carriers(ctx, cfg, cls, region, int(k)))
+    table = pd.DataFrame(rows, columns=UNCLUSTERED_COLUMNS) if rows else _empty_table()
+    return table, (pd.concat(carriers, ignore_index=True) if carriers else None)
+
+
+def otsu_cut(values: np.ndarray) -> float:
+    """The cut of ``values`` that maximises the between-group variance of the two sides (Otsu 1979): the
+    midpoint between the two adjacent distinct values where the split is best; +inf for fewer than two."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    distinct = np.unique(v)
+    if len(distinct) < 2:
+        return float("inf")
+    cuts = (distinct[:-1] + distinct[1:]) / 2
+    n, total = len(v), v.sum()
+    below = np.searchsorted(v, cuts, side="right")  # how many values fall at or below each cut
+    csum = np.concatenate([[0.0], np.cumsum(v)])[below]
+    w0 = below / n
+    mu0, mu1 = csum / below, (total - csum) / (n - below)
+    return float(cuts[int(np.argmax(w0 * (1 - w0) * (mu0 - mu1) ** 2))])
+
+
+def _row(k, noise: pd.DataFrame, clustered: pd.DataFrame, n_tested: int, a: float, b: float, p: float, flag: bool,
+         reason: str) -> dict[str, Any]:
+    return {"label": int(k), "n_unclustered": len(noise), "n_clustered": len(clustered), "n_tested": n_tested,
+            "unclustered_rate": float(a), "clustered_rate": float(b), "p_value": float(p), "is_bias": bool(flag),
+            "reason": reason}
+
+
+def _empty_table() -> pd.DataFrame:
+    dtypes = ("int64", "int64", "int64", "int64", "float64", "float64", "float64", "bool", "str")
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(UNCLUSTERED_COLUMNS, dtypes, strict=True)})
+
+
+def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: OwnBox, k: int) -> pd.DataFrame:
+    """The carrier test of a flagged class with each sample's own box: CARRIER_COLUMNS rows under concept -1."""
+    from soxai.bias.carriers import FIRST_STAGE, sequential_rates
+
+    ccfg = cfg.carriers
+    cls = cls.sort_values("row", kind="stable")
+    member = (cls["concept_id"] == NOISE).to_numpy()
+    correct = ctx.train[(ctx.train["pred"] == ctx.train["label"]) & (ctx.train["label"] != k)]
+    rng = np.random.default_rng([ctx.seed, k + 1, 29])
+    recipients = np.asarray(ctx.images[pick_rows(correct, ccfg.n_recipients, rng)], dtype=np.float32)
+    # the unclustered samples are a mix (on the random-corner square, 51 carriers among 215): their mean rate is
+    # no carrier's. The carriers' side is the upper part of the class's two-way split of its first rates instead
+    # (Otsu's: the cut that best separates the rates into two groups; parameter-free), and the carrier test's
+    # own rule then draws the line between that side's mean and the other samples' median
+    first = region.flip_rates(ctx.images, cls["row"].to_numpy(), recipients[:FIRST_STAGE], k)
+    upper = first > otsu_cut(first)
+    rates, n_tested, t = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k, region,
+                                          upper, ccfg.min_gap)
+    out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": NOISE, "label": k, "member": member,
+                        "flip_rate": rates, "n_recipients": n_tested})
+    if t is None:
+        out["threshold"], out["carries"] = np.nan, False
+        out["test"] = (f"no carriers: {region.describe()} from single samples moved the upper side of the class's "
+                       f"split {np.mean(rates[upper]) if upper.any() else 0:.0%} vs the rest's "
+                       f"{np.median(rates[~upper]) if (~upper).any() else 0:.0%} of their recipients, a gap below "
+                       f"{ccfg.min_gap:.2f}")
+    else:
+        out["threshold"], out["carries"] = t, rates >= t
+        out["test"] = (f"unclustered: {region.describe()} pasted from each sample of class {k} into {FIRST_STAGE} "
+                       f"recipients, more (up to {len(recipients)}) where that left it in doubt")
+    return out
