@@ -38,8 +38,13 @@ SETTINGS = {
     "stack": ["embed.features=pooled", f"bias.detectors={DETECTORS}"],
     "channels": ["embed.features=channels", "bias.detectors=[channel_patch]"],
     "channels+stack": ["embed.features=channels", f"bias.detectors={DETECTORS[:-1]},channel_patch]"],
-    # today's detectors on concepts of channel relevance and the pooled map together
-    "channels+pooled": ["embed.features=channels+pooled", f"bias.detectors={DETECTORS}"],
+    # today's detectors on concepts of channel relevance and the pooled map together (before the test of each
+    # class's unclustered samples, 2026-12-06)
+    "channels+pooled": ["embed.features=channels+pooled", f"bias.detectors={DETECTORS}",
+                        "bias.unclustered.enabled=false"],
+    # the same with each class's unclustered samples tested as a group (soxai.bias.unclustered): the default
+    "channels+pooled+unclustered": ["embed.features=channels+pooled", f"bias.detectors={DETECTORS}",
+                                    "bias.unclustered.enabled=true"],
 }
 
 

@@ -295,7 +295,7 @@ def write_table(rows: list[dict], path: Path, header: str) -> None:
     for r in rows:
         if "error" in r:
             continue
-        for v in ("baseline", "pruned", "random_control", "jtt", "oracle"):
+        for v in ("baseline", "pruned", "random_control", "reweight", "augment", "jtt", "oracle"):
             m = r["metrics"].get(v)
             if not m:
                 continue

@@ -95,7 +95,8 @@ def summary_sentence(view: Any) -> str:
     real = view.concepts[~view.concepts["is_noise"].astype(bool)]
     n_train = int((view.samples["split"] == "train").sum())
     found = f"{len(real)} concept{'s' if len(real) != 1 else ''} in {n_train:,} training samples"
-    if not view.flagged:
+    unclustered = sorted(int(k) for k in ((view.manifest_info or {}).get("flagged_unclustered") or {}))
+    if not view.flagged and not unclustered:
         text = f"Nothing flagged: soxai found {found} and no detector flagged any, so the pruned manifest keeps " \
                "every sample and there is nothing for pruning to buy"
         others = _other_corrections(view.comparison) if view.comparison else ""
@@ -108,7 +109,10 @@ def summary_sentence(view: Any) -> str:
         names.append(f"{cid}: {view.class_name(int(c['label'].iloc[0]))}, {int(c['size'].iloc[0]):,} samples"
                      if len(c) else str(cid))
     listed = "; ".join(names) + (f"; and {len(ids) - 5} more" if len(ids) > 5 else "")
-    head = f"soxai flagged {len(ids)} of {found} (concept{'s' if len(ids) > 1 else ''} {listed})"
+    head = f"soxai flagged {len(ids)} of {found}" + (f" (concept{'s' if len(ids) > 1 else ''} {listed})" if ids else "")
+    if unclustered:  # soxai.bias.unclustered: a shortcut among samples that form no concept
+        classes = ", ".join(view.class_name(k) for k in unclustered)
+        head += f" and a shortcut among the unclustered samples of {classes}"
     info = view.manifest_info or {}
     comp = view.comparison
     retrained = bool(comp) and "pruned" in comp.get("gain_over_baseline", {})

@@ -113,3 +113,24 @@ def test_unclustered_config__off_switch_and_bounds(enabled):
     assert cfg.unclustered.enabled is enabled
     with pytest.raises(ValueError):
         UnclusteredConfig(max_p_value=0)
+
+
+@pytest.mark.slow
+def test_report__names_a_flagged_class_of_unclustered_samples(tiny_explained, tmp_path):
+    """The report and the summary sentence say when a class's unclustered samples were flagged, even with no
+    concept flagged (they would otherwise read 'Nothing flagged' over a manifest that drops samples)."""
+    import shutil
+
+    from soxai.report.runner import read_run, summary_sentence, write_report
+    from soxai.run_dir import RunDir, read_json, write_json
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    info = read_json(run.manifest_json)
+    reason = "class 1's 40 unclustered samples ... moved 30% of them to class 1 ...: a shortcut among samples"
+    write_json(run.manifest_json, {**info, "flagged_concepts": {}, "flagged_unclustered": {"1": reason}})
+    (run.root / "bias" / "scores.parquet").unlink()  # no concept flagged
+    sentence = summary_sentence(read_run(run))
+    assert "Nothing flagged" not in sentence and "unclustered samples of" in sentence
+    html = write_report(cfg, run).read_text()
+    assert 'id="unclustered-tile"' in html and 'id="unclustered-1"' in html and "moved 30% of them" in html
