@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 #: data sources that give per-pixel class masks
-SEGMENTATION_SOURCES = ("cells", "manifest")
+SEGMENTATION_SOURCES = ("cells", "manifest", "image_folder")
 #: built-in segmentation networks (``model.name``); a user's network comes through ``model.factory``
 SEGMENTATION_MODELS = ("unet",)
 #: the retrain variants a segmentation run has

@@ -104,8 +104,8 @@ def check_segmentation_source(source: str) -> None:
     if source not in SEGMENTATION_SOURCES:
         raise DataError(
             f"task: segmentation needs per-pixel class masks, and data.source={source!r} has none in soxai yet "
-            f"(sources with masks: {', '.join(SEGMENTATION_SOURCES)}); set data.source: cells, or a manifest with a "
-            "mask_path column, or task: classification to audit a classifier on this data"
+            f"(sources with masks: {', '.join(SEGMENTATION_SOURCES)}); set data.source: cells, a manifest with a "
+            "mask_path column or an image folder with masks/, or task: classification to audit a classifier"
         )
 
 
@@ -114,6 +114,8 @@ def build_segmentation_data(cfg: DataConfig, seed: int) -> SegmentationData:
     check_segmentation_source(cfg.source)
     if cfg.source == "manifest":
         return build_manifest_segmentation(cfg)
+    if cfg.source == "image_folder":
+        return build_image_folder_segmentation(cfg)
     return build_cell_segmentation(cfg, seed)
 
 
@@ -143,6 +145,39 @@ def build_manifest_segmentation(cfg: DataConfig) -> SegmentationData:
     masks = np.zeros((len(ds.images), *shape), dtype=np.uint8)
     masks[samples["row"].to_numpy()] = read_label_masks(samples["mask_path"].astype(str).tolist(), root, shape,
                                                         ds.n_classes + 1)
+    _check_labelled_class_present(samples, masks)
+    return SegmentationData(ds, masks, [BACKGROUND, *ds.class_names])
+
+
+def build_image_folder_segmentation(cfg: DataConfig) -> SegmentationData:
+    """A user's image folder with ``masks/`` beside the splits: the mask of ``root/<split>/<class>/<name>.<ext>``
+    is ``root/masks/<split>/<class>/<name>.png``, class ids as in a manifest (label ``k`` is mask value ``k + 1``).
+    Masks are read at the images' own size, so ``data.resize`` and ``data.crop`` must be null."""
+    from soxai.data.image_folder import build_image_folder
+    from soxai.segmentation.masks import read_label_masks
+
+    if cfg.resize is not None or cfg.crop is not None:
+        raise DataError("task: segmentation reads an image folder's masks at the images' own size, and data.resize / "
+                        "data.crop would change the images only; set both to null (and the images to one size)")
+    ds = build_image_folder(cfg)
+    samples = ds.samples
+    root = Path(cfg.root).expanduser().resolve()
+    raw = [str(Path("masks") / Path(p).with_suffix(".png")) for p in samples["path"].astype(str)]
+    missing = [r for r in raw if not (root / r).is_file()]
+    if missing:
+        raise DataError(
+            f"task: segmentation needs a mask per image, and {len(missing)} of {len(raw)} are missing under {root} "
+            f"(e.g. {', '.join(missing[:3])}); put one PNG of class ids per image in root/masks/, mirroring the "
+            "image's path (train/<class>/x.jpg -> masks/train/<class>/x.png)"
+        )
+    masks = np.zeros((len(samples), *ds.images.shape[2:]), dtype=np.uint8)
+    masks[samples["row"].to_numpy()] = read_label_masks(raw, root, tuple(ds.images.shape[2:]), ds.n_classes + 1)
+    _check_labelled_class_present(samples, masks)
+    return SegmentationData(ds, masks, [BACKGROUND, *ds.class_names])
+
+
+def _check_labelled_class_present(samples: pd.DataFrame, masks: np.ndarray) -> None:
+    """Every image's mask holds its labelled class (label ``k``, mask value ``k + 1``): its map explains that."""
     labels, rows = samples["label"].to_numpy(), samples["row"].to_numpy()
     absent = [str(sid) for sid, r, k in zip(samples["sample_id"], rows, labels, strict=True)
               if not (masks[r] == k + 1).any()]
@@ -151,13 +186,12 @@ def build_manifest_segmentation(cfg: DataConfig) -> SegmentationData:
             f"{len(absent)} mask(s) hold no pixel of their image's labelled class (label k is mask value k + 1), "
             f"e.g. {', '.join(absent[:3])}; fix the masks or the labels"
         )
-    return SegmentationData(ds, masks, [BACKGROUND, *ds.class_names])
 
 
 def segmentation_shape(cfg, info: dict | None = None) -> tuple[int, int, int] | None:
     """(channels, image side, number of segmentation classes) from the data stage's ``info.json``, or before it
     from what the config fixes (the cells generator: grey images, ``data.n_classes`` cell shapes + background);
-    None where only the data can tell (a manifest before the data stage)."""
+    None where only the data can tell (a manifest or an image folder before the data stage)."""
     if info is not None and "segmentation_classes" in info:
         return int(info["image_shape"][0]), int(info["image_shape"][1]), len(info["segmentation_classes"])
     check_segmentation_source(cfg.data.source)

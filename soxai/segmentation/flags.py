@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.config import Config
+from soxai.data.runner import read_images
 from soxai.run_dir import RunDir, read_npy, read_parquet, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
@@ -78,7 +79,7 @@ def run_segmentation_bias(cfg: Config, run: RunDir) -> StageRecord:
         concepts = read_parquet(run.concepts)
         concepts = concepts[~concepts["is_noise"]]
         maps = read_npy(run.concept_maps)
-        images, labels_px = read_npy(run.images), read_npy(run.label_masks)
+        images, labels_px = read_images(run), read_npy(run.label_masks)
         network = load_segmentation_baseline(cfg, run)
         device = resolve_device(cfg.train.device)
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.config import Config
+from soxai.data.runner import read_images
 from soxai.errors import ConfigError
 from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_json, write_parquet, write_text
 from soxai.segmentation.config import SEGMENTATION_VARIANTS
@@ -168,7 +169,7 @@ def segmentation_report_html(run: RunDir) -> str:
     samples = read_samples(run).set_index("sample_id")
     concepts = read_parquet(run.concepts)
     scores = read_parquet(run.bias_scores).set_index("concept_id")
-    images, truth = read_npy(run.images), read_npy(run.label_masks)
+    images, truth = read_images(run), read_npy(run.label_masks)
     index = read_index(run).set_index("sample_id")
     parts = [f"<h1>soxai segmentation run {html.escape(run.root.name)}</h1>",
              f"<p>classes: {', '.join(html.escape(c) for c in info['segmentation_classes'])}; "

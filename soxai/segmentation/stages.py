@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.config import Config
+from soxai.data.runner import read_images
 from soxai.progress import progress
 from soxai.run_dir import RunDir, read_json, read_npy, write_json, write_npy, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
@@ -30,6 +31,10 @@ def run_segmentation_data(cfg: Config, run: RunDir) -> StageRecord:
         from soxai.data.manifest_source import manifest_hash
 
         parts.append(manifest_hash(cfg.data.manifest))  # the manifest and the files it names, masks included
+    if cfg.data.source == "image_folder" and cfg.data.root:
+        from soxai.data.image_folder import folder_hash
+
+        parts.append(folder_hash(cfg.data.root))
     fp = fingerprint("data", *parts)
 
     def body():
@@ -39,7 +44,9 @@ def run_segmentation_data(cfg: Config, run: RunDir) -> StageRecord:
         seg = build_segmentation_data(cfg.data, cfg.seed)
         ds = seg.dataset
         validate_dataset(ds)
-        outputs = [write_npy(run.images, ds.images), write_npy(run.label_masks, seg.label_masks)]
+        # an image folder's files stay where they are and are read from there (soxai.data.runner.read_images)
+        outputs = [write_npy(run.images, ds.images)] if isinstance(ds.images, np.ndarray) else []
+        outputs.append(write_npy(run.label_masks, seg.label_masks))
         if ds.masks is not None:
             outputs.append(write_npy(run.masks, ds.masks))
         if ds.unmarked is not None:
@@ -50,6 +57,8 @@ def run_segmentation_data(cfg: Config, run: RunDir) -> StageRecord:
             "n_classes": ds.n_classes, "segmentation_classes": seg.class_names,
             "image_shape": list(ds.images.shape[1:]), "has_masks": ds.masks is not None, "split_counts": counts,
         }
+        if not isinstance(ds.images, np.ndarray):
+            info["storage"] = ds.images.describe()
         outputs += [write_json(run.data_info, info), write_parquet(run.samples, ds.samples)]
         return outputs, {"n_samples": int(len(ds.samples)), "split_counts": counts}
 
@@ -76,7 +85,7 @@ def evaluate_segmentation(model, run: RunDir, samples: pd.DataFrame, splits: lis
     from soxai.compare.iou import iou_metrics
     from soxai.segmentation.train import predict_masks
 
-    images, masks = read_npy(run.images), read_npy(run.label_masks)
+    images, masks = read_images(run), read_npy(run.label_masks)
     names = read_json(run.data_info)["segmentation_classes"]
     out = {}
     for split in splits:
@@ -94,7 +103,7 @@ def fit_segmenter(cfg: Config, run: RunDir, rows: np.ndarray, seed: int, what: s
     device = resolve_device(cfg.train.device)
     model = make_segmenter(cfg, read_json(run.data_info), seed)
     with progress(f"train {what}", cfg.train.epochs, unit="epochs") as advance:
-        train_segmenter(model, read_npy(run.images), read_npy(run.label_masks), rows, cfg.train, seed, device,
+        train_segmenter(model, read_images(run), read_npy(run.label_masks), rows, cfg.train, seed, device,
                         on_epoch=lambda e, loss: advance(1))
     return model, device
 
@@ -154,7 +163,7 @@ def run_segmentation_saliency(cfg: Config, run: RunDir) -> StageRecord:
         rows, labels = chosen["row"].to_numpy(), chosen["label"].to_numpy(dtype=np.int64)
         network = load_segmentation_baseline(cfg, run)
         device = resolve_device(scfg.device)
-        images = read_npy(run.images)
+        images = read_images(run)
         n_seg = len(read_json(run.data_info)["segmentation_classes"])
         pred = present_class(predict_masks(network, images, rows, device, _EVAL_BATCH), n_seg)
         target = labels + 1

@@ -1,4 +1,4 @@
-"""A user's manifest with mask_path as segmentation data: read, checked, and run through every stage."""
+"""A user's own segmentation data (a manifest with mask_path, an image folder with masks/): read, checked, run."""
 
 import json
 from pathlib import Path
@@ -81,3 +81,53 @@ def test_manifest_segmentation__runs_every_stage(tmp_path):
     run = run_in_process(cfg, tmp_path / "run")
     comparison = json.loads(run.comparison.read_text())
     assert set(comparison["variants"]["pruned"]["test"]) >= {"miou", "iou_background", "iou_big", "iou_small"}
+
+
+def write_image_folder(root: Path, n_per_split=None, skip_mask: str | None = None) -> Path:
+    """root/<split>/<class>/*.png and root/masks/<split>/<class>/*.png (0 outside the shape, label + 1 inside)."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE]
+    for split, n in (n_per_split or {"train": 12, "val": 4, "test": 4}).items():
+        for i in range(n):
+            label, name = i % 2, ["big", "small"][i % 2]
+            inside = (np.hypot(yy - 8, xx - 8) < 5) if label == 0 else ((abs(yy - 8) < 3) & (abs(xx - 8) < 3))
+            img = (np.clip(0.1 + 0.7 * inside + rng.normal(0, 0.05, inside.shape), 0, 1) * 255).astype(np.uint8)
+            for top, array in (("", img), ("masks", (inside * (label + 1)).astype(np.uint8))):
+                folder = root / top / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                if not (top == "masks" and skip_mask == f"{split}/{name}/{i}.png"):
+                    Image.fromarray(array).save(folder / f"{i}.png")
+    return root
+
+
+def test_image_folder_segmentation__masks_beside_the_splits(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    seg = build_segmentation_data(DataConfig(source="image_folder", root=str(root)), seed=0)
+    assert seg.class_names == ["background", "big", "small"]
+    for _, row in seg.dataset.samples.iterrows():
+        assert set(np.unique(seg.label_masks[row["row"]])) == {0, int(row["label"]) + 1}
+
+
+def test_image_folder_segmentation__missing_mask__names_it_and_the_layout(tmp_path):
+    root = write_image_folder(tmp_path / "data", skip_mask="val/small/1.png")
+    with pytest.raises(DataError, match=r"1 of 20 are missing .*masks/val/small/1.png.*mirroring"):
+        build_segmentation_data(DataConfig(source="image_folder", root=str(root)), seed=0)
+
+
+def test_image_folder_segmentation__resize__refused(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    with pytest.raises(DataError, match="set both to null"):
+        build_segmentation_data(DataConfig(source="image_folder", root=str(root), resize=8), seed=0)
+
+
+@pytest.mark.slow
+def test_image_folder_segmentation__runs_every_stage(tmp_path):
+    root = write_image_folder(tmp_path / "data", {"train": 40, "val": 6, "test": 10})
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "segmentation.yaml",
+                      ["data.source=image_folder", f"data.root={root}", "data.artifact=null",
+                       "model.channels=[4, 8]", "train.epochs=2", "retrain.seeds=[0, 1]",
+                       "concepts.min_cluster_size=5", "bias.pixel_transplant.n_pairs=8"])
+    run = run_in_process(cfg, tmp_path / "run")
+    assert not run.images.exists()  # the images stay in their files
+    comparison = json.loads(run.comparison.read_text())
+    assert "iou_small" in comparison["variants"]["baseline"]["test"]
