@@ -16,8 +16,9 @@ from soxai.progress import progress
 from soxai.run_dir import RunDir, read_json, read_npy, write_json, write_npy, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
-#: what the stages below produce for the same config changes: bump to recompute kept run directories
-LOGIC_VERSION = 1
+#: what the segmentation stages produce for the same config changes: bump to recompute kept run directories
+#: (2: the manifest carries split and row, as the classification manifest does)
+LOGIC_VERSION = 2
 _EVAL_BATCH = 256
 
 
