@@ -26,6 +26,7 @@ from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, pick_rows
 from soxai.bias.detectors import BIAS_DETECTORS
 from soxai.bias.disparity import match_statistics
+from soxai.bias.paste import OwnBox
 
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
                    "test"]
@@ -155,6 +156,8 @@ def _decisive(scores: pd.DataFrame, cid: int, shape: tuple[int, int]):
             return row.detector, None
         if region == "channels":
             return row.detector, int(row.n_channels)
+        if region == "own_box":
+            return row.detector, "own_box"
         pixels = getattr(row, "pixels", None)
         if isinstance(pixels, list | tuple | np.ndarray) and len(pixels) > 0:
             mask = np.zeros(shape[0] * shape[1], dtype=bool)
@@ -198,6 +201,9 @@ def find_carriers(
         detector, box = decisive
         if BIAS_DETECTORS[detector].region == "channels":
             box = ChannelRegion(ctx.layer, ctx.train, k, box)
+        elif BIAS_DETECTORS[detector].region == "own_box":
+            h, w = ctx.images.shape[2:]
+            box = OwnBox(max(1, int(round(cfg.transplant.region_frac * min(h, w)))), ctx.sample_maps, ctx.predict)
         rng = np.random.default_rng([ctx.seed, cid + 1, 17])
         rec_rows = pick_rows(pool, ccfg.n_recipients, rng)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)

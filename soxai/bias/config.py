@@ -135,6 +135,21 @@ class ChannelPatchConfig(DetectorSection):
     )
 
 
+class OwnBoxConfig(DetectorSection):
+    """Each member's own most salient box against its class-mates' own boxes (soxai.bias.ownbox)."""
+
+    n_recipients: int = Field(16, ge=4, description="other-class images each tested sample pastes its own box into")
+    max_samples: int = Field(
+        256, ge=8, description="at most this many members and this many class-mates of a concept are tested "
+        "(drawn at random, seeded)",
+    )
+    max_p_value: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="flag when the one-sided Mann-Whitney test of the members' rates against the class-mates', "
+        "Bonferroni-corrected over the concepts scored, gives at most this; the only bar",
+    )
+
+
 class CarriersConfig(Section):
     """The carrier test: which samples of a flagged concept's class carry its shortcut (soxai.bias.carriers)."""
 
@@ -192,6 +207,7 @@ class BiasConfig(Section):
     statistics_transplant: StatisticsTransplantConfig = Field(default_factory=StatisticsTransplantConfig)
     pixel_transplant: PixelTransplantConfig = Field(default_factory=PixelTransplantConfig)
     channel_patch: ChannelPatchConfig = Field(default_factory=ChannelPatchConfig)
+    own_box: OwnBoxConfig = Field(default_factory=OwnBoxConfig)
     carriers: CarriersConfig = Field(default_factory=CarriersConfig)
     conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
     unclustered: UnclusteredConfig = Field(default_factory=UnclusteredConfig)

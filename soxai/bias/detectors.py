@@ -71,13 +71,15 @@ from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, check_rows
 from soxai.bias.disparity import detect_statistics_transplant, detect_transplant_accuracy
 from soxai.bias.location import detect_concentration
+from soxai.bias.ownbox import detect_own_box
 from soxai.bias.pixels import detect_pixel_transplant
 from soxai.bias.transplant import detect_transplant
 
 # What a flag names, for the carrier test and the prune policies: a box in the image (rows carry ``box``),
 # a set of pixels (``pixels`` and their bounding ``box``), each donor's own strongest channels at the model's
-# layer (``n_channels``), or the whole image's brightness and contrast (nothing: every member carries it).
-Region = Literal["box", "pixels", "channels", "whole_image"]
+# layer (``n_channels``), each donor's own most salient box (``own_box``), or the whole image's brightness and
+# contrast (nothing: every member carries it).
+Region = Literal["box", "pixels", "channels", "own_box", "whole_image"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ BIAS_DETECTORS: dict[str, Detector] = {
     "transplant_accuracy": Detector(detect_transplant_accuracy, region="box"),
     "statistics_transplant": Detector(detect_statistics_transplant, region="whole_image"),
     "channel_patch": Detector(detect_channel_patch, region="channels"),
+    "own_box": Detector(detect_own_box, region="own_box"),
 }
 
 # detectors whose control is the class-mates' own regions (they take left_out=, only= and suspected=)

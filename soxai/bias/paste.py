@@ -55,3 +55,34 @@ def transplant_flips(
     pair = np.arange(n) % len(donors)
     boxes = [box[i] for i in pair] if isinstance(box, list) else box
     return int(np.sum(predict(paste_region(recipients, donors[pair], boxes)) == target_class))
+
+
+class OwnBox:
+    """A region that is each donor's own most salient ``side`` x ``side`` box (from its own |saliency| map).
+
+    Pasted by :func:`soxai.bias.carriers.carrier_flip_rates` through :meth:`flip_rates`, like a
+    :class:`soxai.bias.channels.ChannelRegion`; the own_box detector and the unclustered test paste it.
+    """
+
+    def __init__(self, side: int, sample_maps, predict) -> None:
+        self.side, self.sample_maps, self.predict = side, sample_maps, predict
+
+    def describe(self) -> str:
+        return f"each sample's own most salient {self.side}x{self.side} box"
+
+    def flip_rates(self, images, rows: np.ndarray, recipients: np.ndarray, target_class: int) -> np.ndarray:
+        """Share of ``recipients`` predicted as ``target_class`` after each donor's own box is pasted in."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rates = np.zeros(len(rows), dtype=np.float64)
+        m = len(recipients)
+        if m == 0 or len(rows) == 0:
+            return rates
+        step = max(1, (64 << 20) // (m * recipients[0].nbytes))
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            boxes = [salient_box(mp, self.side) for mp in self.sample_maps(chunk)]
+            donors = np.asarray(images[chunk], dtype=np.float32)
+            pasted = paste_region(np.tile(recipients, (len(chunk), 1, 1, 1)), np.repeat(donors, m, axis=0),
+                                  [b for b in boxes for _ in range(m)])
+            rates[start:start + len(chunk)] = (self.predict(pasted).reshape(len(chunk), m) == target_class).mean(1)
+        return rates

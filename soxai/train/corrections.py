@@ -186,6 +186,8 @@ def _why_no_region(scores: pd.DataFrame, concept_id: int) -> str:
     detectors = sorted(set(rows["detector"].astype(str)))
     if "override" in detectors:
         return "flagged by a person's override, which names no region"
+    if detectors == ["own_box"]:
+        return "flagged only by own_box, whose region is each carrier's own box: no one region to paste"
     if detectors:
         return f"flagged only by {', '.join(detectors)}, which test{'s' if len(detectors) == 1 else ''} the " \
                "whole image and name no region"

@@ -17,7 +17,8 @@ from soxai.testing.shortcut import shortcut_world
 
 CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25))
 # what a flagged row carries, by the entry's region (soxai.bias.detectors)
-REGION_COLUMNS = {"box": {"box"}, "pixels": {"pixels", "box"}, "channels": {"n_channels"}, "whole_image": set()}
+REGION_COLUMNS = {"box": {"box"}, "pixels": {"pixels", "box"}, "channels": {"n_channels"}, "own_box": set(),
+                  "whole_image": set()}
 
 
 def _world():

@@ -7,7 +7,8 @@ import pytest
 from soxai.bias.carriers import carrier_flip_rates
 from soxai.bias.config import BiasConfig, CarriersConfig, TransplantConfig, UnclusteredConfig
 from soxai.bias.context import DetectorContext
-from soxai.bias.unclustered import OwnBox, check_unclustered, otsu_cut
+from soxai.bias.paste import OwnBox
+from soxai.bias.unclustered import check_unclustered, otsu_cut
 from soxai.manifest.policies import PolicyContext, drop_carriers, drop_flagged, drop_flagged_region
 
 CFG = BiasConfig(transplant=TransplantConfig(region_frac=0.25), carriers=CarriersConfig(n_recipients=16),
@@ -53,8 +54,8 @@ def _world(n: int = 120, n_marked: int = 18, marked_in_noise: int = 14, clean_no
     train = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(3 * n)], "row": np.arange(3 * n), "label": labels,
                           "concept_id": concept})
     train["pred"] = _predict(images)
-    concepts = pd.DataFrame({"concept_id": [-1, 0, 1, 2], "label": [0, 0, 1, 2], "is_noise": [True, False, False, False],
-                             "map_index": [-1, 0, 1, 2]})
+    concepts = pd.DataFrame({"concept_id": [-1, 0, 1, 2], "label": [0, 0, 1, 2],
+                             "is_noise": [True, False, False, False], "map_index": [-1, 0, 1, 2]})
     ctx = DetectorContext(images, train, concepts, maps[:3], _predict, 0, lambda rows: maps[np.asarray(rows)])
     return ctx, marked
 
@@ -134,3 +135,23 @@ def test_report__names_a_flagged_class_of_unclustered_samples(tiny_explained, tm
     assert "Nothing flagged" not in sentence and "unclustered samples of" in sentence
     html = write_report(cfg, run).read_text()
     assert 'id="unclustered-tile"' in html and 'id="unclustered-1"' in html and "moved 30% of them" in html
+
+
+def test_own_box_detector__flags_the_concept_of_a_moving_mark_with_one_bar():
+    """The own_box detector on the same world, the carriers all in concept 3: flagged with its reason; the other
+    concepts, whose members paste ordinary boxes like their class-mates, are not; the carrier test repeats it."""
+    from soxai.bias.carriers import find_carriers
+    from soxai.bias.config import OwnBoxConfig
+    from soxai.bias.detectors import run_detector
+
+    ctx, marked = _world(marked_in_noise=0)
+    ctx.train.loc[marked, "concept_id"] = 3
+    ctx.concepts = pd.concat([ctx.concepts, pd.DataFrame({"concept_id": [3], "label": [0], "is_noise": [False],
+                                                          "map_index": [0]})], ignore_index=True)
+    cfg = CFG.model_copy(update={"own_box": OwnBoxConfig(n_recipients=16)})
+    rows = pd.DataFrame(run_detector("own_box", ctx, cfg)).set_index("concept_id")
+    assert rows.loc[3, "is_bias"] and rows.loc[3, "p_value"] <= 0.01 / 4 and "Mann-Whitney" in rows.loc[3, "reason"]
+    assert not rows.loc[[0, 1, 2], "is_bias"].any()
+    carriers = find_carriers(ctx, rows.reset_index(), {3: "own_box"}, cfg)
+    assert set(carriers.loc[carriers["carries"], "sample_id"]) == set(ctx.train.loc[marked, "sample_id"])
+    assert carriers["test"].str.contains("own most salient").all()
