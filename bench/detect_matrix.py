@@ -45,6 +45,9 @@ SETTINGS = {
     # the same with each class's unclustered samples tested as a group (soxai.bias.unclustered): the default
     "channels+pooled+unclustered": ["embed.features=channels+pooled", f"bias.detectors={DETECTORS}",
                                     "bias.unclustered.enabled=true"],
+    # one test with one bar in place of the stack: each member's own box against its class-mates' (opt-in)
+    "own_box+unclustered": ["embed.features=channels+pooled", "bias.detectors=[own_box]",
+                            "bias.unclustered.enabled=true"],
 }
 
 
