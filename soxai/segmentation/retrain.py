@@ -135,7 +135,7 @@ def run_segmentation_report(cfg: Config, run: RunDir) -> StageRecord:
     return run_stage(run, "report", fp, body)
 
 
-_REPORT_VERSION = 1
+_REPORT_VERSION = 2
 _EXEMPLARS = 6
 
 
@@ -151,6 +151,21 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, saliency: np.ndarray | Non
         top = s >= np.quantile(s, 0.9) if s.max() > 0 else np.zeros(s.shape, dtype=bool)
         out[top] = 0.4 * out[top] + 0.6 * np.array([255, 230, 0])
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _per_class_tables(comparison: dict, classes: list[str], splits: list[str]) -> list[str]:
+    """One table per evaluation split (val left out): IoU of every class per variant, mean [95% CI]."""
+    from soxai.compare.stats import format_summary
+
+    out = []
+    for split in (s for s in splits if s != "val"):
+        out.append(f"<h3>IoU per class on {html.escape(split)}</h3><table border=1><tr><th>variant</th>"
+                   + "".join(f"<th>{html.escape(c)}</th>" for c in classes) + "</tr>")
+        for v, sp in comparison["variants"].items():
+            cells = "".join(f"<td>{format_summary(sp.get(split, {}).get(f'iou_{c}'))}</td>" for c in classes)
+            out.append(f"<tr><td>{html.escape(v)}</td>{cells}</tr>")
+        out.append("</table>")
+    return out
 
 
 def segmentation_report_html(run: RunDir) -> str:
@@ -180,6 +195,7 @@ def segmentation_report_html(run: RunDir) -> str:
         cells = "".join(f"<td>{format_summary(sp.get(s, {}).get(METRIC))}</td>" for s in splits)
         parts.append(f"<tr><td>{html.escape(v)}</td>{cells}</tr>")
     parts.append("</table>")
+    parts += _per_class_tables(comparison, info["segmentation_classes"], splits)
     det = comparison.get("detection")
     if det:
         parts.append(f"<p>dropped {det['n_dropped']} training images; against the planted mark: precision "

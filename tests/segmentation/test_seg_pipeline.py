@@ -39,7 +39,8 @@ def test_segmentation_run__every_stage_completes_and_compares_miou_per_variant(t
         per_seed = [json.loads(run.variant_metrics(variant, seed).read_text())["splits"]["test"]["miou"]
                     for seed in (0, 1)]
         assert comparison["variants"][variant]["test"]["miou"]["values"] == per_seed
-    assert run.report_html.is_file() and "mIoU per variant" in run.report_html.read_text()
+    page = run.report_html.read_text()
+    assert "mIoU per variant" in page and "IoU per class on test_attacked" in page
 
 
 def test_segmentation_run__closing_sentence_speaks_of_miou(tiny_run):
