@@ -91,4 +91,10 @@ def check_segmentation_setup(cfg: Config, info: dict[str, Any] | None = None) ->
     shape = segmentation_shape(cfg, info)
     if shape is not None:  # else the model stage checks it, once the data stage has read the images
         channels, size, n_classes = shape
-        build_segmenter(cfg, channels, n_classes, size, cfg.seed)
+        model = build_segmenter(cfg, channels, n_classes, size, cfg.seed)
+        if cfg.model.checkpoint:  # a file that does not fit fails here, not after the data stage
+            from pathlib import Path
+
+            from soxai.models.registry import load_checkpoint
+
+            load_checkpoint(Path(cfg.model.checkpoint), model)

@@ -68,3 +68,19 @@ def test_build_segmenter__factory_at_another_size__error(factories):
 def test_build_segmenter__classifier_name__error_names_unet():
     with pytest.raises(ConfigError, match="model.name: unet"):
         build_segmenter(_cfg(name="small_cnn"), 1, 3, 16, seed=0)
+
+
+def test_check_segmentation_setup__checkpoint_of_another_network__refused(tmp_path):
+    import torch
+
+    from soxai.models.unet import UNet
+    from soxai.segmentation.model import check_segmentation_setup
+
+    torch.save(UNet(1, 3, (4, 8)).state_dict(), tmp_path / "w.pt")
+    model = ModelConfig(name="unet", channels=(4, 8), checkpoint=str(tmp_path / "w.pt"))
+    data = {"n_classes": 2, "image_size": 16}
+    fits = Config(task="segmentation", model=model, embed={"features": "pooled"}, data=data)
+    check_segmentation_setup(fits)
+    other = fits.model_copy(update={"model": fits.model.model_copy(update={"channels": (4, 8, 16)})})
+    with pytest.raises(ConfigError, match="does not match the model architecture"):
+        check_segmentation_setup(other)
