@@ -163,7 +163,7 @@ def frequency_figure(frequency: pd.DataFrame, flagged: dict[int, str]):
     left.set_yscale("log")
     left.set_xlabel("spatial frequency (cycles / pixel)")
     left.set_ylabel("share of power")
-    if flagged:
+    if left.get_legend_handles_labels()[0]:  # a flagged concept was drawn
         left.legend(fontsize=7)
     finite = frequency[["hf_share", "class_hf_share"]].to_numpy(dtype=float)
     finite = finite[np.isfinite(finite)]

@@ -43,3 +43,28 @@ def test_run_spectral__bias_fingerprint_does_not_chain_to_it(tiny_explained, tmp
     before = read_stage(copy, "bias")["fingerprint"]
     shutil.rmtree(copy.root / "spectral")
     assert run_bias(cfg, copy).reused and read_stage(copy, "bias")["fingerprint"] == before
+
+
+def test_run_spectral__an_all_noise_run_gives_intercept_only_formulas_and_an_empty_frequency_table(
+        tiny_explained, tmp_path):
+    import shutil
+
+    from soxai.concepts.runner import run_concepts
+    from soxai.config import load_config
+    from soxai.report.network import network_lines, network_section
+    from soxai.run_dir import RunDir
+    from soxai.spectral.runner import run_spectral
+
+    _, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "noise"))
+    cfg = load_config(run.config, ["concepts.min_cluster_size=100000"])
+    assert run_concepts(cfg, run).metrics["n_concepts"] == 0
+    rec = run_spectral(cfg, run)
+    assert not rec.reused
+    surrogate = json.loads(run.spectral_surrogate.read_text())
+    base_entry = surrogate["models"]["baseline"]
+    assert surrogate["concept_ids"] == [] and base_entry["n_terms"] == [0] * surrogate["n_classes"]
+    assert all("[concept" not in line for line in base_entry["formula"])
+    assert len(pd.read_parquet(run.spectral_frequency)) == 0
+    assert '<h2 id="network">Network</h2>' in network_section(cfg, run)
+    assert any(line.startswith("Lipschitz upper bound") for line in network_lines(cfg, run))
