@@ -63,7 +63,8 @@ def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -
         try:
             check_setup(Config.model_validate(config), RunDir(run_dir), stages)  # before the first stage writes
             for stage in stages:  # each stage reads the files the one before it wrote
-                if stage == "saliency" and _on_dask():
+                # the shard fan-out is the classification saliency's; a segmentation run's saliency is one task
+                if stage == "saliency" and _on_dask() and config.get("task") != "segmentation":
                     _saliency_fan_out(config, run_dir)
                 records[stage] = stage_task(stage, config, run_dir)
         except BaseException as exc:
