@@ -145,7 +145,25 @@ def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
         cfg = resolve_paths(load_config(RunDir(run_dir).config, overrides or []))
     else:
         cfg = resolve_paths(load_config(config, overrides or []))
-    return cfg, Path(run_dir or default_run_dir(cfg))
+    root = Path(run_dir or default_run_dir(cfg))
+    _check_not_a_foreign_folder(root)
+    return cfg, root
+
+
+def _check_not_a_foreign_folder(root: Path) -> None:
+    """Refuse a --run-dir that holds files but no run (a home folder, a data folder): soxai would write config.yaml,
+    run.json and a folder per stage among them. A new or empty folder, or a run's, is fine."""
+    from soxai.errors import ConfigError
+    from soxai.run_dir import RUN_FILES
+
+    if not root.is_dir() or any((root / name).exists() for name in RUN_FILES):
+        return
+    found = sorted(p.name for p in root.iterdir() if p.name != "logs")
+    if found:
+        shown = ", ".join(found[:5]) + (f", ... ({len(found)} in all)" if len(found) > 5 else "")
+        raise ConfigError(f"--run-dir {root} is not a soxai run directory but holds files ({shown}); soxai writes "
+                          "config.yaml, run.json and a folder per stage into its run directory: give a new or empty "
+                          "folder, or one that `soxai run` printed")
 
 
 def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[str] | None,

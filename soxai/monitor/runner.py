@@ -136,8 +136,12 @@ def monitor_config(reference: RunDir, config=None, overrides=()) -> Config:
     from soxai.config import load_config
     from soxai.runs import load_run_config, resolve_paths
 
+    load_run_config(reference)  # a clear error when the reference is not a run (scheduling checks it now, not at 03:00)
+    if not reference.concepts.is_file():
+        raise ConfigError(f"the reference {reference.root} has no concepts ({reference.relative(reference.concepts)}): "
+                          "the monitor assigns new data to a finished run's concepts; pass a run directory that "
+                          "`soxai run` or `soxai explain` finished")
     if config is None:
-        load_run_config(reference)  # a clear error when the reference is not a run
         config = reference.config
     return resolve_paths(load_config(config, list(overrides)))
 

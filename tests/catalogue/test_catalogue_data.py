@@ -3,8 +3,18 @@
 import os
 
 import pytest
-from _catalogue import (NO_STAGE_OUTPUT, Case, folder_config, image_folder, manifest_config, manifest_files, params,
-                        png, run_args, write)
+from _catalogue import (
+    NO_STAGE_OUTPUT,
+    Case,
+    folder_config,
+    image_folder,
+    manifest_config,
+    manifest_files,
+    params,
+    png,
+    run_args,
+    write,
+)
 
 
 def _folder(mutate, extra: str = ""):

@@ -5,7 +5,7 @@ import sys
 import textwrap
 
 import pytest
-from _catalogue import (NO_STAGE_OUTPUT, Case, config, folder_config, image_folder, params, run_args, write)
+from _catalogue import NO_STAGE_OUTPUT, Case, config, folder_config, image_folder, params, run_args, write
 
 MODULE = "soxai_catalogue_usermod"
 USER_MODULE = textwrap.dedent("""
@@ -108,7 +108,8 @@ CASES = [
     Case("checkpoint-other-channels", _with_checkpoint(lambda p: _checkpoint(p, channels=3)),
          ("model.checkpoint", "does not match")),
     Case("checkpoint-garbage", _with_checkpoint(lambda p: write(p, b"\x00garbage" * 10)), ("ckpt.pt",)),
-    Case("checkpoint-pickle-runs-code", _with_checkpoint(_pickle_that_runs_code), ("ckpt.pt", "Unsupported operand", "state_dict")),
+    Case("checkpoint-pickle-runs-code", _with_checkpoint(_pickle_that_runs_code),
+         ("ckpt.pt", "Unsupported operand", "state_dict")),
     Case("checkpoint-empty-file", _with_checkpoint(lambda p: write(p, b"")), ("ckpt.pt",)),
     Case("checkpoint-other-classes-than-image-folder", _folder_with_checkpoint(2, 3),
          ("model.checkpoint", "2 class folders")),
