@@ -10,8 +10,10 @@ Nothing it writes is read by the bias stage, whose fingerprint does not include 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -102,7 +104,30 @@ def run_spectral(cfg: Config, run: RunDir) -> StageRecord:
                          "surrogate_agreement": fid.get("agreement"), "surrogate_r2": fid.get("r2"),
                          "surrogate_trustworthy": entry["trustworthy"], "seconds": parts}
 
-    return run_stage(run, "spectral", fp, body)
+    def one_thread_body():
+        with one_torch_thread():
+            return body()
+
+    return run_stage(run, "spectral", fp, one_thread_body)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block on one torch thread, then give torch back its thread count.
+
+    The stage's torch work is a few hundred images in small batches. On two cores shared with other processes,
+    two torch threads that wait for each other at every operation made it 4 times slower than one, and its
+    time varied from 5% to 20% of the explain stages' (docs/SPECTRAL.md); on one thread it took 2.5-3%. One
+    thread also makes its float sums the same whatever the environment's thread count.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _frequency_table(run: RunDir) -> pd.DataFrame:
@@ -207,8 +232,9 @@ def variant_surrogate(cfg: Config, run: RunDir, variant: str, seed: int) -> dict
     concept_ids = np.asarray(surrogate["concept_ids"], dtype=np.int64)
     model = make_model(cfg, read_info(run), seed)
     load_checkpoint(run.variant_model(variant, seed), model)
-    logits = predict_logits(model.eval(), read_images(run), shares["row"].to_numpy(),
-                            resolve_device(cfg.saliency.device), batch_size=cfg.saliency.batch_size)
+    with one_torch_thread():
+        logits = predict_logits(model.eval(), read_images(run), shares["row"].to_numpy(),
+                                resolve_device(cfg.saliency.device), batch_size=cfg.saliency.batch_size)
     entry = surrogate_entry(*_fit_inputs(shares, concept_ids, logits), concept_ids, MAX_TERMS)
     entry["trustworthy"] = is_trustworthy(entry, surrogate["trust_split"])
     return entry

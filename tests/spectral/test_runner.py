@@ -68,3 +68,21 @@ def test_run_spectral__an_all_noise_run_gives_intercept_only_formulas_and_an_emp
     assert len(pd.read_parquet(run.spectral_frequency)) == 0
     assert '<h2 id="network">Network</h2>' in network_section(cfg, run)
     assert any(line.startswith("Lipschitz upper bound") for line in network_lines(cfg, run))
+
+
+def test_one_torch_thread__one_thread_inside_and_the_count_restored_after_an_error():
+    import pytest
+    import torch
+
+    from soxai.spectral.runner import one_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that a count left at 1 shows, under OMP_NUM_THREADS=1 too
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with one_torch_thread():
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
