@@ -62,7 +62,6 @@ def _one_sided_p(diff: np.ndarray) -> float:
 def run_segmentation_bias(cfg: Config, run: RunDir) -> StageRecord:
     """Score every concept with the transplant above; write ``bias/scores.parquet``."""
     from soxai.bias.pixels import distinct_pixels
-    from soxai.data.runner import read_samples
     from soxai.device import resolve_device
     from soxai.segmentation.stages import LOGIC_VERSION, load_segmentation_baseline
     from soxai.segmentation.train import predict_masks
@@ -73,12 +72,10 @@ def run_segmentation_bias(cfg: Config, run: RunDir) -> StageRecord:
 
     def body():
         rng = np.random.default_rng(cfg.seed)
-        samples = read_samples(run)
-        train = samples[samples["split"] == "train"].merge(
-            read_parquet(run.assignments)[["sample_id", "concept_id"]], on="sample_id", how="left")
+        maps = train_maps(run)
         concepts = read_parquet(run.concepts)
         concepts = concepts[~concepts["is_noise"]]
-        maps = read_npy(run.concept_maps)
+        mean_maps = read_npy(run.concept_maps)
         images, labels_px = read_images(run), read_npy(run.label_masks)
         network = load_segmentation_baseline(cfg, run)
         device = resolve_device(cfg.train.device)
@@ -92,15 +89,16 @@ def run_segmentation_bias(cfg: Config, run: RunDir) -> StageRecord:
         rows = []
         for _, concept in concepts.iterrows():
             cid, cls = int(concept["concept_id"]), int(concept["label"])
-            members = train.loc[train["concept_id"] == cid, "row"].to_numpy()
-            mates = train.loc[(train["label"] == cls) & (train["concept_id"] != cid), "row"].to_numpy()
-            others = train.loc[train["label"] != cls, "row"].to_numpy()
+            members = maps.loc[maps["concept_id"] == cid, "row"].to_numpy()
+            mates = maps.loc[(maps["label"] == cls) & (maps["concept_id"] != cid), "row"].to_numpy()
+            others = np.setdiff1d(maps["row"].unique(), maps.loc[maps["label"] == cls, "row"].to_numpy())
             if not len(members) or not len(mates) or not len(others):
                 rows.append(_row(cid, 0.0, False, "too few members, class-mates or other-class images", 1.0, 0, 0))
                 continue
             same = concepts[(concepts["label"] == cls) & (concepts["concept_id"] != cid)]
-            mates_map = maps[same["map_index"].astype(int).to_numpy()].mean(axis=0) if len(same) else 0 * maps[0]
-            pixels = distinct_pixels(maps[int(concept["map_index"])], mates_map, k)
+            mates_map = (mean_maps[same["map_index"].astype(int).to_numpy()].mean(axis=0) if len(same)
+                         else 0 * mean_maps[0])
+            pixels = distinct_pixels(mean_maps[int(concept["map_index"])], mates_map, k)
             arms = _arms(predict, images, labels_px, pixels, cls + 1, members, mates, others, n_pairs, rng)
             tests = []
             for (effect, ctrl), what in zip(arms, _WHAT, strict=True):
@@ -131,7 +129,8 @@ def _arms(predict, images, labels_px, pixels: np.ndarray, seg_class: int, member
     class-mates), the second as the share of the cell that loses ``seg_class``."""
 
     def effect_of(recipients: np.ndarray, donors: np.ndarray, sign: int) -> np.ndarray:
-        cells = np.asarray(labels_px[recipients]) > 0
+        truth = np.asarray(labels_px[recipients])
+        cells = truth > 0 if sign > 0 else truth == seg_class  # recipients' cells; members' pixels of the class
         return sign * transplant_effect(predict, np.asarray(images[recipients], dtype=np.float32), cells,
                                         np.asarray(images[donors]), pixels, seg_class)
 
@@ -145,17 +144,34 @@ def _arms(predict, images, labels_px, pixels: np.ndarray, seg_class: int, member
     return [added, removed]
 
 
+def train_maps(run: RunDir) -> pd.DataFrame:
+    """The training maps with their concept: ``sample_id`` (map id), ``image_id``, ``label`` (the explained class's
+    shape index), ``row`` (the image's row) and ``concept_id`` (-1 noise or unassigned)."""
+    from soxai.data.runner import read_samples
+    from soxai.saliency.runner import read_index
+
+    index = read_index(run)
+    index = index.loc[index["split"] == "train", ["sample_id", "image_id", "label"]]
+    rows = read_samples(run)[["sample_id", "row"]].rename(columns={"sample_id": "image_id"})
+    maps = index.merge(rows, on="image_id", how="left", validate="many_to_one").merge(
+        read_parquet(run.assignments)[["sample_id", "concept_id"]], on="sample_id", how="left",
+        validate="one_to_one")
+    maps["concept_id"] = maps["concept_id"].fillna(-1).astype(np.int64)
+    return maps
+
+
 def _row(cid: int, score: float, flag: bool, reason: str, p: float, effect: float, control: float) -> dict:
     return {"concept_id": cid, "detector": DETECTOR, "score": score, "is_bias": bool(flag), "reason": reason,
             "p_value": p, "effect": effect, "control_effect": control}
 
 
 def run_segmentation_manifest(cfg: Config, run: RunDir) -> StageRecord:
-    """Drop the training images whose map is in a flagged concept; write the pruned manifest."""
+    """Drop the training images a flagged concept holds a map of; write the pruned manifest (one row per image)."""
     from soxai.compare.stats import detection_scores
     from soxai.data.runner import read_samples
     from soxai.errors import StageError
     from soxai.run_dir import write_csv, write_json
+    from soxai.segmentation.maps import flagged_images
     from soxai.segmentation.stages import LOGIC_VERSION
 
     fp = fingerprint("manifest", cfg.section_hash("manifest"), f"segmentation-v{LOGIC_VERSION}",
@@ -163,24 +179,26 @@ def run_segmentation_manifest(cfg: Config, run: RunDir) -> StageRecord:
 
     def body():
         samples = read_samples(run)
-        train = samples[samples["split"] == "train"].merge(
-            read_parquet(run.assignments)[["sample_id", "concept_id"]], on="sample_id", how="left")
         scores = read_parquet(run.bias_scores)
         flagged = sorted(scores.loc[scores["is_bias"], "concept_id"].astype(int).unique().tolist())
-        dropped = train["concept_id"].isin(flagged).to_numpy()
+        per_image = flagged_images(train_maps(run), flagged).rename(columns={"image_id": "sample_id"})
+        train = samples[samples["split"] == "train"].merge(per_image, on="sample_id", how="left",
+                                                           validate="one_to_one")
+        dropped = train["dropped"].fillna(False).to_numpy(dtype=bool)
         labels = train["label"].to_numpy()
         for c in np.unique(labels):
             share = dropped[labels == c].mean()
             if share > cfg.manifest.max_class_drop:
                 raise StageError(
-                    f"the flagged concepts {flagged} hold {share:.0%} of class {int(c)}'s training images, more than "
-                    f"manifest.max_class_drop={cfg.manifest.max_class_drop}; raise manifest.max_class_drop or "
-                    "check the flags (bias/scores.parquet)")
+                    f"the flagged concepts {flagged} hold maps of {share:.0%} of class {int(c)}'s training images, "
+                    f"more than manifest.max_class_drop={cfg.manifest.max_class_drop}; raise "
+                    "manifest.max_class_drop or check the flags (bias/scores.parquet)")
         table = pd.DataFrame({  # the classification manifest's columns, so soxai retrain --manifest reads it
             "sample_id": train["sample_id"].to_numpy(), "split": "train", "label": labels,
             "row": train["row"].to_numpy(), "keep": ~dropped,
             "concept_id": train["concept_id"].fillna(-1).astype(int).to_numpy(),
-            "reason": np.where(dropped, "member of a flagged concept", ""),
+            "n_maps": train["n_maps"].fillna(0).astype(int).to_numpy(),
+            "reason": np.where(dropped, "a flagged concept holds one of its maps", ""),
         })
         n_drop = int(dropped.sum())
         info = {"policy": "drop_flagged", "task": "segmentation", "flagged_concepts": [str(c) for c in flagged],

@@ -135,7 +135,7 @@ def run_segmentation_report(cfg: Config, run: RunDir) -> StageRecord:
     return run_stage(run, "report", fp, body)
 
 
-_REPORT_VERSION = 2
+_REPORT_VERSION = 3  # 3: exemplars are maps (image and class)
 _EXEMPLARS = 6
 
 
@@ -214,7 +214,7 @@ def segmentation_report_html(run: RunDir) -> str:
         ids = [i for i in list(c["exemplars"])[:_EXEMPLARS] if i in index.index]
         maps = read_maps(run, index.loc[ids].reset_index()) if ids else []
         for sid, smap in zip(ids, maps, strict=False):
-            row = int(samples.loc[sid, "row"])
+            row = int(samples.loc[index.loc[sid, "image_id"], "row"])  # an exemplar is a map; its image's row
             pred = predict_masks(network, images, np.array([row]), cpu)[0]
             parts.append(f'<img src="{png_data_uri(mask_overlay(images[row], pred, smap))}" width=96> '
                          f'<img src="{png_data_uri(mask_overlay(images[row], truth[row]))}" width=96>')

@@ -2,7 +2,8 @@
 
 They write the files the classification stages write, in the same layout (``data/samples.parquet`` with one row
 per image, ``model/baseline.safetensors``, ``saliency/index.parquet`` and float16 shards), so that embed and
-concepts run unchanged; the per-pixel class masks go to ``data/label_masks.npy``.
+concepts run unchanged; the per-pixel class masks go to ``data/label_masks.npy``. The saliency index has one row
+per map (image and class present, :mod:`soxai.segmentation.maps`), keyed by its map id.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from soxai.run_dir import RunDir, read_json, read_npy, write_json, write_npy, wr
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
 
 #: what the segmentation stages produce for the same config changes: bump to recompute kept run directories
-#: (2: the manifest carries split and row, as the classification manifest does)
-LOGIC_VERSION = 2
+#: (2: the manifest carries split and row, as the classification manifest does; 3: one map per image and class
+#: present, keyed by a map id)
+LOGIC_VERSION = 3
 _EVAL_BATCH = 256
 
 
@@ -140,19 +142,21 @@ def run_segmentation_model(cfg: Config, run: RunDir) -> StageRecord:
 
 
 def run_segmentation_saliency(cfg: Config, run: RunDir) -> StageRecord:
-    """One map per training image and the foreground class present in it, through ``saliency.method``.
+    """One map per training image and foreground class present in its true mask, through ``saliency.method``.
 
     The explained score is Seg-Grad-CAM's (:class:`soxai.segmentation.target.SegmentationTarget`): class
-    ``label + 1``'s logits summed over the pixels predicted as it. ``index.parquet`` keeps the classification
-    layout: ``label`` the class present (shape index), ``pred`` the foreground class with the most predicted
-    pixels (-1 for none), ``target`` the explained segmentation class.
+    ``c``'s logits summed over the pixels predicted as it. ``index.parquet`` keeps the classification layout with
+    one row per map (:func:`soxai.segmentation.maps.explained_maps`): ``sample_id`` the map id, ``image_id`` the
+    image's sample_id, ``label`` the explained class's shape index, ``target`` the explained segmentation class,
+    ``pred`` the foreground class the network gives most of that class's pixels (-1 for none).
     """
     from soxai.data.runner import read_samples
     from soxai.device import resolve_device
     from soxai.saliency.methods import iter_maps
     from soxai.saliency.runner import _to_half
+    from soxai.segmentation.maps import explained_maps
     from soxai.segmentation.target import SegmentationTarget
-    from soxai.segmentation.train import predict_masks, present_class
+    from soxai.segmentation.train import predict_masks
 
     scfg = cfg.saliency
     fp = fingerprint("saliency", cfg.section_hash("saliency"), str(cfg.model.layer),
@@ -161,13 +165,12 @@ def run_segmentation_saliency(cfg: Config, run: RunDir) -> StageRecord:
     def body():
         samples = read_samples(run)
         chosen = samples[samples["split"].isin(scfg.splits)].sort_values(["split", "sample_id"])
-        rows, labels = chosen["row"].to_numpy(), chosen["label"].to_numpy(dtype=np.int64)
         network = load_segmentation_baseline(cfg, run)
         device = resolve_device(scfg.device)
         images = read_images(run)
-        n_seg = len(read_json(run.data_info)["segmentation_classes"])
-        pred = present_class(predict_masks(network, images, rows, device, _EVAL_BATCH), n_seg)
-        target = labels + 1
+        pred_masks = predict_masks(network, images, chosen["row"].to_numpy(), device, _EVAL_BATCH)
+        table = explained_maps(chosen, read_npy(run.label_masks), pred_masks)
+        rows, target = table["row"].to_numpy(), table["target"].to_numpy()
         wrapped = SegmentationTarget(network)
         layer = None
         if cfg.model.layer is not None:
@@ -175,7 +178,9 @@ def run_segmentation_saliency(cfg: Config, run: RunDir) -> StageRecord:
 
             layer = resolve_layer(network, cfg.model.layer)
         maps = np.empty((len(rows), *images.shape[2:]), dtype=np.float16)
-        view = np.asarray(images[np.sort(rows)], dtype=np.float32)[np.argsort(np.argsort(rows))]
+        order = np.argsort(rows, kind="stable")  # read forward (a memmap), rows repeat for several classes
+        view = np.empty((len(rows), *images.shape[1:]), dtype=np.float32)
+        view[order] = np.asarray(images[rows[order]], dtype=np.float32)
         with progress(f"saliency ({scfg.method}, segmentation)", len(rows)) as advance:
             for start, batch in iter_maps(wrapped, view, target, method=scfg.method, batch_size=scfg.batch_size,
                                           ig_steps=scfg.ig_steps, reduce=scfg.reduce, device=device, layer=layer,
@@ -187,13 +192,11 @@ def run_segmentation_saliency(cfg: Config, run: RunDir) -> StageRecord:
         for s, lo in enumerate(range(0, len(rows), size)):
             outputs.append(write_npy(run.saliency_shard(s), maps[lo : lo + size]))
         offsets = np.arange(len(rows))
-        index = pd.DataFrame({
-            "sample_id": chosen["sample_id"].to_numpy(), "split": chosen["split"].to_numpy(), "label": labels,
-            "pred": pred, "target": target.astype(np.int64), "shard": (offsets // size).astype(np.int64),
-            "offset": (offsets % size).astype(np.int64),
-        })
+        index = table.drop(columns="row").assign(shard=(offsets // size).astype(np.int64),
+                                                  offset=(offsets % size).astype(np.int64))
         outputs.append(write_parquet(run.saliency_index, index))
         zero = int((np.abs(maps.astype(np.float32)).reshape(len(maps), -1).max(axis=1, initial=0) == 0).sum())
-        return outputs, {"n_maps": int(len(rows)), "all_zero": zero, "method": scfg.method}
+        return outputs, {"n_maps": int(len(rows)), "n_images": int(len(chosen)), "all_zero": zero,
+                         "method": scfg.method}
 
     return run_stage(run, "saliency", fp, body)

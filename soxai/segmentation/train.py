@@ -77,10 +77,3 @@ def predict_masks(model: nn.Module, images: np.ndarray, rows: np.ndarray, device
             out[lo : lo + batch_size] = model(xb).argmax(dim=1).cpu().numpy().astype(np.uint8)
     return out
 
-
-def present_class(pred_masks: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per image, the foreground class (1..n_classes-1) with the most predicted pixels, as a shape index
-    (class - 1); -1 where no pixel is predicted as foreground. int64 array of shape (n,)."""
-    flat = pred_masks.reshape(len(pred_masks), -1).astype(np.int64)
-    counts = np.stack([(flat == c).sum(axis=1) for c in range(1, n_classes)], axis=1)
-    return np.where(counts.max(axis=1) > 0, counts.argmax(axis=1), -1).astype(np.int64)

@@ -59,14 +59,17 @@ def test_segmentation_run__compare_table_shows_miou(tiny_run):
     assert {"miou", "pixel_accuracy"} <= set(rows.columns) and (rows["miou"] != "–").all()
 
 
-def test_segmentation_run__one_map_per_training_image_and_masks_beside_the_images(tiny_run):
+def test_segmentation_run__one_map_per_image_and_class_present_and_masks_beside_the_images(tiny_run):
     run = tiny_run
     index = pd.read_parquet(run.saliency_index)
     samples = pd.read_parquet(run.samples)
     train = samples[samples["split"] == "train"]
-    assert sorted(index["sample_id"]) == sorted(train["sample_id"])
-    assert (index["target"] == index["label"] + 1).all()
     masks = np.load(run.label_masks)
+    present = {(sid, int(c)) for sid, r in zip(train["sample_id"], train["row"], strict=True)
+               for c in np.unique(masks[r]) if c > 0}
+    assert set(zip(index["image_id"], index["target"], strict=True)) == present and len(index) == len(present)
+    assert index["sample_id"].is_unique and (index["target"] == index["label"] + 1).all()
+    assert set(pd.read_parquet(run.assignments)["sample_id"]) == set(index["sample_id"])
     assert masks.shape == (len(samples), 16, 16) and set(np.unique(masks)) <= {0, 1, 2}
     manifest = pd.read_parquet(run.pruned_parquet)
     assert set(manifest["sample_id"]) == set(train["sample_id"])

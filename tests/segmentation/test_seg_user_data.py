@@ -17,8 +17,9 @@ from soxai.segmentation.data import build_segmentation_data
 SIDE = 16
 
 
-def write_manifest(folder: Path, n_per_split=None, mask_value=None, skip_mask_of=None) -> Path:
-    """Grey images of a bright disc (class 'big') or square (class 'small'); masks 0 outside, label + 1 inside."""
+def write_manifest(folder: Path, n_per_split=None, mask_value=None, skip_mask_of=None, both_every=None) -> Path:
+    """Grey images of a bright disc (class 'big') or square (class 'small'); masks 0 outside, label + 1 inside.
+    With ``both_every=k``, every k-th image also holds a small square (mask value 2) in its top-left corner."""
     rng = np.random.default_rng(0)
     (folder / "img").mkdir(parents=True)
     (folder / "masks").mkdir()
@@ -30,8 +31,10 @@ def write_manifest(folder: Path, n_per_split=None, mask_value=None, skip_mask_of
             inside = (np.hypot(yy - 8, xx - 8) < 5) if label == 0 else ((abs(yy - 8) < 3) & (abs(xx - 8) < 3))
             img = (np.clip(0.1 + 0.7 * inside + rng.normal(0, 0.05, inside.shape), 0, 1) * 255).astype(np.uint8)
             name = f"{split}-{i}.png"
-            Image.fromarray(img).save(folder / "img" / name)
             mask = (inside * (mask_value or (label + 1))).astype(np.uint8)
+            if both_every and i % both_every == 0:
+                img[:3, :3], mask[:3, :3] = 200, 2
+            Image.fromarray(img).save(folder / "img" / name)
             Image.fromarray(mask).save(folder / "masks" / name)
             mask_path = None if skip_mask_of == name else f"masks/{name}"
             rows.append({"path": f"img/{name}", "label": ["big", "small"][label], "split": split,
@@ -72,8 +75,8 @@ def test_manifest_segmentation__mask_of_another_size__refused_before_any_stage_w
 
 
 @pytest.mark.slow
-def test_manifest_segmentation__runs_every_stage(tmp_path):
-    manifest = write_manifest(tmp_path, {"train": 40, "val": 6, "test": 10})
+def test_manifest_segmentation__two_classes_in_an_image__one_map_each_and_one_manifest_row(tmp_path):
+    manifest = write_manifest(tmp_path, {"train": 40, "val": 6, "test": 10}, both_every=4)
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "segmentation.yaml",
                       ["data.source=manifest", f"data.manifest={manifest}", "data.artifact=null",
                        "model.channels=[4, 8]", "train.epochs=2", "retrain.seeds=[0, 1]",
@@ -81,6 +84,15 @@ def test_manifest_segmentation__runs_every_stage(tmp_path):
     run = run_in_process(cfg, tmp_path / "run")
     comparison = json.loads(run.comparison.read_text())
     assert set(comparison["variants"]["pruned"]["test"]) >= {"miou", "iou_background", "iou_big", "iou_small"}
+    index, samples = pd.read_parquet(run.saliency_index), pd.read_parquet(run.samples)
+    train = samples[samples["split"] == "train"]
+    assert len(index) == 40 + 10 and index["sample_id"].is_unique  # 10 of the 40 images hold both classes
+    both = index.groupby("image_id")["target"].apply(sorted)
+    assert (both.apply(len) == 2).sum() == 10 and all(t == [1, 2] for t in both[both.apply(len) == 2])
+    assert set(pd.read_parquet(run.assignments)["sample_id"]) == set(index["sample_id"])
+    pruned = pd.read_parquet(run.pruned_parquet)
+    assert sorted(pruned["sample_id"]) == sorted(train["sample_id"])
+    assert pruned.set_index("sample_id")["n_maps"].sum() == len(index)
 
 
 def write_image_folder(root: Path, n_per_split=None, skip_mask: str | None = None) -> Path:
