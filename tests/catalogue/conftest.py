@@ -46,7 +46,9 @@ def finished_run(tmp_path_factory) -> Path:
 def prefect_server(tmp_path_factory):
     env = {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai"}
+           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai",
+           # the console shows what a user sees; shipping each log line to the test server too only costs time
+           "PREFECT_LOGGING_TO_API_ENABLED": "false"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from prefect.testing.utilities import prefect_test_harness
