@@ -152,11 +152,12 @@ def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
 
 def _check_not_a_foreign_folder(root: Path) -> None:
     """Refuse a --run-dir that holds files but no run (a home folder, a data folder): soxai would write config.yaml,
-    run.json and a folder per stage among them. A new or empty folder, or a run's, is fine."""
+    run.json and a folder per stage among them. A new or empty folder, a run's, or one holding stage folders (a run
+    put together from another's stages) is fine."""
     from soxai.errors import ConfigError
     from soxai.run_dir import RUN_FILES
 
-    if not root.is_dir() or any((root / name).exists() for name in RUN_FILES):
+    if not root.is_dir() or any((root / name).exists() for name in RUN_FILES) or any(root.glob("*/stage.json")):
         return
     found = sorted(p.name for p in root.iterdir() if p.name != "logs")
     if found:
