@@ -135,19 +135,26 @@ class ChannelPatchConfig(DetectorSection):
     )
 
 
-class OwnBoxConfig(DetectorSection):
-    """Each member's own most salient box against its class-mates' own boxes (soxai.bias.ownbox)."""
+class OwnBoxTest(Section):
+    """Settings of a test where every sample pastes its own most salient box into other classes' images and
+    two groups' rates are compared by one one-sided Mann-Whitney test, Bonferroni-corrected: the own_box
+    detector (a concept's members against its class-mates) and the unclustered test (a class's unclustered
+    samples against its clustered ones)."""
 
     n_recipients: int = Field(16, ge=4, description="other-class images each tested sample pastes its own box into")
     max_samples: int = Field(
-        256, ge=8, description="at most this many members and this many class-mates of a concept are tested "
-        "(drawn at random, seeded)",
+        256, ge=8, description="at most this many samples of each of the two groups are tested (drawn at random, "
+        "seeded); a flagged group's carrier test covers its whole class",
     )
     max_p_value: float = Field(
         0.01, gt=0.0, le=1.0,
-        description="flag when the one-sided Mann-Whitney test of the members' rates against the class-mates', "
-        "Bonferroni-corrected over the concepts scored, gives at most this; the only bar",
+        description="flag when the one-sided Mann-Whitney test of the first group's rates against the second's, "
+        "Bonferroni-corrected over the tests made, gives at most this; the only bar",
     )
+
+
+class OwnBoxConfig(DetectorSection, OwnBoxTest):
+    """Each member's own most salient box against its class-mates' own boxes (soxai.bias.ownbox)."""
 
 
 class CarriersConfig(Section):
@@ -176,24 +183,13 @@ class ConflictsConfig(Section):
     )
 
 
-class UnclusteredConfig(Section):
-    """The test of each class's unclustered samples (concept -1) as one group (soxai.bias.unclustered)."""
+class UnclusteredConfig(OwnBoxTest):
+    """The test of each class's unclustered samples (concept -1) against its clustered ones
+    (soxai.bias.unclustered), with the own-box settings of :class:`OwnBoxTest`."""
 
     enabled: bool = Field(
         True, description="test each class's unclustered samples (those HDBSCAN left out of every concept) "
         "against its clustered ones, each pasting its own most salient box: a mark that moves forms no concept",
-    )
-    n_recipients: int = Field(
-        16, ge=4, description="other-class images each tested sample pastes its own box into",
-    )
-    max_samples: int = Field(
-        256, ge=8, description="at most this many unclustered and this many clustered samples of a class are "
-        "tested (drawn at random, seeded); a flagged class's carrier test covers all of its samples",
-    )
-    max_p_value: float = Field(
-        0.01, gt=0.0, le=1.0,
-        description="a class's unclustered samples are flagged when the one-sided Mann-Whitney test of their "
-        "rates against the clustered samples', Bonferroni-corrected over the classes tested, gives at most this",
     )
 
 
