@@ -201,3 +201,20 @@ for _case in CASES:
 @pytest.mark.parametrize("case", params(CASES))
 def test_commands__bad_run_or_option_refused_and_the_run_unchanged(case, check_case):
     check_case(case)
+
+
+def test_concepts_show__gallery_goes_to_a_folder_no_stage_owns_and_the_run_is_unchanged(finished_run, tmp_path):
+    from _catalogue import snapshot
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+    from soxai.run_dir import owner_of
+
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    before = snapshot(run)
+    res = CliRunner().invoke(app, ["concepts", "show", str(run), "-1"])
+    assert res.exit_code == 0, res.output
+    gallery = run / "gallery" / "concept-noise.png"
+    assert gallery.is_file() and owner_of(gallery) is None  # it wrote into report/ before
+    after = {k: v for k, v in snapshot(run).items() if not k.startswith("gallery/")}
+    assert after == before
