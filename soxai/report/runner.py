@@ -219,6 +219,15 @@ class ConceptGallery:
     box: tuple[int, int, int, int] | None
 
 
+def _image_ids(view: RunView, ids) -> list[str]:
+    """The images' sample_ids of the maps ``ids``: a segmentation run keys its maps by a map id and names the image
+    in the saliency index's ``image_id`` (soxai.segmentation.maps); elsewhere a map's id is its image's."""
+    index = view.saliency_index
+    if "image_id" not in index.columns:
+        return [str(i) for i in ids]
+    return index.loc[list(ids), "image_id"].astype(str).tolist()
+
+
 def concept_gallery(view: RunView, concept_id: int, n: int = N_GALLERY) -> ConceptGallery:
     """The gallery of one concept: up to ``n`` exemplars (closest to the concept's centre).
 
@@ -238,10 +247,11 @@ def concept_gallery(view: RunView, concept_id: int, n: int = N_GALLERY) -> Conce
     c = match.iloc[0]
     images = read_images(view.run)
     members = view.assignments.loc[view.assignments["concept_id"] == concept_id, "sample_id"]
-    rows = np.sort(view.samples.loc[members, "row"].to_numpy()[:MEAN_IMAGE_SAMPLES])
+    rows = np.sort(view.samples.loc[_image_ids(view, members), "row"].to_numpy()[:MEAN_IMAGE_SAMPLES])
     mean_image = np.asarray(images[rows], dtype=np.float32).mean(axis=0) if len(rows) else np.zeros(images.shape[1:])
     ids = [str(s) for s in list(c["exemplars"])[:n]]
-    ex_images = np.stack([np.asarray(images[r], dtype=np.float32) for r in view.samples.loc[ids, "row"]]) \
+    ex_rows = view.samples.loc[_image_ids(view, ids), "row"]
+    ex_images = np.stack([np.asarray(images[r], dtype=np.float32) for r in ex_rows]) \
         if ids else np.zeros((0, *images.shape[1:]), dtype=np.float32)
     hw = images.shape[2:]
     index = view.saliency_index
@@ -260,7 +270,7 @@ def concept_gallery(view: RunView, concept_id: int, n: int = N_GALLERY) -> Conce
     preds = view.assignments.set_index("sample_id")["pred"] if "pred" in view.assignments else None
     captions = []
     for s in ids:
-        label = view.class_name(int(view.samples.loc[s, "label"]))
+        label = view.class_name(int(view.samples.loc[_image_ids(view, [s])[0], "label"]))
         pred = f" → {view.class_name(int(preds.loc[s]))}" if preds is not None and s in preds.index else ""
         captions.append(f"{s.rsplit('-', 1)[-1]}\n{label}{pred}")
     return ConceptGallery(int(concept_id), mean_image, mean_map, ex_images, maps, ids, captions,

@@ -144,3 +144,17 @@ def test_segmentation_run__a_persons_manifest_drives_the_retrain(tiny_run, tmp_p
     comparison = json.loads(run.comparison.read_text())
     assert comparison["n_train"]["pruned"] == len(train) - 5
     assert comparison["n_train"]["baseline"] == len(train)
+
+
+def test_segmentation_run__concept_gallery_shows_the_images_of_its_maps(tiny_run):
+    from soxai.report.runner import concept_gallery, read_run
+
+    view = read_run(tiny_run.root)
+    concept = int(view.concepts["concept_id"].max())  # a real concept where there is one, else the noise
+    gallery = concept_gallery(view, concept, n=3)
+    index = pd.read_parquet(tiny_run.saliency_index).set_index("sample_id")
+    samples = pd.read_parquet(tiny_run.samples).set_index("sample_id")
+    images = np.load(tiny_run.images)
+    assert gallery.sample_ids and all(s in index.index for s in gallery.sample_ids)  # map ids
+    for sid, shown in zip(gallery.sample_ids, gallery.images, strict=True):
+        np.testing.assert_array_equal(shown, images[samples.loc[index.loc[sid, "image_id"], "row"]])
