@@ -46,7 +46,11 @@ def run_monitor(cfg: Config, run: RunDir, reference: RunDir, splits: tuple[str, 
     def body():
         samples = _checked_samples(run, reference, splits)
         chosen = samples[samples["split"].isin(splits)].sort_values(["split", "sample_id"])
-        pred, assigned = _explain_and_assign(ref_cfg, reference, run, chosen)
+        from soxai.concepts.assign import explain_and_assign
+        from soxai.data.runner import read_images
+
+        pred, assigned = explain_and_assign(ref_cfg, reference, read_images(run), chosen["row"].to_numpy(),
+                                            chosen["label"].to_numpy())
         scores = read_parquet(reference.bias_scores)
         flagged = flagged_concepts(scores) if len(scores) else {}
         keep_cols = ["sample_id", "split", "label"] + [c for c in ("path",) if c in chosen]
@@ -111,24 +115,6 @@ def _checked_samples(run: RunDir, reference: RunDir, splits: tuple[str, ...]) ->
         raise DataError(f"the new data has no split(s) {unknown}; its splits are "
                         f"{sorted(samples['split'].unique())} — choose them with --split")
     return samples
-
-
-def _explain_and_assign(ref_cfg: Config, reference: RunDir, run: RunDir, chosen: pd.DataFrame):
-    """The reference model's prediction for each chosen new sample, and its concept assignment (the rows of
-    ``ConceptModel.assign``) from the sample's explanation."""
-    from soxai.concepts.assign import load_run_concept_model, new_sample_features
-    from soxai.data.runner import read_images
-    from soxai.saliency.runner import explain_rows, explainer_model
-
-    model, layer, device = explainer_model(ref_cfg, reference)
-    labels = chosen["label"].to_numpy()
-    images, rows = read_images(run), chosen["row"].to_numpy()
-    pred, target, maps = explain_rows(ref_cfg, model, images, rows, labels, device, layer)
-    concept_model = load_run_concept_model(reference)
-    features = new_sample_features(ref_cfg, maps, model=model, images=images, rows=rows, device=device,
-                                   targets=target)
-    assigned = concept_model.assign(features, labels)
-    return pred, assigned
 
 
 def monitor_config(reference: RunDir, config=None, overrides=()) -> Config:
