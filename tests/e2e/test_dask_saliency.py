@@ -106,7 +106,7 @@ def test_cli__dask_address_fans_shards_out_to_a_running_scheduler(two_runs, tmp_
     single, _, _ = two_runs
     by_address = tmp_path / "by-address"
     by_address.mkdir()
-    for stage in ("data", "model", "embed", "concepts", "bias", "manifest"):
+    for stage in ("data", "model", "embed", "concepts", "spectral", "bias", "manifest"):
         shutil.copytree(single.root / stage, by_address / stage)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         res = CliRunner().invoke(app, ["explain", str(single.config), "--run-dir", str(by_address),
