@@ -353,3 +353,12 @@ def test_function_lengths__counts_nested_and_methods_and_reads_the_marker(tmp_pa
 
     assert found == {"long_doc": (83, "one table of draws"), "long_bare": (83, ""), "short": (3, "not needed"),
                      "C.m": (4, None), "C.m.inner": (2, None)}
+
+
+def test_test_modules__unique_basenames():
+    """pytest imports test modules by basename (no __init__.py in tests/): two files of one name in different
+    folders stop the whole suite from collecting in a clean clone."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (Path(__file__).parent).rglob("test_*.py"))
+    assert [n for n, k in names.items() if k > 1] == []
