@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 NOTHING, NO_STAGE_OUTPUT, RUN_UNCHANGED = "nothing", "no-stage-output", "run-unchanged"
-STAGE_FOLDERS = ("data", "model", "saliency", "embed", "concepts", "bias", "manifest", "train", "compare", "report",
-                 "monitor", "saliency_eval")
+STAGE_FOLDERS = ("data", "model", "saliency", "embed", "concepts", "spectral", "bias", "manifest", "train", "compare",
+                 "report", "monitor", "saliency_eval")
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 # the smallest data and training the stages accept: a case that fails does so before or in the data stage
