@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -44,24 +45,28 @@ def finished_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
+    """A Prefect test server for the cases that run a flow, and the environment those cases run with.
+
+    The environment is set only while the server starts and while a flow case's command runs (``check_case``),
+    never left in ``os.environ``: later tests start Prefect servers and ``soxai schedule`` processes of their own,
+    which inherit the environment (with log shipping off, the e2e schedule test found no stage log lines)."""
     env = {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai",
            # the console shows what a user sees; shipping each log line to the test server too only costs time
            "PREFECT_LOGGING_TO_API_ENABLED": "false"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     from prefect.testing.utilities import prefect_test_harness
 
-    with _prefect_console(io.StringIO()):  # made here, at the import, not in the first command's CliRunner
-        import flows.pipeline  # noqa: F401
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    stack = contextlib.ExitStack()
+    with mock.patch.dict(os.environ, env):
+        with _prefect_console(io.StringIO()):  # made here, at the import, not in the first command's CliRunner
+            import flows.pipeline  # noqa: F401
+        stack.enter_context(prefect_test_harness(server_startup_timeout=90))
+    try:
+        yield env
+    finally:
+        with mock.patch.dict(os.environ, env):
+            stack.close()
 
 
 @pytest.fixture
@@ -75,12 +80,11 @@ def check_case(request, tmp_path):
 
         ctx = Ctx(tmp_path / "case", request.getfixturevalue("finished_run") if case.finished else None)
         ctx.tmp.mkdir()
-        if case.flow:
-            request.getfixturevalue("prefect_server")
+        env = request.getfixturevalue("prefect_server") if case.flow else {}
 
         def invoke(args: list[str]) -> tuple[int, str]:
             prefect_log = io.StringIO()
-            with _prefect_console(prefect_log):
+            with mock.patch.dict(os.environ, env), _prefect_console(prefect_log):
                 res = CliRunner().invoke(app, args, catch_exceptions=True)
             out = prefect_log.getvalue() + res.output
             if res.exception is not None and not isinstance(res.exception, SystemExit):

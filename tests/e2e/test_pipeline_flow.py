@@ -115,7 +115,7 @@ def test_cli__inspect_export_compare_report(smoke_run, tmp_path):
     concepts = pd.read_parquet(run.concepts)
     cid = int(concepts.loc[~concepts["is_noise"], "concept_id"].iloc[0])
     shown = cli.invoke(app, ["concepts", "show", str(run.root), str(cid)])
-    assert shown.exit_code == 0 and (run.report_dir / f"concept-{cid}.png").is_file()
+    assert shown.exit_code == 0 and (run.root / "gallery" / f"concept-{cid}.png").is_file()  # not in report/
     missing = cli.invoke(app, ["concepts", "show", str(run.root), "999"])
     assert missing.exit_code == 2 and "no concept 999" in missing.output
     for fmt in ("csv", "parquet", "json"):

@@ -148,7 +148,11 @@ def test_schedule__real_server_serves_a_cron_deployment_of_the_smoke_config(pref
         assert kinds["soxai-summary"]["type"] == "markdown" and "concepts found" in kinds["soxai-summary"]["data"]
         assert "report.html" in kinds["soxai-summary"]["data"]
         assert kinds["soxai-concepts"]["type"] == "table"
-        logs = _post(url, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})
+        logs, page = [], None
+        while page is None or len(page) == 200:  # every log line of the run, 200 at a time (the API's page)
+            page = _post(url, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200,
+                                               "offset": len(logs)})
+            logs += page
         assert any("stage saliency: done" in entry["message"] for entry in logs)
 
         listed = _soxai(env, "schedule", "--list")
