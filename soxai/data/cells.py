@@ -212,6 +212,15 @@ def _render(
     return np.clip(img, 0.0, 1.0), np.abs(dist) <= max(1.0, s / 16), dist <= 0
 
 
+def split_streams(cfg: DataConfig, seed: int) -> tuple[dict[str, tuple[int, np.random.SeedSequence]],
+                                                        np.random.SeedSequence]:
+    """{split: (samples per class, its seed stream)} for train / val / test, and the artifact's stream: the draws
+    the cells dataset and its segmentation twin share, so both give the same images for a seed."""
+    ss_train, ss_val, ss_test, ss_artifact = np.random.SeedSequence(seed).spawn(4)
+    return {"train": (cfg.n_train_per_class, ss_train), "val": (cfg.n_val_per_class, ss_val),
+            "test": (cfg.n_test_per_class, ss_test)}, ss_artifact
+
+
 def build_cells(cfg: DataConfig, seed: int) -> Dataset:
     """The cells dataset with splits train / val / test (clean) / test_attacked.
 
@@ -233,9 +242,7 @@ def build_cells(cfg: DataConfig, seed: int) -> Dataset:
         Images of shape (N, 1, image_size, image_size), masks of shape (N, image_size, image_size),
         class names ``CELL_CLASSES[:n_classes]``, sample ids ``cells-{split}-{i:06d}``.
     """
-    ss_train, ss_val, ss_test, ss_artifact = np.random.SeedSequence(seed).spawn(4)
-    sizes = {"train": (cfg.n_train_per_class, ss_train), "val": (cfg.n_val_per_class, ss_val),
-             "test": (cfg.n_test_per_class, ss_test)}
+    sizes, ss_artifact = split_streams(cfg, seed)
     splits = {
         split: make_cells(n, cfg.n_classes, cfg.image_size, cfg.noise, np.random.default_rng(ss))
         for split, (n, ss) in sizes.items()

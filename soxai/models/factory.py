@@ -152,6 +152,35 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "(no message)"
 
 
+def probe_forward(model: nn.Module, what: str, in_channels: int, image_size: int, noun: str, fix: str = ""):
+    """The output of a probe batch of zeros of shape (2, in_channels, image_size, image_size), run in eval mode
+    without gradients (the model's train/eval mode restored after).
+
+    Raises
+    ------
+    ConfigError
+        If the forward pass fails: names ``what``, the probe's shape and the first line of the error; ``fix`` is
+        appended to the advice to accept such images. A ConfigError of the model's own passes unchanged.
+    """
+    import torch
+
+    was_training = model.training
+    probe = torch.zeros(2, in_channels, image_size, image_size)
+    try:
+        with torch.no_grad():
+            return model.eval()(probe)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — any failure of user code is reported with the shape it got
+        raise ConfigError(
+            f"{what}: the {noun} fails on a batch of shape {tuple(probe.shape)} (n, channels, height, width) "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); make it accept "
+            f"{in_channels}-channel {image_size}x{image_size} images{fix}"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
 def check_model(model: nn.Module, what: str, in_channels: int, n_classes: int, image_size: int) -> None:
     """Run a probe batch of zeros of shape (2, in_channels, image_size, image_size) through ``model``.
 
@@ -162,19 +191,8 @@ def check_model(model: nn.Module, what: str, in_channels: int, n_classes: int, i
     """
     import torch
 
-    was_training = model.training
-    probe = torch.zeros(2, in_channels, image_size, image_size)
-    try:
-        with torch.no_grad():
-            out = model.eval()(probe)
-    except Exception as exc:  # noqa: BLE001 — any failure of user code is reported with the shape it got
-        raise ConfigError(
-            f"{what}: the model fails on a batch of shape {tuple(probe.shape)} (n, channels, height, width) "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); make it accept "
-            f"{in_channels}-channel {image_size}x{image_size} images ({_size_keys(what)}, or data.crop / data.color)"
-        ) from None
-    finally:
-        model.train(was_training)
+    out = probe_forward(model, what, in_channels, image_size, "model",
+                        f" ({_size_keys(what)}, or data.crop / data.color)")
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soxai.data.cells import CELL_CLASSES, make_cell_scenes
+from soxai.data.cells import CELL_CLASSES, make_cell_scenes, split_streams
 from soxai.data.config import DataConfig
 from soxai.data.dataset import Dataset, dataset_from_clean_splits
 from soxai.errors import DataError
@@ -75,9 +75,7 @@ def build_cell_segmentation(cfg: DataConfig, seed: int) -> SegmentationData:
             f"data.artifact.shape={cfg.artifact.shape!r} spans the whole image, so it cannot be tied to one "
             "class's presence the way a segmentation shortcut is; use square, cross, ring, stripe or texture"
         )
-    ss_train, ss_val, ss_test, ss_artifact = np.random.SeedSequence(seed).spawn(4)
-    sizes = {"train": (cfg.n_train_per_class, ss_train), "val": (cfg.n_val_per_class, ss_val),
-             "test": (cfg.n_test_per_class, ss_test)}
+    sizes, ss_artifact = split_streams(cfg, seed)
     scenes = {
         split: make_cell_scenes(n, cfg.n_classes, cfg.image_size, cfg.noise, np.random.default_rng(ss))
         for split, (n, ss) in sizes.items()

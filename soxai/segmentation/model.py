@@ -57,21 +57,9 @@ def check_segmenter(model: nn.Module, what: str, in_channels: int, n_classes: in
     """
     import torch
 
-    was_training = model.training
-    probe = torch.zeros(2, in_channels, image_size, image_size)
-    try:
-        with torch.no_grad():
-            out = model.eval()(probe)
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 — any failure of user code is reported with the shape it got
-        raise ConfigError(
-            f"{what}: the network fails on a batch of shape {tuple(probe.shape)} (n, channels, height, width) "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); make it accept "
-            f"{in_channels}-channel {image_size}x{image_size} images"
-        ) from None
-    finally:
-        model.train(was_training)
+    from soxai.models.factory import probe_forward
+
+    out = probe_forward(model, what, in_channels, image_size, "network")
     want = (2, n_classes, image_size, image_size)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
