@@ -76,6 +76,10 @@ def serve(spec: DeploymentSpec) -> None:
 
     from prefect.runner import Runner
 
+    # a process started as a background job of a script (`soxai schedule ... &` without job control, nohup in a
+    # subshell) inherits SIGINT ignored: Ctrl-C, and SIGTERM delivered as SIGINT below, would then do nothing, the
+    # process would run on and the deployment stay active. Ctrl-C raises KeyboardInterrupt again here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     runner = Runner(name=spec.name, pause_on_shutdown=False)
     deployment_id = runner.add_flow(
         spec.flow, name=spec.name, cron=spec.cron, parameters=spec.parameters, paused=False,

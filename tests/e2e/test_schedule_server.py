@@ -223,10 +223,13 @@ def test_schedule__a_stop_pauses_the_deployment(prefect_server, tmp_path, sig):
     url, env = prefect_server
     name = f"stop-{sig.name.lower()}"
     log = open(tmp_path / "serve.log", "w")
+    # started with SIGINT ignored, as a script's background job (`soxai schedule ... &`) inherits it: the stop must
+    # work all the same
     serve = subprocess.Popen(
         [str(BIN / "soxai"), "schedule", "configs/smoke.yaml", "--cron", CRON, "--name", name,
          "--runs-dir", str(tmp_path / "runs")],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline, found = time.monotonic() + 120, []
         while not found:
