@@ -26,7 +26,7 @@ from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, pick_rows
 from soxai.bias.detectors import BIAS_DETECTORS
 from soxai.bias.disparity import match_statistics
-from soxai.bias.paste import OwnBox
+from soxai.bias.ownbox import own_box_region
 
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
                    "test"]
@@ -107,20 +107,23 @@ def wilson_interval(rate: np.ndarray, n, z: float = WILSON_Z) -> tuple[np.ndarra
     return centre - half, centre + half
 
 
-def sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, k: int, box, member: np.ndarray,
-                     min_gap: float, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float | None]:
+def sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, k: int, box, member,
+                     min_gap: float, labels: np.ndarray | None = None):
     """Flip rates of the candidate ``rows``: all on the first FIRST_STAGE recipients, then those still in doubt
     on twice as many, and so on up to all of them. Returns (rates, recipients each rate is over, threshold or
-    None); the threshold comes from the first stage, where every sample has a rate over the same recipients,
-    and is None when the gap is below ``min_gap`` there or in the final rates."""
+    None, and the member mask); the threshold comes from the first stage, where every sample has a rate over the
+    same recipients, and is None when the gap is below ``min_gap`` there or in the final rates. ``member``: a bool
+    mask over ``rows``, or a function of the first-stage rates that returns one (the unclustered test's Otsu
+    split), so the first stage is computed once."""
     m = len(recipients)
     done = min(FIRST_STAGE, m)
     flips = carrier_flip_rates(predict, images, rows, recipients[:done], k, box,
                                recipient_labels=None if labels is None else labels[:done]) * done
     n_tested = np.full(len(rows), done)
+    member = np.asarray(member(flips / done) if callable(member) else member, dtype=bool)
     t = carrier_threshold(flips[member] / done, flips[~member] / done, min_gap)
     if t is None:
-        return flips / done, n_tested, t
+        return flips / done, n_tested, t, member
     while done < m:
         lo, hi = wilson_interval(flips / n_tested, n_tested)
         doubt = np.flatnonzero((n_tested == done) & (lo <= t) & (t <= hi))
@@ -137,8 +140,8 @@ def sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, 
     # the zeros the members moved 25% of the first 8 and 6% of all 32): once the members' own rates fall
     # back below the gap, single samples cannot be told apart after all, and the members stand.
     if carrier_threshold(rates[member], rates[~member], min_gap) is None:
-        return rates, n_tested, None
-    return rates, n_tested, t
+        return rates, n_tested, None, member
+    return rates, n_tested, t, member
 
 
 def _decisive(scores: pd.DataFrame, cid: int, shape: tuple[int, int]):
@@ -202,15 +205,14 @@ def find_carriers(
         if BIAS_DETECTORS[detector].region == "channels":
             box = ChannelRegion(ctx.layer, ctx.train, k, box)
         elif BIAS_DETECTORS[detector].region == "own_box":
-            h, w = ctx.images.shape[2:]
-            box = OwnBox(max(1, int(round(cfg.transplant.region_frac * min(h, w)))), ctx.sample_maps, ctx.predict)
+            box = own_box_region(ctx, cfg)
         rng = np.random.default_rng([ctx.seed, cid + 1, 17])
         rec_rows = pick_rows(pool, ccfg.n_recipients, rng)
         recipients = np.asarray(ctx.images[rec_rows], dtype=np.float32)
         # a whole-image flag counts recipients moved off their class, as statistics_transplant does
         labels = ctx.labels(rec_rows) if box is None else None
-        rates, n_tested, t = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k, box,
-                                              member, ccfg.min_gap, labels)
+        rates, n_tested, t, _ = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k,
+                                                 box, member, ccfg.min_gap, labels)
         out["flip_rate"], out["n_recipients"] = rates, n_tested
         if box is None:
             what = "brightness and contrast"

@@ -17,19 +17,38 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, pick_rows, score_row, scored_concepts
 from soxai.bias.paste import OwnBox
 
 
-def detect_own_box(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
-    """The own-box test of every scored concept (module docstring)."""
+def own_box_region(ctx: DetectorContext, cfg: BiasConfig) -> OwnBox:
+    """Each sample's own most salient box, of side ``transplant.region_frac`` of the images' shorter side."""
+    h, w = ctx.images.shape[2:]
+    return OwnBox(max(1, int(round(cfg.transplant.region_frac * min(h, w)))), ctx.sample_maps, ctx.predict)
+
+
+def compare_own_boxes(ctx: DetectorContext, region: OwnBox, first: pd.DataFrame, second: pd.DataFrame,
+                      pool: pd.DataFrame, k: int, n_recipients: int, max_samples: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Up to ``max_samples`` of each group paste their own boxes into the same ``n_recipients`` images of
+    ``pool``; returns the two groups' rates of recipients moved to class ``k``, the one-sided Mann-Whitney p of
+    the first against the second, and the number of recipients."""
     from scipy.stats import mannwhitneyu
 
+    recipients = np.asarray(ctx.images[pick_rows(pool, n_recipients, rng)], dtype=np.float32)
+    a = region.flip_rates(ctx.images, pick_rows(first, max_samples, rng), recipients, k)
+    b = region.flip_rates(ctx.images, pick_rows(second, max_samples, rng), recipients, k)
+    p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if max(a.max(), b.max()) > 0 else 1.0
+    return a, b, p, len(recipients)
+
+
+def detect_own_box(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]]:
+    """The own-box test of every scored concept (module docstring)."""
     ocfg = cfg.own_box
-    h, w = ctx.images.shape[2:]
-    region = OwnBox(max(1, int(round(cfg.transplant.region_frac * min(h, w)))), ctx.sample_maps, ctx.predict)
+    region = own_box_region(ctx, cfg)
     concepts = scored_concepts(ctx)
     bar = ocfg.max_p_value / max(len(concepts), 1)
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
@@ -43,14 +62,11 @@ def detect_own_box(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]
             why = "no other-class images to paste into" if len(pool) == 0 else "no class-mates to compare with"
             rows.append(score_row("own_box", cid, 0.0, False, f"not tested: {why}", p_value=1.0))
             continue
-        rng = np.random.default_rng([ctx.seed, cid + 1, 31])
-        recipients = np.asarray(ctx.images[pick_rows(pool, ocfg.n_recipients, rng)], dtype=np.float32)
-        a = region.flip_rates(ctx.images, pick_rows(members, ocfg.max_samples, rng), recipients, k)
-        b = region.flip_rates(ctx.images, pick_rows(mates, ocfg.max_samples, rng), recipients, k)
-        p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if max(a.max(), b.max()) > 0 else 1.0
+        a, b, p, n_rec = compare_own_boxes(ctx, region, members, mates, pool, k, ocfg.n_recipients,
+                                           ocfg.max_samples, np.random.default_rng([ctx.seed, cid + 1, 31]))
         flag = p <= bar
         reason = (f"its members, each pasting its own most salient {region.side}x{region.side} box into "
-                  f"{len(recipients)} images of other classes, moved {a.mean():.0%} of them to class {k} on average "
+                  f"{n_rec} images of other classes, moved {a.mean():.0%} of them to class {k} on average "
                   f"against {b.mean():.0%} for its class-mates ({len(a)} and {len(b)} tested; one-sided Mann-Whitney "
                   f"p={p:.2g}, bar {bar:.2g} = {ocfg.max_p_value:g} / {len(concepts)} concepts): "
                   + ("flagged" if flag else "not flagged"))

@@ -31,6 +31,7 @@ import pandas as pd
 
 from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, pick_rows
+from soxai.bias.ownbox import compare_own_boxes, own_box_region
 from soxai.bias.paste import OwnBox
 from soxai.concepts.cluster import NOISE
 
@@ -47,11 +48,8 @@ def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFra
     carriers : rows of ``bias/carriers.parquet`` (soxai.bias.carriers.CARRIER_COLUMNS) under concept -1, one per
         training sample of each flagged class
     """
-    from scipy.stats import mannwhitneyu
-
     ucfg = cfg.unclustered
-    h, w = ctx.images.shape[2:]
-    region = OwnBox(max(1, int(round(cfg.transplant.region_frac * min(h, w)))), ctx.sample_maps, ctx.predict)
+    region = own_box_region(ctx, cfg)
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
     classes = [k for k, part in ctx.train.groupby("label", sort=True)
                if (part["concept_id"] == NOISE).any() and (part["concept_id"] != NOISE).any()]
@@ -64,20 +62,17 @@ def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFra
             rows.append(_row(k, noise, clustered, 0, np.nan, np.nan, np.nan, False,
                              "not tested: no correctly predicted images of other classes to paste into"))
             continue
-        rng = np.random.default_rng([ctx.seed, int(k) + 1, 23])
-        recipients = np.asarray(ctx.images[pick_rows(pool, ucfg.n_recipients, rng)], dtype=np.float32)
-        a = region.flip_rates(ctx.images, pick_rows(noise, ucfg.max_samples, rng), recipients, int(k))
-        b = region.flip_rates(ctx.images, pick_rows(clustered, ucfg.max_samples, rng), recipients, int(k))
-        p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if a.max() > 0 or b.max() > 0 else 1.0
+        a, b, p, n_rec = compare_own_boxes(ctx, region, noise, clustered, pool, int(k), ucfg.n_recipients,
+                                           ucfg.max_samples, np.random.default_rng([ctx.seed, int(k) + 1, 23]))
         bar = ucfg.max_p_value / len(classes)
         flag = p <= bar
         reason = (f"class {k}'s {len(noise)} unclustered samples, each pasting its own most salient "
-                  f"{region.side}x{region.side} box into {len(recipients)} images of other classes, moved "
+                  f"{region.side}x{region.side} box into {n_rec} images of other classes, moved "
                   f"{a.mean():.0%} of them to class {k} on average against {b.mean():.0%} for its {len(clustered)} "
                   f"clustered samples ({len(a)} and {len(b)} tested; one-sided Mann-Whitney p={p:.2g}, bar "
                   f"{bar:.2g} = {ucfg.max_p_value:g} / {len(classes)} classes): "
                   + ("a shortcut among samples that form no concept" if flag else "not flagged"))
-        rows.append(_row(k, noise, clustered, len(recipients), a.mean(), b.mean(), p, flag, reason))
+        rows.append(_row(k, noise, clustered, n_rec, a.mean(), b.mean(), p, flag, reason))
         if flag:
             carriers.append(_carriers(ctx, cfg, cls, region, int(k)))
     table = pd.DataFrame(rows, columns=UNCLUSTERED_COLUMNS) if rows else _empty_table()
@@ -126,10 +121,8 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
     # no carrier's. The carriers' side is the upper part of the class's two-way split of its first rates instead
     # (Otsu's: the cut that best separates the rates into two groups; parameter-free), and the carrier test's
     # own rule then draws the line between that side's mean and the other samples' median
-    first = region.flip_rates(ctx.images, cls["row"].to_numpy(), recipients[:FIRST_STAGE], k)
-    upper = first > otsu_cut(first)
-    rates, n_tested, t = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k, region,
-                                          upper, ccfg.min_gap)
+    rates, n_tested, t, upper = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k,
+                                                 region, lambda first: first > otsu_cut(first), ccfg.min_gap)
     out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": NOISE, "label": k, "member": member,
                         "flip_rate": rates, "n_recipients": n_tested})
     if t is None:

@@ -97,15 +97,17 @@ class EpochSelection:
                 "epoch_kept": best + 1, "val_scores": self.scores, "val_groups": self.groups.sizes()}
 
 
-def selection_for(cfg, groups: ValGroups | None, images, device) -> tuple[Callable | None, dict[str, Any]]:
+def selection_for(cfg, val_groups: Callable[[], ValGroups | None], images,
+                  device) -> tuple[Callable | None, dict[str, Any]]:
     """The ``val_score`` of a reweighted model and what metrics.json says about it before training.
 
-    ``retrain.reweight_selection``: 'balanced_val' selects the epoch (:class:`EpochSelection`); 'last' keeps
-    the last epoch, as the other variants do. Without a val split the last epoch is kept, and the record
-    says so.
+    ``retrain.reweight_selection``: 'balanced_val' selects the epoch (:class:`EpochSelection`) on the groups
+    ``val_groups()`` gives (called only then: it explains the val split); 'last' keeps the last epoch, as the
+    other variants do. Without a val split the last epoch is kept, and the record says so.
     """
     if cfg.retrain.reweight_selection == "last":
         return None, {"rule": "last epoch (retrain.reweight_selection=last)"}
+    groups = val_groups()
     if groups is None:
         return None, {"rule": "last epoch: the data has no 'val' split to select an epoch on"}
     return EpochSelection(groups, images, device), {}

@@ -8,6 +8,7 @@ its name in ``soxai.train.config.Variant``; the train stage's runner never branc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -73,15 +74,14 @@ class VariantInputs:
     keep: np.ndarray
     images: Any
     _corrections: _CorrectionInputs | None = None
-    _val_groups: Any = None
 
+    @functools.cached_property
     def val_groups(self):
-        """The val split assigned to the run's concepts (``soxai.train.selection``), computed on first use."""
+        """The val split assigned to the run's concepts (``soxai.train.selection``; None without a val split),
+        computed on first use and once per train stage."""
         from soxai.train.selection import val_concept_groups
 
-        if self._val_groups is None:
-            self._val_groups = (val_concept_groups(self.cfg, self.run),)
-        return self._val_groups[0]
+        return val_concept_groups(self.cfg, self.run)
 
     def corrections(self) -> _CorrectionInputs:
         """What reweight and augment read (concepts, flags, scores, carriers), loaded on first use."""
@@ -229,8 +229,7 @@ def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]
         labels = inputs.train["label"].to_numpy()[plan.mask]
         val_score, selection = None, {}
         if variant == "reweight":
-            groups = None if inputs.cfg.retrain.reweight_selection == "last" else inputs.val_groups()
-            val_score, selection = selection_for(inputs.cfg, groups, inputs.images,
+            val_score, selection = selection_for(inputs.cfg, lambda: inputs.val_groups, inputs.images,
                                                  resolve_device(inputs.cfg.train.device))
         model, device = fit(inputs.cfg, inputs.run, plan.rows, labels, seed, f"{variant} seed {seed}",
                             sample_weights=plan.weights,

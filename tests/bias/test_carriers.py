@@ -188,11 +188,11 @@ def testsequential_rates__members_stand_when_their_gap_was_luck_of_the_first_rec
     def weak(x):
         return ((x[:, 0, :2, :2].mean(axis=(1, 2)) > 0.9) & (x[:, 0, 3, 3] > 0.5)).astype(int)
 
-    rates, n, t = sequential_rates(weak, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
+    rates, n, t, _ = sequential_rates(weak, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
     assert t is None and n[:3].tolist() == [32, 32, 32] and np.allclose(rates[:3], 2 / 32)
 
     def strong(x):
         return (x[:, 0, :2, :2].mean(axis=(1, 2)) > 0.9).astype(int)
 
-    rates, n, t = sequential_rates(strong, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
+    rates, n, t, _ = sequential_rates(strong, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
     assert t == 0.5 and (rates >= t).tolist() == member.tolist() and n.tolist() == [8] * 6

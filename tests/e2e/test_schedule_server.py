@@ -93,6 +93,16 @@ def _get(url: str, path: str):
     return _call("GET", f"{url}{path}")
 
 
+def _serve(env, tmp_path, name: str, extra: list[str], preexec_fn=None):
+    """`soxai schedule` of the smoke config on the cron, in a session of its own, its output in serve.log."""
+    log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen(
+        [str(BIN / "soxai"), "schedule", "configs/smoke.yaml", "--cron", CRON, "--name", name,
+         "--runs-dir", str(tmp_path / "runs"), *extra],
+        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn)
+    return serve, log
+
+
 def _soxai(env, *args, timeout=120):
     return subprocess.run([str(BIN / "soxai"), *args], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
@@ -102,11 +112,7 @@ def test_schedule__real_server_serves_a_cron_deployment_of_the_smoke_config(pref
     url, env = prefect_server
     env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "2", "SOXAI_PROGRESS": "0"}
     overrides = [a for o in SMALL for a in ("--set", o)]
-    log = open(tmp_path / "serve.log", "w")
-    serve = subprocess.Popen(
-        [str(BIN / "soxai"), "schedule", "configs/smoke.yaml", "--cron", CRON, "--name", "nightly",
-         "--runs-dir", str(tmp_path / "runs"), *overrides],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    serve, log = _serve(env, tmp_path, "nightly", overrides)
     try:
         # the deployment and its schedule, found through the API
         deadline, found = time.monotonic() + 120, []
@@ -222,14 +228,10 @@ def _worker_env(url: str, deployment_id: str) -> dict:
 def test_schedule__a_stop_pauses_the_deployment(prefect_server, tmp_path, sig):
     url, env = prefect_server
     name = f"stop-{sig.name.lower()}"
-    log = open(tmp_path / "serve.log", "w")
     # started with SIGINT ignored, as a script's background job (`soxai schedule ... &`) inherits it: the stop must
     # work all the same
-    serve = subprocess.Popen(
-        [str(BIN / "soxai"), "schedule", "configs/smoke.yaml", "--cron", CRON, "--name", name,
-         "--runs-dir", str(tmp_path / "runs")],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    serve, log = _serve(env, tmp_path, name, [],
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline, found = time.monotonic() + 120, []
         while not found:

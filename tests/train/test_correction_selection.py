@@ -50,12 +50,12 @@ def test_train_model__val_score_keeps_the_best_epochs_weights():
 def test_selection_for__last_epoch_when_asked_or_without_val(tiny_explained):
     cfg, _ = tiny_explained
     groups = ValGroups(np.arange(3), np.array([0, 1, 1]), np.array([0, 1, -1]))
-    score, record = selection_for(cfg, groups, None, None)
+    score, record = selection_for(cfg, lambda: groups, None, None)
     assert isinstance(score, EpochSelection) and record == {}
     last = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"reweight_selection": "last"})})
-    score, record = selection_for(last, groups, None, None)
+    score, record = selection_for(last, lambda: groups, None, None)
     assert score is None and "retrain.reweight_selection=last" in record["rule"]
-    score, record = selection_for(cfg, None, None, None)
+    score, record = selection_for(cfg, lambda: None, None, None)
     assert score is None and "no 'val' split" in record["rule"]
 
 
