@@ -48,7 +48,7 @@ class StageRecord:
 #   manifest 1 (2026-12-06): a prune of most of a class whose rest the baseline gets wrong keeps the class whole.
 #   bias 4, manifest 2 (2026-12-06): each class's unclustered samples tested as a group (bias/unclustered.parquet);
 #     the carriers of a flagged class are dropped, noise members never by membership.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 4, "manifest": 2, "compare": 1}
+LOGIC_VERSIONS: dict[str, int] = {"bias": 5, "manifest": 2, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -26,16 +26,18 @@ class TransplantConfig(DetectorSection):
         200, ge=4, description="(donor, recipient) pairs per concept; only predictions, so cheap"
     )
     threshold: float = Field(
-        0.1, ge=0.0, le=1.0,
-        description="flag when flip rate minus control flip rate reaches this (a minimum effect; the odds-ratio "
-        "bar below separates marks from real shapes): planted marks reached 0.11 (a corner patch on 10% of "
-        "MNIST's zeros, odds ratio 11) to 0.98 (cells). 0.2 before the odds bar existed, when it had to keep out "
-        "real concepts (up to 0.14 then); on 30 explain runs of the efficacy and held-out cases no real concept "
-        "with p <= max_p_value reached an odds ratio of 8 (at most 6.1)",
+        0.0, ge=0.0, le=1.0,
+        description="also require flip rate minus control flip rate to reach this (a minimum effect). 0, the "
+        "default since 2026-12-06: the corrected test and the odds ratio decide alone. It was 0.1, set on the "
+        "built-in cases (planted marks reached 0.11 to 0.98), and it kept out a moving ring that flips 9.5% of "
+        "recipients against a 1% control (p=8e-5, odds ratio 8.5) and three planted-mark concepts of the "
+        "detection matrix (0.07-0.10, all members carriers); on the matrix's 50 cases no concept of clean "
+        "samples has a corrected p <= 0.01 with an odds ratio of 8 (docs/DETECTION-METHOD.md)",
     )
     max_p_value: float = Field(
         0.01, gt=0.0, le=1.0,
-        description="and when a one-sided Fisher exact test of flips vs control flips is this significant",
+        description="flag when a one-sided Fisher exact test of flips vs control flips, Bonferroni-corrected over "
+        "the run's concepts, is at most this (the chance of one false flag in the run)",
     )
     min_odds_ratio: float = Field(
         8.0, ge=1.0,

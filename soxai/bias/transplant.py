@@ -34,8 +34,8 @@ def detect_transplant(
     outside the concept, each pasted from *its own* most salient box: how far the class's
     ordinary evidence carries in a box of that size. A real class feature that happens to
     transfer (a piece of an elongated outline) scores near its control; a shortcut scores far
-    above it. Flag: score >= ``threshold``, one-sided Fisher p <= ``max_p_value`` and odds ratio >=
-    ``min_odds_ratio`` (soxai.bias.verdict).
+    above it. Flag: one-sided Fisher p, Bonferroni-corrected over the run's concepts, <= ``max_p_value``, odds
+    ratio >= ``min_odds_ratio`` and score >= ``threshold`` (0 by default: no effect-size bar; soxai.bias.verdict).
 
     ``left_out``: flagged concepts whose members stay out of every other concept's control, ``suspected``:
     suspects left out the same way (see :func:`soxai.bias.rounds.clean_control_rounds`); ``only``: score just
@@ -46,6 +46,8 @@ def detect_transplant(
     side = max(1, int(round(tcfg.region_frac * min(h, w))))
     rows = []
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
+    # the family the p-values are corrected over: every concept of the run, also when a round re-tests a few
+    n_concepts = max(1, len(scored_concepts(ctx)))
     for _, concept in scored_concepts(ctx, only).iterrows():
         cid, k = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1])
@@ -68,7 +70,8 @@ def detect_transplant(
         score = flip - control
         # Both rates come from n pastes: a real effect must also be unlikely under "no difference".
         p_value, odds = compare_rates(flips, control_flips, n)
-        is_bias, verdict = decide(score, p_value, odds, tcfg.threshold, tcfg.max_p_value, tcfg.min_odds_ratio)
+        is_bias, verdict = decide(score, p_value, odds, tcfg.threshold, tcfg.max_p_value, tcfg.min_odds_ratio,
+                                  n_tests=n_concepts)
         y0, x0, y1, x1 = box
         control_text = (
             f"other class-{k} images{left_out_text(skipped, suspected)}, each pasting its own most salient box: "

@@ -29,14 +29,27 @@ def compare_rates(hits: int, control_hits: int, n: int) -> tuple[float, float]:
 
 
 def decide(score: float, p_value: float, odds_ratio: float, threshold: float, max_p_value: float,
-           min_odds_ratio: float = 1.0) -> tuple[bool, str]:
-    """(is_bias, the end of the reason text) for one concept under one detector."""
+           min_odds_ratio: float = 1.0, n_tests: int = 1) -> tuple[bool, str]:
+    """(is_bias, the end of the reason text) for one concept under one detector.
+
+    ``n_tests`` > 1: ``p_value`` is compared Bonferroni-corrected (times the number of concepts the detector
+    tests), so ``max_p_value`` bounds the chance of one false flag in the run, not per concept; a detector
+    whose ``threshold`` is 0 then decides by the corrected test and the odds ratio alone.
+    """
+    corrected = min(1.0, p_value * n_tests)
     big = score >= threshold
-    significant = p_value <= max_p_value
+    significant = corrected <= max_p_value
     own = odds_ratio >= min_odds_ratio
+    if threshold <= 0 and n_tests > 1:
+        text = (f"p={p_value:.1g} x{n_tests} concepts (Bonferroni) = {corrected:.1g} "
+                f"{'<=' if significant else '>'} {max_p_value:.1g}")
+        if significant and not own:
+            text += (f" but the odds ratio {odds_ratio:.1f} is below {min_odds_ratio:g}: the class's other samples "
+                     "carry their class this way too, so it reads as a real feature that transfers, not a shortcut")
+        return significant and own and score > 0, text
     text = f"difference {score:+.2f} is {'at or above' if big else 'below'} the flag threshold {threshold:.2f}"
     if big and not significant:
-        text += f" but not significant (p={p_value:.1g} > {max_p_value:.1g})"
+        text += f" but not significant (p={corrected:.1g} > {max_p_value:.1g})"
     elif big and not own:
         text += (f" but the odds ratio {odds_ratio:.1f} is below {min_odds_ratio:g}: the class's other samples "
                  "carry their class this way too, so it reads as a real feature that transfers, not a shortcut")
