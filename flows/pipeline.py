@@ -5,6 +5,11 @@ data -> train baseline -> saliency -> embed -> concepts -> spectral view -> bias
 
 Tasks pass ``(config, run_dir)`` in and small stage records out — never tensors or frames. Caching
 is soxai's own (fingerprints in each ``stage.json``), so Prefect's is off.
+
+Where the stages run is the config's ``runner`` section (soxai.scaleout.RunnerConfig): in this process, or on a
+Dask cluster, where the saliency shards are tasks of their own and the stages in :data:`DASK_STAGES` run on a
+worker, from which they hand their independent pieces to the cluster (soxai.parallel.parallel_map: each retrained
+model, each concept's bias test). The others, and the report, run here.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from soxai.config import Config
 from soxai.run_dir import RunDir
 from soxai.run_lock import writer_lock
 from soxai.runs import check_setup, finish_run, stage_runners
+from soxai.scaleout import RunnerConfig, check_dask_address
 
 RUNNERS = stage_runners()  # data, model, saliency, embed, concepts, spectral, bias, manifest, train, compare, report
 EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "spectral", "bias", "manifest")
 RETRAIN_STAGES = ("train", "compare", "report")
+# stages that run as a task on a Dask worker when the run is on a cluster, so that parallel_map can fan their
+# pieces out; the rest need nothing a worker offers (saliency fans out at the flow level, below)
+DASK_STAGES = ("bias", "train")
 
 
 def _retry_on_io_error(task, task_run, state) -> bool:
@@ -45,6 +54,7 @@ def _retry_on_io_error(task, task_run, state) -> bool:
 @task(cache_policy=NO_CACHE, task_run_name="{stage}", retries=2, retry_delay_seconds=2,
       retry_condition_fn=_retry_on_io_error)
 def stage_task(stage: str, config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    logging.getLogger("soxai").setLevel(logging.INFO)  # also on a Dask worker (see _run_stages)
     record = RUNNERS[stage](Config.model_validate(config), RunDir(run_dir))
     get_run_logger().info(
         "%s: %s in %.1f s", stage, "reused" if record.reused else "computed", record.seconds
@@ -53,6 +63,13 @@ def stage_task(stage: str, config: dict[str, Any], run_dir: str) -> dict[str, An
 
 
 def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    runner = RunnerConfig.model_validate(config.get("runner") or {})
+    if runner.on_dask and not _on_dask():
+        # a flow whose task runner was fixed before its config was read (a deployment's, soxai schedule's): the
+        # stages as a subflow on the cluster the config names
+        if runner.address:
+            check_dask_address(runner.address, source="runner.address")
+        return stages_on_dask.with_options(task_runner=dask_task_runner(runner))(stages, config, run_dir)
     # Prefect forwards the "soxai" logger (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves its level at
     # the root's WARNING; the library's stage messages are INFO.
     logging.getLogger("soxai").setLevel(logging.INFO)
@@ -66,7 +83,10 @@ def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -
                 # the shard fan-out is the classification saliency's; a segmentation run's saliency is one task
                 if stage == "saliency" and _on_dask() and config.get("task") != "segmentation":
                     _saliency_fan_out(config, run_dir)
-                records[stage] = stage_task(stage, config, run_dir)
+                if stage in DASK_STAGES and _on_dask():
+                    records[stage] = stage_task.submit(stage, config, run_dir).result()
+                else:
+                    records[stage] = stage_task(stage, config, run_dir)
         except BaseException as exc:
             finish_run(RunDir(run_dir), "failed", f"{type(exc).__name__}: {exc}")
             raise
@@ -107,12 +127,15 @@ def _saliency_fan_out(config: dict[str, Any], run_dir: str) -> None:
         future.result()  # raises the first failure
 
 
-def dask_task_runner(address: str | None = None, n_workers: int = 2, threads_per_worker: int = 1):
-    """A DaskTaskRunner on the scheduler at ``address``, or on a local cluster of ``n_workers`` processes."""
+def dask_task_runner(runner: RunnerConfig | None = None, n_workers: int = 2, threads_per_worker: int = 1):
+    """A DaskTaskRunner on the scheduler at ``runner.address``, or on a local cluster of ``runner.local_workers``
+    processes (``n_workers`` without a runner section), ``threads_per_worker`` threads each."""
     from prefect_dask import DaskTaskRunner
 
-    if address:
-        return DaskTaskRunner(address=address)
+    if runner is not None and runner.address:
+        return DaskTaskRunner(address=runner.address)
+    if runner is not None and runner.local_workers:
+        n_workers = runner.local_workers
     return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": threads_per_worker,
                                           "processes": True, "dashboard_address": None})
 
@@ -131,6 +154,12 @@ def publish_run(run_dir: str) -> None:
                              description=f"soxai run {run.root.name}: {run.root}")
     create_table_artifact(table=concept_table_rows(run), key="soxai-concepts",
                           description=f"concepts of soxai run {run.root.name}")
+
+
+@flow(name="soxai-stages-on-dask", log_prints=True)
+def stages_on_dask(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """The stages of a flow whose config sends them to a Dask cluster (see :func:`_run_stages`)."""
+    return _run_stages(stages, config, run_dir)
 
 
 @flow(name="soxai-pipeline", flow_run_name="{run_id}", log_prints=True)

@@ -32,9 +32,10 @@ ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; none = the 
 RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="run directory; re-using one resumes it")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: a.b=value")]
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (printed by `soxai run`)")]
-DaskOpt = Annotated[bool, typer.Option("--dask", help="fan saliency shards out over a local Dask cluster")]
+DaskOpt = Annotated[bool, typer.Option(
+    "--dask", help="saliency shards, bias tests and retrained models on a local Dask cluster (runner.local_workers)")]
 DaskAddressOpt = Annotated[str | None, typer.Option(
-    "--dask-address", help="fan saliency shards out over the Dask scheduler at this address (tcp://host:8786)")]
+    "--dask-address", help="the same on the Dask scheduler at this address, tcp://host:8786 (runner.address)")]
 VerboseOpt = Annotated[bool, typer.Option(
     "--verbose", "-v", help="print an error's full traceback here too (it always goes to RUN/logs/error-*.log)")]
 
@@ -176,10 +177,7 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
     with contextlib.ExitStack() as held:
         with _boundary(None, verbose, str(read) if read else None):
             cfg, root = _start(config, run_dir, overrides)
-            if dask_address:
-                from soxai.scaleout import check_dask_address
-
-                check_dask_address(dask_address)  # seconds, before any file: not at the saliency stage
+            cfg = _runner(cfg, dask, dask_address)  # seconds, before any file: not at the first stage on the cluster
             held.enter_context(writer_lock(root))  # before config.yaml is written, until the flow has ended
             run = init_run(cfg, root)
         typer.echo(f"run directory: {run.root}")
@@ -188,8 +186,8 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
             import flows.pipeline as flows
 
             chosen = getattr(flows, name)
-            if dask or dask_address:
-                chosen = chosen.with_options(task_runner=flows.dask_task_runner(dask_address))
+            if cfg.runner.on_dask:
+                chosen = chosen.with_options(task_runner=flows.dask_task_runner(cfg.runner))
             with _quiet_prefect():
                 chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     from soxai.report.runner import saliency_counts
@@ -201,6 +199,16 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
     if headline:
         typer.echo(headline)
     typer.echo(f"done: {run.root}")
+
+
+def _runner(cfg, dask: bool, dask_address: str | None):
+    """``cfg`` with the runner section that ``--dask`` / ``--dask-address`` set, its scheduler address checked."""
+    from soxai.scaleout import check_dask_address, with_options
+
+    runner = with_options(cfg.runner, dask, dask_address)
+    if runner.address:
+        check_dask_address(runner.address, source="--dask-address" if dask_address else "runner.address")
+    return cfg if runner == cfg.runner else cfg.model_copy(update={"runner": runner})
 
 
 def _headline(run) -> str:
@@ -240,9 +248,9 @@ def explain(config: Annotated[Path, typer.Argument(help="YAML config")], run_dir
 def retrain(
     run_dir: RunDirArg,
     manifest: Annotated[Path | None, typer.Option(help="a manifest (sample_id, keep) to use instead")] = None,
-    verbose: VerboseOpt = False,
+    dask: DaskOpt = False, dask_address: DaskAddressOpt = None, verbose: VerboseOpt = False,
 ) -> None:
-    """Retrain baseline, pruned and random-control variants, compare and report."""
+    """Retrain baseline, pruned and random-control variants, compare and report (one task per model on Dask)."""
     from soxai.run_dir import RunDir
     from soxai.run_lock import writer_lock
     from soxai.runs import init_run, load_run_config
@@ -251,7 +259,7 @@ def retrain(
     with contextlib.ExitStack() as held:
         with _boundary(None, verbose, str(read)):
             run = RunDir(run_dir)
-            cfg = load_run_config(run)
+            cfg = _runner(load_run_config(run), dask, dask_address)
             held.enter_context(writer_lock(run.root))  # the user manifest rewrites the manifest stage's files
             if manifest is not None:
                 from soxai.manifest.runner import use_user_manifest
@@ -262,8 +270,11 @@ def retrain(
         with _boundary(run.root, verbose):
             import flows.pipeline as flows
 
+            chosen = flows.retrain
+            if cfg.runner.on_dask:
+                chosen = chosen.with_options(task_runner=flows.dask_task_runner(cfg.runner))
             with _quiet_prefect():
-                flows.retrain(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
+                chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     typer.echo(f"done: {run.root}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from soxai._base import Section
 from soxai.bias.config import BiasConfig
@@ -24,6 +24,7 @@ from soxai.errors import ConfigError
 from soxai.manifest.config import ManifestConfig
 from soxai.models.config import ModelConfig
 from soxai.saliency.config import SaliencyConfig
+from soxai.scaleout import RunnerConfig
 from soxai.train.config import RetrainConfig, TrainConfig
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Config(Section):
     bias: BiasConfig = Field(default_factory=BiasConfig)
     manifest: ManifestConfig = Field(default_factory=ManifestConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="where the stages run (soxai.scaleout)")
 
     @field_validator("name")
     @classmethod
@@ -70,15 +72,29 @@ class Config(Section):
             raise ValueError("; ".join(errors))
         return self
 
+    @model_serializer(mode="wrap")
+    def _runner_only_when_set(self, handler) -> dict[str, Any]:
+        # the runner joined the config after runs existed: at its default (one process) the resolved config, and so
+        # a run's config.yaml, reads as it did before
+        dumped = handler(self)
+        if self.runner == RunnerConfig():
+            dumped.pop("runner", None)
+        return dumped
+
     def section_hash(self, *names: str) -> str:
-        """A stable hash of the named top-level sections (what a stage's output depends on)."""
+        """A stable hash of the named top-level sections (what a stage's output depends on).
+
+        ``runner`` is never hashed: where a run executes does not change what it computes.
+        """
         dumped = self.model_dump(mode="json")
+        dumped.pop("runner", None)
         for section, fields in _NOT_HASHED.items():
             for field in fields:
                 dumped[section].pop(field, None)
         # task joined the config after classification runs existed: left out at its default, a hash of every
         # section (the manifest's config_hash) stays what it was for them
-        payload = json.dumps({n: dumped[n] for n in names if not (n == "task" and dumped[n] == "classification")},
+        payload = json.dumps({n: dumped[n] for n in names
+                              if n != "runner" and not (n == "task" and dumped[n] == "classification")},
                              sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

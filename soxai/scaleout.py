@@ -1,12 +1,16 @@
-"""The scale-out settings checked before a run writes anything: a Dask scheduler address that is malformed or that
-nothing answers at would otherwise be found at the saliency stage, after the data stage and training (and, for an
-unreachable host, after Dask's own 30 s timeout), or end in a RecursionError from deep inside the Dask runner."""
+"""Where a run executes (the ``runner`` config section) and the check of a Dask scheduler address before a run writes
+anything: an address that is malformed or that nothing answers at would otherwise be found at the first stage that
+runs on the cluster, after the data stage and training (and, for an unreachable host, after Dask's own 30 s timeout),
+or end in a RecursionError from deep inside the Dask runner."""
 
 from __future__ import annotations
 
 import socket
 from urllib.parse import urlsplit
 
+from pydantic import Field, model_validator
+
+from soxai._base import Section
 from soxai.errors import ConfigError
 
 SCHEMES = ("tcp", "tls")  # what a Dask scheduler listens on for `Client(address)` in this setup
@@ -14,8 +18,44 @@ DEFAULT_PORT = 8786
 TIMEOUT_S = 5.0
 
 
-def check_dask_address(address: str, timeout: float = TIMEOUT_S) -> str:
+class RunnerConfig(Section):
+    """Where the stages run: in this process (the default), on a local Dask cluster, or on a running one.
+
+    Where a run executes never changes what it computes: this section is in no stage's fingerprint nor the
+    manifest's ``config_hash``, and every result is the same with any setting (same seeds). ``soxai run --dask``
+    sets ``local_workers: 2``, ``--dask-address ADDRESS`` sets ``address``.
+    """
+
+    address: str | None = Field(
+        None, description="a running Dask scheduler, tcp://HOST:PORT (`dask scheduler` prints it); its workers need "
+        "soxai installed and the run directory on a shared file system. Checked before anything is written. "
+        "Saliency shards, the per-concept bias tests and each retrained model (variant x seed, asking for a worker "
+        "resource GPU=1 where workers offer one) then run as tasks of its workers; the report stays here"
+    )
+    local_workers: int = Field(
+        0, ge=0, le=256, description="0: every stage in this process, one after another (unless `address` is set); "
+        "N: the same tasks on a local Dask cluster of N worker processes, one thread each"
+    )
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> RunnerConfig:
+        if self.address is not None and self.local_workers:
+            raise ValueError(
+                f"runner.address ({self.address}) and runner.local_workers ({self.local_workers}) both name a "
+                "cluster; set runner.local_workers: 0 to use the scheduler, or runner.address: null for a local one"
+            )
+        return self
+
+    @property
+    def on_dask(self) -> bool:
+        """Whether the run goes to a Dask cluster (a running one or a local one)."""
+        return self.address is not None or self.local_workers > 0
+
+
+def check_dask_address(address: str, timeout: float = TIMEOUT_S, source: str = "--dask-address") -> str:
     """``address`` if it has the form ``tcp://host:port`` and a TCP connection to it opens within ``timeout``.
+
+    ``source`` names where the address came from in the messages (the option, or ``runner.address``).
 
     Raises
     ------
@@ -27,9 +67,9 @@ def check_dask_address(address: str, timeout: float = TIMEOUT_S) -> str:
         parts = urlsplit(address if "://" in address else f"tcp://{address}")
         host, port = parts.hostname, parts.port
     except ValueError as exc:  # a port that is not a number, or out of range
-        raise ConfigError(f"--dask-address {address!r} is not a scheduler address ({exc}); {form}") from None
+        raise ConfigError(f"{source} {address!r} is not a scheduler address ({exc}); {form}") from None
     if parts.scheme not in SCHEMES or not host or port is None:
-        raise ConfigError(f"--dask-address {address!r} is not a scheduler address; {form}")
+        raise ConfigError(f"{source} {address!r} is not a scheduler address; {form}")
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -38,6 +78,16 @@ def check_dask_address(address: str, timeout: float = TIMEOUT_S) -> str:
         raise ConfigError(
             f"no Dask scheduler answers at {address} ({why}); check that the scheduler is "
             f"running there (`dask scheduler` prints its address), that host {host} and port {port} are right and "
-            "that no firewall blocks the port; or use --dask for a local cluster"
+            "that no firewall blocks the port; or use --dask (runner.local_workers) for a local cluster"
         ) from None
     return address
+
+
+def with_options(runner: RunnerConfig, dask: bool = False, address: str | None = None) -> RunnerConfig:
+    """The runner section after the command line's ``--dask`` (a local cluster of 2 workers, or the config's own
+    ``local_workers``) and ``--dask-address`` (wins over both); ``runner`` as it is without them."""
+    if address:
+        return RunnerConfig(address=address)
+    if dask:
+        return RunnerConfig(local_workers=runner.local_workers or 2)
+    return runner

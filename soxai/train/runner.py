@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
 from soxai.train.fit import evaluate_splits, fit, load_baseline, make_model
 from soxai.train.variants import VARIANTS, VariantInputs, plan_variant
 
-__all__ = ["VARIANTS", "evaluate_splits", "load_baseline", "make_model", "run_model", "run_train"]
+__all__ = ["VARIANTS", "evaluate_splits", "load_baseline", "make_model", "run_model", "run_train", "train_model"]
 
 
 def run_model(cfg: Config, run: RunDir) -> StageRecord:
@@ -75,8 +76,12 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
     reweight and augment the content of their plan: weights, pastes, reasons), so a model whose
     training set did not change is not retrained — the baseline survives any
     change of clustering, and a crash loses at most the model in progress.
+
+    The models are independent: on a Dask worker each is a task of its own (:func:`train_model` through
+    soxai.parallel.parallel_map, on a worker with a GPU where the cluster has one), elsewhere they train in turn;
+    the stage writes ``stage.json`` once every model is there.
     """
-    from soxai.models.registry import save_checkpoint
+    from soxai.parallel import parallel_map
 
     fp = fingerprint("train", cfg.section_hash("retrain", "model", "train"), *upstream(run, "data", "manifest"))
 
@@ -87,38 +92,59 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
             manifest[["sample_id", "keep"]], on="sample_id", how="left", validate="one_to_one"
         ).reset_index(drop=True)
         keep = train["keep"].fillna(True).to_numpy(dtype=bool)
-        splits = eval_splits(samples)
-        images = read_images(run)
-        inputs = VariantInputs(cfg, run, train, keep, images)
-        recipe = cfg.section_hash("model", "train")
-        data_fp = upstream(run, "data")[0]
-        outputs, trained, reused = [], 0, 0
-        for variant in cfg.retrain.variants:
-            for seed in cfg.retrain.seeds:
-                plan = plan_variant(variant, inputs, seed)
-                ids = train["sample_id"].to_numpy()[plan.mask]
-                ids_hash = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-                model_fp = fingerprint("train-model", recipe, str(seed), ids_hash, data_fp, *plan.parts)
-                metrics_path = run.variant_metrics(variant, seed)
-                outputs += [metrics_path, run.variant_model(variant, seed), run.variant_manifest(variant, seed)]
-                if metrics_path.is_file() and run.variant_model(variant, seed).is_file():
-                    old = read_json(metrics_path)
-                    if old.get("fingerprint") == model_fp and run.variant_manifest(variant, seed).is_file():
-                        reused += 1
-                        continue
-                done = plan.fit()
-                table = done.table
-                if table is None:
-                    table = pd.DataFrame({"sample_id": ids, "weight": np.ones(len(ids), dtype=np.int64)})
-                write_parquet(run.variant_manifest(variant, seed), table)
-                save_checkpoint(run.variant_model(variant, seed), done.model, {"seed": seed, "variant": variant})
-                write_json(metrics_path, {
-                    "variant": variant, "seed": seed, "fingerprint": model_fp, "n_train": int(plan.mask.sum()),
-                    **done.extra,
-                    "splits": evaluate_splits(done.model, images, samples, done.device, splits, cfg.train.num_workers),
-                })
-                trained += 1
-        return outputs, {"models_trained": trained, "models_reused": reused}
+        inputs = VariantInputs(cfg, run, train, keep, read_images(run))
+        models = [(variant, seed) for variant in cfg.retrain.variants for seed in cfg.retrain.seeds]
+        job = _ModelJob(samples, eval_splits(samples), cfg.section_hash("model", "train"), upstream(run, "data")[0])
+        trained = sum(parallel_map(train_model, models, inputs, job, resources={"GPU": 1}))
+        outputs = [path for variant, seed in models for path in
+                   (run.variant_metrics(variant, seed), run.variant_model(variant, seed),
+                    run.variant_manifest(variant, seed))]
+        return outputs, {"models_trained": trained, "models_reused": len(models) - trained}
 
     return run_stage(run, "train", fp, body)
 
+
+@dataclass(frozen=True)
+class _ModelJob:
+    """What every model of a train stage shares beyond the variants' inputs: every sample (for the evaluation),
+    the evaluation splits, the recipe's hash and the data stage's fingerprint."""
+
+    samples: pd.DataFrame
+    splits: list[str]
+    recipe: str
+    data_fp: str
+
+
+def train_model(model: tuple[str, int], inputs: VariantInputs, job: _ModelJob) -> bool:
+    """Train one variant for one seed and write its files, unless a kept model has the same fingerprint.
+
+    ``model`` is ``(variant, seed)``. Writes ``train_ids.parquet``, the checkpoint, then ``metrics.json`` (each file
+    atomically; metrics.json, last, is what marks the model done). A pure function of its arguments: the same
+    files in any process. Returns True when it trained, False when it kept the model there.
+    """
+    from soxai.models.registry import save_checkpoint
+
+    variant, seed = model
+    run, train = inputs.run, inputs.train
+    plan = plan_variant(variant, inputs, seed)
+    ids = train["sample_id"].to_numpy()[plan.mask]
+    ids_hash = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+    model_fp = fingerprint("train-model", job.recipe, str(seed), ids_hash, job.data_fp, *plan.parts)
+    metrics_path = run.variant_metrics(variant, seed)
+    if metrics_path.is_file() and run.variant_model(variant, seed).is_file():
+        old = read_json(metrics_path)
+        if old.get("fingerprint") == model_fp and run.variant_manifest(variant, seed).is_file():
+            return False
+    done = plan.fit()
+    table = done.table
+    if table is None:
+        table = pd.DataFrame({"sample_id": ids, "weight": np.ones(len(ids), dtype=np.int64)})
+    write_parquet(run.variant_manifest(variant, seed), table)
+    save_checkpoint(run.variant_model(variant, seed), done.model, {"seed": seed, "variant": variant})
+    write_json(metrics_path, {
+        "variant": variant, "seed": seed, "fingerprint": model_fp, "n_train": int(plan.mask.sum()),
+        **done.extra,
+        "splits": evaluate_splits(done.model, inputs.images, job.samples, done.device, job.splits,
+                                  inputs.cfg.train.num_workers),
+    })
+    return True

@@ -83,6 +83,15 @@ class VariantInputs:
 
         return val_concept_groups(self.cfg, self.run)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # sent to a Dask worker (soxai.train.runner.train_model): the images are opened again there from the run
+        # directory, not copied out of the memory map; what is computed on first use is computed there again
+        state = {k: v for k, v in self.__dict__.items() if k not in ("images", "val_groups")}
+        return {**state, "_corrections": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, images=read_images(state["run"]))
+
     def corrections(self) -> _CorrectionInputs:
         """What reweight and augment read (concepts, flags, scores, carriers), loaded on first use."""
         if self._corrections is None:
