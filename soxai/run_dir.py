@@ -12,7 +12,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,66 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
 
 def read_npy(path: Path, mmap: bool = True) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def write_npy_chunks(path: Path, n_rows: int, chunks: Iterable[np.ndarray]) -> Path:
+    """Write the row blocks ``chunks`` one after another as one ``.npy`` array of ``n_rows`` rows, atomically.
+
+    The file is the one :func:`write_npy` writes for their concatenation, byte for byte, but only one block is
+    in memory at a time, and the blocks go through plain file writes (pages written through a memory map stay
+    in the process's RSS while it is open). The first block gives the row shape and dtype; every block must
+    match it. Fewer or more rows than ``n_rows``, or a block that raises, leave no file (nor the old one
+    replaced).
+    """
+    from soxai.errors import StageError
+
+    written = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        head = None
+        for block in chunks:
+            block = np.ascontiguousarray(block)
+            if head is None:
+                head = (block.dtype, block.shape[1:])
+                np.lib.format.write_array_header_1_0(fh, {
+                    "descr": np.lib.format.dtype_to_descr(block.dtype), "fortran_order": False,
+                    "shape": (n_rows, *block.shape[1:])})
+            elif (block.dtype, block.shape[1:]) != head:
+                raise StageError(f"a block of {path.name} has rows {block.dtype}{block.shape[1:]}, the first "
+                                 f"{head[0]}{head[1]}; every block must have the same row shape and dtype")
+            written += len(block)
+            if written > n_rows:
+                break
+            fh.write(block.tobytes())
+        if written != n_rows or head is None:
+            raise StageError(f"{path.name} was to get {n_rows} rows but its blocks held {written}")
+    return path
+
+
+def read_npy_rows(path: Path, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of the ``.npy`` array at ``path``, read from the file (not memory-mapped, so
+    reading a large array block by block keeps the process's memory flat). Returns a new array."""
+    with open(path, "rb") as fh:
+        shape, fortran, dtype = _npy_header(fh)
+        if fortran:
+            raise ValueError(f"{path} is stored in Fortran order; rows cannot be read from it in blocks")
+        start, stop = max(0, start), min(stop, shape[0])
+        row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        fh.seek(fh.tell() + start * row)
+        count = max(0, stop - start) * (row // dtype.itemsize)
+        return np.fromfile(fh, dtype=dtype, count=count).reshape(max(0, stop - start), *shape[1:])
+
+
+def npy_shape(path: Path) -> tuple[int, ...]:
+    """Shape of the ``.npy`` array at ``path``, from its header."""
+    with open(path, "rb") as fh:
+        return tuple(_npy_header(fh)[0])
+
+
+def _npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of an open ``.npy`` file; leaves it at the first byte of the data."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(fh)
 
 
 def write_parquet(path: Path, df: Any) -> Path:

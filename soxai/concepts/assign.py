@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.concepts.cluster import NOISE
+from soxai.embed.neighbors import nearest as _nearest
 from soxai.errors import StageError
 
 log = logging.getLogger("soxai")
@@ -51,24 +52,6 @@ def fit_pca(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, comps * np.where(signs == 0, 1.0, signs)[:, None]
 
 
-def _nearest(points: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = False,
-             chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and distances of the k nearest ``points`` of each query, nearest first (ties by index)."""
-    k = min(k, len(points) - int(exclude_self))
-    idx = np.empty((len(queries), k), dtype=np.int64)
-    dist = np.empty((len(queries), k), dtype=np.float64)
-    sq = (points**2).sum(axis=1)
-    for lo in range(0, len(queries), chunk):
-        q = queries[lo : lo + chunk]
-        d2 = np.maximum((q**2).sum(axis=1)[:, None] - 2 * q @ points.T + sq[None, :], 0.0)
-        if exclude_self:
-            d2[np.arange(len(q)), np.arange(lo, lo + len(q))] = np.inf
-        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
-        idx[lo : lo + len(q)] = order
-        dist[lo : lo + len(q)] = np.sqrt(np.take_along_axis(d2, order, axis=1))
-    return idx, dist
-
-
 def _member_nn_distances(members: np.ndarray, max_queries: int = 2000, seed: int = 0,
                          chunk: int = 2048) -> np.ndarray:
     """Distance from members to their nearest other member: every member up to ``max_queries``, else a
@@ -84,6 +67,28 @@ def _member_nn_distances(members: np.ndarray, max_queries: int = 2000, seed: int
         d2[np.arange(len(qi)), qi] = np.inf
         out[lo : lo + len(qi)] = np.sqrt(d2.min(axis=1))
     return out
+
+
+def _vote(votes: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The majority of each row of neighbour concepts, ties to the nearest voter among the tied concepts.
+
+    Parameters
+    ----------
+    votes : int array of shape (n, k), the concepts of each query's neighbours, nearest first
+    dist : float array of shape (n, k), their distances
+
+    Returns
+    -------
+    winner : int array (n,); share : float array (n,), the winner's share of the k votes; distance : float
+    array (n,), to the winner's nearest voter (the nearest neighbour when noise wins)
+    """
+    counts = (votes[:, :, None] == votes[:, None, :]).sum(axis=2)  # votes for each voter's own concept
+    top = counts.max(axis=1)
+    first = np.argmax(counts == top[:, None], axis=1)  # the nearest voter of a most-voted concept
+    rows = np.arange(len(votes))
+    winner = votes[rows, first]
+    mine = np.where(votes == winner[:, None], dist, np.inf).min(axis=1)
+    return winner, top / votes.shape[1], np.where(winner == NOISE, dist[:, 0], mine)
 
 
 @dataclass
@@ -185,24 +190,31 @@ class ConceptModel:
             if len(ref) == 0 or len(q_rows) == 0:
                 continue  # a class the reference never saw: its samples stay noise
             idx, dist = _nearest(self.points_[ref], x[q_rows], self.n_neighbors)
-            votes = self.concepts_[ref][idx]
             out["nearest_sample_id"][q_rows] = self.sample_ids_[ref][idx[:, 0]]
-            for j, row in enumerate(q_rows):
-                ids, counts = np.unique(votes[j], return_counts=True)
-                best = ids[counts == counts.max()]
-                # ties go to the concept of the nearest voter among the tied ones
-                winner = next(v for v in votes[j] if v in best)
-                share = counts.max() / len(votes[j])
-                if winner == NOISE:
-                    out["distance"][row], out["votes"][row] = dist[j, 0], share
-                    continue
-                d = float(dist[j][votes[j] == winner].min())
-                out["distance"][row], out["votes"][row] = d, share
-                radius = self.radius_.get(int(winner), 0.0)
-                out["radius"][row] = radius
-                if d <= radius:
-                    out["concept_id"][row] = winner
+            winner, share, d = _vote(self.concepts_[ref][idx], dist)
+            radius = self._radius_of(winner)
+            real = winner != NOISE
+            out["distance"][q_rows], out["votes"][q_rows] = d, share
+            out["radius"][q_rows[real]] = radius[real]
+            inside = real & (d <= radius)
+            out["concept_id"][q_rows[inside]] = winner[inside]
         return pd.DataFrame(out)
+
+    def _radius_of(self, concept_ids: np.ndarray) -> np.ndarray:
+        """The radius of each concept in ``concept_ids`` (0 for one without a radius, noise among them)."""
+        ids = np.array(sorted(self.radius_), dtype=np.int64)
+        if len(ids) == 0:
+            return np.zeros(len(concept_ids))
+        values = np.array([self.radius_[int(c)] for c in ids], dtype=np.float64)
+        pos = np.minimum(np.searchsorted(ids, concept_ids), len(ids) - 1)
+        return np.where(ids[pos] == concept_ids, values[pos], 0.0)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the fitted arrays: soxai.parallel.parallel_map sends a model this large to a cluster's
+        workers once (scattered), not once per chunk of samples it assigns."""
+        arrays = (self.mean_, self.components_, self.points_, self.labels_, self.concepts_, self.sample_ids_)
+        return int(sum(a.nbytes for a in arrays if a is not None))
 
     # ------------------------------------------------------------ persistence (no pickle)
 
@@ -258,14 +270,24 @@ class ConceptModel:
 
 
 def fit_run_concept_model(cfg, run) -> ConceptModel:
-    """The concept model of a run whose embed and concepts stages are complete (not saved)."""
-    from soxai.run_dir import read_npy, read_parquet
+    """The concept model of a run whose embed and concepts stages are complete (not saved).
+
+    For a run fitted on a sample (``embed.fit_sample``; ``fitted`` in the assignments) the model is fitted on the
+    fitted samples only, as the concepts stage fitted it.
+    """
+    from soxai.embed.sample import read_rows
+    from soxai.run_dir import npy_shape, read_npy, read_parquet
 
     assignments = read_parquet(run.assignments)
-    features = read_npy(run.features, mmap=False)
-    if len(features) != len(assignments):
-        raise StageError(f"{run.features} has {len(features)} rows but {run.assignments} has {len(assignments)}; "
+    n = npy_shape(run.features)[0]
+    if n != len(assignments):
+        raise StageError(f"{run.features} has {n} rows but {run.assignments} has {len(assignments)}; "
                          "run the embed and concepts stages of that run again")
+    if "fitted" in assignments.columns:
+        pick = np.flatnonzero(assignments["fitted"].to_numpy())
+        features, assignments = read_rows(run.features, pick), assignments.iloc[pick]
+    else:
+        features = read_npy(run.features, mmap=False)
     model = ConceptModel(n_components=cfg.embed.pca_components, per_class=cfg.concepts.per_class)
     return model.fit(features, assignments["label"].to_numpy(), assignments["concept_id"].to_numpy(),
                      assignments["sample_id"].to_numpy())

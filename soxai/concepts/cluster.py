@@ -95,13 +95,16 @@ def cluster_per_group(
 
     Returns labels (n,), probabilities (n,) and {concept_id: persistence}.
     """
+    from soxai.parallel import parallel_map
+
     labels = np.full(len(x), NOISE, dtype=np.int64)
     probs = np.zeros(len(x), dtype=np.float32)
     persistence: dict[int, float] = {}
     next_id = 0
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        lab, prob, pers = cluster_embeddings(x[idx], min_cluster_size, min_samples)
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    # one piece per group: a task of its own when this runs on a Dask worker (soxai.parallel)
+    fits = parallel_map(cluster_embeddings, [x[idx] for idx in members], min_cluster_size, min_samples)
+    for idx, (lab, prob, pers) in zip(members, fits, strict=True):
         found = lab >= 0
         labels[idx[found]] = lab[found] + next_id
         probs[idx] = prob

@@ -48,3 +48,11 @@ class EmbedConfig(Section):
         "plots the first two. With 2 HDBSCAN split the planted group of bench/peers.py at 8k and 16k maps; with 8 "
         "it found it whole at 2k, 8k and 16k for k = 10, 15 and 30",
     )
+    fit_sample: int = Field(
+        200_000, ge=0,
+        description="above this many training samples PCA + UMAP are fitted on a stratified sample of about this "
+        "many (per class, seeded) and every other sample is placed at the distance-weighted mean of its "
+        "umap_neighbors nearest sampled points of its class (PCA space); the concepts stage then clusters the "
+        "sampled points and assigns the rest with the fitted concept model, in chunks (soxai.embed.sample). "
+        "embedding.parquet and assignments.parquet get a `fitted` column. 0 = always fit on every sample",
+    )

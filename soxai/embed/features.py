@@ -172,20 +172,49 @@ def embed_features(
     pca : float32 array of shape (n_samples, k), k = min(pca_components, n_features, n_samples)
     embedding : float32 array of shape (n_samples, n_components)
     """
-    from sklearn.decomposition import PCA
+    check_embeddable(len(features), n_components)
+    _, pca = fit_pca_model(features, pca_components, seed)
+    return pca, embed_reduced(pca, n_neighbors, min_dist, n_components, seed, method, n_epochs, knn)
 
-    n = len(features)
+
+def check_embeddable(n: int, n_components: int) -> None:
+    """Raise StageError when ``n`` vectors are too few to embed into ``n_components`` dimensions."""
     if n < n_components + 2:
         raise StageError(
             f"{n} explanation vectors are too few to embed into {n_components} dimensions; "
             "compute saliency for more samples (saliency.splits) or use a larger dataset"
         )
-    k = max(1, min(pca_components, features.shape[1], n))
-    pca = PCA(n_components=k, random_state=seed).fit_transform(features).astype(np.float32)
+
+
+def fit_pca_model(features: np.ndarray, pca_components: int, seed: int):
+    """The fitted scikit-learn PCA of ``features`` (min(pca_components, n_features, n_samples) axes) and the
+    features projected on it: float32 array of shape (n_samples, k)."""
+    from sklearn.decomposition import PCA
+
+    k = max(1, min(pca_components, features.shape[1], len(features)))
+    model = PCA(n_components=k, random_state=seed)
+    return model, model.fit_transform(features).astype(np.float32)
+
+
+def embed_reduced(
+    pca: np.ndarray,
+    n_neighbors: int,
+    min_dist: float,
+    n_components: int,
+    seed: int,
+    method: str = "umap",
+    n_epochs: int | str | None = None,
+    knn: str = "approximate",
+) -> np.ndarray:
+    """UMAP (or the spectral embedding) of PCA-reduced vectors, as :func:`embed_features` makes it.
+
+    pca : float32 array of shape (n_samples, k). Returns float32 array of shape (n_samples, n_components).
+    """
+    n = len(pca)
     if method == "spectral":
         from soxai.embed.spectral import spectral_embedding
 
-        return pca, spectral_embedding(pca, n_neighbors, n_components, seed)
+        return spectral_embedding(pca, n_neighbors, n_components, seed)
     if method != "umap":
         raise ValueError(f"unknown embedding method {method!r}; use umap or spectral")
     import umap  # slow import (numba); only here
@@ -206,8 +235,7 @@ def embed_features(
     with warnings.catch_warnings(), keep_torch_threads():
         # without a search index UMAP warns that transform() will not work; soxai never calls it
         warnings.filterwarnings("ignore", message=".*precomputed_knn.*", category=UserWarning)
-        embedding = reducer.fit_transform(pca).astype(np.float32)
-    return pca, embedding
+        return reducer.fit_transform(pca).astype(np.float32)
 
 
 @contextlib.contextmanager
