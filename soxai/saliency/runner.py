@@ -279,3 +279,24 @@ def read_maps(run: RunDir, index: pd.DataFrame) -> np.ndarray:
         here = shard_of == s
         out[here] = maps[offset[here]]
     return out
+
+
+def iter_map_chunks(run: RunDir, index: pd.DataFrame, chunk: int):
+    """Maps of the rows of ``index`` in its order, ``chunk`` rows at a time: float32 arrays of shape
+    (<= chunk, H, W), equal to the blocks of :func:`read_maps`.
+
+    Each block opens only the shards it needs and unmaps them before the next block, so the process's memory
+    stays flat however many maps there are (pages read through a memory map count in its RSS while it is open).
+    """
+    shard_of, offset = index["shard"].to_numpy(), index["offset"].to_numpy()
+    for lo in range(0, len(index), chunk):
+        shards, offsets = shard_of[lo : lo + chunk], offset[lo : lo + chunk]
+        out = None
+        for s in np.unique(shards):
+            maps = read_npy(run.saliency_shard(int(s)))
+            if out is None:
+                out = np.empty((len(shards), *maps.shape[1:]), dtype=np.float32)
+            here = shards == s
+            out[here] = maps[offsets[here]]
+            del maps
+        yield out
