@@ -23,7 +23,7 @@ def _replace_rows(rows: list[dict[str, Any]], detector: str, new: list[dict[str,
 
 def clean_control_rounds(
     ctx: DetectorContext, cfg: BiasConfig, rows: list[dict[str, Any]],
-    decide: Callable[[list[dict[str, Any]]], set[int]],
+    decide: Callable[[list[dict[str, Any]]], set[int]], detect: Callable[..., list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Test again, with cleaner controls, the concepts the stage left unflagged in a class where it flagged some
     (``clean_control``), and the concepts of a class that look like one shortcut split in parts
@@ -52,8 +52,15 @@ def clean_control_rounds(
     Terminates: each round tests a concept (or a group of suspects) again only with a set left out that it has
     not been tested with, and flagged sets only grow.
 
+    ``detect(name, **kwargs)`` scores again (default: :func:`soxai.bias.detectors.run_detector` on ``ctx``; the
+    stage passes one that tests each concept as a task of its own on a Dask cluster).
+
     Returns ``rows`` with the rescored concepts' rows replaced (each names what its control left out).
     """
+    if detect is None:
+        def detect(name: str, **kwargs: Any) -> list[dict[str, Any]]:
+            return run_detector(name, ctx, cfg, **kwargs)
+
     redoable = tuple(name for name in CLEAN_CONTROL_DETECTORS
                      if name in cfg.detectors and getattr(cfg, name).clean_control)
     if not redoable:
@@ -75,8 +82,7 @@ def clean_control_rounds(
         if any(redo.values()):
             for name, cids in redo.items():
                 if cids:
-                    rows = _replace_rows(rows, name, run_detector(name, ctx, cfg, left_out=frozenset(flagged),
-                                                                  only=cids))
+                    rows = _replace_rows(rows, name, detect(name, left_out=frozenset(flagged), only=cids))
             continue
         if not cfg.mutual_control:
             return rows
@@ -87,8 +93,8 @@ def clean_control_rounds(
         for group in groups:
             tried_groups.add((group, frozenset(flagged)))
             for name in redoable:
-                again = [r for r in run_detector(name, ctx, cfg, left_out=frozenset(flagged), only=set(group),
-                                                 suspected=group) if r["is_bias"]]
+                again = [r for r in detect(name, left_out=frozenset(flagged), only=set(group), suspected=group)
+                         if r["is_bias"]]
                 for r in again:
                     others = sorted(group - {int(r["concept_id"])})
                     r["reason"] += (f"; tested with the other concepts of its class whose paste test is also "

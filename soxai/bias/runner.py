@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from soxai.bias.context import DetectorContext, score_frame, score_row
+from soxai.bias.context import DetectorContext, score_frame, score_row, scored_concepts
 from soxai.bias.layer import LayerAccess
 from soxai.config import Config
 from soxai.data.runner import read_images, read_samples
@@ -25,7 +27,6 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
     from soxai.bias.carriers import carrier_summary, find_carriers
     from soxai.bias.conflicts import conflict_concepts
     from soxai.bias.decide import flagged_concepts, read_overrides
-    from soxai.bias.detectors import run_detector
     from soxai.bias.rounds import clean_control_rounds
     from soxai.bias.unclustered import check_unclustered
 
@@ -42,7 +43,8 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
             if bcfg.overrides else {}
         )
         ctx = detector_context(cfg, run, concepts)
-        rows = [row for name in bcfg.detectors for row in run_detector(name, ctx, bcfg)]
+        detect = _concept_tests(cfg, run, ctx, fp)
+        rows = [row for name in bcfg.detectors for row in detect(name)]
         for cid, is_bias in sorted(overrides.items()):
             rows.append(score_row("override", cid, float(is_bias), is_bias,
                                   f"{'dropped' if is_bias else 'kept'} by a person in {bcfg.overrides}"))
@@ -50,7 +52,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         def decide(rows: list[dict]) -> set[int]:
             return set(flagged_concepts(score_frame(rows), bcfg.min_flags)) if rows else set()
 
-        rows = clean_control_rounds(ctx, bcfg, rows, decide)
+        rows = clean_control_rounds(ctx, bcfg, rows, decide, detect)
         scores = score_frame(rows)
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         carriers = find_carriers(ctx, scores, flagged, bcfg)
@@ -67,6 +69,43 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         return outputs, {**metrics, "carriers": carrier_summary(carriers)}
 
     return run_stage(run, "bias", fp, body)
+
+
+def _concept_tests(cfg: Config, run: RunDir, ctx: DetectorContext, fp: str) -> Callable[..., list[dict[str, Any]]]:
+    """``detect(name, **kwargs)``: the rows of detector ``name`` on ``ctx`` (``kwargs``: a clean-control detector's
+    ``left_out``, ``only``, ``suspected``).
+
+    On a Dask worker, a detector that takes ``only=`` (``clean_control`` in the registry) tests each concept as a
+    task of its own (soxai.parallel.parallel_map): its row for a concept is a pure function of the run, the seed and
+    that concept (draws seeded by ``(seed, concept_id + 1)``, p-values corrected over every concept of the run), so
+    the rows are the same, in the same order, as one call on every concept.
+    """
+    from soxai.bias.detectors import BIAS_DETECTORS, run_detector
+    from soxai.parallel import on_dask_worker, parallel_map
+
+    def detect(name: str, **kwargs: Any) -> list[dict[str, Any]]:
+        if not (BIAS_DETECTORS[name].clean_control and on_dask_worker()):
+            return run_detector(name, ctx, cfg.bias, **kwargs)
+        _CONTEXT.update(key=(str(run.root), fp), ctx=ctx)  # pieces that run in this process use it as it is
+        cids = [int(c) for c in scored_concepts(ctx, kwargs.pop("only", None))["concept_id"]]
+        return [row for rows in parallel_map(score_one_concept, cids, cfg, run, fp, name, kwargs) for row in rows]
+
+    return detect
+
+
+def score_one_concept(cid: int, cfg: Config, run: RunDir, fp: str, name: str, kwargs: dict[str, Any]) -> list[dict]:
+    """Detector ``name``'s rows for concept ``cid`` alone (one piece of :func:`_concept_tests`), on the run's
+    detector context, built once per process and bias stage (``fp``, the stage's fingerprint)."""
+    from soxai.bias.detectors import run_detector
+
+    key = (str(run.root), fp)
+    if _CONTEXT.get("key") != key:
+        _CONTEXT.clear()  # one context per process: the last stage's
+        _CONTEXT.update(key=key, ctx=detector_context(cfg, run))
+    return run_detector(name, _CONTEXT["ctx"], cfg.bias, only={cid}, **kwargs)
+
+
+_CONTEXT: dict[str, Any] = {}
 
 
 def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = None) -> DetectorContext:
