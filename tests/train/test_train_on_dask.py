@@ -64,10 +64,19 @@ def _dies_once_then_trains(model, inputs, job):
 
 @pytest.fixture(scope="module")
 def one_process(tiny_explained, tmp_path_factory):
-    """The tiny run's train and compare stages in this process (the reference)."""
+    """The tiny run's train and compare stages in this process (the reference), on one torch thread as each Dask
+    worker (its nanny sets OMP_NUM_THREADS=1): float sums over another number of threads round otherwise, and at
+    the bench's size a near-chance model's metrics differed (docs/BENCHMARKS.md, bench/retrain_scale.py)."""
+    import torch
+
     cfg, base = tiny_explained
     run = RunDir(shutil.copytree(base.root, tmp_path_factory.mktemp("one") / "run"))
-    metrics = _train_and_compare(cfg, str(run.root))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = _train_and_compare(cfg, str(run.root))
+    finally:
+        torch.set_num_threads(threads)
     return cfg, base, run, metrics
 
 
