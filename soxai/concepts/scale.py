@@ -82,7 +82,8 @@ def fit_and_assign(
 def assign_chunk(
     bounds: tuple[int, int], features_path: Path, model: ConceptModel, labels: np.ndarray, fitted: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The concept model's concept and vote share for the samples in rows ``bounds`` that were not fitted.
+    """The concept model's concept and vote share for the samples in rows ``bounds`` that were not fitted
+    (distances in float32: :meth:`ConceptModel.assign`).
 
     Returns int64 concept ids and float votes, both of shape (rows in ``bounds`` not fitted,), in row order.
     """
@@ -92,7 +93,7 @@ def assign_chunk(
     rest = np.flatnonzero(~fitted[lo:hi])
     if not len(rest):
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    assigned = model.assign(read_npy_rows(features_path, lo, hi)[rest], labels[lo:hi][rest])
+    assigned = model.assign(read_npy_rows(features_path, lo, hi)[rest], labels[lo:hi][rest], float32=True)
     return assigned["concept_id"].to_numpy(dtype=np.int64), assigned["votes"].to_numpy(dtype=np.float64)
 
 

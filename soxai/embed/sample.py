@@ -146,7 +146,7 @@ def place_chunk(
         ref = np.flatnonzero(ref_labels == g)
         if not len(ref):  # cannot happen for a stratified sample (every class has a sampled member)
             continue
-        idx, dist = nearest(ref_pca[ref], x[q], k)
+        idx, dist = nearest(ref_pca[ref], x[q], k, chunk=512)
         weight = 1.0 / np.maximum(dist, 1e-12)
         weight /= weight.sum(axis=1, keepdims=True)
         out[q] = np.einsum("qk,qkd->qd", weight, ref_emb[ref][idx].astype(np.float64)).astype(np.float32)
