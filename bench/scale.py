@@ -187,6 +187,61 @@ def recovery(cids: np.ndarray, labels: np.ndarray, planted: np.ndarray) -> dict:
     return best
 
 
+def report(work: Path) -> str:
+    """The growth table from ``work/results.jsonl`` (the latest row per size and executor) and the concept ids each
+    run left; agreement with the full fit wherever one ran."""
+    from sklearn.metrics import adjusted_rand_score
+
+    latest: dict[tuple[int, str], dict] = {}
+    for line in (work / "results.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        for r in rec["runs"]:
+            latest[(rec["n"], r["label"])] = {**r, "date": rec["date"]}
+    rows = []
+    order = {"full": 0, "one": 1, "cluster": 2}
+    for (n, label), r in sorted(latest.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        folder = work / f"n{n}"
+        cids = np.load(r["out"])
+        full, one = folder / "concepts-one-0.npy", folder / f"concepts-one-{r['fit_sample']}.npy"
+        agree = "–"
+        if label != "full" and full.is_file():
+            ref = np.load(full)
+            agree = f"{adjusted_rand_score(ref, cids):.3f} / {matched_share(ref, cids):.3f}"
+        same = "–"
+        if label == "cluster" and one.is_file():
+            same = "yes" if np.array_equal(np.load(one), cids) else "**no**"
+        rss = r.get("worker_rss_mib", []) + [r["main_rss_mib"]]
+        where = {"full": "full fit, 1 process", "one": "1 process", "cluster": "2-worker LocalCluster"}[label]
+        rows.append(
+            f"| {n:,} | {'all' if label == 'full' else format(r['fit_sample'], ',')} | {where} | {r['embed_s']:.0f} | "
+            f"{r['concepts_s']:.0f} | **{r['embed_s'] + r['concepts_s']:.0f}** | "
+            f"{' / '.join(f'{x / 1024:.2f}' for x in rss)} | {r['n_concepts']} | {r['noise']:.4f} | "
+            f"{r['precision']:.3f} / {r['recall']:.3f} | {agree} | {same} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
+    import platform
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    dates = sorted({r["date"] for r in latest.values()})
+    return "\n".join([
+        f"Measured {', '.join(dates)} on {cpu}, {os.cpu_count()} cores, no GPU, 23 GiB RAM, by `bench/scale.py` "
+        "(each row in a fresh process, under `flock /tmp/soxai-bench.lock`; the machine was shared with other "
+        "engineers' tests and runs that do not take the lock: the load averages before / after each row are given, "
+        "and timings at a load above 2 are slower than on an idle machine). Synthetic pooled explanation vectors "
+        "(64-D, 10 classes with 3 strategies each, a planted group of 2% of all samples in class 0) generated on disk "
+        "in blocks; embed = soxai.embed.sample.fit_on_sample (PCA + UMAP on the stratified sample, the rest placed "
+        "from its 15 nearest sampled points of their class), concepts = soxai.concepts.scale.fit_and_assign (HDBSCAN "
+        "per class on the sample, `auto` sizes; the rest assigned by the concept model). The full fit is "
+        "embed_with_config + cluster_per_group on every vector (the path below `embed.fit_sample`). Peak RSS is "
+        "each process's maximum resident set: the two workers, then the process that started them (the "
+        "scheduler's), or the one process.",
+        "",
+        "| vectors | fit sample | executor | embed s | concepts s | embed + concepts s | peak RSS GiB per process "
+        "| concepts | noise share | planted group P / R | ARI / matched share vs full fit | = 1 process | load |",
+        "|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
+        *rows,
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=0, help="synthetic vectors")
@@ -195,10 +250,18 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also the full fit, for agreement")
     parser.add_argument("--one", action="store_true", help="the sample fit in one process")
     parser.add_argument("--cluster", action="store_true", help="the sample fit as a task on a 2-worker LocalCluster")
+    parser.add_argument("--report", action="store_true", help="write the table of every measurement in --work")
     parser.add_argument("--child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
+        return
+    if args.report:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from load import write_section
+
+        print(write_section("Embed + concepts from 100k to 10M: fit on a sample, assign the rest (bench/scale.py)",
+                            report(args.work)))
         return
     folder = args.work / f"n{args.n}"
     t0 = time.perf_counter()

@@ -114,3 +114,32 @@ def test_run_concepts__a_run_over_fit_sample_marks_fitted_and_assigned(tiny_expl
     saved = ConceptModel.load(run.concept_model)
     assert len(saved.points_) == embed.metrics["n_fitted"]  # the model of the fitted samples
     assert np.array_equal(fit_run_concept_model(cfg, run).points_, saved.points_)
+
+
+def test_write_features__a_block_that_raises_leaves_the_old_features(tiny_explained, tmp_path, monkeypatch):
+    import soxai.embed.features as features
+    from soxai.embed.runner import write_features
+    from soxai.run_dir import RunDir
+    from soxai.saliency.runner import read_index
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    index = read_index(run)
+    index = index[index["split"] == "train"].reset_index(drop=True)
+    before = run.features.read_bytes()
+    write_features(cfg, run, index, chunk=32)  # block by block: the same file as one pass
+    assert run.features.read_bytes() == before
+    calls = []
+    real = features.explanation_features
+
+    def second_block_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("block 2 failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "explanation_features", second_block_fails)
+    with pytest.raises(RuntimeError, match="block 2 failed"):
+        write_features(cfg, run, index, chunk=32)
+    assert run.features.read_bytes() == before
+    assert not [p for p in run.features.parent.iterdir() if p.name.endswith(".tmp")]
