@@ -203,9 +203,9 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
 
 def _runner(cfg, dask: bool, dask_address: str | None):
     """``cfg`` with the runner section that ``--dask`` / ``--dask-address`` set, its scheduler address checked."""
-    from soxai.scaleout import check_dask_address, with_options
+    from soxai.scaleout import check_dask_address, with_flags
 
-    runner = with_options(cfg.runner, dask, dask_address)
+    runner = with_flags(cfg.runner, dask, dask_address)
     if runner.address:
         check_dask_address(runner.address, source="--dask-address" if dask_address else "runner.address")
     return cfg if runner == cfg.runner else cfg.model_copy(update={"runner": runner})

@@ -83,7 +83,7 @@ def check_dask_address(address: str, timeout: float = TIMEOUT_S, source: str = "
     return address
 
 
-def with_options(runner: RunnerConfig, dask: bool = False, address: str | None = None) -> RunnerConfig:
+def with_flags(runner: RunnerConfig, dask: bool = False, address: str | None = None) -> RunnerConfig:
     """The runner section after the command line's ``--dask`` (a local cluster of 2 workers, or the config's own
     ``local_workers``) and ``--dask-address`` (wins over both); ``runner`` as it is without them."""
     if address:

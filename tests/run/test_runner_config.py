@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from soxai.cli import app
 from soxai.config import _NOT_HASHED, Config, load_config
 from soxai.errors import ConfigError
-from soxai.scaleout import RunnerConfig, with_options
+from soxai.scaleout import RunnerConfig, with_flags
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 SMOKE = DEMO.parent / "smoke.yaml"
@@ -61,11 +61,11 @@ def test_runner__address_and_local_workers_together_name_the_fix():
         load_config(None, ["runner.address=tcp://h:8786", "runner.local_workers=2"])
 
 
-def test_with_options__dask_flags_set_the_runner():
-    assert with_options(RunnerConfig()) == RunnerConfig()
-    assert with_options(RunnerConfig(), dask=True) == RunnerConfig(local_workers=2)
-    assert with_options(RunnerConfig(local_workers=4), dask=True) == RunnerConfig(local_workers=4)
-    assert with_options(RunnerConfig(local_workers=4), address="tcp://h:1") == RunnerConfig(address="tcp://h:1")
+def test_with_flags__dask_flags_set_the_runner():
+    assert with_flags(RunnerConfig()) == RunnerConfig()
+    assert with_flags(RunnerConfig(), dask=True) == RunnerConfig(local_workers=2)
+    assert with_flags(RunnerConfig(local_workers=4), dask=True) == RunnerConfig(local_workers=4)
+    assert with_flags(RunnerConfig(local_workers=4), address="tcp://h:1") == RunnerConfig(address="tcp://h:1")
     assert not RunnerConfig().on_dask and RunnerConfig(local_workers=1).on_dask
 
 
