@@ -24,6 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import wait
 
 from soxai.config import Config
+from soxai.errors import ConfigError
 from soxai.run_dir import RunDir
 from soxai.run_lock import writer_lock
 from soxai.runs import check_setup, finish_run, stage_runners
@@ -68,7 +69,11 @@ def _run_stages(stages: tuple[str, ...], config: dict[str, Any], run_dir: str) -
         # a flow whose task runner was fixed before its config was read (a deployment's, soxai schedule's): the
         # stages as a subflow on the cluster the config names
         if runner.address:
-            check_dask_address(runner.address, source="runner.address")
+            try:
+                check_dask_address(runner.address, source="runner.address")
+            except ConfigError as exc:  # before any stage: the run directory says why it stopped
+                finish_run(RunDir(run_dir), "failed", f"ConfigError: {exc}")
+                raise
         return stages_on_dask.with_options(task_runner=dask_task_runner(runner))(stages, config, run_dir)
     # Prefect forwards the "soxai" logger (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves its level at
     # the root's WARNING; the library's stage messages are INFO.

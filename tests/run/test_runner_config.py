@@ -76,3 +76,17 @@ def test_soxai_run__config_address_that_does_not_answer_fails_before_any_file(tm
     assert res.exit_code == 2, res.output
     assert f"no Dask scheduler answers at tcp://127.0.0.1:{port}" in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_run_stages__a_scheduled_runs_config_address_that_does_not_answer_fails_before_any_stage(tmp_path):
+    from flows.pipeline import _run_stages
+    from soxai.runs import init_run
+
+    port = _closed_port()
+    cfg = load_config(SMOKE, [f"runner.address=tcp://127.0.0.1:{port}"])
+    run = init_run(cfg, tmp_path / "run")  # as a deployment's flow makes it, then reads the runner
+    with pytest.raises(ConfigError, match=f"no Dask scheduler answers at tcp://127.0.0.1:{port}"):
+        _run_stages(("data",), cfg.model_dump(mode="json"), str(run.root))
+    state = json.loads(run.run_json.read_text())
+    assert state["status"] == "failed" and "no Dask scheduler answers" in state["error"]
+    assert not run.stage_json("data").exists()
