@@ -53,7 +53,8 @@ class RunnerConfig(Section):
 
 
 def check_dask_address(address: str, timeout: float = TIMEOUT_S, source: str = "--dask-address") -> str:
-    """``address`` if it has the form ``tcp://host:port`` and a TCP connection to it opens within ``timeout``.
+    """``address`` if it has the form ``tcp://host:port``, a TCP connection to it opens within ``timeout`` and what
+    answers there is a Dask scheduler (its identity, asked the way a Dask client does).
 
     ``source`` names where the address came from in the messages (the option, or ``runner.address``).
 
@@ -80,7 +81,45 @@ def check_dask_address(address: str, timeout: float = TIMEOUT_S, source: str = "
             f"running there (`dask scheduler` prints its address), that host {host} and port {port} are right and "
             "that no firewall blocks the port; or use --dask (runner.local_workers) for a local cluster"
         ) from None
+    who = _identity(address if "://" in address else f"tcp://{address}", timeout)
+    if who != "Scheduler":
+        raise ConfigError(
+            f"something answers at {address}, but it is not a Dask scheduler ({who}); give the address that "
+            "`dask scheduler` prints as 'Scheduler at:' (port 8786 by default; 8787 is its dashboard)"
+        )
     return address
+
+
+def _identity(address: str, timeout: float) -> str:
+    """What answers Dask's identity request at ``address``: "Scheduler", another Dask type, or why nothing did.
+
+    A TCP connection alone let the dashboard's port pass, and the run then hung at "Connecting to an existing Dask
+    cluster" after the data stage and training. Run in a thread of its own: the caller may be inside an event loop.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def ask() -> str:
+        from distributed.comm import connect
+
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await asyncio.wait_for(comm.read(), timeout)
+        finally:
+            await comm.close()
+        return str(reply.get("type", "no type in its reply")) if isinstance(reply, dict) else "an unexpected reply"
+
+    def run() -> str:
+        try:
+            return asyncio.run(asyncio.wait_for(ask(), 2 * timeout))  # connect's own handshake waits unbounded
+        except OSError as exc:  # TimeoutError among them
+            return f"no Dask handshake within {timeout:.0f} s: {type(exc).__name__}"
+        except Exception as exc:  # a protocol error from whatever listens there
+            return f"no Dask handshake: {type(exc).__name__}"
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
 
 
 def with_flags(runner: RunnerConfig, dask: bool = False, address: str | None = None) -> RunnerConfig:
