@@ -9,7 +9,8 @@ is soxai's own (fingerprints in each ``stage.json``), so Prefect's is off.
 Where the stages run is the config's ``runner`` section (soxai.scaleout.RunnerConfig): in this process, or on a
 Dask cluster, where the saliency shards are tasks of their own and the stages in :data:`DASK_STAGES` run on a
 worker, from which they hand their independent pieces to the cluster (soxai.parallel.parallel_map: each retrained
-model, each concept's bias test). The others, and the report, run here.
+model, each concept's bias test, each class's clustering, each block of samples placed or assigned beyond
+embed.fit_sample). The others, and the report, run here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "spectral", 
 RETRAIN_STAGES = ("train", "compare", "report")
 # stages that run as a task on a Dask worker when the run is on a cluster, so that parallel_map can fan their
 # pieces out; the rest need nothing a worker offers (saliency fans out at the flow level, below)
-DASK_STAGES = ("bias", "train")
+DASK_STAGES = ("embed", "concepts", "bias", "train")  # placement blocks, per-class HDBSCAN and assignment blocks too
 
 
 def _retry_on_io_error(task, task_run, state) -> bool:

@@ -111,12 +111,12 @@ def test_cli__dask_address_fans_shards_out_to_a_running_scheduler(two_runs, tmp_
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         res = CliRunner().invoke(app, ["explain", str(single.config), "--run-dir", str(by_address),
                                        "--dask-address", cluster.scheduler_address])
-        # the tasks this cluster's scheduler (in this process) saw through: one per shard, and the bias stage (a
-        # stage that fans its pieces out from a worker: flows.pipeline.DASK_STAGES), reused here
+        # the tasks this cluster's scheduler (in this process) saw through: one per shard, and the embed, concepts
+        # and bias stages (stages that fan their pieces out from a worker: flows.pipeline.DASK_STAGES), reused here
         ran_here = {entry[0] for entry in cluster.scheduler.transition_log if entry[2] == "memory"}
     assert res.exit_code == 0, res.output
     assert len([key for key in ran_here if key.startswith("saliency_shard_task-")]) == 5
-    assert len([key for key in ran_here if key.startswith("stage_task-")]) == 1
+    assert len([key for key in ran_here if key.startswith("stage_task-")]) == 3
     state = json.loads((by_address / "run.json").read_text())["stages"]
     assert {s for s, r in state.items() if not r["reused"]} == {"saliency"}
     saliency = sorted(p.relative_to(single.root) for p in (single.root / "saliency").rglob("*")
