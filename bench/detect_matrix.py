@@ -48,6 +48,13 @@ SETTINGS = {
     # one test with one bar in place of the stack: each member's own box against its class-mates' (opt-in)
     "own_box+unclustered": ["embed.features=channels+pooled", "bias.detectors=[own_box]",
                             "bias.unclustered.enabled=true"],
+    # the shipped default: the transplant test alone (plus the unclustered test), with its effect-size bar of 0.1
+    # (before 2026-12-06 b; the p-value is Bonferroni-corrected here too, so this is the old rule or stricter)...
+    "transplant, bar 0.1": ["embed.features=channels+pooled", "bias.detectors=[transplant]",
+                            "bias.unclustered.enabled=true", "bias.transplant.threshold=0.1"],
+    # ...and without it: the corrected Fisher test and the odds ratio decide alone (the default since then)
+    "transplant, corrected test (default)": ["embed.features=channels+pooled", "bias.detectors=[transplant]",
+                                             "bias.unclustered.enabled=true"],
 }
 
 
