@@ -1,0 +1,61 @@
+"""The same torch training loop in this process, in a plain spawned process and as a task of a Dask worker process.
+
+Not a test. Found while measuring retraining on a 2-worker LocalCluster (bench/retrain_scale.py, docs/BENCHMARKS.md):
+each model's task took 2-3x as long on a worker as in one process on one torch thread. This isolates it from soxai:
+a small CNN, 150 SGD steps on one random batch, one torch thread everywhere; one warm-up task per worker first.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/dask_worker_overhead.py
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+
+def work(seed: int = 0, steps: int = 150) -> float:
+    """Seconds for ``steps`` SGD steps of a small CNN on one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), 0.01)
+    x, y = torch.randn(64, 1, 32, 32), torch.randint(0, 4, (64,))
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def _child(queue) -> None:
+    queue.put(work())
+
+
+def main() -> None:
+    from distributed import Client, LocalCluster
+
+    print(f"load {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+    print(f"this process:          {work():6.2f} s")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue,))
+    proc.start()
+    print(f"spawned process:       {queue.get():6.2f} s")
+    proc.join()
+    for processes in (False, True):
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            client.submit(work, 1, pure=False).result()  # warm-up: imports
+            took = client.submit(work, 2, pure=False).result()
+            print(f"Dask worker, {'own process' if processes else 'this process'}: {took:6.2f} s")
+    print(f"this process again:    {work():6.2f} s; load {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
