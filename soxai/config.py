@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 class Config(Section):
     """Everything a run needs. Unknown keys are errors; the resolved config goes into the run dir."""
 
+    # the wrap serializer below would otherwise turn an infinite value into None in JSON mode (`train.lr=.inf` then
+    # reached the flow as null: a validation error instead of the refusal of a bad training setting)
+    model_config = {**Section.model_config, "ser_json_inf_nan": "constants"}
+
     name: str = Field("demo", description="a label for the run; run ids start with it")
     seed: int = Field(0, ge=0, description="seed of data generation, baseline training and UMAP")
     task: Literal["classification", "segmentation"] = Field(

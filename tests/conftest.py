@@ -10,6 +10,19 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "so
 
 import pytest  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test leaves os.environ as it found it. A Dask LocalCluster with worker processes sets OMP_NUM_THREADS=1
+    (and more) in this process before it spawns them; left there, a later test's subprocess ran torch on one thread
+    while this process ran on all, and the e2e test of identical concepts across two runs failed."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 # The tiny fixture keeps the pooled maps (the default before 2026-12-06): its 2-epoch model's channel relevance
 # is close to noise, and its tests are about the stages, not the features. The default (channels+pooled) runs
 # end to end in the smoke run (soxai.testing.smoke; tests/e2e, tests/concepts/test_assign.py).
