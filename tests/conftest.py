@@ -59,3 +59,24 @@ def smoke_run_dir(tmp_path_factory):
 
     # the same root in every conftest that defines this fixture: make_smoke_run's cache runs it once
     return make_smoke_run(tmp_path_factory.getbasetemp() / "soxai-smoke", FAST)
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory, request):
+    """A Prefect test server for the module's flows (its own PREFECT_HOME, logs of the "soxai" logger shipped). The
+    environment is restored afterwards: Dask's nanny sets OMP_NUM_THREADS=1 (and more) in this process before it
+    spawns a worker, and later tests' subprocesses would run torch on another thread count."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    env = {"PREFECT_HOME": str(tmp_path_factory.mktemp(f"prefect-home-{name}")),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai"}
+    saved = dict(os.environ)
+    os.environ.update(env)
+    from prefect.testing.utilities import prefect_test_harness
+
+    try:
+        with prefect_test_harness(server_startup_timeout=90):
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

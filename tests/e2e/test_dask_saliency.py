@@ -3,7 +3,6 @@ one given by address as `--dask-address` does) give the single-process run's art
 monitor command on the result (same Prefect harness)."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,25 +13,6 @@ from soxai.runs import init_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 COMPARED = ("saliency", "embed", "concepts", "bias", "manifest")
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    env = {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home-dask")),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai"}
-    # Dask's nanny sets OMP_NUM_THREADS=1 (and more) in this process's environment before it spawns a
-    # worker; restore all of it, or later tests' subprocesses run torch on other thread counts.
-    saved = dict(os.environ)
-    os.environ.update(env)
-    from prefect.testing.utilities import prefect_test_harness
-
-    try:
-        with prefect_test_harness(server_startup_timeout=90):
-            yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ its stages run as the subflow soxai-stages-on-dask on a local cluster, each retr
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
@@ -12,23 +11,6 @@ import pytest
 from soxai.run_dir import RunDir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    env = {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home-runner")),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "soxai"}
-    saved = dict(os.environ)  # Dask's nanny sets OMP_NUM_THREADS=1 here before it spawns a worker: restore it
-    os.environ.update(env)
-    from prefect.testing.utilities import prefect_test_harness
-
-    try:
-        with prefect_test_harness(server_startup_timeout=90):
-            yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def test_retrain_flow__config_runner_sends_the_stages_to_a_local_cluster(prefect_harness, tiny_explained, tmp_path):
