@@ -2,7 +2,7 @@
 
 Each case (soxai.testing.published) is written as PNG files + samples.csv into the work folder and the whole
 pipeline runs on it in-process through ``data.source: manifest`` with nothing else set but the retrain
-variants (baseline, pruned, random control, JTT; the oracle where the group column defines one) and the
+variants (baseline, the corrections pruned, reweight and augment, random control, JTT; the oracle where the group column defines one) and the
 seeds. Where the confounder is in every image (Decoy, ColoredMNIST, Waterbirds-like) no training sample is
 'artifact'; the oracle is then the baseline recipe trained on the benchmark's unconfounded twin (the same
 objects with the confounder independent of the label, and the very same test images) in a run of its own.
@@ -38,7 +38,8 @@ from efficacy import fmt, seeds_override, shortcut_gap, summarise  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 SEEDS = (0, 1, 2, 3, 4)
-VARIANTS = ("baseline", "pruned", "random_control", "jtt")
+# the corrections (pruned = drop_carriers, reweight, augment) beside the references (random control, JTT)
+VARIANTS = ("baseline", "pruned", "random_control", "reweight", "augment", "jtt")
 SPLITS = ("test", "test_attacked")
 METRICS = ("accuracy", "worst_group_accuracy")
 # the baseline leans on the shortcut when the oracle beats it by at least this on the attacked test
@@ -82,7 +83,7 @@ CASES: dict[str, Callable] = {
     "moving_mark_0.1": _mark(0.1),
     "moving_mark_0.2": _mark(0.2),
 }
-DEFAULT_CASES = ("decoy", "colored_mnist", "waterbirds_like", "moving_mark_0.1")
+DEFAULT_CASES = ("decoy", "colored_mnist", "waterbirds_like", "moving_mark_0.1", "moving_mark_0.2")
 
 
 def _soxai_commit() -> str:
