@@ -4,7 +4,12 @@ Not a test. Found while measuring retraining on a 2-worker LocalCluster (bench/r
 each model's task took 2-3x as long on a worker as in one process on one torch thread. This isolates it from soxai:
 a small CNN, 150 SGD steps on one random batch, one torch thread everywhere; one warm-up task per worker first.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/dask_worker_overhead.py
+The cause: Dask's nanny starts each worker with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic
+mmap threshold, so every tensor of 128 KiB or more is mmapped and faulted in afresh (the last rows: a plain process
+started with that variable is as slow; a worker started without it, as soxai's runner now starts them
+(soxai.scaleout.keep_malloc_defaults), is as fast as a plain process).
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python bench/dask_worker_overhead.py
 """
 
 from __future__ import annotations
@@ -37,23 +42,42 @@ def _child(queue) -> None:
     queue.put(work())
 
 
+def _spawned(ctx, env: dict[str, str]) -> float:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(queue,))
+        proc.start()
+        took = queue.get()
+        proc.join()
+        return took
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def main() -> None:
     from distributed import Client, LocalCluster
 
     print(f"load {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
     print(f"this process:          {work():6.2f} s")
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue,))
-    proc.start()
-    print(f"spawned process:       {queue.get():6.2f} s")
-    proc.join()
-    for processes in (False, True):
+    print(f"spawned process:       {_spawned(ctx, {}):6.2f} s")
+    trimmed = _spawned(ctx, {"MALLOC_TRIM_THRESHOLD_": "65536"})
+    print(f"spawned process with MALLOC_TRIM_THRESHOLD_=65536: {trimmed:6.2f} s")
+    from soxai.scaleout import keep_malloc_defaults
+
+    for processes, what in ((False, "this process"), (True, "own process, Dask's environment"),
+                            (True, "own process, soxai's environment")):
+        if what.endswith("soxai's environment"):
+            keep_malloc_defaults()
         with LocalCluster(n_workers=1, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             client.submit(work, 1, pure=False).result()  # warm-up: imports
             took = client.submit(work, 2, pure=False).result()
-            print(f"Dask worker, {'own process' if processes else 'this process'}: {took:6.2f} s")
+            print(f"Dask worker, {what}: {took:6.2f} s")
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # the nanny sets its pre-spawn variables here too
     print(f"this process again:    {work():6.2f} s; load {os.getloadavg()[0]:.2f}")
 
 

@@ -11,7 +11,9 @@ Not a test. What it does, in one run:
    nanny gives each worker OMP_NUM_THREADS=1: one torch thread); the workers import soxai's training code first
    (as after the saliency stage, which ran on them), then ``run_train`` runs as a task on a worker, as the flow
    submits it, and hands each model to the cluster (``soxai.parallel.parallel_map``). The cluster's start and the
-   workers' imports are timed apart from the stage.
+   workers' imports are timed apart from the stage. Run twice: with soxai's worker environment
+   (``soxai.scaleout.keep_malloc_defaults``, as ``runner.local_workers`` starts it) and with Dask's own, whose
+   ``MALLOC_TRIM_THRESHOLD_`` made every model 2-3x slower on a worker.
 4. Every model's ``metrics.json`` (and ``train_ids.parquet``) compared between the runs: identical where torch
    ran on the same number of threads (float sums over 2 threads round otherwise than over 1).
 
@@ -75,6 +77,9 @@ def stage(cfg, root):
 if __name__ == "__main__":
     run = RunDir(sys.argv[1])
     cfg = load_config(run.config)
+    if sys.argv[2] == "keep":  # what soxai's runner does (soxai.scaleout.keep_malloc_defaults); "dask": Dask's own
+        from soxai.scaleout import keep_malloc_defaults
+        keep_malloc_defaults()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \\
             Client(cluster) as client:
         started = time.perf_counter() - t0
@@ -136,7 +141,8 @@ def main() -> None:
     prepare_s = time.perf_counter() - t0
     settings = [("single", SINGLE, "0")] + ([("single_1_thread", SINGLE, "1")] if args.one_thread else [])
     results: dict[str, dict] = {}
-    for name, code, *extra in settings + [("dask_2_workers", ON_DASK)]:
+    dask = [("dask_2_workers", ON_DASK, "keep"), ("dask_2_workers_dask_malloc", ON_DASK, "dask")]
+    for name, code, *extra in settings + dask:
         root = work / name
         shutil.copytree(base, root)
         results[name] = _in_subprocess(code, str(root), *extra)
@@ -147,6 +153,7 @@ def main() -> None:
     print(json.dumps({
         "n_models": len(VARIANTS) * len(SEEDS), "n_per_class": args.n_per_class, "epochs": args.epochs,
         "prepare_s": round(prepare_s, 1), "speedup_single_over_dask": round(single / dask, 2),
+        "speedup_single_over_dask_malloc": round(single / results["dask_2_workers_dask_malloc"]["seconds"], 2),
         **({"speedup_one_thread_over_dask": round(results["single_1_thread"]["seconds"] / dask, 2)}
            if args.one_thread else {}),
         "load": os.getloadavg(), "nproc": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version(),

@@ -130,3 +130,23 @@ def with_flags(runner: RunnerConfig, dask: bool = False, address: str | None = N
     if dask:
         return RunnerConfig(local_workers=runner.local_workers or 2)
     return runner
+
+
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker process it spawns (distributed.yaml,
+# ``distributed.nanny.pre-spawn-environ``), to hand freed memory back to the system sooner. Setting that variable
+# turns off glibc's dynamic mmap threshold: every allocation of 128 KiB or more (a batch's activations, a tensor's
+# gradient) is then its own mmap/munmap, with its pages faulted in afresh. Measured here (bench/dask_worker_overhead.py,
+# 150 SGD steps of a small CNN on one thread): 4.5 s in a plain process, 12.1 s in one started with the variable,
+# 12.1 s on a Dask worker; 8x the page faults, sys time 0.9 -> 7 s. So training a model as a worker task took 2-3x
+# as long as in one process, and a 2-worker cluster was slower than one process.
+MALLOC_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+def keep_malloc_defaults() -> None:
+    """Start the workers of local clusters made after this call in this process with glibc's own malloc tuning:
+    Dask's ``MALLOC_TRIM_THRESHOLD_`` is left out of their environment (see :data:`MALLOC_KEY`). Its other
+    pre-spawn variables (one OpenMP / MKL / OpenBLAS thread per worker) stay. Workers started elsewhere (``dask
+    worker``) need the same in their Dask config: docs/SCALEOUT.md."""
+    import dask
+
+    dask.config.set({MALLOC_KEY: None})
