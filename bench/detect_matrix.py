@@ -52,9 +52,14 @@ SETTINGS = {
     # (before 2026-12-06 b; the p-value is Bonferroni-corrected here too, so this is the old rule or stricter)...
     "transplant, bar 0.1": ["embed.features=channels+pooled", "bias.detectors=[transplant]",
                             "bias.unclustered.enabled=true", "bias.transplant.threshold=0.1"],
-    # ...and without it: the corrected Fisher test and the odds ratio decide alone (the default since then)
-    "transplant, corrected test (default)": ["embed.features=channels+pooled", "bias.detectors=[transplant]",
-                                             "bias.unclustered.enabled=true"],
+    # ...and without it: the corrected Fisher test and the odds ratio decide alone (the default since then)...
+    "transplant, corrected test": ["embed.features=channels+pooled", "bias.detectors=[transplant]",
+                                   "bias.unclustered.enabled=true"],
+    # ...with statistics_transplant beside it, its own p corrected the same way, no effect-size bar (the default
+    # since 2026-12-06 c)
+    "transplant + statistics, corrected (default)": ["embed.features=channels+pooled",
+                                                     "bias.detectors=[transplant,statistics_transplant]",
+                                                     "bias.unclustered.enabled=true"],
 }
 
 

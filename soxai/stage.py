@@ -48,7 +48,10 @@ class StageRecord:
 #   manifest 1 (2026-12-06): a prune of most of a class whose rest the baseline gets wrong keeps the class whole.
 #   bias 4, manifest 2 (2026-12-06): each class's unclustered samples tested as a group (bias/unclustered.parquet);
 #     the carriers of a flagged class are dropped, noise members never by membership.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 5, "manifest": 2, "compare": 1}
+#   bias 5 (2026-12-06): the transplant test's Fisher p Bonferroni-corrected over the run's concepts.
+#   bias 6 (2026-12-06): statistics_transplant among the default detectors, its Fisher p Bonferroni-corrected
+#     over the run's concepts and its effect-size bar 0 by default.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 6, "manifest": 2, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -90,12 +90,18 @@ class StatisticsTransplantConfig(DetectorSection):
 
     n_pairs: int = Field(200, ge=4, description="recipient images per concept")
     threshold: float = Field(
-        0.2, ge=0.0, le=1.0,
+        0.0, ge=0.0, le=1.0,
         description="flag when the share of recipients moved off their class minus the control's share reaches "
-        "this; on cells, digits and MNIST without a mark real concepts scored at most 0.015, a digits tint on "
-        "30% of the zeros 0.29 and a cells tint on 10% 0.87",
+        "this. 0 (the default since 2026-12-06): the one-sided Fisher test, Bonferroni-corrected over the run's "
+        "concepts, decides alone; on the four unmarked runs of the detection matrix (140 concepts) no concept "
+        "passed it, and it found every cells tint (5-30%), the digits tint at 10% and 30% and the MNIST tint at "
+        "30% (docs/DETECTION-METHOD.md). It was 0.2, set by looking at the built-in cases",
     )
-    max_p_value: float = Field(0.01, gt=0.0, le=1.0, description="and a one-sided Fisher test is this significant")
+    max_p_value: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="and the one-sided Fisher test is this significant (Bonferroni-corrected over the run's "
+        "concepts when threshold is 0)",
+    )
 
 
 class PixelTransplantConfig(DetectorSection):
@@ -199,7 +205,9 @@ class UnclusteredConfig(OwnBoxTest):
 class BiasConfig(Section):
     """Which detectors score the concepts, and a person's overrides."""
 
-    detectors: tuple[str, ...] = Field(("transplant",), min_length=1)
+    # a box pasted (what sits somewhere) and the global statistics given (what the whole image has: a tint, a
+    # colour, a background's brightness), each flagging by its own Bonferroni-corrected test
+    detectors: tuple[str, ...] = Field(("transplant", "statistics_transplant"), min_length=1)
     transplant: TransplantConfig = Field(default_factory=TransplantConfig)
     concentration: ConcentrationConfig = Field(default_factory=ConcentrationConfig)
     transplant_accuracy: TransplantAccuracyConfig = Field(default_factory=TransplantAccuracyConfig)

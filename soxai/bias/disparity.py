@@ -91,12 +91,15 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
     share with the statistics of the class's other samples. Any move counts, not only one to the
     concept's class: a tint the model half learned sends a recipient to class k only at times and
     elsewhere the rest (on the digits tint case the true tint moved 41% of recipients, 18% of them to
-    class k). Flag when the score reaches ``threshold`` with a one-sided Fisher test p <= ``max_p_value``.
+    class k). Flag when the score reaches ``threshold`` with a one-sided Fisher test p <= ``max_p_value``,
+    Bonferroni-corrected over the run's concepts.
     """
     scfg = cfg.statistics_transplant
     rows = []
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
-    for _, concept in scored_concepts(ctx).iterrows():
+    concepts = scored_concepts(ctx)
+    n_concepts = len(concepts)  # the Bonferroni factor
+    for _, concept in concepts.iterrows():
         cid, k = int(concept["concept_id"]), int(concept["label"])
         rng = np.random.default_rng([ctx.seed, cid + 1, 13])
         members = ctx.train[(ctx.train["concept_id"] == cid) & (ctx.train["label"] == k)]
@@ -118,7 +121,7 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
         flips, flips_c = int(np.sum(pred == k)), int(np.sum(pred_c == k))
         score = (moved - moved_c) / n
         p_value, odds = compare_rates(moved, moved_c, n)
-        is_bias, verdict = decide(score, p_value, odds, scfg.threshold, scfg.max_p_value)
+        is_bias, verdict = decide(score, p_value, odds, scfg.threshold, scfg.max_p_value, n_tests=n_concepts)
         reason = (
             f"moved {moved / n:.0%} of {n} correctly predicted other-class images off their class ({flips / n:.0%} "
             f"to class {k}) when they took its members' brightness and contrast (other class-{k} images': "

@@ -350,7 +350,8 @@ def test_clean_control__finds_the_weaker_place_of_a_mark_the_stronger_one_hid():
         # the bar's concept: without both marked concepts no class-mate would be left, so its control stays whole
         assert not rows[2]["is_bias"] and rows[2]["control_left_out"] == [], name
         assert rows[3]["control_left_out"] == [] and rows[4]["control_left_out"] == [], name  # class 1: no flag
-    off = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"clean_control": False})})
+    off = CFG.model_copy(update={"detectors": ("transplant",),
+                                 "transplant": CFG.transplant.model_copy(update={"clean_control": False})})
     rows = {r["concept_id"]: r for r in _rounds(ctx, off)}
     assert rows[0]["is_bias"] and not rows[1]["is_bias"]
 
