@@ -135,10 +135,11 @@ def with_flags(runner: RunnerConfig, dask: bool = False, address: str | None = N
 # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker process it spawns (distributed.yaml,
 # ``distributed.nanny.pre-spawn-environ``), to hand freed memory back to the system sooner. Setting that variable
 # turns off glibc's dynamic mmap threshold: every allocation of 128 KiB or more (a batch's activations, a tensor's
-# gradient) is then its own mmap/munmap, with its pages faulted in afresh. Measured here (bench/dask_worker_overhead.py,
-# 150 SGD steps of a small CNN on one thread): 4.5 s in a plain process, 12.1 s in one started with the variable,
-# 12.1 s on a Dask worker; 8x the page faults, sys time 0.9 -> 7 s. So training a model as a worker task took 2-3x
-# as long as in one process, and a 2-worker cluster was slower than one process.
+# gradient) is then its own mmap/munmap, with its pages faulted in afresh. Measured (bench/dask_worker_overhead.py,
+# 150 SGD steps of a small CNN on one thread, docs/BENCHMARKS.md): 5.0 s in a plain spawned process, 12.7 s in one
+# started with the variable, 14.8 s on a Dask worker as Dask starts it, 5.8 s on one started without it; 12x the
+# minor page faults and 7-8 s of system time against 0.6 s. Training a model as a worker task took 2-3x as long as
+# in one process, and a 2-worker cluster was slower than one process.
 MALLOC_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
