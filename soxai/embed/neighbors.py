@@ -103,10 +103,13 @@ def smallest_k(d2: np.ndarray, k: int) -> np.ndarray:
     out = np.empty((m, k), dtype=np.int64)
     if m == 0:
         return out
-    values, picked = torch.topk(torch.from_numpy(d2), k, dim=1, largest=False, sorted=True)
+    # the k+1 smallest: top-k's set is the stable sort's unless a value outside it equals the k-th, which is so
+    # exactly when the (k+1)-th smallest equals the k-th (a check on k+1 values instead of a pass over the row)
+    extra = k < d2.shape[1]
+    values, picked = torch.topk(torch.from_numpy(d2), k + extra, dim=1, largest=False, sorted=True)
     values, picked = values.numpy(), picked.numpy()
-    # top-k's set is the stable sort's unless a value equal to the k-th lies outside it: count them
-    plain = (d2 <= values[:, -1:]).sum(axis=1) == k
+    plain = values[:, k] > values[:, k - 1] if extra else np.ones(m, dtype=bool)
+    values, picked = values[:, :k], picked[:, :k]
     by_index = np.argsort(picked[plain], axis=1)  # then by value, stably: ties in index order
     cols = np.take_along_axis(picked[plain], by_index, axis=1)
     order = np.argsort(np.take_along_axis(values[plain], by_index, axis=1), axis=1, kind="stable")
