@@ -51,7 +51,8 @@ class StageRecord:
 #   bias 5 (2026-12-06): the transplant test's Fisher p Bonferroni-corrected over the run's concepts.
 #   bias 6 (2026-12-06): statistics_transplant among the default detectors, its Fisher p Bonferroni-corrected
 #     over the run's concepts and its effect-size bar 0 by default.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 6, "manifest": 2, "compare": 1}
+#   bias 7 (2026-12-06): statistics_transplant also needs the transplant's odds ratio (min_odds_ratio 8).
+LOGIC_VERSIONS: dict[str, int] = {"bias": 7, "manifest": 2, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -102,6 +102,14 @@ class StatisticsTransplantConfig(DetectorSection):
         description="and the one-sided Fisher test is this significant (Bonferroni-corrected over the run's "
         "concepts when threshold is 0)",
     )
+    min_odds_ratio: float = Field(
+        8.0, ge=1.0,
+        description="and the odds ratio of moved recipients vs the control's reaches this: the transplant's rule "
+        "(transplant.min_odds_ratio), so both default tests decide alike. Every statistics flag on the detection "
+        "matrix had 13.6 or more (the tints); below it fall concepts whose class-mates' statistics move recipients "
+        "off their class too: a group of bright Fashion-MNIST shirts (7.8, 31 clean images on the moving-mark "
+        "benchmark), the grass background of Waterbirds-like (2.4) and two Decoy concepts (2.6, 3.0)",
+    )
 
 
 class PixelTransplantConfig(DetectorSection):

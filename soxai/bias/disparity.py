@@ -92,7 +92,8 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
     concept's class: a tint the model half learned sends a recipient to class k only at times and
     elsewhere the rest (on the digits tint case the true tint moved 41% of recipients, 18% of them to
     class k). Flag when the score reaches ``threshold`` with a one-sided Fisher test p <= ``max_p_value``,
-    Bonferroni-corrected over the run's concepts.
+    Bonferroni-corrected over the run's concepts, and an odds ratio of at least ``min_odds_ratio``: the
+    transplant test's rule (soxai.bias.verdict.decide).
     """
     scfg = cfg.statistics_transplant
     rows = []
@@ -121,11 +122,12 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
         flips, flips_c = int(np.sum(pred == k)), int(np.sum(pred_c == k))
         score = (moved - moved_c) / n
         p_value, odds = compare_rates(moved, moved_c, n)
-        is_bias, verdict = decide(score, p_value, odds, scfg.threshold, scfg.max_p_value, n_tests=n_concepts)
+        is_bias, verdict = decide(score, p_value, odds, scfg.threshold, scfg.max_p_value, scfg.min_odds_ratio,
+                                  n_tests=n_concepts)
         reason = (
             f"moved {moved / n:.0%} of {n} correctly predicted other-class images off their class ({flips / n:.0%} "
             f"to class {k}) when they took its members' brightness and contrast (other class-{k} images': "
-            f"{moved_c / n:.0%}, {flips_c / n:.0%} to class {k}; p={p_value:.1g}); {verdict}"
+            f"{moved_c / n:.0%}, {flips_c / n:.0%} to class {k}; p={p_value:.1g}, odds ratio {odds:.1f}); {verdict}"
         )
         rows.append(score_row("statistics_transplant", cid, score, is_bias, reason, moved_rate=moved / n,
                          control_moved_rate=moved_c / n, flip_rate=flips / n, control_rate=flips_c / n,
