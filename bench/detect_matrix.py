@@ -55,8 +55,12 @@ SETTINGS = {
     # ...and without it: the corrected Fisher test and the odds ratio decide alone (the default since then)...
     "transplant, corrected test": ["embed.features=channels+pooled", "bias.detectors=[transplant]",
                                    "bias.unclustered.enabled=true"],
-    # ...with statistics_transplant beside it, its own p corrected the same way, no effect-size bar (the default
-    # since 2026-12-06 c)
+    # ...with statistics_transplant beside it, its own p corrected the same way, no effect-size bar and no odds
+    # ratio (bias logic 6)...
+    "transplant + statistics, corrected, no odds-ratio bar": [
+        "embed.features=channels+pooled", "bias.detectors=[transplant,statistics_transplant]",
+        "bias.unclustered.enabled=true", "bias.statistics_transplant.min_odds_ratio=1"],
+    # ...and with the transplant's odds-ratio bar too: both tests decide alike (the default since bias logic 7)
     "transplant + statistics, corrected (default)": ["embed.features=channels+pooled",
                                                      "bias.detectors=[transplant,statistics_transplant]",
                                                      "bias.unclustered.enabled=true"],
