@@ -462,3 +462,23 @@ def test_control_pool__leaves_concepts_out_only_while_enough_class_mates_remain(
     assert len(pool) == 40 >= MIN_CONTROL
     pool, skipped = control_pool(ctx, 1, 0, frozenset({0, 2}))
     assert skipped == [] and set(pool["concept_id"]) == {0, 2}  # nothing would remain: the full control
+
+
+def test_statistics_transplant__a_default_detector_decided_by_the_corrected_test():
+    """Since bias logic 6: the global-statistics test runs beside the box transplant by default, with no effect bar;
+    its reason names the Bonferroni factor (the run's concept count)."""
+    from soxai.bias.config import BiasConfig, StatisticsTransplantConfig, TransplantConfig
+    from soxai.bias.disparity import detect_statistics_transplant
+
+    assert BiasConfig().detectors == ("transplant", "statistics_transplant")
+    assert StatisticsTransplantConfig().threshold == 0.0
+    assert StatisticsTransplantConfig().min_odds_ratio == TransplantConfig().min_odds_ratio  # one rule for both
+    rows = {r["concept_id"]: r for r in detect_statistics_transplant(_tint_world(True), BiasConfig())}
+    assert rows[0]["is_bias"] and f"x{len(rows)} concepts (Bonferroni)" in rows[0]["reason"]
+    assert f"odds ratio {rows[0]['odds_ratio']:.1f}" in rows[0]["reason"]
+    # the same concept under a bar its odds ratio does not reach: significant, not flagged, and the reason says why
+    strict = BiasConfig(statistics_transplant=StatisticsTransplantConfig(min_odds_ratio=rows[0]["odds_ratio"] + 1))
+    row = detect_statistics_transplant(_tint_world(True), strict)[0]
+    assert not row["is_bias"] and "is below" in row["reason"]
+    assert not any(rows[c]["is_bias"] for c in rows if c != 0)
+    assert not any(r["is_bias"] for r in detect_statistics_transplant(_tint_world(False), BiasConfig()))
