@@ -325,7 +325,7 @@ def main() -> None:
         res.update(method=scfg.method, batch_size=scfg.batch_size)
         print(f"data: {args.n} images in {res['data_s']:.1f} s (load {loadavg()})", flush=True)
         res["single"] = in_child("--child", "single", dirs["single"])
-        print(f"single: {res['single']['seconds']:.1f} s (load {loadavg()})", flush=True)
+        print(f"single: {res['single']['seconds']:.1f} s (load {loadavg()}): {json.dumps(res['single'])}", flush=True)
         res["dask"] = in_child("--child", "dask", dirs["dask"], str(args.workers))
         print(f"dask: {res['dask']['seconds']:.1f} s (load {loadavg()})", flush=True)
         res["identical"] = identical(Path(dirs["single"]), Path(dirs["dask"]))
