@@ -130,6 +130,9 @@ def child(mode: str, folder: str, fit_sample: int, out: str) -> None:
     if mode == "cluster":
         from distributed import Client, LocalCluster
 
+        from soxai.scaleout import keep_malloc_defaults
+
+        keep_malloc_defaults()  # the workers as --dask starts them
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             t0 = time.perf_counter()

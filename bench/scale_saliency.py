@@ -9,7 +9,8 @@ Not a test. What it does, in one run:
    in. The data stage itself is not used: it builds the whole set in memory (``Dataset.images`` is one array),
    3.1 GB at 1M 28x28 float32 images. Two run directories share the images by hard link.
 3. ``single``: ``run_saliency`` in a fresh subprocess (torch's default thread count).
-4. ``dask``: in a fresh subprocess, a ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``;
+4. ``dask``: in a fresh subprocess, a ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` whose
+   workers start as ``--dask`` starts them (soxai.scaleout.keep_malloc_defaults, since 2026-12-06 17:10 UTC);
    ``prepare_saliency``, one ``run_saliency_shard`` task per shard (what the flow's fan-out submits), then
    ``run_saliency`` in the driver, which finds the shards made and writes the index (it predicts every shard
    again to fill the index's pred/target columns: timed apart as "index pass").
@@ -197,6 +198,9 @@ def child_dask(run_dir: str, workers: int) -> dict:
     run = RunDir(run_dir)
     cfg = load_run_config(run)
     before = proc_status()
+    from soxai.scaleout import keep_malloc_defaults
+
+    keep_malloc_defaults()  # the workers as --dask starts them
     sampler = AnonPeak()
     sampler.start()
     t0 = time.perf_counter()
