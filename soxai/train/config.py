@@ -86,12 +86,14 @@ class RetrainConfig(Section):
         None, gt=0.0, le=1.0,
         description="augment: the share of each other class's training images that get a flagged concept's region "
         "pasted in; null matches the share of the concept's class that carries it, which makes the region "
-        "equally common in every class (it then predicts no class)",
+        "equally common in every class (it then predicts no class). For whole-image flags (statistics_transplant), "
+        "the share of every class's images that take the brightness and contrast of a random training image; "
+        "null: the largest carriers' share among those concepts",
     )
     augment_fallback: Literal["drop_carriers", "reweight", "none"] = Field(
         "drop_carriers",
-        description="augment: what a flagged concept without a region to paste gets instead (flagged only by a "
-        "whole-image detector such as statistics_transplant, or by a person's override): its carriers dropped "
+        description="augment: what a flagged concept with neither a region to paste nor a whole-image flag gets "
+        "instead (flagged only by a person's override or by own_box): its carriers dropped "
         "(as manifest.policy drop_carriers), its class reweighted by concepts (as the reweight variant), or "
         "nothing; each such concept's reason is recorded",
     )

@@ -15,7 +15,17 @@ class alike and stops predicting one. The augmented images *replace* their origi
 training set (no sample is added): the set keeps the baseline's size and steps, and at the carriers' own
 share the region is exactly as common in each class as in the carriers' (an added copy would leave the
 original beside it, and matching the share would take r / (1 - r) copies per image). The carriers stay.
-A flagged concept with no region to paste gets the configured fallback instead, with the reason recorded.
+A whole-image flag (statistics_transplant: a tint, a colour, a background's cast, which every image has
+in some measure) has no region, and pasting its carriers' statistics into other classes at the carriers'
+share would *reverse* a two-sided confounder (ColoredMNIST: class 0 mostly green, class 1 mostly red — each
+class's flag would give the other class its colour). Such flags are corrected together, by one shuffle:
+a share of every class's images (``rate``, or the largest carriers' share among those concepts) take the
+per-channel brightness and contrast of a training image drawn at random from all classes. A statistic the
+label predicted then predicts it (1 - share) as strongly: at share 1 it is independent of the label, as in
+the benchmark's unconfounded twin. It needs no guess of which other-class images already carry the
+attribute, and one shuffle serves every whole-image flag.
+A flagged concept with no region to paste and no whole-image flag (a person's override, own_box) gets the
+configured fallback instead, with the reason recorded.
 """
 
 from __future__ import annotations
@@ -129,8 +139,11 @@ class Region:
     detector: str
     box: tuple[int, int, int, int] | None = None
     mask: np.ndarray | None = field(default=None, compare=False)
+    whole_image: bool = False
 
     def describe(self) -> str:
+        if self.whole_image:
+            return "the whole image's per-channel brightness and contrast"
         if self.mask is not None:
             ys, xs = np.nonzero(self.mask)
             return f"{int(self.mask.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"
@@ -139,6 +152,10 @@ class Region:
 
     def paste(self, recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
         """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W)."""
+        if self.whole_image:
+            from soxai.bias.disparity import match_statistics
+
+            return match_statistics(recipients, donors)
         out = np.array(recipients, dtype=np.float32, copy=True)
         donors = np.asarray(donors, dtype=np.float32)
         if self.mask is not None:
@@ -251,7 +268,9 @@ def plan_augment(
     ``carriers`` that carry it; without a carrier test for it, its members): a share of each other class's
     kept training images — ``rate``, or with None the carriers' share of their own class — each not yet
     augmented for another concept, drawn at random; carriers are dealt out to them in a random order, each
-    about equally often. A concept without a region, or without carriers, gets ``fallback`` instead:
+    about equally often. The concepts flagged only by a whole-image detector are corrected together by one
+    statistics shuffle (``_shuffle_statistics``, the module docstring), after the regions. Any other concept
+    without a region, or without carriers, gets ``fallback`` instead:
     ``drop_carriers`` (soxai.manifest.policies.drop_carriers for that concept), ``reweight`` (its class's
     samples weighted by ``group_balanced_weights`` over the class's concepts) or ``none``.
 
@@ -281,8 +300,8 @@ def plan_augment(
                            {}, corrections, reasons)
 
     # first the concepts that cannot be augmented, so that recipients are drawn from what stays
-    regions, donors_of, class_of, pending = _sort_flagged(train, flagged, scores, carriers, concept_labels, shape,
-                                                          position)
+    regions, donors_of, class_of, whole, pending = _sort_flagged(train, flagged, scores, carriers, concept_labels,
+                                                                 shape, position)
     reweighted: set[int] = set()
     for cid, k, why in pending:
         corrections.append(_fall_back(cid, k, why, train, flagged, carriers, fallback, max_upweight,
@@ -297,6 +316,14 @@ def plan_augment(
         donors.append(dealt)
         concepts.append(np.full(len(chosen), cid, dtype=np.int64))
         corrections.append(row)
+    if whole:
+        chosen, dealt, rows = _shuffle_statistics(whole, class_of, donors_of, scores, labels, ids, keep, used, rate,
+                                                  rng, reasons)
+        regions[whole[0]] = Region(_whole_image_flag(scores, whole[0]) or "statistics_transplant", whole_image=True)
+        recipients.append(chosen)
+        donors.append(dealt)
+        concepts.append(np.full(len(chosen), whole[0], dtype=np.int64))
+        corrections.extend(rows)
     corrections.sort(key=lambda c: c["concept_id"])
 
     def cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -309,8 +336,10 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
                   concept_labels: dict[int, int], shape: tuple[int, int], position: pd.Series):
     """Flagged concepts in id order, sorted into those with a region and carriers and those without.
 
-    Returns ``(regions, donors_of, class_of, pending)``: {concept: Region}, {concept: carrier positions},
-    {concept: class} of every flagged concept, and ``(concept, class, why)`` of those that cannot be augmented.
+    Returns ``(regions, donors_of, class_of, whole, pending)``: {concept: Region}, {concept: carrier positions},
+    {concept: class} of every flagged concept, the concepts flagged only by a whole-image detector (corrected
+    by the statistics shuffle; their carriers are in ``donors_of``), and ``(concept, class, why)`` of those
+    that cannot be augmented.
     """
     labels = train["label"].to_numpy()
     cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
@@ -318,6 +347,7 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
     donors_of: dict[int, np.ndarray] = {}
     class_of: dict[int, int] = {}
     pending: list[tuple[int, int, str]] = []
+    whole: list[int] = []
     for cid in sorted(flagged):
         k = concept_labels.get(cid)
         if k is None:  # a concept the concepts table does not know: its members' majority class
@@ -329,10 +359,25 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
         if region is not None and len(donors):
             regions[cid], donors_of[cid] = region, donors
             continue
+        if region is None and _whole_image_flag(scores, cid):
+            whole.append(cid)
+            donors_of[cid] = donors
+            continue
         why = _why_no_region(scores, cid) if region is None else \
             f"its region ({region.describe()}) has no carrier to take it from"
         pending.append((cid, int(k), why))
-    return regions, donors_of, class_of, pending
+    return regions, donors_of, class_of, whole, pending
+
+
+def _whole_image_flag(scores: pd.DataFrame, concept_id: int) -> str | None:
+    """The whole-image detector that flagged the concept (the highest-scoring), or None."""
+    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS
+
+    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)
+                  & scores["detector"].isin(list(WHOLE_IMAGE_DETECTORS))]
+    if not len(rows):
+        return None
+    return str(rows.sort_values(["score", "detector"], ascending=[False, True], kind="stable")["detector"].iloc[0])
 
 
 def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[int, str],
@@ -413,6 +458,59 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
         reason += "; too few images left in " + ", ".join(short)
     return chosen, dealt, {"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
                            "reason": reason}
+
+
+def _shuffle_statistics(whole: list[int], class_of: dict[int, int], carriers_of: dict[int, np.ndarray],
+                        scores: pd.DataFrame, labels: np.ndarray, ids: np.ndarray, keep: np.ndarray,
+                        used: np.ndarray, rate: float | None, rng: np.random.Generator,
+                        reasons: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """The one correction of every whole-image flag (module docstring): a share of each class's kept images,
+    not yet augmented, take the per-channel statistics of kept training images drawn at random from all classes.
+
+    Marks the recipients in ``used``, writes their ``reasons``; returns ``(recipients, donors, corrections rows)``.
+    """
+    shares = {cid: len(carriers_of[cid]) / max(int(((labels == class_of[cid]) & keep).sum()), 1) for cid in whole}
+    share = rate if rate is not None else min(1.0, max(shares.values()))
+    got, short = [], []
+    for j in np.unique(labels):
+        pool = np.flatnonzero((labels == j) & keep & ~used)
+        want = int(round(share * int(((labels == j) & keep).sum())))
+        take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
+        if len(take) < want:
+            short.append(f"class {int(j)} {len(take)} of {want}")
+        got.append(np.sort(take))
+    chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
+    used[chosen] = True
+    dealt = rng.choice(np.flatnonzero(keep), size=len(chosen), replace=True) if len(chosen) \
+        else np.zeros(0, np.int64)
+    names = ", ".join(str(c) for c in whole)
+    for r, d in zip(chosen, dealt, strict=True):
+        reasons[r] = f"per-channel brightness and contrast of {ids[d]} (class {int(labels[d])}) given to it " \
+                     f"(whole-image flag of concept {names})"
+    what = f"{share:.0%} of every class" + (" (retrain.augment_rate)" if rate is not None else
+                                            ", the largest carriers' share of their class among these concepts")
+    rows = []
+    for cid in whole:
+        k = class_of[cid]
+        detector = _whole_image_flag(scores, cid) or "a whole-image detector"
+        head = f"concept {cid} (class {k}, {detector}: {len(carriers_of[cid])} carriers, {shares[cid]:.0%} of the " \
+               "class): a whole-image flag, so no region to paste; "
+        if cid == whole[0]:
+            reason = head + (f"{len(chosen)} training images ({what}) take the per-channel brightness and contrast "
+                             "of training images drawn at random from all classes, replacing their originals, so "
+                             "no such statistic predicts a class any more")
+            if len(whole) > 1:
+                reason += f"; the same shuffle corrects concept{'s' if len(whole) > 2 else ''} " + \
+                          ", ".join(str(c) for c in whole[1:])
+            if short:
+                reason += "; too few images left in " + ", ".join(short)
+            n = len(chosen)
+        else:
+            reason = head + f"corrected by the statistics shuffle of concept {whole[0]} (one shuffle serves every " \
+                            "whole-image flag)"
+            n = 0
+        rows.append({"concept_id": cid, "label": k, "correction": "augment", "n_samples": n, "reason": reason})
+    return chosen, dealt, rows
 
 
 def _no_maps(positions: np.ndarray) -> np.ndarray:

@@ -177,13 +177,13 @@ def test_plan_augment__deterministic_by_seed():
 
 
 @pytest.mark.parametrize("fallback", ["drop_carriers", "reweight", "none"])
-def test_plan_augment__no_box_falls_back_and_records_why(fallback):
+def test_plan_augment__no_region_falls_back_and_records_why(fallback):
     _, train = _toy(marked=3)
-    plan = _plan(train, _scores("statistics_transplant"), fallback=fallback)
+    plan = _plan(train, _scores("own_box"), fallback=fallback)
     assert len(plan.recipients) == 0
     (row,) = plan.corrections
     assert row["concept_id"] == 7 and row["correction"] == fallback
-    assert "cannot be augmented: flagged only by statistics_transplant" in row["reason"]
+    assert "cannot be augmented: flagged only by own_box" in row["reason"]
     assert f"retrain.augment_fallback={fallback}" in row["reason"]
     table = plan.table(train)
     if fallback == "drop_carriers":  # no carrier test: the members are the carriers
@@ -194,6 +194,65 @@ def test_plan_augment__no_box_falls_back_and_records_why(fallback):
         assert (plan.weights[10:] == 1).all() and table["reason"][:10].str.contains("reweighted").all()
     else:
         assert plan.keep.all() and (plan.weights == 1).all() and (table["reason"] == "").all()
+
+
+def _colour_world(n_per_class=200, agree=0.9, seed=0):
+    """Two classes of 2-channel 'red' / 'green' images (the colour: which channel is bright), the colour agreeing
+    with the label in ``agree`` of each class; concept 7 = class 0's green images, 8 = class 1's red ones."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n_per_class)
+    green = np.where(labels == 0, rng.random(len(labels)) < agree, rng.random(len(labels)) >= agree)
+    images = rng.uniform(0.0, 0.2, (len(labels), 2, 6, 6)).astype(np.float32)
+    images[green, 1] += 0.7
+    images[~green, 0] += 0.7
+    concept = np.where(labels == 0, np.where(green, 7, 3), np.where(green, 4, 8))
+    train = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(len(labels))], "label": labels,
+                          "concept_id": concept})
+    return images, train, green
+
+
+def _is_green(x):
+    return x[:, 1].mean(axis=(1, 2)) > x[:, 0].mean(axis=(1, 2))
+
+
+def test_plan_augment__whole_image_flags_shuffle_the_statistics_so_a_two_sided_colour_stops_predicting():
+    images, train, green = _colour_world()
+    scores = pd.DataFrame([{"concept_id": c, "detector": "statistics_transplant", "score": 0.5, "is_bias": True,
+                            "reason": "moved"} for c in (7, 8)])
+    plan = plan_augment(train, {7: "moved", 8: "moved"}, scores, None, {7: 0, 3: 0, 4: 1, 8: 1}, (6, 6), 0, None,
+                        "drop_carriers", 10)
+    labels = train["label"].to_numpy()
+    # the largest carriers' share (each concept's members here) of every class, donors from both classes
+    share = max((train["concept_id"] == c).sum() / 200 for c in (7, 8))
+    assert np.bincount(labels[plan.recipients]).tolist() == [round(share * 200)] * 2
+    assert set(labels[plan.donors]) == {0, 1} and plan.keep.all()
+    x = augmented_images(images, np.arange(len(train)), plan)
+    np.testing.assert_array_equal(_is_green(x), green[plan.donors])  # each took its donor's colour
+    after = green.copy()
+    after[plan.recipients] = _is_green(x)
+    gap_before = green[labels == 0].mean() - green[labels == 1].mean()
+    gap_after = after[labels == 0].mean() - after[labels == 1].mean()
+    assert gap_before > 0.7 and abs(gap_after) < 0.2  # the pasting-at-the-carriers'-share rule would reverse it
+    rows = {c["concept_id"]: c for c in plan.corrections}
+    assert rows[7]["correction"] == rows[8]["correction"] == "augment"
+    assert rows[7]["n_samples"] == len(plan.recipients) and rows[8]["n_samples"] == 0
+    assert "no region to paste" in rows[7]["reason"] and "same shuffle corrects concept 8" in rows[7]["reason"]
+    assert "statistics shuffle of concept 7" in rows[8]["reason"]
+    table = plan.table(train)
+    assert table["reason"].str.contains("brightness and contrast of s").sum() == len(plan.recipients)
+
+
+def test_plan_augment__whole_image_shuffle_follows_the_rate_and_the_seed():
+    _, train, _ = _colour_world()
+    scores = pd.DataFrame([{"concept_id": 7, "detector": "statistics_transplant", "score": 0.5, "is_bias": True,
+                            "reason": "moved"}])
+    def plan(seed, rate):
+        return plan_augment(train, {7: "moved"}, scores, None, {7: 0, 3: 0, 4: 1, 8: 1}, (6, 6), seed, rate,
+                            "drop_carriers", 10)
+    a, b, c = plan(1, 0.25), plan(1, 0.25), plan(2, 0.25)
+    assert len(a.recipients) == 100 and "retrain.augment_rate" in a.corrections[0]["reason"]
+    assert (a.recipients == b.recipients).all() and (a.donors == b.donors).all()
+    assert not (a.recipients == c.recipients).all()
 
 
 def test_plan_augment__override_only_flag_names_no_region():
