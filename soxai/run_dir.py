@@ -243,6 +243,11 @@ class RunDir:
     def saliency_shard(self, i: int) -> Path:
         return self.root / "saliency" / f"shard-{i:05d}.npy"
 
+    def saliency_predictions(self, i: int) -> Path:
+        """A shard task's predictions for its shard's images (int64, one per map): the stage folds them into
+        the index instead of predicting every image again, then deletes them."""
+        return self.root / "saliency" / f"pred-{i:05d}.npy"
+
     # embed
     @property
     def features(self) -> Path:

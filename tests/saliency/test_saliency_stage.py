@@ -220,3 +220,35 @@ def test_row_view__worker_prefetch_reads_the_same_batches(tmp_path):
     got = [view[start : min(start + 3, len(rows))] for start in range(0, len(rows), 3)]
     np.testing.assert_array_equal(np.concatenate(got), images[rows])
     np.testing.assert_array_equal(view[1:2], images[rows[1:2]])  # out of sequence: read directly
+
+
+def test_run_saliency__shards_made_by_tasks_bring_their_predictions_so_the_stage_predicts_nothing(
+        trained, tmp_path, monkeypatch):
+    from soxai.train import loop
+
+    cfg, base = trained
+    single = _copy(base, tmp_path / "single")
+    cfg = load_config(single.config, ["saliency.method=gradient", "saliency.target=predicted"])
+    run_saliency(cfg, single)
+    fanned = _copy(base, tmp_path / "fanned")
+    n = prepare_saliency(cfg, fanned)
+    for shard in range(n):
+        run_saliency_shard(cfg, fanned, shard)
+    assert all(fanned.saliency_predictions(s).is_file() for s in range(n))
+    forward_passes = []
+    real = loop.predict_logits
+    monkeypatch.setattr(loop, "predict_logits", lambda *a, **k: forward_passes.append(1) or real(*a, **k))
+    run_saliency(cfg, fanned)
+    assert forward_passes == []  # the index took the tasks' predictions
+    assert not list((fanned.root / "saliency").glob("pred-*.npy"))  # folded in, then deleted
+    assert fanned.saliency_index.read_bytes() == single.saliency_index.read_bytes()
+
+    # a task that died between its shard and its predictions: the stage predicts that shard itself
+    again = _copy(base, tmp_path / "again")
+    for shard in range(prepare_saliency(cfg, again)):
+        run_saliency_shard(cfg, again, shard)
+    again.saliency_predictions(1).unlink()
+    forward_passes.clear()
+    run_saliency(cfg, again)
+    assert len(forward_passes) == 1
+    assert again.saliency_index.read_bytes() == single.saliency_index.read_bytes()
