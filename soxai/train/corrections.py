@@ -23,7 +23,10 @@ a share of every class's images (``rate``, or the largest carriers' share among 
 per-channel brightness and contrast of a training image drawn at random from all classes. A statistic the
 label predicted then predicts it (1 - share) as strongly: at share 1 it is independent of the label, as in
 the benchmark's unconfounded twin. It needs no guess of which other-class images already carry the
-attribute, and one shuffle serves every whole-image flag.
+attribute, and one shuffle serves every whole-image flag. A concept a box test flagged too goes to the
+shuffle: the whole image's statistics alone moved predictions, and a box of such an image carries them in
+part (ColoredMNIST's colour concepts and a cells tint are flagged by both; no localised mark on the detection
+matrix was flagged by the statistics test).
 A flagged concept with no region to paste and no whole-image flag (a person's override, own_box) gets the
 configured fallback instead, with the reason recorded.
 """
@@ -268,7 +271,7 @@ def plan_augment(
     ``carriers`` that carry it; without a carrier test for it, its members): a share of each other class's
     kept training images — ``rate``, or with None the carriers' share of their own class — each not yet
     augmented for another concept, drawn at random; carriers are dealt out to them in a random order, each
-    about equally often. The concepts flagged only by a whole-image detector are corrected together by one
+    about equally often. The concepts a whole-image detector flagged are corrected together by one
     statistics shuffle (``_shuffle_statistics``, the module docstring), after the regions. Any other concept
     without a region, or without carriers, gets ``fallback`` instead:
     ``drop_carriers`` (soxai.manifest.policies.drop_carriers for that concept), ``reweight`` (its class's
@@ -337,7 +340,7 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
     """Flagged concepts in id order, sorted into those with a region and carriers and those without.
 
     Returns ``(regions, donors_of, class_of, whole, pending)``: {concept: Region}, {concept: carrier positions},
-    {concept: class} of every flagged concept, the concepts flagged only by a whole-image detector (corrected
+    {concept: class} of every flagged concept, the concepts a whole-image detector flagged (corrected
     by the statistics shuffle; their carriers are in ``donors_of``), and ``(concept, class, why)`` of those
     that cannot be augmented.
     """
@@ -356,12 +359,12 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
         class_of[cid] = int(k)
         region = concept_region(scores, cid, shape)
         donors = _carriers_of(cid, cids, carriers, position)
-        if region is not None and len(donors):
-            regions[cid], donors_of[cid] = region, donors
-            continue
-        if region is None and _whole_image_flag(scores, cid):
+        if _whole_image_flag(scores, cid):  # the statistics alone carry it: a box of it carries it in part
             whole.append(cid)
             donors_of[cid] = donors
+            continue
+        if region is not None and len(donors):
+            regions[cid], donors_of[cid] = region, donors
             continue
         why = _why_no_region(scores, cid) if region is None else \
             f"its region ({region.describe()}) has no carrier to take it from"

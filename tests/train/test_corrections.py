@@ -242,6 +242,18 @@ def test_plan_augment__whole_image_flags_shuffle_the_statistics_so_a_two_sided_c
     assert table["reason"].str.contains("brightness and contrast of s").sum() == len(plan.recipients)
 
 
+def test_plan_augment__a_concept_flagged_by_a_box_test_and_the_statistics_test_is_shuffled_not_pasted():
+    _, train, _ = _colour_world()
+    scores = pd.DataFrame([{"concept_id": 7, "detector": d, "score": s, "is_bias": True, "reason": "moved",
+                            "box": b} for d, s, b in (("transplant", 0.9, [0, 0, 2, 2]),
+                                                      ("statistics_transplant", 0.4, None))])
+    plan = plan_augment(train, {7: "moved"}, scores, None, {7: 0, 3: 0, 4: 1, 8: 1}, (6, 6), 0, None,
+                        "drop_carriers", 10)
+    (row,) = plan.corrections
+    assert row["correction"] == "augment" and "whole-image flag" in row["reason"]
+    assert plan.regions[7].whole_image and set(train["label"][plan.recipients]) == {0, 1}
+
+
 def test_plan_augment__whole_image_shuffle_follows_the_rate_and_the_seed():
     _, train, _ = _colour_world()
     scores = pd.DataFrame([{"concept_id": 7, "detector": "statistics_transplant", "score": 0.5, "is_bias": True,
