@@ -20,7 +20,8 @@ in some measure) has no region, and pasting its carriers' statistics into other 
 share would *reverse* a two-sided confounder (ColoredMNIST: class 0 mostly green, class 1 mostly red — each
 class's flag would give the other class its colour). Such flags are corrected together, by one shuffle:
 a share of every class's images (``rate``, or the largest carriers' share among those concepts) take the
-per-channel brightness and contrast of a training image drawn at random from all classes. A statistic the
+per-channel brightness and contrast of a training image drawn at random from all classes (``recolour``: their
+own structure, in the donor's colour). A statistic the
 label predicted then predicts it (1 - share) as strongly: at share 1 it is independent of the label, as in
 the benchmark's unconfounded twin. It needs no guess of which other-class images already carry the
 attribute, and one shuffle serves every whole-image flag. A concept a box test flagged too goes to the
@@ -156,9 +157,7 @@ class Region:
     def paste(self, recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
         """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W)."""
         if self.whole_image:
-            from soxai.bias.disparity import match_statistics
-
-            return match_statistics(recipients, donors)
+            return recolour(recipients, donors)
         out = np.array(recipients, dtype=np.float32, copy=True)
         donors = np.asarray(donors, dtype=np.float32)
         if self.mask is not None:
@@ -167,6 +166,25 @@ class Region:
             y0, x0, y1, x1 = self.box
             out[:, :, y0:y1, x0:x1] = donors[:, :, y0:y1, x0:x1]
         return out
+
+
+def recolour(recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """The recipients' structure in their donors' per-channel brightness and contrast, clipped to [0, 1].
+
+    Each recipient's channel mean (its luminance), standardised over the image, is given every donor channel's
+    mean and standard deviation. On grey images this is the statistics transplant's own operation
+    (soxai.bias.disparity.match_statistics); on colour images it keeps the shape where a channel is empty: a red
+    digit given a green digit's statistics becomes the same digit in green, where matching each channel on its
+    own would leave an empty red channel and a flat green one (no digit at all).
+
+    recipients, donors : arrays of shape (n, C, H, W). Returns float32 (n, C, H, W).
+    """
+    r = np.asarray(recipients, dtype=np.float32)
+    d = np.asarray(donors, dtype=np.float32)
+    lum = r.mean(axis=1, keepdims=True)
+    ml, sl = lum.mean(axis=(2, 3), keepdims=True), lum.std(axis=(2, 3), keepdims=True)
+    md, sd = d.mean(axis=(2, 3), keepdims=True), d.std(axis=(2, 3), keepdims=True)
+    return np.clip((lum - ml) / np.where(sl > 0, sl, 1.0) * sd + md, 0.0, 1.0).astype(np.float32)
 
 
 def concept_region(scores: pd.DataFrame, concept_id: int, shape: tuple[int, int]) -> Region | None:

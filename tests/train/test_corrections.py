@@ -242,6 +242,23 @@ def test_plan_augment__whole_image_flags_shuffle_the_statistics_so_a_two_sided_c
     assert table["reason"].str.contains("brightness and contrast of s").sum() == len(plan.recipients)
 
 
+def test_recolour__keeps_the_shape_in_the_donors_colour_and_equals_the_statistics_transplant_on_grey():
+    from soxai.bias.disparity import match_statistics
+    from soxai.train.corrections import recolour
+
+    rng = np.random.default_rng(0)
+    shape = rng.uniform(0.0, 1.0, (6, 6)).astype(np.float32)
+    red = np.stack([shape, np.zeros_like(shape)])[None]  # the shape in channel 0 only
+    green = np.stack([np.zeros_like(shape), rng.uniform(0.0, 1.0, (6, 6)).astype(np.float32)])[None]
+    out = recolour(red, green)[0]
+    assert np.abs(out[0]).max() == 0.0  # the donor's empty channel stays empty
+    assert np.corrcoef(out[1].ravel(), shape.ravel())[0, 1] > 0.99  # the recipient's shape, now green
+    assert out[1].mean() == pytest.approx(green[0, 1].mean(), abs=0.02)
+    assert np.ptp(match_statistics(red, green)[0, 1]) == 0.0  # channel by channel: no shape left at all
+    grey_r, grey_d = rng.uniform(0.0, 1.0, (2, 4, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(recolour(grey_r, grey_d), match_statistics(grey_r, grey_d), atol=1e-6)
+
+
 def test_plan_augment__a_concept_flagged_by_a_box_test_and_the_statistics_test_is_shuffled_not_pasted():
     _, train, _ = _colour_world()
     scores = pd.DataFrame([{"concept_id": 7, "detector": d, "score": s, "is_bias": True, "reason": "moved",
