@@ -274,6 +274,9 @@ def reading(rows: list[dict]) -> list[str]:
         parts = [f"baseline {base:.2f}"]
         parts += [f"pruned {pruned - base:+.2f}" if pruned is not None and r["n_dropped"] else "pruned: nothing "
                   "dropped"]
+        for name in ("reweight", "augment"):
+            v = _mean(r, name, "test_attacked", "accuracy")
+            parts += [f"{name} {v - base:+.2f}"] if v is not None else []
         parts += [f"JTT {jtt - base:+.2f}"] if jtt is not None else []
         oracle = _mean(r, "oracle", "test_attacked", "accuracy")
         parts += [f"oracle {oracle - base:+.2f}"] if oracle is not None else []
