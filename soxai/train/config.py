@@ -87,13 +87,14 @@ class RetrainConfig(Section):
         description="augment: the share of each other class's training images that get a flagged concept's region "
         "pasted in; null matches the share of the concept's class that carries it, which makes the region "
         "equally common in every class (it then predicts no class). For whole-image flags (statistics_transplant), "
-        "the share of every class's images that take the brightness and contrast of a random training image; "
-        "null: the largest carriers' share among those concepts",
+        "the share of every class's images recoloured with a random training image's per-channel brightness and "
+        "contrast (their own luminance, the donor's colour); null: the largest carriers' share among those concepts",
     )
     augment_fallback: Literal["drop_carriers", "reweight", "none"] = Field(
         "drop_carriers",
-        description="augment: what a flagged concept with neither a region to paste nor a whole-image flag gets "
-        "instead (flagged only by a person's override or by own_box): its carriers dropped "
+        description="augment: what a flagged concept that cannot be augmented gets instead (flagged only by a "
+        "person's override, own_box or channel_patch, or without carriers to take its region or a share from): "
+        "its carriers dropped "
         "(as manifest.policy drop_carriers), its class reweighted by concepts (as the reweight variant), or "
         "nothing; each such concept's reason is recorded",
     )

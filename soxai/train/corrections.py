@@ -28,8 +28,10 @@ attribute, and one shuffle serves every whole-image flag. A concept a box test f
 shuffle: the whole image's statistics alone moved predictions, and a box of such an image carries them in
 part (ColoredMNIST's colour concepts and a cells tint are flagged by both; no localised mark on the detection
 matrix was flagged by the statistics test).
-A flagged concept with no region to paste and no whole-image flag (a person's override, own_box) gets the
-configured fallback instead, with the reason recorded.
+The statistics shuffle gives each recipient its own luminance in the donor's per-channel mean and spread: a colour
+image loses its own colour variation and takes the donor's cast. A flagged concept with no region to paste and no
+whole-image flag (a person's override, own_box, channel_patch), a box without carriers, or a whole-image flag whose
+carrier test found none gets the configured fallback instead, with the reason recorded.
 """
 
 from __future__ import annotations
@@ -135,9 +137,11 @@ def reweight_record(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray,
 
 @dataclass(frozen=True)
 class Region:
-    """Where a flagged concept's shortcut sits: the box or the pixels its flagging detector pasted.
+    """Where a flagged concept's shortcut sits: the box or the pixels its flagging detector pasted, or the whole
+    image's statistics (``whole_image``, the statistics shuffle).
 
-    box : (y0, x0, y1, x1), half-open, or None; mask : bool array of shape (H, W), or None (one is set)
+    box : (y0, x0, y1, x1), half-open, or None; mask : bool array of shape (H, W), or None (one is set unless
+    ``whole_image``)
     """
 
     detector: str
@@ -147,7 +151,7 @@ class Region:
 
     def describe(self) -> str:
         if self.whole_image:
-            return "the whole image's per-channel brightness and contrast"
+            return "the whole image's brightness and contrast per channel (the recipient's luminance, recoloured)"
         if self.mask is not None:
             ys, xs = np.nonzero(self.mask)
             return f"{int(self.mask.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"
@@ -155,7 +159,8 @@ class Region:
         return f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1}"
 
     def paste(self, recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
-        """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W)."""
+        """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W); for
+        ``whole_image``, each recipient recoloured with its donor's statistics (:func:`recolour`)."""
         if self.whole_image:
             return recolour(recipients, donors)
         out = np.array(recipients, dtype=np.float32, copy=True)
@@ -226,6 +231,8 @@ def _why_no_region(scores: pd.DataFrame, concept_id: int) -> str:
         return "flagged by a person's override, which names no region"
     if detectors == ["own_box"]:
         return "flagged only by own_box, whose region is each carrier's own box: no one region to paste"
+    if detectors == ["channel_patch"]:
+        return "flagged only by channel_patch, whose region is channels of the model's layer, not pixels to paste"
     if detectors:
         return f"flagged only by {', '.join(detectors)}, which test{'s' if len(detectors) == 1 else ''} the " \
                "whole image and name no region"
@@ -239,9 +246,10 @@ class AugmentPlan:
     keep : bool array of shape (n,) over the training samples (False: dropped by the drop_carriers fallback)
     weights : float array of shape (n,), the sampling weights (all 1 unless the reweight fallback applied)
     recipients, donors : int arrays of shape (m,), positions into the training samples; recipient i's image
-        is replaced by itself with ``regions[concepts[i]]`` pasted from donor i
-    concepts : int array of shape (m,), the flagged concept whose region each recipient received
-    regions : {concept_id: Region} of the concepts augmented
+        is replaced by ``regions[concepts[i]].paste`` of itself and donor i
+    concepts : int array of shape (m,), the flagged concept whose region each recipient received; for the
+        statistics shuffle, the first of the whole-image concepts it serves (the others' rows say so)
+    regions : {concept_id: Region} of the concepts augmented (the shuffle under that first concept)
     corrections : one row per flagged concept (or one 'none' row when nothing is flagged):
         {concept_id, label, correction: augment|drop_carriers|reweight|none, n_samples, reason}
     sample_reasons : one string per training sample ('' where nothing changed)
@@ -340,7 +348,7 @@ def plan_augment(
     if whole:
         chosen, dealt, rows = _shuffle_statistics(whole, class_of, donors_of, scores, labels, ids, keep, used, rate,
                                                   rng, reasons)
-        regions[whole[0]] = Region(_whole_image_flag(scores, whole[0]) or "statistics_transplant", whole_image=True)
+        regions[whole[0]] = Region(str(_whole_image_flag(scores, whole[0])), whole_image=True)
         recipients.append(chosen)
         donors.append(dealt)
         concepts.append(np.full(len(chosen), whole[0], dtype=np.int64))
@@ -355,7 +363,8 @@ def plan_augment(
 
 def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataFrame, carriers: pd.DataFrame | None,
                   concept_labels: dict[int, int], shape: tuple[int, int], position: pd.Series):
-    """Flagged concepts in id order, sorted into those with a region and carriers and those without.
+    """Flagged concepts in id order, sorted into those with a region and carriers, those the statistics shuffle
+    corrects and those that get the fallback.
 
     Returns ``(regions, donors_of, class_of, whole, pending)``: {concept: Region}, {concept: carrier positions},
     {concept: class} of every flagged concept, the concepts a whole-image detector flagged (corrected
@@ -377,9 +386,15 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
         class_of[cid] = int(k)
         region = concept_region(scores, cid, shape)
         donors = _carriers_of(cid, cids, carriers, position)
-        if _whole_image_flag(scores, cid):  # the statistics alone carry it: a box of it carries it in part
+        whole_flag = _whole_image_flag(scores, cid)
+        if whole_flag and len(donors) and k >= 0:  # the statistics alone carry it: a box of it carries it in part
             whole.append(cid)
             donors_of[cid] = donors
+            continue
+        if whole_flag:
+            why = (f"flagged by {whole_flag}, but the carrier test found no carrier of it, so there is no share "
+                   "to shuffle") if k >= 0 else f"flagged by {whole_flag}, but it has no class to take a share of"
+            pending.append((cid, int(k), why))
             continue
         if region is not None and len(donors):
             regions[cid], donors_of[cid] = region, donors
@@ -548,13 +563,14 @@ def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, posi
     return np.flatnonzero(cids == cid)
 
 
-def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan) -> np.ndarray:
+def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: int = 4096) -> np.ndarray:
     """The recipients' images with their concept's region pasted from their donor.
 
     Parameters
     ----------
     images : array-like of shape (n_total, C, H, W) (a memmap, or lazily decoded files)
     rows : int array of shape (n,), the image row of each training sample (positions as in the plan)
+    chunk : recipients (and as many donors) read at a time
 
     Returns
     -------
@@ -564,11 +580,11 @@ def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan) -> np.nda
     out = np.empty((len(plan.recipients), *shape), dtype=np.float32)
     for cid, region in plan.regions.items():
         at = np.flatnonzero(plan.concepts == cid)
-        if len(at) == 0:
-            continue
-        recipients = np.asarray(images[rows[plan.recipients[at]]], dtype=np.float32)
-        donors = np.asarray(images[rows[plan.donors[at]]], dtype=np.float32)
-        out[at] = region.paste(recipients, donors)
+        for start in range(0, len(at), chunk):  # a shuffle of every image would otherwise hold 3 copies of the set
+            part = at[start:start + chunk]
+            recipients = np.asarray(images[rows[plan.recipients[part]]], dtype=np.float32)
+            donors = np.asarray(images[rows[plan.donors[part]]], dtype=np.float32)
+            out[part] = region.paste(recipients, donors)
     return out
 
 

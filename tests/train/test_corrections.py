@@ -271,6 +271,29 @@ def test_plan_augment__a_concept_flagged_by_a_box_test_and_the_statistics_test_i
     assert plan.regions[7].whole_image and set(train["label"][plan.recipients]) == {0, 1}
 
 
+def test_plan_augment__a_whole_image_flag_without_carriers_falls_back_and_says_why():
+    _, train, _ = _colour_world()
+    scores = pd.DataFrame([{"concept_id": 7, "detector": "statistics_transplant", "score": 0.5, "is_bias": True,
+                            "reason": "moved"}])
+    carriers = pd.DataFrame({"sample_id": train["sample_id"][:5], "concept_id": 7, "label": 0, "member": True,
+                             "threshold": 0.5, "carries": False})
+    plan = plan_augment(train, {7: "moved"}, scores, carriers, {7: 0, 3: 0, 4: 1, 8: 1}, (6, 6), 0, None,
+                        "none", 10)
+    (row,) = plan.corrections
+    assert len(plan.recipients) == 0 and row["correction"] == "none"
+    assert "found no carrier of it, so there is no share to shuffle" in row["reason"]
+
+
+def test_augmented_images__reads_the_recipients_in_chunks_with_the_same_result():
+    images, train, _ = _colour_world()
+    scores = pd.DataFrame([{"concept_id": 7, "detector": "statistics_transplant", "score": 0.5, "is_bias": True,
+                            "reason": "moved"}])
+    plan = plan_augment(train, {7: "moved"}, scores, None, {7: 0, 3: 0, 4: 1, 8: 1}, (6, 6), 0, 1.0,
+                        "drop_carriers", 10)
+    rows = np.arange(len(train))
+    np.testing.assert_array_equal(augmented_images(images, rows, plan, chunk=7), augmented_images(images, rows, plan))
+
+
 def test_plan_augment__whole_image_shuffle_follows_the_rate_and_the_seed():
     _, train, _ = _colour_world()
     scores = pd.DataFrame([{"concept_id": 7, "detector": "statistics_transplant", "score": 0.5, "is_bias": True,
