@@ -170,6 +170,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
                     target = labels if scfg.target == "label" else pred
                     advance(len(rows))
                 else:
+                    run.saliency_predictions(s).unlink(missing_ok=True)  # a task's, for a shard that is not there
                     pred, target, maps = explain_rows(cfg, model, images, rows, labels, device, layer, advance)
                     write_npy(path, maps)
                 preds.append(np.asarray(pred, dtype=np.int64))

@@ -252,3 +252,26 @@ def test_run_saliency__shards_made_by_tasks_bring_their_predictions_so_the_stage
     run_saliency(cfg, again)
     assert len(forward_passes) == 1
     assert again.saliency_index.read_bytes() == single.saliency_index.read_bytes()
+
+    # predictions whose shard is gone go when the stage makes that shard itself, so a crash before the index
+    # cannot leave them to be paired with it; a new fingerprint deletes them with the shards
+    from soxai.saliency import runner
+
+    stale = _copy(base, tmp_path / "stale")
+    for shard in range(prepare_saliency(cfg, stale)):
+        run_saliency_shard(cfg, stale, shard)
+    stale.saliency_shard(2).unlink()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before the index")
+
+    monkeypatch.setattr(runner, "write_parquet", crash)
+    with pytest.raises(RuntimeError, match="killed before the index"):
+        run_saliency(cfg, stale)
+    monkeypatch.undo()
+    assert stale.saliency_shard(2).is_file() and not stale.saliency_predictions(2).exists()
+    assert stale.saliency_predictions(1).is_file()  # the tasks' own, still paired with their shards
+    other = load_config(stale.config, ["saliency.method=input_x_gradient", "saliency.target=predicted"])
+    prepare_saliency(other, stale)
+    assert not list((stale.root / "saliency").glob("pred-*.npy"))
+    assert not list((stale.root / "saliency").glob("shard-*.npy"))
