@@ -467,19 +467,7 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
     """
     n_class = int((labels == k).sum())
     share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
-    got: list[np.ndarray] = []
-    short = []
-    for j in np.unique(labels):
-        if j == k:
-            continue
-        pool = np.flatnonzero((labels == j) & keep & ~used)
-        want = int(round(share * int(((labels == j) & keep).sum())))
-        take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
-        if len(take) < want:
-            short.append(f"class {int(j)} {len(take)} of {want}")
-        got.append(np.sort(take))
-    chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
-    used[chosen] = True
+    chosen, short = _draw_recipients(labels, keep, used, share, rng, skip=k)
     dealt = rng.permutation(carrier_pos)[np.arange(len(chosen)) % len(carrier_pos)] if len(chosen) \
         else np.zeros(0, np.int64)
     where = region.describe()
@@ -496,6 +484,25 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
                            "reason": reason}
 
 
+def _draw_recipients(labels: np.ndarray, keep: np.ndarray, used: np.ndarray, share: float,
+                     rng: np.random.Generator, skip: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """``share`` of each class's kept images (but class ``skip``), drawn from those not yet ``used``, which this
+    marks used; returns their positions (sorted within each class) and a note per class with too few left."""
+    got, short = [], []
+    for j in np.unique(labels):
+        if j == skip:
+            continue
+        pool = np.flatnonzero((labels == j) & keep & ~used)
+        want = int(round(share * int(((labels == j) & keep).sum())))
+        take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
+        if len(take) < want:
+            short.append(f"class {int(j)} {len(take)} of {want}")
+        got.append(np.sort(take))
+    chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
+    used[chosen] = True
+    return chosen, short
+
+
 def _shuffle_statistics(whole: list[int], class_of: dict[int, int], carriers_of: dict[int, np.ndarray],
                         scores: pd.DataFrame, labels: np.ndarray, ids: np.ndarray, keep: np.ndarray,
                         used: np.ndarray, rate: float | None, rng: np.random.Generator,
@@ -507,16 +514,7 @@ def _shuffle_statistics(whole: list[int], class_of: dict[int, int], carriers_of:
     """
     shares = {cid: len(carriers_of[cid]) / max(int(((labels == class_of[cid]) & keep).sum()), 1) for cid in whole}
     share = rate if rate is not None else min(1.0, max(shares.values()))
-    got, short = [], []
-    for j in np.unique(labels):
-        pool = np.flatnonzero((labels == j) & keep & ~used)
-        want = int(round(share * int(((labels == j) & keep).sum())))
-        take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
-        if len(take) < want:
-            short.append(f"class {int(j)} {len(take)} of {want}")
-        got.append(np.sort(take))
-    chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
-    used[chosen] = True
+    chosen, short = _draw_recipients(labels, keep, used, share, rng)
     dealt = rng.choice(np.flatnonzero(keep), size=len(chosen), replace=True) if len(chosen) \
         else np.zeros(0, np.int64)
     names = ", ".join(str(c) for c in whole)
