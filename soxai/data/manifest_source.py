@@ -238,30 +238,93 @@ def _check_uniform_images(headers: list[tuple[tuple[int, int], str]], raw: list[
     return common_mode
 
 
-def _decode(
-    paths: list[Path], raw: list[str], mode: str, size: tuple[int, int], rows: _Rows
-) -> np.ndarray:
-    """Pixels of shape (n, C, H, W) float32 in [0, 1], of the ``size`` (width, height) every header gave."""
-    width, height = size
-    channels = 1 if mode == "L" else 3
-    out = np.empty((len(paths), channels, height, width), dtype=np.float32)
+def _decode_into(out: np.ndarray, paths: list[Path], raw: list[str], mode: str, start: int = 0
+                 ) -> tuple[list[int], list[str]]:
+    """Decode ``paths`` into ``out`` (len(paths), C, H, W) float32 in [0, 1]; returns the manifest rows (counted
+    from ``start``) of the files that could not be read, and why."""
     bad, why = [], []
     for i, path in enumerate(paths):
         try:
             with open_image(path) as im:
                 arr = np.asarray(im.convert(mode), dtype=np.float32)
         except unreadable_errors() as exc:
-            bad.append(i)
-            why.append(f"{raw[i]!r}: {describe_error(exc)}")
+            bad.append(start + i)
+            why.append(f"{raw[start + i]!r}: {describe_error(exc)}")
             continue
-        out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-    if bad:
-        raise rows.error(
-            "image files are corrupt or truncated", bad, why,
-            "complete image files", "re-export or drop those files",
-        )
+        out[i] = arr[None] if out.shape[1] == 1 else arr.transpose(2, 0, 1)
     out /= 255.0
+    return bad, why
+
+
+def _corrupt(rows: _Rows, bad: list[int], why: list[str]) -> DataError:
+    return rows.error("image files are corrupt or truncated", bad, why, "complete image files",
+                      "re-export or drop those files")
+
+
+def _decode(
+    paths: list[Path], raw: list[str], mode: str, size: tuple[int, int], rows: _Rows
+) -> np.ndarray:
+    """Pixels of shape (n, C, H, W) float32 in [0, 1], of the ``size`` (width, height) every header gave."""
+    width, height = size
+    out = np.empty((len(paths), 1 if mode == "L" else 3, height, width), dtype=np.float32)
+    bad, why = _decode_into(out, paths, raw, mode)
+    if bad:
+        raise _corrupt(rows, bad, why)
     return out
+
+
+class ManifestImages:
+    """A manifest's images, decoded when read: an array-like of shape (N, C, H, W), float32 in [0, 1].
+
+    The data stage writes them to ``data/images.npy`` block by block (:meth:`blocks`), so that a manifest of
+    millions of images never sits in memory whole (decoded at once, 1M RGB images of 64x64 take 49 GB). The
+    file is the one writing the decoded array at once gives, byte for byte. ``np.asarray`` decodes them all.
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, paths: list[Path], raw: list[str], mode: str, size: tuple[int, int], rows: _Rows,
+                 block_bytes: int = 256 << 20) -> None:
+        self.paths, self.raw, self.mode, self.rows = paths, raw, mode, rows
+        width, height = size
+        self.shape = (len(paths), 1 if mode == "L" else 3, height, width)
+        self.block_rows = max(1, block_bytes // (4 * int(np.prod(self.shape[1:]))))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, list[int], list[str]]:
+        out = np.empty((stop - start, *self.shape[1:]), dtype=np.float32)
+        bad, why = _decode_into(out, self.paths[start:stop], self.raw, self.mode, start)
+        return out, bad, why
+
+    def blocks(self):
+        """The images in order, ``block_rows`` at a time. Every file is read before an unreadable one is
+        reported (one DataError naming them all, raised after the last block), as the eager read reports them."""
+        bad, why = [], []
+        for start in range(0, len(self), self.block_rows):
+            out, b, w = self._read(start, min(start + self.block_rows, len(self)))
+            bad += b
+            why += w
+            if not bad:
+                yield out
+        if bad:
+            raise _corrupt(self.rows, bad, why)
+
+    def __getitem__(self, item):
+        idx = np.arange(len(self))[item]
+        if np.ndim(idx) == 0:
+            return self[[int(idx)]][0]
+        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
+        bad, why = _decode_into(out, [self.paths[i] for i in idx], [self.raw[i] for i in idx], self.mode)
+        if bad:
+            raise _corrupt(self.rows, [int(idx[i]) for i in bad], why)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.concatenate(list(self.blocks())) if len(self) else np.empty(self.shape, dtype=np.float32)
+        return out if dtype is None else out.astype(dtype)
 
 
 def _decode_masks(
@@ -303,7 +366,7 @@ def _decode_masks(
     return masks
 
 
-def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
+def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = False) -> Dataset:
     """Read the images a user's manifest lists.
 
     Images are read with PIL and scaled by 1/255: mode L (and 1, LA) gives one channel; RGB, and
@@ -322,6 +385,9 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
         ``cfg.manifest`` is the CSV (``.csv``) or Parquet (``.parquet``, ``.pq``) file.
     base_dir : Path, optional
         Folder a relative ``cfg.manifest`` is resolved against; the current directory when None.
+    lazy : bool
+        True: the images are a :class:`ManifestImages`, decoded when read, and an unreadable file is reported
+        then (the data stage writes them block by block); False: decoded here, into one array.
 
     Returns
     -------
@@ -365,7 +431,10 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None) -> Dataset:
     image_paths = _resolve_paths(raw_paths, np.arange(len(table)), root, rows, "path")
     headers = _read_headers(image_paths, raw_paths, rows, "path")
     mode = _check_uniform_images(headers, raw_paths, rows)
-    images = _decode(image_paths, raw_paths, mode, headers[0][0], rows)
+    if lazy:  # decoded when the data stage writes them, a block at a time (ManifestImages)
+        images = ManifestImages(image_paths, raw_paths, mode, headers[0][0], rows)
+    else:
+        images = _decode(image_paths, raw_paths, mode, headers[0][0], rows)
     masks, mask_col = _read_masks(table, root, images.shape[2:], rows)
 
     samples = pd.DataFrame({

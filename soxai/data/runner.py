@@ -8,7 +8,16 @@ import numpy as np
 import pandas as pd
 
 from soxai.config import Config
-from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
+from soxai.run_dir import (
+    RunDir,
+    read_json,
+    read_npy,
+    read_parquet,
+    write_json,
+    write_npy,
+    write_npy_chunks,
+    write_parquet,
+)
 from soxai.stage import StageRecord, fingerprint, run_stage
 
 
@@ -42,8 +51,14 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
         ds = build_dataset(cfg.data, cfg.seed)
         validate_dataset(ds)
         normalize = _normalization(cfg, ds.images.shape[1])
-        # image_folder: the files stay where they are and are read from there (read_images)
-        outputs = [write_npy(run.images, ds.images)] if isinstance(ds.images, np.ndarray) else []
+        # image_folder: the files stay where they are and are read from there (read_images); a manifest's images
+        # are decoded and written a block at a time, the same bytes as the whole array written at once
+        if isinstance(ds.images, np.ndarray):
+            outputs = [write_npy(run.images, ds.images)]
+        elif hasattr(ds.images, "blocks"):
+            outputs = [write_npy_chunks(run.images, len(ds.images), ds.images.blocks())]
+        else:
+            outputs = []
         if ds.masks is not None:
             outputs.append(write_npy(run.masks, ds.masks))
         if ds.unmarked is not None:
@@ -60,7 +75,7 @@ def run_data(cfg: Config, run: RunDir) -> StageRecord:
         }
         if normalize is not None:
             info["normalize"] = normalize
-        if not isinstance(ds.images, np.ndarray):
+        if hasattr(ds.images, "describe"):
             info["storage"] = ds.images.describe()
         outputs.append(write_json(run.data_info, info))
         outputs.append(write_parquet(run.samples, ds.samples))

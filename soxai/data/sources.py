@@ -35,7 +35,7 @@ def _build_mnist(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
 def _build_manifest(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:
     from soxai.data.manifest_source import build_manifest
 
-    return build_manifest(cfg, base_dir)
+    return build_manifest(cfg, base_dir, lazy=True)  # decoded as the data stage writes them (flat memory)
 
 
 def _build_image_folder(cfg: DataConfig, seed: int, base_dir: Path | None) -> Dataset:

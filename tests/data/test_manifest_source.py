@@ -407,3 +407,51 @@ def test_build_manifest__decompression_bomb_mask__names_the_file(tmp_path, png_h
     rows[0]["mask_path"] = "bomb.png"
     with pytest.raises(DataError, match=r"mask_path files cannot be read.*line 2 \('bomb.png': .*safety limit"):
         build_manifest(_cfg(_manifest(tmp_path, rows)))
+
+
+def test_run_data__a_manifest_is_decoded_and_written_a_block_at_a_time_with_the_same_bytes(tmp_path, monkeypatch):
+    """The data stage never holds a manifest's images whole: it decodes and writes them in blocks, and the file
+    is the one the eager read gives, byte for byte."""
+    from soxai.config import load_config
+    from soxai.data import manifest_source
+    from soxai.data.runner import run_data
+    from soxai.run_dir import write_npy
+    from soxai.runs import init_run
+
+    rows = _basic(tmp_path / "files", n=7)
+    manifest = _manifest(tmp_path / "files", rows)
+    cfg = load_config(None, ["data.source=manifest", f"data.manifest={manifest}"])
+    monkeypatch.setattr(manifest_source.ManifestImages.__init__, "__defaults__", (2 * 4 * 6 * 4,))  # 2 per block
+    sizes = []
+    real = manifest_source.ManifestImages._read
+    monkeypatch.setattr(manifest_source.ManifestImages, "_read",
+                        lambda self, start, stop: sizes.append(stop - start) or real(self, start, stop))
+    run = init_run(cfg, tmp_path / "run")
+    run_data(cfg, run)
+    assert sizes == [2, 2, 2, 1]
+    eager = write_npy(tmp_path / "eager.npy", build_manifest(_cfg(manifest)).images)
+    assert run.images.read_bytes() == eager.read_bytes()
+
+
+def test_run_data__unreadable_files_in_different_blocks_are_named_together_and_no_images_file_is_left(
+        tmp_path, monkeypatch):
+    from soxai.config import load_config
+    from soxai.data import manifest_source
+    from soxai.data.runner import run_data
+    from soxai.runs import init_run
+
+    rows = _basic(tmp_path / "files", n=7)
+    noisy = np.random.default_rng(0).integers(0, 255, size=(4, 6), dtype=np.uint8)
+    for i in (1, 5):  # headers whole, pixels cut: found only when decoded, in the first block and the third
+        Image.fromarray(noisy).save(tmp_path / "files" / "img" / f"{i}.png")
+        data = (tmp_path / "files" / "img" / f"{i}.png").read_bytes()
+        (tmp_path / "files" / "img" / f"{i}.png").write_bytes(data[: len(data) - 30])
+    manifest = _manifest(tmp_path / "files", rows)
+    cfg = load_config(None, ["data.source=manifest", f"data.manifest={manifest}"])
+    monkeypatch.setattr(manifest_source.ManifestImages.__init__, "__defaults__", (2 * 4 * 6 * 4,))
+    run = init_run(cfg, tmp_path / "run")
+    with pytest.raises(DataError, match=r"corrupt or truncated") as caught:
+        run_data(cfg, run)
+    assert "img/1.png" in str(caught.value) and "img/5.png" in str(caught.value)
+    assert not run.images.exists() and not run.samples.exists() and not run.stage_json("data").exists()
+    assert not list((run.root / "data").glob("*.tmp*"))
