@@ -6,14 +6,16 @@ Not a test. What it does, in one run:
 2. N cell images (``soxai.data.cells.make_cells``, clean, 32x32 grayscale, 3 classes) generated in chunks of
    ``--chunk`` straight into a memory-mapped ``data/images.npy`` (``numpy.lib.format.open_memmap``), so the set
    is never in memory at once; ``samples.parquet`` and ``info.json`` beside it; the baseline's ``model/`` copied
-   in. The data stage itself is not used: it builds the whole set in memory (``Dataset.images`` is one array),
-   3.1 GB at 1M 28x28 float32 images. Two run directories share the images by hard link.
+   in. The data stage itself is not used: for the built-in generators it builds the whole set in memory
+   (``Dataset.images`` is one array, 3.1 GB at 1M 28x28 float32 images; a user's manifest is decoded and written a
+   block at a time since 2026-12-06, bench/manifest_memory.py). Two run directories share the images by hard link.
 3. ``single``: ``run_saliency`` in a fresh subprocess (torch's default thread count).
 4. ``dask``: in a fresh subprocess, a ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` whose
    workers start as ``--dask`` starts them (soxai.scaleout.keep_malloc_defaults, since 2026-12-06 17:10 UTC);
    ``prepare_saliency``, one ``run_saliency_shard`` task per shard (what the flow's fan-out submits), then
-   ``run_saliency`` in the driver, which finds the shards made and writes the index (it predicts every shard
-   again to fill the index's pred/target columns: timed apart as "index pass").
+   ``run_saliency`` in the driver, which finds the shards made and writes the index (timed apart as "index
+   pass": until 2026-12-06 it predicted every shard again there; since then it reads the predictions each shard
+   task wrote beside its shard).
 5. Shards and ``index.parquet`` compared byte for byte between the two.
 
 Memory per process: VmHWM (the kernel's peak of all resident pages) and RssAnon's peak, sampled every 20 ms by

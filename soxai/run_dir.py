@@ -121,7 +121,7 @@ def write_npy_chunks(path: Path, n_rows: int, chunks: Iterable[np.ndarray]) -> P
             written += len(block)
             if written > n_rows:
                 break
-            fh.write(block.tobytes())
+            fh.write(block.data)  # the array's own buffer: tobytes() would copy each block
         if written != n_rows or head is None:
             raise StageError(f"{path.name} was to get {n_rows} rows but its blocks held {written}")
     return path

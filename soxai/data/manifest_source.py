@@ -285,7 +285,7 @@ class ManifestImages:
     dtype = np.dtype(np.float32)
 
     def __init__(self, paths: list[Path], raw: list[str], mode: str, size: tuple[int, int], rows: _Rows,
-                 block_bytes: int = 256 << 20) -> None:
+                 block_bytes: int = 64 << 20) -> None:
         self.paths, self.raw, self.mode, self.rows = paths, raw, mode, rows
         width, height = size
         self.shape = (len(paths), 1 if mode == "L" else 3, height, width)
