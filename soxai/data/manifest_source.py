@@ -19,6 +19,7 @@ import pandas as pd
 from soxai.data.config import DataConfig
 from soxai.data.dataset import TRAIN_SPLIT, Dataset, validate_dataset
 from soxai.data.images import describe_error, open_image, unreadable_errors
+from soxai.data.manifest_images import ManifestImages, decode_into
 from soxai.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "label", "split")
@@ -238,24 +239,6 @@ def _check_uniform_images(headers: list[tuple[tuple[int, int], str]], raw: list[
     return common_mode
 
 
-def _decode_into(out: np.ndarray, paths: list[Path], raw: list[str], mode: str, start: int = 0
-                 ) -> tuple[list[int], list[str]]:
-    """Decode ``paths`` into ``out`` (len(paths), C, H, W) float32 in [0, 1]; returns the manifest rows (counted
-    from ``start``) of the files that could not be read, and why."""
-    bad, why = [], []
-    for i, path in enumerate(paths):
-        try:
-            with open_image(path) as im:
-                arr = np.asarray(im.convert(mode), dtype=np.float32)
-        except unreadable_errors() as exc:
-            bad.append(start + i)
-            why.append(f"{raw[start + i]!r}: {describe_error(exc)}")
-            continue
-        out[i] = arr[None] if out.shape[1] == 1 else arr.transpose(2, 0, 1)
-    out /= 255.0
-    return bad, why
-
-
 def _corrupt(rows: _Rows, bad: list[int], why: list[str]) -> DataError:
     return rows.error("image files are corrupt or truncated", bad, why, "complete image files",
                       "re-export or drop those files")
@@ -267,64 +250,10 @@ def _decode(
     """Pixels of shape (n, C, H, W) float32 in [0, 1], of the ``size`` (width, height) every header gave."""
     width, height = size
     out = np.empty((len(paths), 1 if mode == "L" else 3, height, width), dtype=np.float32)
-    bad, why = _decode_into(out, paths, raw, mode)
+    bad, why = decode_into(out, paths, raw, mode)
     if bad:
         raise _corrupt(rows, bad, why)
     return out
-
-
-class ManifestImages:
-    """A manifest's images, decoded when read: an array-like of shape (N, C, H, W), float32 in [0, 1].
-
-    The data stage writes them to ``data/images.npy`` block by block (:meth:`blocks`), so that a manifest of
-    millions of images never sits in memory whole (decoded at once, 1M RGB images of 64x64 take 49 GB). The
-    file is the one writing the decoded array at once gives, byte for byte. ``np.asarray`` decodes them all.
-    """
-
-    ndim = 4
-    dtype = np.dtype(np.float32)
-
-    def __init__(self, paths: list[Path], raw: list[str], mode: str, size: tuple[int, int], rows: _Rows,
-                 block_bytes: int = 64 << 20) -> None:
-        self.paths, self.raw, self.mode, self.rows = paths, raw, mode, rows
-        width, height = size
-        self.shape = (len(paths), 1 if mode == "L" else 3, height, width)
-        self.block_rows = max(1, block_bytes // (4 * int(np.prod(self.shape[1:]))))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _read(self, start: int, stop: int) -> tuple[np.ndarray, list[int], list[str]]:
-        out = np.empty((stop - start, *self.shape[1:]), dtype=np.float32)
-        bad, why = _decode_into(out, self.paths[start:stop], self.raw, self.mode, start)
-        return out, bad, why
-
-    def blocks(self):
-        """The images in order, ``block_rows`` at a time. Every file is read before an unreadable one is
-        reported (one DataError naming them all, raised after the last block), as the eager read reports them."""
-        bad, why = [], []
-        for start in range(0, len(self), self.block_rows):
-            out, b, w = self._read(start, min(start + self.block_rows, len(self)))
-            bad += b
-            why += w
-            if not bad:
-                yield out
-        if bad:
-            raise _corrupt(self.rows, bad, why)
-
-    def __getitem__(self, item):
-        idx = np.arange(len(self))[item]
-        if np.ndim(idx) == 0:
-            return self[[int(idx)]][0]
-        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
-        bad, why = _decode_into(out, [self.paths[i] for i in idx], [self.raw[i] for i in idx], self.mode)
-        if bad:
-            raise _corrupt(self.rows, [int(idx[i]) for i in bad], why)
-        return out
-
-    def __array__(self, dtype=None, copy=None):
-        out = np.concatenate(list(self.blocks())) if len(self) else np.empty(self.shape, dtype=np.float32)
-        return out if dtype is None else out.astype(dtype)
 
 
 def _decode_masks(
@@ -364,6 +293,16 @@ def _decode_masks(
             f"resize the masks to {width}x{height} (nearest neighbour)",
         )
     return masks
+
+
+def _images(image_paths: list[Path], raw_paths: list[str], rows: _Rows, lazy: bool):
+    """The images once every header was read and checked: decoded here, or (``lazy``) a :class:`ManifestImages`
+    the data stage decodes and writes a block at a time."""
+    headers = _read_headers(image_paths, raw_paths, rows, "path")
+    mode = _check_uniform_images(headers, raw_paths, rows)
+    if lazy:
+        return ManifestImages(image_paths, raw_paths, mode, headers[0][0], lambda bad, why: _corrupt(rows, bad, why))
+    return _decode(image_paths, raw_paths, mode, headers[0][0], rows)
 
 
 def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = False) -> Dataset:
@@ -429,12 +368,7 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = F
 
     root = manifest.parent.resolve()
     image_paths = _resolve_paths(raw_paths, np.arange(len(table)), root, rows, "path")
-    headers = _read_headers(image_paths, raw_paths, rows, "path")
-    mode = _check_uniform_images(headers, raw_paths, rows)
-    if lazy:  # decoded when the data stage writes them, a block at a time (ManifestImages)
-        images = ManifestImages(image_paths, raw_paths, mode, headers[0][0], rows)
-    else:
-        images = _decode(image_paths, raw_paths, mode, headers[0][0], rows)
+    images = _images(image_paths, raw_paths, rows, lazy)
     masks, mask_col = _read_masks(table, root, images.shape[2:], rows)
 
     samples = pd.DataFrame({

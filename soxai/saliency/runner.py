@@ -121,6 +121,19 @@ def run_saliency_shard(cfg: Config, run: RunDir, shard: int) -> str:
     return str(path)
 
 
+def _made_predictions(cfg: Config, run: RunDir, shard: int, model, images, rows: np.ndarray, device) -> np.ndarray:
+    """The predictions for a shard made before this stage ran: its task's own, else predicted here (a shard from
+    an interrupted run of this stage, or a task that died in between), batched as explain_rows batches them, so
+    that the shard and the index agree on every explained class."""
+    from soxai.train.loop import predict_logits
+
+    made = run.saliency_predictions(shard)
+    if made.is_file() and len(read_npy(made)) == len(rows):
+        return read_npy(made, mmap=False)
+    return predict_logits(model, images, rows, device, batch_size=cfg.saliency.batch_size,
+                          num_workers=cfg.train.num_workers).argmax(axis=1)
+
+
 def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
     """Compute a saliency map for every sample of ``saliency.splits`` with the baseline model.
 
@@ -129,7 +142,6 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
     fingerprint (an interrupted run, or shards fanned out by the flow) are kept.
     """
     from soxai.saliency.allocator import bounded_heap
-    from soxai.train.loop import predict_logits
 
     scfg = cfg.saliency
     fp = saliency_fingerprint(cfg, run)
@@ -159,14 +171,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
                 outputs.append(path)
                 if path.is_file() and len(read_npy(path)) == len(rows):
                     maps = read_npy(path)
-                    made = run.saliency_predictions(s)
-                    if made.is_file() and len(read_npy(made)) == len(rows):  # the shard task's own predictions
-                        pred = read_npy(made, mmap=False)
-                    else:  # a shard from an interrupted run of this stage, or a task that died in between
-                        # Predictions per shard, batched as explain_rows batches them, so that a shard made
-                        # elsewhere and this index agree on every explained class.
-                        pred = predict_logits(model, images, rows, device, batch_size=scfg.batch_size,
-                                              num_workers=cfg.train.num_workers).argmax(axis=1)
+                    pred = _made_predictions(cfg, run, s, model, images, rows, device)
                     target = labels if scfg.target == "label" else pred
                     advance(len(rows))
                 else:

@@ -55,7 +55,6 @@ def fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: in
     after each epoch, the best epoch's weights kept (``soxai.train.loop.train_model``).
     """
     from soxai.saliency.methods import resolve_device
-    from soxai.train.corrections import ImagesWithExtra
     from soxai.train.loop import train_model
 
     device = resolve_device(cfg.train.device)
@@ -79,3 +78,44 @@ def fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: in
         train_model(model, source, rows, labels, tcfg, seed, device, on_epoch=lambda e, loss: advance(1), val=val,
                     sample_weights=sample_weights, val_score=val_score)
     return model, device
+
+
+class ImagesWithExtra:
+    """``base`` followed by ``extra``: an array-like of shape (len(base) + len(extra), C, H, W).
+
+    Row i < len(base) reads ``base[i]``, row len(base) + j reads ``extra[j]`` — the augmented images
+    get rows of their own, so the training loop reads them like any other. A memory-mapped ``base`` is
+    reopened in DataLoader workers instead of pickled whole.
+    """
+
+    def __init__(self, base: Any, extra: np.ndarray) -> None:
+        self.base, self.extra = base, np.asarray(extra, dtype=np.float32)
+        self.shape = (len(base) + len(self.extra), *tuple(base.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        nb = len(self.base)
+        if isinstance(item, int | np.integer):
+            i = int(item)
+            return np.asarray(self.base[i], dtype=np.float32) if i < nb else self.extra[i - nb]
+        idx = np.asarray(item, dtype=np.int64)
+        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
+        low = idx < nb
+        if low.any():
+            out[low] = np.asarray(self.base[idx[low]], dtype=np.float32)
+        if (~low).any():
+            out[~low] = self.extra[idx[~low] - nb]
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(self.base, np.memmap) and getattr(self.base, "filename", None):
+            state["base"] = ("npy", str(self.base.filename))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["base"], tuple) and state["base"][0] == "npy":
+            state["base"] = np.load(state["base"][1], mmap_mode="r", allow_pickle=False)
+        self.__dict__.update(state)

@@ -174,7 +174,7 @@ def reweight_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
 
 
 def augment_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
-    """A flagged concept's region pasted into other classes' images (``soxai.train.corrections``)."""
+    """A flagged concept's region pasted into other classes' images (``soxai.train.augment``)."""
     r = inputs.cfg.retrain
     return _correction(inputs, seed, "augment",
                        ["augment", f"logic-{CORRECTIONS['augment']}", str(r.augment_rate), r.augment_fallback,
@@ -279,7 +279,8 @@ def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
 
 def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, images: Any,
                      inputs: _CorrectionInputs) -> CorrectionPlan:
-    """The reweight or augment plan for one seed (``soxai.train.corrections``); nothing is written here.
+    """The reweight or augment plan for one seed (``soxai.train.corrections``, ``soxai.train.augment``); nothing
+    is written here.
 
     Raises
     ------
@@ -287,7 +288,8 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
         When the augment fallback drop_carriers would empty a class and manifest.allow_empty_class is false.
     """
     from soxai.manifest.policies import emptied_classes
-    from soxai.train.corrections import augmented_images, group_balanced_weights, plan_augment, reweight_record
+    from soxai.train.augment import augmented_images, plan_augment
+    from soxai.train.corrections import group_balanced_weights, reweight_record
 
     r = cfg.retrain
     labels, rows = train["label"].to_numpy(), train["row"].to_numpy()

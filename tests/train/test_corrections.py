@@ -1,18 +1,12 @@
-"""The reweight and augment corrections (soxai/train/corrections.py) and the loop's weighted sampling."""
+"""The reweight and augment corrections (soxai/train/corrections.py, augment.py) and the loop's weighted sampling."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from soxai.train.corrections import (
-    ImagesWithExtra,
-    augmented_images,
-    capped_equal_shares,
-    concept_region,
-    group_balanced_weights,
-    plan_augment,
-    reweight_record,
-)
+from soxai.train.augment import augmented_images, concept_region, plan_augment
+from soxai.train.corrections import capped_equal_shares, group_balanced_weights, reweight_record
+from soxai.train.fit import ImagesWithExtra
 from soxai.train.loop import weighted_epoch_order
 
 # ---------------------------------------------------------------- reweight
@@ -244,7 +238,7 @@ def test_plan_augment__whole_image_flags_shuffle_the_statistics_so_a_two_sided_c
 
 def test_recolour__keeps_the_shape_in_the_donors_colour_and_equals_the_statistics_transplant_on_grey():
     from soxai.bias.disparity import match_statistics
-    from soxai.train.corrections import recolour
+    from soxai.train.augment import recolour
 
     rng = np.random.default_rng(0)
     shape = rng.uniform(0.0, 1.0, (6, 6)).astype(np.float32)

@@ -1,0 +1,488 @@
+"""Kernel of the ``augment`` correction (a retrain variant beside pruning; ``reweight`` is soxai.train.corrections).
+
+augment — counterfactual augmentation in the spirit of ClArC (Anders et al. 2022): each flagged concept's
+region (the box or pixels its flagging detector pasted) is copied from the concept's carriers into a share
+of the other classes' training images, which keep their own labels. The region then appears in every
+class alike and stops predicting one. The augmented images *replace* their originals in the variant's
+training set (no sample is added): the set keeps the baseline's size and steps, and at the carriers' own
+share the region is exactly as common in each class as in the carriers' (an added copy would leave the
+original beside it, and matching the share would take r / (1 - r) copies per image). The carriers stay.
+A whole-image flag (statistics_transplant: a tint, a colour, a background's cast, which every image has
+in some measure) has no region, and pasting its carriers' statistics into other classes at the carriers'
+share would *reverse* a two-sided confounder (ColoredMNIST: class 0 mostly green, class 1 mostly red — each
+class's flag would give the other class its colour). Such flags are corrected together, by one shuffle:
+a share of every class's images (``rate``, or the largest carriers' share among those concepts) take the
+per-channel brightness and contrast of a training image drawn at random from all classes (``recolour``: their
+own structure, in the donor's colour). A statistic the
+label predicted then predicts it (1 - share) as strongly: at share 1 it is independent of the label, as in
+the benchmark's unconfounded twin. It needs no guess of which other-class images already carry the
+attribute, and one shuffle serves every whole-image flag. A concept a box test flagged too goes to the
+shuffle: the whole image's statistics alone moved predictions, and a box of such an image carries them in
+part (ColoredMNIST's colour concepts and a cells tint are flagged by both; no localised mark on the detection
+matrix was flagged by the statistics test).
+The statistics shuffle gives each recipient its own luminance in the donor's per-channel mean and spread: a colour
+image loses its own colour variation and takes the donor's cast. A flagged concept with no region to paste and no
+whole-image flag (a person's override, own_box, channel_patch), a box without carriers, or a whole-image flag whose
+carrier test found none gets the configured fallback instead, with the reason recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soxai.train.corrections import group_balanced_weights
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a flagged concept's shortcut sits: the box or the pixels its flagging detector pasted, or the whole
+    image's statistics (``whole_image``, the statistics shuffle).
+
+    box : (y0, x0, y1, x1), half-open, or None; mask : bool array of shape (H, W), or None (one is set unless
+    ``whole_image``)
+    """
+
+    detector: str
+    box: tuple[int, int, int, int] | None = None
+    mask: np.ndarray | None = field(default=None, compare=False)
+    whole_image: bool = False
+
+    def describe(self) -> str:
+        if self.whole_image:
+            return "the whole image's brightness and contrast per channel (the recipient's luminance, recoloured)"
+        if self.mask is not None:
+            ys, xs = np.nonzero(self.mask)
+            return f"{int(self.mask.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"
+        y0, x0, y1, x1 = self.box
+        return f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1}"
+
+    def paste(self, recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
+        """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W); for
+        ``whole_image``, each recipient recoloured with its donor's statistics (:func:`recolour`)."""
+        if self.whole_image:
+            return recolour(recipients, donors)
+        out = np.array(recipients, dtype=np.float32, copy=True)
+        donors = np.asarray(donors, dtype=np.float32)
+        if self.mask is not None:
+            out[:, :, self.mask] = donors[:, :, self.mask]
+        else:
+            y0, x0, y1, x1 = self.box
+            out[:, :, y0:y1, x0:x1] = donors[:, :, y0:y1, x0:x1]
+        return out
+
+
+def recolour(recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """The recipients' structure in their donors' per-channel brightness and contrast, clipped to [0, 1].
+
+    Each recipient's channel mean (its luminance), standardised over the image, is given every donor channel's
+    mean and standard deviation. On grey images this is the statistics transplant's own operation
+    (soxai.bias.disparity.match_statistics); on colour images it keeps the shape where a channel is empty: a red
+    digit given a green digit's statistics becomes the same digit in green, where matching each channel on its
+    own would leave an empty red channel and a flat green one (no digit at all).
+
+    recipients, donors : arrays of shape (n, C, H, W). Returns float32 (n, C, H, W).
+    """
+    r = np.asarray(recipients, dtype=np.float32)
+    d = np.asarray(donors, dtype=np.float32)
+    lum = r.mean(axis=1, keepdims=True)
+    ml, sl = lum.mean(axis=(2, 3), keepdims=True), lum.std(axis=(2, 3), keepdims=True)
+    md, sd = d.mean(axis=(2, 3), keepdims=True), d.std(axis=(2, 3), keepdims=True)
+    return np.clip((lum - ml) / np.where(sl > 0, sl, 1.0) * sd + md, 0.0, 1.0).astype(np.float32)
+
+
+def concept_region(scores: pd.DataFrame, concept_id: int, shape: tuple[int, int]) -> Region | None:
+    """The region of the highest-scoring detector that flagged the concept and names one; None if none does.
+
+    pixel_transplant names its pixels (``pixels``: flat indices into H x W), the box detectors their box
+    (``box``); a whole-image detector (statistics_transplant) and a person's override name none.
+
+    Parameters
+    ----------
+    scores : bias/scores.parquet rows (concept_id, detector, score, is_bias[, box][, pixels])
+    shape : (H, W) of the images
+    """
+    from soxai.bias.detectors import BIAS_DETECTORS, WHOLE_IMAGE_DETECTORS
+
+    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)
+                  & scores["detector"].isin(list(BIAS_DETECTORS))
+                  & ~scores["detector"].isin(list(WHOLE_IMAGE_DETECTORS))]
+    rows = rows.sort_values(["score", "detector"], ascending=[False, True], kind="stable")
+    h, w = shape
+    for row in rows.itertuples():
+        pixels = getattr(row, "pixels", None)
+        if isinstance(pixels, list | tuple | np.ndarray) and len(pixels) > 0:
+            mask = np.zeros(h * w, dtype=bool)
+            mask[np.asarray(pixels, dtype=np.int64)] = True
+            return Region(str(row.detector), mask=mask.reshape(h, w))
+        box = getattr(row, "box", None)
+        if isinstance(box, list | tuple | np.ndarray) and len(box) == 4:
+            y0, x0, y1, x1 = (int(v) for v in box)
+            if 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w:
+                return Region(str(row.detector), box=(y0, x0, y1, x1))
+    return None
+
+
+def _why_no_region(scores: pd.DataFrame, concept_id: int) -> str:
+    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)]
+    detectors = sorted(set(rows["detector"].astype(str)))
+    if "override" in detectors:
+        return "flagged by a person's override, which names no region"
+    if detectors == ["own_box"]:
+        return "flagged only by own_box, whose region is each carrier's own box: no one region to paste"
+    if detectors == ["channel_patch"]:
+        return "flagged only by channel_patch, whose region is channels of the model's layer, not pixels to paste"
+    if detectors:
+        return f"flagged only by {', '.join(detectors)}, which test{'s' if len(detectors) == 1 else ''} the " \
+               "whole image and name no region"
+    return "no detector row names a region for it"
+
+
+@dataclass
+class AugmentPlan:
+    """What the augment variant trains on, for one seed.
+
+    keep : bool array of shape (n,) over the training samples (False: dropped by the drop_carriers fallback)
+    weights : float array of shape (n,), the sampling weights (all 1 unless the reweight fallback applied)
+    recipients, donors : int arrays of shape (m,), positions into the training samples; recipient i's image
+        is replaced by ``regions[concepts[i]].paste`` of itself and donor i
+    concepts : int array of shape (m,), the flagged concept whose region each recipient received; for the
+        statistics shuffle, the first of the whole-image concepts it serves (the others' rows say so)
+    regions : {concept_id: Region} of the concepts augmented (the shuffle under that first concept)
+    corrections : one row per flagged concept (or one 'none' row when nothing is flagged):
+        {concept_id, label, correction: augment|drop_carriers|reweight|none, n_samples, reason}
+    sample_reasons : one string per training sample ('' where nothing changed)
+    """
+
+    keep: np.ndarray
+    weights: np.ndarray
+    recipients: np.ndarray
+    donors: np.ndarray
+    concepts: np.ndarray
+    regions: dict[int, Region]
+    corrections: list[dict[str, Any]]
+    sample_reasons: list[str]
+
+    def table(self, train: pd.DataFrame) -> pd.DataFrame:
+        """train_ids.parquet of the variant: the kept samples with sample_id, weight, augment_concept
+        (the concept pasted in, <NA> for none), donor_id ('' for none) and reason."""
+        n = len(train)
+        concept = pd.array([pd.NA] * n, dtype="Int64")
+        donor = np.array([""] * n, dtype=object)
+        if len(self.recipients):
+            concept[self.recipients] = self.concepts
+            donor[self.recipients] = train["sample_id"].to_numpy()[self.donors]
+        out = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": self.weights,
+                            "augment_concept": concept, "donor_id": donor.astype(str),
+                            "reason": np.array(self.sample_reasons, dtype=object).astype(str)})
+        return out[self.keep].reset_index(drop=True)
+
+
+def plan_augment(
+    train: pd.DataFrame,
+    flagged: dict[int, str],
+    scores: pd.DataFrame,
+    carriers: pd.DataFrame | None,
+    concept_labels: dict[int, int],
+    shape: tuple[int, int],
+    seed: int,
+    rate: float | None,
+    fallback: str,
+    max_upweight: float,
+) -> AugmentPlan:
+    """Decide, for one seed, which images get which flagged concept's region from which carrier.
+
+    For each flagged concept (in id order) with a region (``concept_region``) and carriers (the rows of
+    ``carriers`` that carry it; without a carrier test for it, its members): a share of each other class's
+    kept training images — ``rate``, or with None the carriers' share of their own class — each not yet
+    augmented for another concept, drawn at random; carriers are dealt out to them in a random order, each
+    about equally often. The concepts a whole-image detector flagged are corrected together by one
+    statistics shuffle (``_shuffle_statistics``, the module docstring), after the regions. Any other concept
+    without a region, or without carriers, gets ``fallback`` instead:
+    ``drop_carriers`` (soxai.manifest.policies.drop_carriers for that concept), ``reweight`` (its class's
+    samples weighted by ``group_balanced_weights`` over the class's concepts) or ``none``.
+
+    Parameters
+    ----------
+    train : training samples with columns sample_id, label, concept_id (-1 = noise); positions are row order
+    flagged : {concept_id: reason} of the flagged concepts (manifest/manifest.json)
+    scores : bias/scores.parquet
+    carriers : bias/carriers.parquet, or None for a run without the carrier test
+    concept_labels : {concept_id: class} from concepts/concepts.parquet
+    shape : (H, W) of the images
+    seed : seeds every draw (recipients and the order donors are dealt out)
+    """
+    n = len(train)
+    labels = train["label"].to_numpy()
+    ids = train["sample_id"].to_numpy()
+    position = pd.Series(np.arange(n), index=ids)
+    keep = np.ones(n, dtype=bool)
+    weights = np.ones(n, dtype=np.float64)
+    reasons = [""] * n
+    corrections: list[dict[str, Any]] = []
+    if not flagged:
+        corrections.append({"concept_id": None, "label": None, "correction": "none", "n_samples": 0,
+                            "reason": "nothing flagged: no shortcut region to decorrelate, so augment trained on "
+                                      "the unchanged training set (the baseline's samples and pixels)"})
+        return AugmentPlan(keep, weights, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                           {}, corrections, reasons)
+
+    # first the concepts that cannot be augmented, so that recipients are drawn from what stays
+    regions, donors_of, class_of, whole, pending = _sort_flagged(train, flagged, scores, carriers, concept_labels,
+                                                                 shape, position)
+    reweighted: set[int] = set()
+    for cid, k, why in pending:
+        corrections.append(_fall_back(cid, k, why, train, flagged, carriers, fallback, max_upweight,
+                                      keep, weights, reasons, reweighted))
+    rng = np.random.default_rng([seed, 20_000])
+    used = np.zeros(n, dtype=bool)
+    recipients, donors, concepts = [], [], []
+    for cid in sorted(regions):
+        chosen, dealt, row = _deal_region(cid, class_of[cid], regions[cid], donors_of[cid], labels, ids, keep, used,
+                                          rate, rng, reasons)
+        recipients.append(chosen)
+        donors.append(dealt)
+        concepts.append(np.full(len(chosen), cid, dtype=np.int64))
+        corrections.append(row)
+    if whole:
+        chosen, dealt, rows = _shuffle_statistics(whole, class_of, donors_of, scores, labels, ids, keep, used, rate,
+                                                  rng, reasons)
+        regions[whole[0]] = Region(str(_whole_image_flag(scores, whole[0])), whole_image=True)
+        recipients.append(chosen)
+        donors.append(dealt)
+        concepts.append(np.full(len(chosen), whole[0], dtype=np.int64))
+        corrections.extend(rows)
+    corrections.sort(key=lambda c: c["concept_id"])
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    return AugmentPlan(keep, weights, cat(recipients), cat(donors), cat(concepts), regions, corrections, reasons)
+
+
+def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataFrame, carriers: pd.DataFrame | None,
+                  concept_labels: dict[int, int], shape: tuple[int, int], position: pd.Series):
+    """Flagged concepts in id order, sorted into those with a region and carriers, those the statistics shuffle
+    corrects and those that get the fallback.
+
+    Returns ``(regions, donors_of, class_of, whole, pending)``: {concept: Region}, {concept: carrier positions},
+    {concept: class} of every flagged concept, the concepts a whole-image detector flagged (corrected
+    by the statistics shuffle; their carriers are in ``donors_of``), and ``(concept, class, why)`` of those
+    that cannot be augmented.
+    """
+    labels = train["label"].to_numpy()
+    cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
+    regions: dict[int, Region] = {}
+    donors_of: dict[int, np.ndarray] = {}
+    class_of: dict[int, int] = {}
+    pending: list[tuple[int, int, str]] = []
+    whole: list[int] = []
+    for cid in sorted(flagged):
+        k = concept_labels.get(cid)
+        if k is None:  # a concept the concepts table does not know: its members' majority class
+            members = labels[cids == cid]
+            k = int(np.bincount(members).argmax()) if len(members) else -1
+        class_of[cid] = int(k)
+        region = concept_region(scores, cid, shape)
+        donors = _carriers_of(cid, cids, carriers, position)
+        whole_flag = _whole_image_flag(scores, cid)
+        if whole_flag and len(donors) and k >= 0:  # the statistics alone carry it: a box of it carries it in part
+            whole.append(cid)
+            donors_of[cid] = donors
+            continue
+        if whole_flag:
+            why = (f"flagged by {whole_flag}, but the carrier test found no carrier of it, so there is no share "
+                   "to shuffle") if k >= 0 else f"flagged by {whole_flag}, but it has no class to take a share of"
+            pending.append((cid, int(k), why))
+            continue
+        if region is not None and len(donors):
+            regions[cid], donors_of[cid] = region, donors
+            continue
+        why = _why_no_region(scores, cid) if region is None else \
+            f"its region ({region.describe()}) has no carrier to take it from"
+        pending.append((cid, int(k), why))
+    return regions, donors_of, class_of, whole, pending
+
+
+def _whole_image_flag(scores: pd.DataFrame, concept_id: int) -> str | None:
+    """The whole-image detector that flagged the concept (the highest-scoring), or None."""
+    from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS
+
+    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)
+                  & scores["detector"].isin(list(WHOLE_IMAGE_DETECTORS))]
+    if not len(rows):
+        return None
+    return str(rows.sort_values(["score", "detector"], ascending=[False, True], kind="stable")["detector"].iloc[0])
+
+
+def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[int, str],
+               carriers: pd.DataFrame | None, fallback: str, max_upweight: float,
+               keep: np.ndarray, weights: np.ndarray, reasons: list[str], reweighted: set[int]) -> dict[str, Any]:
+    """Apply ``fallback`` to flagged concept ``cid`` of class ``k`` (no region to paste); return its corrections row.
+
+    Updates ``keep`` (drop_carriers), ``weights`` (reweight: the whole class, once per class, recorded in
+    ``reweighted``) and ``reasons`` in place.
+    """
+    from soxai.manifest.policies import PolicyContext, drop_carriers
+
+    labels = train["label"].to_numpy()
+    cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
+    head = f"concept {cid} (class {k}) cannot be augmented: {why}; "
+    if fallback == "drop_carriers":
+        ctx = PolicyContext(boxes={}, sample_maps=_no_maps, region_threshold=1.0, carriers=carriers)
+        keep_c, _ = drop_carriers(train, {cid: flagged[cid]}, ctx)
+        dropped = keep & ~keep_c
+        keep &= keep_c
+        for p in np.flatnonzero(dropped):
+            reasons[p] = f"dropped: carries flagged concept {cid}, which has no region to paste"
+        return {"concept_id": cid, "label": k, "correction": "drop_carriers", "n_samples": int(dropped.sum()),
+                "reason": head + f"dropped its {int(dropped.sum())} carriers instead "
+                                 "(retrain.augment_fallback=drop_carriers)"}
+    if fallback == "reweight":
+        in_class = np.flatnonzero(labels == k)
+        if k not in reweighted:  # once per class, however many of its concepts fall back
+            weights[in_class] = group_balanced_weights(labels[in_class], cids[in_class], max_upweight)
+            reweighted.add(k)
+        members = in_class[cids[in_class] == cid]
+        w = float(weights[members[0]]) if len(members) else float("nan")
+        for p in in_class:
+            reasons[p] = f"class {k} reweighted by its concepts (fallback for flagged concept {cid}, no region): " \
+                         f"drawn {weights[p]:.2f}x as often as in the baseline"
+        return {"concept_id": cid, "label": k, "correction": "reweight", "n_samples": len(in_class),
+                "reason": head + f"reweighted class {k}'s {len(in_class)} samples by their concepts "
+                                 f"instead (retrain.augment_fallback=reweight; concept {cid}'s "
+                                 f"{len(members)} members drawn {w:.2f}x as often)"}
+    return {"concept_id": cid, "label": k, "correction": "none", "n_samples": 0,
+            "reason": head + "left uncorrected (retrain.augment_fallback=none)"}
+
+
+def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+                 keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
+                 reasons: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Draw the recipients of concept ``cid``'s region in every other class and deal its carriers out to them.
+
+    Marks the recipients in ``used`` and writes their ``reasons`` in place; returns ``(recipients, donors,
+    corrections row)``.
+    """
+    n_class = int((labels == k).sum())
+    share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
+    chosen, short = _draw_recipients(labels, keep, used, share, rng, skip=k)
+    dealt = rng.permutation(carrier_pos)[np.arange(len(chosen)) % len(carrier_pos)] if len(chosen) \
+        else np.zeros(0, np.int64)
+    where = region.describe()
+    for r, d in zip(chosen, dealt, strict=True):
+        reasons[r] = f"{where} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
+    what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
+                                     f", the carriers' share of class {k}")
+    reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from its "
+              f"{len(carrier_pos)} carriers into {len(chosen)} training images of the other classes ({what}), "
+              "which replace their originals; the carriers stay")
+    if short:
+        reason += "; too few images left in " + ", ".join(short)
+    return chosen, dealt, {"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
+                           "reason": reason}
+
+
+def _draw_recipients(labels: np.ndarray, keep: np.ndarray, used: np.ndarray, share: float,
+                     rng: np.random.Generator, skip: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """``share`` of each class's kept images (but class ``skip``), drawn from those not yet ``used``, which this
+    marks used; returns their positions (sorted within each class) and a note per class with too few left."""
+    got, short = [], []
+    for j in np.unique(labels):
+        if j == skip:
+            continue
+        pool = np.flatnonzero((labels == j) & keep & ~used)
+        want = int(round(share * int(((labels == j) & keep).sum())))
+        take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
+        if len(take) < want:
+            short.append(f"class {int(j)} {len(take)} of {want}")
+        got.append(np.sort(take))
+    chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
+    used[chosen] = True
+    return chosen, short
+
+
+def _shuffle_statistics(whole: list[int], class_of: dict[int, int], carriers_of: dict[int, np.ndarray],
+                        scores: pd.DataFrame, labels: np.ndarray, ids: np.ndarray, keep: np.ndarray,
+                        used: np.ndarray, rate: float | None, rng: np.random.Generator,
+                        reasons: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """The one correction of every whole-image flag (module docstring): a share of each class's kept images,
+    not yet augmented, take the per-channel statistics of kept training images drawn at random from all classes.
+
+    Marks the recipients in ``used``, writes their ``reasons``; returns ``(recipients, donors, corrections rows)``.
+    """
+    shares = {cid: len(carriers_of[cid]) / max(int(((labels == class_of[cid]) & keep).sum()), 1) for cid in whole}
+    share = rate if rate is not None else min(1.0, max(shares.values()))
+    chosen, short = _draw_recipients(labels, keep, used, share, rng)
+    dealt = rng.choice(np.flatnonzero(keep), size=len(chosen), replace=True) if len(chosen) \
+        else np.zeros(0, np.int64)
+    names = ", ".join(str(c) for c in whole)
+    for r, d in zip(chosen, dealt, strict=True):
+        reasons[r] = f"per-channel brightness and contrast of {ids[d]} (class {int(labels[d])}) given to it " \
+                     f"(whole-image flag of concept {names})"
+    what = f"{share:.0%} of every class" + (" (retrain.augment_rate)" if rate is not None else
+                                            ", the largest carriers' share of their class among these concepts")
+    rows = []
+    for cid in whole:
+        k = class_of[cid]
+        detector = _whole_image_flag(scores, cid) or "a whole-image detector"
+        head = f"concept {cid} (class {k}, {detector}: {len(carriers_of[cid])} carriers, {shares[cid]:.0%} of the " \
+               "class): a whole-image flag, so no region to paste; "
+        if cid == whole[0]:
+            reason = head + (f"{len(chosen)} training images ({what}) take the per-channel brightness and contrast "
+                             "of training images drawn at random from all classes, replacing their originals, so "
+                             "no such statistic predicts a class any more")
+            if len(whole) > 1:
+                reason += f"; the same shuffle corrects concept{'s' if len(whole) > 2 else ''} " + \
+                          ", ".join(str(c) for c in whole[1:])
+            if short:
+                reason += "; too few images left in " + ", ".join(short)
+            n = len(chosen)
+        else:
+            reason = head + f"corrected by the statistics shuffle of concept {whole[0]} (one shuffle serves every " \
+                            "whole-image flag)"
+            n = 0
+        rows.append({"concept_id": cid, "label": k, "correction": "augment", "n_samples": n, "reason": reason})
+    return chosen, dealt, rows
+
+
+def _no_maps(positions: np.ndarray) -> np.ndarray:
+    raise RuntimeError("drop_carriers reads no saliency maps")
+
+
+def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, position: pd.Series) -> np.ndarray:
+    """Positions of the samples that carry flagged concept ``cid``: the carrier test's, else its members."""
+    if carriers is not None and len(carriers):
+        rows = carriers[carriers["concept_id"] == cid]
+        if len(rows):
+            ids = rows.loc[rows["carries"].astype(bool), "sample_id"]
+            return np.sort(position.reindex(ids).dropna().to_numpy(dtype=np.int64))
+    return np.flatnonzero(cids == cid)
+
+
+def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: int = 4096) -> np.ndarray:
+    """The recipients' images with their concept's region pasted from their donor.
+
+    Parameters
+    ----------
+    images : array-like of shape (n_total, C, H, W) (a memmap, or lazily decoded files)
+    rows : int array of shape (n,), the image row of each training sample (positions as in the plan)
+    chunk : recipients (and as many donors) read at a time
+
+    Returns
+    -------
+    float32 array of shape (m, C, H, W), in the order of ``plan.recipients``
+    """
+    shape = tuple(np.asarray(images[rows[:1]]).shape[1:]) if len(rows) else (0,)
+    out = np.empty((len(plan.recipients), *shape), dtype=np.float32)
+    for cid, region in plan.regions.items():
+        at = np.flatnonzero(plan.concepts == cid)
+        for start in range(0, len(at), chunk):  # a shuffle of every image would otherwise hold 3 copies of the set
+            part = at[start:start + chunk]
+            recipients = np.asarray(images[rows[plan.recipients[part]]], dtype=np.float32)
+            donors = np.asarray(images[rows[plan.donors[part]]], dtype=np.float32)
+            out[part] = region.paste(recipients, donors)
+    return out
