@@ -88,7 +88,8 @@ class RetrainConfig(Section):
         "pasted in; null matches the share of the concept's class that carries it, which makes the region "
         "equally common in every class (it then predicts no class). For whole-image flags (statistics_transplant), "
         "the share of every class's images recoloured with a random training image's per-channel brightness and "
-        "contrast (their own luminance, the donor's colour); null: the largest carriers' share among those concepts",
+        "contrast (their own luminance, the donor's colour); null: all of them (the statistics then are independent "
+        "of the label)",
     )
     augment_fallback: Literal["drop_carriers", "reweight", "none"] = Field(
         "drop_carriers",
