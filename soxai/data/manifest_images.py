@@ -30,15 +30,14 @@ def decode_into(out: np.ndarray, paths: list[Path], raw: list[str], mode: str, s
 
 
 class ManifestImages:
-    """A manifest's images, decoded when read: an array-like of shape (N, C, H, W), float32 in [0, 1].
+    """A manifest's images, of shape (N, C, H, W), float32 in [0, 1], decoded a block at a time (:meth:`blocks`).
 
-    The data stage writes them to ``data/images.npy`` block by block (:meth:`blocks`), so that a manifest of
-    millions of images never sits in memory whole (decoded at once, 1M RGB images of 64x64 take 49 GB). The
-    file is the one writing the decoded array at once gives, byte for byte. ``np.asarray`` decodes them all.
+    The data stage writes them to ``data/images.npy`` as they are decoded, so that a manifest of millions of
+    images never sits in memory whole (decoded at once, 1M RGB images of 64x64 take 49 GB). The file is the one
+    writing the decoded array at once gives, byte for byte.
     """
 
     ndim = 4
-    dtype = np.dtype(np.float32)
 
     def __init__(self, paths: list[Path], raw: list[str], mode: str, size: tuple[int, int],
                  corrupt: Callable[[list[int], list[str]], Exception], block_bytes: int = 64 << 20) -> None:
@@ -67,17 +66,3 @@ class ManifestImages:
                 yield out
         if bad:
             raise self.corrupt(bad, why)
-
-    def __getitem__(self, item):
-        idx = np.arange(len(self))[item]
-        if np.ndim(idx) == 0:
-            return self[[int(idx)]][0]
-        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
-        bad, why = decode_into(out, [self.paths[i] for i in idx], [self.raw[i] for i in idx], self.mode)
-        if bad:
-            raise self.corrupt([int(idx[i]) for i in bad], why)
-        return out
-
-    def __array__(self, dtype=None, copy=None):
-        out = np.concatenate(list(self.blocks())) if len(self) else np.empty(self.shape, dtype=np.float32)
-        return out if dtype is None else out.astype(dtype)

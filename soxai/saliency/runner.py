@@ -128,8 +128,9 @@ def _made_predictions(cfg: Config, run: RunDir, shard: int, model, images, rows:
     from soxai.train.loop import predict_logits
 
     made = run.saliency_predictions(shard)
-    if made.is_file() and len(read_npy(made)) == len(rows):
-        return read_npy(made, mmap=False)
+    pred = read_npy(made, mmap=False) if made.is_file() else None
+    if pred is not None and len(pred) == len(rows):
+        return pred
     return predict_logits(model, images, rows, device, batch_size=cfg.saliency.batch_size,
                           num_workers=cfg.train.num_workers).argmax(axis=1)
 

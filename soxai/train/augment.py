@@ -87,12 +87,10 @@ def recolour(recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
 
     recipients, donors : arrays of shape (n, C, H, W). Returns float32 (n, C, H, W).
     """
+    from soxai.bias.disparity import match_statistics
+
     r = np.asarray(recipients, dtype=np.float32)
-    d = np.asarray(donors, dtype=np.float32)
-    lum = r.mean(axis=1, keepdims=True)
-    ml, sl = lum.mean(axis=(2, 3), keepdims=True), lum.std(axis=(2, 3), keepdims=True)
-    md, sd = d.mean(axis=(2, 3), keepdims=True), d.std(axis=(2, 3), keepdims=True)
-    return np.clip((lum - ml) / np.where(sl > 0, sl, 1.0) * sd + md, 0.0, 1.0).astype(np.float32)
+    return match_statistics(np.broadcast_to(r.mean(axis=1, keepdims=True), r.shape), donors)
 
 
 def concept_region(scores: pd.DataFrame, concept_id: int, shape: tuple[int, int]) -> Region | None:
@@ -108,10 +106,8 @@ def concept_region(scores: pd.DataFrame, concept_id: int, shape: tuple[int, int]
     """
     from soxai.bias.detectors import BIAS_DETECTORS, WHOLE_IMAGE_DETECTORS
 
-    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)
-                  & scores["detector"].isin(list(BIAS_DETECTORS))
-                  & ~scores["detector"].isin(list(WHOLE_IMAGE_DETECTORS))]
-    rows = rows.sort_values(["score", "detector"], ascending=[False, True], kind="stable")
+    rows = _flags(scores, concept_id)
+    rows = rows[rows["detector"].isin(list(BIAS_DETECTORS)) & ~rows["detector"].isin(list(WHOLE_IMAGE_DETECTORS))]
     h, w = shape
     for row in rows.itertuples():
         pixels = getattr(row, "pixels", None)
@@ -127,9 +123,14 @@ def concept_region(scores: pd.DataFrame, concept_id: int, shape: tuple[int, int]
     return None
 
 
-def _why_no_region(scores: pd.DataFrame, concept_id: int) -> str:
+def _flags(scores: pd.DataFrame, concept_id: int) -> pd.DataFrame:
+    """The rows of ``scores`` that flag the concept, the highest score first (ties by detector name)."""
     rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)]
-    detectors = sorted(set(rows["detector"].astype(str)))
+    return rows.sort_values(["score", "detector"], ascending=[False, True], kind="stable")
+
+
+def _why_no_region(scores: pd.DataFrame, concept_id: int) -> str:
+    detectors = sorted(set(_flags(scores, concept_id)["detector"].astype(str)))
     if "override" in detectors:
         return "flagged by a person's override, which names no region"
     if detectors == ["own_box"]:
@@ -312,11 +313,9 @@ def _whole_image_flag(scores: pd.DataFrame, concept_id: int) -> str | None:
     """The whole-image detector that flagged the concept (the highest-scoring), or None."""
     from soxai.bias.detectors import WHOLE_IMAGE_DETECTORS
 
-    rows = scores[(scores["concept_id"] == concept_id) & scores["is_bias"].astype(bool)
-                  & scores["detector"].isin(list(WHOLE_IMAGE_DETECTORS))]
-    if not len(rows):
-        return None
-    return str(rows.sort_values(["score", "detector"], ascending=[False, True], kind="stable")["detector"].iloc[0])
+    detectors = _flags(scores, concept_id)["detector"]
+    detectors = detectors[detectors.isin(list(WHOLE_IMAGE_DETECTORS))]
+    return str(detectors.iloc[0]) if len(detectors) else None
 
 
 def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[int, str],
