@@ -52,7 +52,9 @@ class StageRecord:
 #   bias 6 (2026-12-06): statistics_transplant among the default detectors, its Fisher p Bonferroni-corrected
 #     over the run's concepts and its effect-size bar 0 by default.
 #   bias 7 (2026-12-06): statistics_transplant also needs the transplant's odds ratio (min_odds_ratio 8).
-LOGIC_VERSIONS: dict[str, int] = {"bias": 7, "manifest": 2, "compare": 1}
+#   bias 8 (2026-12-06): a box or pixel flag's carriers also found by the concept's channels wherever the mark sits
+#     (soxai.bias.presence; bias/carriers.parquet gains channel_score).
+LOGIC_VERSIONS: dict[str, int] = {"bias": 8, "manifest": 2, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

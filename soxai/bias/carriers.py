@@ -11,7 +11,8 @@ flagged concept set the bar: a sample carries the shortcut when its flip rate re
 between the members' mean rate and the median rate of the class's other samples. Where that gap is
 too small for single samples to be told apart, the concept's members stand as its carriers. Every
 sample is first tested on a few recipients and only those left in doubt on more, so a clear shortcut
-costs a quarter of the predictions.
+costs a quarter of the predictions. For a box or pixel flag, the concept's own channels of the model's
+layer are then read in every class-mate, so a mark is found wherever it sits (soxai.bias.presence).
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soxai.bias.channels import ChannelRegion
+from soxai.bias.channels import ChannelRegion, n_channels
 from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, pick_rows
 from soxai.bias.detectors import BIAS_DETECTORS
 from soxai.bias.disparity import match_statistics
 from soxai.bias.ownbox import own_box_region
+from soxai.bias.presence import channel_extension
 
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
-                   "test"]
+                   "channel_score", "test"]
 # Recipients every sample is tested on first; samples whose rate leaves the carrier question in doubt (a
 # 95% Wilson interval around it contains the threshold) are tested on twice as many, and so on up to
 # n_recipients. On the demo's mark (members 94%, others 0%) 8 decide every sample, a quarter of the cost;
@@ -193,7 +195,7 @@ def find_carriers(
         member = (cls["concept_id"] == cid).to_numpy()
         out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": cid, "label": k,
                             "member": member, "flip_rate": np.nan, "n_recipients": 0, "threshold": np.nan,
-                            "carries": member})
+                            "carries": member, "channel_score": np.nan})
         decisive = _decisive(scores, cid, tuple(ctx.images.shape[2:]))
         pool = correct[correct["label"] != k]
         if decisive is None or len(pool) == 0 or member.all():
@@ -214,15 +216,7 @@ def find_carriers(
         rates, n_tested, t, _ = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k,
                                                  box, member, ccfg.min_gap, labels)
         out["flip_rate"], out["n_recipients"] = rates, n_tested
-        if box is None:
-            what = "brightness and contrast"
-        elif not isinstance(box, np.ndarray | tuple):
-            what = box.describe()
-        elif isinstance(box, np.ndarray):
-            ys, xs = np.nonzero(box)
-            what = f"{int(box.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"
-        else:
-            what = f"rows {box[0]}-{box[2] - 1}, cols {box[1]}-{box[3] - 1}"
+        what = _region_text(box)
         if t is None:
             out["test"] = (f"members stand: {detector} region ({what}) from single samples moved members "
                            f"{np.mean(rates[member]):.0%} vs others {np.median(rates[~member]):.0%} of "
@@ -232,12 +226,42 @@ def find_carriers(
             out["carries"] = rates >= t
             out["test"] = (f"{detector} region ({what}) pasted from each sample into {FIRST_STAGE} recipients, "
                            f"more (up to {len(recipients)}) where that left it in doubt")
+        if _reads_channels(ctx, cfg, box):
+            ext = channel_extension(ctx.layer, ctx.images, _relevance(ctx, cls, k), cls["row"].to_numpy(), member,
+                                    out["carries"].to_numpy(),
+                                    max(1, round(ccfg.channel_frac * n_channels(ctx.layer, ctx.images))),
+                                    ccfg.max_p_value)
+            out["channel_score"], out["carries"] = ext.scores, ext.carries
+            out["test"] = out["test"] + "; " + ext.describe(ccfg.max_p_value)
         frames.append(out)
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            CARRIER_COLUMNS, ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", "str"),
+            CARRIER_COLUMNS, ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", "float64", "str"),
             strict=True)})
     return pd.concat(frames, ignore_index=True)[CARRIER_COLUMNS]
+
+
+def _region_text(box) -> str:
+    """The pasted region in words."""
+    if box is None:
+        return "brightness and contrast"
+    if not isinstance(box, np.ndarray | tuple):
+        return box.describe()
+    if isinstance(box, np.ndarray):
+        ys, xs = np.nonzero(box)
+        return f"{int(box.sum())} pixels in rows {ys.min()}-{ys.max()}, cols {xs.min()}-{xs.max()}"
+    return f"rows {box[0]}-{box[2] - 1}, cols {box[1]}-{box[3] - 1}"
+
+
+def _reads_channels(ctx: DetectorContext, cfg: BiasConfig, box) -> bool:
+    """Whether the concept's channels are read in every class-mate: a box or pixel flag, with the model's layer."""
+    return cfg.carriers.channels and ctx.layer is not None and isinstance(box, tuple | np.ndarray)
+
+
+def _relevance(ctx: DetectorContext, cls: pd.DataFrame, k: int) -> np.ndarray:
+    """Channel relevance for class ``k`` of the class's samples, in the rows' order (n, channels)."""
+    relevance = ctx.layer.class_relevance(ctx.images, ctx.train, k)
+    return np.stack(relevance.loc[cls["row"].to_numpy()].to_numpy())
 
 
 def carrier_summary(carriers: pd.DataFrame) -> dict[str, Any]:

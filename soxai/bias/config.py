@@ -187,6 +187,22 @@ class CarriersConfig(Section):
         description="repeat the flag per sample only when the members' mean flip rate exceeds the class's "
         "other samples' median by this much; otherwise the concept's members stand as its carriers",
     )
+    channels: bool = Field(
+        True,
+        description="for a box or pixel flag, also read the flagged concept's own channels of model.layer at their "
+        "strongest place in every class-mate, so a mark is found wherever it sits (soxai.bias.presence); "
+        "needs the model's layer, skipped without it",
+    )
+    channel_frac: float = Field(
+        0.25, gt=0.0, le=1.0,
+        description="share of the layer's channels that are the concept's: those whose relevance is highest in "
+        "its members against their class-mates (the same budget as channel_patch.channel_frac)",
+    )
+    max_p_value: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="the one bar of the channel reading: the class-mates it nominates count as carriers when the "
+        "one-sided binomial test of their number against the rest of the class's own upper tail gives at most this",
+    )
 
 
 class ConflictsConfig(Section):
