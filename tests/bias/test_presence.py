@@ -1,0 +1,142 @@
+"""The carrier test's channel reading (soxai.bias.presence): a mark found wherever it sits.
+
+The world: two input channels; class 0 draws at 0.5 in channel 0, class 1 in channel 1 (with a little noise). A 2x2
+block of 1.0 in channel 0 is the mark. The model's conv has three channels — 0: the mark (fires only on a full
+block of 1.0), 1: class-0 evidence, 2: class-1 evidence — then ReLU, global max pool and a linear head in which the
+mark outweighs everything. Concept 0 holds the marked samples whose mark sits in the top-left corner, and a
+transplant test flagged it with that corner's box; the samples marked elsewhere sit in concept 1 with the clean
+ones, so pasting the corner from them carries nothing.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from soxai.bias.carriers import find_carriers
+from soxai.bias.config import BiasConfig, CarriersConfig
+from soxai.bias.context import DetectorContext
+from soxai.bias.layer import LayerAccess
+from soxai.bias.presence import concept_channels, extend
+
+SIDE = 6
+
+
+def _model() -> torch.nn.Module:
+    conv = torch.nn.Conv2d(2, 3, 2)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, 0] = 1.0
+        conv.bias[0] = -3.5
+        conv.weight[1, 0] = 0.25
+        conv.weight[2, 1] = 0.25
+    head = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[20.0, 1.5, 0.0], [0.0, 0.0, 2.0]]))
+        head.bias.zero_()
+    return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), head).eval()
+
+
+def _world(n_corner: int = 20, n_elsewhere: int = 15, n_clean: int = 60, n_other: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n0 = n_corner + n_elsewhere + n_clean
+    images = np.zeros((n0 + n_other, 2, SIDE, SIDE), np.float32)
+    images[:n0, 0] = 0.5
+    images[n0:, 1] = 0.5
+    images[:n_corner, 0, :2, :2] = 1.0
+    for i in range(n_corner, n_corner + n_elsewhere):  # the mark away from the flagged box
+        y, x = rng.integers(2, SIDE - 1, size=2)
+        images[i, 0, y:y + 2, x:x + 2] = 1.0
+    images += rng.normal(0, 0.01, images.shape).astype(np.float32)
+    labels = np.array([0] * n0 + [1] * n_other)
+    concept = np.array([0] * n_corner + [1] * (n_elsewhere + n_clean) + [2] * n_other)
+    model = _model()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.asarray(x, np.float32))).argmax(1).numpy()
+
+    train = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(len(images))], "row": np.arange(len(images)),
+                          "label": labels, "pred": predict(images), "concept_id": concept})
+    concepts = pd.DataFrame({"concept_id": [0, 1, 2], "is_noise": False, "label": [0, 0, 1], "map_index": [0, 1, 2]})
+    ctx = DetectorContext(images, train, concepts, np.ones((3, SIDE, SIDE), np.float32), predict, 0,
+                          lambda rows: np.ones((len(rows), SIDE, SIDE)), LayerAccess(model, "0"))
+    scores = pd.DataFrame([{"concept_id": 0, "detector": "transplant", "score": 0.9, "is_bias": True,
+                            "reason": "flagged", "box": [0, 0, 2, 2]}])
+    return ctx, scores, n_corner + n_elsewhere
+
+
+def _carriers(ctx, scores, **carriers):
+    return find_carriers(ctx, scores, {0: "flagged"}, BiasConfig(carriers=CarriersConfig(n_recipients=16, **carriers)))
+
+
+def test_world__is_what_the_docstring_says() -> None:
+    ctx, scores, _ = _world()
+    assert (ctx.train["pred"] == ctx.train["label"]).all()
+    box_only = _carriers(ctx, scores, channels=False)
+    assert box_only["carries"].sum() == 20  # the box test finds the corner's marks only
+
+
+def test_find_carriers__the_concepts_channels_find_the_mark_wherever_it_sits() -> None:
+    ctx, scores, n_marked = _world()
+    carriers = _carriers(ctx, scores)
+    marked = set(ctx.train["sample_id"].iloc[:n_marked])
+    assert set(carriers.loc[carriers["carries"], "sample_id"]) == marked
+    assert carriers["channel_score"].notna().all()
+    assert carriers["test"].str.contains(r"15 beyond the box test's carriers .* they carry it too").all()
+
+
+def test_find_carriers__no_mark_outside_the_box__the_box_tests_carriers_stand() -> None:
+    ctx, scores, n_marked = _world(n_elsewhere=0)
+    carriers = _carriers(ctx, scores)
+    assert set(carriers.loc[carriers["carries"], "sample_id"]) == set(ctx.train["sample_id"].iloc[:n_marked])
+    assert carriers["test"].str.contains("the box test's carriers stand").all()
+
+
+def test_find_carriers__without_the_layer_the_channels_are_not_read() -> None:
+    ctx, scores, _ = _world()
+    ctx.layer = None
+    carriers = _carriers(ctx, scores)
+    assert carriers["carries"].sum() == 20 and carriers["channel_score"].isna().all()
+    assert not carriers["test"].str.contains("channels").any()
+
+
+def test_concept_channels__highest_mean_relevance_in_members_against_class_mates() -> None:
+    relevance = np.array([[1.0, 5.0, 0.0], [1.0, 4.0, 2.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.5]])
+    member = np.array([True, True, False, False])
+    assert concept_channels(relevance, member, 2).tolist() == [1, 2]
+
+
+def test_extend__many_more_than_the_rests_upper_tail__accepted() -> None:
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(3.0, 0.2, 40), rng.normal(0.0, 1.0, 500), rng.normal(3.0, 0.3, 60)])
+    member = np.arange(len(scores)) < 40
+    boundary, n, expected, p, accepted, carries = extend(scores, member, member.copy(), 0.01)
+    assert 0 < boundary < 3 and n > 3 * expected and p < 1e-6 and accepted
+    assert carries[540:].mean() > 0.8 and carries[40:540].mean() < 0.05
+
+
+def test_extend__only_the_classes_own_tail_above_the_boundary__refused() -> None:
+    # no carrier outside the members: what passes the boundary is the clean class's own upper tail
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.normal(3.0, 0.2, 40), rng.normal(0.0, 1.0, 600)])
+    member = np.arange(len(scores)) < 40
+    _, n, expected, p, accepted, carries = extend(scores, member, member.copy(), 0.01)
+    assert n > 0 and n == pytest.approx(expected, abs=4 * np.sqrt(expected)) and p > 0.01 and not accepted
+    assert (carries == member).all()
+
+
+def test_extend__members_not_above_the_rest__nothing_nominated() -> None:
+    scores = np.array([0.0, 0.1, 1.0, 2.0, 3.0])
+    member = np.array([True, True, False, False, False])
+    boundary, n, _, p, accepted, carries = extend(scores, member, member.copy(), 0.01)
+    assert np.isnan(boundary) and n == 0 and p == 1.0 and not accepted and (carries == member).all()
+
+
+def test_extend__no_spread_in_either_group__the_midpoint_and_a_zero_tail() -> None:
+    scores = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    member = np.array([True, True, True, False, False, False, False, False, False])
+    boundary, n, expected, p, accepted, carries = extend(scores, member, member.copy(), 0.01)
+    assert boundary == 0.5 and n == 2 and expected == 0.0 and p == 0.0 and accepted
+    assert carries.tolist() == [True] * 3 + [False] * 4 + [True] * 2
