@@ -60,10 +60,15 @@ SETTINGS = {
     "transplant + statistics, corrected, no odds-ratio bar": [
         "embed.features=channels+pooled", "bias.detectors=[transplant,statistics_transplant]",
         "bias.unclustered.enabled=true", "bias.statistics_transplant.min_odds_ratio=1"],
-    # ...and with the transplant's odds-ratio bar too: both tests decide alike (the default since bias logic 7)
-    "transplant + statistics, corrected (default)": ["embed.features=channels+pooled",
-                                                     "bias.detectors=[transplant,statistics_transplant]",
-                                                     "bias.unclustered.enabled=true"],
+    # ...and with the transplant's odds-ratio bar too: both tests decide alike (the default of bias logic 7)
+    "transplant + statistics, corrected (bias logic 7)": ["embed.features=channels+pooled",
+                                                          "bias.detectors=[transplant,statistics_transplant]",
+                                                          "bias.unclustered.enabled=true"],
+    # the same settings after bias logic 8: a box or pixel flag's carriers also read by the concept's channels
+    # (soxai.bias.presence; the default)
+    "the same, carriers also by the concept's channels (default)": [
+        "embed.features=channels+pooled", "bias.detectors=[transplant,statistics_transplant]",
+        "bias.unclustered.enabled=true"],
 }
 
 

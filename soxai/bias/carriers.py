@@ -31,7 +31,7 @@ from soxai.bias.ownbox import own_box_region
 from soxai.bias.presence import channel_extension
 
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
-                   "channel_score", "test"]
+                   "channel_score", "channel_threshold", "test"]
 # Recipients every sample is tested on first; samples whose rate leaves the carrier question in doubt (a
 # 95% Wilson interval around it contains the threshold) are tested on twice as many, and so on up to
 # n_recipients. On the demo's mark (members 94%, others 0%) 8 decide every sample, a quarter of the cost;
@@ -195,7 +195,7 @@ def find_carriers(
         member = (cls["concept_id"] == cid).to_numpy()
         out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": cid, "label": k,
                             "member": member, "flip_rate": np.nan, "n_recipients": 0, "threshold": np.nan,
-                            "carries": member, "channel_score": np.nan})
+                            "carries": member, "channel_score": np.nan, "channel_threshold": np.nan})
         decisive = _decisive(scores, cid, tuple(ctx.images.shape[2:]))
         pool = correct[correct["label"] != k]
         if decisive is None or len(pool) == 0 or member.all():
@@ -232,12 +232,12 @@ def find_carriers(
                                     max(1, round(ccfg.channel_frac * n_channels(ctx.layer, ctx.images))),
                                     ccfg.max_p_value)
             out["channel_score"], out["carries"] = ext.scores, ext.carries
+            out["channel_threshold"] = ext.boundary if ext.accepted else np.nan
             out["test"] = out["test"] + "; " + ext.describe(ccfg.max_p_value)
         frames.append(out)
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            CARRIER_COLUMNS, ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", "float64", "str"),
-            strict=True)})
+        dtypes = ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", "float64", "float64", "str")
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(CARRIER_COLUMNS, dtypes, strict=True)})
     return pd.concat(frames, ignore_index=True)[CARRIER_COLUMNS]
 
 

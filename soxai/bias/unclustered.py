@@ -124,7 +124,8 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
     rates, n_tested, t, upper = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k,
                                                  region, lambda first: first > otsu_cut(first), ccfg.min_gap)
     out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": NOISE, "label": k, "member": member,
-                        "flip_rate": rates, "n_recipients": n_tested, "channel_score": np.nan})
+                        "flip_rate": rates, "n_recipients": n_tested, "channel_score": np.nan,
+                        "channel_threshold": np.nan})
     if t is None:
         out["threshold"], out["carries"] = np.nan, False
         out["test"] = (f"no carriers: {region.describe()} from single samples moved the upper side of the class's "

@@ -24,7 +24,8 @@ class PolicyContext:
     sample_maps : function positions into ``train`` (n,) -> those samples' |saliency| maps (n, H, W)
     region_threshold : drop_flagged_region drops a member whose share of relevance in the box reaches this
     carriers : the bias stage's carrier test (bias/carriers.parquet: sample_id, concept_id, member,
-        flip_rate, n_recipients, threshold, carries, test), or None for a run without one
+        flip_rate, n_recipients, threshold, carries, channel_score, channel_threshold, test), or None for a run
+        without one
     """
 
     boxes: dict[int, tuple[int, int, int, int]]
@@ -116,8 +117,12 @@ def drop_carriers(
     keep, reasons = drop_flagged(train, flagged, ctx)
     if ctx.carriers is None:
         return keep, reasons
-    # concepts whose carrier test drew a line; in the others (no threshold) the members stand
-    tested = ctx.carriers[ctx.carriers["concept_id"].isin(list(flagged)) & ctx.carriers["threshold"].notna()]
+    # concepts whose carrier test drew a line (on the flip rates, or on the concept's channels); in the others the
+    # members stand
+    lines = ctx.carriers["threshold"].notna()
+    if "channel_threshold" in ctx.carriers:  # runs from before bias logic 8 have no channel reading
+        lines |= ctx.carriers["channel_threshold"].notna()
+    tested = ctx.carriers[ctx.carriers["concept_id"].isin(list(flagged)) & lines]
     position = pd.Series(np.arange(len(train)), index=train["sample_id"].to_numpy())
     for p in position.loc[tested.loc[tested["member"], "sample_id"]].to_numpy():
         keep[p], reasons[p] = True, ""  # a member that carries nothing is kept ...
@@ -130,9 +135,15 @@ def drop_carriers(
                           f"{int(r.label)} (carrier threshold {r.threshold:.0%})"
                           + ("" if r.member else "; the clustering had put it in a concept"))
             continue
-        reasons[p] = (f"carries the shortcut of flagged concept {int(r.concept_id)}: as a donor it moved "
-                      f"{r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class {int(r.label)} "
-                      f"(carrier threshold {r.threshold:.0%})"
+        if r.flip_rate >= r.threshold:  # False where the test drew no line on the flip rates (NaN)
+            how = (f"as a donor it moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class "
+                   f"{int(r.label)} (carrier threshold {r.threshold:.0%})")
+        elif r.member and r.threshold != r.threshold:
+            how = "a member, where single samples' pastes could not be told apart"
+        else:
+            how = (f"the concept's channels read {r.channel_score:.3g} at their strongest place in it, on the "
+                   f"members' side of {r.channel_threshold:.3g}")
+        reasons[p] = (f"carries the shortcut of flagged concept {int(r.concept_id)}: {how}"
                       + ("" if r.member else "; the clustering had put it elsewhere"))
     return keep, reasons
 

@@ -140,3 +140,27 @@ def test_extend__no_spread_in_either_group__the_midpoint_and_a_zero_tail() -> No
     boundary, n, expected, p, accepted, carries = extend(scores, member, member.copy(), 0.01)
     assert boundary == 0.5 and n == 2 and expected == 0.0 and p == 0.0 and accepted
     assert carries.tolist() == [True] * 3 + [False] * 4 + [True] * 2
+
+
+def test_drop_carriers__drops_what_the_channels_found_and_says_so() -> None:
+    from soxai.manifest.policies import PolicyContext, drop_carriers
+
+    ctx, scores, n_marked = _world()
+    carriers = _carriers(ctx, scores)
+    assert carriers["channel_threshold"].notna().all()
+    keep, reasons = drop_carriers(ctx.train, {0: "flagged"}, PolicyContext({}, lambda p: None, 0.5, carriers))
+    assert (~keep).sum() == n_marked and not keep[:n_marked].any()
+    assert "moved 100%" in reasons[0]
+    assert "the concept's channels read" in reasons[n_marked - 1] and "put it elsewhere" in reasons[n_marked - 1]
+
+
+def test_drop_carriers__members_stand_and_the_channels_found_more__all_dropped() -> None:
+    from soxai.manifest.policies import PolicyContext, drop_carriers
+
+    ctx, scores, n_marked = _world()
+    carriers = _carriers(ctx, scores)
+    carriers["threshold"] = np.nan  # as where single samples' pastes could not be told apart
+    carriers.loc[carriers["member"], "flip_rate"] = np.nan
+    keep, reasons = drop_carriers(ctx.train, {0: "flagged"}, PolicyContext({}, lambda p: None, 0.5, carriers))
+    assert (~keep).sum() == n_marked
+    assert "could not be told apart" in reasons[0] and "the concept's channels read" in reasons[n_marked - 1]
