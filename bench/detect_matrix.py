@@ -63,7 +63,8 @@ SETTINGS = {
     # ...and with the transplant's odds-ratio bar too: both tests decide alike (the default of bias logic 7)
     "transplant + statistics, corrected (bias logic 7)": ["embed.features=channels+pooled",
                                                           "bias.detectors=[transplant,statistics_transplant]",
-                                                          "bias.unclustered.enabled=true"],
+                                                          "bias.unclustered.enabled=true",
+                                                          "bias.carriers.channels=false"],
     # the same settings after bias logic 8: a box or pixel flag's carriers also read by the concept's channels
     # (soxai.bias.presence; the default)
     "the same, carriers also by the concept's channels (default)": [

@@ -53,8 +53,11 @@ class StageRecord:
 #     over the run's concepts and its effect-size bar 0 by default.
 #   bias 7 (2026-12-06): statistics_transplant also needs the transplant's odds ratio (min_odds_ratio 8).
 #   bias 8 (2026-12-06): a box or pixel flag's carriers also found by the concept's channels wherever the mark sits
-#     (soxai.bias.presence; bias/carriers.parquet gains channel_score).
-LOGIC_VERSIONS: dict[str, int] = {"bias": 8, "manifest": 2, "compare": 1}
+#     (soxai.bias.presence; bias/carriers.parquet gains channel_score and channel_threshold).
+#   manifest 3 (2026-12-06): drop_carriers also drops the carriers the concept's channels found.
+#   bias 9 (2026-12-06): the channel reading nominates non-members only, and nothing where the rest of the class
+#     has no spread.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 9, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

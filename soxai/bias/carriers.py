@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soxai.bias.channels import ChannelRegion, n_channels
+from soxai.bias.channels import ChannelRegion, channel_budget
 from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, pick_rows
 from soxai.bias.detectors import BIAS_DETECTORS
@@ -179,9 +179,11 @@ def find_carriers(
 ) -> pd.DataFrame:
     """The carrier test for every flagged concept (see the module docstring).
 
-    Returns a DataFrame with one row per (training sample of a flagged concept's class, concept):
-    ``sample_id, concept_id, label, member, flip_rate, n_recipients, threshold, carries, test`` — ``test`` says
-    which operation was repeated, or why the members stand as the carriers.
+    Returns a DataFrame with one row per (training sample of a flagged concept's class, concept), the
+    :data:`CARRIER_COLUMNS`: ``sample_id, concept_id, label, member, flip_rate, n_recipients, threshold, carries,
+    channel_score, channel_threshold, test`` — ``channel_score`` is the sample's reading of the concept's channels
+    (NaN where they were not read), ``channel_threshold`` the line drawn on it where the channels' carriers were
+    taken (NaN otherwise), ``test`` which operation was repeated, or why the members stand as the carriers.
     """
     ccfg = cfg.carriers
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
@@ -228,8 +230,7 @@ def find_carriers(
                            f"more (up to {len(recipients)}) where that left it in doubt")
         if _reads_channels(ctx, cfg, box):
             ext = channel_extension(ctx.layer, ctx.images, _relevance(ctx, cls, k), cls["row"].to_numpy(), member,
-                                    out["carries"].to_numpy(),
-                                    max(1, round(ccfg.channel_frac * n_channels(ctx.layer, ctx.images))),
+                                    out["carries"].to_numpy(), channel_budget(ctx.layer, ctx.images, ccfg.channel_frac),
                                     ccfg.max_p_value)
             out["channel_score"], out["carries"] = ext.scores, ext.carries
             out["channel_threshold"] = ext.boundary if ext.accepted else np.nan
@@ -264,11 +265,29 @@ def _relevance(ctx: DetectorContext, cls: pd.DataFrame, k: int) -> np.ndarray:
     return np.stack(relevance.loc[cls["row"].to_numpy()].to_numpy())
 
 
+def found_by_channels(carriers: pd.DataFrame) -> pd.Series:
+    """Which rows of ``carriers`` carry by the concept's channels only: outside the concept, a line drawn on the
+    channels, and no paste of the region reaching the flip-rate threshold (bias.presence nominates non-members
+    only). A paste of the concept's region from them carries no mark."""
+    if "channel_threshold" not in carriers:
+        return pd.Series(False, index=carriers.index)
+    pasted = carriers["flip_rate"] >= carriers["threshold"]  # False where no line was drawn (NaN)
+    return (carriers["carries"].astype(bool) & ~carriers["member"].astype(bool) & ~pasted
+            & carriers["channel_threshold"].notna())
+
+
+def found_elsewhere(carriers: pd.DataFrame | None, cid: int) -> set[str]:
+    """The sample ids that carry flagged concept ``cid`` by its channels only (:func:`found_by_channels`)."""
+    rows = carriers[carriers["concept_id"] == cid] if carriers is not None else None
+    return set() if rows is None or not len(rows) else set(rows.loc[found_by_channels(rows), "sample_id"])
+
+
 def carrier_summary(carriers: pd.DataFrame) -> dict[str, Any]:
     """Per flagged concept: members, carriers inside and outside the concept (for stage metrics)."""
     out = {}
     for cid, rows in carriers.groupby("concept_id", sort=True):
         out[str(int(cid))] = {"members": int(rows["member"].sum()),
                               "carriers_in": int((rows["carries"] & rows["member"]).sum()),
-                              "carriers_out": int((rows["carries"] & ~rows["member"]).sum())}
+                              "carriers_out": int((rows["carries"] & ~rows["member"]).sum()),
+                              "carriers_by_channels": int(found_by_channels(rows).sum())}
     return out

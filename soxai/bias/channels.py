@@ -102,6 +102,14 @@ def n_channels(access: LayerAccess, images: np.ndarray) -> int:
     return int(access.activations(np.asarray(images[:1], dtype=np.float32)).shape[1])
 
 
+def channel_budget(access: LayerAccess, images: np.ndarray, frac: float) -> int:
+    """``frac`` of the layer's channels, at least one."""
+    return max(1, int(round(frac * n_channels(access, images))))
+
+
+# robust width of a normal sample from its median absolute deviation
+MAD_TO_SD = 1.4826
+
 # Concepts needed to estimate the empirical null's centre and width (median and MAD of their z statistics);
 # with fewer the textbook null N(0, 1) is used.
 MIN_FOR_EMPIRICAL_NULL = 8
@@ -122,7 +130,7 @@ def empirical_null(z: np.ndarray) -> tuple[float, float]:
     if len(z) < MIN_FOR_EMPIRICAL_NULL:
         return 0.0, 1.0
     centre = float(np.median(z))
-    return centre, max(1.0, 1.4826 * float(np.median(np.abs(z - centre))))
+    return centre, max(1.0, MAD_TO_SD * float(np.median(np.abs(z - centre))))
 
 
 def detect_channel_patch(
@@ -139,7 +147,7 @@ def detect_channel_patch(
     if ctx.layer is None:
         raise ValueError("the channel_patch detector needs access to the model's layer (DetectorContext.layer)")
     concepts = scored_concepts(ctx, None)
-    k = max(1, int(round(pcfg.channel_frac * n_channels(ctx.layer, ctx.images)))) if len(concepts) else 1
+    k = channel_budget(ctx.layer, ctx.images, pcfg.channel_frac) if len(concepts) else 1
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
     tested, rows = [], []
     for _, concept in concepts.iterrows():

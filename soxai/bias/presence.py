@@ -10,13 +10,15 @@ does not depend on the place.
 - *The concept's channels*: the ``k`` channels whose relevance for the class (soxai.embed.relevance) is higher,
   on average, in the concept's members than in their class-mates.
 - *Presence*: each class-mate's mean over those channels of the spatial maximum of its activation.
-- *Nominated*: the class-mates nearer the members than the rest of the class, in units of each group's own
-  spread (median and 1.4826 x MAD): above the point where the two robust z-scores are equal.
+- *Nominated*: the class-mates outside the concept nearer the members than the rest of the class, in units of
+  each group's own spread (median and 1.4826 x MAD): above the point where the two robust z-scores are equal.
+  The concept's own members are left to the box test: their scores chose the channels.
 - *One test*: a class without the mark would also put some of its samples above that point — its upper tail.
   The nominated samples that the box test did not already find count as carriers only when there are more of
   them than the rest of the class would put there by chance (a normal tail at the rest's median and width), by
   a one-sided binomial test at ``carriers.max_p_value``. Otherwise the box test's carriers stand, and the
-  reason says why.
+  reason says why. Where the rest of the class reads the same in most samples (no spread, e.g. a channel that
+  is zero without the mark behind a ReLU) there is no tail to measure, and nothing is nominated.
 
 On the 45 flagged concepts of the detection matrix and the published moving mark (bench/detect_matrix.py runs),
 the test took the extension for the moving ring (86 nominated beyond the box's 52 where 36 were expected; the
@@ -30,10 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soxai.bias.channels import MAD_TO_SD
 from soxai.bias.layer import LayerAccess
-
-# robust width of a normal sample from its median absolute deviation
-MAD_TO_SD = 1.4826
 
 
 @dataclass
@@ -48,12 +48,16 @@ class Extension:
     p_value: float
     accepted: bool
     carries: np.ndarray  # the box test's carriers, or those and the nominated ones when accepted
+    why_not: str  # why nothing was nominated ('' when the test ran)
 
     def describe(self, max_p_value: float) -> str:
         chans = ", ".join(map(str, self.channels))
+        if self.why_not:
+            return f"the concept's channels ({chans}) nominate no one: {self.why_not}"
         head = (f"the concept's channels ({chans}) read at their strongest place in each class-mate: "
-                f"{self.nominated} beyond the box test's carriers are nearer the members than the rest of the class, "
-                f"where its own spread would put {self.expected:.1f} (one-sided binomial p={self.p_value:.2g}")
+                f"{self.nominated} outside the concept and the box test's carriers are nearer the members than the "
+                f"rest of the class, where its own spread would put {self.expected:.1f} (one-sided binomial "
+                f"p={self.p_value:.2g}")
         if self.accepted:
             return f"{head} <= {max_p_value:g}): they carry it too"
         return f"{head} > {max_p_value:g}): the box test's carriers stand"
@@ -84,28 +88,32 @@ def _centre_width(x: np.ndarray) -> tuple[float, float]:
 
 def extend(scores: np.ndarray, member: np.ndarray, carries: np.ndarray, max_p_value: float) -> tuple:
     """The test of the module docstring on presence ``scores``: (boundary, nominated, expected, p, accepted,
-    carries). Nothing is nominated when the members' median is not above the rest's."""
+    carries, why_not). Only non-members are nominated: the box test keeps the last word on the concept's own
+    members, whose scores chose the channels. Nothing is nominated when the members' median is not above the
+    rest's, when the rest has no spread to measure a tail by, or when a score is not finite (``why_not`` says
+    which; '' otherwise)."""
     from scipy.stats import binomtest, norm
 
     scores, member, carries = np.asarray(scores, float), np.asarray(member, bool), np.asarray(carries, bool)
+    refused = (float("nan"), 0, 0.0, 1.0, False, carries)
+    if not member.any() or member.all():
+        return (*refused, "the class has no members or no class-mates")
+    if not np.isfinite(scores).all():
+        return (*refused, "a channel reading is not finite")
     (mm, sm), (mo, so) = _centre_width(scores[member]), _centre_width(scores[~member])
-    if not member.any() or member.all() or mm <= mo:
-        return float("nan"), 0, 0.0, 1.0, False, carries
-    # where the two robust z-scores are equal, between the medians (the midpoint when neither group spreads)
-    boundary = mo + so * (mm - mo) / (sm + so) if sm + so > 0 else (mm + mo) / 2
-    extra = (scores >= boundary) & ~carries
-    rest = int((~carries).sum())
-    tail = float(norm.sf((boundary - mo) / so)) if so > 0 else 0.0
-    expected = rest * tail
-    n = int(extra.sum())
-    if n == 0:
-        p = 1.0
-    elif tail == 0.0:
-        p = 0.0
-    else:
-        p = float(binomtest(n, rest, tail, alternative="greater").pvalue)
+    if mm <= mo:
+        return (*refused, "the members read no higher than the rest of the class")
+    if so == 0:  # a normal tail of no width would take every sample above the rest's median
+        return (*refused, "the rest of the class reads the same in most samples, no spread to measure a tail by")
+    # where the two robust z-scores are equal, between the medians
+    boundary = mo + so * (mm - mo) / (sm + so)
+    others = ~member & ~carries
+    extra = (scores >= boundary) & others
+    tail = float(norm.sf((boundary - mo) / so))
+    n, rest = int(extra.sum()), int(others.sum())
+    p = float(binomtest(n, rest, tail, alternative="greater").pvalue) if n else 1.0
     accepted = p <= max_p_value
-    return float(boundary), n, expected, p, accepted, (carries | extra) if accepted else carries
+    return float(boundary), n, rest * tail, p, accepted, (carries | extra) if accepted else carries, ""
 
 
 def channel_extension(access: LayerAccess, images: np.ndarray, relevance: np.ndarray, rows: np.ndarray,
@@ -114,5 +122,4 @@ def channel_extension(access: LayerAccess, images: np.ndarray, relevance: np.nda
     class-mate, and the test (module docstring)."""
     channels = concept_channels(relevance, member, k)
     scores = presence(access, images, rows, channels)
-    boundary, n, expected, p, accepted, out = extend(scores, member, carries, max_p_value)
-    return Extension([int(c) for c in channels], scores, boundary, n, expected, p, accepted, out)
+    return Extension([int(c) for c in channels], scores, *extend(scores, member, carries, max_p_value))

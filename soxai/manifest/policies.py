@@ -138,7 +138,7 @@ def drop_carriers(
         if r.flip_rate >= r.threshold:  # False where the test drew no line on the flip rates (NaN)
             how = (f"as a donor it moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class "
                    f"{int(r.label)} (carrier threshold {r.threshold:.0%})")
-        elif r.member and r.threshold != r.threshold:
+        elif r.member and pd.isna(r.threshold):
             how = "a member, where single samples' pastes could not be told apart"
         else:
             how = (f"the concept's channels read {r.channel_score:.3g} at their strongest place in it, on the "

@@ -2,7 +2,8 @@
 
 augment — counterfactual augmentation in the spirit of ClArC (Anders et al. 2022): each flagged concept's
 region (the box or pixels its flagging detector pasted) is copied from the concept's carriers into a share
-of the other classes' training images, which keep their own labels. The region then appears in every
+of the other classes' training images, which keep their own labels (not from a carrier only the concept's channels
+found: its mark sits elsewhere, soxai.bias.presence; it counts in the share). The region then appears in every
 class alike and stops predicting one. The augmented images *replace* their originals in the variant's
 training set (no sample is added): the set keeps the baseline's size and steps, and at the carriers' own
 share the region is exactly as common in each class as in the carriers' (an added copy would leave the
@@ -18,13 +19,11 @@ benchmark's unconfounded twin. (A share equal to the carriers', the region rule,
 predicting it at 0.9 of its strength: augment 0.36 on the attacked test of cells with a tint at 10%, where dropping
 the carriers reached 0.78.) It needs no guess of which other-class images already carry the attribute, and one
 shuffle serves every whole-image flag. A concept a box test flagged too goes to the shuffle: the whole image's
-statistics alone moved predictions, and a box of such an image carries them in part (ColoredMNIST's colour concepts
-and a cells tint are flagged by both; no localised mark on the detection matrix was flagged by the statistics
-test).
-The statistics shuffle gives each recipient its own luminance in the donor's per-channel mean and spread: a colour
-image loses its own colour variation and takes the donor's cast. A flagged concept with no region to paste and no
-whole-image flag (a person's override, own_box, channel_patch), a box without carriers, or a whole-image flag whose
-carrier test found none gets the configured fallback instead, with the reason recorded.
+statistics alone moved predictions, and a box of it carries them in part (ColoredMNIST's colour concepts and a cells
+tint are flagged by both; no localised mark on the detection matrix was).
+The shuffle gives each recipient its luminance in the donor's per-channel mean and spread (a colour image takes the
+donor's cast and loses its own colour variation). A flag with no region and no whole-image flag (a person's override,
+own_box, channel_patch), a box or a whole-image flag without carriers gets the configured fallback, with the reason.
 """
 
 from __future__ import annotations
@@ -244,7 +243,7 @@ def plan_augment(
     recipients, donors, concepts = [], [], []
     for cid in sorted(regions):
         chosen, dealt, row = _deal_region(cid, class_of[cid], regions[cid], donors_of[cid], labels, ids, keep, used,
-                                          rate, rng, reasons)
+                                          rate, rng, reasons, _pasteable(cid, donors_of[cid], carriers, ids))
         recipients.append(chosen)
         donors.append(dealt)
         concepts.append(np.full(len(chosen), cid, dtype=np.int64))
@@ -361,8 +360,9 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
 
 def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                  keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
-                 reasons: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Draw the recipients of concept ``cid``'s region in every other class and deal its carriers out to them.
+                 reasons: list[str], donor_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Draw the recipients of concept ``cid``'s region in every other class (the share of all its carriers,
+    ``carrier_pos``) and deal out to them the carriers whose region holds the mark (``donor_pos``).
 
     Marks the recipients in ``used`` and writes their ``reasons`` in place; returns ``(recipients, donors,
     corrections row)``.
@@ -370,16 +370,19 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
     n_class = int((labels == k).sum())
     share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
     chosen, short = _draw_recipients(labels, keep, used, share, rng, skip=k)
-    dealt = rng.permutation(carrier_pos)[np.arange(len(chosen)) % len(carrier_pos)] if len(chosen) \
+    dealt = rng.permutation(donor_pos)[np.arange(len(chosen)) % len(donor_pos)] if len(chosen) \
         else np.zeros(0, np.int64)
     where = region.describe()
     for r, d in zip(chosen, dealt, strict=True):
         reasons[r] = f"{where} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
     what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
                                      f", the carriers' share of class {k}")
-    reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from its "
-              f"{len(carrier_pos)} carriers into {len(chosen)} training images of the other classes ({what}), "
-              "which replace their originals; the carriers stay")
+    reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from "
+              + (f"its {len(carrier_pos)} carriers" if len(donor_pos) == len(carrier_pos) else
+                 f"the {len(donor_pos)} of its {len(carrier_pos)} carriers whose region holds it (the others' mark, "
+                 "found by the concept's channels, sits elsewhere)")
+              + f" into {len(chosen)} training images of the other classes ({what}), which replace their "
+              "originals; the carriers stay")
     if short:
         reason += "; too few images left in " + ", ".join(short)
     return chosen, dealt, {"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
@@ -461,6 +464,15 @@ def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, posi
             ids = rows.loc[rows["carries"].astype(bool), "sample_id"]
             return np.sort(position.reindex(ids).dropna().to_numpy(dtype=np.int64))
     return np.flatnonzero(cids == cid)
+
+
+def _pasteable(cid: int, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray) -> np.ndarray:
+    """The carriers whose copy of the region holds the mark: not those only the concept's channels found."""
+    from soxai.bias.carriers import found_elsewhere
+
+    elsewhere = found_elsewhere(carriers, cid)
+    kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)
+    return kept if len(kept) else carrier_pos
 
 
 def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: int = 4096) -> np.ndarray:

@@ -338,3 +338,20 @@ def test_images_with_extra__rows_past_the_base_read_the_extra_images(tmp_path):
     again = pickle.loads(pickle.dumps(both))  # DataLoader workers reopen the memmap
     assert isinstance(again.base, np.memmap)
     np.testing.assert_array_equal(again[np.array([4, 2])], both[np.array([4, 2])])
+
+
+def test_plan_augment__carriers_only_the_concepts_channels_found_count_in_the_share_but_give_no_paste():
+    _, train = _toy()
+    # members 0-4 carry by the paste of the region; 5-7 were found by the concept's channels only (their mark
+    # sits elsewhere, so a copy of the region from them holds none)
+    carriers = pd.DataFrame({"sample_id": train["sample_id"][:10], "concept_id": 7, "label": 0,
+                             "member": [True] * 5 + [False] * 5, "flip_rate": [0.9] * 5 + [0.0] * 5,
+                             "threshold": 0.5, "carries": [True] * 8 + [False] * 2,
+                             "channel_threshold": 2.0})
+    plan = _plan(train, _scores(box=list(BOX)), carriers=carriers)
+    labels = train["label"].to_numpy()
+    # the share is all 8 carriers' (8 of 10 of class 0); the donors are the 5 whose region holds the mark
+    assert len(plan.recipients) == 16 and set(np.bincount(labels[plan.recipients])[1:]) == {8}
+    assert set(plan.donors) == set(range(5))
+    (row,) = plan.corrections
+    assert "the 5 of its 8 carriers whose region holds it" in row["reason"]
