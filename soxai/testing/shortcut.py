@@ -1,4 +1,5 @@
-"""A tiny two-class world with a planted shortcut, as a bias detector sees it (a DetectorContext)."""
+"""A tiny two-class world with a planted shortcut, as a bias detector sees it (a DetectorContext), and a hand-built
+model whose layer has a channel for a mark wherever it sits (:func:`mark_channel_model`)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,24 @@ def shortcut_world(
         return np.abs(images[rows, 0] - 0.1)
 
     return DetectorContext(images, train, concepts, maps, predict, seed=0, sample_maps=own_maps), marked
+
+
+def mark_channel_model():
+    """A torch model on (n, 2, H, W) images: a conv of three channels — 0: a mark (fires only on a full 2x2 block of
+    1.0 in input channel 0), 1: class-0 evidence (input channel 0), 2: class-1 evidence (input channel 1) — then
+    ReLU, global max pool and a linear head in which the mark outweighs everything. Its layer ``"0"`` is the conv."""
+    import torch
+
+    conv = torch.nn.Conv2d(2, 3, 2)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, 0] = 1.0
+        conv.bias[0] = -3.5
+        conv.weight[1, 0] = 0.25
+        conv.weight[2, 1] = 0.25
+    head = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[20.0, 1.5, 0.0], [0.0, 0.0, 2.0]]))
+        head.bias.zero_()
+    return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), head).eval()

@@ -18,24 +18,13 @@ from soxai.bias.config import BiasConfig, CarriersConfig
 from soxai.bias.context import DetectorContext
 from soxai.bias.layer import LayerAccess
 from soxai.bias.presence import concept_channels, extend
+from soxai.testing.shortcut import mark_channel_model
 
 SIDE = 6
 
 
 def _model() -> torch.nn.Module:
-    conv = torch.nn.Conv2d(2, 3, 2)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.bias.zero_()
-        conv.weight[0, 0] = 1.0
-        conv.bias[0] = -3.5
-        conv.weight[1, 0] = 0.25
-        conv.weight[2, 1] = 0.25
-    head = torch.nn.Linear(3, 2)
-    with torch.no_grad():
-        head.weight.copy_(torch.tensor([[20.0, 1.5, 0.0], [0.0, 0.0, 2.0]]))
-        head.bias.zero_()
-    return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), head).eval()
+    return mark_channel_model()
 
 
 def _world(n_corner: int = 20, n_elsewhere: int = 15, n_clean: int = 60, n_other: int = 60, seed: int = 0):
