@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soxai.train.augment import augmented_images, concept_region, plan_augment
+from soxai.train.augment import augmented_images, plan_augment
 from soxai.train.corrections import capped_equal_shares, group_balanced_weights, reweight_record
 from soxai.train.fit import ImagesWithExtra
 from soxai.train.loop import weighted_epoch_order
+from soxai.train.regions import concept_region
 
 # ---------------------------------------------------------------- reweight
 
@@ -237,7 +238,7 @@ def test_plan_augment__whole_image_flags_shuffle_the_statistics_so_a_two_sided_c
 
 def test_recolour__keeps_the_shape_in_the_donors_colour_and_equals_the_statistics_transplant_on_grey():
     from soxai.bias.disparity import match_statistics
-    from soxai.train.augment import recolour
+    from soxai.train.regions import recolour
 
     rng = np.random.default_rng(0)
     shape = rng.uniform(0.0, 1.0, (6, 6)).astype(np.float32)
