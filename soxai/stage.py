@@ -57,7 +57,9 @@ class StageRecord:
 #   manifest 3 (2026-12-06): drop_carriers also drops the carriers the concept's channels found.
 #   bias 9 (2026-12-06): the channel reading nominates non-members only, and nothing where the rest of the class
 #     has no spread.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 9, "manifest": 3, "compare": 1}
+#   bias 10 (2026-12-06): bias/carriers.parquet gains channel_y, channel_x (where the concept's channels are
+#     strongest in each sample: augment re-centres a carrier's paste there).
+LOGIC_VERSIONS: dict[str, int] = {"bias": 10, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -31,7 +31,7 @@ from soxai.bias.ownbox import own_box_region
 from soxai.bias.presence import channel_extension
 
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
-                   "channel_score", "channel_threshold", "test"]
+                   "channel_score", "channel_threshold", "channel_y", "channel_x", "test"]
 # Recipients every sample is tested on first; samples whose rate leaves the carrier question in doubt (a
 # 95% Wilson interval around it contains the threshold) are tested on twice as many, and so on up to
 # n_recipients. On the demo's mark (members 94%, others 0%) 8 decide every sample, a quarter of the cost;
@@ -181,9 +181,10 @@ def find_carriers(
 
     Returns a DataFrame with one row per (training sample of a flagged concept's class, concept), the
     :data:`CARRIER_COLUMNS`: ``sample_id, concept_id, label, member, flip_rate, n_recipients, threshold, carries,
-    channel_score, channel_threshold, test`` — ``channel_score`` is the sample's reading of the concept's channels
-    (NaN where they were not read), ``channel_threshold`` the line drawn on it where the channels' carriers were
-    taken (NaN otherwise), ``test`` which operation was repeated, or why the members stand as the carriers.
+    channel_score, channel_threshold, channel_y, channel_x, test`` — ``channel_score`` is the sample's reading of
+    the concept's channels (NaN where they were not read), ``channel_threshold`` the line drawn on it where the
+    channels' carriers were taken (NaN otherwise), ``channel_y, channel_x`` where in the image the channels are
+    strongest (the mark's place, for augment), ``test`` which operation was repeated, or why the members stand.
     """
     ccfg = cfg.carriers
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
@@ -197,7 +198,8 @@ def find_carriers(
         member = (cls["concept_id"] == cid).to_numpy()
         out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": cid, "label": k,
                             "member": member, "flip_rate": np.nan, "n_recipients": 0, "threshold": np.nan,
-                            "carries": member, "channel_score": np.nan, "channel_threshold": np.nan})
+                            "carries": member, "channel_score": np.nan, "channel_threshold": np.nan,
+                            "channel_y": np.nan, "channel_x": np.nan})
         decisive = _decisive(scores, cid, tuple(ctx.images.shape[2:]))
         pool = correct[correct["label"] != k]
         if decisive is None or len(pool) == 0 or member.all():
@@ -234,10 +236,11 @@ def find_carriers(
                                     ccfg.max_p_value)
             out["channel_score"], out["carries"] = ext.scores, ext.carries
             out["channel_threshold"] = ext.boundary if ext.accepted else np.nan
+            out["channel_y"], out["channel_x"] = ext.at[:, 0], ext.at[:, 1]
             out["test"] = out["test"] + "; " + ext.describe(ccfg.max_p_value)
         frames.append(out)
     if not frames:
-        dtypes = ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", "float64", "float64", "str")
+        dtypes = ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", *["float64"] * 4, "str")
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(CARRIER_COLUMNS, dtypes, strict=True)})
     return pd.concat(frames, ignore_index=True)[CARRIER_COLUMNS]
 

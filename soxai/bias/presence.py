@@ -42,6 +42,7 @@ class Extension:
 
     channels: list[int]
     scores: np.ndarray  # presence of every class-mate, in the class's row order
+    at: np.ndarray  # (n, 2) where the concept's channels are strongest in each class-mate, image pixels
     boundary: float
     nominated: int  # class-mates above the boundary that the box test had not found
     expected: float  # how many of those the rest of the class would put there by chance
@@ -71,14 +72,22 @@ def concept_channels(relevance: np.ndarray, member: np.ndarray, k: int) -> np.nd
 
 
 def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels: np.ndarray,
-             chunk: int = 256) -> np.ndarray:
-    """Mean over ``channels`` of each image's spatially largest activation at the layer: float (n,)."""
-    out = np.zeros(len(rows))
+             chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over ``channels`` of each image's spatially largest activation at the layer: float (n,); and where
+    the channels' mean map is largest, in image pixels (n, 2) as (row, col) of that cell's centre (NaN for a layer
+    without a spatial map)."""
+    out, at = np.zeros(len(rows)), np.full((len(rows), 2), np.nan)
     for start in range(0, len(rows), chunk):
         part = np.asarray(images[np.asarray(rows[start:start + chunk])], dtype=np.float32)
         acts = access.activations(part)[:, channels]
-        out[start:start + len(part)] = acts.reshape(len(part), len(channels), -1).max(axis=2).mean(axis=1)
-    return out
+        b = len(part)
+        out[start:start + b] = acts.reshape(b, len(channels), -1).max(axis=2).mean(axis=1)
+        if acts.ndim == 4:
+            h, w = acts.shape[2:]
+            cell = acts.mean(axis=1).reshape(b, -1).argmax(axis=1)
+            at[start:start + b, 0] = (cell // w + 0.5) * part.shape[2] / h
+            at[start:start + b, 1] = (cell % w + 0.5) * part.shape[3] / w
+    return out, at
 
 
 def _centre_width(x: np.ndarray) -> tuple[float, float]:
@@ -121,5 +130,5 @@ def channel_extension(access: LayerAccess, images: np.ndarray, relevance: np.nda
     """The concept's channels from ``relevance`` (n, channels) of the class's ``rows``, their presence in every
     class-mate, and the test (module docstring)."""
     channels = concept_channels(relevance, member, k)
-    scores = presence(access, images, rows, channels)
-    return Extension([int(c) for c in channels], scores, *extend(scores, member, carries, max_p_value))
+    scores, at = presence(access, images, rows, channels)
+    return Extension([int(c) for c in channels], scores, at, *extend(scores, member, carries, max_p_value))

@@ -125,7 +125,7 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
                                                  region, lambda first: first > otsu_cut(first), ccfg.min_gap)
     out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": NOISE, "label": k, "member": member,
                         "flip_rate": rates, "n_recipients": n_tested, "channel_score": np.nan,
-                        "channel_threshold": np.nan})
+                        "channel_threshold": np.nan, "channel_y": np.nan, "channel_x": np.nan})
     if t is None:
         out["threshold"], out["carries"] = np.nan, False
         out["test"] = (f"no carriers: {region.describe()} from single samples moved the upper side of the class's "

@@ -2,10 +2,10 @@
 
 augment — counterfactual augmentation in the spirit of ClArC (Anders et al. 2022): each flagged concept's
 region (the box or pixels its flagging detector pasted) is copied from the concept's carriers into a share
-of the other classes' training images, which keep their own labels (not from a carrier only the concept's channels
-found: its mark sits elsewhere, soxai.bias.presence; it counts in the share). The region then appears in every
-class alike and stops predicting one. The augmented images *replace* their originals in the variant's
-training set (no sample is added): the set keeps the baseline's size and steps, and at the carriers' own
+of the other classes' training images, which keep their own labels; from a carrier only the concept's channels
+found (its mark sits elsewhere, soxai.bias.presence) the box is copied re-centred on the mark's place. The region
+then appears in every class alike and stops predicting one. The augmented images *replace* their originals in the
+variant's training set (no sample is added): the set keeps the baseline's size and steps, and at the carriers' own
 share the region is exactly as common in each class as in the carriers' (an added copy would leave the
 original beside it, and matching the share would take r / (1 - r) copies per image). The carriers stay.
 A whole-image flag (statistics_transplant: a tint, a colour, a background's cast, which every image has in some
@@ -62,6 +62,7 @@ class AugmentPlan:
     regions: dict[int, Region]
     corrections: list[dict[str, Any]]
     sample_reasons: list[str]
+    centres: np.ndarray | None = None  # (m, 2): where a re-centred region sits in recipient i (NaN: its own place)
 
     def table(self, train: pd.DataFrame) -> pd.DataFrame:
         """train_ids.parquet of the variant: the kept samples with sample_id, weight, augment_concept
@@ -136,28 +137,29 @@ def plan_augment(
                                       keep, weights, reasons, reweighted))
     rng = np.random.default_rng([seed, 20_000])
     used = np.zeros(n, dtype=bool)
-    recipients, donors, concepts = [], [], []
+    recipients, donors, concepts, centres = [], [], [], []
     for cid in sorted(regions):
-        chosen, dealt, row = _deal_region(cid, class_of[cid], regions[cid], donors_of[cid], labels, ids, keep, used,
-                                          rate, rng, reasons, _pasteable(cid, donors_of[cid], carriers, ids))
-        recipients.append(chosen)
-        donors.append(dealt)
-        concepts.append(np.full(len(chosen), cid, dtype=np.int64))
+        chosen, dealt, at, row = _paste_region(cid, class_of[cid], regions[cid], donors_of[cid], carriers, labels,
+                                               ids, keep, used, rate, rng, reasons)
+        for part, value in zip((recipients, donors, concepts, centres),
+                               (chosen, dealt, np.full(len(chosen), cid, dtype=np.int64), at), strict=True):
+            part.append(value)
         corrections.append(row)
     if whole:
         chosen, dealt, rows = _shuffle_statistics(whole, class_of, donors_of, scores, labels, ids, keep, used, rate,
                                                   rng, reasons)
         regions[whole[0]] = Region(str(whole_image_flag(scores, whole[0])), whole_image=True)
-        recipients.append(chosen)
-        donors.append(dealt)
-        concepts.append(np.full(len(chosen), whole[0], dtype=np.int64))
+        for part, value in zip((recipients, donors, concepts, centres), (chosen, dealt, np.full(
+                len(chosen), whole[0], dtype=np.int64), np.full((len(chosen), 2), np.nan)), strict=True):
+            part.append(value)
         corrections.extend(rows)
     corrections.sort(key=lambda c: c["concept_id"])
+    return AugmentPlan(keep, weights, _cat(recipients), _cat(donors), _cat(concepts), regions, corrections, reasons,
+                       np.concatenate(centres) if centres else np.zeros((0, 2)))
 
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    return AugmentPlan(keep, weights, cat(recipients), cat(donors), cat(concepts), regions, corrections, reasons)
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataFrame, carriers: pd.DataFrame | None,
@@ -247,9 +249,11 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
 
 def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                  keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
-                 reasons: list[str], donor_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 reasons: list[str], donor_pos: np.ndarray, moved: dict[int, tuple[float, float]],
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Draw the recipients of concept ``cid``'s region in every other class (the share of all its carriers,
-    ``carrier_pos``) and deal out to them the carriers whose region holds the mark (``donor_pos``).
+    ``carrier_pos``) and deal out to them the carriers whose region holds the mark (``donor_pos``; the region
+    re-centred on the mark's place for those in ``moved``).
 
     Marks the recipients in ``used`` and writes their ``reasons`` in place; returns ``(recipients, donors,
     corrections row)``.
@@ -261,13 +265,16 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
         else np.zeros(0, np.int64)
     where = region.describe()
     for r, d in zip(chosen, dealt, strict=True):
-        reasons[r] = f"{where} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
+        at = "" if int(d) not in moved else \
+            " re-centred on its mark at row {:.0f}, col {:.0f} (found by the concept's channels)".format(*moved[int(d)])
+        reasons[r] = f"{where}{at} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
     what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
                                      f", the carriers' share of class {k}")
     reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from "
               + (f"its {len(carrier_pos)} carriers" if len(donor_pos) == len(carrier_pos) else
                  f"the {len(donor_pos)} of its {len(carrier_pos)} carriers whose region holds it (the others' mark, "
                  "found by the concept's channels, sits elsewhere)")
+              + (f", re-centred on the mark's place in the {len(moved)} the concept's channels found" if moved else "")
               + f" into {len(chosen)} training images of the other classes ({what}), which replace their "
               "originals; the carriers stay")
     if short:
@@ -353,13 +360,32 @@ def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, posi
     return np.flatnonzero(cids == cid)
 
 
-def _pasteable(cid: int, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray) -> np.ndarray:
-    """The carriers whose copy of the region holds the mark: not those only the concept's channels found."""
+def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None,
+                  labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
+                  rng: np.random.Generator, reasons: list[str]):
+    """Concept ``cid``'s region dealt out: ``(recipients, donors, centres (m, 2), corrections row)``."""
+    donor_pos, moved = _donors(cid, region, carrier_pos, carriers, ids)
+    chosen, dealt, row = _deal_region(cid, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
+                                      donor_pos, moved)
+    at = np.array([moved.get(int(d), (np.nan, np.nan)) for d in dealt], dtype=np.float64).reshape(-1, 2)
+    return chosen, dealt, at, row
+
+
+def _donors(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None,
+            ids: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[float, float]]]:
+    """The carriers the region is copied from, and the mark's place in those the concept's channels found (the
+    region is re-centred there). A pixel mask cannot be moved: those carriers give no paste."""
     from soxai.bias.carriers import found_elsewhere
 
     elsewhere = found_elsewhere(carriers, cid)
+    if region.mask is None and elsewhere:
+        rows = carriers[(carriers["concept_id"] == cid) & carriers["sample_id"].isin(elsewhere)]
+        at = {s: (y, x) for s, y, x in zip(rows["sample_id"], rows["channel_y"], rows["channel_x"], strict=True)
+              if np.isfinite(y) and np.isfinite(x)} if "channel_y" in rows else {}
+        kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere or ids[p] in at], dtype=np.int64)
+        return (kept, {int(p): at[ids[p]] for p in kept if ids[p] in at}) if len(kept) else (carrier_pos, {})
     kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)
-    return kept if len(kept) else carrier_pos
+    return (kept if len(kept) else carrier_pos), {}
 
 
 def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: int = 4096) -> np.ndarray:
@@ -383,5 +409,5 @@ def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: in
             part = at[start:start + chunk]
             recipients = np.asarray(images[rows[plan.recipients[part]]], dtype=np.float32)
             donors = np.asarray(images[rows[plan.donors[part]]], dtype=np.float32)
-            out[part] = region.paste(recipients, donors)
+            out[part] = region.paste(recipients, donors, None if plan.centres is None else plan.centres[part])
     return out

@@ -33,18 +33,30 @@ class Region:
         y0, x0, y1, x1 = self.box
         return f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1}"
 
-    def paste(self, recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    def paste(self, recipients: np.ndarray, donors: np.ndarray, centres: np.ndarray | None = None) -> np.ndarray:
         """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W); for
-        ``whole_image``, each recipient recoloured with its donor's statistics (:func:`recolour`)."""
+        ``whole_image``, each recipient recoloured with its donor's statistics (:func:`recolour`). ``centres``
+        (n, 2), for a box: where the box is centred in pair i (row, col; NaN = its own place), kept inside the
+        image; the same place in donor and recipient."""
         if self.whole_image:
             return recolour(recipients, donors)
         out = np.array(recipients, dtype=np.float32, copy=True)
         donors = np.asarray(donors, dtype=np.float32)
         if self.mask is not None:
             out[:, :, self.mask] = donors[:, :, self.mask]
-        else:
-            y0, x0, y1, x1 = self.box
-            out[:, :, y0:y1, x0:x1] = donors[:, :, y0:y1, x0:x1]
+            return out
+        y0, x0, y1, x1 = self.box
+        h, w = y1 - y0, x1 - x0
+        oy, ox = np.full(len(out), y0), np.full(len(out), x0)
+        if centres is not None:
+            c = np.asarray(centres, dtype=np.float64).reshape(len(out), 2)
+            ok = np.isfinite(c).all(axis=1)
+            oy[ok] = np.clip(np.round(c[ok, 0] - h / 2), 0, out.shape[2] - h).astype(int)
+            ox[ok] = np.clip(np.round(c[ok, 1] - w / 2), 0, out.shape[3] - w).astype(int)
+        same = (oy == y0) & (ox == x0)
+        out[same, :, y0:y1, x0:x1] = donors[same, :, y0:y1, x0:x1]
+        for i in np.flatnonzero(~same):
+            out[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] = donors[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
         return out
 
 

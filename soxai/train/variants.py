@@ -28,7 +28,7 @@ from soxai.train.fit import fit, load_baseline
 
 # the correction variants beside pruning, each with the version of its planning logic (a change of what a
 # plan holds for the same inputs bumps it, so a kept run directory retrains that variant)
-CORRECTIONS: dict[str, int] = {"reweight": 1, "augment": 5}
+CORRECTIONS: dict[str, int] = {"reweight": 1, "augment": 6}
 
 
 @dataclass
