@@ -74,8 +74,8 @@ def concept_channels(relevance: np.ndarray, member: np.ndarray, k: int) -> np.nd
 def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels: np.ndarray,
              chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Mean over ``channels`` of each image's spatially largest activation at the layer: float (n,); and where
-    the channels' mean map is largest, in image pixels (n, 2) as (row, col) of that cell's centre (NaN for a layer
-    without a spatial map)."""
+    the channels' mean map is largest, in image pixels (n, 2) as (row, col) of that cell's centre, the map taken to
+    tile the image evenly (NaN for a layer without a spatial map, or a map with no place above the rest)."""
     out, at = np.zeros(len(rows)), np.full((len(rows), 2), np.nan)
     for start in range(0, len(rows), chunk):
         part = np.asarray(images[np.asarray(rows[start:start + chunk])], dtype=np.float32)
@@ -84,9 +84,11 @@ def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels
         out[start:start + b] = acts.reshape(b, len(channels), -1).max(axis=2).mean(axis=1)
         if acts.ndim == 4:
             h, w = acts.shape[2:]
-            cell = acts.mean(axis=1).reshape(b, -1).argmax(axis=1)
-            at[start:start + b, 0] = (cell // w + 0.5) * part.shape[2] / h
-            at[start:start + b, 1] = (cell % w + 0.5) * part.shape[3] / w
+            flat = acts.mean(axis=1).reshape(b, -1)
+            cell = flat.argmax(axis=1)
+            flat_map = flat.max(axis=1) == flat.min(axis=1)  # no place stands out: no place given
+            at[start:start + b, 0] = np.where(flat_map, np.nan, (cell // w + 0.5) * part.shape[2] / h)
+            at[start:start + b, 1] = np.where(flat_map, np.nan, (cell % w + 0.5) * part.shape[3] / w)
     return out, at
 
 

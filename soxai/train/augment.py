@@ -140,7 +140,7 @@ def plan_augment(
     recipients, donors, concepts, centres = [], [], [], []
     for cid in sorted(regions):
         chosen, dealt, at, row = _paste_region(cid, class_of[cid], regions[cid], donors_of[cid], carriers, labels,
-                                               ids, keep, used, rate, rng, reasons)
+                                               ids, keep, used, rate, rng, reasons, shape)
         for part, value in zip((recipients, donors, concepts, centres),
                                (chosen, dealt, np.full(len(chosen), cid, dtype=np.int64), at), strict=True):
             part.append(value)
@@ -265,15 +265,19 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
         else np.zeros(0, np.int64)
     where = region.describe()
     for r, d in zip(chosen, dealt, strict=True):
-        at = "" if int(d) not in moved else \
-            " re-centred on its mark at row {:.0f}, col {:.0f} (found by the concept's channels)".format(*moved[int(d)])
-        reasons[r] = f"{where}{at} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
+        if int(d) in moved:  # the box placed on the mark (exact: Region.paste rounds these centres back)
+            (cy, cx), (h, w) = moved[int(d)], (region.box[2] - region.box[0], region.box[3] - region.box[1])
+            at = (f"rows {cy - h / 2:.0f}-{cy + h / 2 - 1:.0f}, cols {cx - w / 2:.0f}-{cx + w / 2 - 1:.0f} (the "
+                  f"region moved onto the carrier's mark, found by the concept's channels)")
+        else:
+            at = where
+        reasons[r] = f"{at} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
     what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
                                      f", the carriers' share of class {k}")
     reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from "
               + (f"its {len(carrier_pos)} carriers" if len(donor_pos) == len(carrier_pos) else
-                 f"the {len(donor_pos)} of its {len(carrier_pos)} carriers whose region holds it (the others' mark, "
-                 "found by the concept's channels, sits elsewhere)")
+                 f"the {len(donor_pos) - len(moved)} of its {len(carrier_pos)} carriers whose region holds it (the "
+                 "others' mark, found by the concept's channels, sits elsewhere)")
               + (f", re-centred on the mark's place in the {len(moved)} the concept's channels found" if moved else "")
               + f" into {len(chosen)} training images of the other classes ({what}), which replace their "
               "originals; the carriers stay")
@@ -362,26 +366,27 @@ def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, posi
 
 def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None,
                   labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
-                  rng: np.random.Generator, reasons: list[str]):
+                  rng: np.random.Generator, reasons: list[str], shape: tuple[int, int]):
     """Concept ``cid``'s region dealt out: ``(recipients, donors, centres (m, 2), corrections row)``."""
-    donor_pos, moved = _donors(cid, region, carrier_pos, carriers, ids)
+    donor_pos, moved = _donors(cid, region, carrier_pos, carriers, ids, shape)
     chosen, dealt, row = _deal_region(cid, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
                                       donor_pos, moved)
     at = np.array([moved.get(int(d), (np.nan, np.nan)) for d in dealt], dtype=np.float64).reshape(-1, 2)
     return chosen, dealt, at, row
 
 
-def _donors(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None,
-            ids: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[float, float]]]:
-    """The carriers the region is copied from, and the mark's place in those the concept's channels found (the
-    region is re-centred there). A pixel mask cannot be moved: those carriers give no paste."""
+def _donors(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray,
+            shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, tuple[float, float]]]:
+    """The carriers the region is copied from, and for those the concept's channels found the centre of the box
+    placed on their mark (:meth:`Region.placed`). A pixel mask cannot be moved: those carriers give no paste."""
     from soxai.bias.carriers import found_elsewhere
 
     elsewhere = found_elsewhere(carriers, cid)
     if region.mask is None and elsewhere:
         rows = carriers[(carriers["concept_id"] == cid) & carriers["sample_id"].isin(elsewhere)]
-        at = {s: (y, x) for s, y, x in zip(rows["sample_id"], rows["channel_y"], rows["channel_x"], strict=True)
-              if np.isfinite(y) and np.isfinite(x)} if "channel_y" in rows else {}
+        at = {s: region.placed((y, x), shape) for s, y, x in zip(rows["sample_id"], rows["channel_y"],
+              rows["channel_x"], strict=True) if np.isfinite(y) and np.isfinite(x)} if "channel_y" in rows else {}
+        at = {s: ((y0 + y1) / 2, (x0 + x1) / 2) for s, (y0, x0, y1, x1) in at.items()}
         kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere or ids[p] in at], dtype=np.int64)
         return (kept, {int(p): at[ids[p]] for p in kept if ids[p] in at}) if len(kept) else (carrier_pos, {})
     kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)

@@ -46,7 +46,7 @@ class Region:
             out[:, :, self.mask] = donors[:, :, self.mask]
             return out
         y0, x0, y1, x1 = self.box
-        h, w = y1 - y0, x1 - x0
+        h, w = y1 - y0, x1 - x0  # a centre is placed as by :meth:`placed`
         oy, ox = np.full(len(out), y0), np.full(len(out), x0)
         if centres is not None:
             c = np.asarray(centres, dtype=np.float64).reshape(len(out), 2)
@@ -58,6 +58,15 @@ class Region:
         for i in np.flatnonzero(~same):
             out[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] = donors[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
         return out
+
+
+    def placed(self, centre: tuple[float, float], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The box re-centred on ``centre`` (row, col), kept inside an image of ``shape`` (H, W): (y0, x0, y1, x1)."""
+        y0, x0, y1, x1 = self.box
+        h, w = y1 - y0, x1 - x0
+        oy = int(np.clip(np.round(centre[0] - h / 2), 0, shape[0] - h))
+        ox = int(np.clip(np.round(centre[1] - w / 2), 0, shape[1] - w))
+        return oy, ox, oy + h, ox + w
 
 
 def recolour(recipients: np.ndarray, donors: np.ndarray) -> np.ndarray:

@@ -364,19 +364,21 @@ def test_plan_augment__a_carrier_the_channels_found_gives_its_box_re_centred_on_
     carriers = pd.DataFrame({"sample_id": train["sample_id"][:10], "concept_id": 7, "label": 0,
                              "member": [True] * 5 + [False] * 5, "flip_rate": [0.9] * 5 + [0.0] * 5,
                              "threshold": 0.5, "carries": [True] * 8 + [False] * 2, "channel_threshold": 2.0,
-                             "channel_y": [1.0] * 5 + [6.0] * 3 + [np.nan] * 2,
-                             "channel_x": [1.0] * 5 + [5.0] * 3 + [np.nan] * 2})
+                             "channel_y": [1.0] * 5 + [6.0] * 2 + [np.nan] * 3,
+                             "channel_x": [1.0] * 5 + [5.0] * 2 + [np.nan] * 3})
     plan = _plan(train, _scores(box=list(BOX)), carriers=carriers)
-    assert set(plan.donors) == set(range(8)) and len(plan.recipients) == 16
+    # carrier 7's mark has no place: it counts in the share (8 of 10) but gives no paste
+    assert set(plan.donors) == set(range(7)) and len(plan.recipients) == 16
     moved = plan.donors >= 5
     assert np.isnan(plan.centres[~moved]).all() and (plan.centres[moved] == [6.0, 5.0]).all()
     x = augmented_images(images, np.arange(len(train)), plan)
     np.testing.assert_array_equal(x[moved][:, :, 5:7, 4:6], 1.0)  # the mark, where it sat in its donor
     np.testing.assert_array_equal(x[moved][:, :, :2, :2], images[plan.recipients[moved]][:, :, :2, :2])
     (row,) = plan.corrections
-    assert "re-centred on the mark's place in the 3" in row["reason"]
+    assert "the 5 of its 8 carriers whose region holds it" in row["reason"]
+    assert "re-centred on the mark's place in the 2" in row["reason"]
     reasons = plan.table(train).set_index("sample_id")["reason"]
-    assert reasons.str.contains("re-centred on its mark at row 6, col 5").sum() == moved.sum()
+    assert reasons.str.contains("rows 5-6, cols 4-5 .the region moved onto the carrier's mark").sum() == moved.sum()
 
 
 def test_region_paste__a_centre_moves_the_box_and_keeps_it_inside_the_image():
@@ -388,3 +390,8 @@ def test_region_paste__a_centre_moves_the_box_and_keeps_it_inside_the_image():
     np.testing.assert_array_equal(out[0, 0, :2, :2], donors[0, 0, :2, :2])
     np.testing.assert_array_equal(out[1, 0, 6:, 6:], donors[1, 0, 6:, 6:])  # clipped to the corner
     assert out[1, 0, :2, :2].sum() == 0 and out[0].sum() == donors[0, 0, :2, :2].sum()
+    wide = Region("transplant", box=(0, 0, 2, 3))
+    out = wide.paste(recipients[:1], donors[:1], np.array([[4.0, 3.5]]))
+    assert wide.placed((4.0, 3.5), (8, 8)) == (3, 2, 5, 5)
+    np.testing.assert_array_equal(out[0, 0, 3:5, 2:5], donors[0, 0, 3:5, 2:5])
+    assert out[0].sum() == donors[0, 0, 3:5, 2:5].sum()
