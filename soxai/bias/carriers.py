@@ -231,8 +231,9 @@ def find_carriers(
             out["test"] = (f"{detector} region ({what}) pasted from each sample into {FIRST_STAGE} recipients, "
                            f"more (up to {len(recipients)}) where that left it in doubt")
         if _reads_channels(ctx, cfg, box):
-            ext = channel_extension(ctx.layer, ctx.images, _relevance(ctx, cls, k), cls["row"].to_numpy(), member,
-                                    out["carries"].to_numpy(), channel_budget(ctx.layer, ctx.images, ccfg.channel_frac),
+            relevance = _relevance(ctx, cls, k)  # (n, channels): the channel count needs no forward pass of its own
+            ext = channel_extension(ctx.layer, ctx.images, relevance, cls["row"].to_numpy(), member,
+                                    out["carries"].to_numpy(), channel_budget(relevance.shape[1], ccfg.channel_frac),
                                     ccfg.max_p_value)
             out["channel_score"], out["carries"] = ext.scores, ext.carries
             out["channel_threshold"] = ext.boundary if ext.accepted else np.nan

@@ -102,9 +102,9 @@ def n_channels(access: LayerAccess, images: np.ndarray) -> int:
     return int(access.activations(np.asarray(images[:1], dtype=np.float32)).shape[1])
 
 
-def channel_budget(access: LayerAccess, images: np.ndarray, frac: float) -> int:
-    """``frac`` of the layer's channels, at least one."""
-    return max(1, int(round(frac * n_channels(access, images))))
+def channel_budget(channels: int, frac: float) -> int:
+    """``frac`` of a layer's ``channels``, at least one."""
+    return max(1, int(round(frac * channels)))
 
 
 # robust width of a normal sample from its median absolute deviation
@@ -147,7 +147,7 @@ def detect_channel_patch(
     if ctx.layer is None:
         raise ValueError("the channel_patch detector needs access to the model's layer (DetectorContext.layer)")
     concepts = scored_concepts(ctx, None)
-    k = channel_budget(ctx.layer, ctx.images, pcfg.channel_frac) if len(concepts) else 1
+    k = channel_budget(n_channels(ctx.layer, ctx.images), pcfg.channel_frac) if len(concepts) else 1
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
     tested, rows = [], []
     for _, concept in concepts.iterrows():

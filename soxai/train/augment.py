@@ -249,7 +249,7 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
 
 def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                  keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
-                 reasons: list[str], donor_pos: np.ndarray, moved: dict[int, tuple[float, float]],
+                 reasons: list[str], donor_pos: np.ndarray, moved: dict[int, tuple[int, int, int, int]],
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Draw the recipients of concept ``cid``'s region in every other class (the share of all its carriers,
     ``carrier_pos``) and deal out to them the carriers whose region holds the mark (``donor_pos``; the region
@@ -265,10 +265,10 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
         else np.zeros(0, np.int64)
     where = region.describe()
     for r, d in zip(chosen, dealt, strict=True):
-        if int(d) in moved:  # the box placed on the mark (exact: Region.paste rounds these centres back)
-            (cy, cx), (h, w) = moved[int(d)], (region.box[2] - region.box[0], region.box[3] - region.box[1])
-            at = (f"rows {cy - h / 2:.0f}-{cy + h / 2 - 1:.0f}, cols {cx - w / 2:.0f}-{cx + w / 2 - 1:.0f} (the "
-                  f"region moved onto the carrier's mark, found by the concept's channels)")
+        if int(d) in moved:  # the box placed on the mark
+            y0, x0, y1, x1 = moved[int(d)]
+            at = (f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} (the region moved onto the carrier's mark, found by the "
+                  "concept's channels)")
         else:
             at = where
         reasons[r] = f"{at} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
@@ -371,14 +371,16 @@ def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, car
     donor_pos, moved = _donors(cid, region, carrier_pos, carriers, ids, shape)
     chosen, dealt, row = _deal_region(cid, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
                                       donor_pos, moved)
-    at = np.array([moved.get(int(d), (np.nan, np.nan)) for d in dealt], dtype=np.float64).reshape(-1, 2)
+    # the centre of each placed box (Region.paste places it there again, exactly); NaN: the region's own place
+    at = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) if (b := moved.get(int(d))) else (np.nan, np.nan)
+                   for d in dealt], dtype=np.float64).reshape(-1, 2)
     return chosen, dealt, at, row
 
 
 def _donors(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray,
-            shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, tuple[float, float]]]:
-    """The carriers the region is copied from, and for those the concept's channels found the centre of the box
-    placed on their mark (:meth:`Region.placed`). A pixel mask cannot be moved: those carriers give no paste."""
+            shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, tuple[int, int, int, int]]]:
+    """The carriers the region is copied from, and for those the concept's channels found the box placed on their
+    mark (:meth:`Region.placed`). A pixel mask cannot be moved: those carriers give no paste."""
     from soxai.bias.carriers import found_elsewhere
 
     elsewhere = found_elsewhere(carriers, cid)
@@ -386,7 +388,6 @@ def _donors(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.Data
         rows = carriers[(carriers["concept_id"] == cid) & carriers["sample_id"].isin(elsewhere)]
         at = {s: region.placed((y, x), shape) for s, y, x in zip(rows["sample_id"], rows["channel_y"],
               rows["channel_x"], strict=True) if np.isfinite(y) and np.isfinite(x)} if "channel_y" in rows else {}
-        at = {s: ((y0 + y1) / 2, (x0 + x1) / 2) for s, (y0, x0, y1, x1) in at.items()}
         kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere or ids[p] in at], dtype=np.int64)
         return (kept, {int(p): at[ids[p]] for p in kept if ids[p] in at}) if len(kept) else (carrier_pos, {})
     kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)

@@ -46,19 +46,14 @@ class Region:
             out[:, :, self.mask] = donors[:, :, self.mask]
             return out
         y0, x0, y1, x1 = self.box
-        h, w = y1 - y0, x1 - x0  # a centre is placed as by :meth:`placed`
-        oy, ox = np.full(len(out), y0), np.full(len(out), x0)
+        moved = np.zeros(len(out), dtype=bool)
         if centres is not None:
-            c = np.asarray(centres, dtype=np.float64).reshape(len(out), 2)
-            ok = np.isfinite(c).all(axis=1)
-            oy[ok] = np.clip(np.round(c[ok, 0] - h / 2), 0, out.shape[2] - h).astype(int)
-            ox[ok] = np.clip(np.round(c[ok, 1] - w / 2), 0, out.shape[3] - w).astype(int)
-        same = (oy == y0) & (ox == x0)
-        out[same, :, y0:y1, x0:x1] = donors[same, :, y0:y1, x0:x1]
-        for i in np.flatnonzero(~same):
-            out[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] = donors[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
+            moved = np.isfinite(np.asarray(centres, dtype=np.float64).reshape(len(out), 2)).all(axis=1)
+        out[~moved, :, y0:y1, x0:x1] = donors[~moved, :, y0:y1, x0:x1]
+        for i in np.flatnonzero(moved):  # few: the carriers only the concept's channels found
+            a, b, c, d = self.placed(centres[i], out.shape[2:])
+            out[i, :, a:c, b:d] = donors[i, :, a:c, b:d]
         return out
-
 
     def placed(self, centre: tuple[float, float], shape: tuple[int, int]) -> tuple[int, int, int, int]:
         """The box re-centred on ``centre`` (row, col), kept inside an image of ``shape`` (H, W): (y0, x0, y1, x1)."""
