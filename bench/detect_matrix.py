@@ -76,6 +76,11 @@ SETTINGS = {
     "the default, mutual_control off": [
         "embed.features=channels+pooled", "bias.detectors=[transplant,statistics_transplant]",
         "bias.unclustered.enabled=true", "bias.mutual_control=false"],
+    # bias logic 12: mutual_control groups only significant concepts whose pasted regions overlap (one mark in one
+    # place, the premise it was built on); the default settings, so the column reruns the bias stage at the new logic
+    "the default, mutual_control at one place (bias logic 12)": [
+        "embed.features=channels+pooled", "bias.detectors=[transplant,statistics_transplant]",
+        "bias.unclustered.enabled=true"],
 }
 
 

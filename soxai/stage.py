@@ -60,7 +60,8 @@ class StageRecord:
 #   bias 10 (2026-12-06): bias/carriers.parquet gains channel_y, channel_x (where the concept's channels are
 #     strongest in each sample: augment re-centres a carrier's paste there).
 #   bias 11 (2026-12-06): no place (NaN) where the concept's channels' map is flat.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 11, "manifest": 3, "compare": 1}
+#   bias 12 (2026-12-06): mutual_control groups only significant concepts whose pasted regions overlap.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 12, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

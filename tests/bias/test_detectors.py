@@ -439,18 +439,38 @@ def test_mutual_control__finds_a_mark_split_over_concepts_that_hide_each_other()
 def test_suspects__two_or_more_significant_unflagged_concepts_per_class():
     from soxai.bias.rounds import suspects
 
-    rows = [{"concept_id": 0, "detector": "transplant", "p_value": 1e-3},
-            {"concept_id": 1, "detector": "pixel_transplant", "p_value": 1e-9},
-            {"concept_id": 2, "detector": "pixel_transplant", "p_value": 1e-6},  # above pixel_transplant's 1e-8
-            {"concept_id": 3, "detector": "transplant", "p_value": 1e-5},  # alone in its class
-            {"concept_id": 4, "detector": "transplant", "p_value": 1e-9},  # flagged already
-            {"concept_id": 5, "detector": "transplant"},  # no test (no recipients)
-            {"concept_id": 6, "detector": "concentration", "p_value": 1e-9}]  # not a region transplant
+    corner = [0, 0, 5, 5]
+    rows = [{"concept_id": 0, "detector": "transplant", "p_value": 1e-3, "box": corner},
+            {"concept_id": 1, "detector": "pixel_transplant", "p_value": 1e-9, "box": [2, 2, 4, 9]},
+            {"concept_id": 2, "detector": "pixel_transplant", "p_value": 1e-6, "box": corner},  # above its 1e-8
+            {"concept_id": 3, "detector": "transplant", "p_value": 1e-5, "box": corner},  # alone in its class
+            {"concept_id": 4, "detector": "transplant", "p_value": 1e-9, "box": corner},  # flagged already
+            {"concept_id": 5, "detector": "transplant", "p_value": None, "box": None},  # no test (no recipients)
+            {"concept_id": 6, "detector": "concentration", "p_value": 1e-9, "box": corner}]  # not a transplant
     label_of = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1, 6: 1}
     both = ("transplant", "pixel_transplant")
     assert suspects(rows, CFG, label_of, {4}, both) == [frozenset({0, 1})]
     assert suspects(rows, CFG, label_of, {4}, ("transplant",)) == []
     assert suspects(rows, CFG, label_of, set(), both) == [frozenset({0, 1}), frozenset({3, 4})]
+
+
+def test_suspects__only_concepts_whose_regions_overlap_are_one_mark():
+    """Significant concepts of one class at different places are not one mark split over concepts (a collar at the
+    top, a mark lower down): no group. Overlap links through a third concept; a row without a region joins none."""
+    from soxai.bias.rounds import suspects
+
+    def row(cid, box):
+        return {"concept_id": cid, "detector": "transplant", "p_value": 1e-4, "box": box}
+
+    label_of = dict.fromkeys(range(6), 0)
+    apart = [row(0, [0, 12, 5, 17]), row(1, [7, 11, 12, 16])]  # rows 0-4 and 7-11: no shared pixel
+    assert suspects(apart, CFG, label_of, set(), ("transplant",)) == []
+    touching = [row(0, [0, 12, 5, 17]), row(1, [4, 16, 9, 21])]  # one shared pixel, (4, 16)
+    assert suspects(touching, CFG, label_of, set(), ("transplant",)) == [frozenset({0, 1})]
+    chain = [row(0, [0, 0, 5, 5]), row(1, [3, 3, 8, 8]), row(2, [6, 6, 11, 11]), row(3, [20, 20, 25, 25]),
+             row(4, [20, 20, 25, 25]), row(5, None)]
+    # 0 and 2 share no pixel but both overlap 1; 3 and 4 are a second place; 5 has no region
+    assert suspects(chain, CFG, label_of, set(), ("transplant",)) == [frozenset({0, 1, 2}), frozenset({3, 4})]
 
 
 def test_control_pool__leaves_concepts_out_only_while_enough_class_mates_remain():
