@@ -250,10 +250,12 @@ class BiasConfig(Section):
     mutual_control: bool = Field(
         True,
         description="when two or more unflagged concepts of one class have a significant region transplant "
-        "(transplant or pixel_transplant with clean_control on: Fisher p <= its max_p_value), test each again "
-        "with the others left out of its control (soxai.bias.rounds.clean_control_rounds): one mark split "
-        "over several concepts hides itself in their controls (a corner patch on 30% of MNIST's zeros: three "
-        "concepts at odds ratios 3.4-6.2 before, 7.3-21.9 after; real concepts at most 6.1 after)",
+        "(transplant or pixel_transplant with clean_control on: Fisher p <= its max_p_value) and their pasted "
+        "regions overlap, test each again with the others left out of its control "
+        "(soxai.bias.rounds.clean_control_rounds): one mark in one place split over several concepts hides "
+        "itself in their controls (a corner patch on 30% of MNIST's zeros: three concepts at odds ratios 3.4-6.2 "
+        "before, 7.3-21.9 after; real concepts at most 6.1 after). Set on that one built-in case "
+        "(docs/DETECTION-METHOD.md)",
     )
     overrides: str | None = Field(
         None, description="YAML file: {drop: [concept ids], keep: [concept ids]}; wins over detectors"

@@ -89,7 +89,7 @@ def clean_control_rounds(
             continue
         if not cfg.mutual_control:
             return rows
-        groups = [g for g in suspects(rows, cfg, label_of, flagged, redoable)
+        groups = [g for g in suspects(rows, cfg, label_of, flagged, redoable, ctx.images.shape[2:])
                   if (g, frozenset(flagged)) not in tried_groups]
         if not groups:
             return rows
@@ -107,14 +107,14 @@ def clean_control_rounds(
 
 def suspects(
     rows: list[dict[str, Any]], cfg: BiasConfig, label_of: dict[int, int], flagged: set[int],
-    detectors: Collection[str],
+    detectors: Collection[str], shape: tuple[int, int],
 ) -> list[frozenset[int]]:
     """Per class, the unflagged concepts whose row under one of ``detectors`` has Fisher p <= that detector's
-    ``max_p_value`` (at any difference) and whose pasted regions overlap, when two or more do (see
-    :func:`clean_control_rounds`). The rule is for one mark in one place split over concepts: significant
-    concepts of a class at different places (a collar at the top, a pocket lower down) are not one mark, and
-    leaving one out of the other's control only lowers a real concept's control. A concept whose significant row
-    has no region (no box) joins no group.
+    ``max_p_value`` (at any difference) and whose pasted regions share a pixel of an image of ``shape`` (H, W),
+    when two or more do (see :func:`clean_control_rounds`). The rule is for one mark in one place split over
+    concepts: significant concepts of a class at different places (a collar at the top, a pocket lower down) are
+    not one mark, and leaving one out of the other's control only lowers a real concept's control. A concept
+    whose significant rows have no region (no box, no pixels) joins no group.
     """
     by_class: dict[int, set[int]] = {}
     for r in rows:
@@ -125,36 +125,42 @@ def suspects(
             by_class.setdefault(label_of[cid], set()).add(cid)
     groups = []
     for _, members in sorted(by_class.items()):
-        groups += [g for g in _same_place(members, _regions(rows, members, cfg, detectors)) if len(g) >= 2]
+        regions = _regions(rows, members, cfg, detectors, shape)
+        groups += [g for g in _same_place(members, regions) if len(g) >= 2]
     return groups
 
 
-def _regions(rows: list[dict[str, Any]], members: set[int], cfg: BiasConfig,
-             detectors: Collection[str]) -> dict[int, list[tuple[int, int, int, int]]]:
-    """The boxes (y0, x0, y1, x1) of each of ``members``' significant region-transplant rows."""
-    out: dict[int, list[tuple[int, int, int, int]]] = {c: [] for c in members}
+def _regions(rows: list[dict[str, Any]], members: set[int], cfg: BiasConfig, detectors: Collection[str],
+             shape: tuple[int, int]) -> dict[int, set[int]]:
+    """The pixels (flat indices into an image of ``shape``) of each of ``members``' significant region-transplant
+    rows: a box's (``box``, [y0, x0, y1, x1] half-open), or a pixel transplant's own pixels (``pixels``)."""
+    h, w = shape
+    out: dict[int, set[int]] = {c: set() for c in members}
     for r in rows:
-        cid, box = int(r["concept_id"]), r.get("box")
-        if cid in out and r["detector"] in detectors and box is not None and len(box) == 4 \
-                and r.get("p_value") is not None and r["p_value"] <= getattr(cfg, r["detector"]).max_p_value:
-            out[cid].append(tuple(int(v) for v in box))
+        cid, p_value = int(r["concept_id"]), r.get("p_value")
+        if cid not in out or r["detector"] not in detectors or p_value is None \
+                or not p_value <= getattr(cfg, r["detector"]).max_p_value:
+            continue
+        pixels, box = r.get("pixels"), r.get("box")
+        if isinstance(pixels, list | tuple | np.ndarray) and len(pixels):
+            out[cid].update(int(i) for i in pixels)
+        elif isinstance(box, list | tuple | np.ndarray) and len(box) == 4:
+            y0, x0, y1, x1 = (int(v) for v in box)
+            ys, xs = np.mgrid[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+            out[cid].update((ys * w + xs).ravel().tolist())
     return out
 
 
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _same_place(members: set[int], regions: dict[int, list[tuple[int, int, int, int]]]) -> list[frozenset[int]]:
-    """``members`` split into the groups whose regions overlap, directly or through another member (the connected
-    parts of the overlap graph, in order of their smallest concept id): one mark in one place."""
+def _same_place(members: set[int], regions: dict[int, set[int]]) -> list[frozenset[int]]:
+    """``members`` split into the groups whose regions share a pixel, directly or through another member (the
+    connected parts of the overlap graph, in order of their smallest concept id): one mark in one place."""
     left, groups = sorted(members), []
     while left:
         group, frontier = {left[0]}, [left[0]]
         while frontier:
             a = frontier.pop()
             for b in left:
-                if b not in group and any(_overlap(x, y) for x in regions[a] for y in regions[b]):
+                if b not in group and regions[a] & regions[b]:
                     group.add(b)
                     frontier.append(b)
         groups.append(frozenset(group))

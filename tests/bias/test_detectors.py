@@ -449,28 +449,47 @@ def test_suspects__two_or_more_significant_unflagged_concepts_per_class():
             {"concept_id": 6, "detector": "concentration", "p_value": 1e-9, "box": corner}]  # not a transplant
     label_of = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1, 6: 1}
     both = ("transplant", "pixel_transplant")
-    assert suspects(rows, CFG, label_of, {4}, both) == [frozenset({0, 1})]
-    assert suspects(rows, CFG, label_of, {4}, ("transplant",)) == []
-    assert suspects(rows, CFG, label_of, set(), both) == [frozenset({0, 1}), frozenset({3, 4})]
+    assert suspects(rows, CFG, label_of, {4}, both, (32, 32)) == [frozenset({0, 1})]
+    assert suspects(rows, CFG, label_of, {4}, ("transplant",), (32, 32)) == []
+    assert suspects(rows, CFG, label_of, set(), both, (32, 32)) == [frozenset({0, 1}), frozenset({3, 4})]
 
 
-def test_suspects__only_concepts_whose_regions_overlap_are_one_mark():
+def test_suspects__only_concepts_whose_regions_share_a_pixel_are_one_mark():
     """Significant concepts of one class at different places are not one mark split over concepts (a collar at the
-    top, a mark lower down): no group. Overlap links through a third concept; a row without a region joins none."""
+    top, a mark lower down): no group. Boxes are half-open; overlap links through a third concept and through any
+    significant row of a concept; a pixel transplant's region is its pixels, not their bounding box; a row without
+    a region or without a finite p-value joins none."""
     from soxai.bias.rounds import suspects
 
-    def row(cid, box):
-        return {"concept_id": cid, "detector": "transplant", "p_value": 1e-4, "box": box}
+    def row(cid, box, detector="transplant", p_value=1e-4, **extra):
+        return {"concept_id": cid, "detector": detector, "p_value": p_value, "box": box, **extra}
 
     label_of = dict.fromkeys(range(6), 0)
-    apart = [row(0, [0, 12, 5, 17]), row(1, [7, 11, 12, 16])]  # rows 0-4 and 7-11: no shared pixel
-    assert suspects(apart, CFG, label_of, set(), ("transplant",)) == []
-    touching = [row(0, [0, 12, 5, 17]), row(1, [4, 16, 9, 21])]  # one shared pixel, (4, 16)
-    assert suspects(touching, CFG, label_of, set(), ("transplant",)) == [frozenset({0, 1})]
+    both = ("transplant", "pixel_transplant")
+
+    def groups(rows, detectors=("transplant",)):
+        return suspects(rows, CFG, label_of, set(), detectors, (32, 32))
+
+    assert groups([row(0, [0, 12, 5, 17]), row(1, [7, 11, 12, 16])]) == []  # rows 0-4 and 7-11
+    assert groups([row(0, [0, 0, 5, 5]), row(1, [2, 6, 7, 11])]) == []  # rows overlap, columns do not
+    assert groups([row(0, [0, 0, 5, 5]), row(1, [5, 0, 10, 5])]) == []  # touching edges share no pixel
+    assert groups([row(0, [0, 12, 5, 17]), row(1, [4, 16, 9, 21])]) == [frozenset({0, 1})]  # pixel (4, 16)
     chain = [row(0, [0, 0, 5, 5]), row(1, [3, 3, 8, 8]), row(2, [6, 6, 11, 11]), row(3, [20, 20, 25, 25]),
              row(4, [20, 20, 25, 25]), row(5, None)]
     # 0 and 2 share no pixel but both overlap 1; 3 and 4 are a second place; 5 has no region
-    assert suspects(chain, CFG, label_of, set(), ("transplant",)) == [frozenset({0, 1, 2}), frozenset({3, 4})]
+    assert groups(chain) == [frozenset({0, 1, 2}), frozenset({3, 4})]
+    # a pixel transplant's region is its pixels: two frames' bounding boxes cover each other, their pixels do not
+    top, bottom = list(range(0, 32)), list(range(31 * 32, 32 * 32))
+    frames = [row(0, [0, 0, 32, 32], "pixel_transplant", 1e-9, pixels=top + [31 * 32]),
+              row(1, [0, 0, 32, 32], "pixel_transplant", 1e-9, pixels=[32 * 32 - 1, 30])]
+    assert groups(frames, both) == [frozenset({0, 1})]  # both hold pixel 30 (row 0, col 30)
+    frames[1]["pixels"] = bottom[1:]
+    assert groups(frames, both) == []
+    # concept 1 is linked by its second detector's region only
+    two = [row(0, [0, 0, 5, 5]), row(1, [20, 20, 25, 25]), row(1, [4, 4, 9, 9], "pixel_transplant", 1e-9)]
+    assert groups(two, both) == [frozenset({0, 1})]
+    assert groups([row(0, [0, 0, 5, 5]), row(1, [0, 0, 5, 5], p_value=float("nan"))]) == []
+    assert groups([row(0, [0, 0, 5, 5]), row(1, float("nan"))]) == []  # a missing box read back from a table
 
 
 def test_control_pool__leaves_concepts_out_only_while_enough_class_mates_remain():
