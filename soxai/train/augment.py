@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soxai.train.corrections import group_balanced_weights
+from soxai.train.corrections import carrier_mask, group_balanced_weights
 from soxai.train.regions import Region, concept_region, whole_image_flag, why_no_region
 
 
@@ -101,7 +101,7 @@ def plan_augment(
     statistics shuffle (``_shuffle_statistics``, the module docstring), after the regions. Any other concept
     without a region, or without carriers, gets ``fallback`` instead:
     ``drop_carriers`` (soxai.manifest.policies.drop_carriers for that concept), ``reweight`` (its class's
-    samples weighted by ``group_balanced_weights`` over the class's concepts) or ``none``.
+    samples weighted by ``group_balanced_weights`` over the class's concepts, no carrier above 1x) or ``none``.
 
     Parameters
     ----------
@@ -232,7 +232,8 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
     if fallback == "reweight":
         in_class = np.flatnonzero(labels == k)
         if k not in reweighted:  # once per class, however many of its concepts fall back
-            weights[in_class] = group_balanced_weights(labels[in_class], cids[in_class], max_upweight)
+            carrier = carrier_mask(carriers, train["sample_id"].to_numpy()[in_class])
+            weights[in_class] = group_balanced_weights(labels[in_class], cids[in_class], max_upweight, carrier)
             reweighted.add(k)
         members = in_class[cids[in_class] == cid]
         w = float(weights[members[0]]) if len(members) else float("nan")

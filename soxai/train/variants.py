@@ -28,7 +28,7 @@ from soxai.train.fit import fit, load_baseline
 
 # the correction variants beside pruning, each with the version of its planning logic (a change of what a
 # plan holds for the same inputs bumps it, so a kept run directory retrains that variant)
-CORRECTIONS: dict[str, int] = {"reweight": 1, "augment": 6}
+CORRECTIONS: dict[str, int] = {"reweight": 2, "augment": 7}
 
 
 @dataclass
@@ -289,15 +289,17 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
     """
     from soxai.manifest.policies import emptied_classes
     from soxai.train.augment import augmented_images, plan_augment
-    from soxai.train.corrections import group_balanced_weights, reweight_record
+    from soxai.train.corrections import carrier_mask, group_balanced_weights, reweight_record
 
     r = cfg.retrain
     labels, rows = train["label"].to_numpy(), train["row"].to_numpy()
     if variant == "reweight":
-        weights = group_balanced_weights(labels, inputs.concept_ids, r.reweight_max_upweight)
+        carrier = carrier_mask(inputs.carriers, train["sample_id"].to_numpy())
+        weights = group_balanced_weights(labels, inputs.concept_ids, r.reweight_max_upweight, carrier)
         table = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": weights,
-                              "concept_id": inputs.concept_ids})
-        record = {"corrections": reweight_record(labels, inputs.concept_ids, weights, r.reweight_max_upweight),
+                              "concept_id": inputs.concept_ids, "carrier": carrier})
+        record = {"corrections": reweight_record(labels, inputs.concept_ids, weights, r.reweight_max_upweight,
+                                                 carriers=carrier),
                   "reweight_max_upweight": r.reweight_max_upweight}
         return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, table, record)
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)

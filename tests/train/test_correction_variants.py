@@ -37,6 +37,10 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     per_group = reweight.groupby(["label", "concept_id"])["weight"].sum()
     assert per_group.max() <= per_group.groupby(level=0).transform("max").max() + 1e-9
     assert reweight["weight"].max() <= cfg.retrain.reweight_max_upweight + 1e-9
+    carriers = read_parquet(run.bias_carriers)
+    found = set(carriers.loc[carriers["carries"].astype(bool), "sample_id"])
+    assert found and reweight["carrier"].tolist() == reweight["sample_id"].isin(found).tolist()
+    assert reweight.loc[reweight["carrier"], "weight"].max() <= 1 + 1e-9  # a shortcut's carriers: never upweighted
 
     augment = read_json(run.variant_metrics("augment", 1))
     ids = read_parquet(run.variant_manifest("augment", 1))

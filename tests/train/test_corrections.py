@@ -5,7 +5,13 @@ import pandas as pd
 import pytest
 
 from soxai.train.augment import augmented_images, plan_augment
-from soxai.train.corrections import capped_equal_shares, group_balanced_weights, reweight_record
+from soxai.train.corrections import (
+    capped_equal_shares,
+    carrier_mask,
+    group_balanced_weights,
+    reweight_record,
+    spare_carriers,
+)
 from soxai.train.fit import ImagesWithExtra
 from soxai.train.loop import weighted_epoch_order
 from soxai.train.regions import concept_region
@@ -34,6 +40,59 @@ def test_group_balanced_weights__cap_limits_a_tiny_concept_and_gives_the_rest_to
     assert w[3:].sum() == pytest.approx(85) and w.sum() == pytest.approx(100)
     uncapped = group_balanced_weights(labels, groups, max_upweight=100)
     assert uncapped[0] == pytest.approx(50 / 3)
+
+
+def test_group_balanced_weights__carriers_of_a_flagged_shortcut_are_never_drawn_more_often():
+    """A mark on a minority of a class forms a small concept: balancing would draw its carriers 5x as often.
+    They stay at 1x; their class's other samples take what they give up, in proportion, and the class its share."""
+    labels = np.array([0] * 100 + [1] * 100)
+    groups = np.array([7] * 20 + [0] * 80 + [1] * 50 + [2] * 50)
+    carriers = np.zeros(200, dtype=bool)
+    carriers[:18] = True  # 18 of concept 7's 20 members carry the mark
+    carriers[100:110] = True  # carriers in a class where no group is upweighted: untouched
+    plain = group_balanced_weights(labels, groups, 10)
+    w = group_balanced_weights(labels, groups, 10, carriers)
+    assert plain[0] == pytest.approx(2.5) and np.all(w[:18] == 1.0)
+    assert w[18:20] == pytest.approx(plain[18:20] * w[20] / plain[20])  # the rest grows in proportion
+    assert w[:100].sum() == pytest.approx(100) and np.all(w[:100] > 0)
+    np.testing.assert_array_equal(w[100:], plain[100:])
+    np.testing.assert_array_equal(group_balanced_weights(labels, groups, 10, np.zeros(200, dtype=bool)), plain)
+
+
+def test_spare_carriers__water_fills_under_the_cap_and_leaves_out_what_no_one_can_take():
+    w = spare_carriers(np.array([3.0, 3.0, 0.5, 1.9]), np.array([True, True, False, False]), cap=2.0)
+    # 4 freed: in proportion 0.83 and 3.17, but 1.9 stops at the cap; the next round fills 0.5 to the cap too,
+    # and the 2.4 no one can take is left out
+    assert w.tolist() == pytest.approx([1.0, 1.0, 2.0, 2.0])
+    w = spare_carriers(np.array([3.0, 0.5, 1.0]), np.array([True, False, False]), cap=10.0)
+    assert w.tolist() == pytest.approx([1.0, 0.5 + 2 / 3, 1.0 + 4 / 3]) and w.sum() == pytest.approx(4.5)
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n = int(rng.integers(2, 30))
+        weights, carrier = rng.uniform(0.1, 4.0, n), rng.random(n) < 0.3
+        out = spare_carriers(weights, carrier, cap=4.0)
+        assert np.all(out[carrier] <= np.minimum(weights[carrier], 1.0) + 1e-12)
+        assert np.all(out[~carrier] >= weights[~carrier] - 1e-12) and np.all(out <= 4.0 + 1e-9)
+        assert out.sum() == pytest.approx(weights.sum()) or np.all(out[~carrier] >= 4.0 - 1e-9)
+
+
+def test_carrier_mask__any_row_that_carries_and_none_without_a_table():
+    table = pd.DataFrame({"sample_id": ["a", "b", "b", "c"], "concept_id": [1, 1, -1, 1],
+                          "carries": [True, False, True, False]})
+    assert carrier_mask(table, np.array(["a", "b", "c", "d"])).tolist() == [True, True, False, False]
+    assert not carrier_mask(None, np.array(["a"])).any() and not carrier_mask(table.iloc[:0], np.array(["a"])).any()
+
+
+def test_reweight_record__names_the_carriers_and_their_weight():
+    labels = np.zeros(100, dtype=int)
+    groups = np.array([7] * 20 + [0] * 80)
+    carriers = np.arange(100) < 18
+    rows = reweight_record(labels, groups, group_balanced_weights(labels, groups, 10, carriers), 10,
+                           carriers=carriers)
+    seven = next(r for r in rows if r["concept_id"] == 7)
+    assert "18 of them carry a flagged shortcut" in seven["reason"]
+    assert "drawn 1.00x, never more often" in seven["reason"]
+    assert "carry" not in next(r for r in rows if r["concept_id"] == 0)["reason"]
 
 
 def test_capped_equal_shares__sum_is_the_total_and_no_group_exceeds_the_cap():
