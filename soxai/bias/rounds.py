@@ -48,9 +48,7 @@ def clean_control_rounds(
       tested again with the others left out of its control; a row that then passes every bar replaces the old
       one (the others stay as they were), and the ``clean_control`` loop runs again. On the explain runs of the
       held-out and efficacy cases, no real concept passed this way (the highest odds ratio of a real one: 6.1).
-      Until bias logic 12 the regions did not have to overlap: on the published moving ring (data seed 2) a
-      Pullover collar concept (a box at the top) was then flagged with a significant concept lower down left out
-      of its control, and 127 clean images were dropped.
+      (Regions must overlap since bias logic 12: docs/DETECTION-METHOD.md, "The controls".)
 
     Terminates: each round tests a concept (or a group of suspects) again only with a set left out that it has
     not been tested with, and flagged sets only grow.
