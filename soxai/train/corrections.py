@@ -1,14 +1,15 @@
 """Kernel of the ``reweight`` correction (a retrain variant beside pruning); ``augment`` is soxai.train.augment.
 
-reweight — group-balanced sampling with the discovered concepts as the groups, no group labels: within
-each class every concept (noise one more group) gets an equal share of the class's draws, and each class
-keeps its share of the training set. A concept-minority (the few samples of a class whose explanation
-differs from the majority's, which a confounder on most of a class leaves as its only trace) is drawn
-more often, a shortcut-majority less. It needs no flag. Where the audit flagged a shortcut, the samples its
-carrier test found carrying it are never drawn more often than in the baseline (:func:`spare_carriers`): a mark
-on a minority of a class forms small concepts of its own, and balancing would draw those more often and teach
-the shortcut harder (on a ring at random places in 20% of a Fashion-MNIST class, with its carriers drawn up to
-3.2x as often, reweighting lost 0.08 on the attacked test; 0.03 since). The weights are sampling probabilities
+reweight — group-balanced sampling with concept groups, no group labels: within each class every conflict
+concept (the bias stage's conflict test: its members are wrong more often than the rest of their class, the
+trace a confounder on most of a class leaves) is a group of its own and the rest of the class one more
+(:func:`reweight_groups`); every group gets an equal share of the class's draws, and each class keeps its share
+of the training set. A class without a conflict is drawn as in the baseline. Until reweight logic 3 every concept
+was a group: that also drew small concepts the model gets right more often, a mark on a minority of a class
+among them, and taught the shortcut harder (a ring at random places in 20% of a Fashion-MNIST class: -0.08 on
+the attacked test; -0.32 at another data seed, where the mark was not flagged). Where the audit flagged a
+shortcut, the samples its carrier test found carrying it are also never drawn more often than in the baseline
+(:func:`spare_carriers`). The weights are sampling probabilities
 (``soxai.train.loop.weighted_epoch_order``), not repetitions as in JTT: they are fractional, and an
 epoch keeps the baseline's number of steps, so the comparison measures the balance, not more updates.
 """
@@ -76,6 +77,28 @@ def spare_carriers(weights: np.ndarray, carrier: np.ndarray, cap: float) -> np.n
     return w
 
 
+REST = -(10**9)  # the group of a class's samples outside its conflict concepts (reweight_groups)
+
+
+def reweight_groups(labels: np.ndarray, concepts: np.ndarray, conflicts: Any) -> np.ndarray:
+    """The groups reweighting balances: each conflict concept of a class (the bias stage's conflict test: its
+    members are wrong more often than the rest of their class, soxai.bias.conflicts) is a group of its own, and
+    the rest of the class is one group (:data:`REST`). A class without a conflict is one group, drawn as in the
+    baseline.
+
+    Balancing every concept drew every small concept more often, whether the model fails it or not: a mark on a
+    minority of a class forms small concepts that the model gets right by the mark, and drawing them more often
+    taught the shortcut harder. A conflict is a group the baseline fails; that is what group DRO upweights.
+
+    labels, concepts : int arrays (n,); conflicts : iterable of (concept_id, label) pairs. Returns int (n,).
+    """
+    concepts = np.asarray(concepts, dtype=np.int64)
+    named = np.zeros(len(concepts), dtype=bool)
+    for cid, label in conflicts:
+        named |= (concepts == int(cid)) & (np.asarray(labels) == int(label))
+    return np.where(named, concepts, REST)
+
+
 def carrier_mask(carriers: Any, sample_ids: np.ndarray) -> np.ndarray:
     """Which of ``sample_ids`` the carrier test found carrying a flagged shortcut (``carries`` in any row of
     bias/carriers.parquet, ``carriers``; None: no flag, no carrier). bool array (n,)."""
@@ -139,7 +162,8 @@ def reweight_record(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray,
             plain, carried = here & ~carrier, here & carrier
             w = float(weights[plain][0] if plain.any() else weights[carried][0])
             equal = n_c / (n_groups * n_g)
-            name = "noise" if g < 0 else f"concept {int(g)}"
+            name = ("the rest of the class (no conflict concept)" if g == REST else "noise" if g < 0
+                    else f"concept {int(g)}")
             reason = (f"class {int(c)}: {name} holds {int(n_g)} of {n_c} samples, one of {n_groups} groups; each "
                       f"drawn {w:.2f}x as often as in the baseline")
             if equal > max_upweight + 1e-9:
@@ -147,6 +171,7 @@ def reweight_record(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray,
             if carried.any():
                 reason += (f"; {int(carried.sum())} of them carry a flagged shortcut (the carrier test) and are "
                            f"drawn {float(weights[carried].max()):.2f}x, never more often than in the baseline")
-            out.append({"concept_id": int(g), "label": int(c), "correction": "reweight", "n_samples": int(n_g),
+            out.append({"concept_id": None if g == REST else int(g), "label": int(c), "correction": "reweight",
+                        "n_samples": int(n_g),
                         "weight": round(w, 6), "reason": reason + why})
     return out

@@ -28,7 +28,7 @@ from soxai.train.fit import fit, load_baseline
 
 # the correction variants beside pruning, each with the version of its planning logic (a change of what a
 # plan holds for the same inputs bumps it, so a kept run directory retrains that variant)
-CORRECTIONS: dict[str, int] = {"reweight": 2, "augment": 7}
+CORRECTIONS: dict[str, int] = {"reweight": 3, "augment": 7}
 
 
 @dataclass
@@ -259,6 +259,7 @@ class _CorrectionInputs:
     scores: pd.DataFrame
     carriers: pd.DataFrame | None
     concept_labels: dict[int, int]
+    conflicts: list[tuple[int, int]]  # (concept_id, label) of the conflict test's conflicts (bias/conflicts.parquet)
 
 
 def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
@@ -266,6 +267,7 @@ def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
     cids = train[["sample_id"]].merge(assign, on="sample_id", how="left", validate="one_to_one")["concept_id"]
     concepts = read_parquet(run.concepts)
     info = read_json(run.manifest_json) if run.manifest_json.is_file() else {}
+    conflicts = read_parquet(run.bias_conflicts) if run.bias_conflicts.is_file() else None
     return _CorrectionInputs(
         concept_ids=cids.fillna(-1).to_numpy(dtype=np.int64),
         flagged={int(k): str(v) for k, v in (info.get("flagged_concepts") or {}).items()},
@@ -274,6 +276,9 @@ def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
         carriers=read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None,
         concept_labels={int(c): int(k) for c, k in zip(concepts["concept_id"], concepts["label"], strict=True)
                         if int(c) >= 0},
+        conflicts=[] if conflicts is None or conflicts.empty else [
+            (int(c), int(k)) for c, k, hit in zip(conflicts["concept_id"], conflicts["label"],
+                                                  conflicts["is_conflict"], strict=True) if bool(hit)],
     )
 
 
@@ -289,16 +294,17 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
     """
     from soxai.manifest.policies import emptied_classes
     from soxai.train.augment import augmented_images, plan_augment
-    from soxai.train.corrections import carrier_mask, group_balanced_weights, reweight_record
+    from soxai.train.corrections import REST, carrier_mask, group_balanced_weights, reweight_groups, reweight_record
 
     r = cfg.retrain
     labels, rows = train["label"].to_numpy(), train["row"].to_numpy()
     if variant == "reweight":
         carrier = carrier_mask(inputs.carriers, train["sample_id"].to_numpy())
-        weights = group_balanced_weights(labels, inputs.concept_ids, r.reweight_max_upweight, carrier)
+        groups = reweight_groups(labels, inputs.concept_ids, inputs.conflicts)
+        weights = group_balanced_weights(labels, groups, r.reweight_max_upweight, carrier)
         table = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": weights,
-                              "concept_id": inputs.concept_ids, "carrier": carrier})
-        record = {"corrections": reweight_record(labels, inputs.concept_ids, weights, r.reweight_max_upweight,
+                              "concept_id": inputs.concept_ids, "conflict": groups != REST, "carrier": carrier})
+        record = {"corrections": reweight_record(labels, groups, weights, r.reweight_max_upweight,
                                                  carriers=carrier),
                   "reweight_max_upweight": r.reweight_max_upweight}
         return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, table, record)

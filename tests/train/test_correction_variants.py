@@ -41,6 +41,13 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     found = set(carriers.loc[carriers["carries"].astype(bool), "sample_id"])
     assert found and reweight["carrier"].tolist() == reweight["sample_id"].isin(found).tolist()
     assert reweight.loc[reweight["carrier"], "weight"].max() <= 1 + 1e-9  # a shortcut's carriers: never upweighted
+    conflicts = read_parquet(run.bias_conflicts)
+    named = {(int(c), int(k)) for c, k, hit in zip(conflicts["concept_id"], conflicts["label"],
+                                                   conflicts["is_conflict"], strict=True) if hit}
+    assert reweight["conflict"].tolist() == [(int(c), int(k)) in named for c, k in zip(
+        reweight["concept_id"], reweight["label"], strict=True)]
+    rest = reweight[~reweight["conflict"] & ~reweight["carrier"]]
+    assert (rest.groupby("label")["weight"].nunique() == 1).all()  # the rest of a class is one group
 
     augment = read_json(run.variant_metrics("augment", 1))
     ids = read_parquet(run.variant_manifest("augment", 1))

@@ -6,9 +6,11 @@ import pytest
 
 from soxai.train.augment import augmented_images, plan_augment
 from soxai.train.corrections import (
+    REST,
     capped_equal_shares,
     carrier_mask,
     group_balanced_weights,
+    reweight_groups,
     reweight_record,
     spare_carriers,
 )
@@ -93,6 +95,24 @@ def test_reweight_record__names_the_carriers_and_their_weight():
     assert "18 of them carry a flagged shortcut" in seven["reason"]
     assert "drawn 1.00x, never more often" in seven["reason"]
     assert "carry" not in next(r for r in rows if r["concept_id"] == 0)["reason"]
+
+
+def test_reweight_groups__each_conflict_its_own_group_and_the_rest_of_the_class_one():
+    """Concepts the model gets right (a shortcut's small concept among them) are not drawn more often; a
+    conflict concept of a class gets an equal share against the rest of it; a class without one stays at 1x."""
+    labels = np.array([0] * 100 + [1] * 100)
+    concepts = np.array([3] * 10 + [4] * 20 + [5] * 70 + [6] * 10 + [7] * 90)
+    groups = reweight_groups(labels, concepts, [(3, 0), (6, 0)])  # concept 6 is of class 1: not its conflict
+    assert groups.tolist() == [3] * 10 + [REST] * 90 + [REST] * 100
+    w = group_balanced_weights(labels, groups, 10)
+    assert w[0] == pytest.approx(5.0) and w[10] == pytest.approx(50 / 90)  # half the class's draws each
+    np.testing.assert_allclose(w[100:], 1.0)
+    plain = group_balanced_weights(labels, concepts, 10)
+    assert plain[10] > 1 and w[10] < 1  # concept 4 (20 of 100, no conflict) was drawn 1.7x; now it is not
+    rows = reweight_record(labels, groups, w, 10)
+    assert [(r["concept_id"], r["label"], r["n_samples"]) for r in rows] == [(None, 0, 90), (3, 0, 10), (None, 1, 100)]
+    assert "the rest of the class (no conflict concept)" in rows[0]["reason"]
+    assert (reweight_groups(labels, concepts, []) == REST).all()
 
 
 def test_capped_equal_shares__sum_is_the_total_and_no_group_exceeds_the_cap():
