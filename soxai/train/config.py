@@ -70,17 +70,18 @@ class RetrainConfig(Section):
     reweight_max_upweight: float = Field(
         10.0, ge=1.0,
         description="reweight: a sample is drawn at most this many times as often as in the baseline. Each group "
-        "of a class (its concepts, noise one more) gets an equal share of the class's draws, so a 3-sample concept "
-        "in a class of 300 with 3 groups would otherwise be drawn 33x per sample per epoch and take a third of the "
-        "class: memorised, not balanced. At 10 a 5% concept-minority of a two-group class still gets its full half "
-        "(1 / (2 * 0.05) = 10); a smaller group gets 10x and the rest of its share goes to the class's other groups",
+        "of a class (each conflict concept, and the rest of the class) gets an equal share of the class's draws, "
+        "so a 3-sample conflict in a class of 300 would otherwise be drawn 50x per sample per epoch and take half "
+        "of the class: memorised, not balanced. At 10 a 5% conflict of a class with no other conflict still gets "
+        "its full half (1 / (2 * 0.05) = 10); a smaller group gets 10x and the rest of its share goes to the "
+        "class's other groups",
     )
     reweight_selection: Literal["balanced_val", "last"] = Field(
         "balanced_val",
         description="reweight: which epoch's weights the model keeps. 'balanced_val': the epoch with the highest "
         "mean accuracy over the val split's (class, concept) groups, its samples assigned to the run's concepts "
-        "as the monitor assigns new data (no group labels; the held-out estimate of the group-balanced risk that "
-        "reweighting minimises, soxai.train.selection); 'last': the last epoch, as every other variant. Without "
+        "as the monitor assigns new data (no group labels; every concept, a finer split than the conflict groups "
+        "reweighting trains on, soxai.train.selection); 'last': the last epoch, as every other variant. Without "
         "a val split the last epoch is kept",
     )
     augment_rate: float | None = Field(

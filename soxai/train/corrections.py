@@ -57,23 +57,34 @@ def capped_equal_shares(sizes: np.ndarray, total: float, cap: float) -> np.ndarr
 
 def spare_carriers(weights: np.ndarray, carrier: np.ndarray, cap: float) -> np.ndarray:
     """One class's ``weights`` with no carrier above 1: what the carriers above 1 give up goes to the class's
-    other samples in proportion to their weights, none above ``cap`` (water-filling). Where every other sample
-    is at the cap, the rest is left out and the class is drawn a little less than its share.
+    other samples in proportion to their weights, none above ``cap`` (water-filling). What no one can take —
+    every other sample at the cap, or none left (a class whose samples all carry the shortcut) — is left out,
+    and the class is drawn a little less than its share.
 
-    weights : float array (n,), one class's; carrier : bool array (n,); returns a new float array (n,)
+    Each pass grows the open samples by one common factor; those it would take past the cap are set to the cap
+    and closed, and the pass repeats for the rest; a pass that closes none ends it (at most n passes).
+
+    weights : float array (n,) >= 0, one class's; carrier : bool array (n,); returns a new float array (n,)
     """
     w = np.array(weights, dtype=np.float64, copy=True)
     carrier = np.asarray(carrier, dtype=bool)
     over = carrier & (w > 1.0)
     excess = float((w[over] - 1.0).sum())
     w[over] = 1.0
-    while excess > 1e-12:
-        open_ = ~carrier & (w < cap - 1e-12)
-        if not open_.any():
+    open_ = ~carrier & (w < cap)
+    while excess > 0 and open_.any():
+        total = float(w[open_].sum())
+        if total <= 0:
             break
-        grown = np.minimum(w[open_] + excess * w[open_] / w[open_].sum(), cap)
-        excess -= float((grown - w[open_]).sum())
-        w[open_] = grown
+        grown = w[open_] * (1.0 + excess / total)
+        full = grown >= cap
+        idx = np.flatnonzero(open_)
+        if not full.any():
+            w[idx] = grown
+            break
+        excess -= float((cap - w[idx[full]]).sum())
+        w[idx[full]] = cap
+        open_[idx[full]] = False
     return w
 
 
@@ -162,12 +173,13 @@ def reweight_record(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray,
             plain, carried = here & ~carrier, here & carrier
             w = float(weights[plain][0] if plain.any() else weights[carried][0])
             equal = n_c / (n_groups * n_g)
-            name = ("the rest of the class (no conflict concept)" if g == REST else "noise" if g < 0
+            name = ("the rest of the class (outside its conflict concepts)" if g == REST else "noise" if g < 0
                     else f"concept {int(g)}")
             reason = (f"class {int(c)}: {name} holds {int(n_g)} of {n_c} samples, one of {n_groups} groups; each "
                       f"drawn {w:.2f}x as often as in the baseline")
-            if equal > max_upweight + 1e-9:
-                reason += f" (capped at {max_upweight:g}x; an equal share would be {equal:.1f}x)"
+            if equal > max_upweight + 1e-9 or w >= max_upweight - 1e-9:
+                reason += (f" (capped at {max_upweight:g}x; an equal share would be {equal:.1f}x"
+                           + (", and the carriers' draws were added" if equal <= max_upweight + 1e-9 else "") + ")")
             if carried.any():
                 reason += (f"; {int(carried.sum())} of them carry a flagged shortcut (the carrier test) and are "
                            f"drawn {float(weights[carried].max()):.2f}x, never more often than in the baseline")

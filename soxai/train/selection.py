@@ -1,14 +1,16 @@
 """Which epoch a reweighted model keeps: its group-balanced accuracy on the validation split, concept groups.
 
-Reweighting (soxai.train.corrections) samples every concept of a class equally often, so what it optimises is
-the group-balanced risk: the mean over a class's concept groups of each group's loss. Its last epoch is not the
+Reweighting (soxai.train.corrections) samples each conflict concept of a class as often as the rest of it, so
+what it optimises is a group-balanced risk. Its last epoch is not the
 best estimate of that objective: the few minority samples it repeats are memorised within a few epochs, after
 which the model leans on the shortcut again for everything else (on ColoredMNIST, 3 seeds, the attacked test's
 accuracy peaked at 0.64 after 2 of 8 epochs and fell to 0.46 at the 8th; bench/published.py). The held-out
 estimate of the same objective picks the epoch instead: the validation samples are explained with the
 baseline and assigned to the run's concepts by its saved concept model (as the monitor assigns new data), and
 the epoch with the highest mean accuracy over the (class, concept) groups of the validation split is kept.
-No group labels are read: the groups are the concepts, as in training. This is JTT's and group DRO's model
+No group labels are read: the groups are every concept of a class, a finer split than the conflict groups
+reweighting trains on (each conflict against the rest of its class), so the kept epoch is the one that serves
+all of a class's concepts best on held-out data, not only the conflicts. This is JTT's and group DRO's model
 selection (worst-group validation accuracy over the true groups) with the discovered concepts in place of
 the labels, and the mean over groups in place of the minimum, the quantity reweighting itself minimises;
 it needs no minimum group size.

@@ -166,7 +166,7 @@ def oracle_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
 
 
 def reweight_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
-    """Group-balanced sampling over each class's concepts (``soxai.train.corrections``)."""
+    """Group-balanced sampling: each class's conflict concepts against the rest of it (``soxai.train.corrections``)."""
     r = inputs.cfg.retrain
     return _correction(inputs, seed, "reweight",
                        ["reweight", f"logic-{CORRECTIONS['reweight']}", str(r.reweight_max_upweight),
@@ -259,7 +259,7 @@ class _CorrectionInputs:
     scores: pd.DataFrame
     carriers: pd.DataFrame | None
     concept_labels: dict[int, int]
-    conflicts: list[tuple[int, int]]  # (concept_id, label) of the conflict test's conflicts (bias/conflicts.parquet)
+    conflicts: list[tuple[int, int]] | None  # (concept_id, label) of bias/conflicts.parquet's conflicts; None: no file
 
 
 def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
@@ -276,7 +276,7 @@ def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
         carriers=read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None,
         concept_labels={int(c): int(k) for c, k in zip(concepts["concept_id"], concepts["label"], strict=True)
                         if int(c) >= 0},
-        conflicts=[] if conflicts is None or conflicts.empty else [
+        conflicts=None if conflicts is None else [] if conflicts.empty else [
             (int(c), int(k)) for c, k, hit in zip(conflicts["concept_id"], conflicts["label"],
                                                   conflicts["is_conflict"], strict=True) if bool(hit)],
     )
@@ -299,6 +299,10 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
     r = cfg.retrain
     labels, rows = train["label"].to_numpy(), train["row"].to_numpy()
     if variant == "reweight":
+        if inputs.conflicts is None:
+            raise StageError("reweight balances the conflict test's concepts, but bias/conflicts.parquet is missing "
+                             "from the run directory: run the bias stage again (soxai run RUN_DIR reruns what is "
+                             "missing)")
         carrier = carrier_mask(inputs.carriers, train["sample_id"].to_numpy())
         groups = reweight_groups(labels, inputs.concept_ids, inputs.conflicts)
         weights = group_balanced_weights(labels, groups, r.reweight_max_upweight, carrier)

@@ -92,3 +92,15 @@ def test_run_train__augment_with_nothing_flagged_trains_on_the_unchanged_set(tin
     # the baseline's samples and pixels: for the baseline's seed, the baseline model
     baseline = read_json(run.baseline_metrics)
     assert cfg.seed == 0 and metrics["splits"] == {s: m for s, m in baseline.items() if s != "train"}
+
+
+def test_run_train__reweight_without_the_conflict_table_says_how_to_get_it(tiny_explained, tmp_path):
+    from soxai.errors import StageError
+    from soxai.train.runner import run_train
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    run.bias_conflicts.unlink()
+    with pytest.raises(StageError, match="bias/conflicts.parquet is missing.*run the bias stage again"):
+        run_train(_with(cfg, variants=("baseline", "reweight"), seeds=(0, 1)), run)
+    assert not any(run.root.glob("train/reweight/*/model.safetensors"))

@@ -78,6 +78,32 @@ def test_spare_carriers__water_fills_under_the_cap_and_leaves_out_what_no_one_ca
         assert out.sum() == pytest.approx(weights.sum()) or np.all(out[~carrier] >= 4.0 - 1e-9)
 
 
+def test_spare_carriers__ends_on_a_large_class_and_leaves_zero_weights_and_all_carrier_classes_alone():
+    rng = np.random.default_rng(0)
+    n = 100_000  # the old loop never ended here: a leftover below float resolution was never absorbed
+    weights, carrier = rng.uniform(0.2, 3.0, n), rng.random(n) < 0.1
+    out = spare_carriers(weights, carrier, cap=10.0)
+    assert out.sum() == pytest.approx(weights.sum()) and np.all(out[carrier] <= 1.0)
+    ratio = out[~carrier] / weights[~carrier]
+    assert np.ptp(ratio) < 1e-9  # nobody reached the cap: one common factor
+    assert spare_carriers(np.array([3.0, 0.0, 0.0]), np.array([True, False, False]), 10.0).tolist() == [1.0, 0, 0]
+    assert spare_carriers(np.array([3.0, 2.0]), np.array([True, True]), 10.0).tolist() == [1.0, 1.0]
+
+
+def test_reweight__carriers_in_a_conflict_give_their_draws_to_the_class_in_proportion():
+    labels = np.zeros(100, dtype=int)
+    concepts = np.array([1] * 10 + [2] * 30 + [3] * 60)
+    groups = reweight_groups(labels, concepts, [(1, 0), (2, 0)])  # 1 and 2 conflicts, 3 the rest
+    carriers = np.zeros(100, dtype=bool)
+    carriers[10:15] = True  # five carriers inside conflict 2, drawn 1.11x by balancing
+    plain = group_balanced_weights(labels, groups, 10)
+    w = group_balanced_weights(labels, groups, 10, carriers)
+    assert plain[10] == pytest.approx(100 / 3 / 30) and np.all(w[10:15] == 1.0)
+    factor = w[~carriers] / plain[~carriers]
+    assert np.ptp(factor) < 1e-12 and factor[0] > 1  # every other sample grows by one factor
+    assert w.sum() == pytest.approx(100)
+
+
 def test_carrier_mask__any_row_that_carries_and_none_without_a_table():
     table = pd.DataFrame({"sample_id": ["a", "b", "b", "c"], "concept_id": [1, 1, -1, 1],
                           "carries": [True, False, True, False]})
@@ -111,7 +137,7 @@ def test_reweight_groups__each_conflict_its_own_group_and_the_rest_of_the_class_
     assert plain[10] > 1 and w[10] < 1  # concept 4 (20 of 100, no conflict) was drawn 1.7x; now it is not
     rows = reweight_record(labels, groups, w, 10)
     assert [(r["concept_id"], r["label"], r["n_samples"]) for r in rows] == [(None, 0, 90), (3, 0, 10), (None, 1, 100)]
-    assert "the rest of the class (no conflict concept)" in rows[0]["reason"]
+    assert "the rest of the class (outside its conflict concepts)" in rows[0]["reason"]
     assert (reweight_groups(labels, concepts, []) == REST).all()
 
 
