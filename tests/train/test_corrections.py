@@ -500,3 +500,29 @@ def test_region_paste__a_centre_moves_the_box_and_keeps_it_inside_the_image():
     assert wide.placed((4.0, 3.5), (8, 8)) == (3, 2, 5, 5)
     np.testing.assert_array_equal(out[0, 0, 3:5, 2:5], donors[0, 0, 3:5, 2:5])
     assert out[0].sum() == donors[0, 0, 3:5, 2:5].sum()
+
+
+def test_correction_plan__reweight_reads_the_conflicts_and_carriers_of_the_run():
+    """The variant's wiring: conflicts from bias/conflicts.parquet, carriers from bias/carriers.parquet, one
+    train_ids row per sample with its weight, conflict and carrier, and a record row per (class, group)."""
+    from soxai.config import load_config
+    from soxai.errors import StageError
+    from soxai.train.variants import _correction_plan, _CorrectionInputs
+
+    labels = np.array([0] * 100 + [1] * 50)
+    concepts = np.array([1] * 10 + [2] * 20 + [3] * 70 + [4] * 50)
+    train = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(150)], "label": labels, "row": np.arange(150)})
+    carriers = pd.DataFrame({"sample_id": train["sample_id"][10:30], "concept_id": 2, "label": 0, "member": True,
+                             "threshold": 0.5, "carries": True})
+    inputs = _CorrectionInputs(concept_ids=concepts, flagged={2: "a mark"}, scores=pd.DataFrame(),
+                               carriers=carriers, concept_labels={1: 0, 2: 0, 3: 0, 4: 1}, conflicts=[(1, 0)])
+    plan = _correction_plan(load_config(None, []), "reweight", 0, train, np.zeros((150, 1, 4, 4)), inputs)
+    t = plan.table
+    assert t["conflict"].tolist() == [True] * 10 + [False] * 140 and t["carrier"].sum() == 20
+    assert t["weight"][:10].tolist() == pytest.approx([5.0] * 10)  # half of class 0's draws
+    assert (t["weight"][10:30] < 1).all() and (t["weight"][100:] == 1).all()  # carriers in the rest; class 1 as is
+    assert t["weight"][:100].sum() == pytest.approx(100) and plan.mask.all()
+    assert [(r["concept_id"], r["label"]) for r in plan.record["corrections"]] == [(None, 0), (1, 0), (None, 1)]
+    inputs.conflicts = None
+    with pytest.raises(StageError, match="conflicts.parquet is missing"):
+        _correction_plan(load_config(None, []), "reweight", 0, train, np.zeros((150, 1, 4, 4)), inputs)
