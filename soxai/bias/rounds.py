@@ -115,38 +115,32 @@ def suspects(
     whose significant rows have no region (no box, no pixels) joins no group.
     """
     by_class: dict[int, set[int]] = {}
+    regions: dict[int, set[int]] = {}
     for r in rows:
         name, cid = r["detector"], int(r["concept_id"])
         p_value = r.get("p_value")
         if name in detectors and cid not in flagged and p_value is not None and np.isfinite(p_value) \
                 and p_value <= getattr(cfg, name).max_p_value:
             by_class.setdefault(label_of[cid], set()).add(cid)
+            regions.setdefault(cid, set()).update(_pixels(r, shape))
     groups = []
     for _, members in sorted(by_class.items()):
-        regions = _regions(rows, members, cfg, detectors, shape)
         groups += [g for g in _same_place(members, regions) if len(g) >= 2]
     return groups
 
 
-def _regions(rows: list[dict[str, Any]], members: set[int], cfg: BiasConfig, detectors: Collection[str],
-             shape: tuple[int, int]) -> dict[int, set[int]]:
-    """The pixels (flat indices into an image of ``shape``) of each of ``members``' significant region-transplant
-    rows: a box's (``box``, [y0, x0, y1, x1] half-open), or a pixel transplant's own pixels (``pixels``)."""
+def _pixels(row: dict[str, Any], shape: tuple[int, int]) -> set[int]:
+    """The pixels (flat indices into an image of ``shape``) a region-transplant row pasted: a pixel transplant's own
+    (``pixels``), or a box's (``box``, [y0, x0, y1, x1] half-open); none without either."""
     h, w = shape
-    out: dict[int, set[int]] = {c: set() for c in members}
-    for r in rows:
-        cid, p_value = int(r["concept_id"]), r.get("p_value")
-        if cid not in out or r["detector"] not in detectors or p_value is None \
-                or not p_value <= getattr(cfg, r["detector"]).max_p_value:
-            continue
-        pixels, box = r.get("pixels"), r.get("box")
-        if isinstance(pixels, list | tuple | np.ndarray) and len(pixels):
-            out[cid].update(int(i) for i in pixels)
-        elif isinstance(box, list | tuple | np.ndarray) and len(box) == 4:
-            y0, x0, y1, x1 = (int(v) for v in box)
-            ys, xs = np.mgrid[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
-            out[cid].update((ys * w + xs).ravel().tolist())
-    return out
+    pixels, box = row.get("pixels"), row.get("box")
+    if isinstance(pixels, list | tuple | np.ndarray) and len(pixels):
+        return {int(i) for i in pixels}
+    if isinstance(box, list | tuple | np.ndarray) and len(box) == 4:
+        y0, x0, y1, x1 = (int(v) for v in box)
+        ys, xs = np.mgrid[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+        return set((ys * w + xs).ravel().tolist())
+    return set()
 
 
 def _same_place(members: set[int], regions: dict[int, set[int]]) -> list[frozenset[int]]:

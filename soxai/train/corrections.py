@@ -141,14 +141,15 @@ def group_balanced_weights(labels: np.ndarray, groups: np.ndarray, max_upweight:
     float array of shape (n,)
     """
     labels, groups = np.asarray(labels), np.asarray(groups)
+    carrier = np.zeros(len(labels), dtype=bool) if carriers is None else np.asarray(carriers, dtype=bool)
     weights = np.ones(len(labels), dtype=np.float64)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         _, inverse, sizes = np.unique(groups[idx], return_inverse=True, return_counts=True)
         shares = capped_equal_shares(sizes, len(idx), max_upweight)
         weights[idx] = (shares / sizes)[inverse]
-        if carriers is not None and np.asarray(carriers, dtype=bool)[idx].any():
-            weights[idx] = spare_carriers(weights[idx], np.asarray(carriers, dtype=bool)[idx], max_upweight)
+        if carrier[idx].any():
+            weights[idx] = spare_carriers(weights[idx], carrier[idx], max_upweight)
     return weights
 
 
