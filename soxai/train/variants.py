@@ -28,7 +28,7 @@ from soxai.train.fit import fit, load_baseline
 
 # the correction variants beside pruning, each with the version of its planning logic (a change of what a
 # plan holds for the same inputs bumps it, so a kept run directory retrains that variant)
-CORRECTIONS: dict[str, int] = {"reweight": 3, "augment": 7}
+CORRECTIONS: dict[str, int] = {"reweight": 4, "augment": 7}
 
 
 @dataclass
@@ -237,7 +237,7 @@ def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]
 
         labels = inputs.train["label"].to_numpy()[plan.mask]
         val_score, selection = None, {}
-        if variant == "reweight":
+        if variant == "reweight" and plan.weights is not None:  # an unweighted reweight is the baseline
             val_score, selection = selection_for(inputs.cfg, lambda: inputs.val_groups, inputs.images,
                                                  resolve_device(inputs.cfg.train.device))
         model, device = fit(inputs.cfg, inputs.run, plan.rows, labels, seed, f"{variant} seed {seed}",
@@ -255,6 +255,7 @@ class _CorrectionInputs:
     """What reweight and augment read beyond the training samples."""
 
     concept_ids: np.ndarray  # (n_train,) concept of each training sample, -1 = noise
+    preds: np.ndarray  # (n_train,) the explained baseline's prediction of each training sample
     flagged: dict[int, str]
     scores: pd.DataFrame
     carriers: pd.DataFrame | None
@@ -263,13 +264,15 @@ class _CorrectionInputs:
 
 
 def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
-    assign = read_parquet(run.assignments)[["sample_id", "concept_id"]]
-    cids = train[["sample_id"]].merge(assign, on="sample_id", how="left", validate="one_to_one")["concept_id"]
+    assign = read_parquet(run.assignments)[["sample_id", "concept_id", "pred"]]
+    joined = train[["sample_id", "label"]].merge(assign, on="sample_id", how="left", validate="one_to_one")
+    cids = joined["concept_id"]
     concepts = read_parquet(run.concepts)
     info = read_json(run.manifest_json) if run.manifest_json.is_file() else {}
     conflicts = read_parquet(run.bias_conflicts) if run.bias_conflicts.is_file() else None
     return _CorrectionInputs(
         concept_ids=cids.fillna(-1).to_numpy(dtype=np.int64),
+        preds=joined["pred"].fillna(joined["label"]).to_numpy(dtype=np.int64),
         flagged={int(k): str(v) for k, v in (info.get("flagged_concepts") or {}).items()},
         scores=read_parquet(run.bias_scores) if run.bias_scores.is_file() else pd.DataFrame(
             columns=["concept_id", "detector", "score", "is_bias", "reason"]),
@@ -294,7 +297,14 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
     """
     from soxai.manifest.policies import emptied_classes
     from soxai.train.augment import augmented_images, plan_augment
-    from soxai.train.corrections import REST, carrier_mask, group_balanced_weights, reweight_groups, reweight_record
+    from soxai.train.corrections import (
+        REST,
+        carrier_mask,
+        group_balanced_weights,
+        reweight_groups,
+        reweight_record,
+        tied_conflicts,
+    )
 
     r = cfg.retrain
     labels, rows = train["label"].to_numpy(), train["row"].to_numpy()
@@ -304,12 +314,20 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
                              "from the run directory: run the bias stage again (soxai run RUN_DIR reruns what is "
                              "missing)")
         carrier = carrier_mask(inputs.carriers, train["sample_id"].to_numpy())
-        groups = reweight_groups(labels, inputs.concept_ids, inputs.conflicts)
+        tied, untied = tied_conflicts(labels, inputs.concept_ids, inputs.preds, inputs.conflicts, inputs.flagged,
+                                      carrier)
+        groups = reweight_groups(labels, inputs.concept_ids, tied)
         weights = group_balanced_weights(labels, groups, r.reweight_max_upweight, carrier)
         table = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": weights,
                               "concept_id": inputs.concept_ids, "conflict": groups != REST, "carrier": carrier})
+        if not tied:  # nothing to balance: the baseline's samples, uniform draws and last epoch
+            untied = untied or [{"concept_id": None, "label": None, "correction": "none", "n_samples": 0,
+                                 "weight": 1.0, "reason": "no conflict concept: nothing to reweight, so reweight "
+                                                          "trained as the baseline"}]
+            return CorrectionPlan(np.ones(len(train), dtype=bool), rows, None, table,
+                                  {"corrections": untied, "reweight_max_upweight": r.reweight_max_upweight})
         record = {"corrections": reweight_record(labels, groups, weights, r.reweight_max_upweight,
-                                                 carriers=carrier),
+                                                 carriers=carrier) + untied,
                   "reweight_max_upweight": r.reweight_max_upweight}
         return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, table, record)
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)

@@ -3,9 +3,10 @@
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from soxai.run_dir import RunDir, read_json
+from soxai.run_dir import RunDir, read_json, read_parquet, write_parquet
 from soxai.train.selection import EpochSelection, ValGroups, group_balanced_accuracy, selection_for
 
 
@@ -71,7 +72,20 @@ def test_run_train__reweight_keeps_the_epoch_its_val_groups_score_best(tiny_expl
     run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
     cfg = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"variants": ("reweight",),
                                                                            "seeds": (0, 1)})})
+    # the tiny run's flag is on a minority of its class; let every sample outside the conflicts carry it, so that
+    # most of each class does and the conflicts are reweighted (soxai.train.corrections.tied_conflicts)
+    conflicts = read_parquet(run.bias_conflicts)
+    named = conflicts.loc[conflicts["is_conflict"].astype(bool), "concept_id"]
+    assign = read_parquet(run.assignments)
+    samples = read_parquet(run.samples)
+    train = assign[assign["sample_id"].isin(samples.loc[samples["split"] == "train", "sample_id"])
+                   & ~assign["concept_id"].isin(named)]
+    carriers = read_parquet(run.bias_carriers)
+    write_parquet(run.bias_carriers, pd.DataFrame({
+        "sample_id": train["sample_id"], "concept_id": int(carriers["concept_id"].iloc[0]), "label": train["label"],
+        "member": False, "threshold": 0.5, "carries": True}))
     run_train(cfg, run)
+    assert read_parquet(run.variant_manifest("reweight", 1))["conflict"].any()
     metrics = read_json(run.variant_metrics("reweight", 1))
     sel = metrics["selection"]
     assert len(sel["val_scores"]) == cfg.train.epochs

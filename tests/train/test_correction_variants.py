@@ -41,13 +41,17 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     found = set(carriers.loc[carriers["carries"].astype(bool), "sample_id"])
     assert found and reweight["carrier"].tolist() == reweight["sample_id"].isin(found).tolist()
     assert reweight.loc[reweight["carrier"], "weight"].max() <= 1 + 1e-9  # a shortcut's carriers: never upweighted
+    # the tiny run's flag is on a minority of its class, so its conflicts are hard subgroups, tied to no flagged
+    # shortcut on most of a class: reweight trains as the baseline and says why for each
     conflicts = read_parquet(run.bias_conflicts)
-    named = {(int(c), int(k)) for c, k, hit in zip(conflicts["concept_id"], conflicts["label"],
-                                                   conflicts["is_conflict"], strict=True) if hit}
-    assert reweight["conflict"].tolist() == [(int(c), int(k)) in named for c, k in zip(
-        reweight["concept_id"], reweight["label"], strict=True)]
-    rest = reweight[~reweight["conflict"] & ~reweight["carrier"]]
-    assert (rest.groupby("label")["weight"].nunique() == 1).all()  # the rest of a class is one group
+    named = sorted(int(c) for c in conflicts.loc[conflicts["is_conflict"].astype(bool), "concept_id"])
+    assert named and not reweight["conflict"].any() and (reweight["weight"] == 1).all()
+    metrics = read_json(run.variant_metrics("reweight", 0))
+    assert [(r["concept_id"], r["correction"]) for r in metrics["corrections"]] == [(c, "none") for c in named]
+    assert all("no flagged shortcut is carried by most of class" in r["reason"] for r in metrics["corrections"])
+    assert "selection" not in metrics
+    baseline = read_json(run.baseline_metrics)
+    assert cfg.seed == 0 and metrics["splits"] == {s: m for s, m in baseline.items() if s != "train"}
 
     augment = read_json(run.variant_metrics("augment", 1))
     ids = read_parquet(run.variant_manifest("augment", 1))

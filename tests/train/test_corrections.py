@@ -13,6 +13,7 @@ from soxai.train.corrections import (
     reweight_groups,
     reweight_record,
     spare_carriers,
+    tied_conflicts,
 )
 from soxai.train.fit import ImagesWithExtra
 from soxai.train.loop import weighted_epoch_order
@@ -512,10 +513,11 @@ def test_correction_plan__reweight_reads_the_conflicts_and_carriers_of_the_run()
     labels = np.array([0] * 100 + [1] * 50)
     concepts = np.array([1] * 10 + [2] * 20 + [3] * 70 + [4] * 50)
     train = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(150)], "label": labels, "row": np.arange(150)})
-    carriers = pd.DataFrame({"sample_id": train["sample_id"][10:30], "concept_id": 2, "label": 0, "member": True,
+    carriers = pd.DataFrame({"sample_id": train["sample_id"][10:30], "concept_id": 3, "label": 0, "member": False,
                              "threshold": 0.5, "carries": True})
-    inputs = _CorrectionInputs(concept_ids=concepts, flagged={2: "a mark"}, scores=pd.DataFrame(),
-                               carriers=carriers, concept_labels={1: 0, 2: 0, 3: 0, 4: 1}, conflicts=[(1, 0)])
+    inputs = _CorrectionInputs(concept_ids=concepts, preds=labels, flagged={3: "a shortcut on most of class 0"},
+                               scores=pd.DataFrame(), carriers=carriers, concept_labels={1: 0, 2: 0, 3: 0, 4: 1},
+                               conflicts=[(1, 0)])
     plan = _correction_plan(load_config(None, []), "reweight", 0, train, np.zeros((150, 1, 4, 4)), inputs)
     t = plan.table
     assert t["conflict"].tolist() == [True] * 10 + [False] * 140 and t["carrier"].sum() == 20
@@ -526,3 +528,49 @@ def test_correction_plan__reweight_reads_the_conflicts_and_carriers_of_the_run()
     inputs.conflicts = None
     with pytest.raises(StageError, match="conflicts.parquet is missing"):
         _correction_plan(load_config(None, []), "reweight", 0, train, np.zeros((150, 1, 4, 4)), inputs)
+
+
+def test_tied_conflicts__tied_where_most_of_its_class_or_of_the_class_its_errors_go_to_carries_a_flag():
+    # class 0: flagged concept 3 holds 70 of 100 (most); class 1: flagged concept 6 holds 10 of 100 (a minority)
+    labels = np.array([0] * 100 + [1] * 100 + [2] * 100)
+    concepts = np.array([1] * 10 + [2] * 20 + [3] * 70 + [4] * 20 + [5] * 70 + [6] * 10 + [7] * 20 + [8] * 80)
+    preds = labels.copy()
+    preds[100:110] = 0  # class 1's conflict 4 is mostly taken for class 0, whose majority carries a flag
+    preds[200:215] = 1  # class 2's conflict 7 is taken for class 1, whose flag is on a minority
+    carrier = np.zeros(300, dtype=bool)
+    conflicts = [(1, 0), (4, 1), (7, 2)]
+    tied, untied = tied_conflicts(labels, concepts, preds, conflicts, {3, 6}, carrier)
+    assert tied == [(1, 0), (4, 1)]
+    assert [(r["concept_id"], r["label"], r["correction"], r["n_samples"]) for r in untied] == [(7, 2, "none", 20)]
+    assert "no flagged shortcut is carried by most of class 2 (0% of it) or of class 1" in untied[0]["reason"]
+    assert "(10%)" in untied[0]["reason"] and "hard subgroup" in untied[0]["reason"]
+    # the carrier test's carriers count with the flagged members: 45 more of class 1 carry concept 6's shortcut
+    carrier[110:155] = True
+    tied, untied = tied_conflicts(labels, concepts, preds, conflicts, {3, 6}, carrier)
+    assert tied == [(1, 0), (4, 1), (7, 2)] and untied == []
+    # no flag: nothing tied, whatever the conflicts
+    assert tied_conflicts(labels, concepts, preds, conflicts, set(), np.zeros(300, bool))[0] == []
+
+
+def test_correction_plan__reweight_with_no_tied_conflict_trains_as_the_baseline():
+    """A conflict beside a flag on a minority of its class (a hard subgroup beside a mark): uniform draws, no
+    epoch selection, and the record names the conflict and why it was left."""
+    from soxai.config import load_config
+    from soxai.train.variants import _correction_plan, _CorrectionInputs
+
+    labels = np.array([0] * 100 + [1] * 50)
+    concepts = np.array([1] * 10 + [2] * 20 + [3] * 70 + [4] * 50)
+    train = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(150)], "label": labels, "row": np.arange(150)})
+    preds = labels.copy()
+    preds[:8] = 1
+    for conflicts in ([(1, 0)], []):
+        inputs = _CorrectionInputs(concept_ids=concepts, preds=preds, flagged={2: "a mark on 20% of class 0"},
+                                   scores=pd.DataFrame(), carriers=None, concept_labels={1: 0, 2: 0, 3: 0, 4: 1},
+                                   conflicts=conflicts)
+        plan = _correction_plan(load_config(None, []), "reweight", 0, train, np.zeros((150, 1, 4, 4)), inputs)
+        assert plan.weights is None and plan.mask.all() and (plan.table["weight"] == 1).all()
+        assert not plan.table["conflict"].any()
+        rows = plan.record["corrections"]
+        assert [r["correction"] for r in rows] == ["none"]
+        assert ("concept 1 is a conflict (the baseline is wrong on 8 of its 10)" in rows[0]["reason"]
+                if conflicts else "no conflict concept" in rows[0]["reason"])
