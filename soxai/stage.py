@@ -61,7 +61,7 @@ class StageRecord:
 #     strongest in each sample: augment re-centres a carrier's paste there).
 #   bias 11 (2026-12-06): no place (NaN) where the concept's channels' map is flat.
 #   bias 12 (2026-12-06): mutual_control groups only significant concepts whose pasted regions overlap.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 12, "manifest": 3, "compare": 1}
+LOGIC_VERSIONS: dict[str, int] = {"bias": 13, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

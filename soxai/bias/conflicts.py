@@ -9,8 +9,9 @@ rate on the training set against the rest of its class's, Bonferroni over the co
 is a *conflict* when the corrected p-value is at most ``max_p_value``. One test, one threshold.
 
 A conflict is not pruned: dropping the minority would make the shortcut perfect. It is what the
-``reweight`` retrain variant upweights (it balances each class's concepts). A hard subgroup of a class
-(shirts that look like coats) passes the test too: the reason says both readings. The errors are the
+``reweight`` retrain variant upweights where a flagged shortcut is carried by most of its class or of the class
+its errors go to (soxai.train.corrections.tied_conflicts). A hard subgroup of a class (shirts that look like
+coats) passes the test too: the reason says both readings. The errors are the
 baseline's on its own training samples, so a model that fits every training sample leaves nothing to find.
 """
 
@@ -74,5 +75,6 @@ def _reason(r: dict, n_tested: int, max_p_value: float) -> str:
     if r["is_conflict"]:
         return (head + f" <= {max_p_value:g}: a conflict — the class's majority is predicted by something these "
                 "samples lack (a shortcut on most of the class), or they are a hard subgroup; not pruned: the "
-                "reweight variant upweights it")
+                "reweight variant upweights it where a flagged shortcut is carried by most of its class or of the "
+                "class its errors go to")
     return head + f" > {max_p_value:g}: no conflict"

@@ -146,16 +146,20 @@ def summary_sentence(view: Any) -> str:
 
 
 def _other_corrections(comp: dict[str, Any]) -> str:
-    """'; reweighting by concepts changed accuracy by ... on test and ... on test_attacked' for each correction
-    variant other than pruning in the comparison; '' when there is none."""
+    """'; reweighting by concepts changed accuracy by ... on test and ... on test_attacked versus the baseline' for
+    each correction variant other than pruning in the comparison ('... found nothing to correct and trained as
+    the baseline' for one whose every decision is 'none'); '' when there is none."""
     splits = reported_splits(comp)
     parts = []
     for variant in ("reweight", "augment"):
         gains = comp.get("gain_over_baseline", {}).get(variant)
-        if gains:
+        entries = (comp.get("corrections") or {}).get(variant)
+        if gains and entries and all(e.get("correction") == "none" for e in entries):
+            parts.append(f"{CORRECTION_NAMES[variant]} found nothing to correct and trained as the baseline")
+        elif gains:
             parts.append(f"{CORRECTION_NAMES[variant]} changed accuracy by " + " and ".join(
-                f"{signed_summary(gains.get(s, {}).get('accuracy'))} on {s}" for s in splits))
-    return "".join(f"; {p}" for p in parts) + (" versus the baseline" if parts else "")
+                f"{signed_summary(gains.get(s, {}).get('accuracy'))} on {s}" for s in splits) + " versus the baseline")
+    return "".join(f"; {p}" for p in parts)
 
 
 # ---------------------------------------------------------------- the HTML report
@@ -171,4 +175,5 @@ def conflict_sentence(view: Any) -> str:
     if not parts:
         return ""
     return ("Conflicts, not pruned (a shortcut on most of a class leaves its minority wrong; the reweight variant "
-            f"upweights them): {'; '.join(parts)}.")
+            "upweights those tied to a flagged shortcut on most of their class or of the class their errors go to): "
+            f"{'; '.join(parts)}.")

@@ -52,7 +52,8 @@ class RetrainConfig(Section):
     variants: tuple[Variant, ...] = Field(
         ("baseline", "pruned", "random_control"), min_length=1,
         description="also the corrections 'reweight' (group-balanced sampling: each conflict concept of a class "
-        "against the rest of it; a flagged shortcut's carriers never drawn more often than in the baseline) and "
+        "against the rest of it, where a flagged shortcut is carried by most of its class or of the class its "
+        "errors go to; a flagged shortcut's carriers never drawn more often than in the baseline) and "
         "'augment' (a flagged concept's region pasted into other classes' images), and the references 'jtt' "
         "(just train twice: no group labels) and 'oracle' (trained without the artifact; evaluation only), "
         "opt-in because each adds a model per seed",

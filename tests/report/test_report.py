@@ -180,6 +180,13 @@ def test_summary_sentence__names_the_other_corrections_gains():
     nothing = summary_sentence(_view({}, _with_corrections(_comparison())))
     assert nothing.startswith("Nothing flagged") and "reweighting by concepts changed accuracy by" in nothing
     assert nothing.endswith("seeds).") and ". " not in nothing
+    # a correction whose every decision is 'none' trained as the baseline, and the sentence says so
+    idle = _with_corrections(_comparison())
+    idle["corrections"]["reweight"] = [{"concept_id": 3, "label": 0, "correction": "none", "n_samples": 9,
+                                        "reason": "a hard subgroup"}]
+    text = summary_sentence(_view({0: "x"}, idle, info))
+    assert "; reweighting by concepts found nothing to correct and trained as the baseline;" in text
+    assert "; augmenting other classes with the flagged regions changed accuracy by +0.200" in text
 
 
 def test_read_run__not_a_run_names_the_fix(tmp_path):
@@ -270,8 +277,8 @@ def test_write_report__a_conflict_concept_gets_its_tile_badge_and_reason(smoke_r
     table["is_conflict"] = table["concept_id"] == target
     write_parquet(run.bias_conflicts, table)
     html = write_report(load_run_config(run), run).read_text()
-    assert f'conflicts (the baseline fails on them; not pruned, the reweight variant upweights them): ' \
-           f'<a href="#concept-{target}">{target}</a>' in html
+    assert ('conflicts (the baseline fails on them; not pruned, the reweight variant upweights those tied to a '
+            f'flagged shortcut on most of a class): <a href="#concept-{target}">{target}</a>') in html
     card = html[html.index(f'id="concept-{target}"'):]
     card = card[:card.index("</h3>") + 2000]
     assert '<span class="badge">conflict</span>' in card and "<b>Conflict:</b>" in card
