@@ -57,7 +57,15 @@ def reach(run_dir: str, rate: float, data_seed: int, n_recipients: int, sides: l
     ctx = detector_context(cfg, run)
     planted = CASES[f"moving_mark_{rate:g}"](data_seed, False)
     side, k = int(planted.info["parameters"]["glyph_size"]), int(planted.info["parameters"]["target"])
-    train = ctx.train.merge(planted.frame()[["sample_id", "glyph_y", "glyph_x"]], on="sample_id")
+    frame = planted.frame()
+    train = ctx.train.merge(frame[["sample_id", "glyph_y", "glyph_x"]], on="sample_id")
+    # the sample ids do not depend on the data seed: the rebuilt images must be the run's, or the places are wrong
+    index = frame.reset_index().set_index("sample_id").loc[train["sample_id"], "index"].to_numpy()
+    rebuilt = planted.images[index].astype(np.float32) / 255.0
+    if rebuilt.shape[1:] != tuple(ctx.images.shape[2:]) or not np.allclose(
+            rebuilt, np.asarray(ctx.images[train["row"].to_numpy()], dtype=np.float32)[:, 0], atol=1e-5):
+        raise SystemExit(f"{run_dir}: the benchmark rebuilt with --rate {rate:g} --data-seed {data_seed} is not this "
+                         "run's data: give the run's rate and data seed")
     carriers = train[train["glyph_y"] >= 0].sort_values("row")
     clean = train[(train["glyph_y"] < 0) & (train["label"] == k)].sort_values("row")
     if carriers.empty or len(clean) < len(carriers):

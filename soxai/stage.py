@@ -61,6 +61,8 @@ class StageRecord:
 #     strongest in each sample: augment re-centres a carrier's paste there).
 #   bias 11 (2026-12-06): no place (NaN) where the concept's channels' map is flat.
 #   bias 12 (2026-12-06): mutual_control groups only significant concepts whose pasted regions overlap.
+#   bias 13 (2026-12-07): a conflict's reason says the reweight variant upweights it only where a flagged shortcut
+#     on most of a class ties it (reason text only: flags, drops and carriers are bias 12's).
 LOGIC_VERSIONS: dict[str, int] = {"bias": 13, "manifest": 3, "compare": 1}
 
 

@@ -207,7 +207,8 @@ class CarriersConfig(Section):
 
 class ConflictsConfig(Section):
     """The conflict test: concepts the baseline gets wrong far more often than the rest of their class
-    (soxai.bias.conflicts; reported and upweighted by the reweight variant, never pruned)."""
+    (soxai.bias.conflicts; reported, never pruned, and upweighted by the reweight variant where a flagged shortcut on
+    most of a class ties them: soxai.train.corrections.tied_conflicts)."""
 
     max_p_value: float = Field(
         0.01, gt=0.0, le=1.0,

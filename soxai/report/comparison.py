@@ -148,13 +148,14 @@ def summary_sentence(view: Any) -> str:
 def _other_corrections(comp: dict[str, Any]) -> str:
     """'; reweighting by concepts changed accuracy by ... on test and ... on test_attacked versus the baseline' for
     each correction variant other than pruning in the comparison ('... found nothing to correct and trained as
-    the baseline' for one whose every decision is 'none'); '' when there is none."""
+    the baseline' for a reweight whose every decision is 'none'); '' when there is none."""
     splits = reported_splits(comp)
     parts = []
     for variant in ("reweight", "augment"):
         gains = comp.get("gain_over_baseline", {}).get(variant)
         entries = (comp.get("corrections") or {}).get(variant)
-        if gains and entries and all(e.get("correction") == "none" for e in entries):
+        # reweight with no tied conflict is the baseline's recipe; augment's 'none' rows may be a fallback of 'none'
+        if variant == "reweight" and gains and entries and all(e.get("correction") == "none" for e in entries):
             parts.append(f"{CORRECTION_NAMES[variant]} found nothing to correct and trained as the baseline")
         elif gains:
             parts.append(f"{CORRECTION_NAMES[variant]} changed accuracy by " + " and ".join(

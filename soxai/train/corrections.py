@@ -163,6 +163,23 @@ def tied_conflicts(labels: np.ndarray, concepts: np.ndarray, preds: np.ndarray, 
     return tied, untied
 
 
+def settle_untied(untied: list[dict[str, Any]], labels: np.ndarray, concepts: np.ndarray,
+                  weights: np.ndarray) -> list[dict[str, Any]]:
+    """The :func:`tied_conflicts` rows with the weight their members were given: an untied conflict in a class with
+    a tied one is drawn with the rest of its class, less often than in the baseline, and its row says so."""
+    labels, concepts, weights = np.asarray(labels), np.asarray(concepts), np.asarray(weights, dtype=np.float64)
+    out = []
+    for row in untied:
+        member = (concepts == row["concept_id"]) & (labels == row["label"])
+        w = float(np.median(weights[member])) if member.any() else 1.0
+        if abs(w - 1.0) > 1e-9:
+            row = {**row, "weight": round(w, 6), "reason": row["reason"].replace(
+                "drawn as in the baseline", f"drawn with the rest of class {row['label']}, {w:.2f}x as often as in "
+                                            "the baseline")}
+        out.append(row)
+    return out
+
+
 def carrier_mask(carriers: Any, sample_ids: np.ndarray) -> np.ndarray:
     """Which of ``sample_ids`` the carrier test found carrying a flagged shortcut (``carries`` in any row of
     bias/carriers.parquet, ``carriers``; None: no flag, no carrier). bool array (n,)."""

@@ -1,6 +1,6 @@
 """Which epoch a reweighted model keeps: its group-balanced accuracy on the validation split, concept groups.
 
-Reweighting (soxai.train.corrections) samples each conflict concept of a class as often as the rest of it, so
+Reweighting (soxai.train.corrections) samples each tied conflict concept of a class as often as the rest of it, so
 what it optimises is a group-balanced risk. Its last epoch is not the
 best estimate of that objective: the few minority samples it repeats are memorised within a few epochs, after
 which the model leans on the shortcut again for everything else (on ColoredMNIST, 3 seeds, the attacked test's

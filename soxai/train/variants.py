@@ -303,6 +303,7 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
         group_balanced_weights,
         reweight_groups,
         reweight_record,
+        settle_untied,
         tied_conflicts,
     )
 
@@ -327,7 +328,8 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
             return CorrectionPlan(np.ones(len(train), dtype=bool), rows, None, table,
                                   {"corrections": untied, "reweight_max_upweight": r.reweight_max_upweight})
         record = {"corrections": reweight_record(labels, groups, weights, r.reweight_max_upweight,
-                                                 carriers=carrier) + untied,
+                                                 carriers=carrier)
+                  + settle_untied(untied, labels, inputs.concept_ids, weights),
                   "reweight_max_upweight": r.reweight_max_upweight}
         return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, table, record)
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)

@@ -571,6 +571,48 @@ def test_correction_plan__reweight_with_no_tied_conflict_trains_as_the_baseline(
         assert plan.weights is None and plan.mask.all() and (plan.table["weight"] == 1).all()
         assert not plan.table["conflict"].any()
         rows = plan.record["corrections"]
-        assert [r["correction"] for r in rows] == ["none"]
+        assert [r["correction"] for r in rows] == ["none"] and rows[0]["weight"] == 1.0
         assert ("concept 1 is a conflict (the baseline is wrong on 8 of its 10)" in rows[0]["reason"]
                 if conflicts else "no conflict concept" in rows[0]["reason"])
+
+
+def test_tied_conflicts__a_bare_half_is_not_most_and_the_errors_alone_name_the_class():
+    labels = np.array([0] * 100 + [1] * 100)
+    concepts = np.array([1] * 50 + [2] * 50 + [3] * 20 + [4] * 80)
+    preds = labels.copy()
+    preds[100:104] = 0  # 4 of conflict 3's 20 are wrong, all taken for class 0; the other 16 are right (class 1)
+    conflicts = [(3, 1)]
+    # class 0's flagged concept 1 holds exactly half of it: not most
+    tied, untied = tied_conflicts(labels, concepts, preds, conflicts, {1}, np.zeros(200, bool))
+    assert tied == [] and "(50%)" in untied[0]["reason"] and "or of class 0" in untied[0]["reason"]
+    # one more carrier makes it most; the conflict's members are mostly predicted as their own class, but its
+    # errors go to class 0, and that is what ties it
+    carrier = np.zeros(200, bool)
+    carrier[50] = True
+    assert tied_conflicts(labels, concepts, preds, conflicts, {1}, carrier)[0] == [(3, 1)]
+
+
+def test_correction_plan__an_untied_conflict_beside_a_tied_one_is_drawn_with_the_rest_and_says_so():
+    from soxai.config import load_config
+    from soxai.train.variants import _correction_plan, _CorrectionInputs
+
+    # class 1 carries a flagged shortcut (concept 4, all of it); class 0's conflict 1 is taken for class 1 (tied),
+    # its conflict 2 for class 2, which carries none (untied): conflict 2 stays in class 0's rest
+    labels = np.array([0] * 100 + [1] * 50 + [2] * 50)
+    concepts = np.array([1] * 10 + [2] * 20 + [3] * 70 + [4] * 50 + [5] * 50)
+    train = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(200)], "label": labels, "row": np.arange(200)})
+    preds = labels.copy()
+    preds[:8], preds[10:20] = 1, 2
+    inputs = _CorrectionInputs(concept_ids=concepts, preds=preds, flagged={4: "a shortcut on all of class 1"},
+                               scores=pd.DataFrame(), carriers=None, concept_labels={1: 0, 2: 0, 3: 0, 4: 1, 5: 2},
+                               conflicts=[(1, 0), (2, 0)])
+    plan = _correction_plan(load_config(None, []), "reweight", 0, train, np.zeros((200, 1, 4, 4)), inputs)
+    t = plan.table
+    assert t["conflict"].tolist() == [True] * 10 + [False] * 190
+    assert t["weight"][:10].tolist() == pytest.approx([5.0] * 10)
+    rest = 50 / 90
+    assert t["weight"][10:100].tolist() == pytest.approx([rest] * 90)
+    rows = {(r["concept_id"], r["label"]): r for r in plan.record["corrections"]}
+    assert rows[(2, 0)]["correction"] == "none" and rows[(2, 0)]["weight"] == pytest.approx(rest, abs=1e-6)
+    assert "drawn with the rest of class 0, 0.56x as often as in the baseline" in rows[(2, 0)]["reason"]
+    assert rows[(1, 0)]["correction"] == "reweight"
