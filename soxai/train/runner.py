@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from soxai.data.runner import eval_splits, read_images, read_info, read_samples
 from soxai.run_dir import RunDir, read_json, read_parquet, write_json, write_parquet
 from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
 from soxai.train.fit import evaluate_splits, fit, load_baseline, make_model
-from soxai.train.variants import VARIANTS, VariantInputs, plan_variant
+from soxai.train.variants import VARIANTS, VariantInputs, model_fingerprint, plan_variant
 
 __all__ = ["VARIANTS", "evaluate_splits", "load_baseline", "make_model", "run_model", "run_train", "train_model"]
 
@@ -128,8 +127,7 @@ def train_model(model: tuple[str, int], inputs: VariantInputs, job: _ModelJob) -
     run, train = inputs.run, inputs.train
     plan = plan_variant(variant, inputs, seed)
     ids = train["sample_id"].to_numpy()[plan.mask]
-    ids_hash = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-    model_fp = fingerprint("train-model", job.recipe, str(seed), ids_hash, job.data_fp, *plan.parts)
+    model_fp = model_fingerprint(job.recipe, seed, ids, job.data_fp, plan.parts)
     metrics_path = run.variant_metrics(variant, seed)
     if metrics_path.is_file() and run.variant_model(variant, seed).is_file():
         old = read_json(metrics_path)

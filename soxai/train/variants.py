@@ -99,9 +99,49 @@ class VariantInputs:
         return self._corrections
 
     def fit_mask(self, mask: np.ndarray, seed: int, what: str) -> Trained:
-        """A model trained on the masked training samples, as they are."""
+        """A model trained on the masked training samples, as they are (every sample: the baseline's model for
+        the seed where it is already trained, :meth:`baseline_twin`)."""
+        twin = self.baseline_twin(seed) if mask.all() else None
+        if twin is not None:
+            return twin
         rows, labels = self.train["row"].to_numpy()[mask], self.train["label"].to_numpy()[mask]
         return Trained(*fit(self.cfg, self.run, rows, labels, seed, what))
+
+    def baseline_twin(self, seed: int, table: pd.DataFrame | None = None,
+                      extra: dict[str, Any] | None = None) -> Trained | None:
+        """The baseline's model for ``seed``, for a variant with nothing to change (every training sample as it is,
+        uniform draws, the last epoch: pruning or its control with nothing dropped, reweight with no tied conflict,
+        augment with nothing to paste), where it is already trained with the current recipe and data: the model
+        stage's for the run's seed, ``train/baseline/seed<k>`` for another; None otherwise (the variant then
+        trains, which gives the same model on CPU). metrics.json says ``baseline_model: true``."""
+        from soxai.models.registry import load_checkpoint
+        from soxai.saliency.methods import resolve_device
+        from soxai.stage import upstream
+        from soxai.train.fit import make_model
+
+        extra = {**(extra or {}), "baseline_model": True}
+        device = resolve_device(self.cfg.train.device)
+        if seed == self.cfg.seed and not self.cfg.model.checkpoint:
+            return Trained(load_baseline(self.cfg, self.run), device, table, extra)
+        metrics, path = self.run.variant_metrics("baseline", seed), self.run.variant_model("baseline", seed)
+        if not (metrics.is_file() and path.is_file()):
+            return None
+        fp = model_fingerprint(self.cfg.section_hash("model", "train"), seed, self.train["sample_id"].to_numpy(),
+                               upstream(self.run, "data")[0], [])
+        if read_json(metrics).get("fingerprint") != fp:
+            return None
+        model = make_model(self.cfg, read_json(self.run.data_info), seed)
+        load_checkpoint(path, model)
+        return Trained(model.eval(), device, table, extra)
+
+
+def model_fingerprint(recipe: str, seed: int, ids: np.ndarray, data_fp: str, parts: list[str]) -> str:
+    """What a retrained model depends on: recipe, seed, the exact training sample ids, the data and its plan's
+    ``parts`` (soxai.train.runner.train_model keeps a model whose metrics.json holds the same)."""
+    from soxai.stage import fingerprint
+
+    ids_hash = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+    return fingerprint("train-model", recipe, str(seed), ids_hash, data_fp, *parts)
 
 
 def baseline_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
@@ -219,6 +259,7 @@ class CorrectionPlan:
     table: pd.DataFrame
     record: dict[str, Any]
     make_extra: Callable[[], np.ndarray] | None = None
+    unchanged: bool = False  # every training sample as it is, uniform draws, the last epoch: the baseline's recipe
 
     def content_hash(self) -> str:
         """A hash of everything the model depends on beyond recipe, seed and data: weights, pastes, reasons."""
@@ -235,6 +276,10 @@ def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]
         from soxai.saliency.methods import resolve_device
         from soxai.train.selection import selection_for
 
+        if plan.unchanged:  # nothing to change: the baseline's model for the seed, where it is there
+            twin = inputs.baseline_twin(seed, plan.table, plan.record)
+            if twin is not None:
+                return twin
         labels = inputs.train["label"].to_numpy()[plan.mask]
         val_score, selection = None, {}
         if variant == "reweight" and plan.weights is not None:  # an unweighted reweight is the baseline
@@ -326,7 +371,8 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
                                  "weight": 1.0, "reason": "no conflict concept: nothing to reweight, so reweight "
                                                           "trained as the baseline"}]
             return CorrectionPlan(np.ones(len(train), dtype=bool), rows, None, table,
-                                  {"corrections": untied, "reweight_max_upweight": r.reweight_max_upweight})
+                                  {"corrections": untied, "reweight_max_upweight": r.reweight_max_upweight},
+                                  unchanged=True)
         record = {"corrections": reweight_record(labels, groups, weights, r.reweight_max_upweight,
                                                  carriers=carrier)
                   + settle_untied(untied, labels, inputs.concept_ids, weights),
@@ -347,7 +393,8 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
               "augment_fallback": r.augment_fallback}
     return CorrectionPlan(plan.keep, train_rows[plan.keep], None if np.all(weights == 1) else weights,
                           plan.table(frame), record,
-                          make_extra=lambda: augmented_images(images, rows, plan) if len(plan.recipients) else None)
+                          make_extra=lambda: augmented_images(images, rows, plan) if len(plan.recipients) else None,
+                          unchanged=bool(plan.keep.all() and np.all(weights == 1) and not len(plan.recipients)))
 
 
 def _unmarked(run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:

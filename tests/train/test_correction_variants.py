@@ -52,6 +52,14 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     assert "selection" not in metrics
     baseline = read_json(run.baseline_metrics)
     assert cfg.seed == 0 and metrics["splits"] == {s: m for s, m in baseline.items() if s != "train"}
+    # nothing to change: the baseline's model for each seed, not a second training (model/ for the run's seed,
+    # train/baseline/seed1 for seed 1)
+    assert metrics["baseline_model"] is True
+    again = read_json(run.variant_metrics("reweight", 1))
+    assert again["baseline_model"] is True
+    assert again["splits"] == read_json(run.variant_metrics("baseline", 1))["splits"]
+    assert _state(run.variant_model("reweight", 1)) == _state(run.variant_model("baseline", 1))
+    assert "baseline_model" not in read_json(run.variant_metrics("augment", 1))  # augment pastes: it trains
 
     augment = read_json(run.variant_metrics("augment", 1))
     ids = read_parquet(run.variant_manifest("augment", 1))
@@ -76,6 +84,33 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     assert run_train(cfg, run).reused
     again = run_train(_with(cfg, reweight_max_upweight=2.0), run)
     assert again.metrics == {"models_trained": 2, "models_reused": 4}
+
+
+def _state(path):
+    from soxai.models.weights import read_safetensors
+
+    return {k: v.tolist() for k, v in read_safetensors(path)[0].items()}
+
+
+def test_run_train__a_variant_with_nothing_to_change_trains_where_no_current_baseline_model_is_there(
+        tiny_explained, tmp_path):
+    from soxai.train.runner import run_train
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    info = read_json(run.manifest_json)
+    write_json(run.manifest_json, {**info, "flagged_concepts": {}})
+    cfg = _with(cfg, variants=("baseline", "augment"), seeds=(0, 1))
+    run_train(cfg, run)
+    assert read_json(run.variant_metrics("augment", 1))["baseline_model"] is True
+    # a baseline model of another recipe or data is not the baseline's: augment trains its own, the same model
+    metrics = read_json(run.variant_metrics("baseline", 1))
+    write_json(run.variant_metrics("baseline", 1), {**metrics, "fingerprint": "of another recipe"})
+    shutil.rmtree(run.root / "train" / "augment" / "seed1")
+    run_train(_with(cfg, variants=("augment",)), run)
+    trained = read_json(run.variant_metrics("augment", 1))
+    assert "baseline_model" not in trained and trained["splits"] == metrics["splits"]
+    assert _state(run.variant_model("augment", 1)) == _state(run.variant_model("baseline", 1))
 
 
 def test_run_train__augment_with_nothing_flagged_trains_on_the_unchanged_set(tiny_explained, tmp_path):
