@@ -94,11 +94,17 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
         inputs = VariantInputs(cfg, run, train, keep, read_images(run))
         models = [(variant, seed) for variant in cfg.retrain.variants for seed in cfg.retrain.seeds]
         job = _ModelJob(samples, eval_splits(samples), cfg.section_hash("model", "train"), upstream(run, "data")[0])
-        trained = sum(parallel_map(train_model, models, inputs, job, resources={"GPU": 1}))
+        # the baseline's models first: a variant with nothing to change takes them (VariantInputs.baseline_twin),
+        # so which one it gets must not depend on the order of retrain.variants or on the executor
+        first = [m for m in models if m[0] == "baseline"]
+        outcomes = [*parallel_map(train_model, first, inputs, job, resources={"GPU": 1}),
+                    *parallel_map(train_model, [m for m in models if m[0] != "baseline"], inputs, job,
+                                  resources={"GPU": 1})]
         outputs = [path for variant, seed in models for path in
                    (run.variant_metrics(variant, seed), run.variant_model(variant, seed),
                     run.variant_manifest(variant, seed))]
-        return outputs, {"models_trained": trained, "models_reused": len(models) - trained}
+        return outputs, {"models_trained": outcomes.count("trained"), "models_reused": outcomes.count("kept"),
+                         "models_from_baseline": outcomes.count("baseline")}
 
     return run_stage(run, "train", fp, body)
 
@@ -114,12 +120,15 @@ class _ModelJob:
     data_fp: str
 
 
-def train_model(model: tuple[str, int], inputs: VariantInputs, job: _ModelJob) -> bool:
+def train_model(model: tuple[str, int], inputs: VariantInputs, job: _ModelJob) -> str:
     """Train one variant for one seed and write its files, unless a kept model has the same fingerprint.
 
-    ``model`` is ``(variant, seed)``. Writes ``train_ids.parquet``, the checkpoint, then ``metrics.json`` (each file
-    atomically; metrics.json, last, is what marks the model done). A pure function of its arguments: the same
-    files in any process. Returns True when it trained, False when it kept the model there.
+    ``model`` is ``(variant, seed)``. Removes a kept ``metrics.json``, then writes ``train_ids.parquet``, the
+    checkpoint, then ``metrics.json`` (each file atomically; metrics.json, last, is what marks the model done, so a
+    crash in between leaves no metrics.json beside another model's checkpoint). A pure function of its arguments
+    and of the baseline's models for the seed (run_train trains those first): the same files in any process.
+    Returns 'trained', 'kept' (the model there has the same fingerprint) or 'baseline' (a variant with nothing to
+    change took the baseline's model, VariantInputs.baseline_twin).
     """
     from soxai.models.registry import save_checkpoint
 
@@ -132,7 +141,8 @@ def train_model(model: tuple[str, int], inputs: VariantInputs, job: _ModelJob) -
     if metrics_path.is_file() and run.variant_model(variant, seed).is_file():
         old = read_json(metrics_path)
         if old.get("fingerprint") == model_fp and run.variant_manifest(variant, seed).is_file():
-            return False
+            return "kept"
+    metrics_path.unlink(missing_ok=True)
     done = plan.fit()
     table = done.table
     if table is None:
@@ -145,4 +155,4 @@ def train_model(model: tuple[str, int], inputs: VariantInputs, job: _ModelJob) -
         "splits": evaluate_splits(done.model, inputs.images, job.samples, done.device, job.splits,
                                   inputs.cfg.train.num_workers),
     })
-    return True
+    return "baseline" if done.extra.get("baseline_model") else "trained"

@@ -98,10 +98,10 @@ class VariantInputs:
             self._corrections = _correction_inputs(self.run, self.train)
         return self._corrections
 
-    def fit_mask(self, mask: np.ndarray, seed: int, what: str) -> Trained:
-        """A model trained on the masked training samples, as they are (every sample: the baseline's model for
-        the seed where it is already trained, :meth:`baseline_twin`)."""
-        twin = self.baseline_twin(seed) if mask.all() else None
+    def fit_mask(self, mask: np.ndarray, seed: int, what: str, twin: bool = True) -> Trained:
+        """A model trained on the masked training samples, as they are (every sample, ``twin``: the baseline's model
+        for the seed where it is already trained, :meth:`baseline_twin`; the baseline itself trains)."""
+        twin = self.baseline_twin(seed) if twin and mask.all() else None
         if twin is not None:
             return twin
         rows, labels = self.train["row"].to_numpy()[mask], self.train["label"].to_numpy()[mask]
@@ -153,7 +153,7 @@ def baseline_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
             from soxai.saliency.methods import resolve_device
 
             return Trained(load_baseline(cfg, inputs.run), resolve_device(cfg.train.device))
-        return inputs.fit_mask(mask, seed, f"baseline seed {seed}")
+        return inputs.fit_mask(mask, seed, f"baseline seed {seed}", twin=False)
 
     return VariantPlan(mask, [], train)
 

@@ -26,7 +26,8 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     flagged = read_json(run.manifest_json)["flagged_concepts"]
     assert flagged, "the tiny run plants an artifact that should be flagged"
     record = run_train(cfg, run)
-    assert record.metrics["models_trained"] == 6
+    # reweight has no tied conflict in the tiny run: it takes the baseline's models (see below)
+    assert record.metrics == {"models_trained": 4, "models_reused": 0, "models_from_baseline": 2}
 
     samples = read_parquet(run.samples)
     train = samples[samples["split"] == "train"]
@@ -83,7 +84,7 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     # each model is reused while what it depends on stays; the cap changes only reweight's weights
     assert run_train(cfg, run).reused
     again = run_train(_with(cfg, reweight_max_upweight=2.0), run)
-    assert again.metrics == {"models_trained": 2, "models_reused": 4}
+    assert again.metrics == {"models_trained": 0, "models_reused": 4, "models_from_baseline": 2}
 
 
 def _state(path):
@@ -100,14 +101,16 @@ def test_run_train__a_variant_with_nothing_to_change_trains_where_no_current_bas
     run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
     info = read_json(run.manifest_json)
     write_json(run.manifest_json, {**info, "flagged_concepts": {}})
-    cfg = _with(cfg, variants=("baseline", "augment"), seeds=(0, 1))
-    run_train(cfg, run)
+    cfg = _with(cfg, variants=("augment", "baseline"), seeds=(0, 1))  # the baseline's models train first anyway
+    assert run_train(cfg, run).metrics == {"models_trained": 2, "models_reused": 0, "models_from_baseline": 2}
     assert read_json(run.variant_metrics("augment", 1))["baseline_model"] is True
+    assert "baseline_model" not in read_json(run.variant_metrics("baseline", 1))  # the baseline trains itself
     # a baseline model of another recipe or data is not the baseline's: augment trains its own, the same model
     metrics = read_json(run.variant_metrics("baseline", 1))
     write_json(run.variant_metrics("baseline", 1), {**metrics, "fingerprint": "of another recipe"})
     shutil.rmtree(run.root / "train" / "augment" / "seed1")
-    run_train(_with(cfg, variants=("augment",)), run)
+    assert run_train(_with(cfg, variants=("augment",)), run).metrics == {
+        "models_trained": 1, "models_reused": 1, "models_from_baseline": 0}
     trained = read_json(run.variant_metrics("augment", 1))
     assert "baseline_model" not in trained and trained["splits"] == metrics["splits"]
     assert _state(run.variant_model("augment", 1)) == _state(run.variant_model("baseline", 1))
@@ -144,3 +147,27 @@ def test_run_train__reweight_without_the_conflict_table_says_how_to_get_it(tiny_
     with pytest.raises(StageError, match="bias/conflicts.parquet is missing.*run the bias stage again"):
         run_train(_with(cfg, variants=("baseline", "reweight"), seeds=(0, 1)), run)
     assert not any(run.root.glob("train/reweight/*/model.safetensors"))
+
+
+def test_train_model__a_crash_while_training_leaves_no_metrics_beside_another_models_checkpoint(
+        tiny_explained, tmp_path, monkeypatch):
+    """The kept metrics.json goes before the new files are written: a model that crashes mid-way leaves no
+    metrics.json claiming the checkpoint there (which a variant with nothing to change would take)."""
+    import soxai.train.runner as runner
+    from soxai.train.variants import VariantPlan
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    cfg = _with(cfg, variants=("baseline",), seeds=(0, 1))
+    runner.run_train(cfg, run)
+    metrics = read_json(run.variant_metrics("baseline", 1))
+    write_json(run.variant_metrics("baseline", 1), {**metrics, "fingerprint": "of another recipe"})
+
+    def crashes():
+        raise RuntimeError("the machine went down")
+
+    monkeypatch.setattr(runner, "plan_variant", lambda variant, inputs, seed: VariantPlan(
+        np.ones(len(inputs.train), dtype=bool), [], crashes))
+    with pytest.raises(RuntimeError, match="went down"):
+        runner.run_train(cfg, run)
+    assert not run.variant_metrics("baseline", 1).exists() and run.variant_model("baseline", 1).exists()
