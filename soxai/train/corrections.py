@@ -136,8 +136,8 @@ def tied_conflicts(labels: np.ndarray, concepts: np.ndarray, preds: np.ndarray, 
     Returns
     -------
     tied : the (concept_id, label) pairs reweighting balances
-    untied : one correction row per other conflict, {concept_id, label, correction: 'none', n_samples,
-        weight: 1.0, reason}
+    untied : one correction row per other conflict, {concept_id, label, correction: 'none', n_samples, reason}
+        (:func:`settle_untied` adds the weight each is drawn with)
     """
     labels, concepts, preds = np.asarray(labels), np.asarray(concepts, dtype=np.int64), np.asarray(preds)
     carrying = np.isin(concepts, [int(c) for c in flagged]) | np.asarray(carrier, dtype=bool)
@@ -156,27 +156,25 @@ def tied_conflicts(labels: np.ndarray, concepts: np.ndarray, preds: np.ndarray, 
             f" or of class {to}, which its errors are most often predicted as ({share.get(to, 0.0):.0%})"
             if to != k else "")
         untied.append({
-            "concept_id": cid, "label": k, "correction": "none", "n_samples": int(member.sum()), "weight": 1.0,
+            "concept_id": cid, "label": k, "correction": "none", "n_samples": int(member.sum()),
             "reason": (f"class {k}: concept {cid} is a conflict (the baseline is wrong on {int(wrong.sum())} of its "
                        f"{int(member.sum())}), but no flagged shortcut is carried by most of {where}: a hard "
-                       "subgroup, or a shortcut no test flagged; drawn as in the baseline")})
+                       "subgroup, or a shortcut no test flagged")})
     return tied, untied
 
 
 def settle_untied(untied: list[dict[str, Any]], labels: np.ndarray, concepts: np.ndarray,
                   weights: np.ndarray) -> list[dict[str, Any]]:
-    """The :func:`tied_conflicts` rows with the weight their members were given: an untied conflict in a class with
-    a tied one is drawn with the rest of its class, less often than in the baseline, and its row says so."""
+    """The :func:`tied_conflicts` rows with the weight their members are drawn with and a reason that says it: as in
+    the baseline, or (an untied conflict in a class with a tied one) with the rest of its class, less often."""
     labels, concepts, weights = np.asarray(labels), np.asarray(concepts), np.asarray(weights, dtype=np.float64)
     out = []
     for row in untied:
         member = (concepts == row["concept_id"]) & (labels == row["label"])
         w = float(np.median(weights[member])) if member.any() else 1.0
-        if abs(w - 1.0) > 1e-9:
-            row = {**row, "weight": round(w, 6), "reason": row["reason"].replace(
-                "drawn as in the baseline", f"drawn with the rest of class {row['label']}, {w:.2f}x as often as in "
-                                            "the baseline")}
-        out.append(row)
+        drawn = ("drawn as in the baseline" if abs(w - 1.0) <= 1e-9 else
+                 f"drawn with the rest of class {row['label']}, {w:.2f}x as often as in the baseline")
+        out.append({**row, "weight": round(w, 6), "reason": f"{row['reason']}; {drawn}"})
     return out
 
 

@@ -93,13 +93,12 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
         keep = train["keep"].fillna(True).to_numpy(dtype=bool)
         inputs = VariantInputs(cfg, run, train, keep, read_images(run))
         models = [(variant, seed) for variant in cfg.retrain.variants for seed in cfg.retrain.seeds]
-        job = _ModelJob(samples, eval_splits(samples), cfg.section_hash("model", "train"), upstream(run, "data")[0])
+        job = _ModelJob(samples, eval_splits(samples), *inputs.recipe_and_data)
         # the baseline's models first: a variant with nothing to change takes them (VariantInputs.baseline_twin),
         # so which one it gets must not depend on the order of retrain.variants or on the executor
-        first = [m for m in models if m[0] == "baseline"]
-        outcomes = [*parallel_map(train_model, first, inputs, job, resources={"GPU": 1}),
-                    *parallel_map(train_model, [m for m in models if m[0] != "baseline"], inputs, job,
-                                  resources={"GPU": 1})]
+        outcomes = [outcome for first in (True, False)
+                    for outcome in parallel_map(train_model, [m for m in models if (m[0] == "baseline") == first],
+                                                inputs, job, resources={"GPU": 1})]
         outputs = [path for variant, seed in models for path in
                    (run.variant_metrics(variant, seed), run.variant_model(variant, seed),
                     run.variant_manifest(variant, seed))]

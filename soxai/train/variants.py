@@ -76,6 +76,13 @@ class VariantInputs:
     _corrections: _CorrectionInputs | None = None
 
     @functools.cached_property
+    def recipe_and_data(self) -> tuple[str, str]:
+        """The recipe's hash and the data stage's fingerprint, which every retrained model's fingerprint holds."""
+        from soxai.stage import upstream
+
+        return self.cfg.section_hash("model", "train"), upstream(self.run, "data")[0]
+
+    @functools.cached_property
     def val_groups(self):
         """The val split assigned to the run's concepts (``soxai.train.selection``; None without a val split),
         computed on first use and once per train stage."""
@@ -116,7 +123,6 @@ class VariantInputs:
         trains, which gives the same model on CPU). metrics.json says ``baseline_model: true``."""
         from soxai.models.registry import load_checkpoint
         from soxai.saliency.methods import resolve_device
-        from soxai.stage import upstream
         from soxai.train.fit import make_model
 
         extra = {**(extra or {}), "baseline_model": True}
@@ -126,8 +132,8 @@ class VariantInputs:
         metrics, path = self.run.variant_metrics("baseline", seed), self.run.variant_model("baseline", seed)
         if not (metrics.is_file() and path.is_file()):
             return None
-        fp = model_fingerprint(self.cfg.section_hash("model", "train"), seed, self.train["sample_id"].to_numpy(),
-                               upstream(self.run, "data")[0], [])
+        recipe, data_fp = self.recipe_and_data
+        fp = model_fingerprint(recipe, seed, self.train["sample_id"].to_numpy(), data_fp, [])
         if read_json(metrics).get("fingerprint") != fp:
             return None
         model = make_model(self.cfg, read_json(self.run.data_info), seed)
@@ -259,7 +265,11 @@ class CorrectionPlan:
     table: pd.DataFrame
     record: dict[str, Any]
     make_extra: Callable[[], np.ndarray] | None = None
-    unchanged: bool = False  # every training sample as it is, uniform draws, the last epoch: the baseline's recipe
+
+    @property
+    def unchanged(self) -> bool:
+        """Every training sample as it is, uniform draws, no extra images: the baseline's recipe."""
+        return bool(self.mask.all()) and self.weights is None and self.make_extra is None
 
     def content_hash(self) -> str:
         """A hash of everything the model depends on beyond recipe, seed and data: weights, pastes, reasons."""
@@ -363,21 +373,19 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
         tied, untied = tied_conflicts(labels, inputs.concept_ids, inputs.preds, inputs.conflicts, inputs.flagged,
                                       carrier)
         groups = reweight_groups(labels, inputs.concept_ids, tied)
-        weights = group_balanced_weights(labels, groups, r.reweight_max_upweight, carrier)
+        # nothing tied: every weight 1, the baseline's samples, uniform draws and last epoch
+        weights = group_balanced_weights(labels, groups, r.reweight_max_upweight, carrier) if tied \
+            else np.ones(len(train))
         table = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": weights,
                               "concept_id": inputs.concept_ids, "conflict": groups != REST, "carrier": carrier})
-        if not tied:  # nothing to balance: the baseline's samples, uniform draws and last epoch
-            untied = untied or [{"concept_id": None, "label": None, "correction": "none", "n_samples": 0,
-                                 "weight": 1.0, "reason": "no conflict concept: nothing to reweight, so reweight "
-                                                          "trained as the baseline"}]
-            return CorrectionPlan(np.ones(len(train), dtype=bool), rows, None, table,
-                                  {"corrections": untied, "reweight_max_upweight": r.reweight_max_upweight},
-                                  unchanged=True)
-        record = {"corrections": reweight_record(labels, groups, weights, r.reweight_max_upweight,
-                                                 carriers=carrier)
-                  + settle_untied(untied, labels, inputs.concept_ids, weights),
-                  "reweight_max_upweight": r.reweight_max_upweight}
-        return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights, table, record)
+        record_rows = reweight_record(labels, groups, weights, r.reweight_max_upweight, carriers=carrier) \
+            if tied else []
+        record_rows += settle_untied(untied, labels, inputs.concept_ids, weights)
+        if not record_rows:
+            record_rows = [{"concept_id": None, "label": None, "correction": "none", "n_samples": 0, "weight": 1.0,
+                            "reason": "no conflict concept: nothing to reweight, so reweight trained as the baseline"}]
+        return CorrectionPlan(np.ones(len(train), dtype=bool), rows, weights if tied else None, table,
+                              {"corrections": record_rows, "reweight_max_upweight": r.reweight_max_upweight})
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)
     plan = plan_augment(frame, inputs.flagged, inputs.scores, inputs.carriers, inputs.concept_labels,
                         tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight)
@@ -393,8 +401,7 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
               "augment_fallback": r.augment_fallback}
     return CorrectionPlan(plan.keep, train_rows[plan.keep], None if np.all(weights == 1) else weights,
                           plan.table(frame), record,
-                          make_extra=lambda: augmented_images(images, rows, plan) if len(plan.recipients) else None,
-                          unchanged=bool(plan.keep.all() and np.all(weights == 1) and not len(plan.recipients)))
+                          make_extra=(lambda: augmented_images(images, rows, plan)) if len(plan.recipients) else None)
 
 
 def _unmarked(run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:
