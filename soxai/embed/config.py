@@ -10,13 +10,16 @@ from soxai._base import Section
 class EmbedConfig(Section):
     """Maps -> explanation vectors -> PCA -> UMAP."""
 
-    features: Literal["pooled", "activations", "both", "channels", "channels+pooled"] = Field(
+    features: Literal["pooled", "activations", "both", "channels", "channels+pooled", "channels+peaks+pooled"] = Field(
         "channels+pooled",
         description="explanation vector: channels+pooled (the default): the relevance of each channel of "
         "model.layer to the explained class (activation x gradient summed over positions: what the model used, "
         "wherever it sits; soxai.embed.relevance) beside the pooled |map| (where it looked), each block "
-        "l2-scaled to equal weight; channels alone; pooled alone (the default before 2026-12-06); the "
-        "activations of model.layer weighted by the map (what it looked at); or both (pooled + activations)",
+        "l2-scaled to equal weight; channels+peaks+pooled: those and each channel's peak activation over the "
+        "positions, standardised across the sample's channels (a small mark that moves, which summed relevance "
+        "dilutes; opt-in: docs/DETECTION-METHOD.md); channels alone; pooled alone (the default before "
+        "2026-12-06); the activations of model.layer weighted by the map (what it looked at); or both (pooled + "
+        "activations)",
     )
     pool_size: int = Field(8, ge=1, description="maps are average-pooled to pool_size x pool_size")
     normalize: Literal["l2", "l1", "max", "none"] = Field(

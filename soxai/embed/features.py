@@ -45,13 +45,16 @@ def explanation_features(
         return pooled
     if model is None or images is None or rows is None:
         raise ValueError(f"embed.features={ecfg.features!r} needs the model, the images and their rows")
-    if ecfg.features in ("channels", "channels+pooled"):
-        from soxai.embed.relevance import channel_relevance
+    if ecfg.features in ("channels", "channels+pooled", "channels+peaks+pooled"):
+        from soxai.embed.relevance import relevance_and_peaks
 
         if targets is None:
             raise ValueError(f"embed.features={ecfg.features!r} needs the class each map explains (targets)")
-        rel = scale_rows(channel_relevance(model, cfg.model.layer, images, rows, targets, device), ecfg.normalize)
-        return rel if ecfg.features == "channels" else combine_blocks([rel, pooled])
+        rel, peaks = relevance_and_peaks(model, cfg.model.layer, images, rows, targets, device)
+        rel = scale_rows(rel, ecfg.normalize)
+        if ecfg.features == "channels":
+            return rel
+        return combine_blocks([rel, pooled] if ecfg.features == "channels+pooled" else [rel, peak_block(peaks), pooled])
     acts = activation_features(model, cfg.model.layer, images, rows, maps, ecfg.normalize, device)
     return acts if ecfg.features == "activations" else combine_blocks([pooled, acts])
 
@@ -266,6 +269,19 @@ def embed_with_config(features: np.ndarray, ecfg: EmbedConfig, seed: int) -> tup
         ecfg.umap_min_dist, ecfg.spectral_components if spectral else ecfg.n_components, seed, ecfg.method,
         ecfg.umap_epochs, ecfg.knn,
     )
+
+
+def peak_block(peaks: np.ndarray) -> np.ndarray:
+    """Each sample's channel peaks (n, channels) standardised across its own channels (mean 0, spread 1; a row
+    with no spread gives zeros): which channels fire most in this sample, whatever the channels' scales.
+
+    Per sample, so a new sample's vector needs nothing fitted on the reference run (the monitor's assignment);
+    standardising each channel over the training set instead gathered the moving ring's carriers too, but needs
+    the training set's statistics at assignment (bench/peak_concepts.py)."""
+    peaks = np.asarray(peaks, dtype=np.float32)
+    centre = peaks.mean(axis=1, keepdims=True)
+    spread = peaks.std(axis=1, keepdims=True)
+    return np.divide(peaks - centre, spread, out=np.zeros_like(peaks), where=spread > 0)
 
 
 def weighted_activations(activations: np.ndarray, maps: np.ndarray) -> np.ndarray:

@@ -6,6 +6,12 @@ input rule of concept relevance propagation, Achtibat et al. 2023, applied at th
 channel relevances says *what* the model used for a sample, not *where*: a mark stamped anywhere lights
 the same channels, so its carriers land in one concept wherever the mark sits. Summed over channels it is
 the first-order estimate of the logit the layer carries.
+
+Summed over the positions, a small mark's share is diluted by the rest of the image: on a 7x7 ring stamped at
+random places in 10% of a Fashion-MNIST class the best single channel's summed relevance told the carriers from
+their class-mates at an AUC of 0.845, while the same channel's *peak* activation (its largest value over the
+positions, which does not depend on where the ring sits either) did at 0.999 (``bench/peak_concepts.py``).
+:func:`relevance_and_peaks` returns both from one pass (``embed.features: channels+peaks+pooled``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,22 @@ def channel_relevance(
     device=None,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Signed relevance of each channel of ``layer`` to each sample's ``targets`` logit.
+    """Signed relevance of each channel of ``layer`` to each sample's ``targets`` logit (the first array of
+    :func:`relevance_and_peaks`)."""
+    return relevance_and_peaks(model, layer, images, rows, targets, device, batch_size)[0]
+
+
+def relevance_and_peaks(
+    model,
+    layer: str | None,
+    images: np.ndarray,
+    rows: np.ndarray,
+    targets: np.ndarray,
+    device=None,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signed relevance of each channel of ``layer`` to each sample's ``targets`` logit, and each channel's peak
+    activation, from one pass.
 
     Parameters
     ----------
@@ -36,6 +57,8 @@ def channel_relevance(
     Returns
     -------
     relevance : float32 array of shape (n, channels): sum over positions of activation * d logit / d activation
+    peaks : float32 array of shape (n, channels): the largest activation of each channel over positions (the
+        activation itself for a layer without positions); where a mark sits does not change it
     """
     import torch
 
@@ -58,7 +81,7 @@ def channel_relevance(
         captured.append(out)
 
     handle = module.register_forward_hook(keep)
-    parts = []
+    parts, peaks = [], []
     try:
         model.to(device).eval()
         for start in range(0, len(rows), batch_size):
@@ -71,9 +94,11 @@ def channel_relevance(
             act = captured[-1]
             rel = act.detach() * act.grad
             parts.append((rel.sum(dim=(2, 3)) if rel.ndim == 4 else rel).float().cpu().numpy())
+            top = act.detach().flatten(2).amax(dim=2) if act.ndim == 4 else act.detach()
+            peaks.append(top.float().cpu().numpy())
     finally:
         handle.remove()
         model.zero_grad(set_to_none=True)
     if not parts:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(parts).astype(np.float32)
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32), np.concatenate(peaks).astype(np.float32)

@@ -87,3 +87,42 @@ def test_activation_features__layer_without_feature_maps__raises_with_fix():
     with pytest.raises(ConfigError, match="not feature maps"):
         activation_features(_bright_dark_model(), "1", np.zeros((1, 1, 8, 8), np.float32), np.arange(1),
                             np.ones((1, 8, 8), np.float32), "l2")
+
+
+def test_peak_block__standardised_per_sample_and_flat_rows_give_zeros():
+    from soxai.embed.features import peak_block
+
+    peaks = np.array([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0], [5.0, 5.0, 5.0]], np.float32)
+    out = peak_block(peaks)
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)  # the channels' scale does not matter, their order does
+    np.testing.assert_allclose(out[0].mean(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(out[0].std(), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(out[2], 0.0)
+
+
+def test_explanation_features__channels_peaks_pooled__three_equal_blocks_same_for_new_samples():
+    import torch
+
+    from soxai.concepts.assign import new_sample_features
+    from soxai.config import load_config
+    from soxai.embed.features import combine_blocks, explanation_features, peak_block
+    from soxai.embed.relevance import relevance_and_peaks
+    from soxai.testing.toy import ConvPoolToy
+
+    torch.manual_seed(0)
+    model = ConvPoolToy(in_channels=1, n_classes=3, hidden=4)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(5, 1, 8, 8)).astype(np.float32)
+    maps = np.abs(rng.normal(size=(5, 8, 8))).astype(np.float32)
+    rows, targets = np.array([4, 0, 2, 1, 3]), np.array([0, 1, 2, 0, 1])
+    cfg = load_config(None, ["embed.features=channels+peaks+pooled", "model.layer=conv", "embed.pool_size=4"])
+    kwargs = dict(model=model, images=images, rows=rows, targets=targets)
+    out = explanation_features(cfg, maps, **kwargs)
+    rel, peaks = relevance_and_peaks(model, "conv", images, rows, targets)
+    expected = combine_blocks([scale_rows(rel, "l2"), peak_block(peaks), pooled_features(maps, 4, "l2")])
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert out.shape == (5, 4 + 4 + 16)
+    np.testing.assert_allclose(np.linalg.norm(out[:, 4:8], axis=1), 1 / np.sqrt(3), rtol=1e-5)
+    # the monitor's new samples are made the same way, with nothing fitted on the reference run
+    np.testing.assert_array_equal(new_sample_features(cfg, maps.astype(np.float16).astype(np.float32), **kwargs),
+                                  explanation_features(cfg, maps.astype(np.float16).astype(np.float32), **kwargs))

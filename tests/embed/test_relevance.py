@@ -69,3 +69,41 @@ def test_channel_relevance__layer_without_channels__raises_with_fix() -> None:
                                 torch.nn.Linear(60, 3))
     with pytest.raises(ConfigError, match="not channels"):
         channel_relevance(model, "1", _images(), np.arange(2), np.zeros(2, dtype=int))
+
+
+def _dot_model() -> torch.nn.Module:
+    # channel 0 detects a bright 2x2 dot; channel 1 is a weak detector of something else
+    conv = torch.nn.Conv2d(1, 2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0] = 1.0
+        conv.weight[1, 0, 0, 0] = -0.1
+    return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(2, 2))
+
+
+def test_relevance_and_peaks__a_mark_anywhere__same_peak_and_the_same_relevance_as_alone() -> None:
+    from soxai.embed.relevance import relevance_and_peaks
+
+    images = np.zeros((3, 1, 8, 8), np.float32)
+    images[:, 0, 0:4, 0:8] = 0.3  # a faint object in the top half of every image
+    images[0, 0, 5:7, 0:2] = 1.0  # the dot, at three places of the bottom half
+    images[1, 0, 5:7, 3:5] = 1.0
+    images[2, 0, 6:8, 6:8] = 1.0
+    model = _dot_model()
+    rel, peaks = relevance_and_peaks(model, "0", images, np.arange(3), np.zeros(3, dtype=int), batch_size=2)
+    assert rel.shape == peaks.shape == (3, 2) and peaks.dtype == np.float32
+    np.testing.assert_allclose(peaks[1:], np.repeat(peaks[:1], 2, axis=0), rtol=1e-6)
+    assert peaks[0, 0] == pytest.approx(4.0)  # the dot's 2x2 sum: the conv's largest output
+    np.testing.assert_allclose(rel, channel_relevance(model, "0", images, np.arange(3), np.zeros(3, int)), rtol=1e-6)
+
+
+def test_relevance_and_peaks__a_layer_without_positions__peak_is_the_activation() -> None:
+    from soxai.embed.relevance import relevance_and_peaks
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(60, 4), torch.nn.Linear(4, 3))
+    images = _images()
+    _, peaks = relevance_and_peaks(model, "1", images, np.arange(6), np.zeros(6, dtype=int))
+    with torch.no_grad():
+        expected = model[1](model[0](torch.from_numpy(images))).numpy()
+    np.testing.assert_allclose(peaks, expected, rtol=1e-6)
