@@ -75,6 +75,10 @@ SETTINGS = {
     # bias logic 12: mutual_control groups only significant concepts whose pasted regions overlap (one mark in one
     # place, the premise it was built on); the default settings, so the column reruns the bias stage at the new logic
     "the default, mutual_control at one place (bias logic 12)": DEFAULTS,
+    # the explanation vector with each channel's peak activation over positions as a third block (opt-in,
+    # 2026-12-07): it gathers a ring that moves into one concept (bench/peak_concepts.py); does it change the matrix?
+    "the default, embed.features=channels+peaks+pooled": [
+        "embed.features=channels+peaks+pooled", *DEFAULTS[1:]],
 }
 
 
