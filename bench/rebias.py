@@ -37,7 +37,9 @@ def _fingerprints(root: Path) -> dict[str, str]:
     return out
 
 
-def rerun(src: Path, work: Path) -> dict:
+def rerun(src: Path, work: Path, overrides: list[str] | None = None) -> dict:
+    """Copy ``src`` into ``work`` without its later stages and run it up to ``train`` with its own config (and
+    ``overrides``, ``soxai run --set`` style); the comparison of the module docstring."""
     from soxai.config import load_config
     from soxai.data.runner import read_samples
     from soxai.run_dir import read_json, read_parquet
@@ -50,7 +52,7 @@ def rerun(src: Path, work: Path) -> dict:
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=lambda folder, names: [n for n in names if Path(folder) == src and n in LATER])
-    run = run_in_process(load_config(dst / "config.yaml"), dst, until="train")
+    run = run_in_process(load_config(dst / "config.yaml", overrides or []), dst, until="train")
     before_fp, after_fp = _fingerprints(src), _fingerprints(dst)
     if before_fp != after_fp:
         changed = sorted(k for k in after_fp if before_fp.get(k) != after_fp[k])

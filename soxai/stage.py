@@ -63,7 +63,9 @@ class StageRecord:
 #   bias 12 (2026-12-06): mutual_control groups only significant concepts whose pasted regions overlap.
 #   bias 13 (2026-12-07): a conflict's reason says the reweight variant upweights it only where a flagged shortcut
 #     on most of a class ties it (reason text only: flags, drops and carriers are bias 12's).
-LOGIC_VERSIONS: dict[str, int] = {"bias": 13, "manifest": 3, "compare": 1}
+#   bias 14 (2026-12-07): a person's override also reads the concept's channels in every class-mate (its members
+#     stand; class-mates the channel test accepts join them as carriers).
+LOGIC_VERSIONS: dict[str, int] = {"bias": 14, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -12,7 +12,8 @@ between the members' mean rate and the median rate of the class's other samples.
 too small for single samples to be told apart, the concept's members stand as its carriers. Every
 sample is first tested on a few recipients and only those left in doubt on more, so a clear shortcut
 costs a quarter of the predictions. For a box or pixel flag, the concept's own channels of the model's
-layer are then read in every class-mate, so a mark is found wherever it sits (soxai.bias.presence).
+layer are then read in every class-mate, so a mark is found wherever it sits (soxai.bias.presence); for a
+person's override, which names no region to paste, the members stand and the channels are read the same way.
 """
 
 from __future__ import annotations
@@ -205,6 +206,9 @@ def find_carriers(
         if decisive is None or len(pool) == 0 or member.all():
             out["test"] = ("members stand: no detector region to repeat per sample" if decisive is None
                            else "members stand: no other-class images or class-mates to test against")
+            if decisive is None and not member.all() and _overridden(scores, cid) and _layer_readable(ctx, cfg):
+                # a person's flag names no region, but the concept's channels are still the model's own reading
+                _read_channels(ctx, ccfg, cls, k, member, out, before="the members")
             frames.append(out)
             continue
         detector, box = decisive
@@ -231,14 +235,7 @@ def find_carriers(
             out["test"] = (f"{detector} region ({what}) pasted from each sample into {FIRST_STAGE} recipients, "
                            f"more (up to {len(recipients)}) where that left it in doubt")
         if _reads_channels(ctx, cfg, box):
-            relevance = _relevance(ctx, cls, k)  # (n, channels): the channel count needs no forward pass of its own
-            ext = channel_extension(ctx.layer, ctx.images, relevance, cls["row"].to_numpy(), member,
-                                    out["carries"].to_numpy(), channel_budget(relevance.shape[1], ccfg.channel_frac),
-                                    ccfg.max_p_value)
-            out["channel_score"], out["carries"] = ext.scores, ext.carries
-            out["channel_threshold"] = ext.boundary if ext.accepted else np.nan
-            out["channel_y"], out["channel_x"] = ext.at[:, 0], ext.at[:, 1]
-            out["test"] = out["test"] + "; " + ext.describe(ccfg.max_p_value)
+            _read_channels(ctx, ccfg, cls, k, member, out)
         frames.append(out)
     if not frames:
         dtypes = ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", *["float64"] * 4, "str")
@@ -258,9 +255,34 @@ def _region_text(box) -> str:
     return f"rows {box[0]}-{box[2] - 1}, cols {box[1]}-{box[3] - 1}"
 
 
+def _layer_readable(ctx: DetectorContext, cfg: BiasConfig) -> bool:
+    """Whether the concept's channels may be read: ``bias.carriers.channels`` on, and the model's layer at hand."""
+    return cfg.carriers.channels and ctx.layer is not None
+
+
 def _reads_channels(ctx: DetectorContext, cfg: BiasConfig, box) -> bool:
     """Whether the concept's channels are read in every class-mate: a box or pixel flag, with the model's layer."""
-    return cfg.carriers.channels and ctx.layer is not None and isinstance(box, tuple | np.ndarray)
+    return _layer_readable(ctx, cfg) and isinstance(box, tuple | np.ndarray)
+
+
+def _overridden(scores: pd.DataFrame, cid: int) -> bool:
+    """Whether a person's override flagged concept ``cid``."""
+    rows = scores[(scores["concept_id"] == cid) & (scores["detector"] == "override")]
+    return bool(rows["is_bias"].astype(bool).any())
+
+
+def _read_channels(ctx: DetectorContext, ccfg, cls: pd.DataFrame, k: int, member: np.ndarray,
+                   out: pd.DataFrame, before: str = "the box test's carriers") -> None:
+    """The concept's channels read in every class-mate (soxai.bias.presence), written into ``out`` in place: the
+    class-mates they nominate join the carriers when the test accepts them; the members keep what came before."""
+    relevance = _relevance(ctx, cls, k)  # (n, channels): the channel count needs no forward pass of its own
+    ext = channel_extension(ctx.layer, ctx.images, relevance, cls["row"].to_numpy(), member,
+                            out["carries"].to_numpy(), channel_budget(relevance.shape[1], ccfg.channel_frac),
+                            ccfg.max_p_value)
+    out["channel_score"], out["carries"] = ext.scores, ext.carries
+    out["channel_threshold"] = ext.boundary if ext.accepted else np.nan
+    out["channel_y"], out["channel_x"] = ext.at[:, 0], ext.at[:, 1]
+    out["test"] = out["test"] + "; " + ext.describe(ccfg.max_p_value, before)
 
 
 def _relevance(ctx: DetectorContext, cls: pd.DataFrame, k: int) -> np.ndarray:

@@ -54,17 +54,19 @@ class Extension:
     carries: np.ndarray  # the box test's carriers, or those and the nominated ones when accepted
     why_not: str  # why nothing was nominated ('' when the test ran)
 
-    def describe(self, max_p_value: float) -> str:
+    def describe(self, max_p_value: float, before: str = "the box test's carriers") -> str:
+        """The decision in words; ``before`` names the carriers the reading started from (a person's override:
+        the members)."""
         chans = ", ".join(map(str, self.channels))
         if self.why_not:
             return f"the concept's channels ({chans}) nominate no one: {self.why_not}"
         head = (f"the concept's channels ({chans}) read at their strongest place in each class-mate: "
-                f"{self.nominated} outside the concept and the box test's carriers are nearer the members than the "
+                f"{self.nominated} outside the concept and {before} are nearer the members than the "
                 f"rest of the class, where its own spread would put {self.expected:.1f} (one-sided binomial "
                 f"p={self.p_value:.2g}")
         if self.accepted:
             return f"{head} <= {max_p_value:g}): they carry it too"
-        return f"{head} > {max_p_value:g}): the box test's carriers stand"
+        return f"{head} > {max_p_value:g}): {before} stand"
 
 
 def concept_channels(relevance: np.ndarray, member: np.ndarray, k: int) -> np.ndarray:

@@ -95,6 +95,38 @@ def test_find_carriers__without_the_layer_the_channels_are_not_read() -> None:
     assert not carriers["test"].str.contains("channels").any()
 
 
+def _override(flagged: bool = True) -> pd.DataFrame:
+    # a person's flag on concept 0: no region to paste
+    return pd.DataFrame([{"concept_id": 0, "detector": "override", "score": float(flagged), "is_bias": flagged,
+                          "reason": "dropped by a person"}])
+
+
+def test_find_carriers__a_persons_override__members_stand_and_the_channels_find_the_rest() -> None:
+    ctx, _, n_marked = _world()
+    carriers = _carriers(ctx, _override())
+    assert set(carriers.loc[carriers["carries"], "sample_id"]) == set(ctx.train["sample_id"].iloc[:n_marked])
+    assert carriers["flip_rate"].isna().all()  # nothing pasted: no region
+    assert carriers["test"].str.startswith("members stand: no detector region").all()
+    assert carriers["test"].str.contains("15 outside the concept and the members are nearer .* carry it too").all()
+    from soxai.bias.carriers import found_elsewhere
+
+    assert found_elsewhere(carriers, 0) == set(ctx.train["sample_id"].iloc[20:n_marked])
+
+
+def test_find_carriers__a_persons_override_without_marks_elsewhere_or_the_layer__members_stand() -> None:
+    ctx, _, _ = _world(n_elsewhere=0)
+    carriers = _carriers(ctx, _override())
+    assert set(carriers.loc[carriers["carries"], "sample_id"]) == set(ctx.train["sample_id"].iloc[:20])
+    assert carriers["test"].str.contains(r"outside the concept and the members are nearer .*: the members stand").all()
+    ctx, _, _ = _world()
+    for off in ({"channels": False}, None):
+        if off is None:
+            ctx.layer = None
+        carriers = _carriers(ctx, _override(), **(off or {}))
+        assert carriers["carries"].sum() == 20 and carriers["channel_score"].isna().all()
+        assert (carriers["test"] == "members stand: no detector region to repeat per sample").all()
+
+
 def test_concept_channels__highest_mean_relevance_in_members_against_class_mates() -> None:
     relevance = np.array([[1.0, 5.0, 0.0], [1.0, 4.0, 2.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.5]])
     member = np.array([True, True, False, False])
