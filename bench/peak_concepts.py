@@ -9,11 +9,14 @@ runs of ``bench/published.py --keep-runs`` or ``bench/detect_matrix.py``), three
    channel's relevance summed over positions (today's ``channels`` block of the explanation vector) and for its
    peak activation (the spatial maximum, which does not depend on where the mark sits).
 2. *Concepts*: the explanation vector of the run (``embed/features.npy``, channels+pooled) with a third block, each
-   channel's peak activation standardised over the training set, embedded and clustered per class as the pipeline
-   does (PCA, UMAP, HDBSCAN at the run's seed). The concept holding the most carriers, today's and with peaks.
+   channel's peak activation standardised across the sample's channels (``soxai.embed.features.peak_block``, what
+   ``embed.features: channels+peaks+pooled`` adds), embedded and clustered per class as the pipeline does (PCA,
+   UMAP, HDBSCAN at the run's seed). The concept holding the most carriers, today's and with peaks.
 3. *A patch test on those concepts*: each concept's ``--channels`` channels whose standardised peak is highest in its
    members against its class-mates; ``--pairs`` members patch those channels' maps (the whole map, at the layer)
-   into correctly predicted images of other classes, and as many class-mates do the same into the same images. A
+   into correctly predicted images of other classes, and as many class-mates do the same into the same images
+   (the channels ranked by the members' mean peak against the class-mates', each channel standardised over the
+   training set). A
    two-proportion z per concept, judged against the run's own null (median and 1.4826 x MAD of the concepts' z,
    width at least 1: the ``channel_patch`` detector's rule) with a Bonferroni bar of 0.01 over the concepts.
 
@@ -76,13 +79,18 @@ def read_run(spec: str):
     return run, cfg, ctx, train, carriers
 
 
-def peak_concepts(features: np.ndarray, channels: int, z: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """Concepts of the run's vectors with a third block, the standardised peaks ``z``, as the pipeline clusters."""
+def peak_concepts(features: np.ndarray, channels: int, peaks: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Concepts of the run's vectors with the peak block between them, as channels+peaks+pooled orders the blocks and
+    the pipeline clusters."""
     from soxai.concepts.cluster import cluster_per_group
-    from soxai.embed.features import combine_blocks, embed_features, scale_rows
+    from soxai.embed.features import combine_blocks, embed_features, peak_block
 
-    blocks = features * np.sqrt(2)  # channels+pooled: two blocks at 1/sqrt(2) each
-    x = combine_blocks([blocks[:, :channels], blocks[:, channels:], scale_rows(z, "l2")])
+    if features.shape[1] > channels and np.allclose(  # the run clustered channels+peaks+pooled already
+            np.linalg.norm(features[:, channels:2 * channels], axis=1), 1 / np.sqrt(3), atol=1e-4):
+        x = features
+    else:
+        blocks = features * np.sqrt(2)  # channels+pooled: two blocks at 1/sqrt(2) each
+        x = combine_blocks([blocks[:, :channels], peak_block(peaks), blocks[:, channels:]])
     _, coords = embed_features(x, 32, 15, 0.0, 2, seed, n_epochs=None)
     return cluster_per_group(coords, labels, "auto", "auto")[0]
 
@@ -126,8 +134,12 @@ def measure(spec: str, pairs: int, k: int) -> str:
     z = (peaks - peaks.mean(0)) / np.where(peaks.std(0) > 0, peaks.std(0), 1.0)
     labels = train["label"].to_numpy()
     features = np.load(Path(run.root) / "embed" / "features.npy")
-    concepts = peak_concepts(features, acts.shape[1], z, labels, cfg.seed)
+    if cfg.embed.features not in ("channels+pooled", "channels+peaks+pooled"):
+        raise SystemExit(f"{spec}: embed.features={cfg.embed.features}; this reads channels+pooled runs")
+    concepts = peak_concepts(features, acts.shape[1], peaks, labels, cfg.seed)
     today = read_parquet(run.assignments).set_index("sample_id").loc[train["sample_id"], "concept_id"].to_numpy()
+    if cfg.embed.features != "channels+pooled":
+        today = np.full(len(train), -1)  # "today" is the default vector's concepts; this run has other ones
     rows, zs = patch_test(ctx, acts, z, train, concepts, pairs, k)
     centre, width = empirical_null(zs)
     p = norm.sf((zs - centre) / width)
