@@ -10,8 +10,8 @@ runs of ``bench/published.py --keep-runs`` or ``bench/detect_matrix.py``), three
    peak activation (the spatial maximum, which does not depend on where the mark sits).
 2. *Concepts*: the explanation vector of the run (``embed/features.npy``, channels+pooled) with a third block, each
    channel's peak activation standardised across the sample's channels (``soxai.embed.features.peak_block``, what
-   ``embed.features: channels+peaks+pooled`` adds), embedded and clustered per class as the pipeline does (PCA,
-   UMAP, HDBSCAN at the run's seed). The concept holding the most carriers, today's and with peaks.
+   ``embed.features: channels+peaks+pooled`` adds), embedded and clustered per class with the run's own embed and
+   concepts settings and seed (PCA, UMAP, HDBSCAN). The concept holding the most carriers, today's and with peaks.
 3. *A patch test on those concepts*: each concept's ``--channels`` channels whose standardised peak is highest in its
    members against its class-mates; ``--pairs`` members patch those channels' maps (the whole map, at the layer)
    into correctly predicted images of other classes, and as many class-mates do the same into the same images
@@ -79,20 +79,19 @@ def read_run(spec: str):
     return run, cfg, ctx, train, carriers
 
 
-def peak_concepts(features: np.ndarray, channels: int, peaks: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """Concepts of the run's vectors with the peak block between them, as channels+peaks+pooled orders the blocks and
-    the pipeline clusters."""
+def peak_concepts(cfg, features: np.ndarray, channels: int, peaks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Concepts of the run's vectors with the peak block between them, as channels+peaks+pooled orders the blocks,
+    embedded and clustered with the run's own embed and concepts settings."""
     from soxai.concepts.cluster import cluster_per_group
-    from soxai.embed.features import combine_blocks, embed_features, peak_block
+    from soxai.embed.features import combine_blocks, embed_with_config, peak_block
 
-    if features.shape[1] > channels and np.allclose(  # the run clustered channels+peaks+pooled already
-            np.linalg.norm(features[:, channels:2 * channels], axis=1), 1 / np.sqrt(3), atol=1e-4):
+    if cfg.embed.features == "channels+peaks+pooled":  # the run clustered these already
         x = features
     else:
         blocks = features * np.sqrt(2)  # channels+pooled: two blocks at 1/sqrt(2) each
         x = combine_blocks([blocks[:, :channels], peak_block(peaks), blocks[:, channels:]])
-    _, coords = embed_features(x, 32, 15, 0.0, 2, seed, n_epochs=None)
-    return cluster_per_group(coords, labels, "auto", "auto")[0]
+    _, coords = embed_with_config(x, cfg.embed, cfg.seed)
+    return cluster_per_group(coords, labels, cfg.concepts.min_cluster_size, cfg.concepts.min_samples)[0]
 
 
 def patch_test(ctx, acts: np.ndarray, z: np.ndarray, train, concepts: np.ndarray, pairs: int, k: int):
@@ -126,17 +125,18 @@ def measure(spec: str, pairs: int, k: int) -> str:
     from scipy.stats import norm
 
     from soxai.bias.channels import empirical_null
+    from soxai.embed.relevance import spatial_peaks
     from soxai.run_dir import read_parquet
 
     run, cfg, ctx, train, carriers = read_run(spec)
     acts = ctx.layer.activations(np.asarray(ctx.images[train["row"].to_numpy()], dtype=np.float32))
-    peaks = acts.reshape(len(acts), acts.shape[1], -1).max(axis=2)
+    peaks = spatial_peaks(acts)
     z = (peaks - peaks.mean(0)) / np.where(peaks.std(0) > 0, peaks.std(0), 1.0)
     labels = train["label"].to_numpy()
     features = np.load(Path(run.root) / "embed" / "features.npy")
     if cfg.embed.features not in ("channels+pooled", "channels+peaks+pooled"):
         raise SystemExit(f"{spec}: embed.features={cfg.embed.features}; this reads channels+pooled runs")
-    concepts = peak_concepts(features, acts.shape[1], peaks, labels, cfg.seed)
+    concepts = peak_concepts(cfg, features, acts.shape[1], peaks, labels)
     today = read_parquet(run.assignments).set_index("sample_id").loc[train["sample_id"], "concept_id"].to_numpy()
     if cfg.embed.features != "channels+pooled":
         today = np.full(len(train), -1)  # "today" is the default vector's concepts; this run has other ones

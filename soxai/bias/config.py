@@ -189,9 +189,9 @@ class CarriersConfig(Section):
     )
     channels: bool = Field(
         True,
-        description="for a box or pixel flag, also read the flagged concept's own channels of model.layer at their "
-        "strongest place in every class-mate, so a mark is found wherever it sits (soxai.bias.presence); "
-        "needs the model's layer, skipped without it",
+        description="for a box or pixel flag, or a person's override (bias logic 14), also read the flagged concept's "
+        "own channels of model.layer at their strongest place in every class-mate, so a mark is found wherever it "
+        "sits (soxai.bias.presence); needs the model's layer, skipped without it",
     )
     channel_frac: float = Field(
         0.25, gt=0.0, le=1.0,

@@ -12,13 +12,15 @@ does not depend on the place.
 - *Presence*: each class-mate's mean over those channels of the spatial maximum of its activation.
 - *Nominated*: the class-mates outside the concept nearer the members than the rest of the class, in units of
   each group's own spread (median and 1.4826 x MAD): above the point where the two robust z-scores are equal.
-  The concept's own members are left to the box test: their scores chose the channels.
+  The concept's own members are left to the box test (for a person's override, to the person): their scores
+  chose the channels.
 - *One test*: a class without the mark would also put some of its samples above that point — its upper tail.
-  The nominated samples that the box test did not already find count as carriers only when there are more of
+  The nominated samples that were not carriers already count as carriers only when there are more of
   them than the rest of the class would put there by chance (a normal tail at the rest's median and width), by
-  a one-sided binomial test at ``carriers.max_p_value``. Otherwise the box test's carriers stand, and the
-  reason says why. Where the rest of the class reads the same in most samples (no spread, e.g. a channel that
-  is zero without the mark behind a ReLU) there is no tail to measure, and nothing is nominated.
+  a one-sided binomial test at ``carriers.max_p_value``. Otherwise the carriers it started from stand (the box
+  test's, or an overridden concept's members), and the reason says why. Where the rest of the class reads the
+  same in most samples (no spread, e.g. a channel that is zero without the mark behind a ReLU) there is no tail
+  to measure, and nothing is nominated.
 
 On the 45 flagged concepts of the detection matrix's kept runs and the published moving mark, the test took the
 extension for the moving ring (86 nominated beyond the box's 52 where 36 were expected; through the pipeline the
@@ -37,6 +39,7 @@ import numpy as np
 
 from soxai.bias.channels import MAD_TO_SD
 from soxai.bias.layer import LayerAccess
+from soxai.embed.relevance import spatial_peaks
 
 
 @dataclass
@@ -47,11 +50,12 @@ class Extension:
     scores: np.ndarray  # presence of every class-mate, in the class's row order
     at: np.ndarray  # (n, 2) where the concept's channels are strongest in each class-mate, image pixels
     boundary: float
-    nominated: int  # class-mates above the boundary that the box test had not found
+    nominated: int  # class-mates above the boundary that were not carriers already
     expected: float  # how many of those the rest of the class would put there by chance
     p_value: float
     accepted: bool
-    carries: np.ndarray  # the box test's carriers, or those and the nominated ones when accepted
+    carries: np.ndarray  # the carriers it started from (box test's or an override's members), plus the nominated
+    # ones when accepted
     why_not: str  # why nothing was nominated ('' when the test ran)
 
     def describe(self, max_p_value: float, before: str = "the box test's carriers") -> str:
@@ -86,7 +90,7 @@ def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels
         part = np.asarray(images[np.asarray(rows[start:start + chunk])], dtype=np.float32)
         acts = access.activations(part)[:, channels]
         b = len(part)
-        out[start:start + b] = acts.reshape(b, len(channels), -1).max(axis=2).mean(axis=1)
+        out[start:start + b] = spatial_peaks(acts).mean(axis=1)
         if acts.ndim == 4:
             h, w = acts.shape[2:]
             flat = acts.mean(axis=1).reshape(b, -1)

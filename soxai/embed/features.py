@@ -28,7 +28,8 @@ def explanation_features(
     Parameters
     ----------
     cfg : the run's config (``embed.features`` chooses pooled maps, saliency-weighted activations of
-        ``model.layer``, both, the relevance of ``model.layer``'s channels, or those with the pooled maps;
+        ``model.layer``, both, the relevance of ``model.layer``'s channels, or those with the pooled maps, or
+        those and each channel's peak activation (:func:`peak_block`);
         ``embed.pool_size`` and ``embed.normalize`` size and scale them)
     maps : array of shape (n_samples, height, width)
     model, images, rows, device : needed only when ``embed.features`` reads the layer: the explained
@@ -278,10 +279,16 @@ def peak_block(peaks: np.ndarray) -> np.ndarray:
     Per sample, so a new sample's vector needs nothing fitted on the reference run (the monitor's assignment);
     standardising each channel over the training set instead gathered the moving ring's carriers too, but needs
     the training set's statistics at assignment (bench/peak_concepts.py)."""
-    peaks = np.asarray(peaks, dtype=np.float32)
+    peaks = np.asarray(peaks, dtype=np.float64)
+    if peaks.size == 0:
+        return peaks.astype(np.float32)
     centre = peaks.mean(axis=1, keepdims=True)
     spread = peaks.std(axis=1, keepdims=True)
-    return np.divide(peaks - centre, spread, out=np.zeros_like(peaks), where=spread > 0)
+    # flat up to float32 rounding (the activations' precision): no spread, not rounding noise blown up to unit scale
+    flat = spread <= 1e-6 * np.abs(peaks).max(axis=1, keepdims=True)
+    out = np.divide(peaks - centre, spread, out=np.zeros_like(peaks), where=~flat)
+    out[~np.isfinite(peaks).all(axis=1)] = np.nan  # a broken reading is not hidden as a flat one
+    return out.astype(np.float32)
 
 
 def weighted_activations(activations: np.ndarray, maps: np.ndarray) -> np.ndarray:

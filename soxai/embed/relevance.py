@@ -94,7 +94,7 @@ def relevance_and_peaks(
             act = captured[-1]
             rel = act.detach() * act.grad
             parts.append((rel.sum(dim=(2, 3)) if rel.ndim == 4 else rel).float().cpu().numpy())
-            top = act.detach().flatten(2).amax(dim=2) if act.ndim == 4 else act.detach()
+            top = act.detach().flatten(2).amax(dim=2) if act.ndim == 4 else act.detach()  # spatial_peaks, on device
             peaks.append(top.float().cpu().numpy())
     finally:
         handle.remove()
@@ -102,3 +102,11 @@ def relevance_and_peaks(
     if not parts:
         return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts).astype(np.float32), np.concatenate(peaks).astype(np.float32)
+
+
+def spatial_peaks(acts: np.ndarray) -> np.ndarray:
+    """Each channel's largest activation over its positions: (n, channels, h, w) -> (n, channels); a layer
+    output without positions (n, channels) is returned as it is. What :func:`relevance_and_peaks` returns as
+    peaks, for activations already read (soxai.bias.presence)."""
+    acts = np.asarray(acts)
+    return acts.reshape(len(acts), acts.shape[1], -1).max(axis=2) if acts.ndim > 2 else acts

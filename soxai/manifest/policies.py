@@ -104,7 +104,8 @@ def drop_carriers(
 
     A member of a flagged concept that fails the carrier test is kept; a sample of the same class that
     the clustering put elsewhere but that passes it is dropped. A flagged concept without a carrier test
-    (a run from before it, or a flag from a person's override alone) drops its members, as drop_flagged.
+    (a run from before it, or a flag from a person's override alone) drops its members, as drop_flagged; since
+    bias logic 14 an override's concept may also have class-mates its channels found, which are dropped too.
 
     Parameters
     ----------
@@ -138,6 +139,8 @@ def drop_carriers(
         if r.flip_rate >= r.threshold:  # False where the test drew no line on the flip rates (NaN)
             how = (f"as a donor it moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class "
                    f"{int(r.label)} (carrier threshold {r.threshold:.0%})")
+        elif r.member and pd.isna(r.threshold) and r.n_recipients == 0:  # nothing pasted: an override's reading
+            how = "a member of a concept a person dropped (bias.overrides)"
         elif r.member and pd.isna(r.threshold):
             how = "a member, where single samples' pastes could not be told apart"
         else:

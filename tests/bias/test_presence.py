@@ -127,6 +127,28 @@ def test_find_carriers__a_persons_override_without_marks_elsewhere_or_the_layer_
         assert (carriers["test"] == "members stand: no detector region to repeat per sample").all()
 
 
+def test_find_carriers__a_detectors_flag_without_a_region__members_stand_no_channels_read() -> None:
+    # only a person's override reads the channels without a region; a detector's row that names none does not
+    ctx, _, _ = _world()
+    scores = pd.DataFrame([{"concept_id": 0, "detector": "transplant", "score": 0.9, "is_bias": True,
+                            "reason": "flagged", "box": None}])
+    carriers = _carriers(ctx, scores)
+    assert carriers["carries"].sum() == 20 and carriers["channel_score"].isna().all()
+    assert (carriers["test"] == "members stand: no detector region to repeat per sample").all()
+
+
+def test_drop_carriers__a_persons_override__members_and_channel_carriers_with_their_reasons() -> None:
+    from soxai.manifest.policies import PolicyContext, drop_carriers
+
+    ctx, _, n_marked = _world()
+    carriers = _carriers(ctx, _override())
+    policy = PolicyContext(boxes={}, sample_maps=lambda rows: None, region_threshold=1.0, carriers=carriers)
+    keep, reasons = drop_carriers(ctx.train, {0: "dropped by a person"}, policy)
+    assert (~keep).sum() == n_marked and not keep[:n_marked].any()
+    assert all(r.endswith("a member of a concept a person dropped (bias.overrides)") for r in reasons[:20])
+    assert all("the concept's channels read" in r and "elsewhere" in r for r in reasons[20:n_marked])
+
+
 def test_concept_channels__highest_mean_relevance_in_members_against_class_mates() -> None:
     relevance = np.array([[1.0, 5.0, 0.0], [1.0, 4.0, 2.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.5]])
     member = np.array([True, True, False, False])
