@@ -37,7 +37,8 @@ class LayerAccess:
         """Channel relevance (n, channels) of ``images[rows]`` for ``targets`` (soxai.embed.relevance)."""
         from soxai.embed.relevance import channel_relevance
 
-        return channel_relevance(self.model, self.layer, images, rows, targets, self.device, self.batch_size)
+        return channel_relevance(self.model, self.layer, images, rows, targets, device=self.device,
+                                 batch_size=self.batch_size)
 
     def activations(self, x: np.ndarray) -> np.ndarray:
         """The layer's output for images ``x`` (n, C, H, W): float32 (n, channels[, h, w])."""

@@ -21,18 +21,11 @@ import numpy as np
 from soxai.errors import ConfigError
 
 
-def channel_relevance(
-    model,
-    layer: str | None,
-    images: np.ndarray,
-    rows: np.ndarray,
-    targets: np.ndarray,
-    device=None,
-    batch_size: int = 256,
-) -> np.ndarray:
-    """Signed relevance of each channel of ``layer`` to each sample's ``targets`` logit (the first array of
-    :func:`relevance_and_peaks`)."""
-    return relevance_and_peaks(model, layer, images, rows, targets, device, batch_size)[0]
+def channel_relevance(model, layer: str | None, images: np.ndarray, rows: np.ndarray, targets: np.ndarray,
+                      **kwargs) -> np.ndarray:
+    """Signed relevance of each channel of ``layer`` to each sample's ``targets`` logit: the first array of
+    :func:`relevance_and_peaks`, which documents the parameters (``device``, ``batch_size`` by keyword)."""
+    return relevance_and_peaks(model, layer, images, rows, targets, **kwargs)[0]
 
 
 def relevance_and_peaks(
