@@ -43,10 +43,25 @@ def window_rates(ctx, rows, ys, xs, side: int, recipients: np.ndarray, k: int) -
     return out
 
 
-def reach(run_dir: str, rate: float, data_seed: int, n_recipients: int, sides: list[int]) -> list[str]:
+def rebuilt_truth(images, sample_ids, rows, rate: float, data_seed: int, where: str):
+    """Where the published moving mark sat in each of ``sample_ids`` (their ``rows`` of the run's ``images``): the
+    benchmark rebuilt at ``rate`` and ``data_seed``, checked image by image against the run's (the sample ids do not
+    depend on the data seed, so a wrong seed would give wrong places silently). Returns (frame with glyph_y, glyph_x
+    in the order of ``sample_ids``, the benchmark's parameters); exits naming the run where the data differ."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from published import CASES
 
+    planted = CASES[f"moving_mark_{rate:g}"](data_seed, False)
+    frame = planted.frame().reset_index().set_index("sample_id").loc[np.asarray(sample_ids)]
+    rebuilt = planted.images[frame["index"].to_numpy()].astype(np.float32) / 255.0
+    if rebuilt.shape[1:] != tuple(images.shape[2:]) or not np.allclose(
+            rebuilt, np.asarray(images[np.asarray(rows)], dtype=np.float32)[:, 0], atol=1e-5):
+        raise SystemExit(f"{where}: the benchmark rebuilt with rate {rate:g} and data seed {data_seed} is not this "
+                         "run's data: give the run's rate and data seed")
+    return frame[["glyph_y", "glyph_x"]], planted.info["parameters"]
+
+
+def reach(run_dir: str, rate: float, data_seed: int, n_recipients: int, sides: list[int]) -> list[str]:
     from soxai.bias.ownbox import OwnBox
     from soxai.bias.runner import detector_context
     from soxai.config import load_config
@@ -55,17 +70,9 @@ def reach(run_dir: str, rate: float, data_seed: int, n_recipients: int, sides: l
     run = RunDir(run_dir)
     cfg = load_config(run.config)
     ctx = detector_context(cfg, run)
-    planted = CASES[f"moving_mark_{rate:g}"](data_seed, False)
-    side, k = int(planted.info["parameters"]["glyph_size"]), int(planted.info["parameters"]["target"])
-    frame = planted.frame()
-    train = ctx.train.merge(frame[["sample_id", "glyph_y", "glyph_x"]], on="sample_id")
-    # the sample ids do not depend on the data seed: the rebuilt images must be the run's, or the places are wrong
-    index = frame.reset_index().set_index("sample_id").loc[train["sample_id"], "index"].to_numpy()
-    rebuilt = planted.images[index].astype(np.float32) / 255.0
-    if rebuilt.shape[1:] != tuple(ctx.images.shape[2:]) or not np.allclose(
-            rebuilt, np.asarray(ctx.images[train["row"].to_numpy()], dtype=np.float32)[:, 0], atol=1e-5):
-        raise SystemExit(f"{run_dir}: the benchmark rebuilt with --rate {rate:g} --data-seed {data_seed} is not this "
-                         "run's data: give the run's rate and data seed")
+    truth, params = rebuilt_truth(ctx.images, ctx.train["sample_id"], ctx.train["row"], rate, data_seed, run_dir)
+    side, k = int(params["glyph_size"]), int(params["target"])
+    train = ctx.train.assign(glyph_y=truth["glyph_y"].to_numpy(), glyph_x=truth["glyph_x"].to_numpy())
     carriers = train[train["glyph_y"] >= 0].sort_values("row")
     clean = train[(train["glyph_y"] < 0) & (train["label"] == k)].sort_values("row")
     if carriers.empty or len(clean) < len(carriers):

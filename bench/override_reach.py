@@ -24,20 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def reach(spec: str, work: Path) -> str:
     import numpy as np
-    from published import CASES
+    from mark_reach import rebuilt_truth
     from rebias import rerun
 
-    from soxai.data.runner import read_samples
+    from soxai.data.runner import read_images, read_samples
     from soxai.run_dir import RunDir, read_parquet
 
     path, rate, data_seed = spec.rsplit(":", 2)
     src = Path(path)
-    frame = CASES[f"moving_mark_{float(rate):g}"](int(data_seed), False).frame()[["sample_id", "glyph_y"]]
-    assign = read_parquet(RunDir(src).assignments).merge(frame, on="sample_id")
-    truth = read_samples(RunDir(src)).set_index("sample_id")["group"]
-    if not (truth.loc[frame.loc[frame["glyph_y"] >= 0, "sample_id"]] == "artifact").all():
-        raise SystemExit(f"{path}: the benchmark rebuilt as {rate}:{data_seed} is not this run's data")
-    carrier = (assign["glyph_y"] >= 0).to_numpy()
+    rows = read_samples(RunDir(src)).set_index("sample_id")["row"]
+    assign = read_parquet(RunDir(src).assignments)
+    truth, _ = rebuilt_truth(read_images(RunDir(src)), assign["sample_id"], rows.loc[assign["sample_id"]], float(rate),
+                             int(data_seed), path)
+    carrier = (truth["glyph_y"] >= 0).to_numpy()
     counts = assign.loc[carrier & (assign["concept_id"] >= 0), "concept_id"].value_counts()
     cid = int(counts.index[0])
     members = (assign["concept_id"] == cid).to_numpy()

@@ -66,16 +66,11 @@ def read_run(spec: str):
     carriers = np.zeros(len(train), dtype=bool)
     if case:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from published import CASES
+        from mark_reach import rebuilt_truth
 
         rate, _, data_seed = case.partition(":")
-        planted = CASES[f"moving_mark_{float(rate):g}"](int(data_seed or 0), False)
-        frame = planted.frame().set_index("sample_id")
-        index = frame.reset_index().reset_index().set_index("sample_id").loc[train["sample_id"], "index"].to_numpy()
-        rebuilt = planted.images[index].astype(np.float32) / 255.0
-        if not np.allclose(rebuilt, np.asarray(ctx.images[train["row"].to_numpy()], np.float32)[:, 0], atol=1e-5):
-            raise SystemExit(f"{path}: the benchmark rebuilt as {case} is not this run's data")
-        carriers = (frame.loc[train["sample_id"], "glyph_y"] >= 0).to_numpy()
+        truth, _ = rebuilt_truth(ctx.images, train["sample_id"], train["row"], float(rate), int(data_seed or 0), path)
+        carriers = (truth["glyph_y"] >= 0).to_numpy()
     return run, cfg, ctx, train, carriers
 
 

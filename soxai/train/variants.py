@@ -108,9 +108,9 @@ class VariantInputs:
     def fit_mask(self, mask: np.ndarray, seed: int, what: str, twin: bool = True) -> Trained:
         """A model trained on the masked training samples, as they are (every sample, ``twin``: the baseline's model
         for the seed where it is already trained, :meth:`baseline_twin`; the baseline itself trains)."""
-        twin = self.baseline_twin(seed) if twin and mask.all() else None
-        if twin is not None:
-            return twin
+        reused = self.baseline_twin(seed) if twin and mask.all() else None
+        if reused is not None:
+            return reused
         rows, labels = self.train["row"].to_numpy()[mask], self.train["label"].to_numpy()[mask]
         return Trained(*fit(self.cfg, self.run, rows, labels, seed, what))
 
