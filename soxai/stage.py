@@ -65,7 +65,9 @@ class StageRecord:
 #     on most of a class ties it (reason text only: flags, drops and carriers are bias 12's).
 #   bias 14 (2026-12-07): a person's override also reads the concept's channels in every class-mate (its members
 #     stand; class-mates the channel test accepts join them as carriers).
-LOGIC_VERSIONS: dict[str, int] = {"bias": 14, "manifest": 3, "compare": 1}
+#   bias 15 (2026-12-07): bias/carriers.parquet gains window_y0, window_x0, window_y1, window_x1 (the pixels the
+#     model's layer sees where the concept's channels are strongest: what augment pastes from a carrier).
+LOGIC_VERSIONS: dict[str, int] = {"bias": 15, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

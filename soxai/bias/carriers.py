@@ -32,7 +32,10 @@ from soxai.bias.ownbox import own_box_region
 from soxai.bias.presence import channel_extension
 
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
-                   "channel_score", "channel_threshold", "channel_y", "channel_x", "test"]
+                   "channel_score", "channel_threshold", "channel_y", "channel_x", "window_y0", "window_x0",
+                   "window_y1", "window_x1", "test"]
+#: the window columns of CARRIER_COLUMNS: the pixels the layer sees where the concept's channels are strongest
+WINDOW_COLUMNS = ["window_y0", "window_x0", "window_y1", "window_x1"]
 # Recipients every sample is tested on first; samples whose rate leaves the carrier question in doubt (a
 # 95% Wilson interval around it contains the threshold) are tested on twice as many, and so on up to
 # n_recipients. On the demo's mark (members 94%, others 0%) 8 decide every sample, a quarter of the cost;
@@ -182,10 +185,12 @@ def find_carriers(
 
     Returns a DataFrame with one row per (training sample of a flagged concept's class, concept), the
     :data:`CARRIER_COLUMNS`: ``sample_id, concept_id, label, member, flip_rate, n_recipients, threshold, carries,
-    channel_score, channel_threshold, channel_y, channel_x, test`` — ``channel_score`` is the sample's reading of
-    the concept's channels (NaN where they were not read), ``channel_threshold`` the line drawn on it where the
-    channels' carriers were taken (NaN otherwise), ``channel_y, channel_x`` where in the image the channels are
-    strongest (the mark's place, for augment), ``test`` which operation was repeated, or why the members stand.
+    channel_score, channel_threshold, channel_y, channel_x, window_y0, window_x0, window_y1, window_x1, test`` —
+    ``channel_score`` is the sample's reading of the concept's channels (NaN where they were not read),
+    ``channel_threshold`` the line drawn on it where the channels' carriers were taken (NaN otherwise),
+    ``channel_y, channel_x`` where in the image the channels are strongest (the mark's place), ``window_*`` the
+    pixels the layer sees there (half-open; what augment pastes), ``test`` which operation was repeated, or why the
+    members stand.
     """
     ccfg = cfg.carriers
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]
@@ -200,7 +205,7 @@ def find_carriers(
         out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": cid, "label": k,
                             "member": member, "flip_rate": np.nan, "n_recipients": 0, "threshold": np.nan,
                             "carries": member, "channel_score": np.nan, "channel_threshold": np.nan,
-                            "channel_y": np.nan, "channel_x": np.nan})
+                            "channel_y": np.nan, "channel_x": np.nan, **dict.fromkeys(WINDOW_COLUMNS, np.nan)})
         decisive = _decisive(scores, cid, tuple(ctx.images.shape[2:]))
         pool = correct[correct["label"] != k]
         if decisive is None or len(pool) == 0 or member.all():
@@ -238,7 +243,7 @@ def find_carriers(
             _read_channels(ctx, ccfg, cls, k, member, out)
         frames.append(out)
     if not frames:
-        dtypes = ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", *["float64"] * 4, "str")
+        dtypes = ("str", "int64", "int64", "bool", "float64", "int64", "float64", "bool", *["float64"] * 8, "str")
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(CARRIER_COLUMNS, dtypes, strict=True)})
     return pd.concat(frames, ignore_index=True)[CARRIER_COLUMNS]
 
@@ -282,6 +287,7 @@ def _read_channels(ctx: DetectorContext, ccfg, cls: pd.DataFrame, k: int, member
     out["channel_score"], out["carries"] = ext.scores, ext.carries
     out["channel_threshold"] = ext.boundary if ext.accepted else np.nan
     out["channel_y"], out["channel_x"] = ext.at[:, 0], ext.at[:, 1]
+    out[WINDOW_COLUMNS] = ext.window
     out["test"] = out["test"] + "; " + ext.describe(ccfg.max_p_value, before)
 
 

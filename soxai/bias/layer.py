@@ -27,6 +27,7 @@ class LayerAccess:
     device: Any = None
     batch_size: int = 256
     _relevance: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _fields: dict[tuple[int, ...], Any] = field(default_factory=dict, repr=False)
 
     def _module(self):
         from soxai.models.layers import resolve_layer
@@ -39,6 +40,17 @@ class LayerAccess:
 
         return channel_relevance(self.model, self.layer, images, rows, targets, device=self.device,
                                  batch_size=self.batch_size)
+
+    def receptive_field(self, image_shape: tuple[int, int, int]):
+        """The layer's :class:`soxai.models.layers.ReceptiveField` for inputs of ``image_shape`` (C, H, W) (one per
+        shape; its windows are measured as they are asked for); None for a layer without a spatial map."""
+        from soxai.models.layers import ReceptiveField
+
+        key = tuple(int(v) for v in image_shape)
+        if key not in self._fields:
+            field_ = ReceptiveField(self.model, self.layer, key, device=self.device)
+            self._fields[key] = field_ if field_.map_shape is not None else None
+        return self._fields[key]
 
     def activations(self, x: np.ndarray) -> np.ndarray:
         """The layer's output for images ``x`` (n, C, H, W): float32 (n, channels[, h, w])."""

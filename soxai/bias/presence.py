@@ -49,6 +49,7 @@ class Extension:
     channels: list[int]
     scores: np.ndarray  # presence of every class-mate, in the class's row order
     at: np.ndarray  # (n, 2) where the concept's channels are strongest in each class-mate, image pixels
+    window: np.ndarray  # (n, 4) the pixels the layer sees there (y0, x0, y1, x1), half-open; NaN where ``at`` is
     boundary: float
     nominated: int  # class-mates above the boundary that were not carriers already
     expected: float  # how many of those the rest of the class would put there by chance
@@ -81,11 +82,13 @@ def concept_channels(relevance: np.ndarray, member: np.ndarray, k: int) -> np.nd
 
 
 def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels: np.ndarray,
-             chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over ``channels`` of each image's spatially largest activation at the layer: float (n,); and where
-    the channels' mean map is largest, in image pixels (n, 2) as (row, col) of that cell's centre, the map taken to
-    tile the image evenly (NaN for a layer without a spatial map, or a map with no place above the rest)."""
-    out, at = np.zeros(len(rows)), np.full((len(rows), 2), np.nan)
+             chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over ``channels`` of each image's spatially largest activation at the layer: float (n,); where the
+    channels' mean map is largest, in image pixels (n, 2) as (row, col) of that cell's centre, the map taken to
+    tile the image evenly; and the pixels that cell sees (n, 4) as (y0, x0, y1, x1), half-open (its receptive
+    field, :meth:`LayerAccess.receptive_field`). NaN for a layer without a spatial map, or a map with no place
+    above the rest."""
+    out, at, window = np.zeros(len(rows)), np.full((len(rows), 2), np.nan), np.full((len(rows), 4), np.nan)
     for start in range(0, len(rows), chunk):
         part = np.asarray(images[np.asarray(rows[start:start + chunk])], dtype=np.float32)
         acts = access.activations(part)[:, channels]
@@ -98,7 +101,11 @@ def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels
             flat_map = flat.max(axis=1) == flat.min(axis=1)  # no place stands out: no place given
             at[start:start + b, 0] = np.where(flat_map, np.nan, (cell // w + 0.5) * part.shape[2] / h)
             at[start:start + b, 1] = np.where(flat_map, np.nan, (cell % w + 0.5) * part.shape[3] / w)
-    return out, at
+            field = access.receptive_field(part.shape[1:])
+            for i in np.flatnonzero(~flat_map) if field is not None else ():
+                box = field.window(int(cell[i] // w), int(cell[i] % w))
+                window[start + i] = box if box is not None else np.nan
+    return out, at, window
 
 
 def _centre_width(x: np.ndarray) -> tuple[float, float]:
@@ -141,5 +148,5 @@ def channel_extension(access: LayerAccess, images: np.ndarray, relevance: np.nda
     """The concept's channels from ``relevance`` (n, channels) of the class's ``rows``, their presence in every
     class-mate, and the test (module docstring)."""
     channels = concept_channels(relevance, member, k)
-    scores, at = presence(access, images, rows, channels)
-    return Extension([int(c) for c in channels], scores, at, *extend(scores, member, carries, max_p_value))
+    scores, at, window = presence(access, images, rows, channels)
+    return Extension([int(c) for c in channels], scores, at, window, *extend(scores, member, carries, max_p_value))

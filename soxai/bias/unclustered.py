@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from soxai.bias.carriers import WINDOW_COLUMNS
 from soxai.bias.config import BiasConfig
 from soxai.bias.context import DetectorContext, pick_rows
 from soxai.bias.ownbox import compare_own_boxes, own_box_region
@@ -125,7 +126,8 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
                                                  region, lambda first: first > otsu_cut(first), ccfg.min_gap)
     out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": NOISE, "label": k, "member": member,
                         "flip_rate": rates, "n_recipients": n_tested, "channel_score": np.nan,
-                        "channel_threshold": np.nan, "channel_y": np.nan, "channel_x": np.nan})
+                        "channel_threshold": np.nan, "channel_y": np.nan, "channel_x": np.nan,
+                        **dict.fromkeys(WINDOW_COLUMNS, np.nan)})
     if t is None:
         out["threshold"], out["carries"] = np.nan, False
         out["test"] = (f"no carriers: {region.describe()} from single samples moved the upper side of the class's "

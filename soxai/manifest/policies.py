@@ -24,8 +24,8 @@ class PolicyContext:
     sample_maps : function positions into ``train`` (n,) -> those samples' |saliency| maps (n, H, W)
     region_threshold : drop_flagged_region drops a member whose share of relevance in the box reaches this
     carriers : the bias stage's carrier test (bias/carriers.parquet: sample_id, concept_id, member,
-        flip_rate, n_recipients, threshold, carries, channel_score, channel_threshold, channel_y, channel_x, test),
-        or None for a run without one
+        flip_rate, n_recipients, threshold, carries, channel_score, channel_threshold, channel_y, channel_x,
+        window_y0, window_x0, window_y1, window_x1, test), or None for a run without one
     """
 
     boxes: dict[int, tuple[int, int, int, int]]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from soxai.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,3 +57,57 @@ def resolve_layer(model: nn.Module, name: str | None, *, purpose: str = "model.l
         f"Layers with feature maps: {', '.join(candidates[:40])}"
         + (f" (and {len(candidates) - 40} more)" if len(candidates) > 40 else "")
     )
+
+
+class ReceptiveField:
+    """Which input pixels each cell of a layer's map sees: everything its activations depend on, measured, not
+    derived from the architecture. A cell's window is the bounding box of the input pixels at which any of its
+    channels has a non-zero gradient, for any of ``probes`` random images (one image can leave a pixel out: a
+    max-pool passes one input of its window, a ReLU stops the gradient where it is off); measured once per cell,
+    when first asked for.
+
+    model : put in eval mode while measuring, and back in training mode only if it was in it
+    image_shape : (C, H, W) of the inputs
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None, image_shape: tuple[int, int, int], device=None,
+                 probes: int = 8, seed: int = 0) -> None:
+        self.model, self.module, self.device = model, resolve_layer(model, layer), device
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.probes, self.seed = probes, seed
+        self._windows: dict[tuple[int, int], tuple[int, int, int, int] | None] = {}
+        self.map_shape = self._measure(None)
+
+    def window(self, i: int, j: int) -> tuple[int, int, int, int] | None:
+        """(y0, x0, y1, x1), half-open, of the pixels cell (i, j) sees; None where no pixel moves it."""
+        if (i, j) not in self._windows:
+            self._windows[(i, j)] = self._measure((i, j))
+        return self._windows[(i, j)]
+
+    def _measure(self, cell: tuple[int, int] | None):
+        """The window of ``cell``; with None, the map's (h, w) (None for a layer without a spatial map)."""
+        import torch
+
+        captured: list = []
+        handle = self.module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        was_training = self.model.training
+        gen = torch.Generator().manual_seed(self.seed)
+        try:
+            self.model.to(self.device).eval()
+            x = torch.randn((self.probes, *self.image_shape), generator=gen).to(self.device)
+            if cell is None:
+                with torch.no_grad():
+                    self.model(x)
+                act = captured[-1]
+                return tuple(int(v) for v in act.shape[2:]) if act.ndim == 4 else None
+            x.requires_grad_(True)
+            self.model(x)
+            act = captured[-1]
+            weights = torch.randn(act.shape[1], generator=gen).to(self.device)
+            (act[:, :, cell[0], cell[1]] * weights).sum().backward()
+            seen = (x.grad.abs().sum(dim=(0, 1)) > 0).cpu().numpy()
+        finally:
+            handle.remove()
+            self.model.train(was_training)
+        ys, xs = np.nonzero(seen)
+        return (int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1) if len(ys) else None

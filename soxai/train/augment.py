@@ -2,8 +2,11 @@
 
 augment — counterfactual augmentation in the spirit of ClArC (Anders et al. 2022): each flagged concept's
 region (the box or pixels its flagging detector pasted) is copied from the concept's carriers into a share
-of the other classes' training images, which keep their own labels; from a carrier only the concept's channels
-found (its mark sits elsewhere, soxai.bias.presence) the box is copied re-centred on the mark's place. The region
+of the other classes' training images, which keep their own labels. Where the concept's channels were read
+(soxai.bias.presence), a carrier gives a box of its own: the pixels the model's layer sees where the channels are
+strongest (their receptive field there, which is all that decides their activation at that place) — for a carrier
+only the channels found (its mark sits elsewhere) that window, for one whose region holds the mark the region
+widened to it, so that a region smaller than the mark (a 5x5 box of a 7x7 ring) no longer cuts it. The region
 then appears in every class alike and stops predicting one. The augmented images *replace* their originals in the
 variant's training set (no sample is added): the set keeps the baseline's size and steps, and at the carriers' own
 share the region is exactly as common in each class as in the carriers' (an added copy would leave the
@@ -62,7 +65,7 @@ class AugmentPlan:
     regions: dict[int, Region]
     corrections: list[dict[str, Any]]
     sample_reasons: list[str]
-    centres: np.ndarray | None = None  # (m, 2): where a re-centred region sits in recipient i (NaN: its own place)
+    boxes: np.ndarray | None = None  # (m, 4): the box recipient i receives from its donor (NaN: the region's own)
 
     def table(self, train: pd.DataFrame) -> pd.DataFrame:
         """train_ids.parquet of the variant: the kept samples with sample_id, weight, augment_concept
@@ -137,11 +140,11 @@ def plan_augment(
                                       keep, weights, reasons, reweighted))
     rng = np.random.default_rng([seed, 20_000])
     used = np.zeros(n, dtype=bool)
-    recipients, donors, concepts, centres = [], [], [], []
+    recipients, donors, concepts, boxes = [], [], [], []
     for cid in sorted(regions):
         chosen, dealt, at, row = _paste_region(cid, class_of[cid], regions[cid], donors_of[cid], carriers, labels,
                                                ids, keep, used, rate, rng, reasons, shape)
-        for part, value in zip((recipients, donors, concepts, centres),
+        for part, value in zip((recipients, donors, concepts, boxes),
                                (chosen, dealt, np.full(len(chosen), cid, dtype=np.int64), at), strict=True):
             part.append(value)
         corrections.append(row)
@@ -149,13 +152,13 @@ def plan_augment(
         chosen, dealt, rows = _shuffle_statistics(whole, class_of, donors_of, scores, labels, ids, keep, used, rate,
                                                   rng, reasons)
         regions[whole[0]] = Region(str(whole_image_flag(scores, whole[0])), whole_image=True)
-        for part, value in zip((recipients, donors, concepts, centres), (chosen, dealt, np.full(
-                len(chosen), whole[0], dtype=np.int64), np.full((len(chosen), 2), np.nan)), strict=True):
+        for part, value in zip((recipients, donors, concepts, boxes), (chosen, dealt, np.full(
+                len(chosen), whole[0], dtype=np.int64), np.full((len(chosen), 4), np.nan)), strict=True):
             part.append(value)
         corrections.extend(rows)
     corrections.sort(key=lambda c: c["concept_id"])
     return AugmentPlan(keep, weights, _cat(recipients), _cat(donors), _cat(concepts), regions, corrections, reasons,
-                       np.concatenate(centres) if centres else np.zeros((0, 2)))
+                       np.concatenate(boxes) if boxes else np.zeros((0, 4)))
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -248,13 +251,23 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
             "reason": head + "left uncorrected (retrain.augment_fallback=none)"}
 
 
+#: how a carrier's own box came about (soxai.train.augment._donors), in the words of its recipients' reasons
+_OWN_BOX = {
+    "window": "the pixels the model's layer sees where the concept's channels are strongest in the carrier: its mark, "
+              "which sits outside the region",
+    "grown": "the region widened to the pixels the model's layer sees where the concept's channels are strongest in "
+             "the carrier",
+    "placed": "the region moved onto the carrier's mark, found by the concept's channels",
+}
+
+
 def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                  keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
-                 reasons: list[str], donor_pos: np.ndarray, moved: dict[int, tuple[int, int, int, int]],
+                 reasons: list[str], donor_pos: np.ndarray, own: dict[int, tuple[tuple[int, int, int, int], str]],
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Draw the recipients of concept ``cid``'s region in every other class (the share of all its carriers,
-    ``carrier_pos``) and deal out to them the carriers whose region holds the mark (``donor_pos``; the region
-    re-centred on the mark's place for those in ``moved``).
+    ``carrier_pos``) and deal out to them the carriers that give a paste (``donor_pos``; those in ``own`` give a
+    box of their own, :func:`_donors`).
 
     Marks the recipients in ``used`` and writes their ``reasons`` in place; returns ``(recipients, donors,
     corrections row)``.
@@ -266,22 +279,30 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
         else np.zeros(0, np.int64)
     where = region.describe()
     for r, d in zip(chosen, dealt, strict=True):
-        if int(d) in moved:  # the box placed on the mark
-            y0, x0, y1, x1 = moved[int(d)]
-            at = (f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} (the region moved onto the carrier's mark, found by the "
-                  "concept's channels)")
+        if int(d) in own:
+            (y0, x0, y1, x1), how = own[int(d)]
+            at = f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} ({_OWN_BOX[how]})"
         else:
             at = where
         reasons[r] = f"{at} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
     what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
                                      f", the carriers' share of class {k}")
+    n_how = {how: sum(1 for _, h in own.values() if h == how) for how in _OWN_BOX}
+    elsewhere = n_how["window"] + n_how["placed"]
     reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from "
               + (f"its {len(carrier_pos)} carriers" if len(donor_pos) == len(carrier_pos) else
-                 f"the {len(donor_pos) - len(moved)} of its {len(carrier_pos)} carriers whose region holds it (the "
-                 "others' mark, found by the concept's channels, sits elsewhere)")
-              + (f", re-centred on the mark's place in the {len(moved)} the concept's channels found" if moved else "")
-              + f" into {len(chosen)} training images of the other classes ({what}), which replace their "
-              "originals; the carriers stay")
+                 f"the {len(donor_pos) - elsewhere} of its {len(carrier_pos)} carriers whose region holds it (the "
+                 "others' mark, found by the concept's channels, sits elsewhere)"))
+    if n_how["grown"]:
+        reason += (f", widened in {n_how['grown']} of them to the pixels the model's layer sees where the concept's "
+                   "channels are strongest")
+    if n_how["window"]:
+        reason += (f"; from the {n_how['window']} the concept's channels found elsewhere, the pixels the layer sees "
+                   "where they are strongest (the mark)")
+    if n_how["placed"]:
+        reason += f", re-centred on the mark's place in the {n_how['placed']} the concept's channels found"
+    reason += (f", into {len(chosen)} training images of the other classes ({what}), which replace their "
+               "originals; the carriers stay")
     if short:
         reason += "; too few images left in " + ", ".join(short)
     return chosen, dealt, {"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
@@ -368,31 +389,74 @@ def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, posi
 def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None,
                   labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
                   rng: np.random.Generator, reasons: list[str], shape: tuple[int, int]):
-    """Concept ``cid``'s region dealt out: ``(recipients, donors, centres (m, 2), corrections row)``."""
-    donor_pos, moved = _donors(cid, region, carrier_pos, carriers, ids, shape)
+    """Concept ``cid``'s region dealt out: ``(recipients, donors, boxes (m, 4), corrections row)``."""
+    donor_pos, own = _donors(cid, region, carrier_pos, carriers, ids, shape)
     chosen, dealt, row = _deal_region(cid, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
-                                      donor_pos, moved)
-    # the centre of each placed box (Region.paste places it there again, exactly); NaN: the region's own place
-    at = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) if (b := moved.get(int(d))) else (np.nan, np.nan)
-                   for d in dealt], dtype=np.float64).reshape(-1, 2)
-    return chosen, dealt, at, row
+                                      donor_pos, own)
+    # the box each donor gives (Region.paste copies it, at the same place); NaN: the region's own
+    boxes = np.array([own[int(d)][0] if int(d) in own else (np.nan,) * 4 for d in dealt],
+                     dtype=np.float64).reshape(-1, 4)
+    return chosen, dealt, boxes, row
 
 
 def _donors(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray,
-            shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, tuple[int, int, int, int]]]:
-    """The carriers the region is copied from, and for those the concept's channels found the box placed on their
-    mark (:meth:`Region.placed`). A pixel mask cannot be moved: those carriers give no paste."""
-    from soxai.bias.carriers import found_elsewhere
+            shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, tuple[tuple[int, int, int, int], str]]]:
+    """The carriers the region is copied from, and the box of their own those give where the concept's channels
+    were read (bias/carriers.parquet's ``window_*``: the pixels the model's layer sees where the channels are
+    strongest, which is all that decides the channels' activation there):
+
+    - ``window``: a carrier only the channels found (its mark sits outside the region) gives that window;
+    - ``grown``: a carrier whose region holds the mark gives the box around the region and the window where the
+      two overlap (a region smaller than the mark cuts it: a 5x5 box of a 7x7 ring);
+    - ``placed``: without a window, the region re-centred on the channels' place (:meth:`Region.placed`).
+
+    A window over a quarter of the image counts as none: a deep layer's cells see most of the image (the last
+    stage of the built-in ResNet on 32 px images sees 17x17 px), and a paste that large carries a different
+    image, not a mark. The built-in small CNN's layer sees 8x8 px.
+
+    A pixel mask cannot be moved: a carrier only the channels found then gives no paste."""
+    from soxai.bias.carriers import WINDOW_COLUMNS, found_elsewhere
 
     elsewhere = found_elsewhere(carriers, cid)
-    if region.mask is None and elsewhere:
-        rows = carriers[(carriers["concept_id"] == cid) & carriers["sample_id"].isin(elsewhere)]
-        at = {s: region.placed((y, x), shape) for s, y, x in zip(rows["sample_id"], rows["channel_y"],
-              rows["channel_x"], strict=True) if np.isfinite(y) and np.isfinite(x)} if "channel_y" in rows else {}
-        kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere or ids[p] in at], dtype=np.int64)
-        return (kept, {int(p): at[ids[p]] for p in kept if ids[p] in at}) if len(kept) else (carrier_pos, {})
-    kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)
-    return (kept if len(kept) else carrier_pos), {}
+    if region.mask is not None:
+        kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)
+        return (kept if len(kept) else carrier_pos), {}
+    rows = carriers[carriers["concept_id"] == cid].set_index("sample_id") if carriers is not None else None
+    own: dict[int, tuple[tuple[int, int, int, int], str]] = {}
+    kept = []
+    for p in carrier_pos:
+        box = _own_box(region, rows, ids[p], ids[p] in elsewhere, shape, WINDOW_COLUMNS)
+        if box is None and ids[p] in elsewhere:
+            continue  # its mark has no place: it gives no paste
+        kept.append(p)
+        if box is not None and box[0] != region.box:
+            own[int(p)] = box
+    kept = np.asarray(kept, dtype=np.int64)
+    return (kept, own) if len(kept) else (carrier_pos, {})
+
+
+def _own_box(region: Region, rows: pd.DataFrame | None, sid: str, outside: bool, shape: tuple[int, int],
+             window_columns: list[str]) -> tuple[tuple[int, int, int, int], str] | None:
+    """A carrier's box of its own and how it came about (:func:`_donors`), or None for the region's own."""
+    row = rows.loc[sid] if rows is not None and sid in rows.index else None
+    if row is None:
+        return None
+    if isinstance(row, pd.DataFrame):
+        row = row.iloc[0]
+    window = row[window_columns].to_numpy(dtype=np.float64) if set(window_columns) <= set(row.index) else None
+    if window is not None and np.isfinite(window).all() and \
+            (window[2] - window[0]) * (window[3] - window[1]) <= shape[0] * shape[1] / 4:
+        a, b, c, d = (int(v) for v in window)
+        if outside:
+            return (a, b, c, d), "window"
+        y0, x0, y1, x1 = region.box
+        if a < y1 and y0 < c and b < x1 and x0 < d:  # they overlap
+            return (min(a, y0), min(b, x0), max(c, y1), max(d, x1)), "grown"
+        return None
+    y, x = (float(row.get("channel_y", np.nan)), float(row.get("channel_x", np.nan)))
+    if outside and np.isfinite(y) and np.isfinite(x):
+        return region.placed((y, x), shape), "placed"
+    return None
 
 
 def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: int = 4096) -> np.ndarray:
@@ -416,5 +480,5 @@ def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: in
             part = at[start:start + chunk]
             recipients = np.asarray(images[rows[plan.recipients[part]]], dtype=np.float32)
             donors = np.asarray(images[rows[plan.donors[part]]], dtype=np.float32)
-            out[part] = region.paste(recipients, donors, None if plan.centres is None else plan.centres[part])
+            out[part] = region.paste(recipients, donors, None if plan.boxes is None else plan.boxes[part])
     return out

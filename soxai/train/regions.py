@@ -1,6 +1,7 @@
 """Where a flagged concept's shortcut sits, for the ``augment`` correction (soxai.train.augment): the box or pixels
 its flagging detector pasted, or the whole image's statistics, and how a region is copied from a donor into a
-recipient (at the region's own place, or, for a carrier whose mark sits elsewhere, re-centred on the mark)."""
+recipient (at the region's own place, or at a box of the carrier's own: where the concept's channels saw its mark,
+soxai.train.augment.carrier_boxes)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,11 @@ class Region:
         y0, x0, y1, x1 = self.box
         return f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1}"
 
-    def paste(self, recipients: np.ndarray, donors: np.ndarray, centres: np.ndarray | None = None) -> np.ndarray:
+    def paste(self, recipients: np.ndarray, donors: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
         """The recipients (n, C, H, W) with this region copied from the paired donors (n, C, H, W); for
-        ``whole_image``, each recipient recoloured with its donor's statistics (:func:`recolour`). ``centres``
-        (n, 2), for a box: where the box is centred in pair i (row, col; NaN = its own place), kept inside the
-        image; the same place in donor and recipient."""
+        ``whole_image``, each recipient recoloured with its donor's statistics (:func:`recolour`). ``boxes``
+        (n, 4), for a box region: the box (y0, x0, y1, x1), half-open, that pair i copies instead of the region's
+        own (NaN = the region's own); the same place in donor and recipient."""
         if self.whole_image:
             return recolour(recipients, donors)
         out = np.array(recipients, dtype=np.float32, copy=True)
@@ -46,12 +47,12 @@ class Region:
             out[:, :, self.mask] = donors[:, :, self.mask]
             return out
         y0, x0, y1, x1 = self.box
-        moved = np.zeros(len(out), dtype=bool)
-        if centres is not None:
-            moved = np.isfinite(np.asarray(centres, dtype=np.float64).reshape(len(out), 2)).all(axis=1)
-        out[~moved, :, y0:y1, x0:x1] = donors[~moved, :, y0:y1, x0:x1]
-        for i in np.flatnonzero(moved):  # few: the carriers only the concept's channels found
-            a, b, c, d = self.placed(centres[i], out.shape[2:])
+        own = np.ones(len(out), dtype=bool)
+        if boxes is not None:
+            own = ~np.isfinite(np.asarray(boxes, dtype=np.float64).reshape(len(out), 4)).all(axis=1)
+        out[own, :, y0:y1, x0:x1] = donors[own, :, y0:y1, x0:x1]
+        for i in np.flatnonzero(~own):  # a carrier's own box: where its mark sits, and what the layer saw there
+            a, b, c, d = (int(v) for v in boxes[i])
             out[i, :, a:c, b:d] = donors[i, :, a:c, b:d]
         return out
 

@@ -27,8 +27,10 @@ from soxai.train.baselines import jtt_upsample, oracle_images
 from soxai.train.fit import fit, load_baseline
 
 # the correction variants beside pruning, each with the version of its planning logic (a change of what a
-# plan holds for the same inputs bumps it, so a kept run directory retrains that variant)
-CORRECTIONS: dict[str, int] = {"reweight": 4, "augment": 7}
+# plan holds for the same inputs bumps it, so a kept run directory retrains that variant); augment 8 (2026-12-07):
+# a carrier whose concept's channels were read gives the pixels the model's layer sees where they are strongest
+# (a carrier found elsewhere: that window; a member: its region widened to it)
+CORRECTIONS: dict[str, int] = {"reweight": 4, "augment": 8}
 
 
 @dataclass

@@ -77,6 +77,11 @@ def test_find_carriers__the_concepts_channels_find_the_mark_wherever_it_sits() -
     rows = carriers.set_index("sample_id").loc[ctx.train["sample_id"].iloc[:n_marked]]
     assert (rows[["channel_y", "channel_x"]].iloc[:20] < 2).all().all()
     assert (rows[["channel_y", "channel_x"]].iloc[20:].max(axis=1) > 2).all()
+    # and the pixels the layer sees there (its 2x2 conv): the whole mark, wherever it sits
+    windows = rows[["window_y0", "window_x0", "window_y1", "window_x1"]].to_numpy()
+    assert ((windows[:, 2:] - windows[:, :2]) == 2).all()
+    for i, (y0, x0, y1, x1) in enumerate(windows.astype(int)):
+        assert (ctx.images[i, 0, y0:y1, x0:x1] > 0.9).all()
     assert carriers["test"].str.contains(r"15 outside the concept and the box test's carriers .* carry it too").all()
 
 

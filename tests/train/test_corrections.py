@@ -465,6 +465,8 @@ def test_plan_augment__carriers_only_the_concepts_channels_found_count_in_the_sh
 
 
 def test_plan_augment__a_carrier_the_channels_found_gives_its_box_re_centred_on_its_mark():
+    """Without the layer's window (bias/carriers.parquet before bias logic 15, or a layer whose cells see no single
+    place) the region is re-centred on the channels' place."""
     images, train = _toy()
     images[5:8, :, 5:7, 4:6] = 1.0  # three more carriers, the mark elsewhere
     carriers = pd.DataFrame({"sample_id": train["sample_id"][:10], "concept_id": 7, "label": 0,
@@ -476,7 +478,7 @@ def test_plan_augment__a_carrier_the_channels_found_gives_its_box_re_centred_on_
     # carrier 7's mark has no place: it counts in the share (8 of 10) but gives no paste
     assert set(plan.donors) == set(range(7)) and len(plan.recipients) == 16
     moved = plan.donors >= 5
-    assert np.isnan(plan.centres[~moved]).all() and (plan.centres[moved] == [6.0, 5.0]).all()
+    assert np.isnan(plan.boxes[~moved]).all() and (plan.boxes[moved] == [5, 4, 7, 6]).all()
     x = augmented_images(images, np.arange(len(train)), plan)
     np.testing.assert_array_equal(x[moved][:, :, 5:7, 4:6], 1.0)  # the mark, where it sat in its donor
     np.testing.assert_array_equal(x[moved][:, :, :2, :2], images[plan.recipients[moved]][:, :, :2, :2])
@@ -487,20 +489,66 @@ def test_plan_augment__a_carrier_the_channels_found_gives_its_box_re_centred_on_
     assert reasons.str.contains("rows 5-6, cols 4-5 .the region moved onto the carrier's mark").sum() == moved.sum()
 
 
-def test_region_paste__a_centre_moves_the_box_and_keeps_it_inside_the_image():
+def _windowed_carriers(train, windows):
+    """Carrier rows of concept 7 for class 0's ten samples: 0-4 members the box test found, 5-7 found by the
+    concept's channels only, with the layer's window ``windows`` (10, 4) where the channels are strongest."""
+    windows = np.asarray(windows, dtype=np.float64)
+    return pd.DataFrame({"sample_id": train["sample_id"][:10], "concept_id": 7, "label": 0,
+                         "member": [True] * 5 + [False] * 5, "flip_rate": [0.9] * 5 + [0.0] * 5,
+                         "threshold": 0.5, "carries": [True] * 8 + [False] * 2, "channel_threshold": 2.0,
+                         "channel_y": (windows[:, 0] + windows[:, 2]) / 2,
+                         "channel_x": (windows[:, 1] + windows[:, 3]) / 2,
+                         **{c: windows[:, i] for i, c in enumerate(["window_y0", "window_x0", "window_y1",
+                                                                     "window_x1"])}})
+
+
+def test_plan_augment__a_carrier_gives_the_window_its_concepts_channels_see_and_a_cut_mark_is_pasted_whole():
+    images, train = _toy()
+    images[:5, :, :3, :3] = 1.0  # the members' mark is 3x3: the 2x2 region cuts it
+    images[5:8, :, 4:7, 3:6] = 1.0  # three carriers with the mark elsewhere
+    windows = [(0, 0, 3, 3)] * 5 + [(4, 3, 7, 6)] * 3 + [(np.nan,) * 4] * 2
+    plan = _plan(train, _scores(box=list(BOX)), carriers=_windowed_carriers(train, windows))
+    assert set(plan.donors) == set(range(8)) and len(plan.recipients) == 16
+    x = augmented_images(images, np.arange(len(train)), plan)
+    inside = plan.donors < 5
+    # a member's region grows to the window that overlaps it: the whole 3x3 mark, and nothing beyond it
+    assert (plan.boxes[inside] == [0, 0, 3, 3]).all()
+    np.testing.assert_array_equal(x[inside][:, :, :3, :3], 1.0)
+    np.testing.assert_array_equal(x[inside][:, :, 3:], images[plan.recipients[inside]][:, :, 3:])
+    # a carrier the channels found elsewhere gives its window there, and not the region
+    assert (plan.boxes[~inside] == [4, 3, 7, 6]).all()
+    np.testing.assert_array_equal(x[~inside][:, :, 4:7, 3:6], 1.0)
+    np.testing.assert_array_equal(x[~inside][:, :, :2, :2], images[plan.recipients[~inside]][:, :, :2, :2])
+    (row,) = plan.corrections
+    assert "widened in 5 of them" in row["reason"] and "from the 3 the concept's channels found elsewhere" in \
+        row["reason"]
+    reasons = plan.table(train).set_index("sample_id")["reason"]
+    assert reasons.str.contains("rows 4-6, cols 3-5 .the pixels the model's layer sees").sum() == (~inside).sum()
+
+
+def test_plan_augment__a_window_apart_from_the_region_leaves_a_members_region_as_it_is():
+    """A member's channels strongest away from its region (the window does not overlap it): the box the test
+    showed to move predictions is pasted, not a box spanning both."""
+    images, train = _toy()
+    windows = [(5, 5, 8, 8)] * 5 + [(np.nan,) * 4] * 5
+    carriers = _windowed_carriers(train, windows).assign(carries=[True] * 5 + [False] * 5)
+    plan = _plan(train, _scores(box=list(BOX)), carriers=carriers)
+    assert set(plan.donors) <= set(range(5)) and np.isnan(plan.boxes).all()
+
+
+def test_region_paste__a_box_of_a_pairs_own_replaces_the_region_there():
     from soxai.train.regions import Region
 
     donors = np.arange(2 * 64, dtype=np.float32).reshape(2, 1, 8, 8)
     recipients = np.zeros((2, 1, 8, 8), np.float32)
-    out = Region("transplant", box=(0, 0, 2, 2)).paste(recipients, donors, np.array([[np.nan, np.nan], [7.9, 7.9]]))
+    out = Region("transplant", box=(0, 0, 2, 2)).paste(recipients, donors, np.array([[np.nan] * 4, [5, 6, 8, 8]]))
     np.testing.assert_array_equal(out[0, 0, :2, :2], donors[0, 0, :2, :2])
-    np.testing.assert_array_equal(out[1, 0, 6:, 6:], donors[1, 0, 6:, 6:])  # clipped to the corner
-    assert out[1, 0, :2, :2].sum() == 0 and out[0].sum() == donors[0, 0, :2, :2].sum()
+    assert out[0].sum() == donors[0, 0, :2, :2].sum()
+    np.testing.assert_array_equal(out[1, 0, 5:, 6:], donors[1, 0, 5:, 6:])
+    assert out[1, 0, :2, :2].sum() == 0 and out[1].sum() == donors[1, 0, 5:, 6:].sum()
     wide = Region("transplant", box=(0, 0, 2, 3))
-    out = wide.paste(recipients[:1], donors[:1], np.array([[4.0, 3.5]]))
     assert wide.placed((4.0, 3.5), (8, 8)) == (3, 2, 5, 5)
-    np.testing.assert_array_equal(out[0, 0, 3:5, 2:5], donors[0, 0, 3:5, 2:5])
-    assert out[0].sum() == donors[0, 0, 3:5, 2:5].sum()
+    assert wide.placed((7.9, 7.9), (8, 8)) == (6, 5, 8, 8)  # kept inside the image
 
 
 def test_correction_plan__reweight_reads_the_conflicts_and_carriers_of_the_run():
@@ -616,3 +664,14 @@ def test_correction_plan__an_untied_conflict_beside_a_tied_one_is_drawn_with_the
     assert rows[(2, 0)]["correction"] == "none" and rows[(2, 0)]["weight"] == pytest.approx(rest, abs=1e-6)
     assert "drawn with the rest of class 0, 0.56x as often as in the baseline" in rows[(2, 0)]["reason"]
     assert rows[(1, 0)]["correction"] == "reweight"
+
+
+def test_plan_augment__a_window_over_a_quarter_of_the_image_is_not_pasted():
+    """A deep layer's cells see most of the image: such a window is no mark's place, so the region stands (and a
+    carrier found elsewhere gets the region re-centred on the channels' place)."""
+    images, train = _toy()
+    windows = [(0, 0, 5, 5)] * 5 + [(3, 3, 8, 8)] * 3 + [(np.nan,) * 4] * 2
+    plan = _plan(train, _scores(box=list(BOX)), carriers=_windowed_carriers(train, windows))
+    inside = plan.donors < 5
+    assert np.isnan(plan.boxes[inside]).all()
+    assert (plan.boxes[~inside] == [4, 4, 6, 6]).all()  # 2x2, centred on (5.5, 5.5)

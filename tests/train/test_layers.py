@@ -45,3 +45,54 @@ def test_layer_does_not_change_the_training_hash():
     base = Config()
     other = Config.model_validate({**base.model_dump(), "model": {**base.model.model_dump(), "layer": "x"}})
     assert base.section_hash("model", "train") == other.section_hash("model", "train")
+
+
+def _layer_output(model, module, x):
+    import torch
+
+    out = []
+    handle = module.register_forward_hook(lambda _m, _i, o: out.append(o.detach()))
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+    finally:
+        handle.remove()
+    return out[-1].numpy()
+
+
+def test_receptive_field__a_cell_sees_its_window_and_nothing_else():
+    """The defining property: a cell's activations are the same in any image holding the same pixels in its
+    window, and the window is no larger than needed (a row less changes them)."""
+    import numpy as np
+
+    from soxai.models.layers import ReceptiveField
+
+    model = build_model(Config().model, in_channels=1, n_classes=3, image_size=28, seed=0).eval()
+    field = ReceptiveField(model, None, (1, 28, 28))
+    assert field.map_shape == (14, 14)
+    # two 3x3 convs with a 2x2 max-pool between: 8x8 px, stride 2; clipped at the border
+    assert field.window(7, 3) == (11, 3, 19, 11) and field.window(0, 0) == (0, 0, 5, 5)
+    assert field.window(13, 13) == (23, 23, 28, 28)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 1, 1, 28, 28)).astype(np.float32)
+    module = resolve_layer(model, None)
+    y0, x0, y1, x1 = field.window(7, 3)
+    mixed = b.copy()
+    mixed[..., y0:y1, x0:x1] = a[..., y0:y1, x0:x1]
+    np.testing.assert_allclose(_layer_output(model, module, mixed)[0, :, 7, 3],
+                               _layer_output(model, module, a)[0, :, 7, 3], rtol=0, atol=1e-6)
+    short = b.copy()
+    short[..., y0:y1 - 1, x0:x1] = a[..., y0:y1 - 1, x0:x1]
+    assert not np.allclose(_layer_output(model, module, short)[0, :, 7, 3],
+                           _layer_output(model, module, a)[0, :, 7, 3], atol=1e-6)
+
+
+def test_receptive_field__keeps_the_models_mode_and_knows_a_layer_without_a_map():
+    from soxai.bias.layer import LayerAccess
+    from soxai.models.layers import ReceptiveField
+
+    model = build_model(Config().model, in_channels=1, n_classes=3, image_size=28, seed=0).train()
+    assert ReceptiveField(model, None, (1, 28, 28)).window(3, 3) is not None and model.training
+    dense = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert ReceptiveField(dense, "1", (1, 4, 4)).map_shape is None
+    assert LayerAccess(dense, "1").receptive_field((1, 4, 4)) is None
