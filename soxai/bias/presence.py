@@ -87,7 +87,8 @@ def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels
     channels' mean map is largest, in image pixels (n, 2) as (row, col) of that cell's centre, the map taken to
     tile the image evenly; and the pixels that cell sees (n, 4) as (y0, x0, y1, x1), half-open (its receptive
     field, :meth:`LayerAccess.receptive_field`). NaN for a layer without a spatial map, or a map with no place
-    above the rest."""
+    above the rest; the window also NaN where the layer's cells see more than a quarter of the image
+    (:attr:`soxai.models.layers.ReceptiveField.local`: no mark's place, so augment falls back on the region)."""
     out, at, window = np.zeros(len(rows)), np.full((len(rows), 2), np.nan), np.full((len(rows), 4), np.nan)
     for start in range(0, len(rows), chunk):
         part = np.asarray(images[np.asarray(rows[start:start + chunk])], dtype=np.float32)
@@ -102,7 +103,7 @@ def presence(access: LayerAccess, images: np.ndarray, rows: np.ndarray, channels
             at[start:start + b, 0] = np.where(flat_map, np.nan, (cell // w + 0.5) * part.shape[2] / h)
             at[start:start + b, 1] = np.where(flat_map, np.nan, (cell % w + 0.5) * part.shape[3] / w)
             field = access.receptive_field(part.shape[1:])
-            for i in np.flatnonzero(~flat_map) if field is not None else ():
+            for i in np.flatnonzero(~flat_map) if field is not None and field.local else ():
                 box = field.window(int(cell[i] // w), int(cell[i] % w))
                 window[start + i] = box if box is not None else np.nan
     return out, at, window

@@ -78,6 +78,19 @@ class ReceptiveField:
         self._windows: dict[tuple[int, int], tuple[int, int, int, int] | None] = {}
         self.map_shape = self._measure(None)
 
+    @property
+    def local(self) -> bool:
+        """Whether a cell sees at most a quarter of the image (its window away from the border, at the map's
+        centre): a mark's place. A deep layer's cells see most of it (the built-in ResNet's last conv on 32 px
+        images: 25x25 px), and a window near the border is only smaller because the image ends there."""
+        if self.map_shape is None:
+            return False
+        window = self.window(self.map_shape[0] // 2, self.map_shape[1] // 2)
+        if window is None:
+            return False
+        y0, x0, y1, x1 = window
+        return (y1 - y0) * (x1 - x0) <= self.image_shape[1] * self.image_shape[2] / 4
+
     def window(self, i: int, j: int) -> tuple[int, int, int, int] | None:
         """(y0, x0, y1, x1), half-open, of the pixels cell (i, j) sees; None where no pixel moves it."""
         if (i, j) not in self._windows:
@@ -104,8 +117,9 @@ class ReceptiveField:
             self.model(x)
             act = captured[-1]
             weights = torch.randn(act.shape[1], generator=gen).to(self.device)
-            (act[:, :, cell[0], cell[1]] * weights).sum().backward()
-            seen = (x.grad.abs().sum(dim=(0, 1)) > 0).cpu().numpy()
+            # the gradient to the input only: nothing is left in the parameters' .grad
+            (grad,) = torch.autograd.grad((act[:, :, cell[0], cell[1]] * weights).sum(), x)
+            seen = (grad.abs().sum(dim=(0, 1)) > 0).cpu().numpy()
         finally:
             handle.remove()
             self.model.train(was_training)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.train.corrections import carrier_mask, group_balanced_weights
-from soxai.train.regions import Region, concept_region, whole_image_flag, why_no_region
+from soxai.train.regions import OWN_BOX, Region, carrier_boxes, concept_region, whole_image_flag, why_no_region
 
 
 @dataclass
@@ -251,23 +251,14 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
             "reason": head + "left uncorrected (retrain.augment_fallback=none)"}
 
 
-#: how a carrier's own box came about (soxai.train.augment._donors), in the words of its recipients' reasons
-_OWN_BOX = {
-    "window": "the pixels the model's layer sees where the concept's channels are strongest in the carrier: its mark, "
-              "which sits outside the region",
-    "grown": "the region widened to the pixels the model's layer sees where the concept's channels are strongest in "
-             "the carrier",
-    "placed": "the region moved onto the carrier's mark, found by the concept's channels",
-}
-
-
 def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                  keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
                  reasons: list[str], donor_pos: np.ndarray, own: dict[int, tuple[tuple[int, int, int, int], str]],
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 n_elsewhere: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Draw the recipients of concept ``cid``'s region in every other class (the share of all its carriers,
-    ``carrier_pos``) and deal out to them the carriers that give a paste (``donor_pos``; those in ``own`` give a
-    box of their own, :func:`_donors`).
+    ``carrier_pos``) and deal out to them the carriers that give a paste (``donor_pos``, ``n_elsewhere`` of them
+    found by the concept's channels only; those in ``own`` give a box of their own,
+    :func:`soxai.train.regions.carrier_boxes`).
 
     Marks the recipients in ``used`` and writes their ``reasons`` in place; returns ``(recipients, donors,
     corrections row)``.
@@ -281,17 +272,16 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
     for r, d in zip(chosen, dealt, strict=True):
         if int(d) in own:
             (y0, x0, y1, x1), how = own[int(d)]
-            at = f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} ({_OWN_BOX[how]})"
+            at = f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} ({OWN_BOX[how]})"
         else:
             at = where
         reasons[r] = f"{at} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
     what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
                                      f", the carriers' share of class {k}")
-    n_how = {how: sum(1 for _, h in own.values() if h == how) for how in _OWN_BOX}
-    elsewhere = n_how["window"] + n_how["placed"]
+    n_how = {how: sum(1 for _, h in own.values() if h == how) for how in OWN_BOX}
     reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from "
               + (f"its {len(carrier_pos)} carriers" if len(donor_pos) == len(carrier_pos) else
-                 f"the {len(donor_pos) - elsewhere} of its {len(carrier_pos)} carriers whose region holds it (the "
+                 f"the {len(donor_pos) - n_elsewhere} of its {len(carrier_pos)} carriers whose region holds it (the "
                  "others' mark, found by the concept's channels, sits elsewhere)"))
     if n_how["grown"]:
         reason += (f", widened in {n_how['grown']} of them to the pixels the model's layer sees where the concept's "
@@ -390,73 +380,13 @@ def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, car
                   labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
                   rng: np.random.Generator, reasons: list[str], shape: tuple[int, int]):
     """Concept ``cid``'s region dealt out: ``(recipients, donors, boxes (m, 4), corrections row)``."""
-    donor_pos, own = _donors(cid, region, carrier_pos, carriers, ids, shape)
+    donor_pos, own, n_elsewhere = carrier_boxes(cid, region, carrier_pos, carriers, ids, shape)
     chosen, dealt, row = _deal_region(cid, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
-                                      donor_pos, own)
+                                      donor_pos, own, n_elsewhere)
     # the box each donor gives (Region.paste copies it, at the same place); NaN: the region's own
     boxes = np.array([own[int(d)][0] if int(d) in own else (np.nan,) * 4 for d in dealt],
                      dtype=np.float64).reshape(-1, 4)
     return chosen, dealt, boxes, row
-
-
-def _donors(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray,
-            shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, tuple[tuple[int, int, int, int], str]]]:
-    """The carriers the region is copied from, and the box of their own those give where the concept's channels
-    were read (bias/carriers.parquet's ``window_*``: the pixels the model's layer sees where the channels are
-    strongest, which is all that decides the channels' activation there):
-
-    - ``window``: a carrier only the channels found (its mark sits outside the region) gives that window;
-    - ``grown``: a carrier whose region holds the mark gives the box around the region and the window where the
-      two overlap (a region smaller than the mark cuts it: a 5x5 box of a 7x7 ring);
-    - ``placed``: without a window, the region re-centred on the channels' place (:meth:`Region.placed`).
-
-    A window over a quarter of the image counts as none: a deep layer's cells see most of the image (the last
-    stage of the built-in ResNet on 32 px images sees 17x17 px), and a paste that large carries a different
-    image, not a mark. The built-in small CNN's layer sees 8x8 px.
-
-    A pixel mask cannot be moved: a carrier only the channels found then gives no paste."""
-    from soxai.bias.carriers import WINDOW_COLUMNS, found_elsewhere
-
-    elsewhere = found_elsewhere(carriers, cid)
-    if region.mask is not None:
-        kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)
-        return (kept if len(kept) else carrier_pos), {}
-    rows = carriers[carriers["concept_id"] == cid].set_index("sample_id") if carriers is not None else None
-    own: dict[int, tuple[tuple[int, int, int, int], str]] = {}
-    kept = []
-    for p in carrier_pos:
-        box = _own_box(region, rows, ids[p], ids[p] in elsewhere, shape, WINDOW_COLUMNS)
-        if box is None and ids[p] in elsewhere:
-            continue  # its mark has no place: it gives no paste
-        kept.append(p)
-        if box is not None and box[0] != region.box:
-            own[int(p)] = box
-    kept = np.asarray(kept, dtype=np.int64)
-    return (kept, own) if len(kept) else (carrier_pos, {})
-
-
-def _own_box(region: Region, rows: pd.DataFrame | None, sid: str, outside: bool, shape: tuple[int, int],
-             window_columns: list[str]) -> tuple[tuple[int, int, int, int], str] | None:
-    """A carrier's box of its own and how it came about (:func:`_donors`), or None for the region's own."""
-    row = rows.loc[sid] if rows is not None and sid in rows.index else None
-    if row is None:
-        return None
-    if isinstance(row, pd.DataFrame):
-        row = row.iloc[0]
-    window = row[window_columns].to_numpy(dtype=np.float64) if set(window_columns) <= set(row.index) else None
-    if window is not None and np.isfinite(window).all() and \
-            (window[2] - window[0]) * (window[3] - window[1]) <= shape[0] * shape[1] / 4:
-        a, b, c, d = (int(v) for v in window)
-        if outside:
-            return (a, b, c, d), "window"
-        y0, x0, y1, x1 = region.box
-        if a < y1 and y0 < c and b < x1 and x0 < d:  # they overlap
-            return (min(a, y0), min(b, x0), max(c, y1), max(d, x1)), "grown"
-        return None
-    y, x = (float(row.get("channel_y", np.nan)), float(row.get("channel_x", np.nan)))
-    if outside and np.isfinite(y) and np.isfinite(x):
-        return region.placed((y, x), shape), "placed"
-    return None
 
 
 def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: int = 4096) -> np.ndarray:

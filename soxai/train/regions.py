@@ -1,7 +1,7 @@
 """Where a flagged concept's shortcut sits, for the ``augment`` correction (soxai.train.augment): the box or pixels
 its flagging detector pasted, or the whole image's statistics, and how a region is copied from a donor into a
 recipient (at the region's own place, or at a box of the carrier's own: where the concept's channels saw its mark,
-soxai.train.augment.carrier_boxes)."""
+carrier_boxes)."""
 
 from __future__ import annotations
 
@@ -139,3 +139,77 @@ def whole_image_flag(scores: pd.DataFrame, concept_id: int) -> str | None:
     detectors = flag_rows(scores, concept_id)["detector"]
     detectors = detectors[detectors.isin(list(WHOLE_IMAGE_DETECTORS))]
     return str(detectors.iloc[0]) if len(detectors) else None
+
+
+#: how a carrier's own box came about (:func:`carrier_boxes`), in the words of its recipients' reasons
+OWN_BOX = {
+    "window": "the pixels the model's layer sees where the concept's channels are strongest in the carrier: its mark, "
+              "which sits outside the region",
+    "grown": "the region widened to the pixels the model's layer sees where the concept's channels are strongest in "
+             "the carrier",
+    "placed": "the region moved onto the carrier's mark, found by the concept's channels",
+}
+
+
+def carrier_boxes(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray,
+                  shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, tuple[tuple[int, int, int, int], str]], int]:
+    """The carriers the region is copied from, how many of those the concept's channels found elsewhere, and the
+    box of their own those give where the concept's channels were read (bias/carriers.parquet's ``window_*``: the
+    pixels the model's layer sees where the channels are strongest, which is all that decides the channels'
+    activation there):
+
+    - ``window``: a carrier only the channels found (its mark sits outside the region) gives that window;
+    - ``grown``: a carrier whose region holds the mark gives the box around the region and the window where the
+      two overlap (a region smaller than the mark cuts it: a 5x5 box of a 7x7 ring);
+    - ``placed``: without a window, the region re-centred on the channels' place (:meth:`Region.placed`).
+
+    The bias stage leaves the window out (NaN) where the layer's cells see more than a quarter of the image
+    (soxai.bias.presence): a paste that large carries a different image, not a mark. The built-in small CNN's
+    layer sees 8x8 px; the built-in ResNet's last conv on 32 px images 25x25.
+
+    A pixel mask cannot be moved: a carrier only the channels found then gives no paste.
+
+    Returns ``(donor positions, {position: (box, how)}, number of donors the channels found elsewhere)``."""
+    from soxai.bias.carriers import WINDOW_COLUMNS, found_elsewhere
+
+    elsewhere = found_elsewhere(carriers, cid)
+    if region.mask is not None:
+        kept = np.array([p for p in carrier_pos if ids[p] not in elsewhere], dtype=np.int64)
+        return (kept, {}, 0) if len(kept) else (carrier_pos, {}, sum(ids[p] in elsewhere for p in carrier_pos))
+    rows = carriers[carriers["concept_id"] == cid].set_index("sample_id") if carriers is not None else None
+    own: dict[int, tuple[tuple[int, int, int, int], str]] = {}
+    kept = []
+    for p in carrier_pos:
+        box = _own_box(region, rows, ids[p], ids[p] in elsewhere, shape, WINDOW_COLUMNS)
+        if box is None and ids[p] in elsewhere:
+            continue  # its mark has no place: it gives no paste
+        kept.append(p)
+        if box is not None and box[0] != region.box:
+            own[int(p)] = box
+    kept = np.asarray(kept, dtype=np.int64)
+    if not len(kept):
+        return carrier_pos, {}, sum(ids[p] in elsewhere for p in carrier_pos)
+    return kept, own, sum(ids[p] in elsewhere for p in kept)
+
+
+def _own_box(region: Region, rows: pd.DataFrame | None, sid: str, outside: bool, shape: tuple[int, int],
+             window_columns: list[str]) -> tuple[tuple[int, int, int, int], str] | None:
+    """A carrier's box of its own and how it came about (:func:`carrier_boxes`), or None for the region's own."""
+    row = rows.loc[sid] if rows is not None and sid in rows.index else None
+    if row is None:
+        return None
+    if isinstance(row, pd.DataFrame):
+        row = row.iloc[0]
+    window = row[window_columns].to_numpy(dtype=np.float64) if set(window_columns) <= set(row.index) else None
+    if window is not None and np.isfinite(window).all():
+        a, b, c, d = (int(v) for v in window)
+        if outside:
+            return (a, b, c, d), "window"
+        y0, x0, y1, x1 = region.box
+        if a < y1 and y0 < c and b < x1 and x0 < d:  # they overlap
+            return (min(a, y0), min(b, x0), max(c, y1), max(d, x1)), "grown"
+        return None
+    y, x = (float(row.get("channel_y", np.nan)), float(row.get("channel_x", np.nan)))
+    if outside and np.isfinite(y) and np.isfinite(x):
+        return region.placed((y, x), shape), "placed"
+    return None

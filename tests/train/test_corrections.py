@@ -515,6 +515,7 @@ def test_plan_augment__a_carrier_gives_the_window_its_concepts_channels_see_and_
     assert (plan.boxes[inside] == [0, 0, 3, 3]).all()
     np.testing.assert_array_equal(x[inside][:, :, :3, :3], 1.0)
     np.testing.assert_array_equal(x[inside][:, :, 3:], images[plan.recipients[inside]][:, :, 3:])
+    np.testing.assert_array_equal(x[inside][:, :, :3, 3:], images[plan.recipients[inside]][:, :, :3, 3:])
     # a carrier the channels found elsewhere gives its window there, and not the region
     assert (plan.boxes[~inside] == [4, 3, 7, 6]).all()
     np.testing.assert_array_equal(x[~inside][:, :, 4:7, 3:6], 1.0)
@@ -666,12 +667,22 @@ def test_correction_plan__an_untied_conflict_beside_a_tied_one_is_drawn_with_the
     assert rows[(1, 0)]["correction"] == "reweight"
 
 
-def test_plan_augment__a_window_over_a_quarter_of_the_image_is_not_pasted():
-    """A deep layer's cells see most of the image: such a window is no mark's place, so the region stands (and a
-    carrier found elsewhere gets the region re-centred on the channels' place)."""
+def test_plan_augment__without_a_window_a_member_keeps_its_region_and_a_carrier_found_elsewhere_is_re_centred():
+    """The bias stage gives no window (NaN) where the layer's cells see more than a quarter of the image: a member
+    pastes its region, a carrier the channels found elsewhere the region re-centred on their place; the reason
+    counts the carriers found elsewhere, whatever box they give."""
     images, train = _toy()
-    windows = [(0, 0, 5, 5)] * 5 + [(3, 3, 8, 8)] * 3 + [(np.nan,) * 4] * 2
-    plan = _plan(train, _scores(box=list(BOX)), carriers=_windowed_carriers(train, windows))
+    windows = [(np.nan,) * 4] * 10
+    carriers = _windowed_carriers(train, windows)
+    carriers.loc[5:7, ["channel_y", "channel_x"]] = [[5.5, 5.5], [5.5, 5.5], [1.0, 1.0]]
+    carriers.loc[8, "carries"] = True  # found elsewhere too, with no place: it gives no paste
+    plan = _plan(train, _scores(box=list(BOX)), carriers=carriers)
+    assert set(plan.donors) == set(range(8))
     inside = plan.donors < 5
     assert np.isnan(plan.boxes[inside]).all()
-    assert (plan.boxes[~inside] == [4, 4, 6, 6]).all()  # 2x2, centred on (5.5, 5.5)
+    assert (plan.boxes[(plan.donors == 5) | (plan.donors == 6)] == [4, 4, 6, 6]).all()  # 2x2 on (5.5, 5.5)
+    assert np.isnan(plan.boxes[plan.donors == 7]).all()  # its place puts the region on the region itself
+    (row,) = plan.corrections
+    # carrier 7 gives the region's own box and still counts as found elsewhere
+    assert "the 5 of its 9 carriers whose region holds it" in row["reason"]
+    assert "re-centred on the mark's place in the 2" in row["reason"]

@@ -87,12 +87,43 @@ def test_receptive_field__a_cell_sees_its_window_and_nothing_else():
                            _layer_output(model, module, a)[0, :, 7, 3], atol=1e-6)
 
 
-def test_receptive_field__keeps_the_models_mode_and_knows_a_layer_without_a_map():
+def test_receptive_field__leaves_the_model_as_it_was_and_knows_a_layer_without_a_map():
     from soxai.bias.layer import LayerAccess
     from soxai.models.layers import ReceptiveField
 
-    model = build_model(Config().model, in_channels=1, n_classes=3, image_size=28, seed=0).train()
-    assert ReceptiveField(model, None, (1, 28, 28)).window(3, 3) is not None and model.training
+    for train in (True, False):
+        model = build_model(Config().model, in_channels=1, n_classes=3, image_size=28, seed=0).train(train)
+        assert ReceptiveField(model, None, (1, 28, 28)).window(3, 3) is not None
+        assert model.training is train
+        assert all(p.grad is None for p in model.parameters())  # nothing left in the parameters' gradients
     dense = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2))
     assert ReceptiveField(dense, "1", (1, 4, 4)).map_shape is None
+    assert not ReceptiveField(dense, "1", (1, 4, 4)).local
     assert LayerAccess(dense, "1").receptive_field((1, 4, 4)) is None
+
+
+def test_receptive_field__the_same_windows_whatever_was_asked_first():
+    from soxai.models.layers import ReceptiveField
+
+    model = build_model(Config().model, in_channels=1, n_classes=3, image_size=28, seed=0)
+    first = ReceptiveField(model, None, (1, 28, 28))
+    cells = [(7, 3), (0, 13), (13, 0)]
+    got = [first.window(*c) for c in cells]
+    second = ReceptiveField(model, None, (1, 28, 28))
+    assert [second.window(*c) for c in reversed(cells)][::-1] == got
+
+
+def test_receptive_field__a_deep_layers_cells_are_not_a_marks_place():
+    """The built-in ResNet's last conv on 32 px images sees 25x25 px from the map's centre: not local, though a
+    corner cell's window, cut by the border, is under a quarter of the image."""
+    from soxai.models.layers import ReceptiveField
+
+    model = build_model(Config(model={"name": "resnet"}).model, in_channels=3, n_classes=3, image_size=32, seed=0)
+    field = ReceptiveField(model, None, (3, 32, 32))
+    y0, x0, y1, x1 = field.window(field.map_shape[0] // 2, field.map_shape[1] // 2)
+    assert (y1 - y0, x1 - x0) == (25, 25) and not field.local
+    a, b, c, d = field.window(0, 0)
+    assert (c - a) * (d - b) <= 32 * 32 / 4
+    small = ReceptiveField(build_model(Config().model, in_channels=1, n_classes=3, image_size=28, seed=0), None,
+                           (1, 28, 28))
+    assert small.local
