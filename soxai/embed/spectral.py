@@ -44,7 +44,8 @@ def spectral_embedding(x: np.ndarray, n_neighbors: int, n_components: int, seed:
 
     They are the eigenvectors of the smallest eigenvalues of the symmetric normalised Laplacian
     ``I - D^-1/2 A D^-1/2``. Each is scaled by ``D^-1/2`` (the random-walk eigenvectors, as scikit-learn's
-    ``spectral_embedding`` returns them), the first (constant on a connected graph) is dropped, and the
+    ``spectral_embedding`` returns them), the first (constant on a connected graph) is dropped (kept on a graph of
+    several components, where it is one of several indicator-like vectors), and the
     sign of each is fixed so that its largest entry is positive. ARPACK starts from a vector drawn with
     ``seed``, so the same input and seed give the same embedding on CPU.
 
@@ -59,6 +60,7 @@ def spectral_embedding(x: np.ndarray, n_neighbors: int, n_components: int, seed:
     embedding : float32 array of shape (n_samples, n_components)
     """
     import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
     from scipy.sparse.linalg import eigsh
 
     n = len(x)
@@ -76,7 +78,12 @@ def spectral_embedding(x: np.ndarray, n_neighbors: int, n_components: int, seed:
     # 'LA': the largest algebraic eigenvalues (<= 1); no shift-invert, so nothing N x N is ever factorised
     values, vectors = eigsh(normalised, k=n_components + 1, which="LA", v0=v0, tol=1e-8)
     order = np.argsort(-values, kind="stable")
-    vectors = vectors[:, order[1:]] * d_inv_sqrt[:, None]
+    # on a connected graph the first is the trivial one (constant after the D^-1/2 scaling); on a graph of several
+    # components the eigenvalue 1 repeats, ARPACK returns any basis of that space, and dropping one vector of it
+    # would merge components (which two, the BLAS's rounding decides): there the first n_components are kept
+    n_parts, _ = connected_components(affinity, directed=False)
+    kept = order[1:] if n_parts == 1 else order[:n_components]
+    vectors = vectors[:, kept] * d_inv_sqrt[:, None]
     peak = np.argmax(np.abs(vectors), axis=0)
     vectors *= np.sign(vectors[peak, np.arange(vectors.shape[1])])
     # unit spread per dimension, so that HDBSCAN's distances and the plots do not depend on N

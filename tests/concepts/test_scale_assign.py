@@ -68,9 +68,16 @@ def test_fit_and_assign__assigned_samples_land_in_the_planted_concept(synthetic)
 
 
 def test_fit_on_sample__same_outputs_twice_and_whatever_the_block_size(synthetic):
+    """The same bits every time at the same block size. At another block size the concepts, their probabilities
+    and the fitted sample's coordinates are the same bits too; the coordinates of the samples placed outside the
+    sample may move in the last float32 digit, because BLAS rounds a matrix product by the shape of the block
+    (seen with numpy 2.4's OpenBLAS: 653 of 1,800 placed rows, at most 2e-6)."""
     path, labels, _, (emb, fitted, cids, probs, model) = synthetic
+    again = _fit(path, labels)
+    assert all(np.array_equal(a, b) for a, b in zip((emb, fitted, cids, probs), again[:4], strict=True))
     emb2, fitted2, cids2, probs2, model2 = _fit(path, labels, chunk=1024)
-    assert np.array_equal(emb, emb2) and np.array_equal(fitted, fitted2)
+    assert np.array_equal(fitted, fitted2) and np.array_equal(emb[fitted], emb2[fitted])
+    np.testing.assert_allclose(emb2, emb, rtol=0, atol=1e-5)
     assert np.array_equal(cids, cids2) and np.array_equal(probs, probs2)
     assert np.array_equal(model.points_, model2.points_)
 
