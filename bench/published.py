@@ -334,7 +334,11 @@ def write_table(rows: list[dict], path: Path, header: str) -> None:
         "`PYTHONPATH=$PWD .venv/bin/python bench/published.py` (five seeds; the retrain variants are the "
         "corrections `pruned` (drop_carriers), `reweight` and `augment` beside the references `random_control` "
         "and `jtt`). Rows with a tag ran with the settings the tag names, most of them earlier code: they are "
-        "kept under 'Other settings' as the record of what was tried. Numbers: mean [95% Student-t "
+        "kept under 'Other settings' as the record of what was tried. The machine line above is the newest "
+        "run's: the rows measured before 2026-12-07 05:00 UTC ran on another host (Linux 6.18.44-fc-v1300, the "
+        "same Python and torch build), whose baselines differ from this one's in the last digits, enough to move "
+        "the moving ring at 20% and Decoy across the odds-ratio bar (docs/DETECTION-METHOD.md, 'The bars'). "
+        "Numbers: mean [95% Student-t "
         "interval over the retrain seeds]; WGA = worst-group accuracy (the worst label x group cell).", "",
         "- **Decoy-Fashion-MNIST** (Ross et al. 2017's Decoy-MNIST on Fashion-MNIST, Friedrich et al. 2023): "
         "T-shirt/top, Pullover, Coat, Shirt (700 train / 100 val / 200 test per class); a 4x4 patch in a random "
