@@ -79,6 +79,10 @@ SETTINGS = {
     # 2026-12-07): it gathers a ring that moves into one concept (bench/peak_concepts.py); does it change the matrix?
     "the default, embed.features=channels+peaks+pooled": [
         "embed.features=channels+peaks+pooled", *DEFAULTS[1:]],
+    # the default settings again at bias logic 15 (2026-12-07: carriers gain the layer's window; flags and drops are
+    # bias 14's by construction) on a fresh machine, where the published moving ring and Decoy lost their flags to
+    # the odds-ratio bar: which matrix cases hold when the baseline is trained on other hardware?
+    "the default (bias logic 15), rerun on a fresh machine": DEFAULTS,
 }
 
 
