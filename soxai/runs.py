@@ -163,7 +163,34 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-            "packages": versions}
+            "packages": versions, "cpu": cpu_facts()}
+
+
+def cpu_facts() -> dict:
+    """What decides the float rounding of a run beside the package versions: the CPU's model name, the vector
+    instructions torch's kernels use, and the BLAS libraries loaded with the kernel set each picked at run time.
+    The same code, seeds and packages on another CPU trained baselines that differed in the last digits, enough to
+    move concepts across a bar (docs/DETECTION-METHOD.md, 'The bars'). None for what cannot be read."""
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+    except OSError:
+        model = platform.processor() or None
+    try:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - a fact for the record, never a reason to fail a run
+        capability = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [{k: lib.get(k) for k in ("internal_api", "version", "architecture")} for lib in threadpool_info()
+                if lib.get("user_api") == "blas"]
+    except Exception:  # noqa: BLE001
+        blas = None
+    return {"model": model, "torch_capability": capability, "blas": blas}
 
 
 def _now() -> str:

@@ -24,3 +24,16 @@ def test_run_in_process__a_failing_stage_marks_the_run_failed_and_raises(tmp_pat
         run_in_process(cfg, tmp_path / "r")
     state = read_json(tmp_path / "r" / "run.json")
     assert state["status"] == "failed" and "DataError" in state["error"]
+
+
+def test_environment__records_what_decides_the_rounding_beside_the_packages():
+    """env.json names the CPU, the vector instructions torch's kernels use and the BLAS kernels picked at run time:
+    the same code and packages on another CPU trained baselines that differed in the last digits."""
+    import numpy as np  # noqa: F401 - its BLAS is loaded, so there is one to name
+
+    from soxai.runs import environment
+
+    cpu = environment()["cpu"]
+    assert set(cpu) == {"model", "torch_capability", "blas"}
+    assert isinstance(cpu["torch_capability"], str) and cpu["torch_capability"]
+    assert cpu["blas"] and all({"internal_api", "version", "architecture"} <= set(lib) for lib in cpu["blas"])
