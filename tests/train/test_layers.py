@@ -88,14 +88,18 @@ def test_receptive_field__a_cell_sees_its_window_and_nothing_else():
 
 
 def test_receptive_field__leaves_the_model_as_it_was_and_knows_a_layer_without_a_map():
+    import torch
+
     from soxai.bias.layer import LayerAccess
     from soxai.models.layers import ReceptiveField
 
     for train in (True, False):
         model = build_model(Config().model, in_channels=1, n_classes=3, image_size=28, seed=0).train(train)
+        state = torch.get_rng_state()
         assert ReceptiveField(model, None, (1, 28, 28)).window(3, 3) is not None
         assert model.training is train
         assert all(p.grad is None for p in model.parameters())  # nothing left in the parameters' gradients
+        assert torch.equal(torch.get_rng_state(), state)  # its own generator: the run's random draws unchanged
     dense = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2))
     assert ReceptiveField(dense, "1", (1, 4, 4)).map_shape is None
     assert not ReceptiveField(dense, "1", (1, 4, 4)).local
