@@ -76,7 +76,8 @@ class ReceptiveField:
         self.image_shape = tuple(int(v) for v in image_shape)
         self.probes, self.seed = probes, seed
         self._windows: dict[tuple[int, int], tuple[int, int, int, int] | None] = {}
-        self.map_shape = self._measure(None)
+        act = self._probe(None)[0]
+        self.map_shape = tuple(int(v) for v in act.shape[2:]) if act.ndim == 4 else None
 
     @property
     def local(self) -> bool:
@@ -97,8 +98,9 @@ class ReceptiveField:
             self._windows[(i, j)] = self._measure((i, j))
         return self._windows[(i, j)]
 
-    def _measure(self, cell: tuple[int, int] | None):
-        """The window of ``cell``; with None, the map's (h, w) (None for a layer without a spatial map)."""
+    def _probe(self, cell: tuple[int, int] | None):
+        """The layer's output for the seeded probe images and, for ``cell``, the input pixels its channels move
+        (H, W bool; the gradient to the input only, so nothing is left in the parameters' .grad)."""
         import torch
 
         captured: list = []
@@ -108,20 +110,19 @@ class ReceptiveField:
         try:
             self.model.to(self.device).eval()
             x = torch.randn((self.probes, *self.image_shape), generator=gen).to(self.device)
-            if cell is None:
-                with torch.no_grad():
-                    self.model(x)
+            with torch.set_grad_enabled(cell is not None):
+                self.model(x.requires_grad_(cell is not None))
                 act = captured[-1]
-                return tuple(int(v) for v in act.shape[2:]) if act.ndim == 4 else None
-            x.requires_grad_(True)
-            self.model(x)
-            act = captured[-1]
-            weights = torch.randn(act.shape[1], generator=gen).to(self.device)
-            # the gradient to the input only: nothing is left in the parameters' .grad
-            (grad,) = torch.autograd.grad((act[:, :, cell[0], cell[1]] * weights).sum(), x)
-            seen = (grad.abs().sum(dim=(0, 1)) > 0).cpu().numpy()
+                if cell is None:
+                    return act, None
+                weights = torch.randn(act.shape[1], generator=gen).to(self.device)
+                (grad,) = torch.autograd.grad((act[:, :, cell[0], cell[1]] * weights).sum(), x)
+            return act, (grad.abs().sum(dim=(0, 1)) > 0).cpu().numpy()
         finally:
             handle.remove()
             self.model.train(was_training)
-        ys, xs = np.nonzero(seen)
+
+    def _measure(self, cell: tuple[int, int]) -> tuple[int, int, int, int] | None:
+        """The window of ``cell``: the bounding box of the pixels it sees, or None."""
+        ys, xs = np.nonzero(self._probe(cell)[1])
         return (int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1) if len(ys) else None
