@@ -80,28 +80,48 @@ def serve(spec: DeploymentSpec) -> None:
     # subshell) inherits SIGINT ignored: Ctrl-C, and SIGTERM delivered as SIGINT below, would then do nothing, the
     # process would run on and the deployment stay active. Ctrl-C raises KeyboardInterrupt again here.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM stops cleanly from here on, not only once Runner.start has installed its handler: a stop that came
+    # while the deployment was being created (a slow server, a loaded machine) killed the process, and the
+    # deployment it had just created stayed active
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    deployment_id = None
     runner = Runner(name=spec.name, pause_on_shutdown=False)
-    deployment_id = runner.add_flow(
-        spec.flow, name=spec.name, cron=spec.cron, parameters=spec.parameters, paused=False,
-        description=f"soxai {spec.flow_name} of {spec.parameters.get('config_path')}")
-    # Runner.start installs self.handle_sigterm as the SIGTERM handler: an instance attribute replaces it
-    runner.handle_sigterm = lambda signum, frame: signal.raise_signal(signal.SIGINT)
     try:
+        deployment_id = runner.add_flow(
+            spec.flow, name=spec.name, cron=spec.cron, parameters=spec.parameters, paused=False,
+            description=f"soxai {spec.flow_name} of {spec.parameters.get('config_path')}")
+        # Runner.start installs self.handle_sigterm as the SIGTERM handler: an instance attribute replaces it
+        runner.handle_sigterm = _sigterm_as_sigint
         asyncio.run(runner.start())
     except KeyboardInterrupt:
         pass
     finally:
-        pause_deployment(deployment_id)
+        # stopped while the deployment was being created: it may exist all the same, found by its name
+        pause_deployment(deployment_id or f"{spec.flow_name}/{spec.name}")
+
+
+def _sigterm_as_sigint(signum, frame) -> None:
+    import signal
+
+    signal.raise_signal(signal.SIGINT)
 
 
 def pause_deployment(deployment_id) -> None:
-    """Pause a deployment (its schedules stop making runs); a failure is printed, never raised: the stop ends."""
+    """Pause a deployment, given by its id or as "flow/name" (its schedules stop making runs); a failure is
+    printed, never raised: the stop ends."""
     import sys
 
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
     try:
         with get_client(sync_client=True) as client:
+            if "/" in str(deployment_id):
+                try:
+                    deployment_id = client.read_deployment_by_name(str(deployment_id)).id
+                except ObjectNotFound:
+                    print(f"stopped before deployment {deployment_id} was created; nothing to pause")
+                    return
             # the server's pause endpoint, not client.pause_deployment (a PATCH of `paused`): it also deletes
             # the runs its scheduler had queued ahead, which nobody would start
             client.request("POST", "/deployments/{id}/pause_deployment",
