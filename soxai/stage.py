@@ -67,7 +67,10 @@ class StageRecord:
 #     stand; class-mates the channel test accepts join them as carriers).
 #   bias 15 (2026-12-07): bias/carriers.parquet gains window_y0, window_x0, window_y1, window_x1 (the pixels the
 #     model's layer sees where the concept's channels are strongest: what augment pastes from a carrier).
-LOGIC_VERSIONS: dict[str, int] = {"bias": 15, "manifest": 3, "compare": 1}
+#   bias 16 (2026-12-07): the unclustered test's carriers: its split of the class's rates is drawn again on the
+#     final rates (not only on the first 8 recipients', multiples of 1/8), and samples in doubt about the new line
+#     are tested on more recipients.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 16, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -196,3 +196,31 @@ def testsequential_rates__members_stand_when_their_gap_was_luck_of_the_first_rec
 
     rates, n, t, _ = sequential_rates(strong, donors, np.arange(6), recipients, 1, (0, 0, 2, 2), member, 0.15)
     assert t == 0.5 and (rates >= t).tolist() == member.tolist() and n.tolist() == [8] * 6
+
+
+def test_sequential_rates__a_split_of_the_rates_is_drawn_again_on_the_final_rates():
+    """The unclustered test's Otsu split: on the first 8 recipients 20 clean samples that move two particular
+    recipients (2/8) fall on the carriers' side, with 4 carriers at 4/8; over all 32 those 20 move 2/32. The split
+    drawn again on the final rates keeps the 4 carriers (before: the first split's mean fell below the gap, and
+    no carrier was found)."""
+    from soxai.bias.carriers import sequential_rates
+    from soxai.bias.unclustered import otsu_cut
+
+    donors = np.zeros((34, 1, 4, 4), dtype=np.float32)
+    donors[:4, 0, :2, :2] = 1.0  # the carriers' mark
+    donors[4:24, 0, 2, 2] = 1.0  # a clean feature that moves only the first two recipients
+    recipients = np.zeros((32, 1, 4, 4), dtype=np.float32)
+    recipients[:2, 0, 3, 3] = 1.0
+    recipients[::2, 0, 3, 0] = 1.0  # the mark moves every other recipient
+
+    def predict(x):
+        mark = x[:, 0, :2, :2].mean(axis=(1, 2)) > 0.9
+        return ((mark & (x[:, 0, 3, 0] > 0.5)) | ((x[:, 0, 2, 2] > 0.5) & (x[:, 0, 3, 3] > 0.5))).astype(int)
+
+    def split(rates):
+        return rates > otsu_cut(rates)
+
+    rates, n, t, upper = sequential_rates(predict, donors, np.arange(34), recipients, 1, (0, 0, 3, 3), split, 0.15)
+    assert t is not None and (rates >= t).tolist() == [True] * 4 + [False] * 30
+    assert upper.tolist() == [True] * 4 + [False] * 30
+    assert np.allclose(rates[:4], 0.5) and np.allclose(rates[4:24], 2 / 32) and n[4:24].tolist() == [32] * 20
