@@ -83,6 +83,9 @@ SETTINGS = {
     # bias 14's by construction) on a fresh machine, where the published moving ring and Decoy lost their flags to
     # the odds-ratio bar: which matrix cases hold when the baseline is trained on other hardware?
     "the default (bias logic 15), rerun on a fresh machine": DEFAULTS,
+    # bias logic 17 on the same machine: the unclustered test's control is the clustered class-mates at the edge of
+    # their concepts (lowest membership probability), not all of them; the false flag of the column before went
+    "the default (bias logic 17: unclustered against the concepts' edge)": DEFAULTS,
 }
 
 

@@ -70,7 +70,10 @@ class StageRecord:
 #   bias 16 (2026-12-07): the unclustered test's carriers: its split of the class's rates is drawn again on the
 #     final rates (not only on the first 8 recipients', multiples of 1/8), and samples in doubt about the new line
 #     are tested on more recipients.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 16, "manifest": 3, "compare": 1}
+#   bias 17 (2026-12-07): the unclustered test's control is the clustered class-mates at the edge of their
+#     concepts (lowest membership probability, as many as the unclustered samples), not every clustered sample;
+#     bias/unclustered.parquet: clustered_rate becomes edge_rate, n_edge is new.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 17, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

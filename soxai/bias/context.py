@@ -34,7 +34,8 @@ class DetectorContext:
     """What detectors may read. Never the ``group`` or ``mask_path`` columns (evaluation only).
 
     images : array of shape (n_total, C, H, W); rows index it
-    train : DataFrame of training samples with columns sample_id, row, label, pred, concept_id
+    train : DataFrame of training samples with columns sample_id, row, label, pred, concept_id, probability (HDBSCAN
+        membership of its concept, 0 in the noise)
     concepts : the concepts table (non-noise rows are scored)
     maps : float32 array of shape (n_concepts, H, W), the mean |map| of each concept, in the
         order of ``concepts``' non-noise rows (``map_index`` column)

@@ -7,13 +7,18 @@ a concept of 219 clean images; docs/DETECTION.md), so no concept ever carries it
 
 The test pastes each sample's *own* most salient box (side ``transplant.region_frac`` of the image, wherever it
 lies: the mark moves, so each carrier's own box holds it) into the same correctly predicted images of other
-classes, and takes the share moved to the sample's class as the sample's rate. Under "no shortcut among the
-unclustered samples" their rates come from the same distribution as their clustered class-mates'; a shortcut
-carried by some of them raises their rates. One test per class: the one-sided Mann-Whitney U test of the
-unclustered samples' rates against the clustered ones' (the samples are the units, so a class whose own images
-differ from each other in how far a box of them carries widens its own null; no pooled-trial binomial that would
-take that spread for evidence), Bonferroni-corrected over the classes tested, flagged at
-``bias.unclustered.max_p_value``. There is no effect-size bar.
+classes, and takes the share moved to the sample's class as the sample's rate. A clean class's unclustered samples
+are its least typical ones, and an atypical image's box can carry further than a typical one's (cells border
+stripe 5%: a clean class's 98 unclustered samples moved 29% against 17% for all its clustered ones, p 1e-6, and
+179 clean images were dropped). HDBSCAN's membership probability orders the clustered samples on the same scale
+of typicality, so the control is the clustered class-mates at the edge of their concepts: as many as there are
+unclustered samples, those of lowest membership probability. Under "no shortcut among the unclustered samples"
+their rates come from the same distribution as that edge's; a shortcut carried by some of them raises their rates.
+One test per class: the one-sided Mann-Whitney U test of the unclustered samples' rates against the edge's (the
+samples are the units, so a class whose own images differ from each other in how far a box of them carries widens
+its own null; no pooled-trial binomial that would take that spread for evidence), Bonferroni-corrected over the
+classes tested, flagged at ``bias.unclustered.max_p_value``. There is no effect-size bar and no other setting: the
+edge's size is the unclustered samples' number (bias logic 17; before, the control was every clustered sample).
 
 A flagged class's carriers: every sample of the class (clustered or not) is tested with its own box by the
 carrier test's sequential scheme (soxai.bias.carriers.sequential_rates), the line drawn at the midpoint between the
@@ -36,8 +41,8 @@ from soxai.bias.ownbox import compare_own_boxes, own_box_region
 from soxai.bias.paste import OwnBox
 from soxai.concepts.cluster import NOISE
 
-UNCLUSTERED_COLUMNS = ["label", "n_unclustered", "n_clustered", "n_tested", "unclustered_rate", "clustered_rate",
-                       "p_value", "is_bias", "reason"]
+UNCLUSTERED_COLUMNS = ["label", "n_unclustered", "n_clustered", "n_edge", "n_tested", "unclustered_rate",
+                       "edge_rate", "p_value", "is_bias", "reason"]
 
 
 def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -59,25 +64,33 @@ def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFra
         cls = ctx.train[ctx.train["label"] == k]
         pool = correct[correct["label"] != k]
         noise, clustered = cls[cls["concept_id"] == NOISE], cls[cls["concept_id"] != NOISE]
+        edge = concept_edge(clustered, len(noise))
         if len(pool) == 0:
-            rows.append(_row(k, noise, clustered, 0, np.nan, np.nan, np.nan, False,
+            rows.append(_row(k, noise, clustered, edge, 0, np.nan, np.nan, np.nan, False,
                              "not tested: no correctly predicted images of other classes to paste into"))
             continue
-        a, b, p, n_rec = compare_own_boxes(ctx, region, noise, clustered, pool, int(k), ucfg.n_recipients,
+        a, b, p, n_rec = compare_own_boxes(ctx, region, noise, edge, pool, int(k), ucfg.n_recipients,
                                            ucfg.max_samples, np.random.default_rng([ctx.seed, int(k) + 1, 23]))
         bar = ucfg.max_p_value / len(classes)
         flag = p <= bar
         reason = (f"class {k}'s {len(noise)} unclustered samples, each pasting its own most salient "
                   f"{region.side}x{region.side} box into {n_rec} images of other classes, moved "
-                  f"{a.mean():.0%} of them to class {k} on average against {b.mean():.0%} for its {len(clustered)} "
-                  f"clustered samples ({len(a)} and {len(b)} tested; one-sided Mann-Whitney p={p:.2g}, bar "
+                  f"{a.mean():.0%} of them to class {k} on average against {b.mean():.0%} for the {len(edge)} of its "
+                  f"{len(clustered)} clustered samples at the edge of their concepts (lowest membership "
+                  f"probability; {len(a)} and {len(b)} tested; one-sided Mann-Whitney p={p:.2g}, bar "
                   f"{bar:.2g} = {ucfg.max_p_value:g} / {len(classes)} classes): "
                   + ("a shortcut among samples that form no concept" if flag else "not flagged"))
-        rows.append(_row(k, noise, clustered, n_rec, a.mean(), b.mean(), p, flag, reason))
+        rows.append(_row(k, noise, clustered, edge, n_rec, a.mean(), b.mean(), p, flag, reason))
         if flag:
             carriers.append(_carriers(ctx, cfg, cls, region, int(k)))
     table = pd.DataFrame(rows, columns=UNCLUSTERED_COLUMNS) if rows else _empty_table()
     return table, (pd.concat(carriers, ignore_index=True) if carriers else None)
+
+
+def concept_edge(clustered: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` samples of ``clustered`` with the lowest HDBSCAN membership probability (ties: by row), the
+    control of the unclustered test (module docstring); all of them where there are fewer."""
+    return clustered.sort_values(["probability", "row"], kind="stable").head(n)
 
 
 def otsu_cut(values: np.ndarray) -> float:
@@ -96,15 +109,15 @@ def otsu_cut(values: np.ndarray) -> float:
     return float(cuts[int(np.argmax(w0 * (1 - w0) * (mu0 - mu1) ** 2))])
 
 
-def _row(k, noise: pd.DataFrame, clustered: pd.DataFrame, n_tested: int, a: float, b: float, p: float, flag: bool,
-         reason: str) -> dict[str, Any]:
-    return {"label": int(k), "n_unclustered": len(noise), "n_clustered": len(clustered), "n_tested": n_tested,
-            "unclustered_rate": float(a), "clustered_rate": float(b), "p_value": float(p), "is_bias": bool(flag),
-            "reason": reason}
+def _row(k, noise: pd.DataFrame, clustered: pd.DataFrame, edge: pd.DataFrame, n_tested: int, a: float, b: float,
+         p: float, flag: bool, reason: str) -> dict[str, Any]:
+    return {"label": int(k), "n_unclustered": len(noise), "n_clustered": len(clustered), "n_edge": len(edge),
+            "n_tested": n_tested, "unclustered_rate": float(a), "edge_rate": float(b), "p_value": float(p),
+            "is_bias": bool(flag), "reason": reason}
 
 
 def _empty_table() -> pd.DataFrame:
-    dtypes = ("int64", "int64", "int64", "int64", "float64", "float64", "float64", "bool", "str")
+    dtypes = ("int64", "int64", "int64", "int64", "int64", "float64", "float64", "float64", "bool", "str")
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(UNCLUSTERED_COLUMNS, dtypes, strict=True)})
 
 

@@ -50,7 +50,7 @@ def shortcut_world(
     if stray_member:
         concept[n // 2] = 0
     train = pd.DataFrame({"sample_id": [f"s{i}" for i in range(2 * n)], "row": np.arange(2 * n),
-                          "label": labels, "concept_id": concept})
+                          "label": labels, "concept_id": concept, "probability": 1.0})
     train["pred"] = predict(images)
     concepts = pd.DataFrame({"concept_id": [0, 1, 2, 3], "label": [0, 0, 1, 1], "is_noise": False,
                              "map_index": [0, 1, 2, 3]})

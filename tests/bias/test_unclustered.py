@@ -26,10 +26,13 @@ def _predict(x: np.ndarray) -> np.ndarray:
     return np.where(marked, 0, np.digitize(middle, [0.2, 0.4]))
 
 
-def _world(n: int = 120, n_marked: int = 18, marked_in_noise: int = 14, clean_noise: int = 20, seed: int = 0):
+def _world(n: int = 120, n_marked: int = 18, marked_in_noise: int = 14, clean_noise: int = 20, seed: int = 0,
+           atypical: int = 0):
     """Three classes of ``n`` 8x8 images; ``n_marked`` of class 0 carry the mark in a random corner. The clustering
     left ``marked_in_noise`` of them and ``clean_noise`` clean samples of every class unclustered; each sample's own
-    map peaks on its mark, or on its middle."""
+    map peaks on its mark, or on its middle. With ``atypical``, class 1's unclustered samples and its ``atypical``
+    clustered samples of lowest membership probability have a dark centre, whose box moves class-2 images to class 1
+    (atypical images of a clean class, at the edge of the clustering and beyond it)."""
     rng = np.random.default_rng(seed)
     labels = np.repeat([0, 1, 2], n)
     images = np.full((3 * n, 1, 8, 8), 0.05, dtype=np.float32)
@@ -51,8 +54,14 @@ def _world(n: int = 120, n_marked: int = 18, marked_in_noise: int = 14, clean_no
         clean = np.flatnonzero((labels == k) & ~marked)
         noise[rng.choice(clean, clean_noise, replace=False)] = True
     concept = np.where(noise, -1, concept)
+    probability = np.where(noise, 0.0, rng.uniform(0.5, 1.0, 3 * n))
+    if atypical:
+        clustered_1 = np.flatnonzero((labels == 1) & ~noise)
+        edge = clustered_1[np.argsort(probability[clustered_1], kind="stable")[:atypical]]
+        dark = np.concatenate([np.flatnonzero((labels == 1) & noise), edge])
+        images[dark, 0, 3:5, 3:5] = 0.0
     train = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(3 * n)], "row": np.arange(3 * n), "label": labels,
-                          "concept_id": concept})
+                          "concept_id": concept, "probability": probability})
     train["pred"] = _predict(images)
     concepts = pd.DataFrame({"concept_id": [-1, 0, 1, 2], "label": [0, 0, 1, 2],
                              "is_noise": [True, False, False, False], "map_index": [-1, 0, 1, 2]})
@@ -87,6 +96,29 @@ def test_check_unclustered__a_moving_mark_in_the_noise_is_flagged_and_its_carrie
     found = set(carriers.loc[carriers["carries"], "sample_id"])
     truth = set(ctx.train.loc[marked, "sample_id"])
     assert found == truth  # the 4 carriers the clustering put in concept 0 too
+
+
+def test_check_unclustered__atypical_clean_samples_are_measured_against_the_edge_of_their_concepts():
+    """Class 1's unclustered samples carry further than its typical ones, and so do its clustered samples at the
+    edge of their concepts: against the edge the class is not flagged (against every clustered sample it was);
+    the marked class 0 still is."""
+    ctx, _ = _world(atypical=20)
+    table, carriers = check_unclustered(ctx, CFG)
+    rows = table.set_index("label")
+    assert rows.loc[1, "unclustered_rate"] > 0.3 and rows.loc[1, "edge_rate"] > 0.3
+    assert not rows.loc[1, "is_bias"] and rows.loc[1, "n_edge"] == 20
+    assert "edge of their concepts" in rows.loc[1, "reason"]
+    assert rows.loc[0, "is_bias"] and set(carriers["label"]) == {0}
+    # the same class measured against all its clustered samples, as before: it would have been flagged
+    from scipy.stats import mannwhitneyu
+
+    from soxai.bias.ownbox import compare_own_boxes, own_box_region
+    train = ctx.train
+    cls = train[train["label"] == 1]
+    pool = train[(train["pred"] == train["label"]) & (train["label"] != 1)]
+    a, b, p, _ = compare_own_boxes(ctx, own_box_region(ctx, CFG), cls[cls["concept_id"] == -1],
+                                   cls[cls["concept_id"] != -1], pool, 1, 16, 256, np.random.default_rng(0))
+    assert p < 0.01 / 3 and mannwhitneyu(a, b, alternative="greater").pvalue == p
 
 
 def test_check_unclustered__no_mark_flags_nothing():
