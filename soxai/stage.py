@@ -73,7 +73,9 @@ class StageRecord:
 #   bias 17 (2026-12-07): the unclustered test's control is the clustered class-mates at the edge of their
 #     concepts (lowest membership probability, as many as the unclustered samples), not every clustered sample;
 #     bias/unclustered.parquet: clustered_rate becomes edge_rate, n_edge is new.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 17, "manifest": 3, "compare": 1}
+#   bias 18 (2026-12-07): the unclustered test's carrier rows fill window_* with each sample's own most salient box
+#     (what augment pastes from it); flags and drops are bias 17's.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 18, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

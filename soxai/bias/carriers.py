@@ -34,7 +34,8 @@ from soxai.bias.presence import channel_extension
 CARRIER_COLUMNS = ["sample_id", "concept_id", "label", "member", "flip_rate", "n_recipients", "threshold", "carries",
                    "channel_score", "channel_threshold", "channel_y", "channel_x", "window_y0", "window_x0",
                    "window_y1", "window_x1", "test"]
-#: the window columns of CARRIER_COLUMNS: the pixels the layer sees where the concept's channels are strongest
+#: the window columns of CARRIER_COLUMNS: the pixels the layer sees where the concept's channels are strongest; for
+#: the unclustered test's rows (concept -1), each sample's own most salient box, the one it pasted
 WINDOW_COLUMNS = ["window_y0", "window_x0", "window_y1", "window_x1"]
 # Recipients every sample is tested on first; samples whose rate leaves the carrier question in doubt (a
 # 95% Wilson interval around it contains the threshold) are tested on twice as many, and so on up to

@@ -23,8 +23,9 @@ edge's size is the unclustered samples' number (bias logic 17; before, the contr
 A flagged class's carriers: every sample of the class (clustered or not) is tested with its own box by the
 carrier test's sequential scheme (soxai.bias.carriers.sequential_rates), the line drawn at the midpoint between the
 unclustered samples' mean rate and the clustered samples' median; they go to ``bias/carriers.parquet`` under
-concept -1 with their class, and the drop_carriers policy drops them. The class's table row, with a reason a
-person can read, is in ``bias/unclustered.parquet``.
+concept -1 with their class, each with its own box in the ``window_*`` columns (what the ``augment`` correction
+pastes from it), and the drop_carriers policy drops them. The class's table row, with a reason a person can read,
+is in ``bias/unclustered.parquet``.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def _empty_table() -> pd.DataFrame:
 def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: OwnBox, k: int) -> pd.DataFrame:
     """The carrier test of a flagged class with each sample's own box: CARRIER_COLUMNS rows under concept -1."""
     from soxai.bias.carriers import FIRST_STAGE, sequential_rates
+    from soxai.bias.paste import salient_box
 
     ccfg = cfg.carriers
     cls = cls.sort_values("row", kind="stable")
@@ -137,10 +139,14 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
     # own rule then draws the line between that side's mean and the other samples' median
     rates, n_tested, t, upper = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k,
                                                  region, lambda first: first > otsu_cut(first), ccfg.min_gap)
+    # each sample's own most salient box, the one it pasted: what augment pastes from a carrier (its mark, wherever
+    # it sits)
+    own = np.array([salient_box(m, region.side) for m in region.sample_maps(cls["row"].to_numpy())],
+                   dtype=np.float64).reshape(-1, 4)
     out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": NOISE, "label": k, "member": member,
                         "flip_rate": rates, "n_recipients": n_tested, "channel_score": np.nan,
                         "channel_threshold": np.nan, "channel_y": np.nan, "channel_x": np.nan,
-                        **dict.fromkeys(WINDOW_COLUMNS, np.nan)})
+                        **dict(zip(WINDOW_COLUMNS, own.T, strict=True))})
     if t is None:
         out["threshold"], out["carries"] = np.nan, False
         out["test"] = (f"no carriers: {region.describe()} from single samples moved the upper side of the class's "

@@ -31,14 +31,24 @@ own_box, channel_patch), a box or a whole-image flag without carriers gets the c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from soxai.train.corrections import carrier_mask, group_balanced_weights
-from soxai.train.regions import OWN_BOX, Region, carrier_boxes, concept_region, whole_image_flag, why_no_region
+from soxai.train.regions import (
+    OWN_BOX,
+    Region,
+    carrier_boxes,
+    concept_region,
+    unclustered_donors,
+    whole_image_flag,
+    why_no_region,
+)
+
+NO_OWN_BOX = "its carriers have no box of their own (a run from before bias logic 18, or no carrier found)"
 
 
 @dataclass
@@ -93,6 +103,7 @@ def plan_augment(
     rate: float | None,
     fallback: str,
     max_upweight: float,
+    unclustered: dict[int, str] | None = None,
 ) -> AugmentPlan:
     """Decide, for one seed, which images get which flagged concept's region from which carrier.
 
@@ -115,21 +126,18 @@ def plan_augment(
     concept_labels : {concept_id: class} from concepts/concepts.parquet
     shape : (H, W) of the images
     seed : seeds every draw (recipients and the order donors are dealt out)
+    unclustered : {class: reason} of the classes the unclustered test flagged (manifest.json's flagged_unclustered):
+        each carrier's own box pasted like a concept's region (:func:`_paste_unclustered`); without boxes, the fallback
     """
     n = len(train)
     labels = train["label"].to_numpy()
     ids = train["sample_id"].to_numpy()
     position = pd.Series(np.arange(n), index=ids)
-    keep = np.ones(n, dtype=bool)
-    weights = np.ones(n, dtype=np.float64)
-    reasons = [""] * n
+    keep, weights, reasons = np.ones(n, dtype=bool), np.ones(n, dtype=np.float64), [""] * n
     corrections: list[dict[str, Any]] = []
-    if not flagged:
-        corrections.append({"concept_id": None, "label": None, "correction": "none", "n_samples": 0,
-                            "reason": "nothing flagged: no shortcut region to decorrelate, so augment trained on "
-                                      "the unchanged training set (the baseline's samples and pixels)"})
-        return AugmentPlan(keep, weights, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                           {}, corrections, reasons)
+    unclustered = unclustered or {}
+    if not flagged and not unclustered:
+        return _unchanged(n)
 
     # first the concepts that cannot be augmented, so that recipients are drawn from what stays
     regions, donors_of, class_of, whole, pending = _sort_flagged(train, flagged, scores, carriers, concept_labels,
@@ -138,27 +146,62 @@ def plan_augment(
     for cid, k, why in pending:
         corrections.append(_fall_back(cid, k, why, train, flagged, carriers, fallback, max_upweight,
                                       keep, weights, reasons, reweighted))
+    own_boxes = {k: unclustered_donors(carriers, k, position) for k in sorted(unclustered)}
+    for k in (k for k in sorted(unclustered) if not own_boxes[k]):
+        corrections.append(_fall_back(-1, k, NO_OWN_BOX, train, {-1: unclustered[k]}, _class_rows(carriers, k),
+                                      fallback, max_upweight, keep, weights, reasons, reweighted))
     rng = np.random.default_rng([seed, 20_000])
     used = np.zeros(n, dtype=bool)
-    recipients, donors, concepts, boxes = [], [], [], []
+    pastes = _Pastes()
     for cid in sorted(regions):
         chosen, dealt, at, row = _paste_region(cid, class_of[cid], regions[cid], donors_of[cid], carriers, labels,
                                                ids, keep, used, rate, rng, reasons, shape)
-        for part, value in zip((recipients, donors, concepts, boxes),
-                               (chosen, dealt, np.full(len(chosen), cid, dtype=np.int64), at), strict=True):
-            part.append(value)
+        pastes.add(chosen, dealt, cid, at)
+        corrections.append(row)
+    for k in (k for k in sorted(unclustered) if own_boxes[k]):
+        chosen, dealt, at, row = _paste_unclustered(k, own_boxes[k], carriers, labels, ids, keep, used, rate, rng,
+                                                    reasons, position, regions)
+        pastes.add(chosen, dealt, -1, at)
         corrections.append(row)
     if whole:
         chosen, dealt, rows = _shuffle_statistics(whole, class_of, donors_of, scores, labels, ids, keep, used, rate,
                                                   rng, reasons)
         regions[whole[0]] = Region(str(whole_image_flag(scores, whole[0])), whole_image=True)
-        for part, value in zip((recipients, donors, concepts, boxes), (chosen, dealt, np.full(
-                len(chosen), whole[0], dtype=np.int64), np.full((len(chosen), 4), np.nan)), strict=True):
-            part.append(value)
+        pastes.add(chosen, dealt, whole[0], np.full((len(chosen), 4), np.nan))
         corrections.extend(rows)
     corrections.sort(key=lambda c: c["concept_id"])
-    return AugmentPlan(keep, weights, _cat(recipients), _cat(donors), _cat(concepts), regions, corrections, reasons,
-                       np.concatenate(boxes) if boxes else np.zeros((0, 4)))
+    return AugmentPlan(keep, weights, _cat(pastes.recipients), _cat(pastes.donors), _cat(pastes.concepts), regions,
+                       corrections, reasons, np.concatenate(pastes.boxes) if pastes.boxes else np.zeros((0, 4)))
+
+
+@dataclass
+class _Pastes:
+    """The pastes planned so far, one array per flagged concept (or class, for the unclustered flag)."""
+
+    recipients: list[np.ndarray] = field(default_factory=list)
+    donors: list[np.ndarray] = field(default_factory=list)
+    concepts: list[np.ndarray] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, chosen: np.ndarray, dealt: np.ndarray, cid: int, boxes: np.ndarray) -> None:
+        self.recipients.append(chosen)
+        self.donors.append(dealt)
+        self.concepts.append(np.full(len(chosen), cid, dtype=np.int64))
+        self.boxes.append(boxes)
+
+
+def _class_rows(carriers: pd.DataFrame | None, k: int) -> pd.DataFrame | None:
+    """``carriers`` without the unclustered rows of other classes than ``k`` (a fallback drops class k's only)."""
+    return None if carriers is None else carriers[(carriers["concept_id"] != -1) | (carriers["label"] == k)]
+
+
+def _unchanged(n: int) -> AugmentPlan:
+    """The plan when nothing is flagged: every sample as in the baseline."""
+    row = {"concept_id": None, "label": None, "correction": "none", "n_samples": 0,
+           "reason": "nothing flagged: no shortcut region to decorrelate, so augment trained on the unchanged "
+                     "training set (the baseline's samples and pixels)"}
+    return AugmentPlan(np.ones(n, dtype=bool), np.ones(n, dtype=np.float64), np.zeros(0, np.int64),
+                       np.zeros(0, np.int64), np.zeros(0, np.int64), {}, [row], [""] * n)
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -386,6 +429,28 @@ def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, car
     # the box each donor gives (Region.paste copies it, at the same place); NaN: the region's own
     boxes = np.array([own[int(d)][0] if int(d) in own else (np.nan,) * 4 for d in dealt],
                      dtype=np.float64).reshape(-1, 4)
+    return chosen, dealt, boxes, row
+
+
+def _paste_unclustered(k: int, own: dict[int, tuple[tuple[int, int, int, int], str]], carriers: pd.DataFrame,
+                       labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
+                       rng: np.random.Generator, reasons: list[str], position: pd.Series, regions: dict[int, Region]):
+    """Class ``k``'s unclustered flag dealt out: each carrier's own box (``own``) pasted into the other classes'
+    images at the carriers' share of the class, under ``regions[-1]`` (set here: every pair names its box, so one
+    region serves every flagged class). Returns ``(recipients, donors, boxes (m, 4), corrections row)``."""
+    region = regions.setdefault(-1, Region("unclustered", box=next(iter(own.values()))[0]))
+    rows = carriers[(carriers["concept_id"] == -1) & (carriers["label"] == k) & carriers["carries"].astype(bool)]
+    carrier_pos = np.sort(position.reindex(rows["sample_id"]).dropna().to_numpy(dtype=np.int64))
+    donor_pos = np.fromiter(own, dtype=np.int64)
+    chosen, dealt, row = _deal_region(-1, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
+                                      donor_pos, own, 0)
+    for r in chosen:  # the flag is a class's, not a concept's
+        reasons[r] = reasons[r].replace(f"(flagged concept -1, class {k})", f"(class {k}'s unclustered flag)")
+    what = row["reason"].split(", into ", 1)[1]
+    row["reason"] = (f"class {k}'s unclustered samples (unclustered test): each of the {len(donor_pos)} of its "
+                     f"{len(carrier_pos)} carriers with a box gives its own most salient box (the one the test "
+                     f"pasted: its mark, wherever it sits), into {what}")
+    boxes = np.array([own[int(d)][0] for d in dealt], dtype=np.float64).reshape(-1, 4)
     return chosen, dealt, boxes, row
 
 

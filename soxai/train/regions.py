@@ -148,7 +148,27 @@ OWN_BOX = {
     "grown": "the region widened to the pixels the model's layer sees where the concept's channels are strongest in "
              "the carrier",
     "placed": "the region moved onto the carrier's mark, found by the concept's channels",
+    "own": "the carrier's own most salient box, the one the unclustered test pasted from it (its mark, wherever it "
+           "sits)",
 }
+
+
+def unclustered_donors(carriers: pd.DataFrame | None, k: int, position: pd.Series
+                       ) -> dict[int, tuple[tuple[int, int, int, int], str]]:
+    """The carriers of class ``k``'s unclustered flag (soxai.bias.unclustered: concept -1 rows of
+    bias/carriers.parquet) that give a paste, by training-sample position: {position: (own box, "own")}. A carrier
+    without a box (a run from before bias logic 18) gives none."""
+    from soxai.bias.carriers import WINDOW_COLUMNS
+
+    if carriers is None or not len(carriers) or not set(WINDOW_COLUMNS) <= set(carriers.columns):
+        return {}
+    rows = carriers[(carriers["concept_id"] == -1) & (carriers["label"] == k) & carriers["carries"].astype(bool)]
+    boxes = rows[WINDOW_COLUMNS].to_numpy(dtype=np.float64)
+    out = {}
+    for sid, box in zip(rows["sample_id"], boxes, strict=True):
+        if sid in position.index and np.isfinite(box).all():
+            out[int(position[sid])] = (tuple(int(v) for v in box), "own")
+    return dict(sorted(out.items()))
 
 
 def carrier_boxes(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray,

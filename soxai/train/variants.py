@@ -30,7 +30,8 @@ from soxai.train.fit import fit, load_baseline
 # plan holds for the same inputs bumps it, so a kept run directory retrains that variant); augment 8 (2026-12-07):
 # a carrier whose concept's channels were read gives the pixels the model's layer sees where they are strongest
 # (a carrier found elsewhere: that window; a member: its region widened to it)
-CORRECTIONS: dict[str, int] = {"reweight": 4, "augment": 8}
+# augment 9 (2026-12-07): the unclustered test's flagged classes are augmented too (each carrier's own box).
+CORRECTIONS: dict[str, int] = {"reweight": 4, "augment": 9}
 
 
 @dataclass
@@ -318,6 +319,7 @@ class _CorrectionInputs:
     carriers: pd.DataFrame | None
     concept_labels: dict[int, int]
     conflicts: list[tuple[int, int]] | None  # (concept_id, label) of bias/conflicts.parquet's conflicts; None: no file
+    unclustered: dict[int, str] = field(default_factory=dict)  # {class: reason}, the unclustered test's flags
 
 
 def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
@@ -331,6 +333,7 @@ def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
         concept_ids=cids.fillna(-1).to_numpy(dtype=np.int64),
         preds=joined["pred"].fillna(joined["label"]).to_numpy(dtype=np.int64),
         flagged={int(k): str(v) for k, v in (info.get("flagged_concepts") or {}).items()},
+        unclustered={int(k): str(v) for k, v in (info.get("flagged_unclustered") or {}).items()},
         scores=read_parquet(run.bias_scores) if run.bias_scores.is_file() else pd.DataFrame(
             columns=["concept_id", "detector", "score", "is_bias", "reason"]),
         carriers=read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None,
@@ -390,7 +393,8 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
                               {"corrections": record_rows, "reweight_max_upweight": r.reweight_max_upweight})
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)
     plan = plan_augment(frame, inputs.flagged, inputs.scores, inputs.carriers, inputs.concept_labels,
-                        tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight)
+                        tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight,
+                        unclustered=inputs.unclustered)
     emptied = [] if cfg.manifest.allow_empty_class else emptied_classes(labels, plan.keep)
     if emptied:
         raise StageError(

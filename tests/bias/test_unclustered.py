@@ -96,6 +96,12 @@ def test_check_unclustered__a_moving_mark_in_the_noise_is_flagged_and_its_carrie
     found = set(carriers.loc[carriers["carries"], "sample_id"])
     truth = set(ctx.train.loc[marked, "sample_id"])
     assert found == truth  # the 4 carriers the clustering put in concept 0 too
+    # each carrier's own box, the one it pasted (what augment pastes from it), holds its mark wherever it sits
+    for row in carriers[carriers["carries"]].itertuples():
+        y0, x0, y1, x1 = (int(v) for v in (row.window_y0, row.window_x0, row.window_y1, row.window_x1))
+        image = ctx.images[int(row.sample_id[1:])]
+        assert (y1 - y0, x1 - x0) == (2, 2) and image[0, y0:y1, x0:x1].min() > 0.95
+    assert carriers[["window_y0", "window_x0", "window_y1", "window_x1"]].notna().all().all()
 
 
 def test_check_unclustered__atypical_clean_samples_are_measured_against_the_edge_of_their_concepts():
