@@ -148,8 +148,8 @@ OWN_BOX = {
     "grown": "the region widened to the pixels the model's layer sees where the concept's channels are strongest in "
              "the carrier",
     "placed": "the region moved onto the carrier's mark, found by the concept's channels",
-    "own": "the carrier's own most salient box, the one the unclustered test pasted from it (its mark, wherever it "
-           "sits)",
+    "own": "the carrier's own most salient box, the one the unclustered test pasted from it: its mark, wherever it "
+           "sits",
 }
 
 
