@@ -78,26 +78,42 @@ def serve(spec: DeploymentSpec) -> None:
 
     # a process started as a background job of a script (`soxai schedule ... &` without job control, nohup in a
     # subshell) inherits SIGINT ignored: Ctrl-C, and SIGTERM delivered as SIGINT below, would then do nothing, the
-    # process would run on and the deployment stay active. Ctrl-C raises KeyboardInterrupt again here.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    # SIGTERM stops cleanly from here on, not only once Runner.start has installed its handler: a stop that came
-    # while the deployment was being created (a slow server, a loaded machine) killed the process, and the
-    # deployment it had just created stayed active
-    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    # process would run on and the deployment stay active. While the deployment is being created, a stop is only
+    # remembered: Prefect creates it in its own loop thread, and an interrupted wait would leave that creation
+    # running, the deployment active and its id unknown (a SIGTERM there used to kill the process outright).
+    stops: list[int] = []
+    signal.signal(signal.SIGINT, _remember(stops))
+    signal.signal(signal.SIGTERM, _remember(stops))
     deployment_id = None
-    runner = Runner(name=spec.name, pause_on_shutdown=False)
     try:
+        runner = Runner(name=spec.name, pause_on_shutdown=False)
         deployment_id = runner.add_flow(
             spec.flow, name=spec.name, cron=spec.cron, parameters=spec.parameters, paused=False,
             description=f"soxai {spec.flow_name} of {spec.parameters.get('config_path')}")
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+        if stops:  # stopped while the deployment was being created
+            return
         # Runner.start installs self.handle_sigterm as the SIGTERM handler: an instance attribute replaces it
         runner.handle_sigterm = _sigterm_as_sigint
         asyncio.run(runner.start())
     except KeyboardInterrupt:
         pass
     finally:
-        # stopped while the deployment was being created: it may exist all the same, found by its name
-        pause_deployment(deployment_id or f"{spec.flow_name}/{spec.name}")
+        if deployment_id is not None:  # None: creating it failed, and that error is what the user sees
+            pause_deployment(deployment_id)
+
+
+def _remember(stops: list[int]):
+    """A signal handler that records a stop and says so; a second stop raises KeyboardInterrupt (a server that
+    hangs must not hold the command)."""
+    def handler(signum, frame) -> None:
+        stops.append(signum)
+        if len(stops) > 1:
+            raise KeyboardInterrupt
+        print("stopping once the deployment is created, to pause it (stop again to quit now, leaving it active)",
+              flush=True)
+    return handler
 
 
 def _sigterm_as_sigint(signum, frame) -> None:
@@ -107,21 +123,13 @@ def _sigterm_as_sigint(signum, frame) -> None:
 
 
 def pause_deployment(deployment_id) -> None:
-    """Pause a deployment, given by its id or as "flow/name" (its schedules stop making runs); a failure is
-    printed, never raised: the stop ends."""
+    """Pause a deployment (its schedules stop making runs); a failure is printed, never raised: the stop ends."""
     import sys
 
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
     try:
         with get_client(sync_client=True) as client:
-            if "/" in str(deployment_id):
-                try:
-                    deployment_id = client.read_deployment_by_name(str(deployment_id)).id
-                except ObjectNotFound:
-                    print(f"stopped before deployment {deployment_id} was created; nothing to pause")
-                    return
             # the server's pause endpoint, not client.pause_deployment (a PATCH of `paused`): it also deletes
             # the runs its scheduler had queued ahead, which nobody would start
             client.request("POST", "/deployments/{id}/pause_deployment",
