@@ -120,11 +120,12 @@ def sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, 
                      min_gap: float, labels: np.ndarray | None = None):
     """Flip rates of the candidate ``rows``: all on the first FIRST_STAGE recipients, then those still in doubt
     on twice as many, and so on up to all of them. Returns (rates, recipients each rate is over, threshold or
-    None, and the member mask); the threshold comes from the first stage, where every sample has a rate over the
-    same recipients, and is None when the gap is below ``min_gap`` there or in the final rates. ``member``: a bool
-    mask over ``rows``, or a function of rates that returns one (the unclustered test's Otsu split): it splits the
-    first-stage rates, then the final rates again, and while that moves the threshold, the samples in doubt about
-    the new one are tested on more recipients (at most MAX_RESPLITS times)."""
+    None, and the member mask). ``member``: a bool mask over ``rows``, or a function of rates that returns one (the
+    unclustered test's Otsu split). For a mask the threshold comes from the first stage, where every sample has a
+    rate over the same recipients, and is None when the gap is below ``min_gap`` there or in the final rates. A
+    function splits the first-stage rates (None there ends it, as for a mask), then the final rates again, and
+    while that moves the threshold, the samples in doubt about the new one are tested on more recipients (at most
+    MAX_RESPLITS times); the threshold returned is the last split's, drawn on the rates returned."""
     m = len(recipients)
     done = min(FIRST_STAGE, m)
     flips = carrier_flip_rates(predict, images, rows, recipients[:done], k, box,
@@ -163,6 +164,9 @@ def sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, 
                 break
             t = new_t
             more_recipients(t)
+        else:  # the line still moved: split the rates just measured once more, with no more recipients
+            member = np.asarray(split(flips / n_tested), dtype=bool)
+            new_t = carrier_threshold(flips[member] / n_tested[member], flips[~member] / n_tested[~member], min_gap)
         return flips / n_tested, n_tested, new_t, member
     rates = flips / n_tested
     # A weak mark can clear the gap on the first recipients by chance (on MNIST with a corner patch on 10% of

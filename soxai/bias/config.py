@@ -156,7 +156,7 @@ class OwnBoxTest(Section):
     """Settings of a test where every sample pastes its own most salient box into other classes' images and
     two groups' rates are compared by one one-sided Mann-Whitney test, Bonferroni-corrected: the own_box
     detector (a concept's members against its class-mates) and the unclustered test (a class's unclustered
-    samples against its clustered ones)."""
+    samples against its clustered ones at the edge of their concepts)."""
 
     n_recipients: int = Field(16, ge=4, description="other-class images each tested sample pastes its own box into")
     max_samples: int = Field(
@@ -218,12 +218,13 @@ class ConflictsConfig(Section):
 
 
 class UnclusteredConfig(OwnBoxTest):
-    """The test of each class's unclustered samples (concept -1) against its clustered ones
-    (soxai.bias.unclustered), with the own-box settings of :class:`OwnBoxTest`."""
+    """The test of each class's unclustered samples (concept -1) against as many of its clustered ones, those of
+    lowest membership probability (soxai.bias.unclustered), with the own-box settings of :class:`OwnBoxTest`."""
 
     enabled: bool = Field(
         True, description="test each class's unclustered samples (those HDBSCAN left out of every concept) "
-        "against its clustered ones, each pasting its own most salient box: a mark that moves forms no concept",
+        "against as many of its clustered ones at the edge of their concepts (lowest membership probability), each "
+        "pasting its own most salient box: a mark that moves forms no concept",
     )
 
 

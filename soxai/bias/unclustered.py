@@ -21,8 +21,9 @@ classes tested, flagged at ``bias.unclustered.max_p_value``. There is no effect-
 edge's size is the unclustered samples' number (bias logic 17; before, the control was every clustered sample).
 
 A flagged class's carriers: every sample of the class (clustered or not) is tested with its own box by the
-carrier test's sequential scheme (soxai.bias.carriers.sequential_rates), the line drawn at the midpoint between the
-unclustered samples' mean rate and the clustered samples' median; they go to ``bias/carriers.parquet`` under
+carrier test's sequential scheme (soxai.bias.carriers.sequential_rates), the line drawn by the carrier test's rule
+(midpoint between one side's mean rate and the other's median) between the two sides of Otsu's split of the class's
+rates, drawn on the first recipients' rates and again on the final ones; they go to ``bias/carriers.parquet`` under
 concept -1 with their class, each with its own box in the ``window_*`` columns (what the ``augment`` correction
 pastes from it), and the drop_carriers policy drops them. The class's table row, with a reason a person can read,
 is in ``bias/unclustered.parquet``.
@@ -89,9 +90,12 @@ def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFra
 
 
 def concept_edge(clustered: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The ``n`` samples of ``clustered`` with the lowest HDBSCAN membership probability (ties: by row), the
-    control of the unclustered test (module docstring); all of them where there are fewer."""
-    return clustered.sort_values(["probability", "row"], kind="stable").head(n)
+    """The ``n`` samples of ``clustered`` with the lowest HDBSCAN membership probability (ties: by row; a missing
+    probability counts as the most typical), the control of the unclustered test (module docstring); all of them
+    where there are fewer. In a run clustered on a sample (``embed.fit_sample``), the samples placed afterwards
+    carry their neighbours' vote share in that column, not a membership probability: the edge then mixes the two
+    scales."""
+    return clustered.sort_values(["probability", "row"], kind="stable", na_position="last").head(n)
 
 
 def otsu_cut(values: np.ndarray) -> float:
@@ -134,9 +138,10 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
     rng = np.random.default_rng([ctx.seed, k + 1, 29])
     recipients = np.asarray(ctx.images[pick_rows(correct, ccfg.n_recipients, rng)], dtype=np.float32)
     # the unclustered samples are a mix (on the random-corner square, 51 carriers among 215): their mean rate is
-    # no carrier's. The carriers' side is the upper part of the class's two-way split of its first rates instead
-    # (Otsu's: the cut that best separates the rates into two groups; parameter-free), and the carrier test's
-    # own rule then draws the line between that side's mean and the other samples' median
+    # no carrier's. The carriers' side is the upper part of the class's two-way split of its rates instead (Otsu's:
+    # the cut that best separates the rates into two groups; parameter-free; drawn on the first rates and again on
+    # the final ones), and the carrier test's own rule then draws the line between that side's mean and the other
+    # samples' median
     rates, n_tested, t, upper = sequential_rates(ctx.predict, ctx.images, cls["row"].to_numpy(), recipients, k,
                                                  region, lambda first: first > otsu_cut(first), ccfg.min_gap)
     # each sample's own most salient box, the one it pasted: what augment pastes from a carrier (its mark, wherever

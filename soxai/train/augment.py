@@ -27,6 +27,8 @@ tint are flagged by both; no localised mark on the detection matrix was).
 The shuffle gives each recipient its luminance in the donor's per-channel mean and spread (a colour image takes the
 donor's cast and loses its own colour variation). A flag with no region and no whole-image flag (a person's override,
 own_box, channel_patch), a box or a whole-image flag without carriers gets the configured fallback, with the reason.
+A class the unclustered test flagged (soxai.bias.unclustered: no concept) is augmented like a concept, each carrier
+giving its own most salient box, the one the test pasted (its mark, wherever it sits); its rows say concept -1.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class AugmentPlan:
     recipients, donors : int arrays of shape (m,), positions into the training samples; recipient i's image
         is replaced by ``regions[concepts[i]].paste`` of itself and donor i
     concepts : int array of shape (m,), the flagged concept whose region each recipient received; for the
-        statistics shuffle, the first of the whole-image concepts it serves (the others' rows say so)
+        statistics shuffle, the first of the whole-image concepts it serves (the others' rows say so); -1 for an
+        unclustered flag (of any class: the recipient's reason names it)
     regions : {concept_id: Region} of the concepts augmented (the shuffle under that first concept)
     corrections : one row per flagged concept (or one 'none' row when nothing is flagged):
         {concept_id, label, correction: augment|drop_carriers|reweight|none, n_samples, reason}
@@ -126,8 +129,7 @@ def plan_augment(
     concept_labels : {concept_id: class} from concepts/concepts.parquet
     shape : (H, W) of the images
     seed : seeds every draw (recipients and the order donors are dealt out)
-    unclustered : {class: reason} of the classes the unclustered test flagged (manifest.json's flagged_unclustered):
-        each carrier's own box pasted like a concept's region (:func:`_paste_unclustered`); without boxes, the fallback
+    unclustered : {class: reason} of the unclustered test's flags, manifest.json's (:func:`_paste_unclustered`)
     """
     n = len(train)
     labels = train["label"].to_numpy()
@@ -149,7 +151,8 @@ def plan_augment(
     own_boxes = {k: unclustered_donors(carriers, k, position) for k in sorted(unclustered)}
     for k in (k for k in sorted(unclustered) if not own_boxes[k]):
         corrections.append(_fall_back(-1, k, NO_OWN_BOX, train, {-1: unclustered[k]}, _class_rows(carriers, k),
-                                      fallback, max_upweight, keep, weights, reasons, reweighted))
+                                      fallback, max_upweight, keep, weights, reasons, reweighted,
+                                      name=f"class {k}'s unclustered flag"))
     rng = np.random.default_rng([seed, 20_000])
     used = np.zeros(n, dtype=bool)
     pastes = _Pastes()
@@ -169,7 +172,7 @@ def plan_augment(
         regions[whole[0]] = Region(str(whole_image_flag(scores, whole[0])), whole_image=True)
         pastes.add(chosen, dealt, whole[0], np.full((len(chosen), 4), np.nan))
         corrections.extend(rows)
-    corrections.sort(key=lambda c: c["concept_id"])
+    corrections.sort(key=lambda c: (c["concept_id"], c["label"]))
     return AugmentPlan(keep, weights, _cat(pastes.recipients), _cat(pastes.donors), _cat(pastes.concepts), regions,
                        corrections, reasons, np.concatenate(pastes.boxes) if pastes.boxes else np.zeros((0, 4)))
 
@@ -254,24 +257,26 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
 
 def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[int, str],
                carriers: pd.DataFrame | None, fallback: str, max_upweight: float,
-               keep: np.ndarray, weights: np.ndarray, reasons: list[str], reweighted: set[int]) -> dict[str, Any]:
+               keep: np.ndarray, weights: np.ndarray, reasons: list[str], reweighted: set[int],
+               name: str | None = None) -> dict[str, Any]:
     """Apply ``fallback`` to flagged concept ``cid`` of class ``k`` (no region to paste); return its corrections row.
 
     Updates ``keep`` (drop_carriers), ``weights`` (reweight: the whole class, once per class, recorded in
-    ``reweighted``) and ``reasons`` in place.
+    ``reweighted``) and ``reasons`` in place. ``name``: what the reasons call the flag (default "concept <cid>").
     """
     from soxai.manifest.policies import PolicyContext, drop_carriers
 
     labels = train["label"].to_numpy()
     cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
-    head = f"concept {cid} (class {k}) cannot be augmented: {why}; "
+    name = name or f"concept {cid}"
+    head = f"{name} (class {k}) cannot be augmented: {why}; "
     if fallback == "drop_carriers":
         ctx = PolicyContext(boxes={}, sample_maps=_no_maps, region_threshold=1.0, carriers=carriers)
         keep_c, _ = drop_carriers(train, {cid: flagged[cid]}, ctx)
         dropped = keep & ~keep_c
         keep &= keep_c
         for p in np.flatnonzero(dropped):
-            reasons[p] = f"dropped: carries flagged concept {cid}, which has no region to paste"
+            reasons[p] = f"dropped: carries flagged {name}, which has no region to paste"
         return {"concept_id": cid, "label": k, "correction": "drop_carriers", "n_samples": int(dropped.sum()),
                 "reason": head + f"dropped its {int(dropped.sum())} carriers instead "
                                  "(retrain.augment_fallback=drop_carriers)"}
@@ -282,14 +287,14 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
             weights[in_class] = group_balanced_weights(labels[in_class], cids[in_class], max_upweight, carrier)
             reweighted.add(k)
         members = in_class[cids[in_class] == cid]
-        w = float(weights[members[0]]) if len(members) else float("nan")
         for p in in_class:
-            reasons[p] = f"class {k} reweighted by its concepts (fallback for flagged concept {cid}, no region): " \
+            reasons[p] = f"class {k} reweighted by its concepts (fallback for flagged {name}, no region): " \
                          f"drawn {weights[p]:.2f}x as often as in the baseline"
+        drawn = f"; {name}'s {len(members)} members drawn {float(weights[members[0]]):.2f}x as often" \
+            if len(members) and cid >= 0 else ""
         return {"concept_id": cid, "label": k, "correction": "reweight", "n_samples": len(in_class),
                 "reason": head + f"reweighted class {k}'s {len(in_class)} samples by their concepts "
-                                 f"instead (retrain.augment_fallback=reweight; concept {cid}'s "
-                                 f"{len(members)} members drawn {w:.2f}x as often)"}
+                                 f"instead (retrain.augment_fallback=reweight{drawn})"}
     return {"concept_id": cid, "label": k, "correction": "none", "n_samples": 0,
             "reason": head + "left uncorrected (retrain.augment_fallback=none)"}
 
@@ -306,21 +311,9 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
     Marks the recipients in ``used`` and writes their ``reasons`` in place; returns ``(recipients, donors,
     corrections row)``.
     """
-    n_class = int((labels == k).sum())
-    share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
-    chosen, short = _draw_recipients(labels, keep, used, share, rng, skip=k)
-    dealt = rng.permutation(donor_pos)[np.arange(len(chosen)) % len(donor_pos)] if len(chosen) \
-        else np.zeros(0, np.int64)
     where = region.describe()
-    for r, d in zip(chosen, dealt, strict=True):
-        if int(d) in own:
-            (y0, x0, y1, x1), how = own[int(d)]
-            at = f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} ({OWN_BOX[how]})"
-        else:
-            at = where
-        reasons[r] = f"{at} of carrier {ids[d]} pasted in (flagged concept {cid}, class {k})"
-    what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
-                                     f", the carriers' share of class {k}")
+    chosen, dealt, into = _deal(k, carrier_pos, donor_pos, own, where, f"flagged concept {cid}, class {k}", labels,
+                                ids, keep, used, rate, rng, reasons)
     n_how = {how: sum(1 for _, h in own.values() if h == how) for how in OWN_BOX}
     reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from "
               + (f"its {len(carrier_pos)} carriers" if len(donor_pos) == len(carrier_pos) else
@@ -334,12 +327,34 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
                    "where they are strongest (the mark)")
     if n_how["placed"]:
         reason += f", re-centred on the mark's place in the {n_how['placed']} the concept's channels found"
-    reason += (f", into {len(chosen)} training images of the other classes ({what}), which replace their "
-               "originals; the carriers stay")
-    if short:
-        reason += "; too few images left in " + ", ".join(short)
     return chosen, dealt, {"concept_id": cid, "label": k, "correction": "augment", "n_samples": len(chosen),
-                           "reason": reason}
+                           "reason": reason + into}
+
+
+def _deal(k: int, carrier_pos: np.ndarray, donor_pos: np.ndarray,
+          own: dict[int, tuple[tuple[int, int, int, int], str]], where: str, flag: str, labels: np.ndarray,
+          ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
+          reasons: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Draw ``rate`` (or the carriers' share of class ``k``) of every other class's images and deal the donors out
+    to them, each about equally often; writes each recipient's reason (the box it received, ``where`` unless the
+    donor gives one of its own in ``own``, and ``flag``). Returns ``(recipients, donors, ", into ...")``."""
+    n_class = int((labels == k).sum())
+    share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
+    chosen, short = _draw_recipients(labels, keep, used, share, rng, skip=k)
+    dealt = rng.permutation(donor_pos)[np.arange(len(chosen)) % len(donor_pos)] if len(chosen) \
+        else np.zeros(0, np.int64)
+    for r, d in zip(chosen, dealt, strict=True):
+        if int(d) in own:
+            (y0, x0, y1, x1), how = own[int(d)]
+            at = f"rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} ({OWN_BOX[how]})"
+        else:
+            at = where
+        reasons[r] = f"{at} of carrier {ids[d]} pasted in ({flag})"
+    what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
+                                     f", the carriers' share of class {k}")
+    into = (f", into {len(chosen)} training images of the other classes ({what}), which replace their originals; "
+            "the carriers stay")
+    return chosen, dealt, into + ("; too few images left in " + ", ".join(short) if short else "")
 
 
 def _draw_recipients(labels: np.ndarray, keep: np.ndarray, used: np.ndarray, share: float,
@@ -442,16 +457,14 @@ def _paste_unclustered(k: int, own: dict[int, tuple[tuple[int, int, int, int], s
     rows = carriers[(carriers["concept_id"] == -1) & (carriers["label"] == k) & carriers["carries"].astype(bool)]
     carrier_pos = np.sort(position.reindex(rows["sample_id"]).dropna().to_numpy(dtype=np.int64))
     donor_pos = np.fromiter(own, dtype=np.int64)
-    chosen, dealt, row = _deal_region(-1, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
-                                      donor_pos, own, 0)
-    for r in chosen:  # the flag is a class's, not a concept's
-        reasons[r] = reasons[r].replace(f"(flagged concept -1, class {k})", f"(class {k}'s unclustered flag)")
-    what = row["reason"].split(", into ", 1)[1]
-    row["reason"] = (f"class {k}'s unclustered samples (unclustered test): each of the {len(donor_pos)} of its "
-                     f"{len(carrier_pos)} carriers with a box gives its own most salient box (the one the test "
-                     f"pasted: its mark, wherever it sits), into {what}")
+    chosen, dealt, into = _deal(k, carrier_pos, donor_pos, own, region.describe(), f"class {k}'s unclustered flag",
+                                labels, ids, keep, used, rate, rng, reasons)
+    reason = (f"class {k}'s unclustered samples (unclustered test): each of the {len(donor_pos)} of its "
+              f"{len(carrier_pos)} carriers with a box gives its own most salient box (the one the test pasted: its "
+              f"mark, wherever it sits){into}")
     boxes = np.array([own[int(d)][0] for d in dealt], dtype=np.float64).reshape(-1, 4)
-    return chosen, dealt, boxes, row
+    return chosen, dealt, boxes, {"concept_id": -1, "label": k, "correction": "augment", "n_samples": len(chosen),
+                                  "reason": reason}
 
 
 def augmented_images(images: Any, rows: np.ndarray, plan: AugmentPlan, chunk: int = 4096) -> np.ndarray:

@@ -89,3 +89,26 @@ def test_plan_augment__an_unclustered_flag_is_deterministic_by_seed():
     a, b, c = _plan(train, carriers, seed=1), _plan(train, carriers, seed=1), _plan(train, carriers, seed=2)
     assert np.array_equal(a.recipients, b.recipients) and np.array_equal(a.donors, b.donors)
     assert not (np.array_equal(a.recipients, c.recipients) and np.array_equal(a.donors, c.donors))
+
+
+def test_plan_augment__two_unclustered_flags_each_paste_their_own_carriers_and_fall_back_apart():
+    _, train, carriers = _world()
+    # class 1's two carriers (rows 18, 19) have boxes too; class 1 flagged as well
+    both = {0: "a shortcut among samples that form no concept", 1: "another"}
+    plan = plan_augment(train, {}, pd.DataFrame(columns=["concept_id", "detector", "score", "is_bias"]), carriers,
+                        {10: 0, 11: 1, 12: 2}, (8, 8), 0, None, "drop_carriers", 10.0, unclustered=both)
+    labels = train["label"].to_numpy()
+    assert [(c["concept_id"], c["label"], c["correction"]) for c in plan.corrections] == [
+        (-1, 0, "augment"), (-1, 1, "augment")]
+    assert len(set(plan.recipients)) == len(plan.recipients)
+    from_1 = labels[plan.donors] == 1
+    assert set(plan.donors[from_1]) == {18, 19} and not (labels[plan.recipients[from_1]] == 1).any()
+    assert not (labels[plan.recipients[~from_1]] == 0).any()
+    # class 1's carriers without boxes: class 1 falls back alone, its reason naming the class's flag
+    carriers.loc[carriers["label"] == 1, WINDOW_COLUMNS] = np.nan
+    plan = plan_augment(train, {}, pd.DataFrame(columns=["concept_id", "detector", "score", "is_bias"]), carriers,
+                        {10: 0, 11: 1, 12: 2}, (8, 8), 0, None, "reweight", 10.0, unclustered=both)
+    rows = {c["label"]: c for c in plan.corrections}
+    assert rows[0]["correction"] == "augment" and rows[1]["correction"] == "reweight"
+    assert rows[1]["reason"].startswith("class 1's unclustered flag (class 1) cannot be augmented")
+    assert "nan" not in rows[1]["reason"] and "concept -1" not in rows[1]["reason"]
