@@ -137,6 +137,40 @@ def test_run_train__augment_with_nothing_flagged_trains_on_the_unchanged_set(tin
     assert cfg.seed == 0 and metrics["splits"] == {s: m for s, m in baseline.items() if s != "train"}
 
 
+def test_run_train__augment_reads_the_unclustered_flag_from_the_manifest(tiny_explained, tmp_path):
+    """A class the unclustered test flagged (manifest.json's flagged_unclustered; its carriers under concept -1 with
+    their own boxes) is augmented through the train stage: its carriers' boxes pasted into other classes."""
+    import pandas as pd
+
+    from soxai.bias.carriers import WINDOW_COLUMNS
+    from soxai.run_dir import write_parquet
+    from soxai.train.runner import run_train
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    info = read_json(run.manifest_json)
+    cid = int(next(iter(info["flagged_concepts"])))  # the tiny run's flagged concept, its carriers made unclustered
+    carriers = read_parquet(run.bias_carriers)
+    found = carriers[(carriers["concept_id"] == cid) & carriers["carries"].astype(bool)].copy()
+    k = int(found["label"].iloc[0])
+    scores = read_parquet(run.bias_scores)
+    box = scores[(scores["concept_id"] == cid) & (scores["detector"] == "transplant")]["box"].iloc[0]
+    found["concept_id"] = -1
+    found[WINDOW_COLUMNS] = np.asarray(box, dtype=np.float64)
+    write_parquet(run.bias_carriers, pd.concat([carriers, found], ignore_index=True))
+    write_json(run.manifest_json, {**info, "flagged_concepts": {}, "flagged_unclustered": {str(k): "a moving mark"}})
+    run_train(_with(cfg, variants=("augment",), seeds=(0, 1)), run)
+    metrics = read_json(run.variant_metrics("augment", 0))
+    (row,) = metrics["corrections"]
+    assert (row["concept_id"], row["label"], row["correction"]) == (-1, k, "augment")
+    assert f"class {k}'s unclustered samples" in row["reason"] and metrics["n_augmented"] == row["n_samples"] > 0
+    ids = read_parquet(run.variant_manifest("augment", 0))
+    pasted = ids[ids["augment_concept"].notna()]
+    assert len(pasted) == metrics["n_augmented"] and (pasted["augment_concept"] == -1).all()
+    assert pasted["donor_id"].isin(set(found["sample_id"])).all()
+    assert pasted["reason"].str.contains(f"class {k}'s unclustered flag").all()
+
+
 def test_run_train__reweight_without_the_conflict_table_says_how_to_get_it(tiny_explained, tmp_path):
     from soxai.errors import StageError
     from soxai.train.runner import run_train
