@@ -157,16 +157,19 @@ def sequential_rates(predict, images, rows: np.ndarray, recipients: np.ndarray, 
         # the split is drawn again on the final rates: on the first 8 recipients a rate is a multiple of 1/8, and
         # the cut can fall between 0 and 1/8 (MNIST, a corner patch on 10% of the zeros: 200 of 300 on the upper
         # side, the carriers at 5/8 among them, whose final mean then fell to 18% against 3%, below the gap)
+        def resplit():
+            rates = flips / n_tested
+            upper = np.asarray(split(rates), dtype=bool)
+            return upper, carrier_threshold(rates[upper], rates[~upper], min_gap)
+
         for _ in range(MAX_RESPLITS):
-            member = np.asarray(split(flips / n_tested), dtype=bool)
-            new_t = carrier_threshold(flips[member] / n_tested[member], flips[~member] / n_tested[~member], min_gap)
+            member, new_t = resplit()
             if new_t is None or new_t == t:
                 break
             t = new_t
             more_recipients(t)
         else:  # the line still moved: split the rates just measured once more, with no more recipients
-            member = np.asarray(split(flips / n_tested), dtype=bool)
-            new_t = carrier_threshold(flips[member] / n_tested[member], flips[~member] / n_tested[~member], min_gap)
+            member, new_t = resplit()
         return flips / n_tested, n_tested, new_t, member
     rates = flips / n_tested
     # A weak mark can clear the gap on the first recipients by chance (on MNIST with a corner patch on 10% of

@@ -148,8 +148,8 @@ def plan_augment(
     for cid, k, why in pending:
         corrections.append(_fall_back(cid, k, why, train, flagged, carriers, fallback, max_upweight,
                                       keep, weights, reasons, reweighted))
-    own_boxes = {k: unclustered_donors(carriers, k, position) for k in sorted(unclustered)}
-    for k in (k for k in sorted(unclustered) if not own_boxes[k]):
+    donors_k = {k: unclustered_donors(carriers, k, position) for k in sorted(unclustered)}
+    for k in (k for k in sorted(unclustered) if not donors_k[k][1]):
         corrections.append(_fall_back(-1, k, NO_OWN_BOX, train, {-1: unclustered[k]}, _class_rows(carriers, k),
                                       fallback, max_upweight, keep, weights, reasons, reweighted,
                                       name=f"class {k}'s unclustered flag"))
@@ -161,9 +161,9 @@ def plan_augment(
                                                ids, keep, used, rate, rng, reasons, shape)
         pastes.add(chosen, dealt, cid, at)
         corrections.append(row)
-    for k in (k for k in sorted(unclustered) if own_boxes[k]):
-        chosen, dealt, at, row = _paste_unclustered(k, own_boxes[k], carriers, labels, ids, keep, used, rate, rng,
-                                                    reasons, position, regions)
+    for k in (k for k in sorted(unclustered) if donors_k[k][1]):
+        chosen, dealt, at, row = _paste_unclustered(k, *donors_k[k], labels, ids, keep, used, rate, rng, reasons,
+                                                    regions)
         pastes.add(chosen, dealt, -1, at)
         corrections.append(row)
     if whole:
@@ -447,15 +447,14 @@ def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, car
     return chosen, dealt, boxes, row
 
 
-def _paste_unclustered(k: int, own: dict[int, tuple[tuple[int, int, int, int], str]], carriers: pd.DataFrame,
+def _paste_unclustered(k: int, carrier_pos: np.ndarray, own: dict[int, tuple[tuple[int, int, int, int], str]],
                        labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
-                       rng: np.random.Generator, reasons: list[str], position: pd.Series, regions: dict[int, Region]):
+                       rng: np.random.Generator, reasons: list[str], regions: dict[int, Region]):
     """Class ``k``'s unclustered flag dealt out: each carrier's own box (``own``) pasted into the other classes'
-    images at the carriers' share of the class, under ``regions[-1]`` (set here: every pair names its box, so one
-    region serves every flagged class). Returns ``(recipients, donors, boxes (m, 4), corrections row)``."""
+    images at the carriers' share of the class (``carrier_pos``, :func:`soxai.train.regions.unclustered_donors`),
+    under ``regions[-1]`` (set here: every pair names its box, so one region serves every flagged class). Returns
+    ``(recipients, donors, boxes (m, 4), corrections row)``."""
     region = regions.setdefault(-1, Region("unclustered", box=next(iter(own.values()))[0]))
-    rows = carriers[(carriers["concept_id"] == -1) & (carriers["label"] == k) & carriers["carries"].astype(bool)]
-    carrier_pos = np.sort(position.reindex(rows["sample_id"]).dropna().to_numpy(dtype=np.int64))
     donor_pos = np.fromiter(own, dtype=np.int64)
     chosen, dealt, into = _deal(k, carrier_pos, donor_pos, own, region.describe(), f"class {k}'s unclustered flag",
                                 labels, ids, keep, used, rate, rng, reasons)

@@ -154,21 +154,21 @@ OWN_BOX = {
 
 
 def unclustered_donors(carriers: pd.DataFrame | None, k: int, position: pd.Series
-                       ) -> dict[int, tuple[tuple[int, int, int, int], str]]:
+                       ) -> tuple[np.ndarray, dict[int, tuple[tuple[int, int, int, int], str]]]:
     """The carriers of class ``k``'s unclustered flag (soxai.bias.unclustered: concept -1 rows of
-    bias/carriers.parquet) that give a paste, by training-sample position: {position: (own box, "own")}. A carrier
-    without a box (a run from before bias logic 18) gives none."""
+    bias/carriers.parquet), by training-sample position, and those that give a paste: ``(carrier positions,
+    {position: (own box, "own")})``. A carrier without a box (a run from before bias logic 18) gives none."""
     from soxai.bias.carriers import WINDOW_COLUMNS
 
     if carriers is None or not len(carriers) or not set(WINDOW_COLUMNS) <= set(carriers.columns):
-        return {}
+        return np.zeros(0, np.int64), {}
     rows = carriers[(carriers["concept_id"] == -1) & (carriers["label"] == k) & carriers["carries"].astype(bool)]
+    rows = rows[rows["sample_id"].isin(position.index)]
+    pos = position.loc[rows["sample_id"]].to_numpy(dtype=np.int64)
     boxes = rows[WINDOW_COLUMNS].to_numpy(dtype=np.float64)
-    out = {}
-    for sid, box in zip(rows["sample_id"], boxes, strict=True):
-        if sid in position.index and np.isfinite(box).all():
-            out[int(position[sid])] = (tuple(int(v) for v in box), "own")
-    return dict(sorted(out.items()))
+    own = {int(p): (tuple(int(v) for v in box), "own") for p, box in zip(pos, boxes, strict=True)
+           if np.isfinite(box).all()}
+    return np.sort(pos), dict(sorted(own.items()))
 
 
 def carrier_boxes(cid: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None, ids: np.ndarray,
