@@ -11,6 +11,8 @@ $(BIN)/soxai: pyproject.toml
 	# torch first, pinned: the local CPU build (an unpinned resolve would pull a CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	# compile UMAP's numba kernels into numba's cache now, not in the first run (soxai/embed/warmup.py)
+	$(BIN)/python -m soxai.embed.warmup
 	touch $(BIN)/soxai
 
 setup: $(BIN)/soxai

@@ -20,3 +20,21 @@ def test_embed_features__leaves_torch_thread_count_as_it_was():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_warm_umap_kernels__embeds_what_the_stage_embeds_on_both_exact_paths(monkeypatch):
+    # numba compiles per argument type: the warm-up compiles what a run uses only if it embeds the stage's
+    # dtype (float32 PCA vectors, soxai.embed.features.fit_pca_model) on UMAP's own search and on soxai's
+    # exact search, with the stage's defaults for the rest
+    import numpy as np
+
+    import soxai.embed.warmup as warmup
+    from soxai.embed.features import exact_knn_wanted, fit_pca_model
+
+    calls = []
+    monkeypatch.setattr(warmup, "embed_reduced", lambda pca, **kw: calls.append((pca, kw)))
+    assert warmup.warm_umap_kernels() >= 0
+    stage_dtype = fit_pca_model(np.random.default_rng(0).random((20, 6)), 4, 0)[1].dtype
+    assert {pca.dtype for pca, _ in calls} == {stage_dtype}
+    assert {exact_knn_wanted(len(pca), kw["knn"]) for pca, kw in calls} == {False, True}
+    assert all(kw["n_components"] == 2 and kw["min_dist"] == 0.0 for _, kw in calls)
