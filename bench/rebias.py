@@ -8,7 +8,7 @@ including) ``train``, and the flagged concepts and dropped samples are compared 
 stages must be reused as they were (same fingerprints as the kept run's): if the current code or defaults would
 recompute one, the concepts are not the kept run's and the row says so instead of comparing.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/rebias.py --work /tmp/rebias RUN_DIR [RUN_DIR ...]
+    PYTHONPATH=$PWD .venv/bin/python bench/rebias.py --work /tmp/rebias RUN_DIR [RUN_DIR ...] [--set a.b=value]
 
 One JSON line per run: flagged concepts before and after, dropped samples before and after, whether the dropped
 set and the carriers found (concept, sample) are the same, and how many of the dropped samples are in group
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="where the copies go (replaced per run)")
     parser.add_argument("runs", nargs="+", type=Path, help="kept run directories (with manifest/pruned.parquet)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="a config override for the rerun, soxai run --set style (repeatable)")
     args = parser.parse_args(argv)
     import torch
 
@@ -102,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for src in args.runs:
         try:
-            row = rerun(src, args.work)
+            row = rerun(src, args.work, args.overrides)
         except Exception as exc:  # one broken run must not hide the others' rows
             row = {"run": str(src), "error": f"{type(exc).__name__}: {exc}"}
         failed += "error" in row
-        print(json.dumps(row), flush=True)
+        print(json.dumps({**row, **({"overrides": args.overrides} if args.overrides else {})}), flush=True)
     return 1 if failed else 0
 
 

@@ -75,7 +75,9 @@ class StageRecord:
 #     bias/unclustered.parquet: clustered_rate becomes edge_rate, n_edge is new.
 #   bias 18 (2026-12-07): the unclustered test's carrier rows fill window_* with each sample's own most salient box
 #     (what augment pastes from it); flags and drops are bias 17's.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 18, "manifest": 3, "compare": 1}
+#   bias 19 (2026-12-07): the transplant test also flags a concept whose box alone moves most recipients to its
+#     class (bias.transplant.majority; soxai.bias.verdict.majority_test), whatever its class-mates' control.
+LOGIC_VERSIONS: dict[str, int] = {"bias": 19, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -55,6 +55,14 @@ class TransplantConfig(DetectorSection):
         "(one concept per corner), the class-mates of one corner's concept carry the same mark elsewhere and "
         "their own regions move recipients too (control 13-20% on cells with a square in a random corner)",
     )
+    majority: bool = Field(
+        True,
+        description="also flag a concept whose box alone moves most of the recipients to its class (one-sided "
+        "binomial test against 1/2, Bonferroni-corrected at max_p_value), whatever its control: the box then "
+        "outweighs the rest of the image for most images of other classes. Where the whole class carries the "
+        "shortcut (Decoy's shade in every image of its class) the class-mates' own boxes move recipients as far "
+        "and the control cannot show it (soxai.bias.transplant.majority_test; docs/DETECTION-METHOD.md)",
+    )
 
 
 class ConcentrationConfig(DetectorSection):

@@ -17,7 +17,7 @@ from soxai.bias.context import (
     take_images,
 )
 from soxai.bias.paste import salient_box, transplant_flips
-from soxai.bias.verdict import compare_rates, decide
+from soxai.bias.verdict import compare_rates, decide, majority_test
 
 
 def detect_transplant(
@@ -72,6 +72,14 @@ def detect_transplant(
         p_value, odds = compare_rates(flips, control_flips, n)
         is_bias, verdict = decide(score, p_value, odds, tcfg.threshold, tcfg.max_p_value, tcfg.min_odds_ratio,
                                   n_tests=n_concepts)
+        if tcfg.majority and not is_bias:
+            most, p_most = majority_test(flips, n, n_concepts, tcfg.max_p_value)
+            if most:
+                is_bias = True
+                verdict += (f"; but the box alone moved most of them (binomial test against half, corrected "
+                            f"p={p_most:.1g} <= {tcfg.max_p_value:.1g}): it outweighs the rest of the image for "
+                            f"most images of other classes, a shortcut even where the class's other samples carry "
+                            f"it too")
         y0, x0, y1, x1 = box
         control_text = (
             f"other class-{k} images{left_out_text(skipped, suspected)}, each pasting its own most salient box: "

@@ -32,3 +32,16 @@ def test_decide__a_negative_difference_never_flags():
 def test_transplant_config__no_effect_bar_by_default():
     assert TransplantConfig().threshold == 0.0 and TransplantConfig().max_p_value == 0.01
 
+
+
+def test_majority_test__most_recipients_moved_beyond_chance_after_the_correction():
+    from soxai.bias.verdict import majority_test
+
+    # Decoy's shaded corner: 149 of 200 other-class images moved, 21 concepts in the run
+    flagged, p = majority_test(149, 200, 21, 0.01)
+    assert flagged and p < 1e-8
+    # just over half is not "most" beyond chance; a correction over many concepts raises the bar
+    assert not majority_test(105, 200, 1, 0.01)[0]
+    assert majority_test(125, 200, 1, 0.01)[0] and not majority_test(125, 200, 50, 0.01)[0]
+    # half or less never flags, whatever the p; nothing pasted decides nothing
+    assert not majority_test(100, 200, 1, 1.0)[0] and majority_test(0, 0, 1, 0.01) == (False, 1.0)
