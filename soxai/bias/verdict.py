@@ -62,7 +62,7 @@ def majority_test(hits: int, n: int, n_tests: int, max_p_value: float) -> tuple[
 
     The paste tests compare a concept with its class-mates, which answers whether the concept carries its class
     further than the class's other samples do. Where every sample of the class carries the same shortcut the
-    answer is no, though the shortcut decides: Decoy's shaded corner moved 60-75% of other classes' images to
+    answer is no, though the shortcut decides: Decoy's shaded corner moved 53-75% of other classes' images to
     its class, its class-mates' own corners as many. A box of a few percent of the image that alone moves most
     images of other classes outweighs everything else in them; the real features of a class did not come near
     (at most 24% for a concept's box on the demo's clean classes, 31% for one sample's own box on a cells
