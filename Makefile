@@ -12,7 +12,7 @@ $(BIN)/soxai: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	# compile UMAP's numba kernels into numba's cache now, not in the first run (soxai/embed/warmup.py)
-	$(BIN)/python -m soxai.embed.warmup
+	$(BIN)/python -m soxai.embed.warmup || echo "note: UMAP's kernels were not compiled ahead; the first run compiles them"
 	touch $(BIN)/soxai
 
 setup: $(BIN)/soxai

@@ -38,7 +38,8 @@ class TransplantConfig(DetectorSection):
     max_p_value: float = Field(
         0.01, gt=0.0, le=1.0,
         description="flag when a one-sided Fisher exact test of flips vs control flips, Bonferroni-corrected over "
-        "the run's concepts, is at most this (the chance of one false flag in the run)",
+        "the run's concepts, is at most this (the chance of one false flag in the run from this test; the "
+        "majority test uses the same bar, so the two together at most twice this)",
     )
     min_odds_ratio: float = Field(
         8.0, ge=1.0,
@@ -61,7 +62,9 @@ class TransplantConfig(DetectorSection):
         "binomial test against 1/2, Bonferroni-corrected at max_p_value), whatever its control: the box then "
         "outweighs the rest of the image for most images of other classes. Where the whole class carries the "
         "shortcut (Decoy's shade in every image of its class) the class-mates' own boxes move recipients as far "
-        "and the control cannot show it (soxai.bias.transplant.majority_test; docs/DETECTION-METHOD.md)",
+        "and the control cannot show it. It ignores threshold, and adds a second test per concept at max_p_value "
+        "(soxai.bias.verdict.majority_test; docs/DETECTION-METHOD.md). Turn it off for a task whose real "
+        "evidence fits in one small region (a defect on a part): there the test's premise fails",
     )
 
 

@@ -35,7 +35,10 @@ def detect_transplant(
     ordinary evidence carries in a box of that size. A real class feature that happens to
     transfer (a piece of an elongated outline) scores near its control; a shortcut scores far
     above it. Flag: one-sided Fisher p, Bonferroni-corrected over the run's concepts, <= ``max_p_value``, odds
-    ratio >= ``min_odds_ratio`` and score >= ``threshold`` (0 by default: no effect-size bar; soxai.bias.verdict).
+    ratio >= ``min_odds_ratio`` and score >= ``threshold`` (0 by default: no effect-size bar; soxai.bias.verdict);
+    or, with ``majority`` (the default), the box alone moves most recipients (soxai.bias.verdict.majority_test,
+    corrected the same way), whatever the control and ``threshold``: the score, flip minus control, can then be
+    negative. ``majority_p_value`` is that test's corrected p (1.0 with ``majority`` off).
 
     ``left_out``: flagged concepts whose members stay out of every other concept's control, ``suspected``:
     suspects left out the same way (see :func:`soxai.bias.rounds.clean_control_rounds`); ``only``: score just
@@ -72,14 +75,14 @@ def detect_transplant(
         p_value, odds = compare_rates(flips, control_flips, n)
         is_bias, verdict = decide(score, p_value, odds, tcfg.threshold, tcfg.max_p_value, tcfg.min_odds_ratio,
                                   n_tests=n_concepts)
-        if tcfg.majority and not is_bias:
-            most, p_most = majority_test(flips, n, n_concepts, tcfg.max_p_value)
-            if most:
-                is_bias = True
-                verdict += (f"; but the box alone moved most of them (binomial test against half, corrected "
-                            f"p={p_most:.1g} <= {tcfg.max_p_value:.1g}): it outweighs the rest of the image for "
-                            f"most images of other classes, a shortcut even where the class's other samples carry "
-                            f"it too")
+        most, p_most = majority_test(flips, n, n_concepts, tcfg.max_p_value) if tcfg.majority else (False, 1.0)
+        if most and not is_bias:
+            is_bias = True
+            verdict = (f"against its class-mates it is not flagged (p={p_value:.1g} x{n_concepts} concepts, odds "
+                       f"ratio {odds:.1f}), but the box alone moved most of the recipients (binomial test against "
+                       f"half, x{n_concepts} concepts (Bonferroni) = {p_most:.1g} <= {tcfg.max_p_value:.1g}): it "
+                       f"outweighs the rest of the image for most images of other classes, a shortcut that the "
+                       f"class's other samples carry too")
         y0, x0, y1, x1 = box
         control_text = (
             f"other class-{k} images{left_out_text(skipped, suspected)}, each pasting its own most salient box: "
@@ -92,5 +95,6 @@ def detect_transplant(
             f"was pasted into {n} images of other classes; {verdict}"
         )
         rows.append(score_row("transplant", cid, score, is_bias, reason, flip_rate=flip, control_rate=control,
-                              p_value=p_value, odds_ratio=odds, box=list(box), control_left_out=skipped))
+                              p_value=p_value, odds_ratio=odds, box=list(box), control_left_out=skipped,
+                              majority_p_value=p_most))
     return rows

@@ -311,8 +311,21 @@ def test_detect_transplant__majority_flags_a_mark_the_whole_class_carries():
     rows = {r["concept_id"]: r for r in detect_transplant(_whole_class_mark_world(), CFG)}
     for cid in (0, 1):
         assert rows[cid]["is_bias"] and rows[cid]["flip_rate"] > 0.9 and rows[cid]["odds_ratio"] < 8
-        assert "the box alone moved most of them" in rows[cid]["reason"]
+        assert "the box alone moved most of the recipients" in rows[cid]["reason"]
     assert not any(rows[c]["is_bias"] for c in (2, 3))
+    # the corrected p is the binomial p times the run's concepts (4), and it is what the reason quotes
+    from scipy.stats import binomtest
+
+    ctx = _whole_class_mark_world()
+    n = int(((ctx.train["label"] == 1) & (ctx.train["pred"] == 1)).sum())
+    raw = binomtest(round(rows[0]["flip_rate"] * n), n, 0.5, alternative="greater").pvalue
+    assert rows[0]["majority_p_value"] == min(1.0, 4 * raw) and f"= {min(1.0, 4 * raw):.1g} <=" in rows[0]["reason"]
+    # the concept's own box decides, not its class-mates': a class-0 concept looking at the bar is not flagged,
+    # though every class-mate's own box is the mark and moves every recipient
+    ctx.maps[1] = 0.0
+    ctx.maps[1, 5:8, 1:4] = 1.0
+    bar = {r["concept_id"]: r for r in detect_transplant(ctx, CFG)}[1]
+    assert bar["control_rate"] > 0.9 and bar["flip_rate"] < 0.6 and not bar["is_bias"]
     # without the test the class-mates' control hides it, and the reason says why
     off = CFG.model_copy(update={"transplant": CFG.transplant.model_copy(update={"majority": False})})
     rows_off = detect_transplant(_whole_class_mark_world(), off)
