@@ -70,6 +70,10 @@ class OwnBox:
     def describe(self) -> str:
         return f"each sample's own most salient {self.side}x{self.side} box"
 
+    def boxes(self, rows: np.ndarray) -> list[Box]:
+        """Each of ``rows``' own most salient box: what :meth:`flip_rates` pastes from it."""
+        return [salient_box(mp, self.side) for mp in self.sample_maps(np.asarray(rows, dtype=np.int64))]
+
     def flip_rates(self, images, rows: np.ndarray, recipients: np.ndarray, target_class: int) -> np.ndarray:
         """Share of ``recipients`` predicted as ``target_class`` after each donor's own box is pasted in."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -80,7 +84,7 @@ class OwnBox:
         step = max(1, (64 << 20) // (m * recipients[0].nbytes))
         for start in range(0, len(rows), step):
             chunk = rows[start:start + step]
-            boxes = [salient_box(mp, self.side) for mp in self.sample_maps(chunk)]
+            boxes = self.boxes(chunk)
             donors = np.asarray(images[chunk], dtype=np.float32)
             pasted = paste_region(np.tile(recipients, (len(chunk), 1, 1, 1)), np.repeat(donors, m, axis=0),
                                   [b for b in boxes for _ in range(m)])

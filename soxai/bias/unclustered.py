@@ -129,7 +129,6 @@ def _empty_table() -> pd.DataFrame:
 def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: OwnBox, k: int) -> pd.DataFrame:
     """The carrier test of a flagged class with each sample's own box: CARRIER_COLUMNS rows under concept -1."""
     from soxai.bias.carriers import FIRST_STAGE, sequential_rates
-    from soxai.bias.paste import salient_box
 
     ccfg = cfg.carriers
     cls = cls.sort_values("row", kind="stable")
@@ -146,8 +145,7 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
                                                  region, lambda first: first > otsu_cut(first), ccfg.min_gap)
     # each sample's own most salient box, the one it pasted: what augment pastes from a carrier (its mark, wherever
     # it sits)
-    own = np.array([salient_box(m, region.side) for m in region.sample_maps(cls["row"].to_numpy())],
-                   dtype=np.float64).reshape(-1, 4)
+    own = np.array(region.boxes(cls["row"].to_numpy()), dtype=np.float64).reshape(-1, 4)
     out = pd.DataFrame({"sample_id": cls["sample_id"].to_numpy(), "concept_id": NOISE, "label": k, "member": member,
                         "flip_rate": rates, "n_recipients": n_tested, "channel_score": np.nan,
                         "channel_threshold": np.nan, "channel_y": np.nan, "channel_x": np.nan,
