@@ -11,16 +11,20 @@ $(BIN)/soxai: pyproject.toml
 	# torch first, pinned: the local CPU build (an unpinned resolve would pull a CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
-	# compile UMAP's numba kernels into numba's cache now, not in the first run (soxai/embed/warmup.py)
-	$(BIN)/python -m soxai.embed.warmup || echo "note: UMAP's kernels were not compiled ahead; the first run compiles them"
 	touch $(BIN)/soxai
 
-setup: $(BIN)/soxai
+# compile UMAP's numba kernels into numba's cache now, not in the first run (soxai/embed/warmup.py). The tests
+# skip it: tests/conftest.py gives them a numba cache of their own, which this would not fill.
+$(VENV)/.umap-warm: $(BIN)/soxai
+	$(BIN)/python -m soxai.embed.warmup || echo "note: UMAP's kernels were not compiled ahead; the first run compiles them"
+	touch $(VENV)/.umap-warm
+
+setup: $(BIN)/soxai $(VENV)/.umap-warm
 
 demo: setup
 	$(BIN)/soxai run
 
-test: setup
+test: $(BIN)/soxai
 	SOXAI_PROGRESS=0 $(BIN)/pytest -q
 
 lint: setup

@@ -61,8 +61,21 @@ def smoke_run_dir(tmp_path_factory):
     return make_smoke_run(tmp_path_factory.getbasetemp() / "soxai-smoke", FAST)
 
 
+@pytest.fixture(scope="session")
+def no_flow_heartbeats():
+    """Prefect's settings without flow-run heartbeats while a test server runs (the harness fixtures use this).
+
+    A flow run's heartbeat thread sleeps in 1-s steps and the run ends by joining it, so every flow run took up to
+    a second longer: about 0.9 s for a short one, 80 s over the catalogue's cases. Heartbeats let a long-lived
+    server mark a crashed run; no test reads them, and the test servers stop with the session."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 @pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory, request):
+def prefect_harness(tmp_path_factory, request, no_flow_heartbeats):
     """A Prefect test server for the module's flows (its own PREFECT_HOME, logs of the "soxai" logger shipped). The
     environment is restored afterwards: Dask's nanny sets OMP_NUM_THREADS=1 (and more) in this process before it
     spawns a worker, and later tests' subprocesses would run torch on another thread count."""

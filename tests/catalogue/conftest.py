@@ -44,7 +44,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
+def prefect_server(tmp_path_factory, no_flow_heartbeats):
     """A Prefect test server for the cases that run a flow, and the environment those cases run with.
 
     The environment is set only while the server starts and while a flow case's command runs (``check_case``),

@@ -25,7 +25,7 @@ ARTIFACTS = [
 
 
 @pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory):
+def prefect_env(tmp_path_factory, no_flow_heartbeats):
     home = tmp_path_factory.mktemp("prefect-home")
     env = {
         "PREFECT_HOME": str(home),
