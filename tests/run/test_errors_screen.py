@@ -39,17 +39,47 @@ cli.main()
 """
 
 
-def _soxai_failing(kind: str, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+# (kind, extra arguments) of each failing `soxai run`; the module's fixture starts them all at once
+FAILING = {"config": ("config",), "verbose": ("config", "--verbose"), "permission": ("permission",),
+           "disk-full": ("disk-full",)}
+
+
+@pytest.fixture(scope="module")
+def failing_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Each of FAILING as a `soxai run` of its own process, with Prefect's temporary server as a user gets it.
+
+    Two at a time (a run is 20 s of one core, most of it imports and the server's start), each of a pair with a
+    PREFECT_HOME of its own so that two servers never share a SQLite file; the second pair reuses the first's
+    homes, whose databases are made by then (a fresh one costs 10 s more). name -> (the process, its run dir)."""
     overrides = [a for o in SMALL for a in ("--set", o)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SOXAI_PROGRESS": "0", "PYTHONPATH": str(REPO)}
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-c", INJECT, kind, "run", *overrides, *extra, "--run-dir", str(run_dir)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    homes = [tmp_path_factory.mktemp("prefect-home-a"), tmp_path_factory.mktemp("prefect-home-b")]
+    names, done = list(FAILING), {}
+    for first in range(0, len(names), len(homes)):
+        started = {}
+        try:
+            for name, home in zip(names[first:first + len(homes)], homes, strict=False):
+                kind, *extra = FAILING[name]
+                run_dir = tmp_path_factory.mktemp(f"failing-{name}") / "run"
+                env = {**os.environ, "OMP_NUM_THREADS": "1", "SOXAI_PROGRESS": "0", "PYTHONPATH": str(REPO),
+                       "PREFECT_HOME": str(home)}
+                env.pop("PREFECT_API_URL", None)
+                args = [sys.executable, "-c", INJECT, kind, "run", *overrides, *extra, "--run-dir", str(run_dir)]
+                started[name] = (subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.PIPE, text=True), run_dir)
+            for name, (proc, run_dir) in started.items():
+                out, err = proc.communicate(timeout=240)
+                done[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run_dir)
+        finally:
+            for proc, _ in started.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    return done
 
 
 @pytest.mark.slow
-def test_cli_run__config_error_inside_a_stage_fits_one_screen_and_logs_the_traceback(tmp_path):
-    res = _soxai_failing("config", tmp_path / "run")
+def test_cli_run__config_error_inside_a_stage_fits_one_screen_and_logs_the_traceback(failing_runs):
+    res, run_dir = failing_runs["config"]
     out = res.stdout + res.stderr
     assert res.returncode == 2, out
     assert len(out.splitlines()) <= 15, out  # was 102 lines: Prefect's traceback before soxai's error line
@@ -57,7 +87,7 @@ def test_cli_run__config_error_inside_a_stage_fits_one_screen_and_logs_the_trace
     assert "Flow run" in out and "Beginning flow run" in out  # Prefect's INFO lines stay
     error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert error == ["error: saliency.method 'gradcam++' is unknown; set saliency.method to one of [...]"]
-    logs = list((tmp_path / "run" / "logs").glob("error-*.log"))
+    logs = list((run_dir / "logs").glob("error-*.log"))
     assert len(logs) == 1 and f"traceback: {logs[0]}" in res.stderr
     text = logs[0].read_text()
     assert "Traceback (most recent call last)" in text and "ConfigError: saliency.method" in text
@@ -65,8 +95,8 @@ def test_cli_run__config_error_inside_a_stage_fits_one_screen_and_logs_the_trace
 
 
 @pytest.mark.slow
-def test_cli_run__verbose_prints_the_traceback(tmp_path):
-    res = _soxai_failing("config", tmp_path / "run", "--verbose")
+def test_cli_run__verbose_prints_the_traceback(failing_runs):
+    res, _ = failing_runs["verbose"]
     assert res.returncode == 2
     assert res.stderr.count("Traceback (most recent call last)") == 1 and "in failing" in res.stderr  # once
     assert "error: saliency.method 'gradcam++' is unknown" in res.stderr
@@ -76,11 +106,11 @@ def test_cli_run__verbose_prints_the_traceback(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "says"), [("permission", "permission denied on"),
                                             ("disk-full", "no space left on the disk of")])
-def test_cli_run__os_error_inside_a_stage_names_the_path_and_is_not_retried(tmp_path, kind, says):
-    res = _soxai_failing(kind, tmp_path / "run")
+def test_cli_run__os_error_inside_a_stage_names_the_path_and_is_not_retried(failing_runs, kind, says):
+    res, run_dir = failing_runs[kind]
     out = res.stdout + res.stderr
     assert res.returncode == 2, out
-    assert f"error: {says} {tmp_path / 'run' / 'data' / 'samples.parquet'}" in res.stderr
+    assert f"error: {says} {run_dir / 'data' / 'samples.parquet'}" in res.stderr
     assert "data stage called 1 time(s)" in out and "2 time(s)" not in out  # a retry cannot change it
     assert "Traceback" not in out and len(out.splitlines()) <= 15, out
 
