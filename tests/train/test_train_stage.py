@@ -32,9 +32,8 @@ def test_run_train__resume_after_kill_equals_uninterrupted(tiny_explained, tmp_p
         return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SOXAI_PROGRESS": "0"})
 
     whole = RunDir(shutil.copytree(base.root, tmp_path / "whole"))
-    assert train_in_a_new_process(whole).wait() == 0
-
     killed = RunDir(shutil.copytree(base.root, tmp_path / "killed"))
+    uninterrupted = train_in_a_new_process(whole)  # beside the killed one: a run's results do not depend on timing
     proc = train_in_a_new_process(killed)
     first = killed.variant_metrics("baseline", 1)
     deadline = time.time() + 120
@@ -45,6 +44,7 @@ def test_run_train__resume_after_kill_equals_uninterrupted(tiny_explained, tmp_p
     assert not killed.stage_json("train").exists(), "the stage finished before it could be killed"
     survivors = {p: p.stat().st_mtime_ns for p in (killed.root / "train").rglob("metrics.json")}
     assert survivors
+    assert uninterrupted.wait() == 0
 
     assert train_in_a_new_process(killed).wait() == 0
     record = run_train(cfg, killed)  # every model is there now: the stage reuses them all
