@@ -27,7 +27,7 @@ demo: setup
 test: $(BIN)/soxai
 	SOXAI_PROGRESS=0 $(BIN)/pytest -q
 
-lint: setup
+lint: $(BIN)/soxai
 	$(BIN)/ruff check soxai flows tests bench
 
 clean:

@@ -61,17 +61,22 @@ def smoke_run_dir(tmp_path_factory):
     return make_smoke_run(tmp_path_factory.getbasetemp() / "soxai-smoke", FAST)
 
 
-@pytest.fixture(scope="session")
-def no_flow_heartbeats():
-    """Prefect's settings without flow-run heartbeats while a test server runs (the harness fixtures use this).
+def _no_flow_heartbeats():
+    """Prefect's current settings without flow-run heartbeats, as a context manager.
 
     A flow run's heartbeat thread sleeps in 1-s steps and the run ends by joining it, so every flow run took up to
     a second longer: about 0.9 s for a short one, 80 s over the catalogue's cases. Heartbeats let a long-lived
-    server mark a crashed run; no test reads them, and the test servers stop with the session."""
+    server mark a crashed run; no test reads them. Enter it where the harness's environment is already set: the
+    settings it makes current are read from the environment then, and Prefect's logging is set up from them."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+@pytest.fixture(scope="session")
+def no_flow_heartbeats():
+    """:func:`_no_flow_heartbeats`, for the fixtures that start a Prefect test server."""
+    return _no_flow_heartbeats
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +93,7 @@ def prefect_harness(tmp_path_factory, request, no_flow_heartbeats):
     from prefect.testing.utilities import prefect_test_harness
 
     try:
-        with prefect_test_harness(server_startup_timeout=90):
+        with no_flow_heartbeats(), prefect_test_harness(server_startup_timeout=90):
             yield
     finally:
         os.environ.clear()

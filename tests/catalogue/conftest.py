@@ -59,6 +59,7 @@ def prefect_server(tmp_path_factory, no_flow_heartbeats):
 
     stack = contextlib.ExitStack()
     with mock.patch.dict(os.environ, env):
+        stack.enter_context(no_flow_heartbeats())  # its settings read from this environment
         with _prefect_console(io.StringIO()):  # made here, at the import, not in the first command's CliRunner
             import flows.pipeline  # noqa: F401
         stack.enter_context(prefect_test_harness(server_startup_timeout=90))

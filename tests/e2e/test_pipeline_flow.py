@@ -38,7 +38,7 @@ def prefect_env(tmp_path_factory, no_flow_heartbeats):
     os.environ.update(env)
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with no_flow_heartbeats(), prefect_test_harness(server_startup_timeout=90):
         yield
     for k, v in old.items():
         if v is None:

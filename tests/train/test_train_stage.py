@@ -34,17 +34,22 @@ def test_run_train__resume_after_kill_equals_uninterrupted(tiny_explained, tmp_p
     whole = RunDir(shutil.copytree(base.root, tmp_path / "whole"))
     killed = RunDir(shutil.copytree(base.root, tmp_path / "killed"))
     uninterrupted = train_in_a_new_process(whole)  # beside the killed one: a run's results do not depend on timing
-    proc = train_in_a_new_process(killed)
-    first = killed.variant_metrics("baseline", 1)
-    deadline = time.time() + 120
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not killed.stage_json("train").exists(), "the stage finished before it could be killed"
-    survivors = {p: p.stat().st_mtime_ns for p in (killed.root / "train").rglob("metrics.json")}
-    assert survivors
-    assert uninterrupted.wait() == 0
+    try:
+        proc = train_in_a_new_process(killed)
+        first = killed.variant_metrics("baseline", 1)
+        deadline = time.time() + 120
+        while not first.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not killed.stage_json("train").exists(), "the stage finished before it could be killed"
+        survivors = {p: p.stat().st_mtime_ns for p in (killed.root / "train").rglob("metrics.json")}
+        assert survivors
+        assert uninterrupted.wait() == 0
+    finally:
+        if uninterrupted.poll() is None:
+            uninterrupted.kill()
+            uninterrupted.wait()
 
     assert train_in_a_new_process(killed).wait() == 0
     record = run_train(cfg, killed)  # every model is there now: the stage reuses them all
