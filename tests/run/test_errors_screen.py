@@ -57,13 +57,15 @@ def failing_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProces
     PREFECT_HOME of its own so that two servers never share a SQLite file; the second pair reuses the first's
     homes, whose databases are made by then (a fresh one costs 10 s more). name -> (the process, its run dir)."""
     overrides = [a for o in SMALL for a in ("--set", o)]
-    homes = [tmp_path_factory.mktemp("prefect-home-a"), tmp_path_factory.mktemp("prefect-home-b")]
-    ports = ["8000-8500", "8500-9000"]  # a half of Prefect's range (8000-8999) each: two servers never draw one port
+    # (PREFECT_HOME, ports) of each process of a pair: a half of Prefect's range (8000-8999) each, so that two
+    # servers never draw one port
+    slots = [(tmp_path_factory.mktemp("prefect-home-a"), "8000-8500"),
+             (tmp_path_factory.mktemp("prefect-home-b"), "8500-9000")]
     names, done = list(FAILING), {}
-    for first in range(0, len(names), len(homes)):
+    for first in range(0, len(names), len(slots)):
         started = {}
         try:
-            for name, home, port_range in zip(names[first:first + len(homes)], homes, ports, strict=False):
+            for name, (home, port_range) in zip(names[first:first + len(slots)], slots, strict=False):
                 kind, *extra = FAILING[name]
                 run_dir = tmp_path_factory.mktemp(f"failing-{name}") / "run"
                 env = {**os.environ, "OMP_NUM_THREADS": "1", "SOXAI_PROGRESS": "0", "PYTHONPATH": str(REPO),
