@@ -2,8 +2,9 @@
 
 A stage runs in one process, or, when the run was started with ``--dask`` / ``--dask-address``, as a task on a Dask
 worker. :func:`parallel_map` then hands each piece to the cluster as its own task (the worker secedes while it
-waits, so the pieces can run on its own slot too); elsewhere it runs them in turn. Each piece must be a pure function
-of its arguments (its own seed among them), so the results are the same either way, in the same order.
+waits, so the pieces can run on its own slot too); given a :func:`process_pool` it hands them to local worker
+processes; elsewhere it runs them in turn. Each piece must be a pure function of its arguments (its own seed among
+them), so the results are the same either way, in the same order.
 
 The library knows Dask, not Prefect: the flow decides where a stage runs; this module only asks whether the
 current thread is a Dask worker's.
@@ -11,8 +12,14 @@ current thread is a Dask worker's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,24 +39,58 @@ def on_dask_worker() -> bool:
 
 
 def parallel_map(fn: Callable[..., R], items: Iterable[T], *args: Any,
-                 resources: dict[str, float] | None = None) -> list[R]:
-    """``[fn(item, *args) for item in items]``, as one Dask task per item when this runs on a Dask worker.
+                 resources: dict[str, float] | None = None, pool: LocalPool | None = None,
+                 on_result: Callable[[R], None] | None = None) -> list[R]:
+    """``[fn(item, *args) for item in items]``, as one Dask task per item when this runs on a Dask worker, or one
+    task per item of ``pool`` (:func:`process_pool`) where one is given.
 
     Parameters
     ----------
     fn : a module-level function (Dask pickles it by reference), pure in its arguments
     items : the pieces, one task each
-    args : the same for every piece (sent to the cluster once, not once per piece)
+    args : the same for every piece (sent to a cluster once, not once per piece; pickled with each piece for a pool)
     resources : Dask worker resources each task needs, e.g. ``{"GPU": 1}``; asked for only where some worker of
         the cluster has them, so a CPU cluster still runs the tasks
+    pool : a local process pool (:func:`process_pool`), used where this is not a Dask worker; None: in turn
+    on_result : called in this process with each result, in the order of ``items``, as it arrives (a progress bar)
 
     Returns
     -------
     The results in the order of ``items``. The first piece that fails raises its own exception.
     """
     items = list(items)
-    if len(items) < 2 or not on_dask_worker():
-        return [fn(item, *args) for item in items]
+    done = on_result or (lambda result: None)
+    if len(items) >= 2 and on_dask_worker():
+        return [_noted(result, done) for result in _on_cluster(fn, items, args, resources)]
+    if pool is not None:
+        return _in_pool(pool, fn, items, args, done)
+    return [_noted(fn(item, *args), done) for item in items]
+
+
+def _in_pool(pool: LocalPool, fn: Callable[..., R], items: list[T], args: tuple[Any, ...],
+             done: Callable[[R], None]) -> list[R]:
+    """The pieces in ``pool``'s worker processes (each task pickles its arguments); where the workers could not
+    start or one died, the pieces without a result run in this process, with one warning that says why."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    results: list[R] = []
+    if pool.broken is None:
+        try:
+            futures = [pool.executor.submit(fn, item, *args) for item in items]
+            for future in futures:
+                results.append(_noted(future.result(), done))
+        except BrokenProcessPool as exc:
+            pool.broken = str(exc)
+            log.warning(
+                "the worker processes stopped (%s), so the %d pieces left run in this process. A worker imports "
+                "the script that started soxai: run soxai from a file whose work sits under "
+                "`if __name__ == \"__main__\":` (not from stdin), or set retrain.processes: 1", exc,
+                len(items) - len(results))
+    return results + [_noted(fn(item, *args), done) for item in items[len(results):]]
+
+
+def _on_cluster(fn: Callable[..., R], items: list[T], args: tuple[Any, ...],
+                resources: dict[str, float] | None) -> list[R]:
     from distributed import worker_client
 
     with worker_client() as client:  # secedes from the worker's thread pool while the pieces run
@@ -57,6 +98,73 @@ def parallel_map(fn: Callable[..., R], items: Iterable[T], *args: Any,
         wanted = _available(client, resources)
         futures = [client.submit(fn, item, *shared, pure=False, resources=wanted) for item in items]
         return client.gather(futures)
+
+
+def _noted(result: R, done: Callable[[R], None]) -> R:
+    done(result)
+    return result
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass
+class LocalPool:
+    """Worker processes of :func:`process_pool`; ``broken`` says why they stopped (then pieces run in this process)."""
+
+    executor: Any
+    broken: str | None = None
+
+
+@contextlib.contextmanager
+def process_pool(processes: int) -> Iterator[LocalPool | None]:
+    """A pool of ``processes`` spawned worker processes for :func:`parallel_map`, or None where ``processes`` < 2 or
+    this is a Dask worker (the cluster is the pool there).
+
+    Each worker runs torch on ``usable_cores() // processes`` threads (at least one) and without progress bars
+    (``SOXAI_PROGRESS=0``; the caller shows one for the whole map). The workers end with the block, also when a
+    piece fails or the caller is interrupted (terminated, not waited for), and each one exits by itself once its
+    parent is gone, so a ``soxai`` process killed outright leaves no worker training on.
+    """
+    if processes < 2 or on_dask_worker():
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, usable_cores() // processes)
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(os.getpid(), threads))
+    try:
+        yield LocalPool(pool)
+    finally:
+        for worker in list((getattr(pool, "_processes", None) or {}).values()):  # Python 3.11 cannot stop a
+            worker.terminate()  # running task through the executor; its workers are processes of their own
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(parent: int, threads: int) -> None:
+    import threading
+
+    import torch
+
+    os.environ["SOXAI_PROGRESS"] = "0"
+    torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="soxai-parent-watch").start()
+
+
+def _exit_with(parent: int, every_s: float = 1.0) -> None:
+    """End this worker process once ``parent`` is no longer its parent (it was killed: the worker was re-parented)."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def _large(value: Any) -> bool:

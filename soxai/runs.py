@@ -131,7 +131,20 @@ def default_run_dir(cfg: Config, base: str | Path = "runs") -> Path:
 
 
 def init_run(cfg: Config, root: str | Path) -> RunDir:
-    """Create (or reopen) a run directory and write the resolved config and the environment."""
+    """Create (or reopen) a run directory and write the resolved config and the environment.
+
+    Raises
+    ------
+    ConfigError
+        If this is a worker process still importing the script that started soxai (an unguarded script would
+        otherwise start a whole run again in each worker of ``retrain.processes`` or ``train.num_workers``).
+    """
+    process = sys.modules.get("multiprocessing")
+    if process is not None and getattr(process.current_process(), "_inheriting", False):
+        raise ConfigError(
+            "a soxai run was started while a worker process was importing the script that started soxai (worker "
+            "processes import it anew); put the script's work under `if __name__ == \"__main__\":`"
+        )
     run = RunDir(root)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"run directory {run.root} exists and is not a directory; choose another --run-dir")

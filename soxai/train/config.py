@@ -1,6 +1,6 @@
 """Configuration of training (baseline and retraining) and of the retrain variants."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -93,6 +93,17 @@ class RetrainConfig(Section):
         "the share of every class's images recoloured with a random training image's per-channel brightness and "
         "contrast (their own luminance, the donor's colour); null: all of them (the statistics then are independent "
         "of the label)",
+    )
+    processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="worker processes the train stage's models train in side by side on CPU, each with "
+        "usable cores // processes torch threads. 'auto': one per usable core (at most one per model) where the "
+        "models train on CPU and together need at least 100,000 sample-epochs (training samples x epochs x "
+        "models), else 1: below that a worker's start, about 3 s importing torch, costs more than two cores "
+        "save. 1: in this process. The weights are the same either way where torch's kernels do not depend on "
+        "the thread count (the built-in small_cnn); batch-norm networks (resnet, mobilenet) differ in the last "
+        "digits, as on a machine with another number of cores. Not hashed: a kept model is not retrained for it. "
+        "A run on Dask trains its models on the cluster instead",
     )
     augment_fallback: Literal["drop_carriers", "reweight", "none"] = Field(
         "drop_carriers",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
 from soxai.train.fit import evaluate_splits, fit, load_baseline, make_model
 from soxai.train.variants import VARIANTS, VariantInputs, model_fingerprint, plan_variant
 
-__all__ = ["VARIANTS", "evaluate_splits", "load_baseline", "make_model", "run_model", "run_train", "train_model"]
+__all__ = ["VARIANTS", "evaluate_splits", "load_baseline", "make_model", "run_model", "run_train", "train_model",
+           "train_processes"]
 
 
 def run_model(cfg: Config, run: RunDir) -> StageRecord:
@@ -77,10 +79,12 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
     change of clustering, and a crash loses at most the model in progress.
 
     The models are independent: on a Dask worker each is a task of its own (:func:`train_model` through
-    soxai.parallel.parallel_map, on a worker with a GPU where the cluster has one), elsewhere they train in turn;
-    the stage writes ``stage.json`` once every model is there.
+    soxai.parallel.parallel_map, on a worker with a GPU where the cluster has one), elsewhere they train side by
+    side in ``retrain.processes`` worker processes (:func:`train_processes`) or in turn; the stage writes
+    ``stage.json`` once every model is there.
     """
-    from soxai.parallel import parallel_map
+    from soxai.parallel import parallel_map, process_pool
+    from soxai.progress import progress
 
     fp = fingerprint("train", cfg.section_hash("retrain", "model", "train"), *upstream(run, "data", "manifest"))
 
@@ -94,18 +98,49 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
         inputs = VariantInputs(cfg, run, train, keep, read_images(run))
         models = [(variant, seed) for variant in cfg.retrain.variants for seed in cfg.retrain.seeds]
         job = _ModelJob(samples, eval_splits(samples), *inputs.recipe_and_data)
-        # the baseline's models first: a variant with nothing to change takes them (VariantInputs.baseline_twin),
-        # so which one it gets must not depend on the order of retrain.variants or on the executor
-        outcomes = [outcome for first in (True, False)
-                    for outcome in parallel_map(train_model, [m for m in models if (m[0] == "baseline") == first],
-                                                inputs, job, resources={"GPU": 1})]
+        processes = train_processes(cfg, len(models), len(train))
+        with process_pool(processes) as pool, (  # in turn, each model shows its own bar
+                progress(f"retrain {len(models)} models in {processes} processes", len(models), unit="models")
+                if pool is not None else contextlib.nullcontext(lambda n: None)) as advance:
+            # the baseline's models first: a variant with nothing to change takes them (VariantInputs.baseline_twin),
+            # so which one it gets must not depend on the order of retrain.variants or on the executor
+            outcomes = [outcome for first in (True, False)
+                        for outcome in parallel_map(train_model, [m for m in models if (m[0] == "baseline") == first],
+                                                    inputs, job, resources={"GPU": 1}, pool=pool,
+                                                    on_result=lambda outcome: advance(1))]
         outputs = [path for variant, seed in models for path in
                    (run.variant_metrics(variant, seed), run.variant_model(variant, seed),
                     run.variant_manifest(variant, seed))]
         return outputs, {"models_trained": outcomes.count("trained"), "models_reused": outcomes.count("kept"),
-                         "models_from_baseline": outcomes.count("baseline")}
+                         "models_from_baseline": outcomes.count("baseline"), "processes": processes}
 
     return run_stage(run, "train", fp, body)
+
+
+# training samples x epochs x models below which 'auto' trains in this process: measured on 2 cores (the demo's
+# small_cnn, 2,100 images of 32 px), one model took 7.0 s on 2 threads and 12 s on 1 thread beside another, so two
+# processes save about 15% of the serial time, and that pays for a worker's start (3-4 s importing torch, soxai)
+# only past about 20 s of training: 66,000 sample-epochs there, rounded up
+AUTO_MIN_SAMPLE_EPOCHS = 100_000
+
+
+def train_processes(cfg: Config, n_models: int, n_train: int) -> int:
+    """How many worker processes the train stage's models train in (``retrain.processes``; 1: this process).
+
+    'auto': one per usable core, at most one per model, where the models train on CPU, this is not a Dask worker
+    and the models together need at least ``AUTO_MIN_SAMPLE_EPOCHS`` (the training split's size x epochs x
+    models); else 1.
+    """
+    from soxai.parallel import on_dask_worker, usable_cores
+    from soxai.saliency.methods import resolve_device
+
+    if cfg.retrain.processes != "auto":
+        return int(cfg.retrain.processes)
+    if on_dask_worker() or resolve_device(cfg.train.device).type != "cpu":
+        return 1
+    if n_train * cfg.train.epochs * n_models < AUTO_MIN_SAMPLE_EPOCHS:
+        return 1
+    return max(1, min(usable_cores(), n_models))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,128 @@
+"""retrain.processes: the train stage's models side by side in worker processes, with the same files as in turn."""
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from soxai.config import load_config
+from soxai.errors import ConfigError
+from soxai.parallel import LocalPool, parallel_map, process_pool
+from soxai.run_dir import RunDir
+from soxai.train.runner import AUTO_MIN_SAMPLE_EPOCHS, train_processes
+
+
+def test_auto__one_process_per_core_only_where_the_models_outweigh_a_worker_start(monkeypatch):
+    import soxai.parallel
+
+    monkeypatch.setattr(soxai.parallel, "usable_cores", lambda: 8)
+    cfg = load_config(None, ["train.device=cpu"])
+    epochs = cfg.train.epochs
+    assert train_processes(cfg, 15, 2100) == 8  # the demo: 252,000 sample-epochs
+    assert train_processes(cfg, 3, AUTO_MIN_SAMPLE_EPOCHS // (3 * epochs) + 1) == 3  # at most one per model
+    assert train_processes(cfg, 3, AUTO_MIN_SAMPLE_EPOCHS // (3 * epochs) - 1) == 1  # a start costs more
+    assert train_processes(load_config(None, ["retrain.processes=1"]), 15, 2100) == 1
+    assert train_processes(load_config(None, ["retrain.processes=3"]), 15, 10) == 3  # asked for: as asked
+
+    import torch
+
+    import soxai.saliency.methods
+
+    monkeypatch.setattr(soxai.saliency.methods, "resolve_device", lambda name: torch.device("cuda"))
+    assert train_processes(cfg, 15, 2100) == 1  # one GPU: the models take turns on it
+
+
+def test_processes__not_hashed_and_checked_at_load():
+    base = load_config(None).section_hash("retrain", "model", "train")
+    assert load_config(None, ["retrain.processes=4"]).section_hash("retrain", "model", "train") == base
+    with pytest.raises(ConfigError, match="retrain.processes"):
+        load_config(None, ["retrain.processes=0"])
+
+
+@pytest.mark.slow
+def test_run_train__in_two_processes_writes_the_files_of_one(tiny_explained, tmp_path):
+    from soxai.train.runner import run_train
+
+    _, base = tiny_explained
+    fewer = ["retrain.seeds=[0, 1]", "retrain.variants=[baseline, pruned]", "train.epochs=1"]  # 4 short models
+    alone, pooled = (RunDir(shutil.copytree(base.root, tmp_path / name)) for name in ("alone", "pooled"))
+    # the reference trains in a process of its own, beside the pool: a model trained in this pytest process can
+    # differ in its last float digits from one trained in a fresh process (tests/train/test_train_stage.py)
+    code = ("import json; from soxai.config import load_config; from soxai.run_dir import RunDir; "
+            "from soxai.train.runner import run_train; "
+            f"run = RunDir({str(alone.root)!r}); "
+            f"print(json.dumps(run_train(load_config(run.config, {[*fewer, 'retrain.processes=1']!r}), run).metrics))")
+    reference = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SOXAI_PROGRESS": "0"},
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        cfg = load_config(pooled.config, [*fewer, "retrain.processes=2"])
+        record = run_train(cfg, pooled)
+    finally:
+        out, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0
+    assert record.metrics == {**json.loads(out), "processes": 2} and record.metrics["models_trained"] == 4
+    files = sorted(p.relative_to(alone.root / "train") for p in (alone.root / "train").rglob("*")
+                   if p.is_file() and p.name != "stage.json")
+    assert len(files) == 3 * len(cfg.retrain.variants) * len(cfg.retrain.seeds)
+    for name in files:  # checkpoints, metrics and training ids, byte for byte
+        assert (pooled.root / "train" / name).read_bytes() == (alone.root / "train" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_process_pool__a_failing_piece_raises_its_own_error_and_the_workers_end():
+    with pytest.raises(ValueError, match="math domain error"):
+        with process_pool(2) as pool:
+            workers = pool.executor._processes  # noqa: SLF001 — the test looks at what the block must end
+            seen = []
+            parallel_map(math.sqrt, [4.0, -1.0, 9.0], pool=pool, on_result=seen.append)
+    assert seen == [2.0]
+    assert workers and not any(worker.is_alive() for worker in workers.values())
+
+
+class _BrokenExecutor:
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, *args, **kwargs):
+        self.submitted += 1
+        raise BrokenProcessPool("A child process terminated abruptly")
+
+
+def test_parallel_map__workers_that_cannot_start_leave_the_pieces_to_this_process(caplog):
+    pool = LocalPool(_BrokenExecutor())
+    with caplog.at_level(logging.WARNING, logger="soxai.parallel"):
+        assert parallel_map(math.sqrt, [4.0, 9.0], pool=pool) == [2.0, 3.0]
+        assert parallel_map(math.sqrt, [16.0, 25.0], pool=pool) == [4.0, 5.0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 pieces left run in this process" in warnings[0]
+    assert 'if __name__ == "__main__":' in warnings[0] and "retrain.processes: 1" in warnings[0]
+    assert pool.executor.submitted == 1  # a broken pool is not tried again
+
+
+def test_process_pool__one_process_or_a_dask_worker_makes_no_pool():
+    with process_pool(1) as pool:
+        assert pool is None
+
+
+def test_worker__exits_once_its_parent_is_gone():
+    # a worker whose parent was killed outright is re-parented: os.getppid() is no longer the pid it was given
+    code = "from soxai.parallel import _exit_with; _exit_with(-1, 0.01)"
+    done = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 1
+
+
+def test_init_run__refuses_to_start_in_a_worker_importing_the_script(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from soxai.runs import init_run
+
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(ConfigError, match='__name__ == "__main__"'):
+        init_run(load_config(None), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
