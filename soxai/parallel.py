@@ -149,12 +149,13 @@ def process_pool(processes: int) -> Iterator[LocalPool | None]:
 
 
 def _start_worker(parent: int, threads: int) -> None:
+    import sys
     import threading
 
-    import torch
-
     os.environ["SOXAI_PROGRESS"] = "0"
-    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what torch takes as its thread count when a task imports it
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="soxai-parent-watch").start()
 
 

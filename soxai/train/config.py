@@ -100,9 +100,9 @@ class RetrainConfig(Section):
         "usable cores // processes torch threads. 'auto': one per usable core (at most one per model) where the "
         "models train on CPU and together need at least 100,000 sample-epochs (training samples x epochs x "
         "models), else 1: below that a worker's start, about 3 s importing torch, costs more than two cores "
-        "save. 1: in this process. The weights are the same either way where torch's kernels do not depend on "
-        "the thread count (the built-in small_cnn); batch-norm networks (resnet, mobilenet) differ in the last "
-        "digits, as on a machine with another number of cores. Not hashed: a kept model is not retrained for it. "
+        "save. 1: in this process. One thread per model can round otherwise than several (as on a machine with "
+        "another core count); the choice depends on the config, the data and the cores only, so results stay the "
+        "same for the same config, seed and machine. Not hashed: a kept model is not retrained for it. "
         "A run on Dask trains its models on the cluster instead",
     )
     augment_fallback: Literal["drop_carriers", "reweight", "none"] = Field(
