@@ -117,10 +117,10 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
     return run_stage(run, "train", fp, body)
 
 
-# training samples x epochs x models below which 'auto' trains in this process: measured on 2 cores (the demo's
-# small_cnn, 2,100 images of 32 px), one model took 7.0 s on 2 threads and 12 s on 1 thread beside another, so two
-# processes save about 15% of the serial time, and that pays for a worker's start (3-4 s importing torch, soxai)
-# only past about 20 s of training: 66,000 sample-epochs there, rounded up
+# training samples x epochs x models below which 'auto' trains in this process. On 2 cores two processes saved 15% of
+# the demo's train stage (105 s in turn, 89 s in two: docs/BENCHMARKS.md, bench/retrain_processes.py), about 0.42 ms
+# per sample-epoch in turn; that pays for a worker's start (3-4 s importing torch and soxai) past about 60,000
+# sample-epochs, rounded up. With more cores the pool saves more, so there the bar errs on the side of one process.
 AUTO_MIN_SAMPLE_EPOCHS = 100_000
 
 
