@@ -110,7 +110,8 @@ class Config(Section):
 # layer that explanations read, so changing it must not retrain; the stages that use it hash it themselves.
 # train.num_workers only says how many processes read the images: the batches and results are the same.
 # train.allow_chance_baseline only decides whether a finished baseline may be used: it trains nothing.
-# retrain.processes only says how many processes train the models side by side: each model's weights are the same.
+# retrain.processes only says how many processes train the models side by side: the same models, whose last float
+# digits can depend on the torch thread count (docs/CONFIG.md), as on machines with other core counts.
 _NOT_HASHED = {"model": ("layer",), "train": ("num_workers", "allow_chance_baseline"), "retrain": ("processes",)}
 
 

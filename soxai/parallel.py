@@ -69,24 +69,44 @@ def parallel_map(fn: Callable[..., R], items: Iterable[T], *args: Any,
 
 def _in_pool(pool: LocalPool, fn: Callable[..., R], items: list[T], args: tuple[Any, ...],
              done: Callable[[R], None]) -> list[R]:
-    """The pieces in ``pool``'s worker processes (each task pickles its arguments); where the workers could not
-    start or one died, the pieces without a result run in this process, with one warning that says why."""
+    """The pieces in ``pool``'s worker processes; where a worker could not start or died, the pieces without a result
+    run in this process, on the workers' torch thread count (the same arithmetic), with one warning that says why.
+
+    Arguments that are the pool's own ``shared`` ones (:func:`process_pool`) went to each worker once, at its start;
+    a task then carries only its piece. Others are pickled with every task.
+    """
     from concurrent.futures.process import BrokenProcessPool
 
-    results: list[R] = []
+    sent = len(args) == len(pool.shared) and all(a is b for a, b in zip(args, pool.shared, strict=True))
+    futures = []
     if pool.broken is None:
         try:
-            futures = [pool.executor.submit(fn, item, *args) for item in items]
-            for future in futures:
-                results.append(_noted(future.result(), done))
-        except BrokenProcessPool as exc:
-            pool.broken = str(exc)
+            futures = [pool.executor.submit(_with_shared, fn, item) if sent else pool.executor.submit(fn, item, *args)
+                       for item in items]
+            return [_noted(future.result(), done) for future in futures]
+        except (BrokenProcessPool, BrokenPipeError) as exc:  # a worker that died before it read its start
+            pool.broken = str(exc) or type(exc).__name__
             log.warning(
-                "the worker processes stopped (%s), so the %d pieces left run in this process. A worker imports "
-                "the script that started soxai: run soxai from a file whose work sits under "
-                "`if __name__ == \"__main__\":` (not from stdin), or set retrain.processes: 1", exc,
-                len(items) - len(results))
-    return results + [_noted(fn(item, *args), done) for item in items[len(results):]]
+                "the worker processes stopped (%s), so the pieces without a result run in this process. A worker "
+                "killed (out of memory?): set retrain.processes lower. Workers that cannot start: they import the "
+                "script that started soxai, so run it from a file whose work sits under "
+                "`if __name__ == \"__main__\":` (not from stdin), or set retrain.processes: 1", exc)
+    finished = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
+    with _torch_threads(pool.threads):
+        return [_noted(futures[i].result() if i < len(finished) and finished[i] else fn(item, *args), done)
+                for i, item in enumerate(items)]
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _on_cluster(fn: Callable[..., R], items: list[T], args: tuple[Any, ...],
@@ -115,16 +135,20 @@ def usable_cores() -> int:
 
 @dataclass
 class LocalPool:
-    """Worker processes of :func:`process_pool`; ``broken`` says why they stopped (then pieces run in this process)."""
+    """Worker processes of :func:`process_pool`: each runs torch on ``threads`` threads and holds ``shared``;
+    ``broken`` says why they stopped (the pieces then run in this process)."""
 
     executor: Any
+    threads: int
+    shared: tuple[Any, ...] = ()
     broken: str | None = None
 
 
 @contextlib.contextmanager
-def process_pool(processes: int) -> Iterator[LocalPool | None]:
+def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
     """A pool of ``processes`` spawned worker processes for :func:`parallel_map`, or None where ``processes`` < 2 or
-    this is a Dask worker (the cluster is the pool there).
+    this is a Dask worker (the cluster is the pool there). ``shared``: the arguments every piece of the maps will
+    get, pickled once per worker at its start instead of with every task.
 
     Each worker runs torch on ``usable_cores() // processes`` threads (at least one) and without progress bars
     (``SOXAI_PROGRESS=0``; the caller shows one for the whole map). The workers end with the block, also when a
@@ -139,19 +163,28 @@ def process_pool(processes: int) -> Iterator[LocalPool | None]:
 
     threads = max(1, usable_cores() // processes)
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(os.getpid(), threads))
+                               initializer=_start_worker, initargs=(os.getpid(), threads, shared))
     try:
-        yield LocalPool(pool)
+        yield LocalPool(pool, threads, shared)
     finally:
         for worker in list((getattr(pool, "_processes", None) or {}).values()):  # Python 3.11 cannot stop a
             worker.terminate()  # running task through the executor; its workers are processes of their own
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_worker(parent: int, threads: int) -> None:
+_SHARED: tuple[Any, ...] = ()  # in a worker of process_pool: its shared arguments
+
+
+def _with_shared(fn: Callable[..., R], item: Any) -> R:
+    return fn(item, *_SHARED)
+
+
+def _start_worker(parent: int, threads: int, shared: tuple[Any, ...]) -> None:
     import sys
     import threading
 
+    global _SHARED
+    _SHARED = shared
     os.environ["SOXAI_PROGRESS"] = "0"
     os.environ["OMP_NUM_THREADS"] = str(threads)  # what torch takes as its thread count when a task imports it
     if "torch" in sys.modules:

@@ -99,7 +99,7 @@ class RetrainConfig(Section):
         description="worker processes the train stage's models train in side by side on CPU, each with "
         "usable cores // processes torch threads. 'auto': one per usable core (at most one per model) where the "
         "models train on CPU and together need at least 100,000 sample-epochs (training samples x epochs x "
-        "models), else 1: below that a worker's start, about 3 s importing torch, costs more than two cores "
+        "models), else 1: below that a worker's start, 3-4 s importing torch and soxai, costs more than two cores "
         "save. 1: in this process. One thread per model can round otherwise than several (as on a machine with "
         "another core count); the choice depends on the config, the data and the cores only, so results stay the "
         "same for the same config, seed and machine. Not hashed: a kept model is not retrained for it. "

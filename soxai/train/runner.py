@@ -99,7 +99,7 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
         models = [(variant, seed) for variant in cfg.retrain.variants for seed in cfg.retrain.seeds]
         job = _ModelJob(samples, eval_splits(samples), *inputs.recipe_and_data)
         processes = train_processes(cfg, len(models), len(train))
-        with process_pool(processes) as pool, (  # in turn, each model shows its own bar
+        with process_pool(processes, inputs, job) as pool, (  # in turn, each model shows its own bar
                 progress(f"retrain {len(models)} models in {processes} processes", len(models), unit="models")
                 if pool is not None else contextlib.nullcontext(lambda n: None)) as advance:
             # the baseline's models first: a variant with nothing to change takes them (VariantInputs.baseline_twin),
@@ -112,7 +112,8 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
                    (run.variant_metrics(variant, seed), run.variant_model(variant, seed),
                     run.variant_manifest(variant, seed))]
         return outputs, {"models_trained": outcomes.count("trained"), "models_reused": outcomes.count("kept"),
-                         "models_from_baseline": outcomes.count("baseline"), "processes": processes}
+                         "models_from_baseline": outcomes.count("baseline"),
+                         "processes": processes if pool is not None else 1}
 
     return run_stage(run, "train", fp, body)
 

@@ -88,7 +88,7 @@ class VariantInputs:
     @functools.cached_property
     def val_groups(self):
         """The val split assigned to the run's concepts (``soxai.train.selection``; None without a val split),
-        computed on first use and once per train stage."""
+        computed on first use: once per train stage, once per worker process where its models train in several."""
         from soxai.train.selection import val_concept_groups
 
         return val_concept_groups(self.cfg, self.run)
