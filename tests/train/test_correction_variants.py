@@ -27,7 +27,7 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     assert flagged, "the tiny run plants an artifact that should be flagged"
     record = run_train(cfg, run)
     # reweight has no tied conflict in the tiny run: it takes the baseline's models (see below)
-    assert record.metrics == {"models_trained": 4, "models_reused": 0, "models_from_baseline": 2}
+    assert record.metrics == {"models_trained": 4, "models_reused": 0, "models_from_baseline": 2, "processes": 1}
 
     samples = read_parquet(run.samples)
     train = samples[samples["split"] == "train"]
@@ -84,7 +84,7 @@ def test_run_train__reweight_and_augment_beside_the_other_variants(tiny_explaine
     # each model is reused while what it depends on stays; the cap changes only reweight's weights
     assert run_train(cfg, run).reused
     again = run_train(_with(cfg, reweight_max_upweight=2.0), run)
-    assert again.metrics == {"models_trained": 0, "models_reused": 4, "models_from_baseline": 2}
+    assert again.metrics == {"models_trained": 0, "models_reused": 4, "models_from_baseline": 2, "processes": 1}
 
 
 def _state(path):
@@ -102,7 +102,8 @@ def test_run_train__a_variant_with_nothing_to_change_trains_where_no_current_bas
     info = read_json(run.manifest_json)
     write_json(run.manifest_json, {**info, "flagged_concepts": {}})
     cfg = _with(cfg, variants=("augment", "baseline"), seeds=(0, 1))  # the baseline's models train first anyway
-    assert run_train(cfg, run).metrics == {"models_trained": 2, "models_reused": 0, "models_from_baseline": 2}
+    assert run_train(cfg, run).metrics == {"models_trained": 2, "models_reused": 0, "models_from_baseline": 2,
+                                           "processes": 1}
     assert read_json(run.variant_metrics("augment", 1))["baseline_model"] is True
     assert "baseline_model" not in read_json(run.variant_metrics("baseline", 1))  # the baseline trains itself
     # a baseline model of another recipe or data is not the baseline's: augment trains its own, the same model
@@ -110,7 +111,7 @@ def test_run_train__a_variant_with_nothing_to_change_trains_where_no_current_bas
     write_json(run.variant_metrics("baseline", 1), {**metrics, "fingerprint": "of another recipe"})
     shutil.rmtree(run.root / "train" / "augment" / "seed1")
     assert run_train(_with(cfg, variants=("augment",)), run).metrics == {
-        "models_trained": 1, "models_reused": 1, "models_from_baseline": 0}
+        "models_trained": 1, "models_reused": 1, "models_from_baseline": 0, "processes": 1}
     trained = read_json(run.variant_metrics("augment", 1))
     assert "baseline_model" not in trained and trained["splits"] == metrics["splits"]
     assert _state(run.variant_model("augment", 1)) == _state(run.variant_model("baseline", 1))
