@@ -78,12 +78,15 @@ def _in_pool(pool: LocalPool, fn: Callable[..., R], items: list[T], args: tuple[
     from concurrent.futures.process import BrokenProcessPool
 
     sent = len(args) == len(pool.shared) and all(a is b for a, b in zip(args, pool.shared, strict=True))
-    futures = []
+    futures: list[Any] = []
+    results: list[R] = []
     if pool.broken is None:
         try:
             futures = [pool.executor.submit(_with_shared, fn, item) if sent else pool.executor.submit(fn, item, *args)
                        for item in items]
-            return [_noted(future.result(), done) for future in futures]
+            for future in futures:
+                results.append(_noted(future.result(), done))
+            return results
         except (BrokenProcessPool, BrokenPipeError) as exc:  # a worker that died before it read its start
             pool.broken = str(exc) or type(exc).__name__
             log.warning(
@@ -93,8 +96,10 @@ def _in_pool(pool: LocalPool, fn: Callable[..., R], items: list[T], args: tuple[
                 "`if __name__ == \"__main__\":` (not from stdin), or set retrain.processes: 1", exc)
     finished = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
     with _torch_threads(pool.threads):
-        return [_noted(futures[i].result() if i < len(finished) and finished[i] else fn(item, *args), done)
-                for i, item in enumerate(items)]
+        for i in range(len(results), len(items)):  # each result noted once, in the order of items
+            results.append(_noted(futures[i].result() if i < len(finished) and finished[i] else fn(items[i], *args),
+                                  done))
+    return results
 
 
 @contextlib.contextmanager

@@ -118,10 +118,13 @@ def test_parallel_map__a_broken_pool_keeps_finished_pieces_and_runs_the_rest_her
         return f"here {item}"
 
     pool = LocalPool(_BrokenExecutor(), threads=1)
+    noted = []
     with caplog.at_level(logging.WARNING, logger="soxai.parallel"):
-        assert parallel_map(piece, [1, 2, 3], pool=pool) == ["from the worker", "here 2", "here 3"]
+        assert parallel_map(piece, [1, 2, 3], pool=pool, on_result=noted.append) == [
+            "from the worker", "here 2", "here 3"]
         assert parallel_map(piece, [4, 5], pool=pool) == ["here 4", "here 5"]
     assert ran == [2, 3, 4, 5]  # the finished piece is not run again
+    assert noted == ["from the worker", "here 2", "here 3"]  # each result noted once (a progress bar's advance)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "the pieces without a result run in this process" in warnings[0]
     assert 'if __name__ == "__main__":' in warnings[0] and "retrain.processes lower" in warnings[0]
