@@ -6,41 +6,24 @@ alternate over ``--rounds``, so a change in the machine's speed hits both. It pr
 means, and whether every file under train/ (checkpoints, metrics.json, train_ids.parquet) is byte for byte the same
 as the first setting's.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/retrain_processes.py --work /tmp/rp RUN_DIR [--rounds 2]
+    flock /tmp/soxai-bench.lock .venv/bin/python bench/retrain_processes.py --work /tmp/rp RUN_DIR [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = """
-import json, sys, time
-from soxai.config import load_config
-from soxai.run_dir import RunDir
-from soxai.train.runner import run_train
-run = RunDir(sys.argv[1])
-cfg = load_config(run.config, ["retrain.processes=" + sys.argv[2]])
-t0 = time.perf_counter()
-record = run_train(cfg, run)
-print(json.dumps({"seconds": time.perf_counter() - t0, **record.metrics}))
-"""
+from retrain_scale import SINGLE, _in_subprocess  # run_train in a fresh subprocess, torch's default thread count
 
 
 def timed(source: Path, target: Path, processes: str) -> dict:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("train", "compare", "report"))
-    env = {**os.environ, "SOXAI_PROGRESS": "0", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", TRAIN, str(target), processes], env=env, capture_output=True,
-                          text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _in_subprocess(SINGLE, str(target), "0", f"retrain.processes={processes}")
 
 
 def same_files(a: Path, b: Path) -> tuple[int, list[str]]:
@@ -63,9 +46,9 @@ def main() -> None:
             out = timed(args.run, args.work / f"{setting}-{r}", setting)
             times[setting].append(out["seconds"])
             n, differ = same_files(args.work / f"{settings[0]}-{r}" / "train", args.work / f"{setting}-{r}" / "train")
-            print(f"round {r} processes={setting}: {out['seconds']:.1f} s, {out['processes']} process(es), "
-                  f"{out['models_trained']} trained; {n - len(differ)} of {n} files as processes={settings[0]}"
-                  + (f" (differ: {', '.join(differ[:5])})" if differ else ""), flush=True)
+            print(f"round {r} processes={setting}: {out['seconds']:.1f} s, {out['metrics']['processes']} "
+                  f"process(es), {out['metrics']['models_trained']} trained; {n - len(differ)} of {n} files as "
+                  f"processes={settings[0]}" + (f" (differ: {', '.join(differ[:5])})" if differ else ""), flush=True)
     mean = {s: sum(v) / len(v) for s, v in times.items()}
     for setting in settings[1:]:
         print(f"mean processes={settings[0]} / processes={setting}: {mean[settings[0]] / mean[setting]:.2f}x "

@@ -48,7 +48,7 @@ from soxai.config import load_config
 from soxai.run_dir import RunDir
 from soxai.train.runner import run_train
 run = RunDir(sys.argv[1])
-cfg = load_config(run.config)
+cfg = load_config(run.config, sys.argv[3:])  # overrides (bench/retrain_processes.py: retrain.processes)
 t0 = time.perf_counter()
 record = run_train(cfg, run)
 print(json.dumps({"seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from soxai.errors import ConfigError
@@ -41,3 +43,19 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device("cuda")
     raise ConfigError(f"unknown device {name!r}; choose one of ['auto', 'cpu', 'cuda']")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Run the block on ``n`` torch threads (None: as they are), then give torch back the thread count it had, also
+    when the block changed it or failed. The float sums of a model can depend on the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

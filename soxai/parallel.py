@@ -48,7 +48,7 @@ def parallel_map(fn: Callable[..., R], items: Iterable[T], *args: Any,
     ----------
     fn : a module-level function (Dask pickles it by reference), pure in its arguments
     items : the pieces, one task each
-    args : the same for every piece (sent to a cluster once, not once per piece; pickled with each piece for a pool)
+    args : the same for every piece (sent to a cluster once, not once per piece; a pool's are its own ``shared``)
     resources : Dask worker resources each task needs, e.g. ``{"GPU": 1}``; asked for only where some worker of
         the cluster has them, so a CPU cluster still runs the tasks
     pool : a local process pool (:func:`process_pool`), used where this is not a Dask worker; None: in turn
@@ -69,21 +69,19 @@ def parallel_map(fn: Callable[..., R], items: Iterable[T], *args: Any,
 
 def _in_pool(pool: LocalPool, fn: Callable[..., R], items: list[T], args: tuple[Any, ...],
              done: Callable[[R], None]) -> list[R]:
-    """The pieces in ``pool``'s worker processes; where a worker could not start or died, the pieces without a result
-    run in this process, on the workers' torch thread count (the same arithmetic), with one warning that says why.
-
-    Arguments that are the pool's own ``shared`` ones (:func:`process_pool`) went to each worker once, at its start;
-    a task then carries only its piece. Others are pickled with every task.
-    """
+    """The pieces in ``pool``'s worker processes, each task carrying only its piece (``args`` are the pool's
+    ``shared`` ones, sent to each worker at its start); where a worker could not start or died, the pieces without a
+    result run in this process, on the workers' torch thread count (the same arithmetic), with one warning that
+    says why."""
     from concurrent.futures.process import BrokenProcessPool
 
-    sent = len(args) == len(pool.shared) and all(a is b for a, b in zip(args, pool.shared, strict=True))
+    if len(args) != len(pool.shared) or any(a is not b for a, b in zip(args, pool.shared, strict=False)):
+        raise ValueError("parallel_map with a pool takes the arguments the pool was made with (process_pool(n, *args))")
     futures: list[Any] = []
     results: list[R] = []
     if pool.broken is None:
         try:
-            futures = [pool.executor.submit(_with_shared, fn, item) if sent else pool.executor.submit(fn, item, *args)
-                       for item in items]
+            futures = [pool.executor.submit(_with_shared, fn, item) for item in items]
             for future in futures:
                 results.append(_noted(future.result(), done))
             return results
@@ -95,23 +93,13 @@ def _in_pool(pool: LocalPool, fn: Callable[..., R], items: list[T], args: tuple[
                 "script that started soxai, so run it from a file whose work sits under "
                 "`if __name__ == \"__main__\":` (not from stdin), or set retrain.processes: 1", exc)
     finished = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
-    with _torch_threads(pool.threads):
+    from soxai.device import torch_threads
+
+    with torch_threads(pool.threads):
         for i in range(len(results), len(items)):  # each result noted once, in the order of items
             results.append(_noted(futures[i].result() if i < len(finished) and finished[i] else fn(items[i], *args),
                                   done))
     return results
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _on_cluster(fn: Callable[..., R], items: list[T], args: tuple[Any, ...],

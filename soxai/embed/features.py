@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 from typing import TYPE_CHECKING
@@ -223,6 +222,8 @@ def embed_reduced(
         raise ValueError(f"unknown embedding method {method!r}; use umap or spectral")
     import umap  # slow import (numba); only here
 
+    from soxai.device import torch_threads
+
     cache_umap_kernels()
     neighbors = min(n_neighbors, n - 1)
     precomputed = (*exact_knn(pca, neighbors), None) if exact_knn_wanted(n, knn) else (None, None, None)
@@ -236,29 +237,15 @@ def embed_reduced(
         n_epochs=auto_umap_epochs(n) if n_epochs == "auto" else n_epochs,
         precomputed_knn=precomputed,
     )
-    with warnings.catch_warnings(), keep_torch_threads():
+    # torch's thread count given back after the block: UMAP's numba kernels start numba's OpenMP threading layer,
+    # which sets the OpenMP runtime that torch shares to all cores, so under OMP_NUM_THREADS=1 every torch
+    # computation after an embedding ran on 2 threads and rounded differently from the same computation in a
+    # process that had not embedded (a model trained after UMAP differed by 5e-7 after 8 steps, and a run resumed
+    # in a new process did not match the first)
+    with warnings.catch_warnings(), torch_threads():
         # without a search index UMAP warns that transform() will not work; soxai never calls it
         warnings.filterwarnings("ignore", message=".*precomputed_knn.*", category=UserWarning)
         return reducer.fit_transform(pca).astype(np.float32)
-
-
-@contextlib.contextmanager
-def keep_torch_threads():
-    """Give torch back its thread count after the block.
-
-    UMAP's numba kernels start numba's OpenMP threading layer, which sets the OpenMP runtime that torch shares
-    to all cores: under OMP_NUM_THREADS=1 every torch computation after an embedding then ran on 2 threads
-    and rounded differently from the same computation in a process that had not embedded (a model trained
-    after UMAP differed by 5e-7 after 8 steps, and a run resumed in a new process did not match the first).
-    """
-    import torch
-
-    n = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
 
 
 def embed_with_config(features: np.ndarray, ecfg: EmbedConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:

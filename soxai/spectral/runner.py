@@ -120,14 +120,10 @@ def one_torch_thread() -> Iterator[None]:
     time varied from 5% to 20% of the explain stages' (docs/SPECTRAL.md); on one thread it took 2.5-3%. One
     thread also makes its float sums the same whatever the environment's thread count.
     """
-    import torch
+    from soxai.device import torch_threads
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _frequency_table(run: RunDir) -> pd.DataFrame:

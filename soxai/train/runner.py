@@ -128,16 +128,16 @@ AUTO_MIN_SAMPLE_EPOCHS = 100_000
 def train_processes(cfg: Config, n_models: int, n_train: int) -> int:
     """How many worker processes the train stage's models train in (``retrain.processes``; 1: this process).
 
-    'auto': one per usable core, at most one per model, where the models train on CPU, this is not a Dask worker
-    and the models together need at least ``AUTO_MIN_SAMPLE_EPOCHS`` (the training split's size x epochs x
-    models); else 1.
+    'auto': one per usable core, at most one per model, where the models train on CPU and together need at least
+    ``AUTO_MIN_SAMPLE_EPOCHS`` (the training split's size x epochs x models); else 1. On a Dask worker no pool is
+    made whatever this says (soxai.parallel.process_pool): the cluster trains the models.
     """
-    from soxai.parallel import on_dask_worker, usable_cores
+    from soxai.parallel import usable_cores
     from soxai.saliency.methods import resolve_device
 
     if cfg.retrain.processes != "auto":
         return int(cfg.retrain.processes)
-    if on_dask_worker() or resolve_device(cfg.train.device).type != "cpu":
+    if resolve_device(cfg.train.device).type != "cpu":
         return 1
     if n_train * cfg.train.epochs * n_models < AUTO_MIN_SAMPLE_EPOCHS:
         return 1

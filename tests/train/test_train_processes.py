@@ -152,3 +152,10 @@ def test_init_run__refuses_to_start_in_a_worker_importing_the_script(tmp_path, m
     with pytest.raises(ConfigError, match='__name__ == "__main__"'):
         init_run(load_config(None), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_parallel_map__a_pool_takes_only_the_arguments_it_was_made_with():
+    pool = LocalPool(_BrokenExecutor(), threads=1, shared=("inputs",))
+    with pytest.raises(ValueError, match="process_pool"):
+        parallel_map(math.pow, [2.0], 3.0, pool=pool)
+    assert pool.executor.submitted == 0
