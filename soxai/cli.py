@@ -48,6 +48,25 @@ def _prefect_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
+def _early_server(held: contextlib.ExitStack):
+    """Prefect's temporary server, launched now so that it starts while the command imports and reads its config
+    (flows/server.py); ``held`` stops it however the command ends."""
+    _prefect_env()
+    from flows import server
+
+    early = server.start()
+    if early is not None:
+        held.callback(early.stop)
+    return early
+
+
+def _serving(early, cfg):
+    """The flow on the early server (flows.server.serving); not for Dask, whose workers find Prefect themselves."""
+    from flows.server import serving
+
+    return serving(early, use=not cfg.runner.on_dask)
+
+
 def _fail(exc: BaseException, run_root: Path | None = None, verbose: bool = False, where: str | None = None) -> None:
     """End the command with one message naming the problem, the file and the fix (soxai.errors.describe_error).
 
@@ -175,20 +194,20 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
 
     read = config if config is not None else (run_dir / "config.yaml" if run_dir is not None else None)
     with contextlib.ExitStack() as held:
+        server = _early_server(held)
         with _boundary(None, verbose, str(read) if read else None):
             cfg, root = _start(config, run_dir, overrides)
             cfg = _runner(cfg, dask, dask_address)  # seconds, before any file: not at the first stage on the cluster
             held.enter_context(writer_lock(root))  # before config.yaml is written, until the flow has ended
             run = init_run(cfg, root)
         typer.echo(f"run directory: {run.root}")
-        _prefect_env()
         with _boundary(run.root, verbose):
             import flows.pipeline as flows
 
             chosen = getattr(flows, name)
             if cfg.runner.on_dask:
                 chosen = chosen.with_options(task_runner=flows.dask_task_runner(cfg.runner))
-            with _quiet_prefect():
+            with _quiet_prefect(), _serving(server, cfg):
                 chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     from soxai.report.runner import saliency_counts
 
@@ -257,6 +276,7 @@ def retrain(
 
     read = manifest if manifest is not None else run_dir / "config.yaml"
     with contextlib.ExitStack() as held:
+        server = _early_server(held)
         with _boundary(None, verbose, str(read)):
             run = RunDir(run_dir)
             cfg = _runner(load_run_config(run), dask, dask_address)
@@ -266,14 +286,13 @@ def retrain(
 
                 use_user_manifest(cfg, run, manifest)
             init_run(cfg, run.root)
-        _prefect_env()
         with _boundary(run.root, verbose):
             import flows.pipeline as flows
 
             chosen = flows.retrain
             if cfg.runner.on_dask:
                 chosen = chosen.with_options(task_runner=flows.dask_task_runner(cfg.runner))
-            with _quiet_prefect():
+            with _quiet_prefect(), _serving(server, cfg):
                 chosen(cfg.model_dump(mode="json"), str(run.root), run_id=run.root.name)
     typer.echo(f"done: {run.root}")
 
@@ -411,6 +430,7 @@ def monitor(
     from soxai.runs import default_run_dir, init_run
 
     with contextlib.ExitStack() as held:
+        server = _early_server(held)
         with _boundary(None, verbose, str(config or reference / "config.yaml")):
             reference_run = RunDir(reference)
             cfg = monitor_config(reference_run, config, set_ or [])
@@ -419,11 +439,10 @@ def monitor(
             held.enter_context(writer_lock(root))  # its own run directory; the reference is only read
             run = init_run(cfg, root)
         typer.echo(f"run directory: {run.root}")
-        _prefect_env()
         with _boundary(run.root, verbose):
             from flows.monitor import monitor as monitor_flow
 
-            with _quiet_prefect():
+            with _quiet_prefect(), _serving(server, cfg):
                 monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root),
                              run_id=run.root.name, splits=list(split or ["train"]), alpha=alpha)
     for line in summary_lines(run):
