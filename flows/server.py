@@ -118,7 +118,9 @@ def start(command: list[str] | None = None) -> EarlyServer | None:
         port = _free_port()
         argv = command or server_command(port)
         popen = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
-        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, **popen)
+        # a session of its own: a Ctrl-C at the terminal reaches the command, which reports the crash to this
+        # server before stopping it, and not the server first
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True, **popen)
     except (OSError, ModuleNotFoundError):
         return None
     return EarlyServer(process, port)

@@ -119,3 +119,55 @@ def test_start__the_server_ends_with_a_killed_command(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert done.returncode == -signal.SIGKILL
     assert _gone(int(done.stdout.split()[0]))
+
+
+def test_server_command__is_prefects_own(monkeypatch):
+    """The early server is launched exactly as Prefect launches its temporary server; a Prefect release that
+    changes its command or the environment it adds fails here, not in a user's run."""
+    import prefect.server.api.server as prefect_server
+
+    seen = {}
+
+    def capture(args, env, **kwargs):
+        seen.update(args=args, env=env)
+
+    monkeypatch.setattr(prefect_server.subprocess, "Popen", capture)
+    prefect_server.SubprocessASGIServer(port=4321)._run_uvicorn_command()
+    prefect_server.SubprocessASGIServer._instances.pop(4321, None)
+    assert seen["args"] == server.server_command(4321)
+    private = {k: v for k, v in seen["env"].items() if k.startswith("PREFECT__") or k == "PREFECT_UI_ENABLED"}
+    assert private == server.SERVER_ENV
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and pgrep as on Linux")
+def test_cli_run__ctrl_c_at_the_terminal_ends_the_run_crashed_and_the_server_with_it(tmp_path):
+    """A terminal's Ctrl-C goes to the whole foreground process group. Prefect's own temporary server was in it,
+    stopped first, and the command then spent minutes failing to report the crash (exit 1, "unexpected
+    ConnectError"); the early server has a session of its own and stops after the command has reported."""
+    import re
+
+    run_dir, log = tmp_path / "run", tmp_path / "out.log"
+    env = {**os.environ, "SOXAI_PROGRESS": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("PREFECT_API_URL", None)
+    args = [sys.executable, "-m", "soxai.cli", "run", "--run-dir", str(run_dir), "--set", "train.epochs=200",
+            "--set", "data.n_train_per_class=60"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "stage model: running" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 130, text
+    assert "Finished in state Crashed" in text and "ConnectError" not in text and "Error logging to API" not in text
+    port = re.search(r"temporary server on http://127\.0\.0\.1:(\d+)", text).group(1)
+    left = subprocess.run(["pgrep", "-f", f"--port {port} "], capture_output=True, text=True).stdout
+    assert left == ""
