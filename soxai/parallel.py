@@ -141,7 +141,7 @@ class LocalPool:
 def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
     """A pool of ``processes`` spawned worker processes for :func:`parallel_map`, or None where ``processes`` < 2 or
     this is a Dask worker (the cluster is the pool there). ``shared``: the arguments every piece of the maps will
-    get, pickled once per worker at its start instead of with every task.
+    get, pickled once into a temporary file that each worker reads at its start instead of with every task.
 
     Each worker runs torch on ``usable_cores() // processes`` threads (at least one) and without progress bars
     (``SOXAI_PROGRESS=0``; the caller shows one for the whole map). The workers end with the block, also when a
@@ -152,17 +152,29 @@ def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
         yield None
         return
     import multiprocessing
+    import pickle
+    import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, usable_cores() // processes)
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(os.getpid(), threads, shared))
+    # The shared arguments reach the workers through a file (mkstemp: this user's only), not with each worker's
+    # start: spawn writes what the worker is started with into a pipe, and a worker that dies before reading it
+    # all (an unguarded script that it re-imports) left that write, and the run, waiting forever once it was
+    # over the pipe's 64 KiB.
+    fd, path = tempfile.mkstemp(prefix="soxai-pool-", suffix=".pkl")
     try:
-        yield LocalPool(pool, threads, shared)
+        with os.fdopen(fd, "wb") as file:
+            pickle.dump(shared, file, protocol=pickle.HIGHEST_PROTOCOL)
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(os.getpid(), threads, path))
+        try:
+            yield LocalPool(pool, threads, shared)
+        finally:
+            for worker in list((getattr(pool, "_processes", None) or {}).values()):  # Python 3.11 cannot stop a
+                worker.terminate()  # running task through the executor; its workers are processes of their own
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
-        for worker in list((getattr(pool, "_processes", None) or {}).values()):  # Python 3.11 cannot stop a
-            worker.terminate()  # running task through the executor; its workers are processes of their own
-        pool.shutdown(wait=True, cancel_futures=True)
+        os.unlink(path)
 
 
 _SHARED: tuple[Any, ...] = ()  # in a worker of process_pool: its shared arguments
@@ -172,12 +184,14 @@ def _with_shared(fn: Callable[..., R], item: Any) -> R:
     return fn(item, *_SHARED)
 
 
-def _start_worker(parent: int, threads: int, shared: tuple[Any, ...]) -> None:
+def _start_worker(parent: int, threads: int, shared: str) -> None:
+    import pickle
     import sys
     import threading
 
     global _SHARED
-    _SHARED = shared
+    with open(shared, "rb") as file:  # written by process_pool for its own workers
+        _SHARED = pickle.load(file)
     os.environ["SOXAI_PROGRESS"] = "0"
     os.environ["OMP_NUM_THREADS"] = str(threads)  # what torch takes as its thread count when a task imports it
     if "torch" in sys.modules:

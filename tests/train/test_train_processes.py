@@ -159,3 +159,28 @@ def test_parallel_map__a_pool_takes_only_the_arguments_it_was_made_with():
     with pytest.raises(ValueError, match="process_pool"):
         parallel_map(math.pow, [2.0], 3.0, pool=pool)
     assert pool.executor.submitted == 0
+
+
+# An unguarded script with a pool whose shared arguments are over a pipe's 64 KiB: each spawned worker re-imports
+# it and dies there (a process cannot start workers while it is still starting).
+UNGUARDED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from soxai.parallel import parallel_map, process_pool
+def piece(item, data):
+    return item + len(data)
+big = bytes(1_000_000)
+with process_pool(2, big) as pool:
+    print(parallel_map(piece, [0, 1], big, pool=pool))
+"""
+
+
+def test_process_pool__workers_that_die_starting_leave_their_pieces_here_not_a_hang(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, str(script), repo], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SOXAI_PROGRESS": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[1000000, 1000001]"
+    assert "the pieces without a result run in this process" in done.stderr
