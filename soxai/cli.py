@@ -250,8 +250,8 @@ def _headline(run) -> str:
 @app.command()
 def run(config: ConfigArg = None, run_dir: RunDirOpt = None, set_: SetOpt = None, dask: DaskOpt = False,
         dask_address: DaskAddressOpt = None, verbose: VerboseOpt = False) -> None:
-    """Run the whole pipeline as a Prefect flow (a temporary Prefect server, ~7 s to start, unless
-    PREFECT_API_URL points at a running one)."""
+    """Run the whole pipeline as a Prefect flow (on a temporary Prefect server, ~10 s to start and launched
+    first, unless PREFECT_API_URL points at a running one)."""
     _flow("pipeline", config, run_dir, set_, dask, dask_address, verbose)
 
 
