@@ -6,10 +6,10 @@ server (about 4 s) and wait for it (7-11 s). :func:`start` launches the same ser
 environment of Prefect's own ``SubprocessASGIServer``, before the command reads its config; on a second core it
 is ready while the command imports and opens its run directory. :func:`serving` then points the flow at it.
 
-Nothing is changed where it could matter: an API URL in the environment starts nothing; one in a Prefect
-profile, ``prefect.toml`` or ``.env`` (known only once Prefect is imported), ephemeral mode turned off, or a
-Dask run stop the early server unused, and Prefect does what it did before. A server that dies or does not
-answer within Prefect's own start-up timeout is stopped, and Prefect starts its own as before.
+Nothing is changed where it could matter. A server named in the environment or the active Prefect profile,
+ephemeral mode turned off there, or a Dask run starts nothing; one named in ``prefect.toml`` or ``.env`` (known only
+once Prefect is imported) stops the early server unused; and Prefect does what it did before. A server that dies or
+does not answer within Prefect's own start-up timeout is stopped, and Prefect starts its own as before.
 
 This module imports nothing of Prefect until :func:`serving`, so that :func:`start` costs milliseconds.
 """
@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ class EarlyServer:
 
     def __init__(self, process: subprocess.Popen, port: int):
         self.process, self.port = process, port
+        self.answered = False
 
     @property
     def api_url(self) -> str:
@@ -44,22 +46,31 @@ class EarlyServer:
 
     def ready(self, timeout: float) -> bool:
         """Wait until the server answers /health (True), or has exited or not answered in ``timeout`` s (False)."""
+        import http.client
+
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, never through a proxy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                with direct.open(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:
+                        self.answered = True
                         return True
-            except OSError:  # not listening yet (URLError and socket timeouts are OSErrors)
+            except (OSError, http.client.HTTPException):  # not listening yet (URLError, timeouts: OSErrors)
                 pass
             time.sleep(0.1)
         return False
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the server (SIGTERM: uvicorn shuts down cleanly), killing it after ``timeout`` s."""
-        if self.process.poll() is None:
+        """Terminate a server that has answered (SIGTERM: uvicorn shuts down cleanly), killing it after ``timeout``
+        s; kill one that has not: it has served nothing, and uvicorn acts on SIGTERM only once it has started
+        (about 10 s on 2 cores), so a command ending early (a config error, a locked run directory) waited 5 s."""
+        if self.process.poll() is None and not self.answered:
+            self.process.kill()
+            self.process.wait()
+        elif self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=timeout)
@@ -68,12 +79,27 @@ class EarlyServer:
                 self.process.wait()
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
+def _linux_child_setup() -> dict:
+    """Popen's arguments on Linux: the server in a session of its own, so that a terminal's Ctrl-C reaches the
+    command, which reports the crash to the server before stopping it (Prefect's own server, in the command's
+    process group, stopped first); and PR_SET_PDEATHSIG, so that a command killed outright (kill -9, a hang-up)
+    takes its server along. Elsewhere neither: the server stays in the command's group, as Prefect's does."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux): a kill -9 of
-        # the command takes its server along; elsewhere the server outlives such a kill, as Prefect's own does
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return {}
+    parent = os.getpid()
+
+    def in_child() -> None:  # between fork and exec
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the command died before that: nothing would end this server
+            os._exit(1)
+
+    return {"preexec_fn": in_child, "start_new_session": True}
 
 
 def _free_port() -> int:
@@ -92,11 +118,35 @@ def server_command(port: int) -> list[str]:
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
 
 
+_OFF = ("0", "false", "no", "off")
+
+
+def _named_without_prefect() -> bool:
+    """Whether the environment or the active Prefect profile (``prefect config set``) names a server or turns
+    ephemeral mode off, read without importing Prefect. ``prefect.toml`` and ``.env`` are left to :func:`serving`,
+    which stops the early server unused where they name one."""
+    env = os.environ
+    if env.get("PREFECT_API_URL"):
+        return True
+    if any(env.get(name, "").strip().lower() in _OFF
+           for name in ("PREFECT_SERVER_EPHEMERAL_ENABLED", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE")):
+        return True
+    home = Path(env.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    try:
+        profiles = tomllib.loads(Path(env.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+                                 .read_text())
+    except (OSError, ValueError):  # none, unreadable or not TOML: Prefect's own reading decides later
+        return False
+    chosen = profiles.get("profiles", {}).get(env.get("PREFECT_PROFILE") or profiles.get("active"), {})
+    off = str(chosen.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "")).strip().lower() in _OFF
+    return bool(chosen.get("PREFECT_API_URL")) or off
+
+
 def _settings_env() -> dict[str, str] | None:
     """The environment of Prefect's server process, as SubprocessASGIServer builds it; None where a server is
-    named (or ephemeral mode is off) where that is known without importing Prefect: in the environment, or in
-    Prefect's settings where Prefect is imported already (a second command in one process, tests)."""
-    if os.environ.get("PREFECT_API_URL"):
+    named or ephemeral mode is off, as far as that is known without importing Prefect (:func:`_named_without_
+    prefect`), or from Prefect's settings where Prefect is imported already (a second command in one process)."""
+    if _named_without_prefect():
         return None
     if "prefect.settings" not in sys.modules:
         return {**os.environ, **SERVER_ENV}
@@ -117,10 +167,7 @@ def start(command: list[str] | None = None) -> EarlyServer | None:
     try:
         port = _free_port()
         argv = command or server_command(port)
-        popen = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
-        # a session of its own: a Ctrl-C at the terminal reaches the command, which reports the crash to this
-        # server before stopping it, and not the server first
-        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True, **popen)
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, **_linux_child_setup())
     except (OSError, ModuleNotFoundError):
         return None
     return EarlyServer(process, port)

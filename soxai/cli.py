@@ -48,23 +48,23 @@ def _prefect_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
-def _early_server(held: contextlib.ExitStack):
+def _early_server(held: contextlib.ExitStack, dask: bool = False):
     """Prefect's temporary server, launched now so that it starts while the command imports and reads its config
-    (flows/server.py); ``held`` stops it however the command ends."""
+    (flows/server.py; not for ``--dask``); ``held`` stops it however the command ends."""
     _prefect_env()
     from flows import server
 
-    early = server.start()
+    early = None if dask else server.start()
     if early is not None:
         held.callback(early.stop)
     return early
 
 
-def _serving(early, cfg):
+def _serving(early, cfg=None):
     """The flow on the early server (flows.server.serving); not for Dask, whose workers find Prefect themselves."""
     from flows.server import serving
 
-    return serving(early, use=not cfg.runner.on_dask)
+    return serving(early, use=cfg is None or not cfg.runner.on_dask)
 
 
 def _fail(exc: BaseException, run_root: Path | None = None, verbose: bool = False, where: str | None = None) -> None:
@@ -194,7 +194,7 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
 
     read = config if config is not None else (run_dir / "config.yaml" if run_dir is not None else None)
     with contextlib.ExitStack() as held:
-        server = _early_server(held)
+        server = _early_server(held, dask or bool(dask_address))
         with _boundary(None, verbose, str(read) if read else None):
             cfg, root = _start(config, run_dir, overrides)
             cfg = _runner(cfg, dask, dask_address)  # seconds, before any file: not at the first stage on the cluster
@@ -276,7 +276,7 @@ def retrain(
 
     read = manifest if manifest is not None else run_dir / "config.yaml"
     with contextlib.ExitStack() as held:
-        server = _early_server(held)
+        server = _early_server(held, dask or bool(dask_address))
         with _boundary(None, verbose, str(read)):
             run = RunDir(run_dir)
             cfg = _runner(load_run_config(run), dask, dask_address)
@@ -442,7 +442,7 @@ def monitor(
         with _boundary(run.root, verbose):
             from flows.monitor import monitor as monitor_flow
 
-            with _quiet_prefect(), _serving(server, cfg):
+            with _quiet_prefect(), _serving(server):  # the monitor flow never runs on Dask
                 monitor_flow(cfg.model_dump(mode="json"), str(run.root), str(reference_run.root),
                              run_id=run.root.name, splits=list(split or ["train"]), alpha=alpha)
     for line in summary_lines(run):

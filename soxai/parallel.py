@@ -161,10 +161,18 @@ def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
     # start: spawn writes what the worker is started with into a pipe, and a worker that dies before reading it
     # all (an unguarded script that it re-imports) left that write, and the run, waiting forever once it was
     # over the pipe's 64 KiB.
-    fd, path = tempfile.mkstemp(prefix="soxai-pool-", suffix=".pkl")
     try:
+        fd, path = tempfile.mkstemp(prefix=f"soxai-pool-{os.getpid()}-", suffix=".pkl")
         with os.fdopen(fd, "wb") as file:
             pickle.dump(shared, file, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as exc:  # a full or read-only temporary folder: no pool, the pieces run in this process
+        log.warning("no worker processes: their inputs could not be written to the temporary folder %s (%s); the "
+                    "pieces run in this process. Set TMPDIR to a folder with room", tempfile.gettempdir(), exc)
+        with contextlib.suppress(NameError, OSError):
+            os.unlink(path)
+        yield None
+        return
+    try:
         pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_worker, initargs=(os.getpid(), threads, path))
         try:
@@ -184,13 +192,13 @@ def _with_shared(fn: Callable[..., R], item: Any) -> R:
     return fn(item, *_SHARED)
 
 
-def _start_worker(parent: int, threads: int, shared: str) -> None:
+def _start_worker(parent: int, threads: int, shared_path: str) -> None:
     import pickle
     import sys
     import threading
 
     global _SHARED
-    with open(shared, "rb") as file:  # written by process_pool for its own workers
+    with open(shared_path, "rb") as file:  # written by process_pool for its own workers (mkstemp: 0600)
         _SHARED = pickle.load(file)
     os.environ["SOXAI_PROGRESS"] = "0"
     os.environ["OMP_NUM_THREADS"] = str(threads)  # what torch takes as its thread count when a task imports it

@@ -19,6 +19,7 @@ def flows(monkeypatch):
     for name in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("flows.server.start", lambda command=None: None)  # no flow runs: no server to wait for
     return pipeline
 
 

@@ -18,11 +18,14 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:
+    """Whether ``pid`` has ended within ``within`` s (a zombie counts: where no init reaps it, it stays one)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
             return True
         time.sleep(0.1)
     return False
@@ -35,8 +38,9 @@ def no_server_named(monkeypatch):
 
 @pytest.mark.slow
 def test_serving__a_flow_runs_on_the_early_server_which_stops_after_the_block(no_server_named):
-    from prefect import flow
+    from prefect import flow, get_run_logger, task
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
@@ -44,9 +48,16 @@ def test_serving__a_flow_runs_on_the_early_server_which_stops_after_the_block(no
         temporary_settings,
     )
 
-    @flow(name="early-server-probe")
-    def probe() -> int:
+    @task
+    def part() -> int:
+        get_run_logger().info("a line from a task thread")
         return 7
+
+    @flow(name="early-server-probe")
+    def probe() -> tuple[int, str]:
+        from prefect.runtime import flow_run
+
+        return part.submit().result(), flow_run.get_id()
 
     early = server.start()
     assert early is not None and early.process.poll() is None
@@ -55,11 +66,15 @@ def test_serving__a_flow_runs_on_the_early_server_which_stops_after_the_block(no
             server.serving(early) as url:
         assert url == early.api_url == PREFECT_API_URL.value()
         assert PREFECT_UI_URL.value() == ""  # no "View at" link to a server without a UI
+        value, run_id = probe()
+        server._drain_prefect()  # what the block's end does: the logs held are sent
         with get_client(sync_client=True) as client:
-            before = {run.id for run in client.read_flow_runs()}
-            assert probe() == 7
-            runs = [run for run in client.read_flow_runs() if run.id not in before]
-        assert [(run.flow_id is not None, run.state.name) for run in runs] == [(True, "Completed")]
+            run = client.read_flow_run(run_id)
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    assert value == 7 and run.state.name == "Completed"
+    assert [t.state.name for t in tasks] == ["Completed"]  # the task's thread had the settings too
+    assert "a line from a task thread" in [entry.message for entry in logs]
     assert early.process.poll() is not None  # stopped at the block's end
     assert PREFECT_API_URL.value() is None  # and the settings are Prefect's own again
 
@@ -171,3 +186,30 @@ def test_cli_run__ctrl_c_at_the_terminal_ends_the_run_crashed_and_the_server_wit
     port = re.search(r"temporary server on http://127\.0\.0\.1:(\d+)", text).group(1)
     left = subprocess.run(["pgrep", "-f", f"--port {port} "], capture_output=True, text=True).stdout
     assert left == ""
+
+
+def test_serving__an_unused_server_still_starting_is_killed_not_waited_for(no_server_named):
+    # uvicorn acts on SIGTERM only once its app has started (about 10 s): a stand-in that ignores it
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "time.sleep(120)"]
+    early = server.start(stubborn)
+    time.sleep(0.5)  # past the interpreter's start: the handler is set
+    began = time.monotonic()
+    with server.serving(early, use=False) as url:
+        assert url is None
+    assert time.monotonic() - began < 3 and early.process.returncode == -signal.SIGKILL
+
+
+def test_start__nothing_where_the_active_profile_names_a_server(no_server_named, monkeypatch, tmp_path):
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('active = "mine"\n[profiles.default]\n[profiles.mine]\n'
+                        'PREFECT_API_URL = "http://127.0.0.1:4200/api"\n')
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(profiles))
+    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
+    assert server.start(SLEEPER) is None
+    monkeypatch.setenv("PREFECT_PROFILE", "default")  # another profile chosen: no server named there
+    early = server.start(SLEEPER)
+    assert early is not None
+    early.stop()
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")  # ephemeral mode off: Prefect refuses to run
+    assert server.start(SLEEPER) is None

@@ -88,6 +88,7 @@ def test_cli_run__config_error_inside_a_stage_fits_one_screen_and_logs_the_trace
     assert "Traceback" not in out and "Encountered exception" not in out
     assert "Flow run" in out and "Beginning flow run" in out  # Prefect's INFO lines stay
     assert "temporary server on http://127.0.0.1:" in out and "started with the command" in out  # flows/server.py
+    assert "Starting temporary server" not in out  # Prefect's own start: the early one was not used
     assert "Error logging to API" not in out  # the logs reached the server before it stopped
     error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert error == ["error: saliency.method 'gradcam++' is unknown; set saliency.method to one of [...]"]

@@ -184,3 +184,16 @@ def test_process_pool__workers_that_die_starting_leave_their_pieces_here_not_a_h
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[1000000, 1000001]"
     assert "the pieces without a result run in this process" in done.stderr
+
+
+def test_process_pool__no_room_for_the_inputs_runs_here_with_a_warning(monkeypatch, caplog):
+    import errno
+    import tempfile
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with caplog.at_level(logging.WARNING, logger="soxai.parallel"), process_pool(2, b"inputs") as pool:
+        assert pool is None
+    assert "No space left on device" in caplog.text and "TMPDIR" in caplog.text
