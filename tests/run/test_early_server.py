@@ -33,7 +33,13 @@ def _gone(pid: int, within: float = 10.0) -> bool:
 
 @pytest.fixture
 def no_server_named(monkeypatch):
+    """No server named in the environment or in Prefect's settings (a session-wide test server, as the catalogue's,
+    may be current)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        yield
 
 
 @pytest.mark.slow
@@ -130,8 +136,9 @@ def test_start__the_server_ends_with_a_killed_command(tmp_path):
     code = ("import os, signal, sys; from flows import server; "
             f"early = server.start({SLEEPER!r}); print(early.process.pid, flush=True); "
             "os.kill(os.getpid(), signal.SIGKILL)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+                          env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert done.returncode == -signal.SIGKILL
     assert _gone(int(done.stdout.split()[0]))
 
