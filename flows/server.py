@@ -131,15 +131,15 @@ def _named_without_prefect() -> bool:
     if any(env.get(name, "").strip().lower() in _OFF
            for name in ("PREFECT_SERVER_EPHEMERAL_ENABLED", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE")):
         return True
-    home = Path(env.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
     try:
+        home = Path(env.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
         profiles = tomllib.loads(Path(env.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
                                  .read_text())
-    except (OSError, ValueError):  # none, unreadable or not TOML: Prefect's own reading decides later
-        return False
-    chosen = profiles.get("profiles", {}).get(env.get("PREFECT_PROFILE") or profiles.get("active"), {})
-    off = str(chosen.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "")).strip().lower() in _OFF
-    return bool(chosen.get("PREFECT_API_URL")) or off
+        chosen = profiles.get("profiles", {}).get(env.get("PREFECT_PROFILE") or profiles.get("active"), {})
+        off = str(chosen.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "")).strip().lower() in _OFF
+        return bool(chosen.get("PREFECT_API_URL")) or off
+    except (OSError, ValueError, RuntimeError, AttributeError, TypeError):  # no file, not TOML, not Prefect's
+        return False  # layout: Prefect's own reading decides, once imported (serving)
 
 
 def _settings_env() -> dict[str, str] | None:

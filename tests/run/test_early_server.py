@@ -220,3 +220,9 @@ def test_start__nothing_where_the_active_profile_names_a_server(no_server_named,
     early.stop()
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")  # ephemeral mode off: Prefect refuses to run
     assert server.start(SLEEPER) is None
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_ENABLED")
+    for text in ('profiles = ["not", "tables"]\n', "not [ toml\n", 'active = "mine"\nprofiles = 3\n'):
+        profiles.write_text(text)  # a file Prefect would refuse: its own reading decides, later
+        early = server.start(SLEEPER)
+        assert early is not None
+        early.stop()
