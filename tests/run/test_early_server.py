@@ -49,6 +49,7 @@ def test_serving__a_flow_runs_on_the_early_server_which_stops_after_the_block(no
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_LOGGING_TO_API_ENABLED,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         PREFECT_UI_URL,
         temporary_settings,
@@ -67,9 +68,10 @@ def test_serving__a_flow_runs_on_the_early_server_which_stops_after_the_block(no
 
     early = server.start()
     assert early is not None and early.process.poll() is None
-    # a fresh database's migration can take longer than the default 20 s on a busy host (the CLI sets 90)
-    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90}), \
-            server.serving(early) as url:
+    # a fresh database's migration can take longer than the default 20 s on a busy host (the CLI sets 90); logs
+    # shipped as by default (the catalogue's session-wide settings, current in the whole suite, turn that off)
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90,
+                                     PREFECT_LOGGING_TO_API_ENABLED: True}), server.serving(early) as url:
         assert url == early.api_url == PREFECT_API_URL.value()
         assert PREFECT_UI_URL.value() == ""  # no "View at" link to a server without a UI
         value, run_id = probe()
@@ -188,7 +190,7 @@ def test_cli_run__ctrl_c_at_the_terminal_ends_the_run_crashed_and_the_server_wit
         if proc.poll() is None:
             proc.kill()
     text = log.read_text()
-    assert code == 130, text
+    assert code in (130, -signal.SIGINT), text  # both read as 130 in a shell ($?); which one varies by run
     assert "Finished in state Crashed" in text and "ConnectError" not in text and "Error logging to API" not in text
     port = re.search(r"temporary server on http://127\.0\.0\.1:(\d+)", text).group(1)
     left = subprocess.run(["pgrep", "-f", f"--port {port} "], capture_output=True, text=True).stdout
