@@ -142,6 +142,11 @@ def _named_without_prefect() -> bool:
         return False  # layout: Prefect's own reading decides, once imported (serving)
 
 
+def _named_in(settings) -> bool:
+    """Whether Prefect's ``settings`` name a server or turn ephemeral mode off: no temporary server then."""
+    return bool(settings.api.url) or not settings.server.ephemeral.enabled
+
+
 def _settings_env() -> dict[str, str] | None:
     """The environment of Prefect's server process, as SubprocessASGIServer builds it; None where a server is
     named or ephemeral mode is off, as far as that is known without importing Prefect (:func:`_named_without_
@@ -153,7 +158,7 @@ def _settings_env() -> dict[str, str] | None:
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
-    if settings.api.url or not settings.server.ephemeral.enabled:
+    if _named_in(settings):
         return None
     return {**os.environ, **SERVER_ENV, **settings.to_environment_variables(exclude_unset=True)}
 
@@ -199,8 +204,7 @@ def serving(server: EarlyServer | None, use: bool = True) -> Iterator[str | None
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
 
         settings = get_current_settings()
-        wanted = use and not settings.api.url and settings.server.ephemeral.enabled
-        if not (wanted and server.ready(settings.server.ephemeral.startup_timeout_seconds)):
+        if not (use and not _named_in(settings) and server.ready(settings.server.ephemeral.startup_timeout_seconds)):
             server.stop()
             yield None
             return

@@ -152,37 +152,48 @@ def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
         yield None
         return
     import multiprocessing
-    import pickle
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, usable_cores() // processes)
-    # The shared arguments reach the workers through a file (mkstemp: this user's only), not with each worker's
-    # start: spawn writes what the worker is started with into a pipe, and a worker that dies before reading it
-    # all (an unguarded script that it re-imports) left that write, and the run, waiting forever once it was
-    # over the pipe's 64 KiB.
     try:
-        fd, path = tempfile.mkstemp(prefix=f"soxai-pool-{os.getpid()}-", suffix=".pkl")
-        with os.fdopen(fd, "wb") as file:
-            pickle.dump(shared, file, protocol=pickle.HIGHEST_PROTOCOL)
+        path = _write_shared(shared)
     except OSError as exc:  # a full or read-only temporary folder: no pool, the pieces run in this process
         log.warning("no worker processes: their inputs could not be written to the temporary folder %s (%s); the "
                     "pieces run in this process. Set TMPDIR to a folder with room", tempfile.gettempdir(), exc)
-        with contextlib.suppress(NameError, OSError):
-            os.unlink(path)
         yield None
         return
-    try:
+    threads = max(1, usable_cores() // processes)
+    with contextlib.ExitStack() as stack:
+        stack.callback(os.unlink, path)
         pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_worker, initargs=(os.getpid(), threads, path))
-        try:
-            yield LocalPool(pool, threads, shared)
-        finally:
-            for worker in list((getattr(pool, "_processes", None) or {}).values()):  # Python 3.11 cannot stop a
-                worker.terminate()  # running task through the executor; its workers are processes of their own
-            pool.shutdown(wait=True, cancel_futures=True)
-    finally:
+        stack.callback(_stop_pool, pool)
+        yield LocalPool(pool, threads, shared)
+
+
+def _write_shared(shared: tuple[Any, ...]) -> str:
+    """``shared`` pickled into a new temporary file (mkstemp: this user's only); its path.
+
+    The workers read their shared arguments from it, not from spawn's start-up pipe: a worker that dies before
+    reading all it was started with (an unguarded script that it re-imports) left the parent's write, and the run,
+    waiting forever once that was over the pipe's 64 KiB."""
+    import pickle
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=f"soxai-pool-{os.getpid()}-", suffix=".pkl")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            pickle.dump(shared, file, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:
         os.unlink(path)
+        raise
+    return path
+
+
+def _stop_pool(pool: Any) -> None:
+    for worker in list((getattr(pool, "_processes", None) or {}).values()):  # Python 3.11 cannot stop a running
+        worker.terminate()  # task through the executor; its workers are processes of their own
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 _SHARED: tuple[Any, ...] = ()  # in a worker of process_pool: its shared arguments
