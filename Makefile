@@ -24,8 +24,11 @@ setup: $(BIN)/soxai $(VENV)/.umap-warm
 demo: setup
 	$(BIN)/soxai run
 
+# two pytest-xdist workers, one per core of the CI machine (5 min 37 s against 8 min 43 s in one process on it,
+# docs/BENCHMARKS.md); each runs torch on its share of the cores (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(BIN)/soxai
-	SOXAI_PROGRESS=0 $(BIN)/pytest -q
+	SOXAI_PROGRESS=0 $(BIN)/pytest -q -n $(TEST_WORKERS)
 
 lint: $(BIN)/soxai
 	$(BIN)/ruff check soxai flows tests bench

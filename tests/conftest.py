@@ -6,6 +6,12 @@ import tempfile
 
 os.environ.setdefault("SOXAI_PROGRESS", "0")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "soxai-numba-cache"))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs the suite in pytest-xdist workers, one per core it names: each worker's torch (and the
+    # subprocesses it starts, which inherit this) takes its share of the cores instead of every core each, which
+    # oversubscribed them. Set before torch is imported anywhere in the worker; a value the caller set stays.
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, _workers))))
 
 
 import pytest  # noqa: E402
