@@ -155,6 +155,7 @@ def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
+    _remove_stale_shared(tempfile.gettempdir())
     try:
         path = _write_shared(shared)
     except OSError as exc:  # a full or read-only temporary folder: no pool, the pieces run in this process
@@ -171,6 +172,9 @@ def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
         yield LocalPool(pool, threads, shared)
 
 
+_SHARED_PREFIX = "soxai-pool-"  # then the pool's process id, "-", mkstemp's letters, ".pkl"
+
+
 def _write_shared(shared: tuple[Any, ...]) -> str:
     """``shared`` pickled into a new temporary file (mkstemp: this user's only); its path.
 
@@ -180,7 +184,7 @@ def _write_shared(shared: tuple[Any, ...]) -> str:
     import pickle
     import tempfile
 
-    fd, path = tempfile.mkstemp(prefix=f"soxai-pool-{os.getpid()}-", suffix=".pkl")
+    fd, path = tempfile.mkstemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-", suffix=".pkl")
     try:
         with os.fdopen(fd, "wb") as file:
             pickle.dump(shared, file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -188,6 +192,35 @@ def _write_shared(shared: tuple[Any, ...]) -> str:
         os.unlink(path)
         raise
     return path
+
+
+def _remove_stale_shared(folder: str) -> None:
+    """Remove this user's shared-input files in ``folder`` left by pools whose process is gone (a ``kill -9`` or a
+    power cut skips the pool's own removal; each file holds about the size of the training images). A file whose
+    process is still running, or whose number a new process has taken, is left."""
+    import glob
+
+    if os.name != "posix":  # the process test below is POSIX's (on Windows os.kill(pid, 0) sends CTRL_C_EVENT)
+        return
+    for path in glob.glob(os.path.join(glob.escape(folder), f"{_SHARED_PREFIX}*-*.pkl")):
+        pid = os.path.basename(path)[len(_SHARED_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or os.stat(path).st_uid != os.getuid() or _alive(int(pid)):
+                continue
+            os.unlink(path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+        log.info("removed %s, the inputs of a pool whose process %s is gone", path, pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _stop_pool(pool: Any) -> None:

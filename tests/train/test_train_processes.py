@@ -197,3 +197,45 @@ def test_process_pool__no_room_for_the_inputs_runs_here_with_a_warning(monkeypat
     with caplog.at_level(logging.WARNING, logger="soxai.parallel"), process_pool(2, b"inputs") as pool:
         assert pool is None
     assert "No space left on device" in caplog.text and "TMPDIR" in caplog.text
+
+
+KILLED_HOLDING_A_POOL = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from soxai.parallel import process_pool
+if __name__ == "__main__":
+    with process_pool(2, bytes(1000)):
+        print("in the pool", flush=True)
+        time.sleep(120)
+"""
+
+
+def test_process_pool__inputs_left_by_a_killed_process_are_removed_by_the_next_pool(tmp_path, monkeypatch, caplog):
+    import signal
+    import tempfile
+
+    script = tmp_path / "holds.py"
+    script.write_text(KILLED_HOLDING_A_POOL)
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    holder = subprocess.Popen([sys.executable, str(script), repo], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(folder)})
+    try:
+        assert holder.stdout.readline().strip() == "in the pool"
+        left = sorted(folder.glob(f"soxai-pool-{holder.pid}-*.pkl"))
+        assert len(left) == 1
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert left[0].exists()  # a kill -9 skips the pool's own removal
+    running = folder / f"soxai-pool-{os.getpid()}-abc.pkl"  # a process still running: its file stays
+    running.write_bytes(b"")
+    other = folder / "soxai-pool-notes.pkl"  # not a pool's name: stays
+    other.write_bytes(b"")
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    with caplog.at_level(logging.INFO, logger="soxai.parallel"), process_pool(2, b"inputs"):
+        mine = set(folder.glob(f"soxai-pool-{os.getpid()}-*.pkl"))
+    assert not left[0].exists() and f"process {holder.pid} is gone" in caplog.text
+    assert running.exists() and other.exists() and len(mine) == 2
+    assert not (set(folder.glob(f"soxai-pool-{os.getpid()}-*.pkl")) - {running})  # this pool's own file went
