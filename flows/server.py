@@ -56,6 +56,8 @@ class EarlyServer:
             try:
                 with direct.open(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:
+                        if not _holds_port(self.process.pid, self.port):  # another server took the port first
+                            return False
                         self.answered = True
                         return True
             except (OSError, http.client.HTTPException):  # not listening yet (URLError, timeouts: OSErrors)
@@ -77,6 +79,25 @@ class EarlyServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _holds_port(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux: /proc; True where that
+    cannot be read). The port was free when it was drawn and uvicorn binds it seconds later: had another server
+    taken it meanwhile, uvicorn would exit, and the flow would have run on that server until it stopped."""
+    try:
+        with open("/proc/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # not Linux, or /proc not readable here
+        return True
+    where = f"0100007F:{port:04X}"
+    listening = {f"socket:[{row[9]}]" for row in rows if len(row) > 9 and row[1] == where and row[3] == "0A"}
+    held = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return bool(listening & held)
 
 
 def _linux_child_setup() -> dict:

@@ -228,3 +228,34 @@ def test_start__nothing_where_the_active_profile_names_a_server(no_server_named,
         early = server.start(SLEEPER)
         assert early is not None
         early.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the port's holder is read from Linux's /proc")
+def test_serving__another_server_on_the_drawn_port_is_not_used(no_server_named, monkeypatch):
+    """The port is drawn free, and uvicorn binds it seconds later: a server that took it meanwhile and answers
+    /health (another command's) must not get this command's flows. Ours would fail to bind and exit."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(server, "_free_port", lambda: other.server_address[1])
+        early = server.start(SLEEPER)  # alive, holding no port: as a uvicorn still importing
+        began = time.monotonic()
+        with server.serving(early) as url:
+            assert url is None
+        assert time.monotonic() - began < 10 and early.process.poll() is not None
+        assert server._holds_port(os.getpid(), other.server_address[1])  # its holder is this process
+    finally:
+        other.shutdown()
+        other.server_close()
