@@ -244,6 +244,8 @@ def _headline(run) -> str:
     conflicts = conflict_sentence(view)
     text += f"\n{conflicts}" if conflicts else ""
     report = run.report_html
+    if report.is_file() and view.stale.get("report"):
+        return f"{text}\nreport (of the last retraining, before this manifest): {report}"
     return f"{text}\nreport: {report}" if report.is_file() else text
 
 

@@ -162,6 +162,33 @@ def upstream(run: RunDir, *stages: str) -> list[str]:
     return fps
 
 
+# the stages each retraining stage reads (the upstream() calls of soxai.train/compare/report.runner, and of their
+# segmentation twins), in run order
+RETRAIN_READS = {"train": ("data", "manifest"), "compare": ("train",), "report": ("compare",)}
+
+
+def stale_retraining(run: RunDir) -> dict[str, str]:
+    """``{stage: why}`` for the retraining stages (train, compare, report) whose files predate a stage they read.
+
+    ``soxai explain`` (or ``run`` stopped after the manifest) that recomputes the concepts or the manifest leaves the
+    last retraining's files in place: the next ``soxai run`` or ``retrain`` recomputes them (their fingerprints
+    hash the upstream ones), but until then they describe another manifest. A stage is stale where a stage it reads
+    finished after it, or is stale itself; a stage that has not completed is left out."""
+    finished = {name: (read_stage(run, name) or {}).get("finished_at") for name in ("data", "manifest", *RETRAIN_READS)}
+    stale: dict[str, str] = {}
+    for stage, reads in RETRAIN_READS.items():
+        if not finished[stage]:
+            continue
+        for name in reads:
+            if name in stale:  # the same cause as the stage it reads
+                stale[stage] = stale[name]
+                break
+            if finished[name] and finished[name] > finished[stage]:
+                stale[stage] = f"the {name} stage was recomputed at {finished[name]}, after the last retraining"
+                break
+    return stale
+
+
 def _matches(rec: dict[str, Any] | None, fp: str) -> bool:
     return rec is not None and rec.get("fingerprint") == fp and rec.get("schema_version") == SCHEMA_VERSION
 

@@ -126,6 +126,9 @@ def summary_sentence(view: Any) -> str:
         if moved:  # the carrier test moved the line the concepts drew
             head += "; the carrier test " + " and ".join(moved)
         head += ")"
+    if not comp and view.stale.get("compare"):
+        return f"{head}; the last retraining predates this manifest ({view.stale['compare']}): run `soxai " \
+               "retrain RUN_DIR` to measure what pruning buys now."
     if not comp:
         return f"{head}; not retrained yet: run `soxai retrain RUN_DIR` to measure what pruning buys."
     others = _other_corrections(comp)

@@ -30,7 +30,7 @@ from soxai.report.comparison import (  # noqa: E402,F401
     summary_sentence,
 )
 from soxai.run_dir import RunDir, read_json, read_npy, read_parquet, write_text
-from soxai.stage import StageRecord, fingerprint, run_stage, upstream
+from soxai.stage import StageRecord, fingerprint, run_stage, stale_retraining, upstream
 
 MAX_CARDS = 40  # concepts with a full card (flagged first); the rest get a table row — keeps the file small
 N_GALLERY = 8  # exemplars per card
@@ -62,6 +62,9 @@ class RunView:
     comparison: dict[str, Any] | None
     # the conflict test's concepts (bias/conflicts.parquet rows with is_conflict, by concept_id); none before it
     conflicts: pd.DataFrame = field(default_factory=lambda: _no_conflicts())
+    # retraining stages whose files predate the manifest (soxai.stage.stale_retraining): their comparison is not
+    # read, and the summary says why
+    stale: dict[str, str] = field(default_factory=dict)
     _saliency_index: pd.DataFrame | None = field(default=None, repr=False)
 
     def class_name(self, label: int) -> str:
@@ -103,6 +106,7 @@ def read_run(run_dir: str | Path | RunDir) -> RunView:
     for path, what in ((run.data_info, "the data stage's info"), (run.samples, "the samples table"),
                        (run.concepts, "the concepts table"), (run.assignments, "the concept assignments")):
         _need(path, what)
+    stale = stale_retraining(run)
     scores = read_parquet(run.bias_scores) if run.bias_scores.is_file() else pd.DataFrame(
         columns=["concept_id", "detector", "score", "is_bias", "reason"])
     return RunView(
@@ -116,7 +120,8 @@ def read_run(run_dir: str | Path | RunDir) -> RunView:
         conflicts=_conflicts(run),
         manifest=read_parquet(run.pruned_parquet) if run.pruned_parquet.is_file() else None,
         manifest_info=read_json(run.manifest_json) if run.manifest_json.is_file() else None,
-        comparison=read_json(run.comparison) if run.comparison.is_file() else None,
+        comparison=read_json(run.comparison) if run.comparison.is_file() and "compare" not in stale else None,
+        stale=stale,
     )
 
 

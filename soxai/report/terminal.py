@@ -231,4 +231,11 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
                     cells.insert(0, f"#{k}" if i == 0 and j == 0 else "")
                 table.add_row(*cells, end_section=j == len(variants) - 1)
     _console(console).print(table)
+    from soxai.stage import stale_retraining
+
+    for run in runs:  # a comparison of another manifest than the run's own (soxai explain reran the manifest)
+        why = stale_retraining(run).get("compare")
+        if why:
+            _console(console).print(f"[yellow]warning:[/] {run.root.name}'s comparison predates its manifest ({why}): "
+                                    f"`soxai retrain {run.root}` measures the current one")
     return pd.DataFrame(out)
