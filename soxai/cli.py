@@ -326,14 +326,14 @@ def concepts_show(
 @manifest_app.command("export")
 def manifest_export(
     run_dir: RunDirArg,
-    format: Annotated[str, typer.Option("--format", help="csv | parquet | json")] = "csv",
-    out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("pruned.csv"),
+    format: Annotated[str | None, typer.Option("--format", help="csv | parquet | json (default: --out's)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="file to write (default: pruned.FORMAT here)")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write the pruned manifest (every sample with keep, reason, concept_id) in another format."""
     from soxai.manifest.export import export_manifest
 
-    with _boundary(None, verbose, str(out)):
+    with _boundary(None, verbose, str(out) if out else None):
         path = export_manifest(run_dir, format, out)
     typer.echo(str(path))
 

@@ -10,17 +10,36 @@ from soxai.run_dir import RunDir, check_output_path, read_parquet, write_csv, wr
 FORMATS = ("csv", "parquet", "json")
 
 
-def export_manifest(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
-    """Write ``manifest/pruned.parquet`` of a run as csv, parquet or json (records) to ``out``.
+def export_format(fmt: str | None, out: str | Path | None) -> tuple[str, Path]:
+    """The format and the file of an export: ``fmt``, else the one ``out``'s suffix names (``.csv``, ``.parquet``,
+    ``.json``), else csv; ``out`` defaults to ``pruned.<format>`` here. A suffix that names another format than
+    ``fmt`` is refused: the file would hold one format under another's name."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    named = Path(out).suffix.lower().lstrip(".") if out is not None else ""
+    named = named if named in FORMATS else None
+    if fmt is not None and named is not None and named != fmt:
+        raise ConfigError(f"--out {out} names a .{named} file but --format is {fmt}; give --out a .{fmt} name, or "
+                          f"leave --format out to write {named}")
+    fmt = fmt or named or "csv"
+    return fmt, Path(out) if out is not None else Path(f"pruned.{fmt}")
+
+
+def export_manifest(run_dir: str | Path, fmt: str | None, out: str | Path | None) -> Path:
+    """Write ``manifest/pruned.parquet`` of a run as csv, parquet or json (records) to ``out``
+    (:func:`export_format` reads what ``fmt`` and ``out`` leave out from each other).
 
     ``out`` may be anywhere but a run directory's own files (:func:`soxai.run_dir.check_output_path`); it is
     written atomically, so a failed export leaves any earlier file at ``out`` whole.
     """
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     run = RunDir(run_dir)
     if not run.pruned_parquet.is_file():
         raise StageError(f"{run.root} has no pruned manifest yet; run `soxai explain` or `soxai run` on it first")
+    if out is not None:  # a run's own file is refused as such, before its suffix is compared with --format
+        check_output_path(out, example=f"pruned.{fmt or 'csv'}")
+    fmt, out = export_format(fmt, out)
     out = check_output_path(out, example=f"pruned.{fmt}")
     frame = read_parquet(run.pruned_parquet)
     try:

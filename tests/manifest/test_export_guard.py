@@ -104,3 +104,27 @@ def test_manifest_export__failed_write_keeps_the_earlier_file_whole(run, tmp_pat
 def test_manifest_export__suggested_path_has_the_formats_suffix(run):
     res = _export(run, run.pruned_parquet, fmt="csv")
     assert res.exit_code == 2 and str(run.root / "exports" / "pruned.csv") in res.output
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("m.json", "json"), ("m.PARQUET", "parquet"), ("m.csv", "csv"),
+                                           ("m.txt", "csv")])
+def test_manifest_export__format_from_the_out_suffix_where_none_is_given(run, tmp_path, name, fmt):
+    out = tmp_path / name
+    result = CliRunner().invoke(app, ["manifest", "export", str(run.root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    read = {"json": pd.read_json, "parquet": pd.read_parquet, "csv": pd.read_csv}[fmt]
+    assert read(out)["sample_id"].tolist() == ["a", "b", "c"]
+
+
+def test_manifest_export__a_suffix_of_another_format_is_refused_and_nothing_written(run, tmp_path):
+    out = tmp_path / "m.csv"
+    result = _export(run, out, fmt="parquet")
+    assert result.exit_code == 2
+    assert "names a .csv file but --format is parquet" in result.output and not out.exists()
+
+
+def test_manifest_export__without_out_writes_pruned_dot_format_here(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["manifest", "export", str(run.root), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_json(tmp_path / "pruned.json")["keep"].tolist() == [True, False, True]
