@@ -20,6 +20,7 @@ from soxai.data.config import DataConfig
 from soxai.data.dataset import TRAIN_SPLIT, Dataset, validate_dataset
 from soxai.data.images import describe_error, open_image, unreadable_errors
 from soxai.data.manifest_images import ManifestImages, decode_into
+from soxai.data.near_names import warn_near_names
 from soxai.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "label", "split")
@@ -363,6 +364,7 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = F
             "mark the training images with split=train (every split other than train and val is an "
             "evaluation set)"
         )
+    warn_near_names(manifest, class_names, splits)
     raw_paths = [str(v) for v in table["path"]]
     sample_ids = _sample_ids(table, raw_paths, rows)
 
@@ -372,13 +374,9 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = F
     masks, mask_col = _read_masks(table, root, images.shape[2:], rows)
 
     samples = pd.DataFrame({
-        "sample_id": sample_ids,
-        "split": splits,
-        "label": labels,
-        "source": "manifest",
+        "sample_id": sample_ids, "split": splits, "label": labels, "source": "manifest",
         "row": np.arange(len(table), dtype=np.int64),
-        "group": pd.Series(_optional_text(table, "group"), dtype=object),
-        "path": raw_paths,
+        "group": pd.Series(_optional_text(table, "group"), dtype=object), "path": raw_paths,
     })
     if mask_col is not None:
         samples["mask_path"] = pd.Series(mask_col, dtype=object)

@@ -455,3 +455,30 @@ def test_run_data__unreadable_files_in_different_blocks_are_named_together_and_n
     assert "img/1.png" in str(caught.value) and "img/5.png" in str(caught.value)
     assert not run.images.exists() and not run.samples.exists() and not run.stage_json("data").exists()
     assert not list((run.root / "data").glob("*.tmp*"))
+
+
+def test_build_manifest__names_that_differ_only_by_case_are_kept_apart_with_a_warning(tmp_path, caplog):
+    import logging
+
+    rows = _basic(tmp_path, n=6)
+    names = ["coins", "Coins ", "moon", "coins", "moon", "moon"]
+    splits = ["train", "train", "train", "VAL", "Train", "test"]
+    rows = [{**r, "label": name, "split": split} for r, name, split in zip(rows, names, splits, strict=True)]
+    with caplog.at_level(logging.WARNING, logger="soxai"):
+        ds = build_manifest(_cfg(_manifest(tmp_path, rows)))
+    assert ds.class_names == ["Coins", "coins", "moon"]  # stripped, not folded: EMNIST's letters are cased classes
+    assert ds.samples["split"].tolist() == splits
+    text = caplog.text
+    assert "the classes 'Coins' and 'coins' differ only by case" in text
+    assert "1 rows have split 'Train', which is an evaluation set: only 'train' (lower case) trains on" in text
+    assert "1 rows have split 'VAL'" in text and "'val' (lower case) selects the model on" in text
+    assert "'moon'" not in text and "'test'" not in text
+
+
+def test_build_manifest__no_warning_where_names_differ_otherwise(tmp_path, caplog):
+    import logging
+
+    rows = [{**r, "label": ["cat", "dog"][i % 2]} for i, r in enumerate(_basic(tmp_path))]
+    with caplog.at_level(logging.WARNING, logger="soxai"):
+        build_manifest(_cfg(_manifest(tmp_path, rows)))
+    assert "differ only by case" not in caplog.text and "evaluation set" not in caplog.text
