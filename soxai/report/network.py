@@ -107,7 +107,8 @@ def fidelity_text(entry: dict[str, Any], trust_split: str | None) -> str:
         if split == "train":
             continue
         parts.append(f"{split}: agreement {f['agreement']:.3f}, R² {f['r2']:.2f} (n={f['n']})")
-    verdict = "trustworthy" if entry.get("trustworthy") else f"NOT trustworthy (agreement on {trust_split} below " \
+    verdict = f"trustworthy (agreement on {trust_split} at least {_threshold():.1f}; the other splits are shown, not " \
+        "judged)" if entry.get("trustworthy") else f"NOT trustworthy (agreement on {trust_split} below " \
         f"{_threshold():.1f}): read the formula as a rough sketch only"
     return "; ".join(parts) + f" — {verdict}"
 

@@ -181,7 +181,8 @@ def concept_overview(view: RunView) -> pd.DataFrame:
             "concept_id": cid,
             "flagged": cid in view.flagged,
             "is_noise": bool(c.is_noise),
-            "class_name": view.class_name(int(c.label)),
+            # the noise row pools every class's unclustered samples: its label is only their most common one
+            "class_name": "all classes" if c.is_noise else view.class_name(int(c.label)),
             "size": int(c.size),
             "purity": float(c.label_purity),
             "label_mix": _label_mix(view, c.label_mix),

@@ -131,7 +131,8 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     c = match.iloc[0]
     name = "noise (concept -1)" if c["is_noise"] else f"concept {concept_id}"
     flag = f" · [bold red]{FLAG} flagged: {c['dropped']:,} samples dropped[/]" if c["flagged"] else " · not flagged"
-    console.print(f"[bold]{name}[/bold] · class {c['class_name']} · {c['size']:,} samples{flag}")
+    where = "the unclustered samples of every class" if c["is_noise"] else f"class {c['class_name']}"
+    console.print(f"[bold]{name}[/bold] · {where} · {c['size']:,} samples{flag}")
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()

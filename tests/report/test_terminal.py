@@ -68,7 +68,14 @@ def test_concept_detail__prints_numbers_reasons_and_writes_gallery(smoke_run_dir
 def test_concept_detail__noise_and_unknown_ids(smoke_run_dir, tmp_path):
     from soxai.report.terminal import concept_detail
 
-    assert concept_detail(smoke_run_dir, -1, _console(), out=tmp_path / "noise.png").is_file()
+    console = _console(120)
+    assert concept_detail(smoke_run_dir, -1, console, out=tmp_path / "noise.png").is_file()
+    # the noise row pools every class's unclustered samples: not named after its most common label
+    assert "noise (concept -1) · the unclustered samples of every class · " in console.export_text()
+    from soxai.report.terminal import concepts_table
+
+    rows = concepts_table(smoke_run_dir, _console())
+    assert rows.loc[rows["is_noise"], "class_name"].tolist() == ["all classes"]
     with pytest.raises(StageError, match="no concept 999.*known concepts"):
         concept_detail(smoke_run_dir, 999, _console())
 

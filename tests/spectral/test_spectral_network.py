@@ -30,6 +30,12 @@ def test_network_section__marks_a_surrogate_below_the_threshold_as_not_trustwort
     shutil.copytree(run.root, copy.root)
     surrogate = json.loads(copy.spectral_surrogate.read_text())
     base = surrogate["models"]["baseline"]
+    base["fidelity"]["test"]["agreement"], base["trustworthy"] = 0.95, True
+    base["fidelity"]["test_attacked"] = {"agreement": 0.04, "r2": -1.12, "n": 25}
+    copy.spectral_surrogate.write_text(json.dumps(surrogate))
+    # a low agreement on another split is shown, and the verdict says which split it judged
+    assert "test_attacked: agreement 0.040, R² -1.12 (n=25) — trustworthy (agreement on test at least 0.7; the " \
+        "other splits are shown, not judged)" in "\n".join(network_lines(cfg, copy))
     base["fidelity"]["test"]["agreement"], base["trustworthy"] = 0.55, False
     copy.spectral_surrogate.write_text(json.dumps(surrogate))
     html = network_section(cfg, copy)
