@@ -198,9 +198,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         source = str(path)
         if path.is_dir():
             raise ConfigError(f"config file {path} is a folder, not a file; pass a YAML file "
-                              f"(e.g. {path / 'config.yaml'}) or no CONFIG for the demo")
+                              f"(e.g. {path / 'config.yaml'}; configs/demo.yaml is the demo's)")
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass a YAML file or no CONFIG for the demo")
+            raise ConfigError(f"config file {path} does not exist; pass a YAML file (configs/demo.yaml is the demo's; "
+                              "`soxai run` with no CONFIG runs it)")
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
@@ -223,6 +224,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 def load_run_config(run: RunDir) -> Config:
     """The config a run directory was made with (its ``config.yaml``)."""
+    run.existing()  # a mistyped path or a file: said as such
     if not run.config.is_file():
         raise ConfigError(
             f"{run.root} is not a soxai run directory (no config.yaml); pass the folder `soxai run` printed"

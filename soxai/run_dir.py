@@ -179,6 +179,17 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
 
+    def existing(self) -> RunDir:
+        """This run directory, or a StageError where its path is missing or is not a folder (for the commands that
+        read a run: they said what to run on it, which does not help with a mistyped path)."""
+        from soxai.errors import StageError
+
+        if self.root.exists() and not self.root.is_dir():
+            raise StageError(f"{self.root} is a file, not a run directory; pass the folder `soxai run` printed")
+        if not self.root.is_dir():
+            raise StageError(f"run directory {self.root} does not exist; pass the folder `soxai run` printed")
+        return self
+
     # run level
     @property
     def config(self) -> Path:

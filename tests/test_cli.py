@@ -129,3 +129,16 @@ def test_headline__names_each_conflict_concept_with_its_error_rates(smoke_run_di
     assert line.startswith("Conflicts, not pruned")
     assert f"concept {int(r.concept_id)} (class {int(r.label)}, {int(r.n)} samples: the baseline wrong on " \
            f"{r.error_rate:.0%} against {r.rest_error_rate:.0%}" in line
+
+
+@pytest.mark.parametrize("command", [["concepts", "list"], ["compare"], ["manifest", "export"], ["report"]])
+def test_reading_commands__a_file_given_as_the_run_directory_is_named_as_a_file(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from soxai.cli import app
+
+    plain = tmp_path / "notes.txt"
+    plain.write_text("not a run\n")
+    result = CliRunner().invoke(app, [*command, str(plain)])
+    assert result.exit_code == 2
+    assert f"{plain} is a file, not a run directory" in " ".join(result.output.split()), result.output

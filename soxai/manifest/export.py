@@ -34,7 +34,7 @@ def export_manifest(run_dir: str | Path, fmt: str | None, out: str | Path | None
     """
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    run = RunDir(run_dir)
+    run = RunDir(run_dir).existing()
     if not run.pruned_parquet.is_file():
         raise StageError(f"{run.root} has no pruned manifest yet; run `soxai explain` or `soxai run` on it first")
     if out is not None:  # a run's own file is refused as such, before its suffix is compared with --format

@@ -100,9 +100,7 @@ def read_run(run_dir: str | Path | RunDir) -> RunView:
     """
     from soxai.bias.decide import flagged_concepts
 
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not run.root.is_dir():
-        raise StageError(f"run directory {run.root} does not exist; pass the folder `soxai run` printed")
+    run = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).existing()
     for path, what in ((run.data_info, "the data stage's info"), (run.samples, "the samples table"),
                        (run.concepts, "the concepts table"), (run.assignments, "the concept assignments")):
         _need(path, what)

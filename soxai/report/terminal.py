@@ -176,7 +176,7 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
     from soxai.compare.stats import MIN_SEEDS_FOR_INTERVAL
     from soxai.report.comparison import reported_splits
 
-    runs = [RunDir(d) for d in run_dirs]
+    runs = [RunDir(d).existing() for d in run_dirs]
     comps = []
     for run in runs:
         if not run.comparison.is_file():

@@ -102,7 +102,7 @@ CASES = [
     Case("concepts-show-out-over-a-stage-file", _on_run("concepts", "show", "{run}", "-1", "--out",
                                                         "{run}/report/report.html"),
          ("refusing to write", "report"), leaves=RUN_UNCHANGED),
-    Case("compare-missing-dir", _plain("compare", "{tmp}/nope"), ("nope",)),
+    Case("compare-missing-dir", _plain("compare", "{tmp}/nope"), ("nope", "does not exist")),
     Case("compare-before-retraining", _on_run("compare", "{run}", prepare=_remove("compare")),
          ("compar",), leaves=RUN_UNCHANGED),
     Case("compare-damaged-json", _on_run("compare", "{run}", prepare=_truncate("compare/comparison.json")),
@@ -145,7 +145,8 @@ CASES = [
     Case("export-before-the-manifest", _on_run("manifest", "export", "{run}", "--out", "{tmp}/m.csv",
                                                prepare=_remove("manifest")),
          ("no pruned manifest",), leaves=RUN_UNCHANGED),
-    Case("export-missing-run", _plain("manifest", "export", "{tmp}/nope", "--out", "{tmp}/m.csv"), ("nope",)),
+    Case("export-missing-run", _plain("manifest", "export", "{tmp}/nope", "--out", "{tmp}/m.csv"),
+         ("nope", "does not exist")),
     # retrain with a user manifest (refused before anything is written)
     Case("retrain-manifest-unclear-keep", _retrain(_keep("maybe")), ("keep must be", "maybe"),
          leaves=RUN_UNCHANGED),

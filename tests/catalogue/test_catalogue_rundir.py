@@ -62,7 +62,7 @@ CASES = [
          ("--reference",)),
     Case("schedule-monitor-reference-not-a-run", _schedule("--cron", "0 3 * * *", "--flow", "monitor",
                                                            "--reference", "{tmp}/images"),
-         ("not a soxai run directory",)),
+         ("images does not exist", "pass the folder `soxai run` printed")),
     Case("schedule-monitor-reference-without-concepts", _schedule("--cron", "0 3 * * *", "--flow", "monitor",
                                                                   "--reference", "{tmp}"), ("has no concepts",)),
     Case("schedule-bad-config", _schedule("--cron", "0 3 * * *", cfg_text="train: {epoks: 3}"), ("epoks",)),
