@@ -1,8 +1,8 @@
 """The ``soxai`` command line. Heavy imports happen inside commands, so ``--help`` is instant.
 
-Only the commands that run a flow (run, explain, retrain, monitor, schedule) import Prefect and the
-``flows`` package, and only once they need them: Prefect's import costs about a second and its temporary
-server several more (docs/OPERATIONS.md). tests/test_cli.py checks that the others never import it.
+Only the commands that run a flow (run, explain, retrain, monitor, schedule) import Prefect and the ``flows`` package,
+and only once they need them: Prefect's import costs about a second and its temporary server several more
+(docs/OPERATIONS.md). tests/test_cli.py checks that the others never import it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from soxai.errors import SoxaiError
+from soxai.errors import ConfigError, SoxaiError
 
 app = typer.Typer(
     add_completion=False,
@@ -158,13 +158,14 @@ def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
     """The resolved config and the run directory to write (nothing written yet: the writer lock comes first)."""
     from soxai.config import load_config
     from soxai.run_dir import RunDir
-    from soxai.runs import default_run_dir, resolve_paths
+    from soxai.runs import check_inputs, default_run_dir, resolve_paths
 
     if config is None and run_dir is not None and RunDir(run_dir).exists():
         # resuming: the run's own resolved config (plus any --set), not the demo defaults
         cfg = resolve_paths(load_config(RunDir(run_dir).config, overrides or []))
     else:
         cfg = resolve_paths(load_config(config, overrides or []))
+    check_inputs(cfg)  # a bad manifest in a second, before Prefect and the run directory
     root = Path(run_dir or default_run_dir(cfg))
     _check_not_a_foreign_folder(root)
     return cfg, root
@@ -174,7 +175,6 @@ def _check_not_a_foreign_folder(root: Path) -> None:
     """Refuse a --run-dir that holds files but no run (a home folder, a data folder): soxai would write config.yaml,
     run.json and a folder per stage among them. A new or empty folder, a run's, or one holding stage folders (a run
     put together from another's stages) is fine."""
-    from soxai.errors import ConfigError
     from soxai.run_dir import RUN_FILES
 
     if not root.is_dir() or any((root / name).exists() for name in RUN_FILES) or any(root.glob("*/stage.json")):

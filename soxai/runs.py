@@ -82,6 +82,16 @@ def check_setup(cfg: Config, run: RunDir | None, stages: Iterable[str]) -> None:
     check_model_setup(cfg, run, stages)
 
 
+def check_inputs(cfg: Config) -> None:
+    """The user's data files checked before a command starts Prefect or makes its run directory: a manifest's table
+    and the paths it lists (:func:`soxai.data.manifest_source.check_manifest`; the images are read by the data
+    stage). Raises DataError naming the rows and the fix."""
+    if cfg.data.source == "manifest":
+        from soxai.data.manifest_source import check_manifest
+
+        check_manifest(cfg.data)
+
+
 def resolve_paths(cfg: Config) -> Config:
     """Make user file paths absolute (against the working directory) so the run dir is self-contained."""
     updates = {}

@@ -142,3 +142,23 @@ def test_reading_commands__a_file_given_as_the_run_directory_is_named_as_a_file(
     result = CliRunner().invoke(app, [*command, str(plain)])
     assert result.exit_code == 2
     assert f"{plain} is a file, not a run directory" in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize("command", ["run", "explain"])
+def test_flow_commands__a_bad_manifest_is_refused_before_the_flow_and_the_run_directory(command, flows, tmp_path,
+                                                                                     monkeypatch):
+    import pandas as pd
+
+    def flow(cfg, run_dir, run_id):  # must not be reached
+        raise AssertionError("the flow ran")
+
+    monkeypatch.setattr(flows, "pipeline" if command == "run" else "explain", flow)
+    (tmp_path / "img").mkdir()
+    pd.DataFrame({"path": ["img/a.png", "../outside.png"], "label": ["cat", "dog"], "split": "train"}) \
+        .to_csv(tmp_path / "samples.csv", index=False)
+    res = CliRunner().invoke(app, [command, str(SMOKE), "--run-dir", str(tmp_path / "run"), "--set",
+                                   "data.source=manifest", "--set", f"data.manifest={tmp_path / 'samples.csv'}"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "samples.csv: path values lead outside" in text and "copy the files under the manifest's folder" in text
+    assert not (tmp_path / "run").exists()

@@ -306,50 +306,15 @@ def _images(image_paths: list[Path], raw_paths: list[str], rows: _Rows, lazy: bo
     return _decode(image_paths, raw_paths, mode, headers[0][0], rows)
 
 
-def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = False) -> Dataset:
-    """Read the images a user's manifest lists.
+def check_manifest(cfg: DataConfig, base_dir: Path | None = None) -> None:
+    """:func:`build_manifest`'s checks of the table and of the paths it lists, without opening an image: a command
+    refuses a bad manifest in a second, before it starts Prefect or makes its run directory. Raises DataError."""
+    _checked_table(cfg, base_dir, warn=False)
 
-    Images are read with PIL and scaled by 1/255: mode L (and 1, LA) gives one channel; RGB, and
-    RGBA / P / other colour modes converted to RGB (alpha dropped, palette expanded), give three.
-    Grey and colour may not be mixed, nor image sizes. 16-bit and float images are refused.
-    Labels are ints 0..K-1 (class names '0'..'K-1') or strings (class names sorted, codes by that
-    order). ``sample_id`` defaults to the path as written. A ``mask_path`` image marks relevant
-    pixels with any nonzero value (palette indices for P images, alpha ignored) and must match its
-    image's size; rows without a mask_path get an all-False mask (check
-    ``samples['mask_path'].notna()``). Every split other than 'train' and 'val' is an evaluation
-    set; 'train' must hold samples.
 
-    Parameters
-    ----------
-    cfg : DataConfig
-        ``cfg.manifest`` is the CSV (``.csv``) or Parquet (``.parquet``, ``.pq``) file.
-    base_dir : Path, optional
-        Folder a relative ``cfg.manifest`` is resolved against; the current directory when None.
-    lazy : bool
-        True: the images are a :class:`ManifestImages`, decoded when read, and an unreadable file is reported
-        then (the data stage writes them block by block); False: decoded here, into one array.
-
-    Returns
-    -------
-    Dataset
-        Images of shape (N, C, H, W) float32 in [0, 1]; masks of shape (N, H, W) bool when the
-        manifest has a non-empty ``mask_path`` column, else None; ``samples`` in manifest row order
-        with ``path`` (and ``mask_path``) as written, ``source`` 'manifest', ``group`` the user's
-        column or missing.
-
-    Raises
-    ------
-    DataError
-        From :func:`soxai.data.dataset.validate_dataset`, and naming the rows (up to five, and the
-        count), what was expected and the fix: missing file
-        or columns, empty or missing labels / splits / paths, absolute paths or paths that lead
-        outside the manifest's folder, missing or unreadable images, unsupported or mixed modes,
-        mixed sizes, masks of the wrong size, duplicate sample ids, no 'train' split.
-    """
+def _checked_table(cfg: DataConfig, base_dir: Path | None, warn: bool) -> tuple:
     if not cfg.manifest:
-        raise DataError(
-            "data.source is 'manifest' but data.manifest is not set; set data.manifest=path/to/samples.csv"
-        )
+        raise DataError("data.source is 'manifest' but data.manifest is not set; set data.manifest=path/to/samples.csv")
     manifest = Path(cfg.manifest).expanduser()
     if not manifest.is_absolute():
         manifest = (base_dir if base_dir is not None else Path.cwd()) / manifest
@@ -359,20 +324,57 @@ def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = F
     labels, class_names = _parse_labels(table["label"], rows)
     splits = [str(v).strip() for v in table["split"]]
     if TRAIN_SPLIT not in splits:
-        raise DataError(
-            f"manifest {manifest} has no rows with split 'train' (found splits {sorted(set(splits))}); "
-            "mark the training images with split=train (every split other than train and val is an "
-            "evaluation set)"
-        )
-    warn_near_names(manifest, class_names, splits)
+        raise DataError(f"manifest {manifest} has no rows with split 'train' (found splits {sorted(set(splits))}); "
+                        "mark the training images with split=train (every split other than train and val is an "
+                        "evaluation set)")
+    if warn:
+        warn_near_names(manifest, class_names, splits)
     raw_paths = [str(v) for v in table["path"]]
     sample_ids = _sample_ids(table, raw_paths, rows)
+    image_paths = _resolve_paths(raw_paths, np.arange(len(table)), manifest.parent.resolve(), rows, "path")
+    return manifest, table, rows, labels, class_names, splits, raw_paths, sample_ids, image_paths
 
-    root = manifest.parent.resolve()
-    image_paths = _resolve_paths(raw_paths, np.arange(len(table)), root, rows, "path")
+
+def build_manifest(cfg: DataConfig, base_dir: Path | None = None, lazy: bool = False) -> Dataset:
+    """Read the images a user's manifest lists.
+
+    Images are read with PIL and scaled by 1/255: mode L (and 1, LA) gives one channel; RGB, and RGBA / P / other
+    colour modes converted to RGB (alpha dropped, palette expanded), give three. Grey and colour may not be mixed,
+    nor image sizes. 16-bit and float images are refused. Labels are ints 0..K-1 (class names '0'..'K-1') or
+    strings (class names sorted, codes by that order). ``sample_id`` defaults to the path as written. A
+    ``mask_path`` image marks relevant pixels with any nonzero value (palette indices for P images, alpha ignored)
+    and must match its image's size; rows without a mask_path get an all-False mask (check
+    ``samples['mask_path'].notna()``). Every split other than 'train' and 'val' is an evaluation set; 'train' must
+    hold samples.
+
+    Parameters
+    ----------
+    cfg : DataConfig
+        ``cfg.manifest`` is the CSV (``.csv``) or Parquet (``.parquet``, ``.pq``) file.
+    base_dir : Path, optional
+        Folder a relative ``cfg.manifest`` is resolved against; the current directory when None.
+    lazy : bool
+        True: images a :class:`ManifestImages`, decoded when read (the data stage writes them block by block).
+
+    Returns
+    -------
+    Dataset
+        Images of shape (N, C, H, W) float32 in [0, 1]; masks of shape (N, H, W) bool when the manifest has a
+        non-empty ``mask_path`` column, else None; ``samples`` in manifest row order with ``path`` (and
+        ``mask_path``) as written, ``source`` 'manifest', ``group`` the user's column or missing.
+
+    Raises
+    ------
+    DataError
+        From :func:`soxai.data.dataset.validate_dataset`, and naming the rows (up to five, and the count), what
+        was expected and the fix: missing file or columns, empty or missing labels / splits / paths, absolute
+        paths or paths that lead outside the manifest's folder, missing or unreadable images, unsupported or
+        mixed modes, mixed sizes, masks of the wrong size, duplicate sample ids, no 'train' split.
+    """
+    manifest, table, rows, labels, class_names, splits, raw_paths, sample_ids, image_paths = \
+        _checked_table(cfg, base_dir, warn=True)
     images = _images(image_paths, raw_paths, rows, lazy)
-    masks, mask_col = _read_masks(table, root, images.shape[2:], rows)
-
+    masks, mask_col = _read_masks(table, manifest.parent.resolve(), images.shape[2:], rows)
     samples = pd.DataFrame({
         "sample_id": sample_ids, "split": splits, "label": labels, "source": "manifest",
         "row": np.arange(len(table), dtype=np.int64),
