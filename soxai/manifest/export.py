@@ -41,7 +41,7 @@ def export_manifest(run_dir: str | Path, fmt: str | None, out: str | Path | None
         check_output_path(out, example=f"pruned.{fmt or 'csv'}")
     fmt, out = export_format(fmt, out)
     out = check_output_path(out, example=f"pruned.{fmt}")
-    frame = read_parquet(run.pruned_parquet)
+    frame = _with_names(run, read_parquet(run.pruned_parquet))
     try:
         if fmt == "csv":
             return write_csv(out, frame)
@@ -51,3 +51,22 @@ def export_manifest(run_dir: str | Path, fmt: str | None, out: str | Path | None
     except OSError as exc:  # a full disk, a folder that vanished: name the path, not a traceback
         raise ConfigError(f"could not write {out}: {exc.strerror or exc}; free space or choose another --out") \
             from exc
+
+
+def _with_names(run: RunDir, frame):
+    """The pruned manifest with what a user's training code reads beside the label code: ``class_name`` (the data
+    stage's class names) and, for a manifest or image-folder source, each row's ``path`` and ``group`` as the user
+    wrote them. Those the run does not have are left out."""
+    from soxai.run_dir import read_json
+
+    if run.data_info.is_file() and "label" in frame.columns:
+        names = read_json(run.data_info).get("class_names") or []
+        if names and frame["label"].between(0, len(names) - 1).all():
+            frame = frame.assign(class_name=[str(names[k]) for k in frame["label"]])
+    if run.samples.is_file():
+        samples = read_parquet(run.samples)
+        extra = [c for c in ("path", "group") if c in samples.columns and c not in frame.columns
+                 and samples[c].notna().any()]
+        if extra:
+            frame = frame.merge(samples[["sample_id", *extra]], on="sample_id", how="left", validate="one_to_one")
+    return frame

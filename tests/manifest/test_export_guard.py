@@ -128,3 +128,24 @@ def test_manifest_export__without_out_writes_pruned_dot_format_here(run, tmp_pat
     result = CliRunner().invoke(app, ["manifest", "export", str(run.root), "--format", "json"])
     assert result.exit_code == 0, result.output
     assert pd.read_json(tmp_path / "pruned.json")["keep"].tolist() == [True, False, True]
+
+
+def test_manifest_export__class_names_and_the_users_paths_and_groups_beside_the_codes(run, tmp_path):
+    frame = pd.DataFrame({"sample_id": ["a", "b", "c"], "split": "train", "label": [1, 0, 1],
+                          "keep": [True, False, True], "reason": ["", "member of flagged concept 1", ""]})
+    write_parquet(run.pruned_parquet, frame)
+    write_parquet(run.samples, pd.DataFrame({"sample_id": ["a", "b", "c"], "split": "train",
+                                             "path": ["img/a.png", "img/b.png", "img/c.png"],
+                                             "group": [None, "x", None]}))
+    write_json(run.data_info, {"class_names": ["coins", "moon"]})
+    out = tmp_path / "m.csv"
+    assert _export(run, out).exit_code == 0
+    got = pd.read_csv(out)
+    assert got["class_name"].tolist() == ["moon", "coins", "moon"] and got["label"].tolist() == [1, 0, 1]
+    assert got["path"].tolist() == ["img/a.png", "img/b.png", "img/c.png"] and got["group"].iloc[1] == "x"
+
+
+def test_manifest_export__without_names_or_paths_the_manifest_as_it_is(run, tmp_path):
+    out = tmp_path / "m.csv"
+    assert _export(run, out).exit_code == 0  # the fixture's run: no data info, samples without path or group
+    assert pd.read_csv(out).columns.tolist() == ["sample_id", "split", "keep", "reason"]
