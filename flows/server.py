@@ -91,7 +91,7 @@ def _holds_port(pid: int, port: int) -> bool:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:  # not Linux, or /proc not readable here
         return True
-    where = f"0100007F:{port:04X}"
+    where = f"{int.from_bytes(socket.inet_aton('127.0.0.1'), sys.byteorder):08X}:{port:04X}"  # /proc's byte order
     listening = {f"socket:[{row[9]}]" for row in rows if len(row) > 9 and row[1] == where and row[3] == "0A"}
     held = set()
     for fd in fds:

@@ -158,14 +158,13 @@ def _start(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
     """The resolved config and the run directory to write (nothing written yet: the writer lock comes first)."""
     from soxai.config import load_config
     from soxai.run_dir import RunDir
-    from soxai.runs import check_inputs, default_run_dir, resolve_paths
+    from soxai.runs import default_run_dir, resolve_paths
 
     if config is None and run_dir is not None and RunDir(run_dir).exists():
         # resuming: the run's own resolved config (plus any --set), not the demo defaults
         cfg = resolve_paths(load_config(RunDir(run_dir).config, overrides or []))
     else:
         cfg = resolve_paths(load_config(config, overrides or []))
-    check_inputs(cfg)  # a bad manifest in a second, before Prefect and the run directory
     root = Path(run_dir or default_run_dir(cfg))
     _check_not_a_foreign_folder(root)
     return cfg, root
@@ -190,7 +189,7 @@ def _check_not_a_foreign_folder(root: Path) -> None:
 def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[str] | None,
           dask: bool = False, dask_address: str | None = None, verbose: bool = False) -> None:
     from soxai.run_lock import writer_lock
-    from soxai.runs import init_run
+    from soxai.runs import check_inputs, init_run
 
     read = config if config is not None else (run_dir / "config.yaml" if run_dir is not None else None)
     with contextlib.ExitStack() as held:
@@ -198,6 +197,7 @@ def _flow(name: str, config: Path | None, run_dir: Path | None, overrides: list[
         with _boundary(None, verbose, str(read) if read else None):
             cfg, root = _start(config, run_dir, overrides)
             cfg = _runner(cfg, dask, dask_address)  # seconds, before any file: not at the first stage on the cluster
+            check_inputs(cfg)  # a bad manifest in a second, before Prefect and the run directory
             held.enter_context(writer_lock(root))  # before config.yaml is written, until the flow has ended
             run = init_run(cfg, root)
         typer.echo(f"run directory: {run.root}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -172,7 +173,14 @@ def process_pool(processes: int, *shared: Any) -> Iterator[LocalPool | None]:
         yield LocalPool(pool, threads, shared)
 
 
-_SHARED_PREFIX = "soxai-pool-"  # then the pool's process id, "-", mkstemp's letters, ".pkl"
+_SHARED_PREFIX = "soxai-pool-"  # then the pool's process id, "-", _host(), "-", mkstemp's letters, ".pkl"
+
+
+def _host() -> str:
+    """This machine's name as a file name part: the sweep leaves other machines' files (a shared TMPDIR)."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def _write_shared(shared: tuple[Any, ...]) -> str:
@@ -184,7 +192,7 @@ def _write_shared(shared: tuple[Any, ...]) -> str:
     import pickle
     import tempfile
 
-    fd, path = tempfile.mkstemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-", suffix=".pkl")
+    fd, path = tempfile.mkstemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-{_host()}-", suffix=".pkl")
     try:
         with os.fdopen(fd, "wb") as file:
             pickle.dump(shared, file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -195,17 +203,19 @@ def _write_shared(shared: tuple[Any, ...]) -> str:
 
 
 def _remove_stale_shared(folder: str) -> None:
-    """Remove this user's shared-input files in ``folder`` left by pools whose process is gone (a ``kill -9`` or a
-    power cut skips the pool's own removal; each file holds about the size of the training images). A file whose
-    process is still running, or whose number a new process has taken, is left."""
+    """Remove this user's shared-input files in ``folder`` left by pools of this machine whose process is gone (a
+    ``kill -9`` or a power cut skips the pool's own removal; each file holds about the size of the training images).
+    A file whose process is still running, whose number a new process has taken, or of another machine (by its
+    name; a container sharing the host's /tmp has a name of its own) is left."""
     import glob
 
     if os.name != "posix":  # the process test below is POSIX's (on Windows os.kill(pid, 0) sends CTRL_C_EVENT)
         return
     for path in glob.glob(os.path.join(glob.escape(folder), f"{_SHARED_PREFIX}*-*.pkl")):
-        pid = os.path.basename(path)[len(_SHARED_PREFIX):].split("-", 1)[0]
+        pid, _, rest = os.path.basename(path)[len(_SHARED_PREFIX):].partition("-")
         try:
-            if not pid.isdigit() or os.stat(path).st_uid != os.getuid() or _alive(int(pid)):
+            if not pid.isdigit() or not rest.startswith(f"{_host()}-") or os.stat(path).st_uid != os.getuid() \
+                    or _alive(int(pid)):
                 continue
             os.unlink(path)
         except OSError:  # gone meanwhile, or not ours to remove

@@ -84,9 +84,10 @@ def check_setup(cfg: Config, run: RunDir | None, stages: Iterable[str]) -> None:
 
 def check_inputs(cfg: Config) -> None:
     """The user's data files checked before a command starts Prefect or makes its run directory: a manifest's table
-    and the paths it lists (:func:`soxai.data.manifest_source.check_manifest`; the images are read by the data
-    stage). Raises DataError naming the rows and the fix."""
-    if cfg.data.source == "manifest":
+    and its image paths (:func:`soxai.data.manifest_source.check_manifest`; the images, and masks, are read by the
+    data stage). Not for a run on a remote Dask scheduler (``runner.address``): its files may be the workers' only.
+    Raises DataError naming the rows and the fix."""
+    if cfg.data.source == "manifest" and not cfg.runner.address:
         from soxai.data.manifest_source import check_manifest
 
         check_manifest(cfg.data)

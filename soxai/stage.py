@@ -7,6 +7,7 @@ nothing upstream.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -159,32 +160,39 @@ def upstream(run: RunDir, *stages: str) -> list[str]:
                 f"on this run directory so that {name!r} runs first"
             )
         fps.append(rec["fingerprint"])
+    _READ.set(_READ.get() + tuple(zip(stages, fps, strict=True)))  # run_stage records them in stage.json
     return fps
 
 
-# the stages each retraining stage reads (the upstream() calls of soxai.train/compare/report.runner, and of their
-# segmentation twins), in run order
-RETRAIN_READS = {"train": ("data", "manifest"), "compare": ("train",), "report": ("compare",)}
+# the upstream fingerprints a runner read (upstream()) before it called run_stage, in this context (a Prefect task's
+# thread, a Dask task): run_stage takes them as it starts, and writes those of earlier stages into its stage.json
+_READ: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("soxai_stage_reads", default=())
+
+
+RETRAINING = ("train", "compare", "report")
 
 
 def stale_retraining(run: RunDir) -> dict[str, str]:
-    """``{stage: why}`` for the retraining stages (train, compare, report) whose files predate a stage they read.
+    """``{stage: why}`` for the retraining stages (train, compare, report) computed from another version of a stage
+    they read than the one in the run now.
 
-    ``soxai explain`` (or ``run`` stopped after the manifest) that recomputes the concepts or the manifest leaves the
-    last retraining's files in place: the next ``soxai run`` or ``retrain`` recomputes them (their fingerprints
-    hash the upstream ones), but until then they describe another manifest. A stage is stale where a stage it reads
-    finished after it, or is stale itself; a stage that has not completed is left out."""
-    finished = {name: (read_stage(run, name) or {}).get("finished_at") for name in ("data", "manifest", *RETRAIN_READS)}
+    ``soxai explain`` with a new setting on a finished run recomputes the concepts or the manifest and leaves the last
+    retraining's files: the next ``soxai run`` or ``retrain`` recomputes them (their fingerprints hash the upstream
+    ones), but until then they describe another manifest. Each stage records the fingerprints it read
+    (``reads`` in its ``stage.json``); a stage is stale where one of them is no longer the stage's, or where a stage
+    it read is stale. A stage that has not completed, or whose ``stage.json`` predates ``reads``, is left out."""
     stale: dict[str, str] = {}
-    for stage, reads in RETRAIN_READS.items():
-        if not finished[stage]:
-            continue
-        for name in reads:
-            if name in stale:  # the same cause as the stage it reads
+    for stage in RETRAINING:
+        rec = read_stage(run, stage)
+        for name, fp in ((rec or {}).get("reads") or {}).items():
+            now = read_stage(run, name)
+            if name in stale:  # the same cause as the stage it read
                 stale[stage] = stale[name]
-                break
-            if finished[name] and finished[name] > finished[stage]:
-                stale[stage] = f"the {name} stage was recomputed at {finished[name]}, after the last retraining"
+            elif now is None:
+                stale[stage] = f"the {name} stage has started again and not finished"
+            elif now.get("fingerprint") != fp:
+                stale[stage] = f"the {name} stage was recomputed with other settings at {now.get('finished_at')}"
+            if stage in stale:
                 break
     return stale
 
@@ -210,6 +218,9 @@ def run_stage(
     it first wrote, every later stage recomputes too. A ``stage.json`` written before sizes and hashes were
     recorded is trusted on existence, as it was then, and gets them recorded on that reuse.
     """
+    earlier = STAGES[:STAGES.index(stage)] if stage in STAGES else ()
+    reads = {name: read_fp for name, read_fp in _READ.get() if name in earlier}
+    _READ.set(())  # taken, reused or not: none is left for the next stage
     existing = read_stage(run, stage)
     changed = changed_outputs(run, existing) if _matches(existing, fp) else {}
     if _matches(existing, fp) and not changed:
@@ -219,6 +230,9 @@ def run_stage(
             existing["files"] = output_files(run, existing["outputs"])
             write_json(run.stage_json(stage), existing)
             log.info("stage %s: recorded the sizes and hashes of its outputs (its stage.json had none)", stage)
+        if "reads" not in existing and reads:  # an older stage.json: the fingerprint matched, so these are its reads
+            existing["reads"] = reads
+            write_json(run.stage_json(stage), existing)
         log.info("stage %s: up to date (fingerprint %s), nothing to do", stage, fp)
         record = StageRecord(stage, fp, True, 0.0, existing["outputs"], existing.get("metrics", {}))
         _note_run(run, record)
@@ -237,6 +251,7 @@ def run_stage(
     seconds = round(time.perf_counter() - t0, 3)
     rel = sorted({run.relative(p) for p in outputs})
     files = output_files(run, rel)
+
     if changed and files != existing.get("files", files):
         _invalidate_downstream(run, stage)
     write_json(
@@ -249,6 +264,7 @@ def run_stage(
             "seconds": seconds,
             "outputs": rel,
             "files": files,
+            "reads": reads,
             "metrics": metrics,
         },
     )

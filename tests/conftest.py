@@ -11,7 +11,16 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # subprocesses it starts, which inherit this) takes its share of the cores instead of every core each, which
     # oversubscribed them. Set before torch is imported anywhere in the worker; a value the caller set stays.
     _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, _workers))))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // max(1, _workers))))
+    # and a Prefect home of its own: a test that starts a Prefect server without one (the early server's) would
+    # otherwise share ~/.prefect's database with the other worker's, both creating or migrating it at once
+    if "PREFECT_HOME" not in os.environ:
+        import atexit
+        import shutil
+
+        os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"soxai-prefect-{os.environ['PYTEST_XDIST_WORKER']}-")
+        atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 import pytest  # noqa: E402

@@ -307,8 +307,8 @@ def _images(image_paths: list[Path], raw_paths: list[str], rows: _Rows, lazy: bo
 
 
 def check_manifest(cfg: DataConfig, base_dir: Path | None = None) -> None:
-    """:func:`build_manifest`'s checks of the table and of the paths it lists, without opening an image: a command
-    refuses a bad manifest in a second, before it starts Prefect or makes its run directory. Raises DataError."""
+    """:func:`build_manifest`'s checks of the table and of its ``path`` column, without opening an image (nor
+    ``mask_path``): a command refuses a bad manifest in a second, before Prefect or its run directory. DataError."""
     _checked_table(cfg, base_dir, warn=False)
 
 

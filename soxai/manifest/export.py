@@ -17,7 +17,7 @@ def export_format(fmt: str | None, out: str | Path | None) -> tuple[str, Path]:
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     named = Path(out).suffix.lower().lstrip(".") if out is not None else ""
-    named = named if named in FORMATS else None
+    named = "parquet" if named == "pq" else named if named in FORMATS else None  # .pq: Parquet, as manifests read
     if fmt is not None and named is not None and named != fmt:
         raise ConfigError(f"--out {out} names a .{named} file but --format is {fmt}; give --out a .{fmt} name, or "
                           f"leave --format out to write {named}")
@@ -32,15 +32,13 @@ def export_manifest(run_dir: str | Path, fmt: str | None, out: str | Path | None
     ``out`` may be anywhere but a run directory's own files (:func:`soxai.run_dir.check_output_path`); it is
     written atomically, so a failed export leaves any earlier file at ``out`` whole.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     run = RunDir(run_dir).existing()
     if not run.pruned_parquet.is_file():
         raise StageError(f"{run.root} has no pruned manifest yet; run `soxai explain` or `soxai run` on it first")
-    if out is not None:  # a run's own file is refused as such, before its suffix is compared with --format
-        check_output_path(out, example=f"pruned.{fmt or 'csv'}")
+    # a run's own file is refused as such, before its suffix is compared with --format
+    checked = check_output_path(out, example=f"pruned.{fmt if fmt in FORMATS else 'csv'}") if out is not None else None
     fmt, out = export_format(fmt, out)
-    out = check_output_path(out, example=f"pruned.{fmt}")
+    out = checked or check_output_path(out, example=f"pruned.{fmt}")
     frame = _with_names(run, read_parquet(run.pruned_parquet))
     try:
         if fmt == "csv":

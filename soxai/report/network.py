@@ -107,8 +107,9 @@ def fidelity_text(entry: dict[str, Any], trust_split: str | None) -> str:
         if split == "train":
             continue
         parts.append(f"{split}: agreement {f['agreement']:.3f}, R² {f['r2']:.2f} (n={f['n']})")
-    verdict = f"trustworthy (agreement on {trust_split} at least {_threshold():.1f}; the other splits are shown, not " \
-        "judged)" if entry.get("trustworthy") else f"NOT trustworthy (agreement on {trust_split} below " \
+    others = "; the other splits are shown, not judged" if len(parts) > 1 else ""
+    verdict = f"trustworthy (agreement on {trust_split} at least {_threshold():.1f}{others})" \
+        if entry.get("trustworthy") else f"NOT trustworthy (agreement on {trust_split} below " \
         f"{_threshold():.1f}): read the formula as a rough sketch only"
     return "; ".join(parts) + f" — {verdict}"
 

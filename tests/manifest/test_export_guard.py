@@ -106,8 +106,8 @@ def test_manifest_export__suggested_path_has_the_formats_suffix(run):
     assert res.exit_code == 2 and str(run.root / "exports" / "pruned.csv") in res.output
 
 
-@pytest.mark.parametrize(("name", "fmt"), [("m.json", "json"), ("m.PARQUET", "parquet"), ("m.csv", "csv"),
-                                           ("m.txt", "csv")])
+@pytest.mark.parametrize(("name", "fmt"), [("m.json", "json"), ("m.PARQUET", "parquet"), ("m.pq", "parquet"),
+                                           ("m.csv", "csv"), ("m.txt", "csv")])
 def test_manifest_export__format_from_the_out_suffix_where_none_is_given(run, tmp_path, name, fmt):
     out = tmp_path / name
     result = CliRunner().invoke(app, ["manifest", "export", str(run.root), "--out", str(out)])

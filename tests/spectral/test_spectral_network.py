@@ -36,6 +36,9 @@ def test_network_section__marks_a_surrogate_below_the_threshold_as_not_trustwort
     # a low agreement on another split is shown, and the verdict says which split it judged
     assert "test_attacked: agreement 0.040, R² -1.12 (n=25) — trustworthy (agreement on test at least 0.7; the " \
         "other splits are shown, not judged)" in "\n".join(network_lines(cfg, copy))
+    alone = {k: v for k, v in base["fidelity"].items() if k in ("train", "test")}
+    copy.spectral_surrogate.write_text(json.dumps({**surrogate, "models": {"baseline": {**base, "fidelity": alone}}}))
+    assert "— trustworthy (agreement on test at least 0.7)\n" in "\n".join(network_lines(cfg, copy)) + "\n"
     base["fidelity"]["test"]["agreement"], base["trustworthy"] = 0.55, False
     copy.spectral_surrogate.write_text(json.dumps(surrogate))
     html = network_section(cfg, copy)

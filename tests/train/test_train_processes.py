@@ -229,13 +229,18 @@ def test_process_pool__inputs_left_by_a_killed_process_are_removed_by_the_next_p
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     assert left[0].exists()  # a kill -9 skips the pool's own removal
-    running = folder / f"soxai-pool-{os.getpid()}-abc.pkl"  # a process still running: its file stays
+    from soxai.parallel import _host
+
+    assert left[0].name.startswith(f"soxai-pool-{holder.pid}-{_host()}-")
+    running = folder / f"soxai-pool-{os.getpid()}-{_host()}-abc.pkl"  # a process still running: its file stays
     running.write_bytes(b"")
+    elsewhere = folder / f"soxai-pool-{holder.pid}-another_machine-abc.pkl"  # a shared TMPDIR: stays
+    elsewhere.write_bytes(b"")
     other = folder / "soxai-pool-notes.pkl"  # not a pool's name: stays
     other.write_bytes(b"")
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     with caplog.at_level(logging.INFO, logger="soxai.parallel"), process_pool(2, b"inputs"):
         mine = set(folder.glob(f"soxai-pool-{os.getpid()}-*.pkl"))
     assert not left[0].exists() and f"process {holder.pid} is gone" in caplog.text
-    assert running.exists() and other.exists() and len(mine) == 2
+    assert running.exists() and elsewhere.exists() and other.exists() and len(mine) == 2
     assert not (set(folder.glob(f"soxai-pool-{os.getpid()}-*.pkl")) - {running})  # this pool's own file went
