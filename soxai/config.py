@@ -178,6 +178,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             msg = f"  {err['msg']}"
         else:
             msg = f"  {dotted}: {err['msg']} (got {err.get('input')!r})"
+            if err["type"] in ("list_type", "tuple_type", "set_type"):  # a single value where a list is wanted
+                msg += f"; a list is written in brackets: --set '{dotted}=[{err.get('input')}]', items comma-separated"
         lines.append(msg)
     return "\n".join(lines)
 

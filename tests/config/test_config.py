@@ -125,3 +125,15 @@ def test_load_config__other_user_source_leftover_path__accepted(tmp_path):
     cfg = load_config(None, ["data.source=manifest", f"data.manifest={tmp_path / 'm.csv'}",
                              f"data.root={tmp_path}"])
     assert cfg.data.source == "manifest"
+
+
+@pytest.mark.parametrize(("override", "written"), [("retrain.seeds=3", "retrain.seeds=[3]"),
+                                                   ("retrain.variants=pruned", "retrain.variants=[pruned]")])
+def test_load_config__one_value_where_a_list_is_wanted_shows_the_bracket_syntax(override, written):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert f"a list is written in brackets: --set '{written}'" in str(info.value)
+    try:  # which is read as a list: the type error is gone (seeds then need two items)
+        load_config(None, [written])
+    except ConfigError as exc:
+        assert "valid tuple" not in str(exc) and "at least 2 items" in str(exc)
