@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -214,9 +215,39 @@ def serving(server: EarlyServer | None, use: bool = True) -> Iterator[str | None
     """Run the block's flows on ``server`` (yields its API URL), or leave Prefect to choose as before (yields
     None): where there is no server, ``use`` is false (a Dask run), Prefect's settings name an API URL or turn
     ephemeral mode off, or the server did not come up in Prefect's start-up timeout. The server is stopped at the
-    block's end, after Prefect has sent it what it holds.
+    block's end, after Prefect has sent it what it holds. A Ctrl-C in the block raises wherever the main thread is
+    (:func:`interrupts_raise`).
 
     As with Prefect's own temporary server, a flow run prints no "View at" link: this server serves no UI."""
+    with interrupts_raise(), _serving(server, use) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """For the block, Ctrl-C (SIGINT) raises KeyboardInterrupt wherever the main thread is.
+
+    Python's default handler does that too, but ``asyncio.run()`` in the main thread swaps it for one that only
+    cancels the loop's task: a coroutine that takes the cancellation and returns (a client that retries its
+    request) loses the Ctrl-C, and the run went on to its end (a CI run of the Ctrl-C test, 2026-12-07). asyncio
+    leaves any other handler alone. Nothing changes outside the main thread or where the caller set a handler."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _serving(server: EarlyServer | None, use: bool) -> Iterator[str | None]:
     if server is None:
         yield None
         return

@@ -259,3 +259,39 @@ def test_serving__another_server_on_the_drawn_port_is_not_used(no_server_named, 
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_interrupts_raise__a_ctrl_c_inside_asyncio_run_is_not_lost():
+    """asyncio.run() in the main thread turns Python's default Ctrl-C into a cancellation of its task; a coroutine
+    that takes it and returns loses the Ctrl-C. Under the flows' own handler it raises where it lands."""
+    import asyncio
+
+    async def takes_the_cancellation():
+        try:
+            signal.raise_signal(signal.SIGINT)
+            await asyncio.sleep(5)
+            return "slept"
+        except asyncio.CancelledError:
+            return "cancelled, and went on"
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert asyncio.run(takes_the_cancellation()) == "cancelled, and went on"  # the Ctrl-C is lost
+    with server.interrupts_raise(), pytest.raises(KeyboardInterrupt):
+        asyncio.run(takes_the_cancellation())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_serving__holds_the_raising_handler_for_the_block_only_and_leaves_a_callers_own(no_server_named):
+    with server.serving(None) as url:
+        assert url is None and signal.getsignal(signal.SIGINT) is server._raise_interrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def own(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGINT, own)
+    try:
+        with server.serving(None):
+            assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, previous)
