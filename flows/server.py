@@ -229,8 +229,9 @@ def interrupts_raise() -> Iterator[None]:
 
     Python's default handler does that too, but ``asyncio.run()`` in the main thread swaps it for one that only
     cancels the loop's task: a coroutine that takes the cancellation and returns (a client that retries its
-    request) loses the Ctrl-C, and the run went on to its end (a CI run of the Ctrl-C test, 2026-12-07). asyncio
-    leaves any other handler alone. Nothing changes outside the main thread or where the caller set a handler."""
+    request) loses the Ctrl-C. asyncio leaves any other handler alone. Nothing changes outside the main thread or
+    where the caller set a handler. (A CI run of the Ctrl-C test once lost a Ctrl-C in the model stage; whether by
+    this path is not known: docs/RELIABILITY.md.)"""
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
