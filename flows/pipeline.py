@@ -26,14 +26,14 @@ from prefect.futures import wait
 
 from soxai.config import Config
 from soxai.errors import ConfigError
-from soxai.run_dir import RunDir
+from soxai.run_dir import STAGES, RunDir
 from soxai.run_lock import writer_lock
 from soxai.runs import check_setup, finish_run, stage_runners
 from soxai.scaleout import RunnerConfig, check_dask_address, keep_malloc_defaults
+from soxai.stage import RETRAIN_STAGES
 
 RUNNERS = stage_runners()  # data, model, saliency, embed, concepts, spectral, bias, manifest, train, compare, report
-EXPLAIN_STAGES = ("data", "model", "saliency", "embed", "concepts", "spectral", "bias", "manifest")
-RETRAIN_STAGES = ("train", "compare", "report")
+EXPLAIN_STAGES = STAGES[:STAGES.index(RETRAIN_STAGES[0])]  # data .. manifest: what `soxai explain` runs
 # stages that run as a task on a Dask worker when the run is on a cluster, so that parallel_map can fan their
 # pieces out; the rest need nothing a worker offers (saliency fans out at the flow level, below)
 DASK_STAGES = ("embed", "concepts", "bias", "train")  # placement blocks, per-class HDBSCAN and assignment blocks too

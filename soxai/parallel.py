@@ -211,11 +211,11 @@ def _remove_stale_shared(folder: str) -> None:
 
     if os.name != "posix":  # the process test below is POSIX's (on Windows os.kill(pid, 0) sends CTRL_C_EVENT)
         return
-    for path in glob.glob(os.path.join(glob.escape(folder), f"{_SHARED_PREFIX}*-*.pkl")):
-        pid, _, rest = os.path.basename(path)[len(_SHARED_PREFIX):].partition("-")
+    host = _host()
+    for path in glob.glob(os.path.join(glob.escape(folder), f"{_SHARED_PREFIX}*-{glob.escape(host)}-*.pkl")):
+        pid = os.path.basename(path)[len(_SHARED_PREFIX):].partition("-")[0]
         try:
-            if not pid.isdigit() or not rest.startswith(f"{_host()}-") or os.stat(path).st_uid != os.getuid() \
-                    or _alive(int(pid)):
+            if not pid.isdigit() or os.stat(path).st_uid != os.getuid() or _alive(int(pid)):
                 continue
             os.unlink(path)
         except OSError:  # gone meanwhile, or not ours to remove
@@ -228,8 +228,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: running
+        pass
     return True
 
 

@@ -169,7 +169,7 @@ def upstream(run: RunDir, *stages: str) -> list[str]:
 _READ: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("soxai_stage_reads", default=())
 
 
-RETRAINING = ("train", "compare", "report")
+RETRAIN_STAGES = STAGES[STAGES.index("train"):]  # train, compare, report: what `soxai retrain` runs
 
 
 def stale_retraining(run: RunDir) -> dict[str, str]:
@@ -182,19 +182,22 @@ def stale_retraining(run: RunDir) -> dict[str, str]:
     (``reads`` in its ``stage.json``); a stage is stale where one of them is no longer the stage's, or where a stage
     it read is stale. A stage that has not completed, or whose ``stage.json`` predates ``reads``, is left out."""
     stale: dict[str, str] = {}
-    for stage in RETRAINING:
-        rec = read_stage(run, stage)
-        for name, fp in ((rec or {}).get("reads") or {}).items():
-            now = read_stage(run, name)
-            if name in stale:  # the same cause as the stage it read
-                stale[stage] = stale[name]
-            elif now is None:
-                stale[stage] = f"the {name} stage has started again and not finished"
-            elif now.get("fingerprint") != fp:
-                stale[stage] = f"the {name} stage was recomputed with other settings at {now.get('finished_at')}"
-            if stage in stale:
-                break
+    for stage in RETRAIN_STAGES:
+        reads = (read_stage(run, stage) or {}).get("reads") or {}
+        why = next(filter(None, (stale.get(name) or _changed(run, name, fp) for name, fp in reads.items())), None)
+        if why:  # a stage it read is stale: the same cause
+            stale[stage] = why
     return stale
+
+
+def _changed(run: RunDir, stage: str, fp: str) -> str | None:
+    """Why ``stage`` is no longer the one whose fingerprint was ``fp``; None where it still is."""
+    now = read_stage(run, stage)
+    if now is None:
+        return f"the {stage} stage has started again and not finished"
+    if now.get("fingerprint") != fp:
+        return f"the {stage} stage was recomputed with other settings at {now.get('finished_at')}"
+    return None
 
 
 def _matches(rec: dict[str, Any] | None, fp: str) -> bool:

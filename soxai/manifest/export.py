@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from soxai.errors import ConfigError, StageError
-from soxai.run_dir import RunDir, check_output_path, read_parquet, write_csv, write_parquet, write_text
+from soxai.run_dir import RunDir, check_output_path, read_json, read_parquet, write_csv, write_parquet, write_text
 
 FORMATS = ("csv", "parquet", "json")
 
@@ -55,8 +55,6 @@ def _with_names(run: RunDir, frame):
     """The pruned manifest with what a user's training code reads beside the label code: ``class_name`` (the data
     stage's class names) and, for a manifest or image-folder source, each row's ``path`` and ``group`` as the user
     wrote them. Those the run does not have are left out."""
-    from soxai.run_dir import read_json
-
     if run.data_info.is_file() and "label" in frame.columns:
         names = read_json(run.data_info).get("class_names") or []
         if names and frame["label"].between(0, len(names) - 1).all():

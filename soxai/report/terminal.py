@@ -16,6 +16,7 @@ import pandas as pd
 
 from soxai.errors import StageError
 from soxai.run_dir import RunDir, check_output_path, read_json, write_bytes
+from soxai.stage import stale_retraining
 
 FLAG = "⚑"
 
@@ -232,8 +233,6 @@ def comparison_table(run_dirs: list[str | Path], console=None) -> pd.DataFrame:
                     cells.insert(0, f"#{k}" if i == 0 and j == 0 else "")
                 table.add_row(*cells, end_section=j == len(variants) - 1)
     _console(console).print(table)
-    from soxai.stage import stale_retraining
-
     for run in runs:  # a comparison of another manifest than the run's own (soxai explain reran the manifest)
         why = stale_retraining(run).get("compare")
         if why:
