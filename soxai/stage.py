@@ -78,7 +78,10 @@ class StageRecord:
 #     (what augment pastes from it); flags and drops are bias 17's.
 #   bias 19 (2026-12-07): the transplant test also flags a concept whose box alone moves most recipients to its
 #     class (bias.transplant.majority; soxai.bias.verdict.majority_test), whatever its class-mates' control.
-LOGIC_VERSIONS: dict[str, int] = {"bias": 19, "manifest": 3, "compare": 1}
+#   bias 20 (2026-12-08): the reasons name a class as `soxai concepts` does ("to class round", not "to class 0";
+#     soxai.data.class_names.class_text); reason text only: flags, drops and carriers are bias 19's.
+#   spectral 1 (2026-12-08): the surrogate's formula names each class the same way ("class round ≈ ...").
+LOGIC_VERSIONS: dict[str, int] = {"spectral": 1, "bias": 20, "manifest": 3, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

@@ -187,8 +187,9 @@ def detect_channel_patch(
                 "concepts to estimate the run's own)")
         reason = (
             f"its members' {k} most relevant channels of the model's layer, patched into {r['n']} images of other "
-            f"classes, moved {rate:.0%} of them to class {r['label']}; samples of the whole class with their own {k} "
-            f"strongest channels moved {control:.0%} (z={zi:.1f}; against {null}: p={p_value:.1g} "
+            f"classes, moved {rate:.0%} of them to {ctx.class_text(r['label'])}; samples of the whole "
+            f"class with their own {k} strongest channels moved {control:.0%} (z={zi:.1f}; against {null}: "
+            f"p={p_value:.1g} "
             f"{'<=' if is_bias else '>'} {pcfg.max_p_value:g}/{len(tested)} concepts): "
             + ("the concept's evidence carries the class where the class's ordinary evidence does not"
                if is_bias else "no more than the run's concepts differ from their class-mates")

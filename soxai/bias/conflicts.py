@@ -17,14 +17,19 @@ baseline's on its own training samples, so a model that fits every training samp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
+
+from soxai.data.class_names import class_text
 
 CONFLICT_COLUMNS = ("concept_id", "label", "n", "errors", "error_rate", "rest_n", "rest_errors",
                     "rest_error_rate", "p_value", "p_bonferroni", "is_conflict", "pred_majority", "reason")
 
 
-def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01) -> pd.DataFrame:
+def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01,
+                      class_names: Sequence[str] = ()) -> pd.DataFrame:
     """Test every non-noise concept's training error against the rest of its class.
 
     Parameters
@@ -32,6 +37,7 @@ def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01) -> p
     assignments : training samples with columns label, pred (the baseline's prediction) and concept_id
         (-1 = noise, which is never tested but counts in the rest of its class)
     max_p_value : flag a concept when its Bonferroni-corrected p-value is at most this
+    class_names : the name of each label, for the reasons (empty: the label codes)
 
     Returns
     -------
@@ -61,16 +67,17 @@ def conflict_concepts(assignments: pd.DataFrame, max_p_value: float = 0.01) -> p
                "rest_errors": re_, "rest_error_rate": re_ / rn if rn else float("nan"), "p_value": p,
                "p_bonferroni": min(p * len(tested), 1.0), "pred_majority": int(np.bincount(preds[member]).argmax())}
         row["is_conflict"] = row["p_bonferroni"] <= max_p_value
-        row["reason"] = _reason(row, len(tested), max_p_value)
+        row["reason"] = _reason(row, len(tested), max_p_value, class_names)
         rows.append(row)
     # is_conflict stays boolean when there is no row (a run whose samples are all noise), so masks keep working
     return pd.DataFrame(rows, columns=list(CONFLICT_COLUMNS)).astype({"is_conflict": bool})
 
 
-def _reason(r: dict, n_tested: int, max_p_value: float) -> str:
+def _reason(r: dict, n_tested: int, max_p_value: float, names: Sequence[str]) -> str:
     head = (f"the baseline is wrong on {r['errors']} of concept {r['concept_id']}'s {r['n']} training samples "
-            f"({r['error_rate']:.0%}, most predicted as class {r['pred_majority']}) and on {r['rest_errors']} of the "
-            f"other {r['rest_n']} of class {r['label']} ({r['rest_error_rate']:.0%}); one-sided Fisher "
+            f"({r['error_rate']:.0%}, most predicted as {class_text(r['pred_majority'], names)}) and on "
+            f"{r['rest_errors']} of the other {r['rest_n']} of {class_text(r['label'], names)} "
+            f"({r['rest_error_rate']:.0%}); one-sided Fisher "
             f"p={r['p_value']:.1g}, x{n_tested} concepts (Bonferroni) = {r['p_bonferroni']:.1g}")
     if r["is_conflict"]:
         return (head + f" <= {max_p_value:g}: a conflict — the class's majority is predicted by something these "

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.bias.layer import LayerAccess
+from soxai.data.class_names import class_text
 
 # The columns every detector row starts with, in this order; detector-specific columns follow. ``score``:
 # higher = more suspicious, for every detector.
@@ -44,6 +45,7 @@ class DetectorContext:
     sample_maps : function row numbers (n,) -> the samples' own |saliency| maps (n, H, W)
     layer : access to the channels of ``model.layer`` (read, relevance, patch), for the feature-space test
         (soxai.bias.channels); None where the detectors run without the model
+    class_names : the name of each label (the data stage's ``class_names``), for the reasons; empty: codes
     """
 
     images: np.ndarray
@@ -54,6 +56,11 @@ class DetectorContext:
     seed: int
     sample_maps: Callable[[np.ndarray], np.ndarray]
     layer: LayerAccess | None = None
+    class_names: Sequence[str] = ()
+
+    def class_text(self, label: int) -> str:
+        """'class round' (the label's name, as ``soxai concepts`` writes it), or 'class 0' where it has none."""
+        return class_text(label, self.class_names)
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
         """The class labels of the training samples at image ``rows`` (n,)."""

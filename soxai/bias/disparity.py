@@ -63,8 +63,9 @@ def detect_transplant_accuracy(ctx: DetectorContext, cfg: BiasConfig) -> list[di
         y0, x0, y1, x1 = box
         reason = (
             f"accuracy of {n} other-class images fell from {before:.0%} to {acc:.0%} when its salient "
-            f"{y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} was pasted in (other class-{k} "
-            f"images, each pasting its own most salient box: {acc_c:.0%}; p={p_value:.1g}); accuracy {verdict}"
+            f"{y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} was pasted in (other images of "
+            f"{ctx.class_text(k)}, each pasting its own most salient box: {acc_c:.0%}; p={p_value:.1g}); "
+            f"accuracy {verdict}"
         )
         rows.append(score_row("transplant_accuracy", cid, score, is_bias, reason, accuracy_before=before,
                          accuracy_pasted=acc, accuracy_control=acc_c, p_value=p_value, odds_ratio=odds,
@@ -126,8 +127,9 @@ def detect_statistics_transplant(ctx: DetectorContext, cfg: BiasConfig) -> list[
                                   n_tests=n_concepts)
         reason = (
             f"moved {moved / n:.0%} of {n} correctly predicted other-class images off their class ({flips / n:.0%} "
-            f"to class {k}) when they took its members' brightness and contrast (other class-{k} images': "
-            f"{moved_c / n:.0%}, {flips_c / n:.0%} to class {k}; p={p_value:.1g}, odds ratio {odds:.1f}); {verdict}"
+            f"to {ctx.class_text(k)}) when they took its members' brightness and contrast (other images of "
+            f"{ctx.class_text(k)}: {moved_c / n:.0%}, {flips_c / n:.0%} to it; p={p_value:.1g}, odds ratio "
+            f"{odds:.1f}); {verdict}"
         )
         rows.append(score_row("statistics_transplant", cid, score, is_bias, reason, moved_rate=moved / n,
                          control_moved_rate=moved_c / n, flip_rate=flips / n, control_rate=flips_c / n,

@@ -52,6 +52,6 @@ def detect_frequency(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, An
         rows.append(score_row(
             "frequency", cid, score, is_bias,
             f"{own:.1%} of its mean map's power lies at or above {HIGH_FREQUENCY} cycles/pixel against {rest:.1%} for "
-            f"the other concepts of class {int(concept['label'])}; {score + 1:.2f} times as sharp, {verdict} the flag "
-            f"ratio {1 + threshold:.2f}", hf_share=own, class_hf_share=rest))
+            f"the other concepts of {ctx.class_text(concept['label'])}; {score + 1:.2f} times as sharp, {verdict} "
+            f"the flag ratio {1 + threshold:.2f}", hf_share=own, class_hf_share=rest))
     return rows

@@ -57,7 +57,7 @@ def detect_concentration(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str
         outsiders = ctx.train[(ctx.train["concept_id"] != cid) & (ctx.train["label"] == k)]
         if len(members) == 0 or len(outsiders) == 0:
             rows.append(score_row("concentration", cid, 0.0, False,
-                                  f"no class-{k} samples outside the concept to compare with"))
+                                  f"no samples of {ctx.class_text(k)} outside the concept to compare with"))
             continue
         member_maps = ctx.sample_maps(pick_rows(members, ccfg.n_samples, rng))
         control_maps = ctx.sample_maps(pick_rows(outsiders, ccfg.n_samples, rng))
@@ -69,8 +69,9 @@ def detect_concentration(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str
         y0, x0, y1, x1 = box
         reason = (
             f"members put {mass:.0%} of their relevance in the {y1 - y0}x{x1 - x0} box at rows {y0}-{y1 - 1}, "
-            f"cols {x0}-{x1 - 1} (other class-{k} samples: {control:.0%}); {consistency:.0%} of members have "
-            f"their most salient box there (others: {control_consistency:.0%}); difference {score:+.2f} is "
+            f"cols {x0}-{x1 - 1} (other samples of {ctx.class_text(k)}: {control:.0%}); {consistency:.0%} of "
+            f"members have their most salient box there (others: {control_consistency:.0%}); difference {score:+.2f} "
+            f"is "
             f"{'at or above' if score >= ccfg.threshold else 'below'} the threshold {ccfg.threshold:.2f}"
             + ("" if consistency >= ccfg.min_consistency or score < ccfg.threshold
                else f" but members agree on the place less than {ccfg.min_consistency:.0%}")

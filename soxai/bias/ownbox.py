@@ -66,7 +66,7 @@ def detect_own_box(ctx: DetectorContext, cfg: BiasConfig) -> list[dict[str, Any]
                                            ocfg.max_samples, np.random.default_rng([ctx.seed, cid + 1, 31]))
         flag = p <= bar
         reason = (f"its members, each pasting its own most salient {region.side}x{region.side} box into "
-                  f"{n_rec} images of other classes, moved {a.mean():.0%} of them to class {k} on average "
+                  f"{n_rec} images of other classes, moved {a.mean():.0%} of them to {ctx.class_text(k)} on average "
                   f"against {b.mean():.0%} for its class-mates ({len(a)} and {len(b)} tested; one-sided Mann-Whitney "
                   f"p={p:.2g}, bar {bar:.2g} = {ocfg.max_p_value:g} / {len(concepts)} concepts): "
                   + ("flagged" if flag else "not flagged"))

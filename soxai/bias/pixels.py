@@ -84,7 +84,7 @@ def detect_pixel_transplant(
         n = min(pcfg.n_pairs, len(pool))
         if n == 0 or len(members) == 0 or len(outsiders) == 0:
             why = ("no recipients of other classes to paste into" if n == 0 or len(members) == 0
-                   else f"no class-{label} samples outside the concept to compare with")
+                   else f"no samples of {ctx.class_text(label)} outside the concept to compare with")
             rows.append(score_row("pixel_transplant", cid, 0.0, False, why))
             continue
         recipients = take_images(ctx.images, pool, n, rng)
@@ -106,7 +106,7 @@ def detect_pixel_transplant(
         where = (f"its {int(mask.sum())} most distinctive pixels (rows {ys.min()}-{ys.max()}, "
                  f"cols {xs.min()}-{xs.max()})" if mask.any() else "no pixel where it looks more than its class-mates")
         reason = (
-            f"moved {flip:.0%} of predictions to class {label} (other class-{label} images"
+            f"moved {flip:.0%} of predictions to {ctx.class_text(label)} (other images of {ctx.class_text(label)}"
             f"{left_out_text(skipped, suspected)}, each pasting its own {k} most salient pixels: {control:.0%}; "
             f"p={p_value:.1g}, odds ratio {odds:.1f}) when {where} were "
             f"pasted into {n} images of other classes; {verdict}"

@@ -12,7 +12,7 @@ import pandas as pd
 from soxai.bias.context import DetectorContext, score_frame, score_row, scored_concepts
 from soxai.bias.layer import LayerAccess
 from soxai.config import Config
-from soxai.data.runner import read_images, read_samples
+from soxai.data.runner import read_images, read_info, read_samples
 from soxai.run_dir import RunDir, read_npy, read_parquet, write_parquet
 from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
 
@@ -56,7 +56,7 @@ def run_bias(cfg: Config, run: RunDir) -> StageRecord:
         scores = score_frame(rows)
         flagged = flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {}
         carriers = find_carriers(ctx, scores, flagged, bcfg)
-        conflicts = conflict_concepts(ctx.train, bcfg.conflicts.max_p_value)
+        conflicts = conflict_concepts(ctx.train, bcfg.conflicts.max_p_value, ctx.class_names)
         outputs = [write_parquet(run.bias_scores, scores), write_parquet(run.bias_conflicts, conflicts)]
         metrics = {"flagged": sorted(flagged), "n_scored": len(scores),
                    "conflicts": sorted(int(c) for c in conflicts.loc[conflicts["is_conflict"], "concept_id"])}
@@ -135,4 +135,5 @@ def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = N
         return own_maps[position.loc[rows].to_numpy()]
 
     return DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed,
-                           sample_maps, LayerAccess(model, cfg.model.layer, device))
+                           sample_maps, LayerAccess(model, cfg.model.layer, device),
+                           tuple(str(n) for n in read_info(run).get("class_names") or ()))

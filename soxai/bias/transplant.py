@@ -85,12 +85,12 @@ def detect_transplant(
                        f"class's other samples carry too")
         y0, x0, y1, x1 = box
         control_text = (
-            f"other class-{k} images{left_out_text(skipped, suspected)}, each pasting its own most salient box: "
-            f"{control:.0%}"
-            if len(outsiders) else f"no class-{k} images outside the concept to serve as a control"
+            f"other images of {ctx.class_text(k)}{left_out_text(skipped, suspected)}, each pasting its own most "
+            f"salient box: {control:.0%}"
+            if len(outsiders) else f"no images of {ctx.class_text(k)} outside the concept to serve as a control"
         )
         reason = (
-            f"moved {flip:.0%} of predictions to class {k} ({control_text}; p={p_value:.1g}, odds ratio "
+            f"moved {flip:.0%} of predictions to {ctx.class_text(k)} ({control_text}; p={p_value:.1g}, odds ratio "
             f"{odds:.1f}) when its salient {y1 - y0}x{x1 - x0} region at rows {y0}-{y1 - 1}, cols {x0}-{x1 - 1} "
             f"was pasted into {n} images of other classes; {verdict}"
         )

@@ -75,10 +75,11 @@ def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFra
                                            ucfg.max_samples, np.random.default_rng([ctx.seed, int(k) + 1, 23]))
         bar = ucfg.max_p_value / len(classes)
         flag = p <= bar
-        reason = (f"class {k}'s {len(noise)} unclustered samples, each pasting its own most salient "
+        reason = (f"{ctx.class_text(k)}'s {len(noise)} unclustered samples, each pasting its own most salient "
                   f"{region.side}x{region.side} box into {n_rec} images of other classes, moved "
-                  f"{a.mean():.0%} of them to class {k} on average against {b.mean():.0%} for the {len(edge)} of its "
-                  f"{len(clustered)} clustered samples at the edge of their concepts (lowest membership "
+                  f"{a.mean():.0%} of them to {ctx.class_text(k)} on average against {b.mean():.0%} for the "
+                  f"{len(edge)} of its {len(clustered)} clustered samples at the edge of their concepts (lowest "
+                  f"membership "
                   f"probability; {len(a)} and {len(b)} tested; one-sided Mann-Whitney p={p:.2g}, bar "
                   f"{bar:.2g} = {ucfg.max_p_value:g} / {len(classes)} classes): "
                   + ("a shortcut among samples that form no concept" if flag else "not flagged"))
@@ -158,6 +159,6 @@ def _carriers(ctx: DetectorContext, cfg: BiasConfig, cls: pd.DataFrame, region: 
                        f"{ccfg.min_gap:.2f}")
     else:
         out["threshold"], out["carries"] = t, rates >= t
-        out["test"] = (f"unclustered: {region.describe()} pasted from each sample of class {k} into {FIRST_STAGE} "
-                       f"recipients, more (up to {len(recipients)}) where that left it in doubt")
+        out["test"] = (f"unclustered: {region.describe()} pasted from each sample of {ctx.class_text(k)} into "
+                       f"{FIRST_STAGE} recipients, more (up to {len(recipients)}) where that left it in doubt")
     return out

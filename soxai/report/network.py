@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.config import Config
+from soxai.data.class_names import class_text
 from soxai.run_dir import RunDir, read_json, read_parquet
 
 log = logging.getLogger("soxai")
@@ -35,6 +36,7 @@ class NetworkView:
     surrogate: dict[str, Any]
     flagged: dict[int, str]
     corrected: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> surrogate entry
+    class_names: tuple[str, ...] = ()  # the data's, for the text ("class round")
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -56,6 +58,8 @@ def read_network(cfg: Config, run: RunDir, with_corrected: bool = True) -> Netwo
         layers=read_parquet(run.spectral_layers), network=read_json(run.spectral_network),
         frequency=read_parquet(run.spectral_frequency), surrogate=read_json(run.spectral_surrogate),
         flagged=flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {},
+        class_names=tuple(str(n) for n in (read_json(run.data_info).get("class_names") or ())
+                          if run.data_info.is_file()),
     )
     if with_corrected:
         view.corrected = corrected_surrogates(cfg, run)
@@ -272,8 +276,8 @@ def network_lines(cfg: Config, run: RunDir) -> list[str]:
     lines.append("Concepts by high-frequency share, against their class's other concepts:")
     for r in view.frequency.sort_values("hf_excess", ascending=False).itertuples():
         mark = "  flagged" if r.concept_id in view.flagged else ""
-        lines.append(f"  concept {r.concept_id:>3} (class {r.label}): {r.hf_share:.3f} vs {r.class_hf_share:.3f} "
-                     f"({r.hf_excess:+.3f}){mark}")
+        lines.append(f"  concept {r.concept_id:>3} ({class_text(r.label, view.class_names)}): {r.hf_share:.3f} vs "
+                     f"{r.class_hf_share:.3f} ({r.hf_excess:+.3f}){mark}")
     trust = view.surrogate.get("trust_split")
     models = [("baseline", view.baseline)] + [(f"{CORRECTED} seed {s}", e) for s, e in view.corrected.items()]
     for title, entry in models:
@@ -282,10 +286,12 @@ def network_lines(cfg: Config, run: RunDir) -> list[str]:
         lines.append(f"  {fidelity_text(entry, trust)}")
     for w in flagged_weights(view):
         if not view.corrected:
-            lines.append(f"Flagged concept {w['concept_id']} in class {w['label']}'s formula: baseline "
+            lines.append(f"Flagged concept {w['concept_id']} in {class_text(w['label'], view.class_names)}'s formula: "
+                         f"baseline "
                          f"{w['baseline']:+.2f}; no {CORRECTED} model retrained yet")
             continue
-        lines.append(f"Flagged concept {w['concept_id']} in class {w['label']}'s formula: baseline "
+        lines.append(f"Flagged concept {w['concept_id']} in {class_text(w['label'], view.class_names)}'s formula: "
+                     f"baseline "
                      f"{w['baseline']:+.2f}, {CORRECTED} {_num(w[CORRECTED], '+.2f')} "
                      f"(ratio {_num(w['ratio'], '.2f')})")
     return lines

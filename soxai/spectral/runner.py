@@ -72,7 +72,8 @@ def run_spectral(cfg: Config, run: RunDir) -> StageRecord:
         lap("frequency")
         shares, concept_ids, logits = concept_share_table(cfg, run, model, layer, device)
         lap("concept_shares")
-        entry = surrogate_entry(*_fit_inputs(shares, concept_ids, logits), concept_ids, MAX_TERMS)
+        entry = surrogate_entry(*_fit_inputs(shares, concept_ids, logits), concept_ids, MAX_TERMS,
+                                info.get("class_names") or ())
         lap("surrogate")
         splits = [s for s in entry["fidelity"] if s != "train"]
         decide = trust_split(splits)
@@ -231,7 +232,8 @@ def variant_surrogate(cfg: Config, run: RunDir, variant: str, seed: int) -> dict
     with one_torch_thread():
         logits = predict_logits(model.eval(), read_images(run), shares["row"].to_numpy(),
                                 resolve_device(cfg.saliency.device), batch_size=cfg.saliency.batch_size)
-    entry = surrogate_entry(*_fit_inputs(shares, concept_ids, logits), concept_ids, MAX_TERMS)
+    entry = surrogate_entry(*_fit_inputs(shares, concept_ids, logits), concept_ids, MAX_TERMS,
+                            read_info(run).get("class_names") or ())
     entry["trustworthy"] = is_trustworthy(entry, surrogate["trust_split"])
     return entry
 

@@ -15,7 +15,11 @@ surrogate's argmax with the model's prediction, and R^2 of its logits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from soxai.data.class_names import class_text
 
 MAX_TERMS = 10  # a person reads at most this many terms per class
 N_NEIGHBORS = 10  # reference samples whose concepts make a sample's shares (the concept model's own vote size)
@@ -113,11 +117,12 @@ def fidelity(surrogate_logits: np.ndarray, model_logits: np.ndarray) -> dict[str
 
 
 def formula_lines(weights: np.ndarray, intercept: np.ndarray, concept_ids: np.ndarray,
-                  names: dict[int, str] | None = None, digits: int = 2) -> list[str]:
+                  names: dict[int, str] | None = None, digits: int = 2, class_names: Sequence[str] = ()) -> list[str]:
     """Each class's surrogate as text, largest weights first:
     ``class 0 ≈ 0.71·[concept 3: nucleus ring] + 0.40·[concept 5] − 1.20``.
 
-    ``names``: a short description per concept id, put after its number where given.
+    ``names``: a short description per concept id, put after its number where given; ``class_names``: the name of
+    each class (``class round ≈ ...``), the label code where there is none.
     """
     names = names or {}
     lines = []
@@ -132,12 +137,13 @@ def formula_lines(weights: np.ndarray, intercept: np.ndarray, concept_ids: np.nd
         for i, (value, term) in enumerate(terms):
             text += (("−" if value < 0 else "") if i == 0 else (" − " if value < 0 else " + ")) + term
         text += (" − " if b < 0 else " + ") + f"{abs(b):.{digits}f}" if text else f"{b:.{digits}f}"
-        lines.append(f"class {c} ≈ {text}")
+        lines.append(f"{class_text(c, class_names)} ≈ {text}")
     return lines
 
 
 def surrogate_entry(x_train: np.ndarray, logits_train: np.ndarray, evaluation: dict[str, tuple[np.ndarray,
-                    np.ndarray]], concept_ids: np.ndarray, max_terms: int = MAX_TERMS) -> dict:
+                    np.ndarray]], concept_ids: np.ndarray, max_terms: int = MAX_TERMS,
+                    class_names: Sequence[str] = ()) -> dict:
     """Fit the surrogate of one model and measure it: what ``surrogate.json`` holds per model.
 
     Parameters
@@ -146,6 +152,7 @@ def surrogate_entry(x_train: np.ndarray, logits_train: np.ndarray, evaluation: d
     logits_train : array of shape (n_train, n_classes), the model's logits on them
     evaluation : split -> (concept shares, model logits) of that split's samples
     concept_ids : int array of shape (n_concepts,), the concept of each column
+    class_names : the name of each class, for the formula's text (empty: the label codes)
 
     Returns
     -------
@@ -160,7 +167,7 @@ def surrogate_entry(x_train: np.ndarray, logits_train: np.ndarray, evaluation: d
         "intercept": intercept.tolist(),
         "weights": [{str(int(concept_ids[j])): float(w[j]) for j in np.flatnonzero(w)} for w in weights],
         "n_terms": [int((w != 0).sum()) for w in weights],
-        "formula": formula_lines(weights, intercept, concept_ids),
+        "formula": formula_lines(weights, intercept, concept_ids, class_names=class_names),
         "fidelity": scores,
     }
 

@@ -70,3 +70,13 @@ def test_conflict_concepts__only_noise_gives_an_empty_table_whose_flag_column_is
     out = conflict_concepts(pd.DataFrame({"label": [0, 1], "pred": [0, 0], "concept_id": [-1, -1]}))
     assert len(out) == 0 and list(out.columns) == list(CONFLICT_COLUMNS)
     assert out["is_conflict"].dtype == bool and list(out[out["is_conflict"]].columns) == list(CONFLICT_COLUMNS)
+
+
+def test_conflict_concepts__the_reason_names_the_classes_where_the_data_names_them():
+    frame = _frame([(0, 0, 1300, 13), (1, 0, 130, 120), (2, 1, 1200, 12)])
+    named = conflict_concepts(frame, class_names=("red", "green")).set_index("concept_id")
+    assert "most predicted as class green" in named.loc[1, "reason"]
+    assert "other 1300 of class red" in named.loc[1, "reason"]
+    coded = conflict_concepts(frame).set_index("concept_id")
+    assert "most predicted as class 1" in coded.loc[1, "reason"]
+    assert named["is_conflict"].tolist() == coded["is_conflict"].tolist()

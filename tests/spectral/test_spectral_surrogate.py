@@ -65,6 +65,9 @@ def test_formula_lines__largest_weight_first_with_signs_names_and_intercept():
                           names={5: "corner mark"})
     assert lines == ["class 0 ≈ −0.71·[concept 5: corner mark] + 0.40·[concept 3] − 1.20"]
     assert formula_lines(np.zeros((1, 2)), np.array([0.5]), np.array([1, 2])) == ["class 0 ≈ 0.50"]
+    # with the data's class names, as `soxai concepts` writes them; a class without a name keeps its code
+    two = formula_lines(np.zeros((2, 2)), np.array([0.5, 0.25]), np.array([1, 2]), class_names=("round",))
+    assert two == ["class round ≈ 0.50", "class 1 ≈ 0.25"]
 
 
 def test_surrogate_entry__reports_fidelity_per_split_and_the_trust_flag_follows_the_threshold():
