@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
 def progress(description: str, total: int, unit: str = "samples") -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; shows a bar with ``unit``/s while the block runs.
+    """Yield ``advance(n, timed=True)``; shows a bar with ``unit``/s while the block runs.
 
+    ``timed=False``: the units moved the bar without being worked on (a model reused from an earlier run), so they
+    are left out of the rate, which is the timed units over the time since the block began (shown once there is one).
     Set ``SOXAI_PROGRESS=0`` to silence it (tests, logs).
     """
     if os.environ.get("SOXAI_PROGRESS", "1") == "0":
-        yield lambda n: None
+        yield lambda n, timed=True: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,12 +30,14 @@ def progress(description: str, total: int, unit: str = "samples") -> Iterator[Ca
     )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total, rate="")
+        start, worked = time.monotonic(), [0]
 
-        def advance(n: int) -> None:
+        def advance(n: int, timed: bool = True) -> None:
             bar.advance(task, n)
-            speed = bar.tasks[0].speed
-            if speed:
-                bar.update(task, rate=rate_text(speed, unit))
+            worked[0] += n if timed else 0
+            elapsed = time.monotonic() - start
+            if worked[0] and elapsed > 0:
+                bar.update(task, rate=rate_text(worked[0] / elapsed, unit))
 
         yield advance
 

@@ -101,13 +101,13 @@ def run_train(cfg: Config, run: RunDir) -> StageRecord:
         processes = train_processes(cfg, len(models), len(train))
         with process_pool(processes, inputs, job) as pool, (  # in turn, each model shows its own bar
                 progress(f"retrain {len(models)} models in {processes} processes", len(models), unit="models")
-                if pool is not None else contextlib.nullcontext(lambda n: None)) as advance:
+                if pool is not None else contextlib.nullcontext(lambda n, timed=True: None)) as advance:
             # the baseline's models first: a variant with nothing to change takes them (VariantInputs.baseline_twin),
             # so which one it gets must not depend on the order of retrain.variants or on the executor
             outcomes = [outcome for first in (True, False)
                         for outcome in parallel_map(train_model, [m for m in models if (m[0] == "baseline") == first],
                                                     inputs, job, resources={"GPU": 1}, pool=pool,
-                                                    on_result=lambda outcome: advance(1))]
+                                                    on_result=lambda outcome: advance(1, outcome == "trained"))]
         outputs = [path for variant, seed in models for path in
                    (run.variant_metrics(variant, seed), run.variant_model(variant, seed),
                     run.variant_manifest(variant, seed))]
