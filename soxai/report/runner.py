@@ -233,7 +233,8 @@ def _image_ids(view: RunView, ids) -> list[str]:
 
 
 def concept_gallery(view: RunView, concept_id: int, n: int = N_GALLERY) -> ConceptGallery:
-    """The gallery of one concept: up to ``n`` exemplars (closest to the concept's centre).
+    """The gallery of one concept: up to ``n`` exemplars (closest to the concept's centre; for the noise, which
+    holds every class's unclustered samples, :func:`noise_exemplars`).
 
     Raises
     ------
@@ -253,7 +254,7 @@ def concept_gallery(view: RunView, concept_id: int, n: int = N_GALLERY) -> Conce
     members = view.assignments.loc[view.assignments["concept_id"] == concept_id, "sample_id"]
     rows = np.sort(view.samples.loc[_image_ids(view, members), "row"].to_numpy()[:MEAN_IMAGE_SAMPLES])
     mean_image = np.asarray(images[rows], dtype=np.float32).mean(axis=0) if len(rows) else np.zeros(images.shape[1:])
-    ids = [str(s) for s in list(c["exemplars"])[:n]]
+    ids = noise_exemplars(view, n) if bool(c["is_noise"]) else [str(s) for s in list(c["exemplars"])[:n]]
     ex_rows = view.samples.loc[_image_ids(view, ids), "row"]
     ex_images = np.stack([np.asarray(images[r], dtype=np.float32) for r in ex_rows]) \
         if ids else np.zeros((0, *images.shape[1:]), dtype=np.float32)
@@ -281,6 +282,29 @@ def concept_gallery(view: RunView, concept_id: int, n: int = N_GALLERY) -> Conce
                           _detector_box(view, concept_id))
 
 
+def noise_exemplars(view: RunView, n: int = N_GALLERY) -> list[str]:
+    """Up to ``n`` unclustered samples spread over the classes: one of each class in turn (the largest class first),
+    each class's nearest to the centre of its own unclustered samples in the embedding (by sample id where the run
+    has no embedding). The stored exemplars are the nearest to the centre of them all, often of one class only."""
+    noise = view.assignments[view.assignments["concept_id"] == -1]
+    if view.run.embedding.is_file():
+        emb = read_parquet(view.run.embedding).set_index("sample_id")[["u0", "u1"]]
+        noise = noise.join(emb, on="sample_id")
+    queues = []
+    for _, part in sorted(noise.groupby("label"), key=lambda kv: (-len(kv[1]), kv[0])):
+        part = part.sort_values("sample_id", kind="stable")
+        if {"u0", "u1"} <= set(part.columns) and part[["u0", "u1"]].notna().all(axis=None):
+            xy = part[["u0", "u1"]].to_numpy(dtype=float)
+            part = part.iloc[np.argsort(np.linalg.norm(xy - xy.mean(axis=0), axis=1), kind="stable")]
+        queues.append([str(s) for s in part["sample_id"]])
+    picked: list[str] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        picked += [q[depth] for q in queues if depth < len(q)]
+        if len(picked) >= n:
+            break
+    return picked[:n]
+
+
 def concept_figure(view: RunView, concept_id: int, n: int = N_GALLERY):
     """``concept_gallery`` drawn with captions (sample id, label → baseline prediction) and a title."""
     from soxai.report.plots import concept_gallery_figure
@@ -289,7 +313,8 @@ def concept_figure(view: RunView, concept_id: int, n: int = N_GALLERY):
     c = view.concepts[view.concepts["concept_id"] == concept_id].iloc[0]
     name = "noise (concept -1)" if bool(c["is_noise"]) else f"concept {concept_id}"
     flag = " · FLAGGED" if concept_id in view.flagged else ""
-    title = f"{name} · class {view.class_name(int(c['label']))} · {int(c['size']):,} samples{flag}"
+    where = "all classes" if bool(c["is_noise"]) else f"class {view.class_name(int(c['label']))}"
+    title = f"{name} · {where} · {int(c['size']):,} samples{flag}"
     return concept_gallery_figure(g.mean_image, g.mean_map, g.images, g.maps, g.captions, title=title, box=g.box)
 
 

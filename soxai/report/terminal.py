@@ -120,7 +120,14 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     from rich.table import Table
 
     from soxai.report.plots import figure_png
-    from soxai.report.runner import N_GALLERY, concept_figure, concept_overview, concept_scores, read_run
+    from soxai.report.runner import (
+        N_GALLERY,
+        concept_figure,
+        concept_overview,
+        concept_scores,
+        noise_exemplars,
+        read_run,
+    )
 
     console = _console(console)
     view = read_run(run_dir)
@@ -157,8 +164,12 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
         for s in scores.itertuples():
             table.add_row(s.detector, f"{s.score:+.3f}", "[bold red]yes[/]" if s.is_bias else "no", s.reason)
         console.print(table)
-    exemplars = [str(s) for s in view.concepts.set_index("concept_id").loc[concept_id, "exemplars"]][:N_GALLERY]
-    console.print("exemplars (nearest the concept's centre): " + ", ".join(exemplars))
+    if concept_id < 0:
+        console.print("exemplars (one of each class in turn, largest first): "
+                      + ", ".join(noise_exemplars(view, N_GALLERY)))
+    else:
+        exemplars = [str(s) for s in view.concepts.set_index("concept_id").loc[concept_id, "exemplars"]][:N_GALLERY]
+        console.print("exemplars (nearest the concept's centre): " + ", ".join(exemplars))
     fig = concept_figure(view, int(concept_id))
     suffix = "noise" if concept_id < 0 else str(concept_id)
     png = check_output_path(out if out is not None else view.run.root / "gallery" / f"concept-{suffix}.png",

@@ -285,3 +285,22 @@ def test_write_report__a_conflict_concept_gets_its_tile_badge_and_reason(smoke_r
     # a run from before the test (no conflicts.parquet) renders with none
     run.bias_conflicts.unlink()
     assert "no conflict concept" in write_report(load_run_config(run), run).read_text()
+
+
+def test_noise_exemplars__spread_over_the_classes_largest_first(smoke_run_dir):
+    """The noise holds every class's unclustered samples; its stored exemplars (nearest the centre of all of them)
+    showed only its most common class. The gallery now takes one of each class in turn."""
+    from soxai.report.runner import noise_exemplars
+
+    view = read_run(smoke_run_dir)
+    a = view.assignments.copy()
+    a["concept_id"] = 0
+    by_class = {k: a.index[a["label"] == k][:n] for k, n in ((0, 10), (1, 3), (2, 1))}
+    for rows in by_class.values():
+        a.loc[rows, "concept_id"] = -1
+    view.assignments = a
+    picked = noise_exemplars(view, 6)
+    labels = a.set_index("sample_id").loc[picked, "label"].tolist()
+    assert labels == [0, 1, 2, 0, 1, 0]  # largest class first, then in turn while each class has samples left
+    assert len(set(picked)) == 6 and set(picked) <= set(a.loc[a["concept_id"] == -1, "sample_id"])
+    assert noise_exemplars(view, 20) and len(noise_exemplars(view, 20)) == 14  # no more than the noise holds

@@ -71,7 +71,9 @@ def test_concept_detail__noise_and_unknown_ids(smoke_run_dir, tmp_path):
     console = _console(120)
     assert concept_detail(smoke_run_dir, -1, console, out=tmp_path / "noise.png").is_file()
     # the noise row pools every class's unclustered samples: not named after its most common label
-    assert "noise (concept -1) · the unclustered samples of every class · " in console.export_text()
+    text = console.export_text()
+    assert "noise (concept -1) · the unclustered samples of every class · " in text
+    assert "exemplars (one of each class in turn, largest first): " in text
     from soxai.report.terminal import concepts_table
 
     rows = concepts_table(smoke_run_dir, _console())
