@@ -217,10 +217,10 @@ def _check_names(records: list[tuple[str, str, str]], root: Path) -> None:
 
 def _check_inside(records: list[tuple[str, str, str]], root: Path) -> None:
     """Refuse files that resolve outside ``root`` (a symlinked file, class or split folder pointing out)."""
-    from soxai.data.manifest_source import is_inside
+    from soxai.data.paths import Resolver, is_inside
 
-    outside = [f"{rel} -> {(root / rel).resolve()}" for _, _, rel in records
-               if not is_inside((root / rel).resolve(), root)]
+    resolve = Resolver(root)  # (root / rel).resolve(), each folder once
+    outside = [f"{rel} -> {resolve(rel)}" for _, _, rel in records if not is_inside(resolve(rel), root)]
     if outside:
         raise DataError(
             f"data.root {root}: files lead outside the folder through symlinks: {_listed(outside)}; "

@@ -8,6 +8,7 @@ and how to fix it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from soxai.data.dataset import TRAIN_SPLIT, Dataset, validate_dataset
 from soxai.data.images import describe_error, open_image, unreadable_errors
 from soxai.data.manifest_images import ManifestImages, decode_into
 from soxai.data.near_names import warn_near_names
+from soxai.data.paths import Resolver, is_inside
 from soxai.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "label", "split")
@@ -143,27 +145,19 @@ def _parse_labels(col: pd.Series, rows: _Rows) -> tuple[np.ndarray, list[str]]:
     return ints, [str(k) for k in range(int(ints.max()) + 1)]
 
 
-def is_inside(resolved: Path, root: Path) -> bool:
-    """Whether ``resolved`` (a ``Path.resolve()`` result) lies under ``root`` (resolved too).
-
-    ``resolve()`` follows symlinks and removes '..', so a link pointing out of the root and a path that
-    climbs out are both outside. Shared by every source that reads files under a root.
-    """
-    return resolved.is_relative_to(root)
-
-
 def _resolve_paths(
     raw: list[str], idx: np.ndarray, root: Path, rows: _Rows, column: str
 ) -> list[Path]:
     """Resolve ``raw[i]`` for i in ``idx`` under ``root``; refuse absolute, escaping and missing paths."""
-    absolute = [i for i in idx if Path(raw[i]).is_absolute()]
+    absolute = [i for i in idx if os.path.isabs(raw[i])]
     if absolute:
         raise rows.error(
             f"{column} values are absolute paths", absolute, [repr(raw[i]) for i in absolute],
             f"paths relative to the manifest's folder {root}",
             "move the files under that folder and write their relative paths",
         )
-    resolved = {i: (root / raw[i]).resolve() for i in idx}
+    resolve = Resolver(root)  # (root / raw).resolve(), each folder resolved once
+    resolved = {i: resolve(raw[i]) for i in idx}
     escaping = [i for i in idx if not is_inside(resolved[i], root)]
     if escaping:
         raise rows.error(
@@ -483,6 +477,7 @@ def manifest_hash(manifest: str | Path) -> str:
     except DataError:
         return h.hexdigest()[:16]
     root = manifest.parent.resolve()
+    resolve = Resolver(root)
     table.columns = [str(c).strip() for c in table.columns]
     for column in ("path", "mask_path"):
         if column not in table.columns:
@@ -491,7 +486,7 @@ def manifest_hash(manifest: str | Path) -> str:
             if not isinstance(raw, str) or not raw.strip():
                 h.update(b"-\n")
                 continue
-            path = (root / raw).resolve()
+            path = resolve(raw)
             try:
                 st = path.stat() if path.is_relative_to(root) else None
             except OSError:

@@ -170,6 +170,21 @@ def test_build_manifest__symlink_pointing_outside__raises(tmp_path):
         build_manifest(_cfg(_manifest(root, rows)))
 
 
+def test_build_manifest__a_link_loop_is_a_missing_file_not_a_traceback(tmp_path):
+    """``Path.resolve()`` raised RuntimeError('Symlink loop') out of the pre-check and the data stage's fingerprint."""
+    from soxai.data.manifest_source import check_manifest, manifest_hash
+
+    rows = _basic(tmp_path)
+    os.symlink(tmp_path / "loop_b.png", tmp_path / "loop_a.png")
+    os.symlink(tmp_path / "loop_a.png", tmp_path / "loop_b.png")
+    rows[0]["path"] = "loop_a.png"
+    manifest = _manifest(tmp_path, rows)
+    assert len(manifest_hash(manifest)) == 16
+    for check in (check_manifest, build_manifest):
+        with pytest.raises(DataError, match=r"do not exist: line 2 \('loop_a\.png'\)"):
+            check(_cfg(manifest))
+
+
 def test_build_manifest__missing_images__names_up_to_five_and_count(tmp_path):
     rows = _basic(tmp_path, n=4) + [{"path": f"gone{i}.png", "label": 0, "split": "train"} for i in range(7)]
     with pytest.raises(DataError) as info:
