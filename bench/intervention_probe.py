@@ -65,11 +65,14 @@ def probe_run(root: Path, pairs: int, alpha: float = 0.01) -> list[dict]:
         pasted = paste_region(np.asarray(ctx.images[rec_rows], dtype=np.float32),
                               np.asarray(ctx.images[donors], dtype=np.float32), box)
         flips = {"baseline": ctx.predict(pasted) == k}
+        held_out = {}  # each retrained model's accuracy on the samples it did not see
         t = time.perf_counter()
         for name, dropped in (("minus_members", members), ("minus_random", drop_others)):
             keep = train[~train["sample_id"].isin(dropped["sample_id"])]
             model, device = fit(cfg, run, keep["row"].to_numpy(), keep["label"].to_numpy(), cfg.seed, name)
             flips[name] = predict_logits(model.eval(), pasted, np.arange(len(pasted)), device).argmax(axis=1) == k
+            unseen = predict_logits(model, ctx.images, dropped["row"].to_numpy(), device).argmax(axis=1)
+            held_out[name] = float(np.mean(unseen == dropped["label"].to_numpy()))
         only_others = int(np.sum(flips["minus_random"] & ~flips["minus_members"]))
         only_members = int(np.sum(flips["minus_members"] & ~flips["minus_random"]))
         n = only_others + only_members
@@ -81,7 +84,9 @@ def probe_run(root: Path, pairs: int, alpha: float = 0.01) -> list[dict]:
                **{f"flips_{m}": round(float(v.mean()), 3) for m, v in flips.items()},
                "only_minus_random": only_others, "only_minus_members": only_members,
                "p_intervention_corrected": float(min(1.0, p * n_concepts)),
-               "learned_from_members": bool(p * n_concepts <= alpha), "seconds": round(time.perf_counter() - t, 1)}
+               "learned_from_members": bool(p * n_concepts <= alpha),
+               **{f"held_out_accuracy_{m}": round(v, 3) for m, v in held_out.items()},
+               "seconds": round(time.perf_counter() - t, 1)}
         print(json.dumps(row), flush=True)
         out.append(row)
     if not out:
