@@ -76,7 +76,7 @@ def concepts_table(run_dir: str | Path, console=None) -> pd.DataFrame:
         [
             FLAG if r.flagged else "",
             "noise" if r.is_noise else str(r.concept_id),
-            r.class_name if len(r.class_name) <= 12 else r.class_name[:11] + "…",
+            Text(r.class_name if len(r.class_name) <= 12 else r.class_name[:11] + "…"),  # a name is not markup
             f"{r.size:,}",
             f"{r.accuracy:.3f}",
             "–" if r.is_noise else f"{r.persistence:.2f}",
@@ -88,7 +88,7 @@ def concepts_table(run_dir: str | Path, console=None) -> pd.DataFrame:
     headers = ["", "id", "class", "size", "acc", "stab", "score", "drop"]
     console = _console(console)
     # the reason gets what is left of the terminal's width, cut with an ellipsis: one line per concept
-    used = sum(max([cell_len(h)] + [cell_len(row[i]) for row in cells]) for i, h in enumerate(headers))
+    used = sum(max([cell_len(h)] + [cell_len(str(row[i])) for row in cells]) for i, h in enumerate(headers))
     room = console.width - used - 2 * len(headers)
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i in (0, 2) else "right", no_wrap=True,
@@ -117,6 +117,7 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     -------
     The path of the gallery PNG: the mean image and mean saliency, then exemplars with their saliency.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from soxai.report.plots import figure_png
@@ -139,12 +140,13 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     c = match.iloc[0]
     name = "noise (concept -1)" if c["is_noise"] else f"concept {concept_id}"
     flag = f" · [bold red]{FLAG} flagged: {c['dropped']:,} samples dropped[/]" if c["flagged"] else " · not flagged"
-    where = "the unclustered samples of every class" if c["is_noise"] else f"class {c['class_name']}"
+    # the data's class names and the reasons that quote them are text, not rich markup ('[wild]' stays as written)
+    where = "the unclustered samples of every class" if c["is_noise"] else f"class {escape(c['class_name'])}"
     console.print(f"[bold]{name}[/bold] · {where} · {c['size']:,} samples{flag}")
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    facts.add_row("label mix", f"{c['label_mix']} (purity {c['purity']:.0%})")
+    facts.add_row("label mix", f"{escape(c['label_mix'])} (purity {c['purity']:.0%})")
     facts.add_row("accuracy", f"{c['accuracy']:.3f} (the baseline's, on the members)")
     facts.add_row("persistence", f"{c['persistence']:.3f} (HDBSCAN stability; higher = more distinct)")
     stability = c.get("stability")
@@ -152,7 +154,7 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
         facts.add_row("resampling", f"{c['stability']:.2f} (mean Jaccard with its best match when HDBSCAN is re-fitted "
                                     "on subsamples; 1 = always comes back)")
     if c["flagged"]:
-        facts.add_row("why flagged", view.flagged[int(concept_id)])
+        facts.add_row("why flagged", escape(view.flagged[int(concept_id)]))
     console.print(facts)
     scores = concept_scores(view, int(concept_id))
     if len(scores):
@@ -162,7 +164,7 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
         table.add_column("flag", no_wrap=True)
         table.add_column("reason", ratio=1)
         for s in scores.itertuples():
-            table.add_row(s.detector, f"{s.score:+.3f}", "[bold red]yes[/]" if s.is_bias else "no", s.reason)
+            table.add_row(s.detector, f"{s.score:+.3f}", "[bold red]yes[/]" if s.is_bias else "no", escape(s.reason))
         console.print(table)
     if concept_id < 0:
         console.print("exemplars (one of each class in turn, largest first): "

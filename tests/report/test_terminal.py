@@ -147,3 +147,29 @@ def test_cli__concepts_list_show_and_compare(smoke_run_dir, tmp_path):
     assert missing.exit_code == 2
     compared = runner.invoke(app, ["compare", str(smoke_run_dir)])
     assert compared.exit_code == 0 and "accuracy" in compared.output
+
+
+def test_concept_commands__class_names_and_reasons_are_text_not_markup(smoke_run_dir, tmp_path):
+    """Reasons quote the data's class names (bias logic 20): a name like 'cat [/x]' crashed `concepts show` with a
+    rich MarkupError, and 'dog [wild]' lost its bracket."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from soxai.report.terminal import concept_detail, concepts_table
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run_dir, run)
+    info = json.loads((run / "data" / "info.json").read_text())
+    info["class_names"] = ["cat [/x]", "dog [wild]", *info["class_names"][2:]]
+    (run / "data" / "info.json").write_text(json.dumps(info))
+    scores = pd.read_parquet(run / "bias" / "scores.parquet")
+    scores["reason"] = scores["reason"] + " to class cat [/x]"
+    scores.to_parquet(run / "bias" / "scores.parquet")
+    flagged = int(scores.loc[scores["is_bias"], "concept_id"].iloc[0])
+    console = _console(200)
+    concepts_table(run, console)
+    concept_detail(run, flagged, console, out=tmp_path / "c.png")
+    text = console.export_text()
+    assert "cat [/x]" in text and "to class cat [/x]" in text.replace("\n", " ")
