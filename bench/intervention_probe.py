@@ -2,17 +2,20 @@
 
 Not a test, and not used by the pipeline: a diagnostic for issue 18's moving mark (docs/DETECTION-METHOD.md, 'Where
 the defaults find nothing'). The transplant test asks whether a concept's box carries its class further than its
-class-mates' own boxes; real cell shapes do (odds ratios 3-7), and so does the moving ring at 20% (5.9 on this
-machine), so an odds-ratio bar of 8 read off the cells cases parts them. This probe asks instead where the pull
-comes from. For every concept whose transplant test is significant (its p-value, Bonferroni-corrected over the run's
-concepts, at most 0.01; flagged or not), the run's recipe trains two more models with the run's seed: one without
-the concept's members (``minus members``) and one without as many samples of its class drawn at random, members
-included (``minus random``: as much of the class gone, none in particular; for a concept that is most of its class
-the two remove most of it alike). The concept's box is then pasted from its members into the same 200 correctly
-predicted images of other classes for all three models. A mark that only its carriers teach stops moving
+class-mates' own boxes; real cell shapes do (odds ratios 2-7), and so does the moving ring at 20% (6.3 in this
+machine's run), and only an odds-ratio bar of 8, read off the cells cases, tells them apart. This probe asks instead
+where the pull comes from. For every concept whose transplant test is significant (its p-value, Bonferroni-corrected
+over the run's concepts, at most 0.01; flagged or not), the run's recipe trains two more models with the run's seed:
+one without the concept's members (``minus members``) and one without as many samples of its class drawn at random,
+members included (``minus random``: as much of the class gone, none in particular; for a concept that is most of its
+class the two remove most of it alike). The concept's box is then pasted from its members into the same 200
+correctly predicted images of other classes for all three models. A mark that only its carriers teach stops moving
 recipients once they are gone; a class's real shape is taught by its other samples too. The paired test: among
-recipients moved to the class by exactly one of the two retrained models, a one-sided binomial test that
-``minus random`` is the one more often, Bonferroni over the run's concepts, at 0.01.
+recipients moved to the class by exactly one of the two retrained models, a one-sided binomial test that ``minus
+random`` is the one more often, Bonferroni over the run's concepts, at 0.01.
+
+Measured and not adopted (it confirms real subgroups' parts as well as marks): docs/DETECTION-METHOD.md, 'Tried and
+not adopted: where a concept's pull comes from'.
 
     PYTHONPATH=$PWD .venv/bin/python bench/intervention_probe.py RUN_DIR [RUN_DIR ...] [--pairs 200]
 """

@@ -12,7 +12,7 @@ Not a test. Writes N PNG files and a samples.csv (as bench/manifest_memory.py do
 Each of the first two is run ``--repeat`` times and the median kept (the file system's cache is warm after the
 first, as on a resumed run).
 
-    flock /tmp/soxai-bench.lock PYTHONPATH=$PWD .venv/bin/python bench/manifest_check.py --n 50000
+    PYTHONPATH=$PWD flock /tmp/soxai-bench.lock .venv/bin/python bench/manifest_check.py --n 50000
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ read (``build_manifest(lazy=False)``: one float32 array of the whole set, how th
 2026-12-06). Reports wall time and the subprocess's peak resident memory (``ru_maxrss``), and checks that the two
 images.npy files are byte-identical.
 
-    flock /tmp/soxai-bench.lock PYTHONPATH=$PWD .venv/bin/python bench/manifest_memory.py --n 50000
+    PYTHONPATH=$PWD flock /tmp/soxai-bench.lock .venv/bin/python bench/manifest_memory.py --n 50000
 """
 
 from __future__ import annotations

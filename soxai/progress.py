@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int, unit: str = "samples") -> Iterator[Callable[[int], None]]:
+def progress(description: str, total: int, unit: str = "samples") -> Iterator[Callable[..., None]]:
     """Yield ``advance(n, timed=True)``; shows a bar with ``unit``/s while the block runs.
 
     ``timed=False``: the units moved the bar without being worked on (a model reused from an earlier run), so they

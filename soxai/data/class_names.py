@@ -6,6 +6,14 @@ from collections.abc import Sequence
 
 
 def class_text(label: int, class_names: Sequence[str] = ()) -> str:
-    """'class round' where ``class_names`` names ``label`` (as ``soxai concepts`` shows it), else 'class 0'."""
+    """'class round' where ``class_names`` names ``label`` (as ``soxai concepts`` shows it), else 'class 0'.
+
+    A name of digits other than the code itself would read as another class's code (folders 1, 2, 10 sort as text to
+    codes 0, 1, 2, so label 1 is named '10'): it is quoted with the code, "class '10' (label 1)". An empty name gives
+    the code.
+    """
     k = int(label)
-    return f"class {class_names[k]}" if 0 <= k < len(class_names) else f"class {k}"
+    name = str(class_names[k]).strip() if 0 <= k < len(class_names) else ""
+    if not name or name == str(k):
+        return f"class {k}"
+    return f"class {name!r} (label {k})" if name.isdigit() else f"class {name}"

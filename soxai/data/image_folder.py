@@ -220,7 +220,8 @@ def _check_inside(records: list[tuple[str, str, str]], root: Path) -> None:
     from soxai.data.paths import Resolver, is_inside
 
     resolve = Resolver(root)  # (root / rel).resolve(), each folder once
-    outside = [f"{rel} -> {resolve(rel)}" for _, _, rel in records if not is_inside(resolve(rel), root)]
+    resolved = ((rel, resolve(rel)) for _, _, rel in records)
+    outside = [f"{rel} -> {path}" for rel, path in resolved if not is_inside(path, root)]
     if outside:
         raise DataError(
             f"data.root {root}: files lead outside the folder through symlinks: {_listed(outside)}; "

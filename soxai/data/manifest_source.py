@@ -488,7 +488,7 @@ def manifest_hash(manifest: str | Path) -> str:
                 continue
             path = resolve(raw)
             try:
-                st = path.stat() if path.is_relative_to(root) else None
+                st = path.stat() if is_inside(path, root) else None
             except OSError:
                 st = None
             h.update(f"{raw}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())

@@ -4,9 +4,9 @@
 here: on a manifest of a million images, a minute per pass, and a command makes two (its pre-check and the data
 stage's fingerprint). A manifest's files share a few folders, so :class:`Resolver` resolves each folder once and
 only ``lstat``s the file itself (followed where it is a link). Paths with '..' are resolved whole: there a folder's
-link must be followed before the '..' is applied, which joining text cannot do. Unlike ``resolve()``, a link loop
-raises nothing (``resolve()`` raised RuntimeError, a traceback for a manifest that names one): the path comes back as
-far as it resolves, is no file, and is reported as missing.
+link must be followed before the '..' is applied, which joining text cannot do. Unlike ``resolve()`` before Python
+3.13, a link loop raises nothing (it raised RuntimeError, a traceback for a manifest that names one): the path comes
+back as far as it resolves, is no file, and is reported as missing. POSIX paths ('/'), as the project runs on.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def run_saliency(cfg: Config, run: RunDir) -> StageRecord:
                     maps = read_npy(path)
                     pred = _made_predictions(cfg, run, s, model, images, rows, device)
                     target = labels if scfg.target == "label" else pred
-                    advance(len(rows))
+                    advance(len(rows), timed=False)  # reused: out of the rate
                 else:
                     run.saliency_predictions(s).unlink(missing_ok=True)  # a task's, for a shard that is not there
                     pred, target, maps = explain_rows(cfg, model, images, rows, labels, device, layer, advance)

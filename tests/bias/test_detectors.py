@@ -42,24 +42,6 @@ def test_detect_transplant__flags_planted_shortcut_only():
     assert "class 0" in rows[0]["reason"]
 
 
-def test_detector_reasons__name_the_class_as_the_concepts_table_does():
-    """With the data's class names every reason says 'class marked', as `soxai concepts` does; the flags are the
-    same as with the label codes (bias logic 20: reason text only)."""
-    import dataclasses
-
-    from soxai.bias.disparity import detect_statistics_transplant
-
-    coded = detect_transplant(_shortcut_world(), CFG)
-    named_ctx = dataclasses.replace(_shortcut_world(), class_names=("marked", "plain"))
-    named = detect_transplant(named_ctx, CFG)
-    assert [r["is_bias"] for r in named] == [r["is_bias"] for r in coded]
-    assert "to class marked (other images of class marked" in named[0]["reason"]
-    assert not any("class 0" in r["reason"] or "class-0" in r["reason"] for r in named)
-    stats = detect_statistics_transplant(named_ctx, CFG)
-    assert stats and all("class 0" not in r["reason"] for r in stats)
-    assert any("to class marked" in r["reason"] or "to class plain" in r["reason"] for r in stats)
-
-
 def test_detect_transplant__clean_world_flags_nothing():
     ctx = _shortcut_world()
     ctx.images[:, :, :3, 8:11] = 0.1  # remove every mark

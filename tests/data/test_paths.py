@@ -42,13 +42,16 @@ def test_resolver__same_path_as_pathlib_resolve_for_files_links_dots_and_missing
 
 
 def test_resolver__a_link_loop_is_no_file_where_pathlib_raised(tmp_path):
+    import sys
+
     import pytest
 
     root = _tree(tmp_path)
     resolve = Resolver(root)
     for raw in LOOPS:
-        with pytest.raises(RuntimeError, match="Symlink loop"):
-            (root / raw).resolve()
+        if sys.version_info < (3, 13):  # Python 3.13 stopped raising on a loop
+            with pytest.raises(RuntimeError, match="Symlink loop"):
+                (root / raw).resolve()
         assert not resolve(raw).is_file() and is_inside(resolve(raw), root), raw
 
 
@@ -65,3 +68,4 @@ def test_is_inside__component_by_component_as_pathlib():
     for path, root in (("/data/x/a.png", "/data/x"), ("/data/x2/a.png", "/data/x"), ("/data/x", "/data/x"),
                        ("/data", "/data/x"), ("/a.png", "/"), ("/data/x/", "/data/x")):
         assert is_inside(Path(path), Path(root)) == Path(path).is_relative_to(Path(root)), (path, root)
+

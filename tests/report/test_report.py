@@ -287,9 +287,11 @@ def test_write_report__a_conflict_concept_gets_its_tile_badge_and_reason(smoke_r
     assert "no conflict concept" in write_report(load_run_config(run), run).read_text()
 
 
-def test_noise_exemplars__spread_over_the_classes_largest_first(smoke_run_dir):
+def test_noise_exemplars__spread_over_the_classes_largest_first(smoke_run_dir, tmp_path):
     """The noise holds every class's unclustered samples; its stored exemplars (nearest the centre of all of them)
     showed only its most common class. The gallery now takes one of each class in turn."""
+    import numpy as np
+
     from soxai.report.runner import noise_exemplars
 
     view = read_run(smoke_run_dir)
@@ -304,3 +306,10 @@ def test_noise_exemplars__spread_over_the_classes_largest_first(smoke_run_dir):
     assert labels == [0, 1, 2, 0, 1, 0]  # largest class first, then in turn while each class has samples left
     assert len(set(picked)) == 6 and set(picked) <= set(a.loc[a["concept_id"] == -1, "sample_id"])
     assert noise_exemplars(view, 20) and len(noise_exemplars(view, 20)) == 14  # no more than the noise holds
+    # each class's first is the one nearest its own unclustered samples' centre in the embedding
+    emb = pd.read_parquet(view.run.embedding).set_index("sample_id").loc[a.loc[by_class[0], "sample_id"]]
+    xy = emb[["u0", "u1"]].to_numpy()
+    assert picked[0] == emb.index[int(np.argmin(np.linalg.norm(xy - xy.mean(axis=0), axis=1)))]
+    # a run without an embedding: by sample id
+    view.run = RunDir(tmp_path)
+    assert noise_exemplars(view, 3) == [str(a.loc[by_class[k], "sample_id"].min()) for k in (0, 1, 2)]
