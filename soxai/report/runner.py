@@ -383,7 +383,8 @@ def write_report(cfg: Config, run: RunDir) -> Path:
         noise_share=f"{float((view.assignments['concept_id'] < 0).mean()):.1%}" if len(view.assignments) else "–",
         flagged=sorted(view.flagged),
         conflicts=sorted(conflicts),
-        unclustered=sorted((info.get("flagged_unclustered") or {}).items(), key=lambda kv: int(kv[0])),
+        unclustered=[(k, view.class_name(int(k)), why) for k, why in
+                     sorted((info.get("flagged_unclustered") or {}).items(), key=lambda kv: int(kv[0]))],
         summary=summary_sentence(view),
         n_dropped=f"{info.get('n_dropped', 0):,}",
         share_dropped=f"{info['share_dropped']:.1%}" if info else "–",

@@ -173,6 +173,8 @@ def test_report__names_a_flagged_class_of_unclustered_samples(tiny_explained, tm
     assert "Nothing flagged" not in sentence and "unclustered samples of" in sentence
     html = write_report(cfg, run).read_text()
     assert 'id="unclustered-tile"' in html and 'id="unclustered-1"' in html and "moved 30% of them" in html
+    name = read_json(run.data_info)["class_names"][1]  # the tile and the heading name the class as the cards do
+    assert f">class {name}</a>" in html and f"Unclustered samples, class {name}:" in html
 
 
 def test_own_box_detector__flags_the_concept_of_a_moving_mark_with_one_bar():
