@@ -18,6 +18,7 @@ import pandas as pd
 
 from soxai.compare.stats import format_summary  # noqa: F401  (re-exported with the comparison text)
 from soxai.config import Config
+from soxai.data.class_names import class_text
 from soxai.errors import StageError
 
 # The comparison's tables and sentences live in soxai.report.comparison; these names stay importable from here.
@@ -70,6 +71,10 @@ class RunView:
     def class_name(self, label: int) -> str:
         names = self.info.get("class_names") or []
         return str(names[label]) if 0 <= label < len(names) else str(label)
+
+    def class_text(self, label: int) -> str:
+        """'class round' in a sentence or heading, as the reasons write it (soxai.data.class_names.class_text)."""
+        return class_text(label, self.info.get("class_names") or ())
 
     @property
     def saliency_index(self) -> pd.DataFrame:
@@ -181,6 +186,7 @@ def concept_overview(view: RunView) -> pd.DataFrame:
             "is_noise": bool(c.is_noise),
             # the noise row pools every class's unclustered samples: its label is only their most common one
             "class_name": "all classes" if c.is_noise else view.class_name(int(c.label)),
+            "class_text": "all classes" if c.is_noise else view.class_text(int(c.label)),  # for headings
             "size": int(c.size),
             "purity": float(c.label_purity),
             "label_mix": _label_mix(view, c.label_mix),
@@ -313,7 +319,7 @@ def concept_figure(view: RunView, concept_id: int, n: int = N_GALLERY):
     c = view.concepts[view.concepts["concept_id"] == concept_id].iloc[0]
     name = "noise (concept -1)" if bool(c["is_noise"]) else f"concept {concept_id}"
     flag = " · FLAGGED" if concept_id in view.flagged else ""
-    where = "all classes" if bool(c["is_noise"]) else f"class {view.class_name(int(c['label']))}"
+    where = "all classes" if bool(c["is_noise"]) else view.class_text(int(c["label"]))
     title = f"{name} · {where} · {int(c['size']):,} samples{flag}"
     return concept_gallery_figure(g.mean_image, g.mean_map, g.images, g.maps, g.captions, title=title, box=g.box)
 
@@ -383,7 +389,7 @@ def write_report(cfg: Config, run: RunDir) -> Path:
         noise_share=f"{float((view.assignments['concept_id'] < 0).mean()):.1%}" if len(view.assignments) else "–",
         flagged=sorted(view.flagged),
         conflicts=sorted(conflicts),
-        unclustered=[(k, view.class_name(int(k)), why) for k, why in
+        unclustered=[(k, view.class_text(int(k)), why) for k, why in
                      sorted((info.get("flagged_unclustered") or {}).items(), key=lambda kv: int(kv[0]))],
         summary=summary_sentence(view),
         n_dropped=f"{info.get('n_dropped', 0):,}",
@@ -426,7 +432,7 @@ def _concept_cards(view: RunView, overview: pd.DataFrame, conflicts: dict[int, s
         zoom = max(1, min(4, round(64 / max(gallery.mean_map.shape[0], 1))))
         cards.append({
             "concept_id": int(c.concept_id), "flagged": bool(c.flagged), "is_noise": bool(c.is_noise),
-            "label": c.class_name, "size": f"{c.size:,}", "label_mix": c.label_mix, "purity": f"{c.purity:.0%}",
+            "label": c.class_text, "size": f"{c.size:,}", "label_mix": c.label_mix, "purity": f"{c.purity:.0%}",
             "accuracy": f"{c.accuracy:.3f}", "persistence": f"{c.persistence:.3f}", "dropped": f"{c.dropped:,}",
             "reason": view.flagged.get(int(c.concept_id), ""),
             "conflict": conflicts.get(int(c.concept_id), ""),

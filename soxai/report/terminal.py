@@ -141,7 +141,7 @@ def concept_detail(run_dir: str | Path, concept_id: int, console=None, out: str 
     name = "noise (concept -1)" if c["is_noise"] else f"concept {concept_id}"
     flag = f" · [bold red]{FLAG} flagged: {c['dropped']:,} samples dropped[/]" if c["flagged"] else " · not flagged"
     # the data's class names and the reasons that quote them are text, not rich markup ('[wild]' stays as written)
-    where = "the unclustered samples of every class" if c["is_noise"] else f"class {escape(c['class_name'])}"
+    where = "the unclustered samples of every class" if c["is_noise"] else escape(c["class_text"])
     console.print(f"[bold]{name}[/bold] · {where} · {c['size']:,} samples{flag}")
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
