@@ -198,8 +198,8 @@ def concept_overview(view: RunView) -> pd.DataFrame:
             "reason": reason,
             "dropped": int(dropped.get(cid, 0)),
         })
-    columns = ["concept_id", "flagged", "is_noise", "class_name", "size", "purity", "label_mix", "accuracy",
-               "persistence", "stability", "score", "detector", "reason", "dropped"]
+    columns = ["concept_id", "flagged", "is_noise", "class_name", "class_text", "size", "purity", "label_mix",
+               "accuracy", "persistence", "stability", "score", "detector", "reason", "dropped"]
     frame = pd.DataFrame(rows, columns=columns)
     order = np.lexsort((frame["concept_id"].to_numpy(), ~frame["flagged"].to_numpy(), frame["is_noise"].to_numpy()))
     return frame.iloc[order].reset_index(drop=True)
