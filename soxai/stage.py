@@ -81,7 +81,8 @@ class StageRecord:
 #   bias 20 (2026-12-08): the reasons name a class as `soxai concepts` does ("to class round", not "to class 0";
 #     soxai.data.class_names.class_text); reason text only: flags, drops and carriers are bias 19's.
 #   spectral 1 (2026-12-08): the surrogate's formula names each class the same way ("class round ≈ ...").
-LOGIC_VERSIONS: dict[str, int] = {"spectral": 1, "bias": 20, "manifest": 3, "compare": 1}
+#   manifest 4 (2026-12-08): the manifest's reasons and its empty-class error name a class the same way.
+LOGIC_VERSIONS: dict[str, int] = {"spectral": 1, "bias": 20, "manifest": 4, "compare": 1}
 
 
 def fingerprint(stage: str, *parts: str) -> str:

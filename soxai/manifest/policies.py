@@ -6,13 +6,14 @@ decisions with a reason per dropped sample.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from soxai.concepts.cluster import NOISE
+from soxai.data.class_names import class_text
 
 
 @dataclass
@@ -26,12 +27,14 @@ class PolicyContext:
     carriers : the bias stage's carrier test (bias/carriers.parquet: sample_id, concept_id, member,
         flip_rate, n_recipients, threshold, carries, channel_score, channel_threshold, channel_y, channel_x,
         window_y0, window_x0, window_y1, window_x1, test), or None for a run without one
+    class_names : the name of each label, for the reasons ("class round"; empty: the codes)
     """
 
     boxes: dict[int, tuple[int, int, int, int]]
     sample_maps: Callable[[np.ndarray], np.ndarray]
     region_threshold: float
     carriers: pd.DataFrame | None = None
+    class_names: tuple[str, ...] = ()
 
 
 def drop_flagged(
@@ -131,14 +134,15 @@ def drop_carriers(
     for p, r in zip(position.loc[carriers["sample_id"]].to_numpy(), carriers.itertuples(), strict=True):
         keep[p] = False  # ... unless it carries this or another flagged concept's shortcut
         if r.concept_id == NOISE:
-            reasons[p] = (f"carries the shortcut among class {int(r.label)}'s unclustered samples: its own most "
-                          f"salient box moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class "
-                          f"{int(r.label)} (carrier threshold {r.threshold:.0%})"
+            named = class_text(r.label, ctx.class_names)
+            reasons[p] = (f"carries the shortcut among {named}'s unclustered samples: its own most salient box "
+                          f"moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to {named} (carrier "
+                          f"threshold {r.threshold:.0%})"
                           + ("" if r.member else "; the clustering had put it in a concept"))
             continue
         if r.flip_rate >= r.threshold:  # False where the test drew no line on the flip rates (NaN)
-            how = (f"as a donor it moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to class "
-                   f"{int(r.label)} (carrier threshold {r.threshold:.0%})")
+            how = (f"as a donor it moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to "
+                   f"{class_text(r.label, ctx.class_names)} (carrier threshold {r.threshold:.0%})")
         elif r.member and pd.isna(r.threshold) and r.n_recipients == 0:  # nothing pasted: an override's reading
             how = "a member of a concept a person dropped (bias.overrides)"
         elif r.member and pd.isna(r.threshold):
@@ -169,7 +173,7 @@ def emptied_classes(labels: np.ndarray, keep: np.ndarray) -> list[int]:
 
 def keep_majority_classes(
     labels: np.ndarray, keep: np.ndarray, reasons: list[str], flagged: dict[int, str], max_share: float,
-    wrong: np.ndarray,
+    wrong: np.ndarray, class_names: Sequence[str] = (),
 ) -> tuple[np.ndarray, list[str], dict[str, dict]]:
     """Undo a prune that would take most of a class and leave it defined by its counter-examples.
 
@@ -190,6 +194,7 @@ def keep_majority_classes(
     flagged : {concept_id: reason}, named in the reasons
     max_share : the largest share of a class's training samples a prune may drop before the rule looks at it
     wrong : bool array of shape (n,), the baseline's errors on the training samples
+    class_names : the name of each label, for the reasons (empty: the codes)
 
     Returns
     -------
@@ -209,11 +214,11 @@ def keep_majority_classes(
         if rest.any() and rest_wrong <= 0.5:
             continue  # the class keeps samples the baseline recognises: the prune goes ahead
         kept_whole[str(int(label))] = {"would_drop": n_drop, "of": n_class, "rest_wrong": round(rest_wrong, 4)}
-        why = (f"kept: the prune would drop {n_drop} of class {int(label)}'s {n_class} training samples (more than "
-               f"manifest.max_class_drop={max_share:g}) and the baseline is wrong on {rest_wrong:.0%} of the rest, "
-               f"so the shortcut of flagged concept(s) {sorted(flagged)} is the class's typical sample and the rest "
-               "its counter-examples; the class is kept whole: correct it with the reweight or augment retrain "
-               "variant")
+        why = (f"kept: the prune would drop {n_drop} of {class_text(label, class_names)}'s {n_class} training "
+               f"samples (more than manifest.max_class_drop={max_share:g}) and the baseline is wrong on "
+               f"{rest_wrong:.0%} of the rest, so the shortcut of flagged concept(s) {sorted(flagged)} is the class's "
+               "typical sample and the rest its counter-examples; the class is kept whole: correct it with the "
+               "reweight or augment retrain variant")
         for p in np.flatnonzero(in_class & ~keep):
             keep[p], reasons[p] = True, why
     return keep, reasons, kept_whole

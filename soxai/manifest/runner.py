@@ -9,7 +9,8 @@ import pandas as pd
 
 from soxai.concepts.cluster import NOISE
 from soxai.config import Config
-from soxai.data.runner import read_samples
+from soxai.data.class_names import class_text
+from soxai.data.runner import read_info, read_samples
 from soxai.errors import StageError
 from soxai.run_dir import RunDir, read_json, read_parquet, write_csv, write_json, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
@@ -44,7 +45,7 @@ def run_manifest(cfg: Config, run: RunDir) -> StageRecord:
         keep[is_train] = keep_train
         reasons = np.array([""] * len(frame), dtype=object)
         reasons[is_train] = reasons_train
-        counts = _class_counts(train, keep_train, flagged, mcfg.allow_empty_class)
+        counts = _class_counts(train, keep_train, flagged, mcfg.allow_empty_class, ctx.class_names)
         columns = ["sample_id", "split", "label"] + [c for c in ("path", "row") if c in frame]
         out = frame[columns].copy()
         out["keep"] = keep
@@ -109,13 +110,13 @@ def _decide_every_policy(train: pd.DataFrame, flagged: dict[int, str], ctx, max_
         keep_p, reasons_p = policy(train, flagged, ctx)
         reasons_p = [_with_why(r, flagged) for r in reasons_p]
         keep_p, reasons_p, kept_whole[name] = keep_majority_classes(
-            train["label"].to_numpy(), keep_p, reasons_p, flagged, max_class_drop, wrong)
+            train["label"].to_numpy(), keep_p, reasons_p, flagged, max_class_drop, wrong, ctx.class_names)
         decisions[name] = (keep_p, reasons_p)
     return decisions, kept_whole
 
 
 def _class_counts(train: pd.DataFrame, keep_train: np.ndarray, flagged: dict[int, str],
-                  allow_empty_class: bool) -> dict[str, dict[str, int]]:
+                  allow_empty_class: bool, class_names: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
     """Kept and dropped training samples per class; a StageError for an emptied class unless allowed."""
     from soxai.manifest.policies import emptied_classes
 
@@ -123,7 +124,8 @@ def _class_counts(train: pd.DataFrame, keep_train: np.ndarray, flagged: dict[int
     emptied = [] if allow_empty_class else emptied_classes(labels, keep_train)
     if emptied:
         raise StageError(
-            f"pruning would drop every training sample of class {emptied[0]} (concepts {sorted(flagged)}); "
+            f"pruning would drop every training sample of {class_text(emptied[0], class_names)} (concepts "
+            f"{sorted(flagged)}); "
             "check the flags with `soxai concepts list RUN_DIR`, keep a concept with bias.overrides, "
             "or set manifest.allow_empty_class=true"
         )
@@ -148,7 +150,6 @@ def use_user_manifest(cfg: Config, run: RunDir, path) -> StageRecord:
     The manifest stage is re-fingerprinted on the file's content, so retraining follows it. The file is
     read and checked (:func:`soxai.manifest.user_manifest.read_user_manifest`) before anything is written.
     """
-    from soxai.data.runner import read_info
     from soxai.manifest.user_manifest import read_user_manifest
     from soxai.stage import file_hash
 
@@ -206,5 +207,6 @@ def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
         return np.abs(read_maps(run, index.loc[ids].reset_index()))
 
     carriers = read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None
+    names = tuple(str(n) for n in read_info(run).get("class_names") or ())
     return PolicyContext(boxes=boxes, sample_maps=sample_maps, region_threshold=cfg.manifest.region_threshold,
-                         carriers=carriers)
+                         carriers=carriers, class_names=names)
