@@ -117,7 +117,7 @@ def test_headline__names_each_conflict_concept_with_its_error_rates(smoke_run_di
 
     from soxai.bias.conflicts import conflict_concepts
     from soxai.cli import _headline
-    from soxai.run_dir import write_parquet
+    from soxai.run_dir import read_json, write_parquet
 
     run = RunDir(shutil.copytree(smoke_run_dir, tmp_path / "run"))
     assert "Conflicts" not in _headline(run) or pd.read_parquet(run.bias_conflicts)["is_conflict"].any()
@@ -127,7 +127,8 @@ def test_headline__names_each_conflict_concept_with_its_error_rates(smoke_run_di
     r = table.iloc[0]
     line = _headline(run).splitlines()[1]
     assert line.startswith("Conflicts, not pruned")
-    assert f"concept {int(r.concept_id)} (class {int(r.label)}, {int(r.n)} samples: the baseline wrong on " \
+    name = read_json(run.data_info)["class_names"][int(r.label)]  # named as the concepts table does
+    assert f"concept {int(r.concept_id)} (class {name}, {int(r.n)} samples: the baseline wrong on " \
            f"{r.error_rate:.0%} against {r.rest_error_rate:.0%}" in line
 
 

@@ -170,10 +170,10 @@ def _other_corrections(comp: dict[str, Any]) -> str:
 
 
 def conflict_sentence(view: Any) -> str:
-    """'Conflicts, not pruned (...): concept 2 (class 1, 127 samples: the baseline wrong on 96% against 1% of
+    """'Conflicts, not pruned (...): concept 2 (class lobed, 127 samples: the baseline wrong on 96% against 1% of
     the rest of its class).' naming each concept the conflict test found, or '' where it found none.
-    ``view``: a soxai.report.runner.RunView (its ``conflicts``)."""
-    parts = [f"concept {int(cid)} (class {int(r.label)}, {int(r.n)} samples: the baseline wrong on "
+    ``view``: a soxai.report.runner.RunView (its ``conflicts``, ``class_text``)."""
+    parts = [f"concept {int(cid)} ({view.class_text(int(r.label))}, {int(r.n)} samples: the baseline wrong on "
              f"{r.error_rate:.0%} against {r.rest_error_rate:.0%} of the rest of its class)"
              for cid, r in view.conflicts.iterrows()]
     if not parts:
