@@ -18,6 +18,8 @@ Measured and not adopted (it confirms real subgroups' parts as well as marks): d
 not adopted: where a concept's pull comes from'.
 
     PYTHONPATH=$PWD .venv/bin/python bench/intervention_probe.py RUN_DIR [RUN_DIR ...] [--pairs 200]
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python bench/intervention_probe.py --build runs/intervention
+        (the 2026-12-08 measurement: 55 explain runs made, then probed; JSON lines on stdout)
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def probe_run(root: Path, pairs: int, alpha: float = 0.01) -> list[dict]:
@@ -97,12 +101,49 @@ def probe_run(root: Path, pairs: int, alpha: float = 0.01) -> list[dict]:
     return out
 
 
+def build_runs(work: Path) -> list[Path]:
+    """The explain runs (through bias and manifest) of the 2026-12-08 measurement, at today's defaults: the efficacy
+    matrix's cases (cells, MNIST, digits x four marks x three rates, and unmarked), the held-out cases, and the
+    published moving ring at 10% and 20% (data seed 0, written as a user's manifest). A run already there is reused."""
+    from detect_matrix import DEFAULTS
+    from efficacy import ARTIFACTS, DATASETS
+    from holdout import CASES as HELD_OUT
+
+    from soxai.config import load_config
+    from soxai.runs import run_in_process
+    from soxai.testing.published import load_fashion_mnist, moving_mark, write_manifest
+
+    cases: dict[str, list[str]] = {}
+    for dataset in ("cells", "mnist", "digits"):
+        for artifact, overrides in ARTIFACTS.items():
+            for rate in (0.3, 0.1, 0.05):
+                cases[f"{dataset}-{artifact}-{rate}"] = [*DATASETS[dataset], *overrides, f"data.artifact.rate={rate}"]
+        cases[f"{dataset}-unmarked"] = [*DATASETS[dataset], "data.artifact=null"]
+    for name, (dataset, extra) in HELD_OUT.items():
+        cases["holdout-" + name.replace(" ", "-")] = [*DATASETS[dataset], *extra]
+    for rate in (0.1, 0.2):
+        csv = work / f"ring{rate}-data" / "samples.csv"
+        if not csv.is_file():
+            write_manifest(moving_mark(*load_fashion_mnist(), rate=rate, seed=0), csv.parent)
+        cases[f"ring{rate}"] = ["data.source=manifest", f"data.manifest={csv}"]
+    roots = []
+    for name, overrides in sorted(cases.items()):
+        cfg = load_config(None, [*overrides, *DEFAULTS, "train.epochs=8", f"name={name}"])
+        roots.append(run_in_process(cfg, work / name, until="train").root)
+    return roots
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--build", type=Path, default=None,
+                    help="make the measurement's 55 explain runs in this folder first (or reuse them) and probe them")
     ap.add_argument("--pairs", type=int, default=200)
     args = ap.parse_args()
-    for root in args.runs:
+    runs = [*args.runs, *(build_runs(args.build) if args.build else [])]
+    if not runs:
+        ap.error("give run directories or --build WORK")
+    for root in runs:
         probe_run(root, args.pairs)
 
 
