@@ -17,11 +17,9 @@ first, as on a resumed run).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,23 +36,17 @@ def timed(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    from manifest_memory import write_pngs
+    from manifest_memory import file_arguments, scratch_manifest
 
     from soxai.config import load_config
     from soxai.data.manifest_source import manifest_hash
     from soxai.data.runner import run_data
     from soxai.runs import check_inputs, init_run
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=50_000)
-    ap.add_argument("--size", type=int, default=28)
+    ap = file_arguments(__doc__.splitlines()[0], 28)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--root", type=Path, default=None)
     args = ap.parse_args()
-    root = args.root or Path(tempfile.mkdtemp(prefix="soxai-manifest-check-"))
-    t = time.perf_counter()
-    manifest = write_pngs(root / "files", args.n, args.size)
-    print(f"{args.n} PNG files in {time.perf_counter() - t:.1f} s", flush=True)
+    root, manifest = scratch_manifest(args, "soxai-manifest-check-")
     cfg = load_config(None, ["data.source=manifest", f"data.manifest={manifest}"])
     out = {"n": args.n, "size": args.size,
            "check_inputs_s": timed(lambda: check_inputs(cfg), args.repeat),

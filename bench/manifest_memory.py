@@ -54,16 +54,27 @@ def write_pngs(folder: Path, n: int, size: int) -> Path:
     return folder / "samples.csv"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def file_arguments(description: str, size: int) -> argparse.ArgumentParser:
+    """The options of a bench on a scratch manifest: --n files of --size px under --root (a new temporary folder)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--n", type=int, default=50_000)
-    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--size", type=int, default=size)
     ap.add_argument("--root", type=Path, default=None)
-    args = ap.parse_args()
-    root = args.root or Path(tempfile.mkdtemp(prefix="soxai-manifest-memory-"))
+    return ap
+
+
+def scratch_manifest(args: argparse.Namespace, prefix: str) -> tuple[Path, Path]:
+    """(the work folder, its samples.csv): ``args.n`` PNG files written under ``args.root`` or a new folder."""
+    root = args.root or Path(tempfile.mkdtemp(prefix=prefix))
     t = time.perf_counter()
     manifest = write_pngs(root / "files", args.n, args.size)
     print(f"{args.n} PNG files in {time.perf_counter() - t:.1f} s", flush=True)
+    return root, manifest
+
+
+def main() -> None:
+    args = file_arguments(__doc__.splitlines()[0], 32).parse_args()
+    root, manifest = scratch_manifest(args, "soxai-manifest-memory-")
     out = {"n": args.n, "size": args.size, "array_mib": args.n * 3 * args.size * args.size * 4 / 2**20}
     for mode in ("blocks", "eager"):
         res = subprocess.run([sys.executable, "-c", CHILD, str(manifest), str(root / mode), mode],
