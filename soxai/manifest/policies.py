@@ -135,7 +135,7 @@ def drop_carriers(
         keep[p] = False  # ... unless it carries this or another flagged concept's shortcut
         if r.concept_id == NOISE:
             named = class_text(r.label, ctx.class_names)
-            reasons[p] = (f"carries the shortcut among {named}'s unclustered samples: its own most salient box "
+            reasons[p] = (f"carries the shortcut among the unclustered samples of {named}: its own most salient box "
                           f"moved {r.flip_rate:.0%} of {int(r.n_recipients)} recipients to {named} (carrier "
                           f"threshold {r.threshold:.0%})"
                           + ("" if r.member else "; the clustering had put it in a concept"))
@@ -214,11 +214,11 @@ def keep_majority_classes(
         if rest.any() and rest_wrong <= 0.5:
             continue  # the class keeps samples the baseline recognises: the prune goes ahead
         kept_whole[str(int(label))] = {"would_drop": n_drop, "of": n_class, "rest_wrong": round(rest_wrong, 4)}
-        why = (f"kept: the prune would drop {n_drop} of {class_text(label, class_names)}'s {n_class} training "
-               f"samples (more than manifest.max_class_drop={max_share:g}) and the baseline is wrong on "
-               f"{rest_wrong:.0%} of the rest, so the shortcut of flagged concept(s) {sorted(flagged)} is the class's "
-               "typical sample and the rest its counter-examples; the class is kept whole: correct it with the "
-               "reweight or augment retrain variant")
+        why = (f"kept: the prune would drop {n_drop} of the {n_class} training samples of "
+               f"{class_text(label, class_names)} (more than manifest.max_class_drop={max_share:g}) and the "
+               f"baseline is wrong on {rest_wrong:.0%} of the rest, so the shortcut of flagged concept(s) "
+               f"{sorted(flagged)} is the class's typical sample and the rest its counter-examples; the class is kept "
+               "whole: correct it with the reweight or augment retrain variant")
         for p in np.flatnonzero(in_class & ~keep):
             keep[p], reasons[p] = True, why
     return keep, reasons, kept_whole

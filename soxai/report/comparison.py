@@ -106,12 +106,12 @@ def summary_sentence(view: Any) -> str:
     names = []
     for cid in ids[:5]:
         c = real[real["concept_id"] == cid]
-        names.append(f"{cid}: {view.class_name(int(c['label'].iloc[0]))}, {int(c['size'].iloc[0]):,} samples"
+        names.append(f"{cid}: {view.class_text(int(c['label'].iloc[0]))}, {int(c['size'].iloc[0]):,} samples"
                      if len(c) else str(cid))
     listed = "; ".join(names) + (f"; and {len(ids) - 5} more" if len(ids) > 5 else "")
     head = f"soxai flagged {len(ids)} of {found}" + (f" (concept{'s' if len(ids) > 1 else ''} {listed})" if ids else "")
     if unclustered:  # soxai.bias.unclustered: a shortcut among samples that form no concept
-        classes = ", ".join(view.class_name(k) for k in unclustered)
+        classes = ", ".join(view.class_text(k) for k in unclustered)
         head += f" and a shortcut among the unclustered samples of {classes}"
     info = view.manifest_info or {}
     comp = view.comparison

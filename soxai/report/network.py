@@ -285,14 +285,11 @@ def network_lines(cfg: Config, run: RunDir) -> list[str]:
         lines += [f"  {line}" for line in annotated_formulas(view, entry)]
         lines.append(f"  {fidelity_text(entry, trust)}")
     for w in flagged_weights(view):
+        where = f"Flagged concept {w['concept_id']} in the formula of {class_text(w['label'], view.class_names)}"
         if not view.corrected:
-            lines.append(f"Flagged concept {w['concept_id']} in {class_text(w['label'], view.class_names)}'s formula: "
-                         f"baseline "
-                         f"{w['baseline']:+.2f}; no {CORRECTED} model retrained yet")
+            lines.append(f"{where}: baseline {w['baseline']:+.2f}; no {CORRECTED} model retrained yet")
             continue
-        lines.append(f"Flagged concept {w['concept_id']} in {class_text(w['label'], view.class_names)}'s formula: "
-                     f"baseline "
-                     f"{w['baseline']:+.2f}, {CORRECTED} {_num(w[CORRECTED], '+.2f')} "
+        lines.append(f"{where}: baseline {w['baseline']:+.2f}, {CORRECTED} {_num(w[CORRECTED], '+.2f')} "
                      f"(ratio {_num(w['ratio'], '.2f')})")
     return lines
 

@@ -165,7 +165,8 @@ def _label_mix(view: RunView, mix: str) -> str:
 def concept_overview(view: RunView) -> pd.DataFrame:
     """One row per concept, flagged concepts first, then by id; noise (-1) last.
 
-    Columns: concept_id, flagged, is_noise, class_name, size, purity, label_mix, accuracy (of the
+    Columns: concept_id, flagged, is_noise, class_name, class_text (how a heading names it: 'class round', 'all
+    classes' for the noise), size, purity, label_mix, accuracy (of the
     baseline on the members), persistence (HDBSCAN stability), score (the highest detector score,
     higher = more suspicious), detector (whose score it is), reason (why it is flagged; else the
     top detector's reason), dropped (members the pruned manifest drops).

@@ -117,6 +117,10 @@ def test_drop_carriers__drops_carriers_anywhere_and_keeps_members_that_are_not()
     assert (~keep == marked).all()  # precision and recall 1, where drop_flagged had 22 of 30 and one clean
     outside = int(np.flatnonzero(marked & (ctx.train["concept_id"] != 0).to_numpy())[0])
     assert "carries the shortcut of flagged concept 0" in reasons[outside] and "elsewhere" in reasons[outside]
+    named = PolicyContext(boxes={}, sample_maps=ctx.sample_maps, region_threshold=0.5, carriers=carriers,
+                          class_names=("marked", "plain"))
+    donor = [r for r in drop_carriers(ctx.train, flagged, named)[1] if "as a donor" in r]
+    assert donor and all("recipients to class marked (" in r for r in donor)
     # without a carrier test (an older run), the members of flagged concepts are dropped
     plain = PolicyContext(boxes={}, sample_maps=ctx.sample_maps, region_threshold=0.5, carriers=None)
     assert (~drop_carriers(ctx.train, flagged, plain)[0] == (ctx.train["concept_id"] == 0).to_numpy()).all()

@@ -142,6 +142,9 @@ def test_policies__unclustered_flag_drops_its_carriers_never_all_noise():
     keep, reasons = drop_carriers(train, flagged, PolicyContext({}, lambda p: None, 0.2, carriers))
     assert set(train.loc[~keep, "sample_id"]) == set(train.loc[marked, "sample_id"])
     assert all("unclustered" in r for r, k in zip(reasons, keep, strict=True) if not k)
+    # with the data's class names, as the concepts table writes them (manifest logic 4)
+    _, named = drop_carriers(train, flagged, PolicyContext({}, lambda p: None, 0.2, carriers, ("marked", "b", "c")))
+    assert all("among the unclustered samples of class marked" in r for r, k in zip(named, keep, strict=True) if not k)
     assert drop_flagged(train, flagged)[0].all()
     assert drop_flagged_region(train, flagged, PolicyContext({}, lambda p: None, 0.2))[0].all()
 

@@ -70,6 +70,6 @@ def test_keep_majority_classes__undoes_a_class_pruned_past_the_share_whose_rest_
     _, _, none_whole = keep_majority_classes(labels, keep, reasons, {3: "why"}, 1.0, wrong)
     assert none_whole == {}
     # the reason names the class as the concepts table does (manifest logic 4)
-    assert "of class 0's 10 training samples" in new_reasons[0]
+    assert "of the 10 training samples of class 0 (" in new_reasons[0]
     _, named, _ = keep_majority_classes(labels, keep, reasons, {3: "why"}, 0.5, wrong, ("round", "lobed", "long"))
-    assert "of class round's 10 training samples" in named[0]
+    assert "of the 10 training samples of class round (" in named[0]

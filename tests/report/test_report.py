@@ -54,7 +54,7 @@ def _comparison():
 def test_summary_sentence__flagged_and_retrained_gives_gains_with_intervals():
     info = {"n_dropped": 40, "n_train": 105, "share_dropped": 40 / 105}
     text = summary_sentence(_view({0: "transplant: moved 100%"}, _comparison(), info))
-    assert text.startswith("soxai flagged 1 of 2 concepts in 105 training samples (concept 0: cat, 40 samples)")
+    assert text.startswith("soxai flagged 1 of 2 concepts in 105 training samples (concept 0: class cat, 40 samples)")
     assert "dropped 40 of 105 training samples (38.1%)" in text
     assert "+0.300 [+0.250, +0.350] on test" in text and "versus the baseline" in text
     assert "+0.280 [+0.230, +0.330] on test_attacked versus a random prune" in text

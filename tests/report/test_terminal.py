@@ -173,3 +173,29 @@ def test_concept_commands__class_names_and_reasons_are_text_not_markup(smoke_run
     concept_detail(run, flagged, console, out=tmp_path / "c.png")
     text = console.export_text()
     assert "cat [/x]" in text and "to class cat [/x]" in text.replace("\n", " ")
+
+
+def test_headings__a_class_named_by_digits_other_than_its_code_is_quoted_with_the_code(smoke_run_dir, tmp_path):
+    """Image folders 1, 2, 10 sort as text to codes 0, 1, 2: a heading saying 'class 10' for code 1 would read as
+    another class. The card, `concepts show` and the closing sentence say "class '10' (label 1)"."""
+    import json
+    import shutil
+
+    from soxai.config import load_run_config
+    from soxai.report.runner import concept_overview, read_run, summary_sentence, write_report
+    from soxai.report.terminal import concept_detail
+    from soxai.run_dir import RunDir
+
+    run = RunDir(shutil.copytree(smoke_run_dir, tmp_path / "run"))
+    info = json.loads(run.data_info.read_text())
+    info["class_names"] = ["10", *info["class_names"][1:]]
+    run.data_info.write_text(json.dumps(info))
+    rows = concept_overview(read_run(run))
+    cid = int(rows.loc[~rows["is_noise"] & (rows["class_name"] == "10"), "concept_id"].iloc[0])
+    console = _console(200)
+    concept_detail(run, cid, console, out=tmp_path / "c.png")
+    assert f"concept {cid} · class '10' (label 0) · " in console.export_text()
+    page = write_report(load_run_config(run), run).read_text()
+    assert f"concept {cid} · class &#39;10&#39; (label 0) · " in page  # jinja's escape of the quotes
+    if cid in read_run(run).flagged:
+        assert f"{cid}: class '10' (label 0)," in summary_sentence(read_run(run))
