@@ -12,7 +12,8 @@ import pandas as pd
 from soxai.bias.context import DetectorContext, score_frame, score_row, scored_concepts
 from soxai.bias.layer import LayerAccess
 from soxai.config import Config
-from soxai.data.runner import read_images, read_info, read_samples
+from soxai.data.class_names import read_class_names
+from soxai.data.runner import read_images, read_samples
 from soxai.run_dir import RunDir, read_npy, read_parquet, write_parquet
 from soxai.stage import StageRecord, file_hash, fingerprint, run_stage, upstream
 
@@ -136,4 +137,4 @@ def detector_context(cfg: Config, run: RunDir, concepts: pd.DataFrame | None = N
 
     return DetectorContext(images, train, concepts, read_npy(run.concept_maps, mmap=False), predict, cfg.seed,
                            sample_maps, LayerAccess(model, cfg.model.layer, device),
-                           tuple(str(n) for n in read_info(run).get("class_names") or ()))
+                           read_class_names(run))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from soxai.run_dir import RunDir
 
 
 def class_text(label: int, class_names: Sequence[str] = ()) -> str:
@@ -17,3 +21,12 @@ def class_text(label: int, class_names: Sequence[str] = ()) -> str:
     if not name or name == str(k):
         return f"class {k}"
     return f"class {name!r} (label {k})" if name.isdigit() else f"class {name}"
+
+
+def read_class_names(run: RunDir) -> tuple[str, ...]:
+    """The class names the data stage recorded for ``run`` (data/info.json); () where it has not run or named none."""
+    from soxai.run_dir import read_json
+
+    if not run.data_info.is_file():
+        return ()
+    return tuple(str(n) for n in read_json(run.data_info).get("class_names") or ())

@@ -113,8 +113,6 @@ def _reads_files(run: RunDir) -> bool:
 
 
 def _class_names(run: RunDir) -> list[str]:
-    import json
+    from soxai.data.class_names import read_class_names
 
-    if not run.data_info.is_file():
-        return []
-    return [str(n) for n in json.loads(run.data_info.read_text()).get("class_names", [])]
+    return list(read_class_names(run))

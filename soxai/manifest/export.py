@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from soxai.data.class_names import read_class_names
 from soxai.errors import ConfigError, StageError
-from soxai.run_dir import RunDir, check_output_path, read_json, read_parquet, write_csv, write_parquet, write_text
+from soxai.run_dir import RunDir, check_output_path, read_parquet, write_csv, write_parquet, write_text
 
 FORMATS = ("csv", "parquet", "json")
 
@@ -55,8 +56,8 @@ def _with_names(run: RunDir, frame):
     """The pruned manifest with what a user's training code reads beside the label code: ``class_name`` (the data
     stage's class names) and, for a manifest or image-folder source, each row's ``path`` and ``group`` as the user
     wrote them. Those the run does not have are left out."""
-    if run.data_info.is_file() and "label" in frame.columns:
-        names = read_json(run.data_info).get("class_names") or []
+    if "label" in frame.columns:
+        names = read_class_names(run)
         if names and frame["label"].between(0, len(names) - 1).all():
             frame = frame.assign(class_name=[str(names[k]) for k in frame["label"]])
     if run.samples.is_file():

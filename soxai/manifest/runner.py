@@ -9,8 +9,8 @@ import pandas as pd
 
 from soxai.concepts.cluster import NOISE
 from soxai.config import Config
-from soxai.data.class_names import class_text
-from soxai.data.runner import read_info, read_samples
+from soxai.data.class_names import class_text, read_class_names
+from soxai.data.runner import read_samples
 from soxai.errors import StageError
 from soxai.run_dir import RunDir, read_json, read_parquet, write_csv, write_json, write_parquet
 from soxai.stage import StageRecord, fingerprint, run_stage, upstream
@@ -154,7 +154,7 @@ def use_user_manifest(cfg: Config, run: RunDir, path) -> StageRecord:
     from soxai.stage import file_hash
 
     path = Path(path)
-    class_names = read_info(run).get("class_names") if run.data_info.is_file() else None
+    class_names = read_class_names(run)
     merged = read_user_manifest(path, read_parquet(run.pruned_parquet), cfg.manifest.allow_empty_class,
                                 class_names)
     fp = fingerprint("manifest", "user", file_hash(path), *upstream(run, "bias"))
@@ -207,6 +207,5 @@ def _policy_context(cfg: Config, run: RunDir, train, flagged: dict[int, str]):
         return np.abs(read_maps(run, index.loc[ids].reset_index()))
 
     carriers = read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None
-    names = tuple(str(n) for n in read_info(run).get("class_names") or ())
     return PolicyContext(boxes=boxes, sample_maps=sample_maps, region_threshold=cfg.manifest.region_threshold,
-                         carriers=carriers, class_names=names)
+                         carriers=carriers, class_names=read_class_names(run))

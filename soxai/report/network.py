@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.config import Config
-from soxai.data.class_names import class_text
+from soxai.data.class_names import class_text, read_class_names
 from soxai.run_dir import RunDir, read_json, read_parquet
 
 log = logging.getLogger("soxai")
@@ -58,8 +58,7 @@ def read_network(cfg: Config, run: RunDir, with_corrected: bool = True) -> Netwo
         layers=read_parquet(run.spectral_layers), network=read_json(run.spectral_network),
         frequency=read_parquet(run.spectral_frequency), surrogate=read_json(run.spectral_surrogate),
         flagged=flagged_concepts(scores, cfg.bias.min_flags) if len(scores) else {},
-        class_names=tuple(str(n) for n in (read_json(run.data_info).get("class_names") or ()))
-        if run.data_info.is_file() else (),
+        class_names=read_class_names(run),
     )
     if with_corrected:
         view.corrected = corrected_surrogates(cfg, run)
