@@ -30,14 +30,15 @@ def progress(description: str, total: int, unit: str = "samples") -> Iterator[Ca
     )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total, rate="")
-        start, worked = time.monotonic(), [0]
+        start, worked = time.monotonic(), 0
 
         def advance(n: int, timed: bool = True) -> None:
+            nonlocal worked
             bar.advance(task, n)
-            worked[0] += n if timed else 0
+            worked += n if timed else 0
             elapsed = time.monotonic() - start
-            if worked[0] and elapsed > 0:
-                bar.update(task, rate=rate_text(worked[0] / elapsed, unit))
+            if worked and elapsed > 0:
+                bar.update(task, rate=rate_text(worked / elapsed, unit))
 
         yield advance
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,10 @@ class RunView:
         names = self.info.get("class_names") or []
         return str(names[label]) if 0 <= label < len(names) else str(label)
 
-    def class_text(self, label: int) -> str:
-        """'class round' in a sentence or heading, as the reasons write it (soxai.data.class_names.class_text)."""
-        return class_text(label, self.info.get("class_names") or ())
+    def class_text(self, label: int, is_noise: bool = False) -> str:
+        """'class round' in a sentence or heading, as the reasons write it (soxai.data.class_names.class_text);
+        'all classes' for the noise, which pools every class's unclustered samples."""
+        return "all classes" if is_noise else class_text(label, self.info.get("class_names") or ())
 
     @property
     def saliency_index(self) -> pd.DataFrame:
@@ -187,7 +189,7 @@ def concept_overview(view: RunView) -> pd.DataFrame:
             "is_noise": bool(c.is_noise),
             # the noise row pools every class's unclustered samples: its label is only their most common one
             "class_name": "all classes" if c.is_noise else view.class_name(int(c.label)),
-            "class_text": "all classes" if c.is_noise else view.class_text(int(c.label)),  # for headings
+            "class_text": view.class_text(int(c.label), bool(c.is_noise)),  # for headings
             "size": int(c.size),
             "purity": float(c.label_purity),
             "label_mix": _label_mix(view, c.label_mix),
@@ -304,12 +306,7 @@ def noise_exemplars(view: RunView, n: int = N_GALLERY) -> list[str]:
             xy = part[["u0", "u1"]].to_numpy(dtype=float)
             part = part.iloc[np.argsort(np.linalg.norm(xy - xy.mean(axis=0), axis=1), kind="stable")]
         queues.append([str(s) for s in part["sample_id"]])
-    picked: list[str] = []
-    for depth in range(max((len(q) for q in queues), default=0)):
-        picked += [q[depth] for q in queues if depth < len(q)]
-        if len(picked) >= n:
-            break
-    return picked[:n]
+    return [s for turn in zip_longest(*queues) for s in turn if s is not None][:n]
 
 
 def concept_figure(view: RunView, concept_id: int, n: int = N_GALLERY):
@@ -320,8 +317,7 @@ def concept_figure(view: RunView, concept_id: int, n: int = N_GALLERY):
     c = view.concepts[view.concepts["concept_id"] == concept_id].iloc[0]
     name = "noise (concept -1)" if bool(c["is_noise"]) else f"concept {concept_id}"
     flag = " · FLAGGED" if concept_id in view.flagged else ""
-    where = "all classes" if bool(c["is_noise"]) else view.class_text(int(c["label"]))
-    title = f"{name} · {where} · {int(c['size']):,} samples{flag}"
+    title = f"{name} · {view.class_text(int(c['label']), bool(c['is_noise']))} · {int(c['size']):,} samples{flag}"
     return concept_gallery_figure(g.mean_image, g.mean_map, g.images, g.maps, g.captions, title=title, box=g.box)
 
 

@@ -217,6 +217,7 @@ def variant_surrogate(cfg: Config, run: RunDir, variant: str, seed: int) -> dict
     concepts found); only the logits are the variant's. A shortcut the retrained model no longer uses loses
     its weight. For the report and ``soxai spectral``; nothing is written.
     """
+    from soxai.data.class_names import read_class_names
     from soxai.data.runner import read_images, read_info
     from soxai.device import resolve_device
     from soxai.models.registry import load_checkpoint
@@ -233,7 +234,7 @@ def variant_surrogate(cfg: Config, run: RunDir, variant: str, seed: int) -> dict
         logits = predict_logits(model.eval(), read_images(run), shares["row"].to_numpy(),
                                 resolve_device(cfg.saliency.device), batch_size=cfg.saliency.batch_size)
     entry = surrogate_entry(*_fit_inputs(shares, concept_ids, logits), concept_ids, MAX_TERMS,
-                            read_info(run).get("class_names") or ())
+                            read_class_names(run))
     entry["trustworthy"] = is_trustworthy(entry, surrogate["trust_split"])
     return entry
 
