@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from soxai.embed.neighbors import exact_knn, exact_knn_wanted
+from soxai.embed.neighbors import UMAP_SMALL, exact_knn, exact_knn_wanted, small_data_knn
 from soxai.errors import StageError
 
 if TYPE_CHECKING:
@@ -226,17 +226,6 @@ def embed_reduced(
 
     cache_umap_kernels()
     neighbors = min(n_neighbors, n - 1)
-    precomputed = (*exact_knn(pca, neighbors), None) if exact_knn_wanted(n, knn) else (None, None, None)
-    reducer = umap.UMAP(
-        n_neighbors=neighbors,
-        min_dist=min_dist,
-        n_components=n_components,
-        random_state=seed,  # reproducible on CPU; UMAP is then single-threaded anyway
-        n_jobs=1,
-        init="spectral" if n > n_components + 1 else "random",
-        n_epochs=auto_umap_epochs(n) if n_epochs == "auto" else n_epochs,
-        precomputed_knn=precomputed,
-    )
     # torch's thread count given back after the block: UMAP's numba kernels start numba's OpenMP threading layer,
     # which sets the OpenMP runtime that torch shares to all cores, so under OMP_NUM_THREADS=1 every torch
     # computation after an embedding ran on 2 threads and rounded differently from the same computation in a
@@ -245,6 +234,19 @@ def embed_reduced(
     with warnings.catch_warnings(), torch_threads():
         # without a search index UMAP warns that transform() will not work; soxai never calls it
         warnings.filterwarnings("ignore", message=".*precomputed_knn.*", category=UserWarning)
+        # below UMAP_SMALL UMAP's own search, exactly, without its pair-by-pair Python loop (small_data_knn)
+        precomputed = (*exact_knn(pca, neighbors), None) if exact_knn_wanted(n, knn) else \
+            (*small_data_knn(pca, neighbors), None) if n < UMAP_SMALL else (None, None, None)
+        reducer = umap.UMAP(
+            n_neighbors=neighbors,
+            min_dist=min_dist,
+            n_components=n_components,
+            random_state=seed,  # reproducible on CPU; UMAP is then single-threaded anyway
+            n_jobs=1,
+            init="spectral" if n > n_components + 1 else "random",
+            n_epochs=auto_umap_epochs(n) if n_epochs == "auto" else n_epochs,
+            precomputed_knn=precomputed,
+        )
         return reducer.fit_transform(pca).astype(np.float32)
 
 

@@ -6,7 +6,8 @@ is warm), so the first ``soxai run`` after ``make setup`` took 3 min where every
 runs this module after installing, so the compile is paid there and said so. The kernels' machine code does
 not depend on the data (numba specialises on the argument types), so the small random vectors embedded here
 compile exactly what a run's embedding uses, through the same call (:func:`soxai.embed.features.embed_reduced`):
-UMAP's own exact search below :data:`soxai.embed.neighbors.UMAP_SMALL` samples and soxai's exact search above
+UMAP's own exact search below :data:`soxai.embed.neighbors.UMAP_SMALL` samples (its distances in soxai's compiled
+loop, :func:`soxai.embed.neighbors.small_data_knn`) and soxai's exact search above
 (``embed.knn: auto`` up to 120,000 samples). UMAP's nearest-neighbour descent (``knn: approximate``, and ``auto``
 above 120,000) is left out: pynndescent compiles part of it in every process whatever the cache holds (40 of its
 52 s on a cold cache came back in the next process), so warming it here would buy little. Nothing is written but

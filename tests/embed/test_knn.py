@@ -59,3 +59,37 @@ def test_cache_umap_kernels__turns_on_numba_cache_of_the_listed_kernels():
             found += 1
             assert not isinstance(kernel._cache, NullCache), name
     assert found == len(F._UNCACHED_UMAP_KERNELS)  # all present in the pinned umap-learn
+
+
+@pytest.mark.parametrize("dims", [1, 5, 17, 32])
+def test_small_data_knn__umap_own_distances_and_neighbours_bit_for_bit(dims):
+    from sklearn.metrics import pairwise_distances
+    from umap.distances import euclidean
+    from umap.utils import fast_knn_indices
+
+    from soxai.embed.umap_small import pairwise_euclidean
+
+    rng = np.random.default_rng(dims)
+    x = rng.normal(size=(120, dims)).astype(np.float32)
+    x[7] = x[3]  # a duplicate: distance 0 to another sample than itself
+    want = pairwise_distances(x, metric=euclidean)  # what UMAP's own search computes below UMAP_SMALL
+    got = pairwise_euclidean(x)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    idx, dist = N.small_data_knn(x, 9)
+    np.testing.assert_array_equal(idx, fast_knn_indices(want, 9))
+    np.testing.assert_array_equal(dist, np.take_along_axis(want, idx.astype(np.int64), axis=1))
+
+
+def test_embed_reduced__below_umap_small_gives_umap_own_embedding():
+    import umap
+
+    from soxai.device import torch_threads
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 1, (150, 8)), rng.normal(2, 1, (150, 8))]).astype(np.float32)
+    got = F.embed_reduced(x, 15, 0.0, 2, seed=4, n_epochs=40, knn="auto")
+    with torch_threads():  # UMAP alone, its own search (a Python loop over the pairs)
+        want = umap.UMAP(n_neighbors=15, min_dist=0.0, n_components=2, random_state=4, n_jobs=1, init="spectral",
+                         n_epochs=40).fit_transform(x).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
