@@ -19,7 +19,13 @@ $(VENV)/.umap-warm: $(BIN)/soxai
 	$(BIN)/python -m soxai.embed.warmup || echo "note: UMAP's kernels were not compiled ahead; the first run compiles them"
 	touch $(VENV)/.umap-warm
 
-setup: $(BIN)/soxai $(VENV)/.umap-warm
+# create and migrate Prefect's database (~/.prefect/prefect.db, or where PREFECT_HOME says) now: the first
+# temporary server of a machine otherwise builds it first, 7 s of the first run's start on a 2-core machine
+$(VENV)/.prefect-db: $(BIN)/soxai
+	$(BIN)/prefect server database upgrade -y >/dev/null || echo "note: Prefect's database was not created ahead; the first run creates it"
+	touch $(VENV)/.prefect-db
+
+setup: $(BIN)/soxai $(VENV)/.umap-warm $(VENV)/.prefect-db
 
 demo: setup
 	$(BIN)/soxai run
