@@ -1,4 +1,4 @@
-"""UMAP below 4,096 samples: UMAP's own exact search against soxai's replica of it (soxai.embed.neighbors.small_data_knn).
+"""UMAP below 4,096 samples: its own exact search against soxai's replica of it (neighbors.small_data_knn).
 
 Below ``UMAP_SMALL`` samples UMAP computes every pairwise distance through scikit-learn's ``pairwise_distances`` with
 a numba function as the metric, called from Python once per pair. soxai computes the same matrix in one compiled

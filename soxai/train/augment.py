@@ -33,12 +33,14 @@ giving its own most salient box, the one the test pasted (its mark, wherever it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from soxai.data.class_names import class_text
 from soxai.train.corrections import carrier_mask, group_balanced_weights
 from soxai.train.regions import (
     OWN_BOX,
@@ -107,6 +109,7 @@ def plan_augment(
     fallback: str,
     max_upweight: float,
     unclustered: dict[int, str] | None = None,
+    cls: Callable[[int], str] = class_text,
 ) -> AugmentPlan:
     """Decide, for one seed, which images get which flagged concept's region from which carrier.
 
@@ -130,6 +133,7 @@ def plan_augment(
     shape : (H, W) of the images
     seed : seeds every draw (recipients and the order donors are dealt out)
     unclustered : {class: reason} of the unclustered test's flags, manifest.json's (:func:`_paste_unclustered`)
+    cls : how the reasons name a class (soxai.data.class_names.class_text with the run's names; codes by default)
     """
     n = len(train)
     labels = train["label"].to_numpy()
@@ -147,28 +151,28 @@ def plan_augment(
     reweighted: set[int] = set()
     for cid, k, why in pending:
         corrections.append(_fall_back(cid, k, why, train, flagged, carriers, fallback, max_upweight,
-                                      keep, weights, reasons, reweighted))
+                                      keep, weights, reasons, reweighted, cls=cls))
     donors_k = {k: unclustered_donors(carriers, k, position) for k in sorted(unclustered)}
     for k in (k for k in sorted(unclustered) if not donors_k[k][1]):
         corrections.append(_fall_back(-1, k, NO_OWN_BOX, train, {-1: unclustered[k]}, _class_rows(carriers, k),
                                       fallback, max_upweight, keep, weights, reasons, reweighted,
-                                      name=f"class {k}'s unclustered flag"))
+                                      name=f"the unclustered flag of {cls(k)}", cls=cls))
     rng = np.random.default_rng([seed, 20_000])
     used = np.zeros(n, dtype=bool)
     pastes = _Pastes()
     for cid in sorted(regions):
         chosen, dealt, at, row = _paste_region(cid, class_of[cid], regions[cid], donors_of[cid], carriers, labels,
-                                               ids, keep, used, rate, rng, reasons, shape)
+                                               ids, keep, used, rate, rng, reasons, shape, cls)
         pastes.add(chosen, dealt, cid, at)
         corrections.append(row)
     for k in (k for k in sorted(unclustered) if donors_k[k][1]):
         chosen, dealt, at, row = _paste_unclustered(k, *donors_k[k], labels, ids, keep, used, rate, rng, reasons,
-                                                    regions)
+                                                    regions, cls)
         pastes.add(chosen, dealt, -1, at)
         corrections.append(row)
     if whole:
         chosen, dealt, rows = _shuffle_statistics(whole, class_of, donors_of, scores, labels, ids, keep, used, rate,
-                                                  rng, reasons)
+                                                  rng, reasons, cls)
         regions[whole[0]] = Region(str(whole_image_flag(scores, whole[0])), whole_image=True)
         pastes.add(chosen, dealt, whole[0], np.full((len(chosen), 4), np.nan))
         corrections.extend(rows)
@@ -258,7 +262,7 @@ def _sort_flagged(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataF
 def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[int, str],
                carriers: pd.DataFrame | None, fallback: str, max_upweight: float,
                keep: np.ndarray, weights: np.ndarray, reasons: list[str], reweighted: set[int],
-               name: str | None = None) -> dict[str, Any]:
+               name: str | None = None, cls: Callable[[int], str] = class_text) -> dict[str, Any]:
     """Apply ``fallback`` to flagged concept ``cid`` of class ``k`` (no region to paste); return its corrections row.
 
     Updates ``keep`` (drop_carriers), ``weights`` (reweight: the whole class, once per class, recorded in
@@ -268,8 +272,8 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
 
     labels = train["label"].to_numpy()
     cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
+    head = f"{name or f'concept {cid} ({cls(k)})'} cannot be augmented: {why}; "  # a given name says its class
     name = name or f"concept {cid}"
-    head = f"{name} (class {k}) cannot be augmented: {why}; "
     if fallback == "drop_carriers":
         ctx = PolicyContext(boxes={}, sample_maps=_no_maps, region_threshold=1.0, carriers=carriers)
         keep_c, _ = drop_carriers(train, {cid: flagged[cid]}, ctx)
@@ -288,12 +292,12 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
             reweighted.add(k)
         members = in_class[cids[in_class] == cid]
         for p in in_class:
-            reasons[p] = f"class {k} reweighted by its concepts (fallback for flagged {name}, no region): " \
+            reasons[p] = f"{cls(k)} reweighted by its concepts (fallback for flagged {name}, no region): " \
                          f"drawn {weights[p]:.2f}x as often as in the baseline"
         drawn = f"; {name}'s {len(members)} members drawn {float(weights[members[0]]):.2f}x as often" \
             if len(members) and cid >= 0 else ""
         return {"concept_id": cid, "label": k, "correction": "reweight", "n_samples": len(in_class),
-                "reason": head + f"reweighted class {k}'s {len(in_class)} samples by their concepts "
+                "reason": head + f"reweighted the {len(in_class)} samples of {cls(k)} by their concepts "
                                  f"instead (retrain.augment_fallback=reweight{drawn})"}
     return {"concept_id": cid, "label": k, "correction": "none", "n_samples": 0,
             "reason": head + "left uncorrected (retrain.augment_fallback=none)"}
@@ -302,7 +306,8 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
 def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                  keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
                  reasons: list[str], donor_pos: np.ndarray, own: dict[int, tuple[tuple[int, int, int, int], str]],
-                 n_elsewhere: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 n_elsewhere: int, cls: Callable[[int], str] = class_text
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Draw the recipients of concept ``cid``'s region in every other class (the share of all its carriers,
     ``carrier_pos``) and deal out to them the carriers that give a paste (``donor_pos``, ``n_elsewhere`` of them
     found by the concept's channels only; those in ``own`` give a box of their own,
@@ -312,10 +317,10 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
     corrections row)``.
     """
     where = region.describe()
-    chosen, dealt, into = _deal(k, carrier_pos, donor_pos, own, where, f"flagged concept {cid}, class {k}", labels,
-                                ids, keep, used, rate, rng, reasons)
+    chosen, dealt, into = _deal(k, carrier_pos, donor_pos, own, where, f"flagged concept {cid}, {cls(k)}", labels,
+                                ids, keep, used, rate, rng, reasons, cls)
     n_how = {how: sum(1 for _, h in own.values() if h == how) for how in OWN_BOX}
-    reason = (f"concept {cid} (class {k}, {region.detector}): its region ({where}) pasted from "
+    reason = (f"concept {cid} ({cls(k)}, {region.detector}): its region ({where}) pasted from "
               + (f"its {len(carrier_pos)} carriers" if len(donor_pos) == len(carrier_pos) else
                  f"the {len(donor_pos) - n_elsewhere} of its {len(carrier_pos)} carriers whose region holds it (the "
                  "others' mark, found by the concept's channels, sits elsewhere)"))
@@ -334,13 +339,13 @@ def _deal_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, labe
 def _deal(k: int, carrier_pos: np.ndarray, donor_pos: np.ndarray,
           own: dict[int, tuple[tuple[int, int, int, int], str]], where: str, flag: str, labels: np.ndarray,
           ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None, rng: np.random.Generator,
-          reasons: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+          reasons: list[str], cls: Callable[[int], str] = class_text) -> tuple[np.ndarray, np.ndarray, str]:
     """Draw ``rate`` (or the carriers' share of class ``k``) of every other class's images and deal the donors out
     to them, each about equally often; writes each recipient's reason (the box it received, ``where`` unless the
     donor gives one of its own in ``own``, and ``flag``). Returns ``(recipients, donors, ", into ...")``."""
     n_class = int((labels == k).sum())
     share = rate if rate is not None else len(carrier_pos) / max(n_class, 1)
-    chosen, short = _draw_recipients(labels, keep, used, share, rng, skip=k)
+    chosen, short = _draw_recipients(labels, keep, used, share, rng, skip=k, cls=cls)
     dealt = rng.permutation(donor_pos)[np.arange(len(chosen)) % len(donor_pos)] if len(chosen) \
         else np.zeros(0, np.int64)
     for r, d in zip(chosen, dealt, strict=True):
@@ -351,14 +356,15 @@ def _deal(k: int, carrier_pos: np.ndarray, donor_pos: np.ndarray,
             at = where
         reasons[r] = f"{at} of carrier {ids[d]} pasted in ({flag})"
     what = f"{share:.0%} of each" + (" (retrain.augment_rate)" if rate is not None else
-                                     f", the carriers' share of class {k}")
+                                     f", the carriers' share of {cls(k)}")
     into = (f", into {len(chosen)} training images of the other classes ({what}), which replace their originals; "
             "the carriers stay")
     return chosen, dealt, into + ("; too few images left in " + ", ".join(short) if short else "")
 
 
 def _draw_recipients(labels: np.ndarray, keep: np.ndarray, used: np.ndarray, share: float,
-                     rng: np.random.Generator, skip: int | None = None) -> tuple[np.ndarray, list[str]]:
+                     rng: np.random.Generator, skip: int | None = None,
+                     cls: Callable[[int], str] = class_text) -> tuple[np.ndarray, list[str]]:
     """``share`` of each class's kept images (but class ``skip``), drawn from those not yet ``used``, which this
     marks used; returns their positions (sorted within each class) and a note per class with too few left."""
     got, short = [], []
@@ -369,7 +375,7 @@ def _draw_recipients(labels: np.ndarray, keep: np.ndarray, used: np.ndarray, sha
         want = int(round(share * int(((labels == j) & keep).sum())))
         take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
         if len(take) < want:
-            short.append(f"class {int(j)} {len(take)} of {want}")
+            short.append(f"{cls(int(j))} {len(take)} of {want}")
         got.append(np.sort(take))
     chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
     used[chosen] = True
@@ -379,7 +385,8 @@ def _draw_recipients(labels: np.ndarray, keep: np.ndarray, used: np.ndarray, sha
 def _shuffle_statistics(whole: list[int], class_of: dict[int, int], carriers_of: dict[int, np.ndarray],
                         scores: pd.DataFrame, labels: np.ndarray, ids: np.ndarray, keep: np.ndarray,
                         used: np.ndarray, rate: float | None, rng: np.random.Generator,
-                        reasons: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+                        reasons: list[str], cls: Callable[[int], str] = class_text
+                        ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """The one correction of every whole-image flag (module docstring): a share of each class's kept images,
     not yet augmented, take the per-channel statistics of kept training images drawn at random from all classes.
 
@@ -387,12 +394,12 @@ def _shuffle_statistics(whole: list[int], class_of: dict[int, int], carriers_of:
     """
     shares = {cid: len(carriers_of[cid]) / max(int(((labels == class_of[cid]) & keep).sum()), 1) for cid in whole}
     share = rate if rate is not None else 1.0  # every image: the statistics then are independent of the label
-    chosen, short = _draw_recipients(labels, keep, used, share, rng)
+    chosen, short = _draw_recipients(labels, keep, used, share, rng, cls=cls)
     dealt = rng.choice(np.flatnonzero(keep), size=len(chosen), replace=True) if len(chosen) \
         else np.zeros(0, np.int64)
     names = ", ".join(str(c) for c in whole)
     for r, d in zip(chosen, dealt, strict=True):
-        reasons[r] = f"per-channel brightness and contrast of {ids[d]} (class {int(labels[d])}) given to it " \
+        reasons[r] = f"per-channel brightness and contrast of {ids[d]} ({cls(int(labels[d]))}) given to it " \
                      f"(whole-image flag of concept {names})"
     what = f"{share:.0%} of every class" + (" (retrain.augment_rate)" if rate is not None else
                                             ", so that no such statistic depends on the label")
@@ -400,7 +407,7 @@ def _shuffle_statistics(whole: list[int], class_of: dict[int, int], carriers_of:
     for cid in whole:
         k = class_of[cid]
         detector = whole_image_flag(scores, cid) or "a whole-image detector"
-        head = f"concept {cid} (class {k}, {detector}: {len(carriers_of[cid])} carriers, {shares[cid]:.0%} of the " \
+        head = f"concept {cid} ({cls(k)}, {detector}: {len(carriers_of[cid])} carriers, {shares[cid]:.0%} of the " \
                "class): a whole-image flag, so no region to paste; "
         if cid == whole[0]:
             reason = head + (f"{len(chosen)} training images ({what}) take the per-channel brightness and contrast "
@@ -436,11 +443,12 @@ def _carriers_of(cid: int, cids: np.ndarray, carriers: pd.DataFrame | None, posi
 
 def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, carriers: pd.DataFrame | None,
                   labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
-                  rng: np.random.Generator, reasons: list[str], shape: tuple[int, int]):
+                  rng: np.random.Generator, reasons: list[str], shape: tuple[int, int],
+                  cls: Callable[[int], str] = class_text):
     """Concept ``cid``'s region dealt out: ``(recipients, donors, boxes (m, 4), corrections row)``."""
     donor_pos, own, n_elsewhere = carrier_boxes(cid, region, carrier_pos, carriers, ids, shape)
     chosen, dealt, row = _deal_region(cid, k, region, carrier_pos, labels, ids, keep, used, rate, rng, reasons,
-                                      donor_pos, own, n_elsewhere)
+                                      donor_pos, own, n_elsewhere, cls)
     # the box each donor gives (Region.paste copies it, at the same place); NaN: the region's own
     boxes = np.array([own[int(d)][0] if int(d) in own else (np.nan,) * 4 for d in dealt],
                      dtype=np.float64).reshape(-1, 4)
@@ -449,16 +457,17 @@ def _paste_region(cid: int, k: int, region: Region, carrier_pos: np.ndarray, car
 
 def _paste_unclustered(k: int, carrier_pos: np.ndarray, own: dict[int, tuple[tuple[int, int, int, int], str]],
                        labels: np.ndarray, ids: np.ndarray, keep: np.ndarray, used: np.ndarray, rate: float | None,
-                       rng: np.random.Generator, reasons: list[str], regions: dict[int, Region]):
+                       rng: np.random.Generator, reasons: list[str], regions: dict[int, Region],
+                       cls: Callable[[int], str] = class_text):
     """Class ``k``'s unclustered flag dealt out: each carrier's own box (``own``) pasted into the other classes'
     images at the carriers' share of the class (``carrier_pos``, :func:`soxai.train.regions.unclustered_donors`),
     under ``regions[-1]`` (set here: every pair names its box, so one region serves every flagged class). Returns
     ``(recipients, donors, boxes (m, 4), corrections row)``."""
     region = regions.setdefault(-1, Region("unclustered", box=next(iter(own.values()))[0]))
     donor_pos = np.fromiter(own, dtype=np.int64)
-    chosen, dealt, into = _deal(k, carrier_pos, donor_pos, own, region.describe(), f"class {k}'s unclustered flag",
-                                labels, ids, keep, used, rate, rng, reasons)
-    reason = (f"class {k}'s unclustered samples (unclustered test): each of the {len(donor_pos)} of its "
+    chosen, dealt, into = _deal(k, carrier_pos, donor_pos, own, region.describe(),
+                                f"the unclustered flag of {cls(k)}", labels, ids, keep, used, rate, rng, reasons, cls)
+    reason = (f"the unclustered samples of {cls(k)} (unclustered test): each of the {len(donor_pos)} of its "
               f"{len(carrier_pos)} carriers with a box gives its own most salient box (the one the test pasted: its "
               f"mark, wherever it sits){into}")
     boxes = np.array([own[int(d)][0] for d in dealt], dtype=np.float64).reshape(-1, 4)

@@ -18,9 +18,12 @@ epoch keeps the baseline's number of steps, so the comparison measures the balan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from soxai.data.class_names import class_text
 
 # ---------------------------------------------------------------- reweight
 
@@ -113,7 +116,8 @@ def reweight_groups(labels: np.ndarray, concepts: np.ndarray, conflicts: Any) ->
 
 
 def tied_conflicts(labels: np.ndarray, concepts: np.ndarray, preds: np.ndarray, conflicts: Any,
-                   flagged: Any, carrier: np.ndarray) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
+                   flagged: Any, carrier: np.ndarray, cls: Callable[[int], str] = class_text
+                   ) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
     """The conflicts reweighting corrects: those tied to a flagged shortcut that most of a class carries.
 
     A conflict is the minority a shortcut on most of a class leaves behind (soxai.bias.conflicts), but a hard
@@ -152,19 +156,19 @@ def tied_conflicts(labels: np.ndarray, concepts: np.ndarray, preds: np.ndarray, 
         if share.get(k, 0.0) > 0.5 or share.get(to, 0.0) > 0.5:
             tied.append((cid, k))
             continue
-        where = f"class {k} ({share.get(k, 0.0):.0%} of it)" + (
-            f" or of class {to}, which its errors are most often predicted as ({share.get(to, 0.0):.0%})"
+        where = f"{cls(k)} ({share.get(k, 0.0):.0%} of it)" + (
+            f" or of {cls(to)}, which its errors are most often predicted as ({share.get(to, 0.0):.0%})"
             if to != k else "")
         untied.append({
             "concept_id": cid, "label": k, "correction": "none", "n_samples": int(member.sum()),
-            "reason": (f"class {k}: concept {cid} is a conflict (the baseline is wrong on {int(wrong.sum())} of its "
+            "reason": (f"{cls(k)}: concept {cid} is a conflict (the baseline is wrong on {int(wrong.sum())} of its "
                        f"{int(member.sum())}), but no flagged shortcut is carried by most of {where}: a hard "
                        "subgroup, or a shortcut no test flagged")})
     return tied, untied
 
 
 def settle_untied(untied: list[dict[str, Any]], labels: np.ndarray, concepts: np.ndarray,
-                  weights: np.ndarray) -> list[dict[str, Any]]:
+                  weights: np.ndarray, cls: Callable[[int], str] = class_text) -> list[dict[str, Any]]:
     """The :func:`tied_conflicts` rows with the weight their members are drawn with and a reason that says it: as in
     the baseline, or (an untied conflict in a class with a tied one) with the rest of its class, less often."""
     labels, concepts, weights = np.asarray(labels), np.asarray(concepts), np.asarray(weights, dtype=np.float64)
@@ -173,7 +177,7 @@ def settle_untied(untied: list[dict[str, Any]], labels: np.ndarray, concepts: np
         member = (concepts == row["concept_id"]) & (labels == row["label"])
         w = float(np.median(weights[member])) if member.any() else 1.0
         drawn = ("drawn as in the baseline" if abs(w - 1.0) <= 1e-9 else
-                 f"drawn with the rest of class {row['label']}, {w:.2f}x as often as in the baseline")
+                 f"drawn with the rest of {cls(row['label'])}, {w:.2f}x as often as in the baseline")
         out.append({**row, "weight": round(w, 6), "reason": f"{row['reason']}; {drawn}"})
     return out
 
@@ -222,7 +226,8 @@ def group_balanced_weights(labels: np.ndarray, groups: np.ndarray, max_upweight:
 
 
 def reweight_record(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray, max_upweight: float,
-                    why: str = "", carriers: np.ndarray | None = None) -> list[dict[str, Any]]:
+                    why: str = "", carriers: np.ndarray | None = None,
+                    cls: Callable[[int], str] = class_text) -> list[dict[str, Any]]:
     """One correction row per (class, group): how many samples, and how much more or less each is drawn (the
     group's samples outside ``carriers``; its carriers, when it has some, are named with their own weight).
 
@@ -244,7 +249,7 @@ def reweight_record(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray,
             equal = n_c / (n_groups * n_g)
             name = ("the rest of the class (outside its conflict concepts)" if g == REST else "noise" if g < 0
                     else f"concept {int(g)}")
-            reason = (f"class {int(c)}: {name} holds {int(n_g)} of {n_c} samples, one of {n_groups} groups; each "
+            reason = (f"{cls(int(c))}: {name} holds {int(n_g)} of {n_c} samples, one of {n_groups} groups; each "
                       f"drawn {w:.2f}x as often as in the baseline")
             if equal > max_upweight + 1e-9 or w >= max_upweight - 1e-9:
                 reason += (f" (capped at {max_upweight:g}x; an equal share would be {equal:.1f}x"

@@ -10,6 +10,12 @@ import numpy as np
 from soxai.errors import ConfigError
 from soxai.train.config import TrainConfig
 
+# The retraining loop's own version, part of every retrained model's fingerprint (the train stage's): a change that
+# trains other weights from the same recipe and seed retrains resumed runs' models.
+#   1 (2026-12-08): the train stage's built-in architectures train in the channels-last memory format on a CPU
+#     (``channels_last``); the model stage's model, which the explain stages audit, trains as before.
+TRAIN_LOGIC = 1
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -27,6 +33,7 @@ def train_model(
     val: tuple[np.ndarray, np.ndarray] | None = None,
     sample_weights: np.ndarray | None = None,
     val_score: Callable[[nn.Module], float] | None = None,
+    channels_last: bool = False,
 ) -> nn.Module:
     """Train ``model`` in place on ``images[rows]`` with ``labels``, by the recipe ``cfg``.
 
@@ -53,6 +60,10 @@ def train_model(
         with the highest score are kept (the first of equal ones), e.g. a reweighted model's group-balanced
         accuracy on the validation split (``soxai.train.selection``). With ``cfg.patience`` it replaces the
         validation accuracy as what early stopping watches.
+    channels_last : train in PyTorch's channels-last memory format (the model's 4-d weights and every batch), on a
+        CPU only; the model is handed back in the default format. Same recipe, other float order: the demo's model
+        trained in 0.56x the time on a 2-core machine (:data:`TRAIN_LOGIC`). A model that reshapes with ``view``
+        may refuse the format, so only the built-in architectures ask for it, in the train stage (soxai.train.fit).
 
     Raises
     ------
@@ -65,7 +76,10 @@ def train_model(
     rng = np.random.default_rng(seed)
     rows, y_all = np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64)
     _check_train_inputs(cfg, val, sample_weights, len(y_all))
+    layout = torch.channels_last if channels_last and device.type == "cpu" else None
     model.to(device).train()
+    if layout is not None:
+        model.to(memory_format=layout)
     opt = make_optimizer(model, cfg)
     scheduler = make_scheduler(opt, cfg)
     use_amp = cfg.amp and device.type == "cuda"
@@ -79,7 +93,7 @@ def train_model(
     for epoch in range(cfg.epochs):
         order.set_order(rng.permutation(len(y_all)) if sample_weights is None
                         else weighted_epoch_order(sample_weights, rng))
-        mean_loss = _train_epoch(model, loader, opt, loss_fn, scaler, cfg, aug_gen, device)
+        mean_loss = _train_epoch(model, loader, opt, loss_fn, scaler, cfg, aug_gen, device, layout)
         if scheduler is not None:
             scheduler.step()
         if on_epoch is not None:
@@ -90,6 +104,8 @@ def train_model(
                 break
     if best.state is not None:
         model.load_state_dict(best.state)
+    if layout is not None:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return model
 
@@ -132,8 +148,10 @@ def _check_train_inputs(cfg: TrainConfig, val: tuple[np.ndarray, np.ndarray] | N
         raise ValueError(f"sample_weights has {len(sample_weights)} values for {n} training samples")
 
 
-def _train_epoch(model: nn.Module, loader, opt, loss_fn, scaler, cfg: TrainConfig, aug_gen, device) -> float:
-    """One pass over ``loader``'s batches (augmented, mixed precision when ``scaler``); the mean loss."""
+def _train_epoch(model: nn.Module, loader, opt, loss_fn, scaler, cfg: TrainConfig, aug_gen, device,
+                 layout=None) -> float:
+    """One pass over ``loader``'s batches (augmented, mixed precision when ``scaler``, in the memory format
+    ``layout`` when given); the mean loss."""
     import torch
 
     total, count = 0.0, 0
@@ -142,6 +160,8 @@ def _train_epoch(model: nn.Module, loader, opt, loss_fn, scaler, cfg: TrainConfi
         if cfg.augment:
             xb = augment_batch(xb, cfg.augment, cfg.crop_padding, aug_gen)
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if layout is not None:
+            xb = xb.contiguous(memory_format=layout)
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             with torch.autocast("cuda", dtype=torch.float16):

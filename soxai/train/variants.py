@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from soxai.config import Config
+from soxai.data.class_names import class_text, read_class_names
 from soxai.data.runner import read_images
 from soxai.errors import StageError
 from soxai.manifest.policies import random_control
@@ -31,7 +32,10 @@ from soxai.train.fit import fit, load_baseline
 # a carrier whose concept's channels were read gives the pixels the model's layer sees where they are strongest
 # (a carrier found elsewhere: that window; a member: its region widened to it)
 # augment 9 (2026-12-07): the unclustered test's flagged classes are augmented too (each carrier's own box).
-CORRECTIONS: dict[str, int] = {"reweight": 4, "augment": 9}
+# reweight 5, augment 10 (2026-12-08): the reasons name a class as `soxai concepts` does ("class round", not "class 0";
+# soxai.data.class_names.class_text), and a plan's hash no longer holds its reason texts (CorrectionPlan.content_hash):
+# text alone never retrains a model again. Weights and pastes are reweight 4's and augment 9's.
+CORRECTIONS: dict[str, int] = {"reweight": 5, "augment": 10}
 
 
 @dataclass
@@ -82,8 +86,9 @@ class VariantInputs:
     def recipe_and_data(self) -> tuple[str, str]:
         """The recipe's hash and the data stage's fingerprint, which every retrained model's fingerprint holds."""
         from soxai.stage import upstream
+        from soxai.train.loop import TRAIN_LOGIC
 
-        return self.cfg.section_hash("model", "train"), upstream(self.run, "data")[0]
+        return f"{self.cfg.section_hash('model', 'train')}-logic-{TRAIN_LOGIC}", upstream(self.run, "data")[0]
 
     @functools.cached_property
     def val_groups(self):
@@ -115,15 +120,17 @@ class VariantInputs:
         if reused is not None:
             return reused
         rows, labels = self.train["row"].to_numpy()[mask], self.train["label"].to_numpy()[mask]
-        return Trained(*fit(self.cfg, self.run, rows, labels, seed, what))
+        return Trained(*fit(self.cfg, self.run, rows, labels, seed, what, channels_last=True))
 
     def baseline_twin(self, seed: int, table: pd.DataFrame | None = None,
                       extra: dict[str, Any] | None = None) -> Trained | None:
         """The baseline's model for ``seed``, for a variant with nothing to change (every training sample as it is,
         uniform draws, the last epoch: pruning or its control with nothing dropped, reweight with no tied conflict,
         augment with nothing to paste), where it is already trained with the current recipe and data: the model
-        stage's for the run's seed, ``train/baseline/seed<k>`` for another; None otherwise (the variant then
-        trains, which gives the same model on CPU). metrics.json says ``baseline_model: true``."""
+        stage's for the run's seed (the audited model itself, trained in the default memory format where the train
+        stage's train channels-last: the same recipe in another float order, train logic 1), ``train/baseline/seed<k>``
+        for another; None otherwise (the variant then trains, which gives the same model on CPU). metrics.json says
+        ``baseline_model: true``."""
         from soxai.models.registry import load_checkpoint
         from soxai.saliency.methods import resolve_device
         from soxai.train.fit import make_model
@@ -154,7 +161,7 @@ def model_fingerprint(recipe: str, seed: int, ids: np.ndarray, data_fp: str, par
 
 
 def baseline_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
-    """The whole training set. The run's seed reuses model/ (same recipe, seed and samples: deterministic)."""
+    """The whole training set. The run's seed reuses model/, the audited model (same recipe, seed and samples)."""
     cfg, mask = inputs.cfg, np.ones(len(inputs.train), dtype=bool)
 
     def train() -> Trained:
@@ -187,10 +194,11 @@ def jtt_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
 
     def train() -> Trained:
         rows, labels = inputs.train["row"].to_numpy(), inputs.train["label"].to_numpy()
-        first, device = fit(cfg, run, rows, labels, seed, f"jtt (first model) seed {seed}", epochs=r.jtt_epochs)
+        first, device = fit(cfg, run, rows, labels, seed, f"jtt (first model) seed {seed}", epochs=r.jtt_epochs,
+                            channels_last=True)
         pred = predict_logits(first, read_images(run), rows, device).argmax(axis=1)
         up_rows, up_labels = jtt_upsample(rows, labels, pred, r.jtt_upweight)
-        model, device = fit(cfg, run, up_rows, up_labels, seed, f"jtt seed {seed}")
+        model, device = fit(cfg, run, up_rows, up_labels, seed, f"jtt seed {seed}", channels_last=True)
         wrong = pred != labels
         weights = np.where(wrong, r.jtt_upweight, 1).astype(np.int64)
         table = pd.DataFrame({"sample_id": inputs.train["sample_id"].to_numpy(), "weight": weights})
@@ -205,7 +213,8 @@ def oracle_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
     def train() -> Trained:
         unmarked_rows, unmarked = _unmarked(inputs.run)
         x, x_rows, x_labels = oracle_images(inputs.images, inputs.train, unmarked_rows, unmarked)
-        model, device = fit(inputs.cfg, inputs.run, x_rows, x_labels, seed, f"oracle seed {seed}", images=x)
+        model, device = fit(inputs.cfg, inputs.run, x_rows, x_labels, seed, f"oracle seed {seed}", images=x,
+                            channels_last=True)
         return Trained(model, device, extra={
             "oracle_n_unmarked": 0 if unmarked_rows is None else int(len(unmarked_rows)),
             "oracle_n_train": int(len(x_rows))})
@@ -275,10 +284,20 @@ class CorrectionPlan:
         return bool(self.mask.all()) and self.weights is None and self.make_extra is None
 
     def content_hash(self) -> str:
-        """A hash of everything the model depends on beyond recipe, seed and data: weights, pastes, reasons."""
-        h = hashlib.sha256(self.table.to_csv(index=False).encode())
-        h.update(json.dumps(self.record, sort_keys=True, default=str).encode())
+        """A hash of everything the model depends on beyond recipe, seed and data: weights, pastes and the rest of
+        the table and record, not the reasons that say it in words (a change of wording retrains nothing)."""
+        h = hashlib.sha256(self.table.drop(columns=["reason"], errors="ignore").to_csv(index=False).encode())
+        h.update(json.dumps(_without_reasons(self.record), sort_keys=True, default=str).encode())
         return h.hexdigest()[:16]
+
+
+def _without_reasons(value: Any) -> Any:
+    """``value`` (nested dicts and lists) without any dict entry named 'reason'."""
+    if isinstance(value, dict):
+        return {k: _without_reasons(v) for k, v in value.items() if k != "reason"}
+    if isinstance(value, list):
+        return [_without_reasons(v) for v in value]
+    return value
 
 
 def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]) -> VariantPlan:
@@ -299,7 +318,7 @@ def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]
             val_score, selection = selection_for(inputs.cfg, lambda: inputs.val_groups, inputs.images,
                                                  resolve_device(inputs.cfg.train.device))
         model, device = fit(inputs.cfg, inputs.run, plan.rows, labels, seed, f"{variant} seed {seed}",
-                            sample_weights=plan.weights,
+                            sample_weights=plan.weights, channels_last=True,
                             extra=plan.make_extra() if plan.make_extra is not None else None, val_score=val_score)
         if val_score is not None:
             selection = val_score.record()
@@ -320,6 +339,7 @@ class _CorrectionInputs:
     concept_labels: dict[int, int]
     conflicts: list[tuple[int, int]] | None  # (concept_id, label) of bias/conflicts.parquet's conflicts; None: no file
     unclustered: dict[int, str] = field(default_factory=dict)  # {class: reason}, the unclustered test's flags
+    class_names: tuple[str, ...] = ()  # the data stage's (soxai.data.class_names.read_class_names)
 
 
 def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
@@ -339,6 +359,7 @@ def _correction_inputs(run: RunDir, train: pd.DataFrame) -> _CorrectionInputs:
         carriers=read_parquet(run.bias_carriers) if run.bias_carriers.is_file() else None,
         concept_labels={int(c): int(k) for c, k in zip(concepts["concept_id"], concepts["label"], strict=True)
                         if int(c) >= 0},
+        class_names=read_class_names(run),
         conflicts=None if conflicts is None else [] if conflicts.empty else [
             (int(c), int(k)) for c, k, hit in zip(conflicts["concept_id"], conflicts["label"],
                                                   conflicts["is_conflict"], strict=True) if bool(hit)],
@@ -369,6 +390,7 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
 
     r = cfg.retrain
     labels, rows = train["label"].to_numpy(), train["row"].to_numpy()
+    cls = functools.partial(class_text, class_names=inputs.class_names)
     if variant == "reweight":
         if inputs.conflicts is None:
             raise StageError("reweight balances the conflict test's concepts, but bias/conflicts.parquet is missing "
@@ -376,16 +398,16 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
                              "missing)")
         carrier = carrier_mask(inputs.carriers, train["sample_id"].to_numpy())
         tied, untied = tied_conflicts(labels, inputs.concept_ids, inputs.preds, inputs.conflicts, inputs.flagged,
-                                      carrier)
+                                      carrier, cls=cls)
         groups = reweight_groups(labels, inputs.concept_ids, tied)
         # nothing tied: every weight 1, the baseline's samples, uniform draws and last epoch
         weights = group_balanced_weights(labels, groups, r.reweight_max_upweight, carrier) if tied \
             else np.ones(len(train))
         table = pd.DataFrame({"sample_id": train["sample_id"].to_numpy(), "weight": weights,
                               "concept_id": inputs.concept_ids, "conflict": groups != REST, "carrier": carrier})
-        record_rows = reweight_record(labels, groups, weights, r.reweight_max_upweight, carriers=carrier) \
+        record_rows = reweight_record(labels, groups, weights, r.reweight_max_upweight, carriers=carrier, cls=cls) \
             if tied else []
-        record_rows += settle_untied(untied, labels, inputs.concept_ids, weights)
+        record_rows += settle_untied(untied, labels, inputs.concept_ids, weights, cls=cls)
         if not record_rows:
             record_rows = [{"concept_id": None, "label": None, "correction": "none", "n_samples": 0, "weight": 1.0,
                             "reason": "no conflict concept: nothing to reweight, so reweight trained as the baseline"}]
@@ -394,11 +416,11 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
     frame = train[["sample_id", "label"]].assign(concept_id=inputs.concept_ids)
     plan = plan_augment(frame, inputs.flagged, inputs.scores, inputs.carriers, inputs.concept_labels,
                         tuple(images.shape[2:]), seed, r.augment_rate, r.augment_fallback, r.reweight_max_upweight,
-                        unclustered=inputs.unclustered)
+                        unclustered=inputs.unclustered, cls=cls)
     emptied = [] if cfg.manifest.allow_empty_class else emptied_classes(labels, plan.keep)
     if emptied:
         raise StageError(
-            f"augment's fallback drop_carriers would drop every training sample of class {emptied[0]}; set "
+            f"augment's fallback drop_carriers would drop every training sample of {cls(emptied[0])}; set "
             "retrain.augment_fallback to reweight or none, or manifest.allow_empty_class=true")
     train_rows = rows.copy()
     train_rows[plan.recipients] = len(images) + np.arange(len(plan.recipients))

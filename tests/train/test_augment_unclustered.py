@@ -54,11 +54,11 @@ def test_plan_augment__an_unclustered_flag_pastes_each_carriers_own_box_into_oth
         np.testing.assert_array_equal(x[i, :, rest], images[r, :, rest])  # nothing else moved
     (row,) = plan.corrections
     assert row["concept_id"] == -1 and row["label"] == 0 and row["correction"] == "augment"
-    assert "class 0's unclustered samples" in row["reason"] and "each of the 5 of its 5 carriers" in row["reason"]
+    assert "the unclustered samples of class 0" in row["reason"] and "each of the 5 of its 5 carriers" in row["reason"]
     table = plan.table(train)
     pasted = table[table["augment_concept"].notna()]
     assert len(pasted) == 10 and (pasted["augment_concept"] == -1).all()
-    assert pasted["reason"].str.contains("class 0's unclustered flag").all()
+    assert pasted["reason"].str.contains("the unclustered flag of class 0").all()
     assert pasted["reason"].str.contains("own most salient box").all()
 
 
@@ -110,5 +110,5 @@ def test_plan_augment__two_unclustered_flags_each_paste_their_own_carriers_and_f
                         {10: 0, 11: 1, 12: 2}, (8, 8), 0, None, "reweight", 10.0, unclustered=both)
     rows = {c["label"]: c for c in plan.corrections}
     assert rows[0]["correction"] == "augment" and rows[1]["correction"] == "reweight"
-    assert rows[1]["reason"].startswith("class 1's unclustered flag (class 1) cannot be augmented")
+    assert rows[1]["reason"].startswith("the unclustered flag of class 1 cannot be augmented")
     assert "nan" not in rows[1]["reason"] and "concept -1" not in rows[1]["reason"]

@@ -144,6 +144,7 @@ def test_run_train__augment_reads_the_unclustered_flag_from_the_manifest(tiny_ex
     import pandas as pd
 
     from soxai.bias.carriers import WINDOW_COLUMNS
+    from soxai.data.class_names import class_text, read_class_names
     from soxai.run_dir import write_parquet
     from soxai.train.runner import run_train
 
@@ -164,12 +165,14 @@ def test_run_train__augment_reads_the_unclustered_flag_from_the_manifest(tiny_ex
     metrics = read_json(run.variant_metrics("augment", 0))
     (row,) = metrics["corrections"]
     assert (row["concept_id"], row["label"], row["correction"]) == (-1, k, "augment")
-    assert f"class {k}'s unclustered samples" in row["reason"] and metrics["n_augmented"] == row["n_samples"] > 0
+    named = class_text(k, read_class_names(run))  # "class round": the run's names, as `soxai concepts` shows them
+    assert named != f"class {k}"
+    assert f"the unclustered samples of {named}" in row["reason"] and metrics["n_augmented"] == row["n_samples"] > 0
     ids = read_parquet(run.variant_manifest("augment", 0))
     pasted = ids[ids["augment_concept"].notna()]
     assert len(pasted) == metrics["n_augmented"] and (pasted["augment_concept"] == -1).all()
     assert pasted["donor_id"].isin(set(found["sample_id"])).all()
-    assert pasted["reason"].str.contains(f"class {k}'s unclustered flag").all()
+    assert pasted["reason"].str.contains(f"the unclustered flag of {named}").all()
 
 
 def test_run_train__reweight_without_the_conflict_table_says_how_to_get_it(tiny_explained, tmp_path):

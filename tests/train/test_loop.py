@@ -56,3 +56,25 @@ def test_checkpoint__round_trip_and_refuses_code(tmp_path):
     wrong = build_model(ModelConfig(channels=(8,), hidden=8), 1, 2, 8, seed=0)
     with pytest.raises(SoxaiError, match="does not match"):
         load_checkpoint(tmp_path / "m.pt", wrong)
+
+
+def test_train_model__channels_last_learns_the_same_task_seeded_and_hands_back_the_default_format():
+    images, labels = _toy(n=96)
+    cfg = TrainConfig(epochs=5, batch_size=16, lr=1e-2)
+    rows = np.arange(len(labels))
+    preds, weights = [], []
+    for channels_last in (True, True, False):
+        model = build_model(ModelConfig(channels=(4, 8), hidden=8), 1, 2, 8, seed=0)
+        seen = []  # while training: is the second conv's input (4 channels) in the channels-last format?
+        second = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1]
+        second.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(
+            a[0].is_contiguous(memory_format=torch.channels_last) and not a[0].is_contiguous()) if m.training else None)
+        train_model(model, images, rows, labels, cfg, seed=0, device=torch.device("cpu"), channels_last=channels_last)
+        conv = [p for p in model.parameters() if p.dim() == 4]
+        assert conv and all(p.is_contiguous() for p in conv)  # the default format again: saliency, checkpoints
+        assert seen and all(seen) == channels_last  # the batches were channels-last while it trained, or never
+        preds.append(predict_logits(model, images, rows, torch.device("cpu")))
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert (preds[0].argmax(1) == labels).mean() > 0.9 and (preds[2].argmax(1) == labels).mean() > 0.9
+    np.testing.assert_array_equal(preds[0], preds[1])  # seeded in that format too
+    assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))

@@ -143,3 +143,41 @@ def test_section_hash__num_workers_does_not_retrain_but_the_recipe_does():
     base = load_config(None).section_hash("model", "train")
     assert load_config(None, ["train.num_workers=4"]).section_hash("model", "train") == base
     assert load_config(None, ["train.schedule=cosine"]).section_hash("model", "train") != base
+
+
+def test_fit__channels_last_in_the_train_stage_for_built_in_models_and_train_logic_in_retrained_fingerprints(
+        tiny_explained, monkeypatch):
+    """The train stage's built-in architectures train channels-last (train logic 1); the model stage's, the audited
+    model, does not, nor does a user's factory model (it may reshape with view). TRAIN_LOGIC is part of each retrained
+    model's fingerprint and not of the model stage's, whose model it does not change."""
+    import soxai.train.loop as loop
+    from soxai.data.runner import read_samples
+    from soxai.train import runner, variants
+    from soxai.train.fit import fit
+
+    cfg, run = tiny_explained
+    asked = []
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("channels_last"))
+        return args[0]
+
+    monkeypatch.setattr(loop, "train_model", spy)
+    train = read_samples(run).query("split == 'train'")
+    rows, labels = train["row"].to_numpy()[:8], train["label"].to_numpy()[:8]
+    fit(cfg, run, rows, labels, 0, "probe", channels_last=True)
+    fit(cfg, run, rows, labels, 0, "probe")
+    inputs = variants.VariantInputs.__new__(variants.VariantInputs)
+    inputs.__dict__.update(cfg=cfg, run=run, train=train, images=None)
+    inputs.fit_mask(np.ones(len(train), dtype=bool), 1, "probe", twin=False)  # how every variant's model trains
+    user = cfg.model_copy(update={"model": cfg.model.model_copy(update={"factory": "tests.models.nets:tiny"})})
+    monkeypatch.setattr("soxai.train.fit.make_model", lambda *a: torch.nn.Linear(1, 1))
+    fit(user, run, rows, labels, 0, "probe", channels_last=True)
+    assert asked == [True, False, True, False]
+
+    recipe = variants.VariantInputs.recipe_and_data.func  # the uncached function behind the property
+    before = recipe(inputs)[0]
+    stage_fp = runner.fingerprint("model", cfg.section_hash("seed", "model", "train"), *runner.upstream(run, "data"))
+    assert stage_fp in (run.root / "model" / "stage.json").read_text()  # the model stage's: no train logic in it
+    monkeypatch.setattr(loop, "TRAIN_LOGIC", loop.TRAIN_LOGIC + 1)
+    assert recipe(inputs)[0] != before
