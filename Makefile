@@ -19,10 +19,16 @@ $(VENV)/.umap-warm: $(BIN)/soxai
 	$(BIN)/python -m soxai.embed.warmup || echo "note: UMAP's kernels were not compiled ahead; the first run compiles them"
 	touch $(VENV)/.umap-warm
 
-# create and migrate Prefect's database (~/.prefect/prefect.db, or where PREFECT_HOME says) now: the first
-# temporary server of a machine otherwise builds it first, 7 s of the first run's start on a 2-core machine
+# create and migrate the temporary server's database (~/.prefect/prefect.db, or under PREFECT_HOME) now: the first
+# temporary server of a machine otherwise builds it first, 7 s of the first run's start on a 2-core machine. Left
+# alone where PREFECT_API_URL or PREFECT_API_DATABASE_CONNECTION_URL names a server or database of the user's own.
+# The stamp is written even when it fails, as for the UMAP warm-up: the first run then builds it.
 $(VENV)/.prefect-db: $(BIN)/soxai
-	$(BIN)/prefect server database upgrade -y >/dev/null || echo "note: Prefect's database was not created ahead; the first run creates it"
+	@if [ -n "$$PREFECT_API_URL$$PREFECT_API_DATABASE_CONNECTION_URL" ]; then \
+	  echo "note: a Prefect server or database is configured; its database is left as it is"; \
+	else \
+	  $(BIN)/prefect server database upgrade -y >/dev/null || echo "note: Prefect's database was not created ahead; the first run creates it"; \
+	fi
 	touch $(VENV)/.prefect-db
 
 setup: $(BIN)/soxai $(VENV)/.umap-warm $(VENV)/.prefect-db

@@ -24,7 +24,7 @@ def exact_knn_wanted(n: int, knn: str) -> bool:
 
     ``knn``: 'exact' always, 'approximate' never (UMAP's own choice: exact below :data:`UMAP_SMALL`,
     NN-descent above), 'auto' up to :data:`EXACT_KNN_MAX` samples. Below UMAP_SMALL UMAP's own search is
-    already exact, so it is left to UMAP (and the embedding is the one UMAP alone gives).
+    already exact, so its neighbours are kept, found by :func:`small_data_knn` (the embedding UMAP alone gives).
     """
     if knn not in ("auto", "exact", "approximate"):
         raise ValueError(f"unknown embed.knn {knn!r}; use auto, exact or approximate")
@@ -35,8 +35,8 @@ def exact_knn_wanted(n: int, knn: str) -> bool:
 
 def small_data_knn(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
     """The neighbours UMAP's own search finds below :data:`UMAP_SMALL` samples, bit for bit, in the form
-    ``precomputed_knn`` takes: all pairwise distances by umap-learn's own ``euclidean`` kernel, stored in the
-    inputs' precision as scikit-learn stores them, then UMAP's own ``fast_knn_indices`` (a stable sort per row).
+    ``precomputed_knn`` takes: all pairwise distances by umap-learn's ``euclidean`` kernel, stored in the
+    precision scikit-learn stores them in, then UMAP's own ``fast_knn_indices`` (a stable sort per row).
 
     UMAP computes that matrix through scikit-learn's ``pairwise_distances`` with a numba function as the metric,
     which scikit-learn calls from Python once per pair: 5.8 s of an 8.1-s embedding of the demo's 2,100 vectors
@@ -51,12 +51,17 @@ def small_data_knn(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndar
     indices : int32 array of shape (n_samples, n_neighbors)
     distances : float array of shape (n_samples, n_neighbors), the matrix's entries at ``indices``
     """
+    from sklearn.metrics import pairwise_distances
+    from umap.distances import euclidean
     from umap.utils import fast_knn_indices
 
     from soxai.embed.umap_small import pairwise_euclidean  # numba: imported where it is used
 
     x = np.ascontiguousarray(x, dtype=np.float32)  # what UMAP's check_array hands its search
-    dmat = pairwise_euclidean(x)
+    # the precision scikit-learn stores that matrix in (float32 for float32 rows in scikit-learn 1.9, float64 in
+    # older releases), asked of it on two rows: the neighbours at a near-tie follow from it
+    dtype = pairwise_distances(x[:2], metric=euclidean).dtype
+    dmat = pairwise_euclidean(x, np.zeros((len(x), len(x)), dtype=dtype))
     idx = fast_knn_indices(dmat, n_neighbors)
     return idx, dmat[np.arange(len(x))[:, None], idx].copy()
 

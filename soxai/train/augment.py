@@ -97,20 +97,10 @@ class AugmentPlan:
         return out[self.keep].reset_index(drop=True)
 
 
-def plan_augment(
-    train: pd.DataFrame,
-    flagged: dict[int, str],
-    scores: pd.DataFrame,
-    carriers: pd.DataFrame | None,
-    concept_labels: dict[int, int],
-    shape: tuple[int, int],
-    seed: int,
-    rate: float | None,
-    fallback: str,
-    max_upweight: float,
-    unclustered: dict[int, str] | None = None,
-    cls: Callable[[int], str] = class_text,
-) -> AugmentPlan:
+def plan_augment(train: pd.DataFrame, flagged: dict[int, str], scores: pd.DataFrame, carriers: pd.DataFrame | None,
+                 concept_labels: dict[int, int], shape: tuple[int, int], seed: int, rate: float | None, fallback: str,
+                 max_upweight: float, unclustered: dict[int, str] | None = None,
+                 cls: Callable[[int], str] = class_text) -> AugmentPlan:
     """Decide, for one seed, which images get which flagged concept's region from which carrier.
 
     For each flagged concept (in id order) with a region (``concept_region``) and carriers (the rows of
@@ -266,21 +256,22 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
     """Apply ``fallback`` to flagged concept ``cid`` of class ``k`` (no region to paste); return its corrections row.
 
     Updates ``keep`` (drop_carriers), ``weights`` (reweight: the whole class, once per class, recorded in
-    ``reweighted``) and ``reasons`` in place. ``name``: what the reasons call the flag (default "concept <cid>").
+    ``reweighted``) and ``reasons`` in place. ``name``: what the reasons call the flag, with its class (default
+    "flagged concept <cid>", its class said in the row's reason).
     """
     from soxai.manifest.policies import PolicyContext, drop_carriers
 
     labels = train["label"].to_numpy()
     cids = train["concept_id"].fillna(-1).to_numpy(dtype=np.int64)
-    head = f"{name or f'concept {cid} ({cls(k)})'} cannot be augmented: {why}; "  # a given name says its class
-    name = name or f"concept {cid}"
+    head = f"{name or f'concept {cid} ({cls(k)})'} cannot be augmented: {why}; "
+    name = name or f"flagged concept {cid}"
     if fallback == "drop_carriers":
         ctx = PolicyContext(boxes={}, sample_maps=_no_maps, region_threshold=1.0, carriers=carriers)
         keep_c, _ = drop_carriers(train, {cid: flagged[cid]}, ctx)
         dropped = keep & ~keep_c
         keep &= keep_c
         for p in np.flatnonzero(dropped):
-            reasons[p] = f"dropped: carries flagged {name}, which has no region to paste"
+            reasons[p] = f"dropped: carries {name}, which has no region to paste"
         return {"concept_id": cid, "label": k, "correction": "drop_carriers", "n_samples": int(dropped.sum()),
                 "reason": head + f"dropped its {int(dropped.sum())} carriers instead "
                                  "(retrain.augment_fallback=drop_carriers)"}
@@ -292,9 +283,9 @@ def _fall_back(cid: int, k: int, why: str, train: pd.DataFrame, flagged: dict[in
             reweighted.add(k)
         members = in_class[cids[in_class] == cid]
         for p in in_class:
-            reasons[p] = f"{cls(k)} reweighted by its concepts (fallback for flagged {name}, no region): " \
+            reasons[p] = f"{cls(k)} reweighted by its concepts (fallback for {name}, no region): " \
                          f"drawn {weights[p]:.2f}x as often as in the baseline"
-        drawn = f"; {name}'s {len(members)} members drawn {float(weights[members[0]]):.2f}x as often" \
+        drawn = f"; the {len(members)} members of concept {cid} drawn {float(weights[members[0]]):.2f}x as often" \
             if len(members) and cid >= 0 else ""
         return {"concept_id": cid, "label": k, "correction": "reweight", "n_samples": len(in_class),
                 "reason": head + f"reweighted the {len(in_class)} samples of {cls(k)} by their concepts "
@@ -375,7 +366,7 @@ def _draw_recipients(labels: np.ndarray, keep: np.ndarray, used: np.ndarray, sha
         want = int(round(share * int(((labels == j) & keep).sum())))
         take = rng.choice(pool, size=min(want, len(pool)), replace=False) if want else np.zeros(0, np.int64)
         if len(take) < want:
-            short.append(f"{cls(int(j))} {len(take)} of {want}")
+            short.append(f"{cls(int(j))}: {len(take)} of {want}")
         got.append(np.sort(take))
     chosen = np.concatenate(got) if got else np.zeros(0, np.int64)
     used[chosen] = True

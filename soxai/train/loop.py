@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -60,10 +61,8 @@ def train_model(
         with the highest score are kept (the first of equal ones), e.g. a reweighted model's group-balanced
         accuracy on the validation split (``soxai.train.selection``). With ``cfg.patience`` it replaces the
         validation accuracy as what early stopping watches.
-    channels_last : train in PyTorch's channels-last memory format (the model's 4-d weights and every batch), on a
-        CPU only; the model is handed back in the default format. Same recipe, other float order: the demo's model
-        trained in 0.56x the time on a 2-core machine (:data:`TRAIN_LOGIC`). A model that reshapes with ``view``
-        may refuse the format, so only the built-in architectures ask for it, in the train stage (soxai.train.fit).
+    channels_last : train in the channels-last memory format on a CPU (:func:`_in_memory_format`; the same recipe in
+        another float order, :data:`TRAIN_LOGIC`); the model is handed back in the default format.
 
     Raises
     ------
@@ -78,36 +77,52 @@ def train_model(
     _check_train_inputs(cfg, val, sample_weights, len(y_all))
     layout = torch.channels_last if channels_last and device.type == "cpu" else None
     model.to(device).train()
-    if layout is not None:
-        model.to(memory_format=layout)
-    opt = make_optimizer(model, cfg)
-    scheduler = make_scheduler(opt, cfg)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    loss_fn = nn.CrossEntropyLoss()
-    torch.manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed)
-    order = EpochBatches(cfg.batch_size)
-    loader = batch_loader(images, rows, y_all, order, cfg.num_workers, pin=device.type == "cuda")
-    best = _BestEpoch()
-    for epoch in range(cfg.epochs):
-        order.set_order(rng.permutation(len(y_all)) if sample_weights is None
-                        else weighted_epoch_order(sample_weights, rng))
-        mean_loss = _train_epoch(model, loader, opt, loss_fn, scaler, cfg, aug_gen, device, layout)
-        if scheduler is not None:
-            scheduler.step()
-        if on_epoch is not None:
-            on_epoch(epoch, mean_loss)
-        if val_score is not None or (cfg.patience is not None and val is not None):
-            best.offer(model, _epoch_score(model, images, val, device, val_score))
-            if cfg.patience is not None and best.stale >= cfg.patience:
-                break
-    if best.state is not None:
-        model.load_state_dict(best.state)
-    if layout is not None:
-        model.to(memory_format=torch.contiguous_format)
+    with _in_memory_format(model, layout):
+        opt = make_optimizer(model, cfg)
+        scheduler = make_scheduler(opt, cfg)
+        scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+        loss_fn = nn.CrossEntropyLoss()
+        torch.manual_seed(seed)
+        aug_gen, order = torch.Generator().manual_seed(seed), EpochBatches(cfg.batch_size)
+        loader = batch_loader(images, rows, y_all, order, cfg.num_workers, pin=device.type == "cuda")
+        best = _BestEpoch()
+        for epoch in range(cfg.epochs):
+            order.set_order(rng.permutation(len(y_all)) if sample_weights is None
+                            else weighted_epoch_order(sample_weights, rng))
+            mean_loss = _train_epoch(model, loader, opt, loss_fn, scaler, cfg, aug_gen, device, layout)
+            if scheduler is not None:
+                scheduler.step()
+            if on_epoch is not None:
+                on_epoch(epoch, mean_loss)
+            if val_score is not None or (cfg.patience is not None and val is not None):
+                best.offer(model, _epoch_score(model, images, val, device, val_score))
+                if cfg.patience is not None and best.stale >= cfg.patience:
+                    break
+        if best.state is not None:
+            model.load_state_dict(best.state)
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def _in_memory_format(model: nn.Module, layout: Any) -> Iterator[None]:
+    """``model``'s 4-d weights in the memory format ``layout`` inside the block (None: as they are), in the default
+    format after it.
+
+    Channels-last (train logic 1, the train stage's models on a CPU): the demo's model trained in 0.56x the time on a
+    2-core machine, the same recipe in another float order (bench/train_layout.py). A model that reshapes with
+    ``view`` may refuse the format, so only the built-in architectures ask for it (soxai.train.fit).
+    """
+    import torch
+
+    if layout is None:
+        yield
+        return
+    model.to(memory_format=layout)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 class _BestEpoch:

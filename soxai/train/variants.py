@@ -127,10 +127,13 @@ class VariantInputs:
         """The baseline's model for ``seed``, for a variant with nothing to change (every training sample as it is,
         uniform draws, the last epoch: pruning or its control with nothing dropped, reweight with no tied conflict,
         augment with nothing to paste), where it is already trained with the current recipe and data: the model
-        stage's for the run's seed (the audited model itself, trained in the default memory format where the train
-        stage's train channels-last: the same recipe in another float order, train logic 1), ``train/baseline/seed<k>``
-        for another; None otherwise (the variant then trains, which gives the same model on CPU). metrics.json says
-        ``baseline_model: true``."""
+        stage's for the run's seed, ``train/baseline/seed<k>`` for another; None otherwise (the variant then trains).
+        metrics.json says ``baseline_model: true``.
+
+        The run's seed's baseline is the audited model itself: the same recipe, seed and samples, in another float
+        order than the train stage's models (the model stage trains on all of torch's threads in the default memory
+        format; the train stage's workers on their share of the cores, channels-last since train logic 1). That
+        seed's pairs differ in rounding as well as in samples, as they did through the thread count alone before."""
         from soxai.models.registry import load_checkpoint
         from soxai.saliency.methods import resolve_device
         from soxai.train.fit import make_model
@@ -277,6 +280,7 @@ class CorrectionPlan:
     table: pd.DataFrame
     record: dict[str, Any]
     make_extra: Callable[[], np.ndarray] | None = None
+    geometry: str = ""  # augment: a digest of where each paste goes (:func:`_paste_geometry`), which no column holds
 
     @property
     def unchanged(self) -> bool:
@@ -288,6 +292,7 @@ class CorrectionPlan:
         the table and record, not the reasons that say it in words (a change of wording retrains nothing)."""
         h = hashlib.sha256(self.table.drop(columns=["reason"], errors="ignore").to_csv(index=False).encode())
         h.update(json.dumps(_without_reasons(self.record), sort_keys=True, default=str).encode())
+        h.update(self.geometry.encode())
         return h.hexdigest()[:16]
 
 
@@ -429,8 +434,21 @@ def _correction_plan(cfg: Config, variant: str, seed: int, train: pd.DataFrame, 
               "augment_fallback": r.augment_fallback}
     return CorrectionPlan(plan.keep, train_rows[plan.keep], None if np.all(weights == 1) else weights,
                           plan.table(frame), record,
-                          make_extra=(lambda: augmented_images(images, rows, plan)) if len(plan.recipients) else None)
+                          make_extra=(lambda: augmented_images(images, rows, plan)) if len(plan.recipients) else None,
+                          geometry=_paste_geometry(plan))
 
+
+def _paste_geometry(plan: Any) -> str:
+    """A digest of where an augment plan's pastes go: each region (detector, box, mask, whole image) and the box
+    each pair copies (``AugmentPlan.boxes``). The reasons say it in words, which the plan's hash leaves out."""
+    h = hashlib.sha256()
+    for cid in sorted(plan.regions):
+        region = plan.regions[cid]
+        mask = "" if region.mask is None else hashlib.sha256(np.ascontiguousarray(region.mask, bool)).hexdigest()
+        h.update(json.dumps([int(cid), region.detector, region.box, mask, region.whole_image], default=str).encode())
+    if plan.boxes is not None:
+        h.update(np.ascontiguousarray(plan.boxes, dtype=np.float64).tobytes())
+    return h.hexdigest()
 
 def _unmarked(run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:
     from soxai.run_dir import read_npy

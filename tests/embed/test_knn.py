@@ -73,9 +73,10 @@ def test_small_data_knn__umap_own_distances_and_neighbours_bit_for_bit(dims):
     x = rng.normal(size=(120, dims)).astype(np.float32)
     x[7] = x[3]  # a duplicate: distance 0 to another sample than itself
     want = pairwise_distances(x, metric=euclidean)  # what UMAP's own search computes below UMAP_SMALL
-    got = pairwise_euclidean(x)
-    assert got.dtype == want.dtype
+    got = pairwise_euclidean(x, np.zeros((120, 120), dtype=want.dtype))  # soxai's copy of umap's kernel
     np.testing.assert_array_equal(got, want)
+    wide = pairwise_euclidean(x, np.zeros((120, 120)))  # float64, as older scikit-learn stores it
+    np.testing.assert_array_equal(wide.astype(want.dtype), want)
     idx, dist = N.small_data_knn(x, 9)
     np.testing.assert_array_equal(idx, fast_knn_indices(want, 9))
     np.testing.assert_array_equal(dist, np.take_along_axis(want, idx.astype(np.int64), axis=1))

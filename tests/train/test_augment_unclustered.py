@@ -112,3 +112,25 @@ def test_plan_augment__two_unclustered_flags_each_paste_their_own_carriers_and_f
     assert rows[0]["correction"] == "augment" and rows[1]["correction"] == "reweight"
     assert rows[1]["reason"].startswith("the unclustered flag of class 1 cannot be augmented")
     assert "nan" not in rows[1]["reason"] and "concept -1" not in rows[1]["reason"]
+
+
+def test_augment_plan_hash__a_moved_box_retrains_though_recipients_and_donors_stay():
+    """Where a paste goes is in no column of train_ids.parquet, only in the reasons, which the hash leaves out: the
+    plan's geometry digest keeps a model pasted from other boxes from being reused."""
+    from soxai.train.variants import CorrectionPlan, _paste_geometry
+
+    images, train, carriers = _world()
+
+    def digest(carriers):
+        plan = _plan(train, carriers)
+        return CorrectionPlan(plan.keep, np.arange(30), None, plan.table(train), {"corrections": plan.corrections},
+                              geometry=_paste_geometry(plan)), plan
+
+    first, a = digest(carriers)
+    moved = carriers.copy()
+    moved[WINDOW_COLUMNS] = moved[WINDOW_COLUMNS].to_numpy() + np.array([1, 1, 1, 1])  # every box one pixel down-right
+    second, b = digest(moved)
+    np.testing.assert_array_equal(a.recipients, b.recipients)
+    np.testing.assert_array_equal(a.donors, b.donors)
+    assert first.content_hash() != second.content_hash()
+    assert digest(carriers)[0].content_hash() == first.content_hash()

@@ -78,3 +78,24 @@ def test_train_model__channels_last_learns_the_same_task_seeded_and_hands_back_t
     assert (preds[0].argmax(1) == labels).mean() > 0.9 and (preds[2].argmax(1) == labels).mean() > 0.9
     np.testing.assert_array_equal(preds[0], preds[1])  # seeded in that format too
     assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
+
+
+def test_train_model__channels_last_with_early_stopping_keeps_the_best_epoch_in_the_default_format():
+    images, labels = _toy(n=96)
+    rows, val = np.arange(64), (np.arange(64, 96), labels[64:])
+    scores = []
+
+    def val_score(model):  # the best epoch is the second: its weights must come back, in the default format
+        scores.append(len(scores))
+        return [0.1, 0.9, 0.2, 0.3][len(scores) - 1]
+
+    for channels_last in (True, False):
+        model = build_model(ModelConfig(channels=(4, 8), hidden=8), 1, 2, 8, seed=0)
+        states = []
+        train_model(model, images, rows, labels[:64], TrainConfig(epochs=4, batch_size=16, lr=1e-2, patience=2), 0,
+                    torch.device("cpu"), val=val, val_score=val_score, channels_last=channels_last,
+                    on_epoch=lambda e, loss, m=model, states=states: states.append(
+                        {k: v.detach().clone() for k, v in m.state_dict().items()}))
+        scores.clear()
+        assert all(p.is_contiguous() for p in model.parameters())
+        assert len(states) == 4 and all(torch.equal(v, states[1][k]) for k, v in model.state_dict().items())
