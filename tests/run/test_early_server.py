@@ -177,7 +177,10 @@ def test_cli_run__ctrl_c_at_the_terminal_ends_the_run_crashed_and_the_server_wit
     args = [sys.executable, "-m", "soxai.cli", "run", "--run-dir", str(run_dir), "--set", "train.epochs=200",
             "--set", "data.n_train_per_class=60"]
     with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # a terminal's foreground command takes Ctrl-C: SIGINT as Python's default, whatever this process inherited
+        # (a shell ignores it for a command it started in the background, and the child would inherit the ignore)
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while "stage model: running" not in log.read_text() and time.monotonic() < deadline:
