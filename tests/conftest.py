@@ -2,6 +2,7 @@
 pruned manifest, and a finished smoke run."""
 
 import os
+import signal
 import tempfile
 
 os.environ.setdefault("SOXAI_PROGRESS", "0")
@@ -38,13 +39,18 @@ def _environment_restored():
         os.environ.update(saved)
 
 
+# Ctrl-C as at a terminal: Python's own SIGINT handler. A shell that starts a command in the background without job
+# control (`nohup bash -c '...' &`) starts it with SIGINT ignored, and Python then keeps it ignored: two fresh-clone CI
+# runs on 2026-12-08 failed tests/run/test_early_server.py's Ctrl-C tests so, in whichever xdist worker had not run
+# tests/notebooks first (nbclient installs Python's handler again, which had hidden it in other runs).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(autouse=True)
 def _signal_handlers_restored(request):
-    """Each test leaves SIGINT's and SIGTERM's handlers as it found them. A fresh-clone CI run (2026-12-08) found
-    SIGINT ignored in one xdist worker before tests/run/test_early_server.py ran there, whose Ctrl-C tests then failed
-    (the command it starts inherited the ignore and ran on through the Ctrl-C); what ignored it was not found. A test
-    that changes them is named in a warning and the handlers are put back."""
-    import signal
+    """Each test leaves SIGINT's and SIGTERM's handlers as it found them: a test that changes them is named in a
+    warning and the handlers are put back."""
     import warnings
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
