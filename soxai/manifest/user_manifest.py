@@ -139,8 +139,8 @@ def _check_no_empty_class(merged: pd.DataFrame, path: Path, allow_empty_class: b
     train = merged[merged["split"] == "train"]
     emptied = emptied_classes(train["label"].to_numpy(), train["keep"].to_numpy())
     if emptied:
-        names = [f"{label} ({class_names[label]!r})" if class_names and label < len(class_names) else str(label)
-                 for label in emptied]
-        raise DataError(f"manifest {path} drops every training sample of class(es) {', '.join(names)}; a model "
-                        "cannot learn a class it never sees: keep some of them, or set "
-                        "manifest.allow_empty_class=true")
+        from soxai.data.class_names import class_text
+
+        names = ", ".join(class_text(label, class_names or ()) for label in emptied)
+        raise DataError(f"manifest {path} drops every training sample of {names}; a model cannot learn a class it "
+                        "never sees: keep some of them, or set manifest.allow_empty_class=true")
