@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import functools
 import json
 import platform
 import sys
@@ -118,7 +117,7 @@ def _audited_channels_last(on: bool):
 
     real = runner.fit
     if on:
-        runner.fit = functools.partial(real, channels_last=True)
+        runner.fit = lambda *args, **kwargs: real(*args, **{**kwargs, "channels_last": True})
     try:
         yield
     finally:

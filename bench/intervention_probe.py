@@ -76,7 +76,9 @@ def probe_run(root: Path, pairs: int, alpha: float = 0.01) -> list[dict]:
         t = time.perf_counter()
         for name, dropped in (("minus_members", members), ("minus_random", drop_others)):
             keep = train[~train["sample_id"].isin(dropped["sample_id"])]
-            model, device = fit(cfg, run, keep["row"].to_numpy(), keep["label"].to_numpy(), cfg.seed, name)
+            # as the audited model trains (the rows in docs/intervention_probe.jsonl were measured so)
+            model, device = fit(cfg, run, keep["row"].to_numpy(), keep["label"].to_numpy(), cfg.seed, name,
+                                channels_last=False)
             flips[name] = predict_logits(model.eval(), pasted, np.arange(len(pasted)), device).argmax(axis=1) == k
             unseen = predict_logits(model, ctx.images, dropped["row"].to_numpy(), device).argmax(axis=1)
             held_out[name] = float(np.mean(unseen == dropped["label"].to_numpy()))

@@ -47,12 +47,12 @@ def evaluate_splits(
 
 def fit(cfg: Config, run: RunDir, rows: np.ndarray, labels: np.ndarray, seed: int, what: str,
         images: np.ndarray | None = None, epochs: int | None = None, sample_weights: np.ndarray | None = None,
-        extra: np.ndarray | None = None, val_score=None, channels_last: bool = False):
+        extra: np.ndarray | None = None, val_score=None, channels_last: bool = True):
     """Train a fresh model on ``rows`` of the run's images (or of ``images``, the oracle's own).
 
     ``channels_last``: train a built-in architecture in the channels-last memory format on a CPU
-    (:func:`soxai.train.loop.train_model`; a user's ``model.factory`` trains as it is): the train stage's
-    models ask for it, the model stage's, the model the explain stages audit, does not.
+    (:func:`soxai.train.loop.train_model`; a user's ``model.factory`` trains as it is): every retrained model does;
+    the model stage's, the model the explain stages audit, passes False and trains as before.
 
     ``extra``: images that follow the run's (row ``len(images) + j`` reads ``extra[j]``: augment's pasted
     images); ``sample_weights``: per row, for weighted sampling (reweight); ``val_score``: model -> score

@@ -120,7 +120,7 @@ class VariantInputs:
         if reused is not None:
             return reused
         rows, labels = self.train["row"].to_numpy()[mask], self.train["label"].to_numpy()[mask]
-        return Trained(*fit(self.cfg, self.run, rows, labels, seed, what, channels_last=True))
+        return Trained(*fit(self.cfg, self.run, rows, labels, seed, what))
 
     def baseline_twin(self, seed: int, table: pd.DataFrame | None = None,
                       extra: dict[str, Any] | None = None) -> Trained | None:
@@ -197,11 +197,10 @@ def jtt_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
 
     def train() -> Trained:
         rows, labels = inputs.train["row"].to_numpy(), inputs.train["label"].to_numpy()
-        first, device = fit(cfg, run, rows, labels, seed, f"jtt (first model) seed {seed}", epochs=r.jtt_epochs,
-                            channels_last=True)
+        first, device = fit(cfg, run, rows, labels, seed, f"jtt (first model) seed {seed}", epochs=r.jtt_epochs)
         pred = predict_logits(first, read_images(run), rows, device).argmax(axis=1)
         up_rows, up_labels = jtt_upsample(rows, labels, pred, r.jtt_upweight)
-        model, device = fit(cfg, run, up_rows, up_labels, seed, f"jtt seed {seed}", channels_last=True)
+        model, device = fit(cfg, run, up_rows, up_labels, seed, f"jtt seed {seed}")
         wrong = pred != labels
         weights = np.where(wrong, r.jtt_upweight, 1).astype(np.int64)
         table = pd.DataFrame({"sample_id": inputs.train["sample_id"].to_numpy(), "weight": weights})
@@ -216,8 +215,7 @@ def oracle_plan(inputs: VariantInputs, seed: int) -> VariantPlan:
     def train() -> Trained:
         unmarked_rows, unmarked = _unmarked(inputs.run)
         x, x_rows, x_labels = oracle_images(inputs.images, inputs.train, unmarked_rows, unmarked)
-        model, device = fit(inputs.cfg, inputs.run, x_rows, x_labels, seed, f"oracle seed {seed}", images=x,
-                            channels_last=True)
+        model, device = fit(inputs.cfg, inputs.run, x_rows, x_labels, seed, f"oracle seed {seed}", images=x)
         return Trained(model, device, extra={
             "oracle_n_unmarked": 0 if unmarked_rows is None else int(len(unmarked_rows)),
             "oracle_n_train": int(len(x_rows))})
@@ -323,7 +321,7 @@ def _correction(inputs: VariantInputs, seed: int, variant: str, parts: list[str]
             val_score, selection = selection_for(inputs.cfg, lambda: inputs.val_groups, inputs.images,
                                                  resolve_device(inputs.cfg.train.device))
         model, device = fit(inputs.cfg, inputs.run, plan.rows, labels, seed, f"{variant} seed {seed}",
-                            sample_weights=plan.weights, channels_last=True,
+                            sample_weights=plan.weights,
                             extra=plan.make_extra() if plan.make_extra is not None else None, val_score=val_score)
         if val_score is not None:
             selection = val_score.record()

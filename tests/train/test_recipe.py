@@ -165,8 +165,8 @@ def test_fit__channels_last_in_the_train_stage_for_built_in_models_and_train_log
     monkeypatch.setattr(loop, "train_model", spy)
     train = read_samples(run).query("split == 'train'")
     rows, labels = train["row"].to_numpy()[:8], train["label"].to_numpy()[:8]
-    fit(cfg, run, rows, labels, 0, "probe", channels_last=True)
-    fit(cfg, run, rows, labels, 0, "probe")
+    fit(cfg, run, rows, labels, 0, "probe")  # a retrained model: the default
+    fit(cfg, run, rows, labels, 0, "probe", channels_last=False)  # the model stage's
     inputs = variants.VariantInputs.__new__(variants.VariantInputs)
     inputs.__dict__.update(cfg=cfg, run=run, train=train, images=None)
     inputs.fit_mask(np.ones(len(train), dtype=bool), 1, "probe", twin=False)  # how every variant's model trains
@@ -181,3 +181,27 @@ def test_fit__channels_last_in_the_train_stage_for_built_in_models_and_train_log
     assert stage_fp in (run.root / "model" / "stage.json").read_text()  # the model stage's: no train logic in it
     monkeypatch.setattr(loop, "TRAIN_LOGIC", loop.TRAIN_LOGIC + 1)
     assert recipe(inputs)[0] != before
+
+
+def test_run_model__the_audited_model_trains_in_the_default_memory_format(tiny_explained, tmp_path, monkeypatch):
+    import shutil
+
+    from soxai.run_dir import RunDir
+    from soxai.train import runner
+
+    cfg, base = tiny_explained
+    run = RunDir(shutil.copytree(base.root, tmp_path / "run"))
+    run.stage_json("model").unlink()  # the stage runs again, on the copy
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("channels_last", True))
+        raise Stop
+
+    monkeypatch.setattr(runner, "fit", spy)
+    with pytest.raises(Stop):
+        runner.run_model(cfg, run)
+    assert asked == [False]
